@@ -1,0 +1,57 @@
+package provisioner
+
+import "context"
+
+// Bootstrapper turns a reachable host into a one-job runner over SSH. The
+// implementation (package bootstrap) generates the per-lease keys, writes
+// the cloud-init user-data, and runs the embedded host script.
+type Bootstrapper interface {
+	// NewCredentials generates the lease's SSH client key pair, and a host key
+	// pair when withHostKey is set (for providers that install it).
+	NewCredentials(withHostKey bool) (*Credentials, error)
+
+	// UserData is the cloud-init user-data that prepares a host and installs
+	// the credentials' keys. It holds the host private key, nothing else secret.
+	UserData(c *Credentials) (string, error)
+
+	// OnStart is a start script for providers without cloud-init (Vast's
+	// onstart): it prepares the host the same way. It holds no secret.
+	OnStart(c *Credentials) string
+
+	// Probe connects over SSH, checking the host key, and runs a no-op. With
+	// no known key it trusts and returns the first key seen (pinning).
+	Probe(ctx context.Context, req ProbeRequest) (hostKey string, err error)
+
+	// Bootstrap checks the GPU when asked, installs the runner, and starts it
+	// detached with the JIT config delivered on stdin.
+	Bootstrap(ctx context.Context, req BootstrapRequest) (*BootstrapResult, error)
+}
+
+// Credentials are a lease's keys. They are kept in memory only.
+type Credentials struct {
+	ClientPublicKey  string // authorized_keys format
+	ClientPrivatePEM []byte // secret
+	HostKey          *HostKeyPair
+}
+
+// ProbeRequest says where and how to connect.
+type ProbeRequest struct {
+	Endpoint    Endpoint
+	Credentials *Credentials
+	// KnownHostKey is the expected host key (authorized_keys format); empty
+	// means trust on first use.
+	KnownHostKey string
+}
+
+// BootstrapRequest is one bootstrap of one host.
+type BootstrapRequest struct {
+	ProbeRequest
+	JIT      *JITConfig
+	CheckGPU bool
+}
+
+// BootstrapResult is what the host reported.
+type BootstrapResult struct {
+	HostKey string
+	GPUInfo string // nvidia-smi's summary when the GPU was checked
+}

@@ -1,0 +1,40 @@
+package provisioner
+
+import (
+	"errors"
+	"fmt"
+)
+
+// Sentinel errors shared by the domain and its implementations. Check them
+// with errors.Is.
+var (
+	// ErrNotFound: the lease, instance, runner or job does not exist (any more).
+	ErrNotFound = errors.New("not found")
+	// ErrOfferUnavailable: the offer was taken or has no capacity; try another.
+	ErrOfferUnavailable = errors.New("offer unavailable")
+	// ErrNoOffer: no provider of the class has a fitting offer right now.
+	ErrNoOffer = errors.New("no fitting offer")
+	// ErrGPUCheck: the host's GPU check failed; the machine is bad.
+	ErrGPUCheck = errors.New("GPU check failed")
+	// ErrHostKeyMismatch: the host presented a key other than the pinned one.
+	ErrHostKeyMismatch = errors.New("SSH host key mismatch")
+	// ErrQueueNotStarted: work was enqueued before the store's queue started.
+	ErrQueueNotStarted = errors.New("work queue not started")
+)
+
+// TransitionError is returned by the store for a change of state the
+// lifecycle does not allow.
+type TransitionError struct {
+	LeaseID  string
+	From, To State
+}
+
+func (e *TransitionError) Error() string {
+	return fmt.Sprintf("lease %s: cannot go from %s to %s", e.LeaseID, e.From, e.To)
+}
+
+// IsTransitionError reports whether err is a refused transition.
+func IsTransitionError(err error) bool {
+	var te *TransitionError
+	return errors.As(err, &te)
+}

@@ -1,0 +1,150 @@
+package provisioner
+
+import (
+	"context"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Provider rents hosts from one cloud. Every method takes a context first and
+// is safe for concurrent use. Implementations live in providers/<name>.
+type Provider interface {
+	// Name is the provider's name in configuration ("vast", "lambda", "local").
+	Name() string
+
+	// Capabilities tells the provisioner how to prepare a host.
+	Capabilities() Capabilities
+
+	// Offers returns the offers that fit the class, cheapest first, with
+	// PricePerHour including everything billed per hour for the class (disk).
+	Offers(ctx context.Context, class Class) ([]Offer, error)
+
+	// Create rents the offered host, tagged with the marker. It returns
+	// ErrOfferUnavailable when the offer was taken or has no capacity, so the
+	// caller can try the next one. The returned instance may still be booting.
+	Create(ctx context.Context, req CreateRequest) (*Instance, error)
+
+	// Get returns the instance's current state, or ErrNotFound once it is gone.
+	Get(ctx context.Context, id string) (*Instance, error)
+
+	// ListOwned returns every instance carrying the deployment's marker, and
+	// nothing else: instances of other deployments and untagged ones are never
+	// listed, so nothing built on this list can destroy them.
+	ListOwned(ctx context.Context, deployment string) ([]*Instance, error)
+
+	// Destroy terminates the instance and stops its billing. An instance that
+	// is already gone counts as destroyed (nil error). Provider-side leftovers
+	// created for the lease (such as a registered SSH key) are removed too.
+	Destroy(ctx context.Context, inst *Instance) error
+}
+
+// Capabilities says what a provider can do for a new host.
+type Capabilities struct {
+	// CloudInit: the host runs the user-data given at create.
+	CloudInit bool
+	// HostKeyInjection: the host uses the host key given at create, so the
+	// first SSH connection is verified rather than trusted.
+	HostKeyInjection bool
+}
+
+// Offer is a host that can be rented now, normalised across providers.
+type Offer struct {
+	Provider     string
+	ID           string // provider's offer id (Vast ask id, Lambda "type@region")
+	GPU          string // e.g. "A100 SXM4"
+	GPUCount     int
+	GPUMemoryGB  float64 // per GPU
+	PricePerHour float64 // USD, all hourly costs for the class included
+	Region       string
+	Reliability  float64 // 0..1; 1 when the provider does not report it
+	// MachineID identifies the physical machine where the provider tells it,
+	// so a bad machine can be avoided for a while.
+	MachineID string
+}
+
+// CreateRequest is everything a provider needs to rent one host for a lease.
+type CreateRequest struct {
+	Offer  Offer
+	Class  Class
+	Marker Marker
+	// SSHPublicKey is the lease's client key (authorized_keys format).
+	SSHPublicKey string
+	// UserData is cloud-init user-data for providers with CloudInit.
+	UserData string
+	// HostKey is the host key pair to install, for providers with
+	// HostKeyInjection. PrivatePEM is a secret.
+	HostKey *HostKeyPair
+	// OnStart is a shell script that prepares the host, for providers that
+	// have no cloud-init but run a start command (Vast's onstart).
+	OnStart string
+}
+
+// HostKeyPair is a host key crabbox-runner generated for a host.
+type HostKeyPair struct {
+	PublicKey  string // authorized_keys format
+	PrivatePEM []byte // OpenSSH PEM; secret
+}
+
+// InstanceStatus is a provider-neutral view of an instance's state.
+type InstanceStatus string
+
+// Instance states. Failed instances never become running on their own.
+const (
+	InstancePending InstanceStatus = "pending"
+	InstanceRunning InstanceStatus = "running"
+	InstanceFailed  InstanceStatus = "failed"
+	InstanceGone    InstanceStatus = "gone"
+)
+
+// Instance is one rented host.
+type Instance struct {
+	Provider string
+	ID       string
+	Status   InstanceStatus
+	// StatusMessage is the provider's detail, e.g. why it failed.
+	StatusMessage string
+	SSH           Endpoint // empty until the host is reachable
+	Marker        Marker   // parsed from the instance's tags; zero if untagged
+	PricePerHour  float64
+	GPU           string
+	Region        string
+	MachineID     string
+	CreatedAt     time.Time
+}
+
+// Marker is the ownership tag on every instance crabbox-runner creates. It
+// carries enough for gc to act on an instance with no database: whose it is,
+// which lease, and when it must be gone.
+type Marker struct {
+	Deployment string
+	LeaseID    string
+	Expires    time.Time
+}
+
+const markerPrefix = "crabbox"
+
+// String encodes the marker as a single label: crabbox:<deployment>:<lease>:<expiry unix>.
+// It fits Vast's label and Lambda's instance name (64 characters) for
+// deployment names up to 24 characters.
+func (m Marker) String() string {
+	return fmt.Sprintf("%s:%s:%s:%d", markerPrefix, m.Deployment, m.LeaseID, m.Expires.Unix())
+}
+
+// IsZero reports whether the marker is unset.
+func (m Marker) IsZero() bool { return m.Deployment == "" && m.LeaseID == "" }
+
+// ParseMarker decodes a label written by Marker.String. ok is false for any
+// label crabbox-runner did not write.
+func ParseMarker(label string) (m Marker, ok bool) {
+	parts := strings.Split(strings.TrimSpace(label), ":")
+	if len(parts) != 4 || parts[0] != markerPrefix || parts[1] == "" || parts[2] == "" {
+		return Marker{}, false
+	}
+	exp, err := strconv.ParseInt(parts[3], 10, 64)
+	if err != nil || exp <= 0 {
+		return Marker{}, false
+	}
+	return Marker{Deployment: parts[1], LeaseID: parts[2], Expires: time.Unix(exp, 0).UTC()}, true
+}

@@ -1,0 +1,135 @@
+package provisioner
+
+import (
+	"context"
+	"log/slog"
+	"time"
+
+	"github.com/riverqueue/river"
+)
+
+// Store keeps leases, workflow jobs, deliveries and the durable work queue
+// in one database, so that recording a fact and enqueueing the work it
+// causes commit together. Implementations: store/sqlite (embedded default)
+// and, later, store/postgres; store/storetest holds the suite both pass.
+type Store interface {
+	// InTx runs fn in one transaction. Work enqueued through the Tx commits
+	// or rolls back with it. fn must not call the Store itself.
+	InTx(ctx context.Context, fn func(tx Tx) error) error
+
+	Lease(ctx context.Context, id string) (*Lease, error)
+	Leases(ctx context.Context, f LeaseFilter) ([]*Lease, error)
+	LeaseEvents(ctx context.Context, leaseID string) ([]Event, error)
+	Job(ctx context.Context, id, runAttempt int64) (*Job, error)
+
+	// Ping checks the database answers (readiness).
+	Ping(ctx context.Context) error
+
+	// StartWork starts the durable work queue with the given workers. Until
+	// it is called, Tx.Enqueue fails with ErrQueueNotStarted.
+	StartWork(ctx context.Context, cfg WorkConfig) error
+	// StopWork stops fetching new work and waits for running work to end,
+	// or for ctx.
+	StopWork(ctx context.Context) error
+
+	Close() error
+}
+
+// Tx is the store inside one transaction. On PostgreSQL, Lease locks the row.
+type Tx interface {
+	// RecordDelivery stores a delivery GUID. It returns false when the GUID
+	// was seen before (a redelivery or a second hook).
+	RecordDelivery(ctx context.Context, guid, event, action string, at time.Time) (bool, error)
+	// RecordJobEvent stores that (job, attempt, action) was received. It
+	// returns false when it was received before.
+	RecordJobEvent(ctx context.Context, jobID, runAttempt int64, action, guid string, at time.Time) (bool, error)
+
+	// Job returns a workflow job, or ErrNotFound.
+	Job(ctx context.Context, id, runAttempt int64) (*Job, error)
+	// PutJob inserts or replaces a workflow job.
+	PutJob(ctx context.Context, j *Job) error
+
+	// Demand counts, for one class in one scope, the jobs still queued and
+	// the leases that can still take one (State.Available).
+	Demand(ctx context.Context, class, scopeKey string) (queued, available int, err error)
+
+	InsertLease(ctx context.Context, l *Lease) error
+	Lease(ctx context.Context, id string) (*Lease, error)
+	LeaseByRunnerName(ctx context.Context, runnerName string) (*Lease, error)
+	Leases(ctx context.Context, f LeaseFilter) ([]*Lease, error)
+	// Transition applies mut to the lease and moves it to state to, recording
+	// an event with the reason. A move the lifecycle does not allow returns a
+	// *TransitionError and changes nothing.
+	Transition(ctx context.Context, id string, to State, reason string, mut func(*Lease)) (*Lease, error)
+	// UpdateLease applies mut to the lease without changing its state.
+	UpdateLease(ctx context.Context, id string, mut func(*Lease)) (*Lease, error)
+
+	// Enqueue inserts durable work in this transaction.
+	Enqueue(ctx context.Context, args river.JobArgs, opts *river.InsertOpts) error
+}
+
+// LeaseFilter selects leases; zero fields match everything.
+type LeaseFilter struct {
+	States   []State
+	Class    string
+	ScopeKey string
+	Provider string
+	Limit    int
+}
+
+// WorkConfig configures the durable work queue.
+type WorkConfig struct {
+	Workers      *river.Workers
+	PeriodicJobs []*river.PeriodicJob
+	// Queues maps queue names to their maximum concurrent workers.
+	Queues map[string]int
+	// PollInterval is how often idle workers look for new work.
+	PollInterval time.Duration
+	// RescueAfter is how long a job may run before another worker takes it
+	// over (after a crash); longer than any worker's timeout.
+	RescueAfter time.Duration
+	Logger      *slog.Logger
+}
+
+// JobStatus is a workflow job's status as crabbox-runner knows it. It only
+// moves forward: queued < in_progress < completed.
+type JobStatus string
+
+// Workflow job statuses.
+const (
+	JobQueued     JobStatus = "queued"
+	JobInProgress JobStatus = "in_progress"
+	JobCompleted  JobStatus = "completed"
+)
+
+// Rank orders statuses so late and reordered events cannot move a job back.
+func (s JobStatus) Rank() int {
+	switch s {
+	case JobQueued:
+		return 1
+	case JobInProgress:
+		return 2
+	case JobCompleted:
+		return 3
+	}
+	return 0
+}
+
+// Job is a GitHub Actions workflow job that matched a class.
+type Job struct {
+	ID           int64
+	RunAttempt   int64
+	RunID        int64
+	Name         string
+	WorkflowName string
+	Repo         string // owner/name
+	Scope        Scope
+	Class        string
+	Labels       []string
+	Status       JobStatus
+	Conclusion   string
+	RunnerName   string
+	LeaseID      string // the lease whose runner took the job, once known
+	CreatedAt    time.Time
+	UpdatedAt    time.Time
+}
