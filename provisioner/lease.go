@@ -37,7 +37,9 @@ var transitions = map[State][]State{
 	StatePending:       {StateProvisioning, StateFailed, StateReleasing},
 	StateProvisioning:  {StateBooting, StateFailed, StateReleasing},
 	StateBooting:       {StateBootstrapping, StateFailed, StateReleasing},
-	StateBootstrapping: {StateIdle, StateFailed, StateReleasing},
+	// bootstrapping → busy: the runner can come online and take a job before
+	// the provisioner has seen it online.
+	StateBootstrapping: {StateIdle, StateBusy, StateFailed, StateReleasing},
 	StateIdle:          {StateBusy, StateFailed, StateReleasing},
 	StateBusy:          {StateFailed, StateReleasing},
 	StateFailed:        {StateReleasing},
@@ -118,6 +120,7 @@ type Lease struct {
 	CreatedAt      time.Time
 	UpdatedAt      time.Time
 	BootDeadline   time.Time // SSH and runner online by then, or the lease fails
+	BootstrappedAt time.Time // the runner was started on the host
 	ExpiresAt      time.Time // max lifetime: the host is destroyed by then whatever happens
 	IdleSince      time.Time
 	BusySince      time.Time

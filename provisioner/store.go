@@ -92,11 +92,12 @@ type WorkConfig struct {
 }
 
 // JobStatus is a workflow job's status as crabbox-runner knows it. It only
-// moves forward: queued < in_progress < completed.
+// moves forward: waiting < queued < in_progress < completed.
 type JobStatus string
 
 // Workflow job statuses.
 const (
+	JobWaiting    JobStatus = "waiting" // waits for approval; no host yet
 	JobQueued     JobStatus = "queued"
 	JobInProgress JobStatus = "in_progress"
 	JobCompleted  JobStatus = "completed"
@@ -105,12 +106,14 @@ const (
 // Rank orders statuses so late and reordered events cannot move a job back.
 func (s JobStatus) Rank() int {
 	switch s {
-	case JobQueued:
+	case JobWaiting:
 		return 1
-	case JobInProgress:
+	case JobQueued:
 		return 2
-	case JobCompleted:
+	case JobInProgress:
 		return 3
+	case JobCompleted:
+		return 4
 	}
 	return 0
 }

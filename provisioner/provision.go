@@ -1,0 +1,428 @@
+package provisioner
+
+import (
+	"cmp"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/riverqueue/river"
+)
+
+// errWaitLater ends a provision run that is waiting for a host or runner,
+// handing the worker slot back; the run comes back shortly.
+var errWaitLater = errors.New("wait later")
+
+// provision moves a lease one step at a time from pending to idle. Every
+// step is recorded before the cloud or GitHub call it leads to, so a run
+// that dies anywhere can be run again from the lease alone.
+func (p *Provisioner) provision(ctx context.Context, id string) error {
+	for step := 0; ; step++ {
+		if step > 50 {
+			return fmt.Errorf("lease %s: no progress after %d steps", id, step)
+		}
+		l, err := p.cfg.Store.Lease(ctx, id)
+		if errors.Is(err, ErrNotFound) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		if !l.State.Starting() {
+			return nil
+		}
+		log := p.log.With("lease_id", l.ID, "class", l.Class, "state", string(l.State), "job_id", l.JobID)
+		class := p.classes[l.Class]
+		if class == nil {
+			return p.failLease(ctx, l, "class "+l.Class+" is no longer configured")
+		}
+		if l.ReleaseReason != "" {
+			return p.abandon(ctx, l)
+		}
+		if !l.BootDeadline.IsZero() && p.now().After(l.BootDeadline) {
+			return p.failLease(ctx, l, fmt.Sprintf("boot timeout: no runner online within %s", class.BootTimeout))
+		}
+
+		switch l.State {
+		case StatePending:
+			err = p.startProvisioning(ctx, l, class)
+		case StateProvisioning:
+			err = p.createHost(ctx, log, l, class)
+		case StateBooting:
+			err = p.waitBoot(ctx, log, l)
+		case StateBootstrapping:
+			err = p.bootstrap(ctx, log, l, class)
+		}
+		switch {
+		case errors.Is(err, errWaitLater):
+			return river.JobSnooze(p.cfg.PollInterval)
+		case IsTransitionError(err):
+			// Someone else moved the lease (a job took the runner, a deadline
+			// took over); look again.
+			continue
+		case err != nil:
+			log.Warn("provision step failed; will retry", "error", err)
+			if _, uerr := p.updateLease(ctx, l.ID, func(l *Lease) { l.Error = err.Error() }); uerr != nil {
+				log.Warn("recording error", "error", uerr)
+			}
+			return err
+		}
+	}
+}
+
+func (p *Provisioner) updateLease(ctx context.Context, id string, mut func(*Lease)) (*Lease, error) {
+	var out *Lease
+	err := p.cfg.Store.InTx(ctx, func(tx Tx) error {
+		l, err := tx.UpdateLease(ctx, id, mut)
+		out = l
+		return err
+	})
+	return out, err
+}
+
+func (p *Provisioner) startProvisioning(ctx context.Context, l *Lease, class *Class) error {
+	return p.cfg.Store.InTx(ctx, func(tx Tx) error {
+		now := p.now()
+		l, err := tx.Transition(ctx, l.ID, StateProvisioning, "provisioning started", func(l *Lease) {
+			l.BootDeadline = now.Add(class.BootTimeout)
+			l.ExpiresAt = now.Add(class.MaxLifetime)
+		})
+		if err != nil {
+			return err
+		}
+		if err := p.scheduleDeadline(ctx, tx, l.ID, DeadlineBoot, l.BootDeadline); err != nil {
+			return err
+		}
+		return p.scheduleDeadline(ctx, tx, l.ID, DeadlineLifetime, l.ExpiresAt)
+	})
+}
+
+// offers gathers the fitting offers of every provider of the class, cheapest
+// first. A provider that fails is skipped so that one cloud's outage does
+// not stop the others.
+func (p *Provisioner) offers(ctx context.Context, class *Class) ([]Offer, error) {
+	var all []Offer
+	var errs []error
+	for _, name := range class.Providers {
+		prov := p.cfg.Providers[name]
+		offers, err := prov.Offers(ctx, *class)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", name, err))
+			continue
+		}
+		for _, o := range offers {
+			if class.MaxPricePerHour > 0 && o.PricePerHour > class.MaxPricePerHour {
+				continue
+			}
+			all = append(all, o)
+		}
+	}
+	sort.SliceStable(all, func(i, j int) bool { return all[i].PricePerHour < all[j].PricePerHour })
+	if len(all) == 0 {
+		if len(errs) > 0 {
+			return nil, errors.Join(errs...)
+		}
+		return nil, fmt.Errorf("class %s: %w", class.Name, ErrNoOffer)
+	}
+	return all, nil
+}
+
+// createHost rents the cheapest fitting offer. Before each create call the
+// attempt is recorded; after a crash, an instance that carries this lease's
+// marker is destroyed first (its SSH keys died with the process).
+func (p *Provisioner) createHost(ctx context.Context, log *slog.Logger, l *Lease, class *Class) error {
+	if l.InstanceID != "" {
+		// Created before a crash but not yet moved on.
+		return p.transition(ctx, l.ID, StateBooting, "instance "+l.InstanceID+" created", nil)
+	}
+	if l.Attempts > 0 {
+		if err := p.destroyByMarker(ctx, l); err != nil {
+			return err
+		}
+	}
+	creds, err := p.credentials(l.ID, true)
+	if err != nil {
+		return err
+	}
+	offers, err := p.offers(ctx, class)
+	if err != nil {
+		return err
+	}
+	var errs []string
+	for _, offer := range offers {
+		prov := p.cfg.Providers[offer.Provider]
+		caps := prov.Capabilities()
+		req := CreateRequest{
+			Offer: offer, Class: *class,
+			Marker:       Marker{Deployment: p.cfg.Deployment, LeaseID: l.ID, Expires: l.ExpiresAt},
+			SSHPublicKey: creds.ClientPublicKey,
+			OnStart:      p.cfg.Bootstrapper.OnStart(creds),
+		}
+		if caps.HostKeyInjection {
+			req.HostKey = creds.HostKey
+		}
+		if caps.CloudInit {
+			ud, err := p.cfg.Bootstrapper.UserData(creds)
+			if err != nil {
+				return err
+			}
+			req.UserData = ud
+		}
+		if _, err := p.updateLease(ctx, l.ID, func(l *Lease) {
+			l.Attempts++
+			l.Provider, l.OfferID, l.GPU, l.PricePerHour, l.Region = offer.Provider, offer.ID, offer.GPU, offer.PricePerHour, offer.Region
+		}); err != nil {
+			return err
+		}
+		log.Info("creating host", "provider", offer.Provider, "offer_id", offer.ID, "gpu", offer.GPU, "price_per_hour", offer.PricePerHour)
+		inst, err := prov.Create(ctx, req)
+		if err != nil {
+			log.Warn("create failed; trying the next offer", "provider", offer.Provider, "offer_id", offer.ID, "error", err)
+			errs = append(errs, fmt.Sprintf("%s offer %s: %v", offer.Provider, offer.ID, err))
+			continue
+		}
+		return p.transition(ctx, l.ID, StateBooting, "instance "+inst.ID+" created", func(l *Lease) {
+			l.InstanceID = inst.ID
+			if inst.PricePerHour > 0 {
+				l.PricePerHour = inst.PricePerHour
+			}
+			if caps.HostKeyInjection && creds.HostKey != nil {
+				l.HostKey = creds.HostKey.PublicKey
+			}
+		})
+	}
+	return fmt.Errorf("no offer could be created: %s", strings.Join(errs, "; "))
+}
+
+// destroyByMarker destroys whatever instance an earlier, interrupted
+// attempt created for this lease.
+func (p *Provisioner) destroyByMarker(ctx context.Context, l *Lease) error {
+	names := []string{l.Provider}
+	if l.Provider == "" {
+		names = p.classes[l.Class].Providers
+	}
+	for _, name := range names {
+		prov, ok := p.cfg.Providers[name]
+		if !ok {
+			continue
+		}
+		owned, err := prov.ListOwned(ctx, p.cfg.Deployment)
+		if err != nil {
+			return fmt.Errorf("looking for instances of lease %s on %s: %w", l.ID, name, err)
+		}
+		for _, inst := range owned {
+			if inst.Marker.LeaseID == l.ID {
+				p.log.Warn("destroying instance left by an interrupted attempt", "lease_id", l.ID, "instance_id", inst.ID)
+				if err := prov.Destroy(ctx, inst); err != nil {
+					return err
+				}
+			}
+		}
+	}
+	return nil
+}
+
+func (p *Provisioner) transition(ctx context.Context, id string, to State, reason string, mut func(*Lease)) error {
+	return p.cfg.Store.InTx(ctx, func(tx Tx) error {
+		_, err := tx.Transition(ctx, id, to, reason, mut)
+		return err
+	})
+}
+
+// credentials returns the lease's keys, generating them for a lease that has
+// not created anything yet. Keys lost in a restart cannot be recovered.
+func (p *Provisioner) credentials(id string, create bool) (*Credentials, error) {
+	if c, ok := p.creds.Load(id); ok {
+		return c.(*Credentials), nil
+	}
+	if !create {
+		return nil, errCredentialsLost
+	}
+	c, err := p.cfg.Bootstrapper.NewCredentials(true)
+	if err != nil {
+		return nil, err
+	}
+	actual, _ := p.creds.LoadOrStore(id, c)
+	return actual.(*Credentials), nil
+}
+
+var errCredentialsLost = errors.New("the lease's SSH key was lost in a restart")
+
+// waitBoot waits until the provider reports the host running with an SSH
+// endpoint and an SSH connection succeeds with the expected host key.
+func (p *Provisioner) waitBoot(ctx context.Context, log *slog.Logger, l *Lease) error {
+	creds, err := p.credentials(l.ID, false)
+	if err != nil {
+		return p.failLease(ctx, l, err.Error())
+	}
+	prov := p.cfg.Providers[l.Provider]
+	if prov == nil {
+		return p.failLease(ctx, l, "provider "+l.Provider+" is no longer configured")
+	}
+	until := p.now().Add(p.cfg.InlineWait)
+	var lastErr error
+	for {
+		inst, err := prov.Get(ctx, l.InstanceID)
+		switch {
+		case errors.Is(err, ErrNotFound):
+			return p.failLease(ctx, l, "instance "+l.InstanceID+" disappeared while booting")
+		case err != nil:
+			lastErr = err
+		case inst.Status == InstanceFailed || inst.Status == InstanceGone:
+			return p.failLease(ctx, l, fmt.Sprintf("instance %s failed to boot: %s", inst.ID, inst.StatusMessage))
+		case inst.Status == InstanceRunning && inst.SSH.Host != "":
+			key, err := p.cfg.Bootstrapper.Probe(ctx, ProbeRequest{Endpoint: inst.SSH, Credentials: creds, KnownHostKey: l.HostKey})
+			if errors.Is(err, ErrHostKeyMismatch) {
+				return p.failLease(ctx, l, err.Error())
+			}
+			if err == nil {
+				log.Info("host reachable over SSH", "instance_id", inst.ID, "ssh", inst.SSH.Addr())
+				return p.transition(ctx, l.ID, StateBootstrapping, "SSH reachable at "+inst.SSH.Addr(), func(l *Lease) {
+					l.SSH = inst.SSH
+					l.HostKey = key
+				})
+			}
+			lastErr = err
+		}
+		if p.now().After(until) {
+			if lastErr != nil {
+				log.Info("host not ready yet", "error", lastErr)
+			}
+			return errWaitLater
+		}
+		if err := sleep(ctx, p.cfg.PollInterval); err != nil {
+			return err
+		}
+	}
+}
+
+// bootstrap registers the JIT runner, installs and starts it on the host,
+// and waits until GitHub shows it online.
+func (p *Provisioner) bootstrap(ctx context.Context, log *slog.Logger, l *Lease, class *Class) error {
+	creds, err := p.credentials(l.ID, false)
+	if err != nil {
+		return p.failLease(ctx, l, err.Error())
+	}
+	if l.BootstrappedAt.IsZero() {
+		jit, err := p.cfg.GitHub.GenerateJITConfig(ctx, l.Scope, l.RunnerName, class.Labels)
+		if err != nil {
+			return fmt.Errorf("registering runner %s: %w", l.RunnerName, err)
+		}
+		// The runner exists on GitHub from now on: record it before anything
+		// else so a release removes it whatever happens next.
+		if l, err = p.updateLease(ctx, l.ID, func(l *Lease) { l.RunnerID = jit.RunnerID }); err != nil {
+			return err
+		}
+		started := p.now()
+		res, err := p.cfg.Bootstrapper.Bootstrap(ctx, BootstrapRequest{
+			ProbeRequest: ProbeRequest{Endpoint: l.SSH, Credentials: creds, KnownHostKey: l.HostKey},
+			JIT:          jit,
+			CheckGPU:     class.CheckGPU,
+		})
+		switch {
+		case errors.Is(err, ErrGPUCheck), errors.Is(err, ErrHostKeyMismatch):
+			return p.failLease(ctx, l, err.Error())
+		case err != nil:
+			return fmt.Errorf("bootstrapping %s: %w", l.SSH.Addr(), err)
+		}
+		log.Info("runner started on host", "runner_name", l.RunnerName, "gpu", res.GPUInfo, "took", p.now().Sub(started).Round(time.Millisecond))
+		if l, err = p.updateLease(ctx, l.ID, func(l *Lease) { l.BootstrappedAt = p.now() }); err != nil {
+			return err
+		}
+	}
+
+	until := p.now().Add(p.cfg.InlineWait)
+	for {
+		r, err := p.cfg.GitHub.Runner(ctx, l.Scope, l.RunnerID)
+		switch {
+		case errors.Is(err, ErrNotFound):
+			return p.failLease(ctx, l, "runner "+l.RunnerName+" disappeared from GitHub before coming online")
+		case err != nil:
+			log.Warn("reading runner status", "error", err)
+		case r.Online() || r.Busy:
+			return p.becameIdle(ctx, log, l.ID, class)
+		}
+		if p.now().After(until) {
+			return errWaitLater
+		}
+		if err := sleep(ctx, p.cfg.PollInterval); err != nil {
+			return err
+		}
+	}
+}
+
+func (p *Provisioner) becameIdle(ctx context.Context, log *slog.Logger, id string, class *Class) error {
+	return p.cfg.Store.InTx(ctx, func(tx Tx) error {
+		now := p.now()
+		l, err := tx.Transition(ctx, id, StateIdle, "runner online", func(l *Lease) {
+			l.IdleSince = now
+			l.Error = ""
+		})
+		if err != nil {
+			return err
+		}
+		log.Info("runner online", "runner_name", l.RunnerName, "boot_time", now.Sub(l.CreatedAt).Round(time.Millisecond))
+		if err := p.scheduleDeadline(ctx, tx, id, DeadlineIdle, now.Add(class.IdleTimeout)); err != nil {
+			return err
+		}
+		return p.balance(ctx, tx, l.Class, l.Scope, nil)
+	})
+}
+
+// failLease records a failure and releases the lease; the class is then
+// balanced, so a job still queued gets a new lease on another offer.
+func (p *Provisioner) failLease(ctx context.Context, l *Lease, why string) error {
+	p.log.Warn("lease failed", "lease_id", l.ID, "class", l.Class, "error", why)
+	return p.cfg.Store.InTx(ctx, func(tx Tx) error {
+		cur, err := tx.Lease(ctx, l.ID)
+		if err != nil {
+			return err
+		}
+		if cur.State == StateReleasing || cur.State == StateReleased {
+			return nil
+		}
+		if err := p.release(ctx, tx, cur, "failed", why); err != nil {
+			return err
+		}
+		return p.balance(ctx, tx, cur.Class, cur.Scope, nil)
+	})
+}
+
+// abandon releases a starting lease someone asked to release.
+func (p *Provisioner) abandon(ctx context.Context, l *Lease) error {
+	return p.cfg.Store.InTx(ctx, func(tx Tx) error {
+		cur, err := tx.Lease(ctx, l.ID)
+		if err != nil {
+			return err
+		}
+		if !cur.State.Starting() {
+			return nil
+		}
+		// Released because it missed a deadline: that is a failure worth
+		// recording; released because it was not needed is not.
+		failure := ""
+		now := p.now()
+		if (!cur.BootDeadline.IsZero() && now.After(cur.BootDeadline)) || (!cur.ExpiresAt.IsZero() && now.After(cur.ExpiresAt)) {
+			failure = cmp.Or(cur.Error, cur.ReleaseReason)
+		}
+		if err := p.release(ctx, tx, cur, cur.ReleaseReason, failure); err != nil {
+			return err
+		}
+		return p.balance(ctx, tx, cur.Class, cur.Scope, nil)
+	})
+}
+
+func sleep(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+		return nil
+	}
+}

@@ -1,0 +1,427 @@
+package provisioner
+
+import (
+	"context"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"sync"
+	"time"
+)
+
+// Config wires the provisioner to the outside world.
+type Config struct {
+	// Deployment is the ownership marker written on every instance.
+	Deployment   string
+	Classes      []Class
+	Providers    map[string]Provider
+	GitHub       GitHub
+	Bootstrapper Bootstrapper
+	Store        Store
+	Logger       *slog.Logger
+	// Now is the clock; time.Now when nil.
+	Now func() time.Time
+
+	// PollInterval is how often a booting host or a starting runner is
+	// looked at (default 2s).
+	PollInterval time.Duration
+	// InlineWait is how long one worker run waits for a host or runner before
+	// it hands its slot back and comes back later (default 20s).
+	InlineWait time.Duration
+	// ProvisionWorkers and ReleaseWorkers bound concurrent work (defaults 100, 50).
+	ProvisionWorkers int
+	ReleaseWorkers   int
+	// QueuePollInterval is how often idle workers look for work (default 200ms).
+	QueuePollInterval time.Duration
+}
+
+// Provisioner leases hosts for jobs and releases them. It is the only place
+// where lease states change.
+type Provisioner struct {
+	cfg     Config
+	log     *slog.Logger
+	now     func() time.Time
+	classes map[string]*Class
+
+	// creds holds each lease's SSH keys in memory only: a private key never
+	// touches the database. A lease whose keys were lost in a restart is
+	// failed and replaced.
+	creds sync.Map // lease ID → *Credentials
+}
+
+// New checks the configuration and returns a provisioner. Call Start to run
+// its workers.
+func New(cfg Config) (*Provisioner, error) {
+	if cfg.Store == nil || cfg.GitHub == nil || cfg.Bootstrapper == nil {
+		return nil, errors.New("provisioner: Store, GitHub and Bootstrapper are required")
+	}
+	if cfg.Deployment == "" {
+		return nil, errors.New("provisioner: deployment is required")
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if cfg.PollInterval <= 0 {
+		cfg.PollInterval = 2 * time.Second
+	}
+	if cfg.InlineWait <= 0 {
+		cfg.InlineWait = 20 * time.Second
+	}
+	if cfg.ProvisionWorkers <= 0 {
+		cfg.ProvisionWorkers = 100
+	}
+	if cfg.ReleaseWorkers <= 0 {
+		cfg.ReleaseWorkers = 50
+	}
+	if cfg.QueuePollInterval <= 0 {
+		cfg.QueuePollInterval = 200 * time.Millisecond
+	}
+	p := &Provisioner{cfg: cfg, log: cfg.Logger, now: cfg.Now, classes: map[string]*Class{}}
+	for i := range cfg.Classes {
+		c := &cfg.Classes[i]
+		if _, dup := p.classes[c.Name]; dup {
+			return nil, fmt.Errorf("provisioner: class %q defined twice", c.Name)
+		}
+		for _, name := range c.Providers {
+			if _, ok := cfg.Providers[name]; !ok {
+				return nil, fmt.Errorf("provisioner: class %q uses provider %q, which is not configured", c.Name, name)
+			}
+		}
+		p.classes[c.Name] = c
+	}
+	return p, nil
+}
+
+// Start runs the durable workers.
+func (p *Provisioner) Start(ctx context.Context) error {
+	return p.cfg.Store.StartWork(ctx, p.workConfig())
+}
+
+// Stop stops taking new work and waits for running work, or for ctx.
+func (p *Provisioner) Stop(ctx context.Context) error {
+	return p.cfg.Store.StopWork(ctx)
+}
+
+// Classes returns the configured classes.
+func (p *Provisioner) Classes() []Class { return p.cfg.Classes }
+
+// JobEvent is a decoded workflow_job delivery.
+type JobEvent struct {
+	DeliveryID string
+	Action     string // queued, waiting, in_progress, completed
+	Status     string // workflow_job.status; may differ from Action
+	JobID      int64
+	RunID      int64
+	RunAttempt int64
+	Name       string
+	Workflow   string
+	Labels     []string
+	Repo       string // owner/name
+	Org        string // empty for user-owned repositories
+	// InstallationID is the GitHub App installation that sent the event.
+	InstallationID int64
+	RunnerName     string
+	Conclusion     string
+}
+
+// Outcome says what became of an event.
+type Outcome int
+
+// Outcomes of HandleJobEvent.
+const (
+	Accepted  Outcome = iota // recorded; work may have been enqueued
+	Duplicate                // seen before (same delivery, or same job/attempt/action)
+	Ignored                  // no class matches, or nothing to do
+)
+
+func (o Outcome) String() string {
+	return [...]string{"accepted", "duplicate", "ignored"}[o]
+}
+
+// jobStatus maps an event to the status it reports. A queued event whose
+// job waits for approval is a waiting event: no host for it yet.
+func (ev JobEvent) jobStatus() (JobStatus, bool) {
+	switch ev.Action {
+	case "queued":
+		if ev.Status == "waiting" {
+			return JobWaiting, true
+		}
+		return JobQueued, true
+	case "waiting":
+		return JobWaiting, true
+	case "in_progress":
+		return JobInProgress, true
+	case "completed":
+		return JobCompleted, true
+	}
+	return "", false
+}
+
+// HandleJobEvent records a workflow_job event and enqueues what it causes,
+// in one transaction. It is safe against duplicates and any order of
+// arrival: a job's status only moves forward.
+func (p *Provisioner) HandleJobEvent(ctx context.Context, ev JobEvent) (Outcome, error) {
+	status, ok := ev.jobStatus()
+	if !ok {
+		return Ignored, nil
+	}
+	class := MatchClass(p.cfg.Classes, ev.Labels)
+	out := Ignored
+	err := p.cfg.Store.InTx(ctx, func(tx Tx) error {
+		now := p.now()
+		out = Ignored
+		if ev.DeliveryID != "" {
+			fresh, err := tx.RecordDelivery(ctx, ev.DeliveryID, "workflow_job", ev.Action, now)
+			if err != nil {
+				return err
+			}
+			if !fresh {
+				out = Duplicate
+				return nil
+			}
+		}
+		if class == nil {
+			return nil
+		}
+		// The dedupe key is the status the event reports, so that an
+		// approval-gated job's second "queued" is not mistaken for the first.
+		fresh, err := tx.RecordJobEvent(ctx, ev.JobID, ev.RunAttempt, string(status), ev.DeliveryID, now)
+		if err != nil {
+			return err
+		}
+		if !fresh {
+			out = Duplicate
+			return nil
+		}
+		out = Accepted
+		return p.applyJobEvent(ctx, tx, ev, status, class)
+	})
+	if err != nil {
+		return Ignored, err
+	}
+	return out, nil
+}
+
+func (p *Provisioner) applyJobEvent(ctx context.Context, tx Tx, ev JobEvent, status JobStatus, class *Class) error {
+	log := p.log.With("job_id", ev.JobID, "run_attempt", ev.RunAttempt, "delivery_id", ev.DeliveryID, "class", class.Name)
+	job, err := tx.Job(ctx, ev.JobID, ev.RunAttempt)
+	switch {
+	case errors.Is(err, ErrNotFound):
+		job = &Job{
+			ID: ev.JobID, RunAttempt: ev.RunAttempt, RunID: ev.RunID, Name: ev.Name, WorkflowName: ev.Workflow,
+			Repo: ev.Repo, Scope: p.scopeFor(ev), Class: class.Name, Labels: ev.Labels,
+		}
+	case err != nil:
+		return err
+	}
+	if status.Rank() <= job.Status.Rank() {
+		log.Debug("late event ignored", "action", ev.Action, "job_status", job.Status)
+		return nil
+	}
+	job.Status = status
+	if ev.RunnerName != "" {
+		job.RunnerName = ev.RunnerName
+	}
+	if status == JobCompleted {
+		job.Conclusion = ev.Conclusion
+	}
+
+	var lease *Lease
+	if job.RunnerName != "" && (status == JobInProgress || status == JobCompleted) {
+		l, err := tx.LeaseByRunnerName(ctx, job.RunnerName)
+		switch {
+		case errors.Is(err, ErrNotFound):
+			// Another runner with the same labels took it.
+		case err != nil:
+			return err
+		default:
+			lease = l
+			job.LeaseID = l.ID
+		}
+	}
+	if err := tx.PutJob(ctx, job); err != nil {
+		return err
+	}
+	log.Info("workflow job "+string(status), "runner_name", job.RunnerName, "lease_id", job.LeaseID)
+
+	if lease != nil {
+		switch status {
+		case JobInProgress:
+			if err := p.markBusy(ctx, tx, lease, job); err != nil {
+				return err
+			}
+		case JobCompleted:
+			if lease.BoundJobID == 0 {
+				if _, err := tx.UpdateLease(ctx, lease.ID, func(l *Lease) { l.BoundJobID = job.ID }); err != nil {
+					return err
+				}
+			}
+			if err := p.requestRelease(ctx, tx, lease.ID, "job completed", ""); err != nil {
+				return err
+			}
+		}
+	}
+	return p.balance(ctx, tx, class.Name, job.Scope, job)
+}
+
+func (p *Provisioner) markBusy(ctx context.Context, tx Tx, l *Lease, job *Job) error {
+	if l.State != StateIdle && l.State != StateBootstrapping {
+		// Already busy, or on its way out; nothing to bind.
+		return nil
+	}
+	_, err := tx.Transition(ctx, l.ID, StateBusy, fmt.Sprintf("took job %d", job.ID), func(l *Lease) {
+		l.BoundJobID = job.ID
+		l.BusySince = p.now()
+	})
+	return err
+}
+
+// scopeFor decides where the runner for a job registers: the org when the
+// repository belongs to one, else the repository.
+func (p *Provisioner) scopeFor(ev JobEvent) Scope {
+	if ev.Org != "" {
+		return Scope{Org: ev.Org, InstallationID: ev.InstallationID}
+	}
+	return Scope{Repo: ev.Repo, InstallationID: ev.InstallationID}
+}
+
+// balance makes the number of leases that can still take a job equal the
+// number of queued jobs of the class in the scope. Missing leases are
+// created and their provisioning enqueued; surplus ones are released if
+// nothing has been spent on them yet (pending) or their runner sits idle.
+// Leases still starting are left alone and balanced when they come online.
+func (p *Provisioner) balance(ctx context.Context, tx Tx, class string, scope Scope, cause *Job) error {
+	queued, available, err := tx.Demand(ctx, class, scope.Key())
+	if err != nil {
+		return err
+	}
+	for i := available; i < queued; i++ {
+		if err := p.newLease(ctx, tx, class, scope, cause); err != nil {
+			return err
+		}
+	}
+	if surplus := available - queued; surplus > 0 {
+		candidates, err := tx.Leases(ctx, LeaseFilter{Class: class, ScopeKey: scope.Key(), States: []State{StatePending, StateIdle}})
+		if err != nil {
+			return err
+		}
+		for _, l := range candidates {
+			if surplus == 0 {
+				break
+			}
+			if l.ReleaseReason != "" {
+				continue
+			}
+			if err := p.requestRelease(ctx, tx, l.ID, "no queued job for it", ""); err != nil {
+				return err
+			}
+			surplus--
+		}
+	}
+	return nil
+}
+
+func (p *Provisioner) newLease(ctx context.Context, tx Tx, class string, scope Scope, cause *Job) error {
+	id := newLeaseID()
+	l := &Lease{
+		ID: id, Class: class, Scope: scope, State: StatePending,
+		RunnerName: p.runnerName(id),
+	}
+	if cause != nil {
+		l.JobID, l.RunAttempt = cause.ID, cause.RunAttempt
+	}
+	if err := tx.InsertLease(ctx, l); err != nil {
+		return err
+	}
+	p.log.Info("lease created", "lease_id", id, "class", class, "scope", scope.Key(), "job_id", l.JobID)
+	return tx.Enqueue(ctx, ProvisionArgs{LeaseID: id}, nil)
+}
+
+func (p *Provisioner) runnerName(leaseID string) string {
+	return "crabbox-" + p.cfg.Deployment + "-" + leaseID
+}
+
+// requestRelease asks for a lease to be released. A lease whose provision
+// worker is running (provisioning, booting, bootstrapping) is only flagged:
+// that worker owns it and stops at its next step, so nothing it creates
+// meanwhile escapes the release. Any other lease moves to releasing now.
+// failure, when set, is recorded as the lease's error and routes it through
+// failed.
+func (p *Provisioner) requestRelease(ctx context.Context, tx Tx, id, reason, failure string) error {
+	l, err := tx.Lease(ctx, id)
+	if err != nil {
+		return err
+	}
+	switch {
+	case l.State == StateReleasing || l.State == StateReleased:
+		return nil
+	case l.State.Starting() && l.State != StatePending:
+		if l.ReleaseReason != "" {
+			return nil
+		}
+		_, err := tx.UpdateLease(ctx, id, func(l *Lease) {
+			l.ReleaseReason = reason
+			if failure != "" {
+				l.Error = failure
+			}
+		})
+		return err
+	}
+	return p.release(ctx, tx, l, reason, failure)
+}
+
+// release moves a lease (not owned by a running provision worker) to
+// releasing, through failed when it failed, and enqueues the release work.
+func (p *Provisioner) release(ctx context.Context, tx Tx, l *Lease, reason, failure string) error {
+	if failure != "" && l.State != StateFailed {
+		if _, err := tx.Transition(ctx, l.ID, StateFailed, failure, func(l *Lease) { l.Error = failure }); err != nil {
+			return err
+		}
+	}
+	if _, err := tx.Transition(ctx, l.ID, StateReleasing, reason, func(l *Lease) {
+		if l.ReleaseReason == "" {
+			l.ReleaseReason = reason
+		}
+	}); err != nil {
+		return err
+	}
+	p.log.Info("lease releasing", "lease_id", l.ID, "reason", reason, "error", failure)
+	return tx.Enqueue(ctx, ReleaseArgs{LeaseID: l.ID}, nil)
+}
+
+// Release asks for one lease to be released, as `crabbox-runner release` does.
+func (p *Provisioner) Release(ctx context.Context, id, reason string) error {
+	return p.cfg.Store.InTx(ctx, func(tx Tx) error {
+		l, err := tx.Lease(ctx, id)
+		if err != nil {
+			return err
+		}
+		if err := p.requestRelease(ctx, tx, id, reason, ""); err != nil {
+			return err
+		}
+		// A lease released by hand is not replaced unless its job still waits.
+		return p.balance(ctx, tx, l.Class, l.Scope, nil)
+	})
+}
+
+const leaseIDAlphabet = "abcdefghijkmnpqrstuvwxyz23456789"
+
+// newLeaseID returns a short random id that reads well in runner names and
+// instance labels.
+func newLeaseID() string {
+	var b [10]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		panic(err)
+	}
+	var sb strings.Builder
+	sb.WriteByte('l')
+	for _, c := range b {
+		sb.WriteByte(leaseIDAlphabet[int(c)%len(leaseIDAlphabet)])
+	}
+	return sb.String()
+}

@@ -1,0 +1,80 @@
+package provisioner
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+)
+
+// releaseLease removes the lease's runner from GitHub and destroys its host,
+// then marks it released. Each call is safe to repeat: a runner or host that
+// is already gone counts as removed. It returns an error (and River retries)
+// until the host is destroyed, because a host left running is billed.
+func (p *Provisioner) releaseLease(ctx context.Context, id string) error {
+	l, err := p.cfg.Store.Lease(ctx, id)
+	if errors.Is(err, ErrNotFound) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	if l.State != StateReleasing {
+		return nil
+	}
+	log := p.log.With("lease_id", l.ID, "class", l.Class, "job_id", l.BoundJobID, "instance_id", l.InstanceID)
+	started := p.now()
+
+	// The runner goes first so that GitHub cannot hand it a job while its
+	// host is being destroyed. A failure here must not keep a host billed:
+	// destroy anyway and come back for the runner.
+	var runnerErr error
+	if l.RunnerID != 0 {
+		if runnerErr = p.cfg.GitHub.RemoveRunner(ctx, l.Scope, l.RunnerID); runnerErr != nil {
+			log.Warn("removing runner failed; destroying the host first", "runner_id", l.RunnerID, "error", runnerErr)
+		}
+	}
+
+	if err := p.destroyHost(ctx, l); err != nil {
+		p.recordError(ctx, l.ID, err)
+		return fmt.Errorf("destroying host of lease %s: %w", l.ID, err)
+	}
+
+	if runnerErr != nil {
+		if err := p.cfg.GitHub.RemoveRunner(ctx, l.Scope, l.RunnerID); err != nil {
+			p.recordError(ctx, l.ID, err)
+			return fmt.Errorf("removing runner %s: %w", l.RunnerName, err)
+		}
+	}
+
+	p.creds.Delete(l.ID)
+	err = p.transition(ctx, l.ID, StateReleased, "host destroyed, runner removed", func(l *Lease) {
+		l.ReleasedAt = p.now()
+	})
+	if err != nil {
+		return err
+	}
+	log.Info("lease released", "reason", l.ReleaseReason, "took", p.now().Sub(started).Round(time.Millisecond))
+	return nil
+}
+
+func (p *Provisioner) destroyHost(ctx context.Context, l *Lease) error {
+	switch {
+	case l.InstanceID != "":
+		prov, ok := p.cfg.Providers[l.Provider]
+		if !ok {
+			return fmt.Errorf("provider %q of instance %s is not configured", l.Provider, l.InstanceID)
+		}
+		return prov.Destroy(ctx, &Instance{Provider: l.Provider, ID: l.InstanceID, Marker: Marker{Deployment: p.cfg.Deployment, LeaseID: l.ID}})
+	case l.Attempts > 0:
+		// A create call was made but its answer never recorded.
+		return p.destroyByMarker(ctx, l)
+	}
+	return nil
+}
+
+func (p *Provisioner) recordError(ctx context.Context, id string, err error) {
+	if _, uerr := p.updateLease(ctx, id, func(l *Lease) { l.Error = err.Error() }); uerr != nil {
+		p.log.Warn("recording error", "lease_id", id, "error", uerr)
+	}
+}

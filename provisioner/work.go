@@ -1,0 +1,213 @@
+package provisioner
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"time"
+
+	"github.com/riverqueue/river"
+)
+
+// Queues: releases have their own so that a burst of provisioning can never
+// delay the destruction of a billed host.
+const (
+	QueueProvision = "provision"
+	QueueRelease   = "release"
+	QueueControl   = "control"
+)
+
+// ProvisionArgs drives one lease from pending to an online runner.
+type ProvisionArgs struct {
+	LeaseID string `json:"lease_id"`
+}
+
+// Kind names the River job.
+func (ProvisionArgs) Kind() string { return "provision" }
+
+// InsertOpts makes provisioning unique per lease.
+func (ProvisionArgs) InsertOpts() river.InsertOpts {
+	return river.InsertOpts{Queue: QueueProvision, MaxAttempts: 1000, UniqueOpts: river.UniqueOpts{ByArgs: true}}
+}
+
+// ReleaseArgs removes a lease's runner and destroys its host.
+type ReleaseArgs struct {
+	LeaseID string `json:"lease_id"`
+}
+
+// Kind names the River job.
+func (ReleaseArgs) Kind() string { return "release" }
+
+// InsertOpts makes releasing unique per lease; it is retried until it works.
+func (ReleaseArgs) InsertOpts() river.InsertOpts {
+	return river.InsertOpts{Queue: QueueRelease, MaxAttempts: 10000, UniqueOpts: river.UniqueOpts{ByArgs: true}}
+}
+
+// Deadline kinds.
+const (
+	DeadlineBoot     = "boot"
+	DeadlineIdle     = "idle"
+	DeadlineLifetime = "lifetime"
+)
+
+// DeadlineArgs checks one deadline of one lease when it falls due.
+type DeadlineArgs struct {
+	LeaseID string `json:"lease_id"`
+	Kind_   string `json:"kind"`
+}
+
+// Kind names the River job.
+func (DeadlineArgs) Kind() string { return "deadline" }
+
+// InsertOpts makes each deadline of a lease unique.
+func (DeadlineArgs) InsertOpts() river.InsertOpts {
+	return river.InsertOpts{Queue: QueueControl, MaxAttempts: 100, UniqueOpts: river.UniqueOpts{ByArgs: true}}
+}
+
+func (p *Provisioner) workConfig() WorkConfig {
+	workers := river.NewWorkers()
+	river.AddWorker(workers, &provisionWorker{p: p})
+	river.AddWorker(workers, &releaseWorker{p: p})
+	river.AddWorker(workers, &deadlineWorker{p: p})
+	return WorkConfig{
+		Workers: workers,
+		Queues: map[string]int{
+			QueueProvision: p.cfg.ProvisionWorkers,
+			QueueRelease:   p.cfg.ReleaseWorkers,
+			QueueControl:   10,
+		},
+		PollInterval: p.cfg.QueuePollInterval,
+		RescueAfter:  provisionTimeout + 5*time.Minute,
+		Logger:       p.log,
+	}
+}
+
+// provisionTimeout bounds one run of the provision worker. A run waits at
+// most InlineWait for a host, but installing the runner on a slow host can
+// take minutes.
+const provisionTimeout = 15 * time.Minute
+
+// retryDelay is a capped exponential backoff with jitter, so a burst of
+// failing leases does not retry in lockstep against a struggling API.
+func retryDelay(attempt int, base, ceiling time.Duration) time.Duration {
+	d := base
+	for i := 1; i < attempt && d < ceiling; i++ {
+		d *= 2
+	}
+	d = min(d, ceiling)
+	return d/2 + rand.N(d/2+1)
+}
+
+type provisionWorker struct {
+	river.WorkerDefaults[ProvisionArgs]
+	p *Provisioner
+}
+
+func (w *provisionWorker) Timeout(*river.Job[ProvisionArgs]) time.Duration { return provisionTimeout }
+
+func (w *provisionWorker) NextRetry(job *river.Job[ProvisionArgs]) time.Time {
+	return time.Now().Add(retryDelay(job.Attempt, time.Second, 30*time.Second))
+}
+
+func (w *provisionWorker) Work(ctx context.Context, job *river.Job[ProvisionArgs]) error {
+	return w.p.provision(ctx, job.Args.LeaseID)
+}
+
+type releaseWorker struct {
+	river.WorkerDefaults[ReleaseArgs]
+	p *Provisioner
+}
+
+func (w *releaseWorker) Timeout(*river.Job[ReleaseArgs]) time.Duration { return 5 * time.Minute }
+
+func (w *releaseWorker) NextRetry(job *river.Job[ReleaseArgs]) time.Time {
+	return time.Now().Add(retryDelay(job.Attempt, time.Second, time.Minute))
+}
+
+func (w *releaseWorker) Work(ctx context.Context, job *river.Job[ReleaseArgs]) error {
+	return w.p.releaseLease(ctx, job.Args.LeaseID)
+}
+
+type deadlineWorker struct {
+	river.WorkerDefaults[DeadlineArgs]
+	p *Provisioner
+}
+
+func (w *deadlineWorker) Work(ctx context.Context, job *river.Job[DeadlineArgs]) error {
+	return w.p.checkDeadline(ctx, job.Args.LeaseID, job.Args.Kind_)
+}
+
+// scheduleDeadline enqueues a deadline check for when it falls due.
+func (p *Provisioner) scheduleDeadline(ctx context.Context, tx Tx, leaseID, kind string, at time.Time) error {
+	if at.IsZero() {
+		return nil
+	}
+	return tx.Enqueue(ctx, DeadlineArgs{LeaseID: leaseID, Kind_: kind}, &river.InsertOpts{ScheduledAt: at})
+}
+
+// bootGrace is how long after its boot deadline a lease may still be owned
+// by its provision worker before the deadline check takes it over: the
+// worker may be in the middle of a bounded call.
+const bootGrace = 2 * time.Minute
+
+func (p *Provisioner) checkDeadline(ctx context.Context, leaseID, kind string) error {
+	var again time.Duration
+	err := p.cfg.Store.InTx(ctx, func(tx Tx) error {
+		l, err := tx.Lease(ctx, leaseID)
+		if errors.Is(err, ErrNotFound) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		now := p.now()
+		class := p.classes[l.Class]
+		switch kind {
+		case DeadlineIdle:
+			if l.State != StateIdle || class == nil || now.Before(l.IdleSince.Add(class.IdleTimeout)) {
+				return nil
+			}
+			if err := p.requestRelease(ctx, tx, l.ID, "idle timeout", ""); err != nil {
+				return err
+			}
+			return p.balance(ctx, tx, l.Class, l.Scope, nil)
+		case DeadlineBoot, DeadlineLifetime:
+			due := l.BootDeadline
+			reason := "boot timeout"
+			if kind == DeadlineLifetime {
+				due, reason = l.ExpiresAt, "max lifetime reached"
+			}
+			if due.IsZero() || now.Before(due) || l.State == StateReleasing || l.State == StateReleased {
+				return nil
+			}
+			if kind == DeadlineBoot && !l.State.Starting() {
+				return nil
+			}
+			failure := ""
+			if l.State.Starting() {
+				failure = fmt.Sprintf("%s: no runner online after %s", reason, now.Sub(l.StateChangedAt).Round(time.Second))
+				if kind == DeadlineBoot && class != nil {
+					failure = fmt.Sprintf("%s: no runner online within %s", reason, class.BootTimeout)
+				}
+				if now.Before(due.Add(bootGrace)) && l.State != StatePending {
+					// Its worker owns it: flag it and take over later if it
+					// does not let go.
+					again = due.Add(bootGrace).Sub(now)
+					return p.requestRelease(ctx, tx, l.ID, reason, failure)
+				}
+				if err := p.release(ctx, tx, l, reason, failure); err != nil {
+					return err
+				}
+			} else if err := p.requestRelease(ctx, tx, l.ID, reason, ""); err != nil {
+				return err
+			}
+			return p.balance(ctx, tx, l.Class, l.Scope, nil)
+		}
+		return fmt.Errorf("unknown deadline kind %q", kind)
+	})
+	if err == nil && again > 0 {
+		return river.JobSnooze(again)
+	}
+	return err
+}
