@@ -1,0 +1,356 @@
+// Package config loads crabbox-runner's configuration: a YAML file, the
+// environment variables of the contract (DESIGN.md §5) and flags, with the
+// precedence flag > environment > file > default. Secrets come only from the
+// environment or from files named in the configuration, never from the YAML
+// itself or from flags, so they never land in argv or in a config written to
+// disk. Every error names the key at fault.
+package config
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"time"
+
+	"gopkg.in/yaml.v3"
+
+	"github.com/crabbox/crabbox-runner/provisioner"
+)
+
+// Defaults that a user would expect without writing them down.
+const (
+	DefaultConfigFile  = "crabbox-runner.yaml"
+	DefaultDatabaseURL = "sqlite:crabbox-runner.db"
+	DefaultListen      = ":8080"
+	DefaultGitHubAPI   = "https://api.github.com"
+	DefaultVastAPI     = "https://console.vast.ai"
+	DefaultLambdaAPI   = "https://cloud.lambda.ai"
+	DefaultRunnerURL   = "https://github.com/actions/runner/releases/download/v{version}/actions-runner-linux-{arch}-{version}.tar.gz"
+	DefaultBootTimeout = 10 * time.Minute
+	DefaultIdleTimeout = 15 * time.Minute
+	DefaultMaxLifetime = 6 * time.Hour
+)
+
+// Config is the whole configuration, after every source is applied.
+type Config struct {
+	Deployment  string          `yaml:"deployment"`
+	Listen      string          `yaml:"listen"`
+	DatabaseURL string          `yaml:"database_url"`
+	Log         LogConfig       `yaml:"log"`
+	GitHub      GitHubConfig    `yaml:"github"`
+	Webhook     WebhookConfig   `yaml:"webhook"`
+	Runner      RunnerConfig    `yaml:"runner"`
+	Providers   ProvidersConfig `yaml:"providers"`
+	Defaults    ClassDefaults   `yaml:"defaults"`
+	Classes     []ClassConfig   `yaml:"classes"`
+
+	// Secrets, from the environment or files only.
+	WebhookSecret []byte `yaml:"-"`
+	GitHubToken   string `yaml:"-"`
+	GitHubAppKey  []byte `yaml:"-"`
+	VastAPIKey    string `yaml:"-"`
+	LambdaAPIKey  string `yaml:"-"`
+
+	// Source is the config file that was read, if any.
+	Source string `yaml:"-"`
+}
+
+// LogConfig chooses log level and format.
+type LogConfig struct {
+	Level  string `yaml:"level"`  // debug, info, warn, error
+	Format string `yaml:"format"` // json or text
+}
+
+// GitHubConfig says how to reach GitHub.
+type GitHubConfig struct {
+	APIURL            string `yaml:"api_url"`
+	AppID             int64  `yaml:"app_id"`
+	AppPrivateKeyFile string `yaml:"app_private_key_file"`
+	RunnerGroupID     int64  `yaml:"runner_group_id"`
+}
+
+// WebhookConfig configures POST /webhook.
+type WebhookConfig struct {
+	SecretFile   string `yaml:"secret_file"`
+	MaxBodyBytes int64  `yaml:"max_body_bytes"`
+}
+
+// RunnerConfig is the actions/runner release installed on each host.
+type RunnerConfig struct {
+	Version string `yaml:"version"`
+	URL     string `yaml:"url"`
+	SHA256  string `yaml:"sha256"`
+}
+
+// ProvidersConfig holds per-provider settings; a provider is enabled when a
+// class names it.
+type ProvidersConfig struct {
+	Vast   APIProviderConfig   `yaml:"vast"`
+	Lambda APIProviderConfig   `yaml:"lambda"`
+	Local  LocalProviderConfig `yaml:"local"`
+}
+
+// APIProviderConfig is a cloud API's settings; its key comes from the env.
+type APIProviderConfig struct {
+	APIURL string `yaml:"api_url"`
+}
+
+// LocalProviderConfig configures the loopback sshd provider (tests, demo).
+type LocalProviderConfig struct {
+	Dir string `yaml:"dir"`
+}
+
+// ClassDefaults apply to every class that leaves the field unset.
+type ClassDefaults struct {
+	BootTimeout time.Duration `yaml:"boot_timeout"`
+	IdleTimeout time.Duration `yaml:"idle_timeout"`
+	MaxLifetime time.Duration `yaml:"max_lifetime"`
+}
+
+// ClassConfig is one class as written in YAML.
+type ClassConfig struct {
+	Name            string        `yaml:"name"`
+	Labels          []string      `yaml:"labels"`
+	GPU             GPUConfig     `yaml:"gpu"`
+	Providers       []string      `yaml:"providers"`
+	MaxPricePerHour float64       `yaml:"max_price_per_hour"`
+	DiskGB          int           `yaml:"disk_gb"`
+	Image           string        `yaml:"image"`
+	Region          string        `yaml:"region"`
+	MinReliability  float64       `yaml:"min_reliability"`
+	VerifiedOnly    *bool         `yaml:"verified_only"`
+	DirectSSH       *bool         `yaml:"direct_ssh"`
+	CheckGPU        *bool         `yaml:"check_gpu"`
+	BootTimeout     time.Duration `yaml:"boot_timeout"`
+	IdleTimeout     time.Duration `yaml:"idle_timeout"`
+	MaxLifetime     time.Duration `yaml:"max_lifetime"`
+}
+
+// GPUConfig is a class's GPU requirement.
+type GPUConfig struct {
+	Name        string  `yaml:"name"`
+	Count       int     `yaml:"count"`
+	MinMemoryGB float64 `yaml:"min_memory_gb"`
+}
+
+// Getenv reads an environment variable; os.Getenv in production.
+type Getenv func(string) string
+
+// Overrides are the values given as flags; empty means not given.
+type Overrides struct {
+	ConfigFile  string
+	Listen      string
+	DatabaseURL string
+	Deployment  string
+	LogLevel    string
+	LogFormat   string
+}
+
+// Load reads the config file (from the flag, CRABBOX_CONFIG, or
+// crabbox-runner.yaml when present), then applies the environment and the
+// flags, fills in defaults, and reads secrets. It does not validate: call
+// Validate for the checks that depend on what the command needs.
+func Load(flags Overrides, getenv Getenv) (*Config, error) {
+	if getenv == nil {
+		getenv = os.Getenv
+	}
+	c := &Config{}
+	path := first(flags.ConfigFile, getenv("CRABBOX_CONFIG"))
+	explicit := path != ""
+	if path == "" {
+		path = DefaultConfigFile
+	}
+	data, err := os.ReadFile(path)
+	switch {
+	case err == nil:
+		if err := Parse(data, c); err != nil {
+			return nil, fmt.Errorf("config %s: %w", path, err)
+		}
+		c.Source = path
+	case errors.Is(err, os.ErrNotExist) && !explicit:
+		// No file is fine: everything can come from the environment.
+	default:
+		return nil, fmt.Errorf("config: reading %s: %w", path, err)
+	}
+
+	// Environment over file.
+	setStr(&c.Listen, getenv("CRABBOX_LISTEN"))
+	setStr(&c.DatabaseURL, getenv("CRABBOX_DATABASE_URL"))
+	setStr(&c.Deployment, getenv("CRABBOX_DEPLOYMENT"))
+	setStr(&c.Log.Level, getenv("CRABBOX_LOG_LEVEL"))
+	setStr(&c.Log.Format, getenv("CRABBOX_LOG_FORMAT"))
+	setStr(&c.GitHub.APIURL, getenv("CRABBOX_GITHUB_API_URL"))
+	setStr(&c.Providers.Vast.APIURL, getenv("CRABBOX_VAST_API_URL"))
+	setStr(&c.Providers.Lambda.APIURL, getenv("CRABBOX_LAMBDA_API_URL"))
+	if v := getenv("CRABBOX_GITHUB_APP_ID"); v != "" {
+		var id int64
+		if _, err := fmt.Sscan(v, &id); err != nil || id <= 0 {
+			return nil, fmt.Errorf("config: CRABBOX_GITHUB_APP_ID: %q is not a positive integer", v)
+		}
+		c.GitHub.AppID = id
+	}
+
+	// Flags over environment.
+	setStr(&c.Listen, flags.Listen)
+	setStr(&c.DatabaseURL, flags.DatabaseURL)
+	setStr(&c.Deployment, flags.Deployment)
+	setStr(&c.Log.Level, flags.LogLevel)
+	setStr(&c.Log.Format, flags.LogFormat)
+
+	c.applyDefaults()
+	if err := c.readSecrets(getenv); err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+// Parse decodes YAML strictly: an unknown key is an error, so a typo does
+// not silently leave a setting at its default.
+func Parse(data []byte, c *Config) error {
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	dec.KnownFields(true)
+	if err := dec.Decode(c); err != nil {
+		if errors.Is(err, io.EOF) {
+			return nil // empty file
+		}
+		return err
+	}
+	return nil
+}
+
+func (c *Config) applyDefaults() {
+	setDefault(&c.Listen, DefaultListen)
+	setDefault(&c.DatabaseURL, DefaultDatabaseURL)
+	setDefault(&c.Log.Level, "info")
+	setDefault(&c.Log.Format, "json")
+	setDefault(&c.GitHub.APIURL, DefaultGitHubAPI)
+	setDefault(&c.Providers.Vast.APIURL, DefaultVastAPI)
+	setDefault(&c.Providers.Lambda.APIURL, DefaultLambdaAPI)
+	setDefault(&c.Runner.URL, DefaultRunnerURL)
+	if c.GitHub.RunnerGroupID == 0 {
+		c.GitHub.RunnerGroupID = 1
+	}
+	if c.Defaults.BootTimeout == 0 {
+		c.Defaults.BootTimeout = DefaultBootTimeout
+	}
+	if c.Defaults.IdleTimeout == 0 {
+		c.Defaults.IdleTimeout = DefaultIdleTimeout
+	}
+	if c.Defaults.MaxLifetime == 0 {
+		c.Defaults.MaxLifetime = DefaultMaxLifetime
+	}
+}
+
+// readSecrets takes each secret from its env var, or from the file named by
+// <VAR>_FILE or by the config file. Surrounding whitespace is trimmed: a
+// trailing newline in a secret file is almost never part of the secret.
+func (c *Config) readSecrets(getenv Getenv) error {
+	secret, err := secretFrom(getenv, "CRABBOX_WEBHOOK_SECRET", c.Webhook.SecretFile)
+	if err != nil {
+		return err
+	}
+	c.WebhookSecret = []byte(secret)
+	key, err := secretFrom(getenv, "CRABBOX_GITHUB_APP_PRIVATE_KEY", c.GitHub.AppPrivateKeyFile)
+	if err != nil {
+		return err
+	}
+	if key != "" {
+		c.GitHubAppKey = []byte(key + "\n")
+	}
+	if c.GitHubToken, err = secretFrom(getenv, "CRABBOX_GITHUB_TOKEN", ""); err != nil {
+		return err
+	}
+	if c.VastAPIKey, err = secretFrom(getenv, "VAST_API_KEY", ""); err != nil {
+		return err
+	}
+	if c.LambdaAPIKey, err = secretFrom(getenv, "LAMBDA_API_KEY", ""); err != nil {
+		return err
+	}
+	return nil
+}
+
+func secretFrom(getenv Getenv, name, fileFromConfig string) (string, error) {
+	if v := getenv(name); v != "" {
+		return strings.TrimSpace(v), nil
+	}
+	file, key := getenv(name+"_FILE"), name+"_FILE"
+	if file == "" {
+		file, key = fileFromConfig, "file for "+name
+	}
+	if file == "" {
+		return "", nil
+	}
+	data, err := os.ReadFile(file)
+	if err != nil {
+		// The path is not secret; the content would be, and is not read.
+		return "", fmt.Errorf("config: %s: %w", key, err)
+	}
+	v := strings.TrimSpace(string(data))
+	if v == "" {
+		return "", fmt.Errorf("config: %s: %s is empty", key, file)
+	}
+	return v, nil
+}
+
+func first(vals ...string) string {
+	for _, v := range vals {
+		if v != "" {
+			return v
+		}
+	}
+	return ""
+}
+
+func setStr(dst *string, v string) {
+	if v != "" {
+		*dst = v
+	}
+}
+
+func setDefault(dst *string, v string) {
+	if *dst == "" {
+		*dst = v
+	}
+}
+
+// ProvisionerClasses converts the classes, with defaults applied.
+func (c *Config) ProvisionerClasses() []provisioner.Class {
+	out := make([]provisioner.Class, 0, len(c.Classes))
+	for _, cc := range c.Classes {
+		out = append(out, provisioner.Class{
+			Name:            cc.Name,
+			Labels:          cc.Labels,
+			GPU:             provisioner.GPURequirement{Name: cc.GPU.Name, Count: max(cc.GPU.Count, 1), MinMemoryGB: cc.GPU.MinMemoryGB},
+			Providers:       cc.Providers,
+			MaxPricePerHour: cc.MaxPricePerHour,
+			DiskGB:          cc.DiskGB,
+			Image:           cc.Image,
+			Region:          cc.Region,
+			MinReliability:  cc.MinReliability,
+			VerifiedOnly:    boolOr(cc.VerifiedOnly, true),
+			DirectSSH:       boolOr(cc.DirectSSH, true),
+			CheckGPU:        boolOr(cc.CheckGPU, true),
+			BootTimeout:     durOr(cc.BootTimeout, c.Defaults.BootTimeout),
+			IdleTimeout:     durOr(cc.IdleTimeout, c.Defaults.IdleTimeout),
+			MaxLifetime:     durOr(cc.MaxLifetime, c.Defaults.MaxLifetime),
+		})
+	}
+	return out
+}
+
+func boolOr(p *bool, def bool) bool {
+	if p == nil {
+		return def
+	}
+	return *p
+}
+
+func durOr(d, def time.Duration) time.Duration {
+	if d == 0 {
+		return def
+	}
+	return d
+}

@@ -1,0 +1,239 @@
+package config
+
+import (
+	"encoding/hex"
+	"fmt"
+	"net"
+	"net/url"
+	"regexp"
+	"slices"
+	"strings"
+)
+
+// KnownProviders are the providers a class may name.
+var KnownProviders = []string{"vast", "lambda", "local"}
+
+// Needs says which settings the running command cannot do without.
+type Needs struct {
+	Webhook bool // the webhook secret (serve)
+	GitHub  bool // GitHub credentials (serve, action)
+	Classes bool // at least one class
+}
+
+// Error is a configuration error naming the key at fault.
+type Error struct {
+	Key string
+	Msg string
+}
+
+func (e *Error) Error() string { return "config: " + e.Key + ": " + e.Msg }
+
+func errf(key, format string, args ...any) error {
+	return &Error{Key: key, Msg: fmt.Sprintf(format, args...)}
+}
+
+// deploymentRe keeps the deployment short and plain: it is written into
+// instance labels, Lambda tag values and runner names.
+var deploymentRe = regexp.MustCompile(`^[a-z0-9][a-z0-9-]{0,23}$`)
+
+var classNameRe = regexp.MustCompile(`^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,62}$`)
+
+// Validate checks the configuration and returns the first problem found.
+func (c *Config) Validate(needs Needs) error {
+	if c.Deployment == "" {
+		return errf("deployment", "required: the ownership marker written on every instance (or CRABBOX_DEPLOYMENT)")
+	}
+	if !deploymentRe.MatchString(c.Deployment) {
+		return errf("deployment", "%q must be 1-24 lower-case letters, digits or '-', starting with a letter or digit", c.Deployment)
+	}
+	if _, _, err := net.SplitHostPort(c.Listen); err != nil {
+		return errf("listen", "%q is not host:port: %v", c.Listen, err)
+	}
+	if err := checkDatabaseURL(c.DatabaseURL); err != nil {
+		return err
+	}
+	if !slices.Contains([]string{"debug", "info", "warn", "error"}, c.Log.Level) {
+		return errf("log.level", "%q is not one of debug, info, warn, error", c.Log.Level)
+	}
+	if !slices.Contains([]string{"json", "text"}, c.Log.Format) {
+		return errf("log.format", "%q is not one of json, text", c.Log.Format)
+	}
+	if err := CheckBaseURL("github.api_url", c.GitHub.APIURL); err != nil {
+		return err
+	}
+	if c.GitHub.RunnerGroupID < 1 {
+		return errf("github.runner_group_id", "must be a positive integer")
+	}
+	if needs.GitHub {
+		hasApp := c.GitHub.AppID != 0 || len(c.GitHubAppKey) > 0
+		switch {
+		case c.GitHubToken != "" && hasApp:
+			return errf("github", "set either CRABBOX_GITHUB_TOKEN or a GitHub App, not both")
+		case hasApp && c.GitHub.AppID == 0:
+			return errf("github.app_id", "required with a GitHub App private key (or CRABBOX_GITHUB_APP_ID)")
+		case hasApp && len(c.GitHubAppKey) == 0:
+			return errf("github.app_private_key_file", "required with a GitHub App id (or CRABBOX_GITHUB_APP_PRIVATE_KEY / _FILE)")
+		case c.GitHubToken == "" && !hasApp:
+			return errf("github", "no credentials: set CRABBOX_GITHUB_APP_ID with CRABBOX_GITHUB_APP_PRIVATE_KEY(_FILE), or CRABBOX_GITHUB_TOKEN")
+		}
+	}
+	if needs.Webhook && len(c.WebhookSecret) == 0 {
+		return errf("webhook.secret_file", "a webhook secret is required: set CRABBOX_WEBHOOK_SECRET or CRABBOX_WEBHOOK_SECRET_FILE")
+	}
+	if c.Webhook.MaxBodyBytes < 0 {
+		return errf("webhook.max_body_bytes", "must not be negative")
+	}
+	if err := c.validateRunner(); err != nil {
+		return err
+	}
+	if err := CheckBaseURL("providers.vast.api_url", c.Providers.Vast.APIURL); err != nil {
+		return err
+	}
+	if err := CheckBaseURL("providers.lambda.api_url", c.Providers.Lambda.APIURL); err != nil {
+		return err
+	}
+	if needs.Classes && len(c.Classes) == 0 {
+		return errf("classes", "at least one class is required")
+	}
+	seen := map[string]bool{}
+	for i := range c.Classes {
+		if err := c.validateClass(i, seen); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (c *Config) validateRunner() error {
+	if c.Runner.Version == "" {
+		return errf("runner.version", "required: the actions/runner version to install, e.g. \"2.330.0\"")
+	}
+	if c.Runner.SHA256 == "" {
+		return errf("runner.sha256", "required: the sha256 of the runner tarball (a mismatch stops the bootstrap)")
+	}
+	if b, err := hex.DecodeString(c.Runner.SHA256); err != nil || len(b) != 32 {
+		return errf("runner.sha256", "must be 64 hex characters")
+	}
+	u := strings.NewReplacer("{version}", c.Runner.Version, "{arch}", "x64").Replace(c.Runner.URL)
+	return CheckBaseURL("runner.url", u)
+}
+
+func (c *Config) validateClass(i int, seen map[string]bool) error {
+	cc := &c.Classes[i]
+	key := fmt.Sprintf("classes[%d]", i)
+	if cc.Name == "" {
+		return errf(key+".name", "required")
+	}
+	key = fmt.Sprintf("classes[%d] (%s)", i, cc.Name)
+	if !classNameRe.MatchString(cc.Name) {
+		return errf(key+".name", "%q must be letters, digits, '.', '_' or '-'", cc.Name)
+	}
+	if seen[strings.ToLower(cc.Name)] {
+		return errf(key+".name", "%q is defined twice", cc.Name)
+	}
+	seen[strings.ToLower(cc.Name)] = true
+	if len(cc.Labels) == 0 {
+		return errf(key+".labels", "required: a job fits when all its runs-on labels are here")
+	}
+	if len(cc.Labels) > 100 {
+		return errf(key+".labels", "GitHub allows at most 100 labels per runner")
+	}
+	for j, l := range cc.Labels {
+		if strings.TrimSpace(l) == "" || strings.ContainsAny(l, ",\n") {
+			return errf(fmt.Sprintf("%s.labels[%d]", key, j), "%q is not a valid label", l)
+		}
+	}
+	if len(cc.Providers) == 0 {
+		return errf(key+".providers", "required: one or more of %s", strings.Join(KnownProviders, ", "))
+	}
+	for j, p := range cc.Providers {
+		pk := fmt.Sprintf("%s.providers[%d]", key, j)
+		if !slices.Contains(KnownProviders, p) {
+			return errf(pk, "unknown provider %q (known: %s)", p, strings.Join(KnownProviders, ", "))
+		}
+		if p == "vast" && c.VastAPIKey == "" {
+			return errf(pk, "vast needs VAST_API_KEY")
+		}
+		if p == "lambda" && c.LambdaAPIKey == "" {
+			return errf(pk, "lambda needs LAMBDA_API_KEY")
+		}
+	}
+	if cc.GPU.Count < 0 {
+		return errf(key+".gpu.count", "must be at least 1")
+	}
+	if cc.GPU.MinMemoryGB < 0 {
+		return errf(key+".gpu.min_memory_gb", "must not be negative")
+	}
+	if cc.MaxPricePerHour < 0 {
+		return errf(key+".max_price_per_hour", "must not be negative")
+	}
+	if cc.DiskGB < 0 {
+		return errf(key+".disk_gb", "must not be negative")
+	}
+	if cc.MinReliability < 0 || cc.MinReliability > 1 {
+		return errf(key+".min_reliability", "must be between 0 and 1")
+	}
+	pc := c.ProvisionerClasses()[i]
+	for _, d := range []struct {
+		name string
+		v    int64
+	}{{"boot_timeout", int64(pc.BootTimeout)}, {"idle_timeout", int64(pc.IdleTimeout)}, {"max_lifetime", int64(pc.MaxLifetime)}} {
+		if d.v <= 0 {
+			return errf(key+"."+d.name, "must be positive")
+		}
+	}
+	if pc.BootTimeout >= pc.MaxLifetime {
+		return errf(key+".boot_timeout", "%s is not shorter than max_lifetime %s", pc.BootTimeout, pc.MaxLifetime)
+	}
+	return nil
+}
+
+func checkDatabaseURL(u string) error {
+	switch {
+	case strings.HasPrefix(u, "sqlite:"):
+		if strings.TrimPrefix(u, "sqlite:") == "" {
+			return errf("database_url", "sqlite: needs a path, e.g. sqlite:crabbox-runner.db")
+		}
+		return nil
+	case strings.HasPrefix(u, "postgres://"), strings.HasPrefix(u, "postgresql://"):
+		return errf("database_url", "PostgreSQL is not supported by this build yet; use sqlite:PATH")
+	}
+	return errf("database_url", "must be sqlite:PATH or postgres://…")
+}
+
+// CheckBaseURL enforces the contract for API base URLs: https, or http on a
+// loopback host (tests); no user info, query or fragment.
+func CheckBaseURL(key, raw string) error {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return errf(key, "not a URL: %v", err)
+	}
+	if u.User != nil {
+		return errf(key, "must not carry user info; credentials come from the environment")
+	}
+	if u.RawQuery != "" || u.Fragment != "" {
+		return errf(key, "must not carry a query or fragment")
+	}
+	if u.Host == "" {
+		return errf(key, "%q has no host", raw)
+	}
+	switch u.Scheme {
+	case "https":
+		return nil
+	case "http":
+		if IsLoopback(u.Hostname()) {
+			return nil
+		}
+		return errf(key, "must be https (http is allowed only on loopback)")
+	}
+	return errf(key, "must be https (got %q)", u.Scheme)
+}
+
+// IsLoopback reports whether host is localhost or a loopback address.
+func IsLoopback(host string) bool {
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
