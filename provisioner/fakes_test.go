@@ -1,0 +1,324 @@
+package provisioner_test
+
+import (
+	"context"
+	"fmt"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/crabbox/crabbox-runner/provisioner"
+	"github.com/crabbox/crabbox-runner/store/sqlite"
+)
+
+// memProvider is an in-memory provider: instances boot after bootPolls Get
+// calls, unless the behaviour for that create says otherwise.
+type memProvider struct {
+	mu        sync.Mutex
+	seq       int
+	instances map[string]*memInstance
+	created   int
+	destroyed int
+	// behave, when set, decides per create (1-based).
+	behave func(n int) memBehavior
+	offers []provisioner.Offer
+}
+
+type memBehavior struct {
+	neverBoot bool
+	createErr error
+}
+
+type memInstance struct {
+	inst     provisioner.Instance
+	polls    int
+	behavior memBehavior
+}
+
+func newMemProvider() *memProvider {
+	return &memProvider{instances: map[string]*memInstance{}, offers: []provisioner.Offer{
+		{Provider: "mem", ID: "o-cheap", GPU: "A100", GPUCount: 1, GPUMemoryGB: 80, PricePerHour: 1.1},
+		{Provider: "mem", ID: "o-dear", GPU: "A100", GPUCount: 1, GPUMemoryGB: 80, PricePerHour: 1.9},
+	}}
+}
+
+func (m *memProvider) Name() string { return "mem" }
+func (m *memProvider) Capabilities() provisioner.Capabilities {
+	return provisioner.Capabilities{HostKeyInjection: true}
+}
+
+func (m *memProvider) Offers(ctx context.Context, c provisioner.Class) ([]provisioner.Offer, error) {
+	return m.offers, nil
+}
+
+func (m *memProvider) Create(ctx context.Context, req provisioner.CreateRequest) (*provisioner.Instance, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.seq++
+	var b memBehavior
+	if m.behave != nil {
+		b = m.behave(m.seq)
+	}
+	if b.createErr != nil {
+		return nil, b.createErr
+	}
+	id := fmt.Sprintf("i-%d", m.seq)
+	mi := &memInstance{behavior: b, inst: provisioner.Instance{Provider: "mem", ID: id, Status: provisioner.InstancePending,
+		Marker: req.Marker, PricePerHour: req.Offer.PricePerHour}}
+	m.instances[id] = mi
+	m.created++
+	inst := mi.inst
+	return &inst, nil
+}
+
+func (m *memProvider) Get(ctx context.Context, id string) (*provisioner.Instance, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	mi, ok := m.instances[id]
+	if !ok {
+		return nil, provisioner.ErrNotFound
+	}
+	mi.polls++
+	if mi.polls >= 2 && !mi.behavior.neverBoot {
+		mi.inst.Status = provisioner.InstanceRunning
+		mi.inst.SSH = provisioner.Endpoint{Host: "127.0.0.1", Port: 22, User: "root"}
+	}
+	inst := mi.inst
+	return &inst, nil
+}
+
+func (m *memProvider) ListOwned(ctx context.Context, deployment string) ([]*provisioner.Instance, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	var out []*provisioner.Instance
+	for _, mi := range m.instances {
+		if mi.inst.Marker.Deployment == deployment {
+			inst := mi.inst
+			out = append(out, &inst)
+		}
+	}
+	return out, nil
+}
+
+func (m *memProvider) Destroy(ctx context.Context, inst *provisioner.Instance) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if _, ok := m.instances[inst.ID]; ok {
+		delete(m.instances, inst.ID)
+		m.destroyed++
+	}
+	return nil
+}
+
+func (m *memProvider) counts() (live, created, destroyed int) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return len(m.instances), m.created, m.destroyed
+}
+
+// memGitHub keeps runners in memory; a bootstrapped runner is online.
+type memGitHub struct {
+	mu      sync.Mutex
+	seq     int64
+	runners map[int64]*provisioner.Runner
+	removed int
+}
+
+func newMemGitHub() *memGitHub { return &memGitHub{runners: map[int64]*provisioner.Runner{}} }
+
+func (g *memGitHub) GenerateJITConfig(ctx context.Context, s provisioner.Scope, name string, labels []string) (*provisioner.JITConfig, error) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	for id, r := range g.runners {
+		if r.Name == name {
+			delete(g.runners, id)
+		}
+	}
+	g.seq++
+	g.runners[g.seq] = &provisioner.Runner{ID: g.seq, Name: name, Status: "offline", Labels: labels}
+	return &provisioner.JITConfig{RunnerID: g.seq, RunnerName: name, Encoded: "secret-jit"}, nil
+}
+
+func (g *memGitHub) Runner(ctx context.Context, s provisioner.Scope, id int64) (*provisioner.Runner, error) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	r, ok := g.runners[id]
+	if !ok {
+		return nil, provisioner.ErrNotFound
+	}
+	c := *r
+	return &c, nil
+}
+
+func (g *memGitHub) RunnerByName(ctx context.Context, s provisioner.Scope, name string) (*provisioner.Runner, error) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	for _, r := range g.runners {
+		if r.Name == name {
+			c := *r
+			return &c, nil
+		}
+	}
+	return nil, provisioner.ErrNotFound
+}
+
+func (g *memGitHub) ListRunners(ctx context.Context, s provisioner.Scope) ([]provisioner.Runner, error) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	var out []provisioner.Runner
+	for _, r := range g.runners {
+		out = append(out, *r)
+	}
+	return out, nil
+}
+
+func (g *memGitHub) RemoveRunner(ctx context.Context, s provisioner.Scope, id int64) error {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if _, ok := g.runners[id]; ok {
+		delete(g.runners, id)
+		g.removed++
+	}
+	return nil
+}
+
+func (g *memGitHub) setOnline(id int64) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if r, ok := g.runners[id]; ok {
+		r.Status = "online"
+	}
+}
+
+func (g *memGitHub) live() int {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return len(g.runners)
+}
+
+// memBootstrapper "starts" the runner by marking it online.
+type memBootstrapper struct {
+	gh     *memGitHub
+	mu     sync.Mutex
+	gpuBad func(host provisioner.Endpoint, n int) bool
+	n      int
+}
+
+func (b *memBootstrapper) NewCredentials(withHostKey bool) (*provisioner.Credentials, error) {
+	c := &provisioner.Credentials{ClientPublicKey: "ssh-ed25519 CLIENT", ClientPrivatePEM: []byte("PRIVATE")}
+	if withHostKey {
+		c.HostKey = &provisioner.HostKeyPair{PublicKey: "ssh-ed25519 HOST", PrivatePEM: []byte("HOSTPRIVATE")}
+	}
+	return c, nil
+}
+func (b *memBootstrapper) UserData(c *provisioner.Credentials) (string, error) { return "#cloud-config\n", nil }
+func (b *memBootstrapper) OnStart(c *provisioner.Credentials) string             { return "true" }
+func (b *memBootstrapper) Probe(ctx context.Context, req provisioner.ProbeRequest) (string, error) {
+	return "ssh-ed25519 HOST", nil
+}
+func (b *memBootstrapper) Bootstrap(ctx context.Context, req provisioner.BootstrapRequest) (*provisioner.BootstrapResult, error) {
+	b.mu.Lock()
+	b.n++
+	n := b.n
+	b.mu.Unlock()
+	if b.gpuBad != nil && b.gpuBad(req.Endpoint, n) {
+		return nil, fmt.Errorf("nvidia-smi: %w", provisioner.ErrGPUCheck)
+	}
+	b.gh.setOnline(req.JIT.RunnerID)
+	return &provisioner.BootstrapResult{HostKey: "ssh-ed25519 HOST"}, nil
+}
+
+type harness struct {
+	t     *testing.T
+	p     *provisioner.Provisioner
+	store *sqlite.Store
+	prov  *memProvider
+	gh    *memGitHub
+	boot  *memBootstrapper
+	class provisioner.Class
+}
+
+func testClass() provisioner.Class {
+	return provisioner.Class{
+		Name: "a100", Labels: []string{"self-hosted", "linux", "crabbox", "a100"}, Providers: []string{"mem"},
+		GPU: provisioner.GPURequirement{Name: "A100", Count: 1}, MaxPricePerHour: 2,
+		BootTimeout: 2 * time.Second, IdleTimeout: time.Hour, MaxLifetime: time.Hour,
+	}
+}
+
+func newHarness(t *testing.T, tweak func(*provisioner.Config)) *harness {
+	t.Helper()
+	st, err := sqlite.Open(context.Background(), filepath.Join(t.TempDir(), "p.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := &harness{t: t, store: st, prov: newMemProvider(), gh: newMemGitHub(), class: testClass()}
+	h.boot = &memBootstrapper{gh: h.gh}
+	cfg := provisioner.Config{
+		Deployment: "test", Classes: []provisioner.Class{h.class},
+		Providers: map[string]provisioner.Provider{"mem": h.prov}, GitHub: h.gh, Bootstrapper: h.boot, Store: st,
+		PollInterval: 10 * time.Millisecond, InlineWait: 300 * time.Millisecond, QueuePollInterval: 20 * time.Millisecond,
+		Logger: testLogger(t),
+	}
+	if tweak != nil {
+		tweak(&cfg)
+	}
+	h.p, err = provisioner.New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := h.p.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		h.p.Stop(ctx)
+		st.Close()
+	})
+	return h
+}
+
+func (h *harness) event(action string, job int64, guid string, mod ...func(*provisioner.JobEvent)) provisioner.Outcome {
+	h.t.Helper()
+	ev := provisioner.JobEvent{DeliveryID: guid, Action: action, Status: action, JobID: job, RunID: 1, RunAttempt: 1,
+		Labels: []string{"self-hosted", "A100"}, Repo: "acme/ml", Org: "acme"}
+	for _, m := range mod {
+		m(&ev)
+	}
+	out, err := h.p.HandleJobEvent(context.Background(), ev)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	return out
+}
+
+func (h *harness) leases(states ...provisioner.State) []*provisioner.Lease {
+	h.t.Helper()
+	ls, err := h.store.Leases(context.Background(), provisioner.LeaseFilter{States: states})
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	return ls
+}
+
+// waitFor polls cond until it holds or the deadline passes.
+func (h *harness) waitFor(what string, cond func() bool) {
+	h.t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			h.t.Fatalf("timed out waiting for %s; leases: %s", what, h.describe())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func (h *harness) describe() string {
+	s := ""
+	for _, l := range h.leases() {
+		s += fmt.Sprintf("\n  %s %s instance=%s runner=%s err=%q reason=%q", l.ID, l.State, l.InstanceID, l.RunnerName, l.Error, l.ReleaseReason)
+	}
+	return s
+}

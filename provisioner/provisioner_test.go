@@ -1,0 +1,232 @@
+package provisioner_test
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/crabbox/crabbox-runner/provisioner"
+)
+
+type tWriter struct{ t *testing.T }
+
+func (w tWriter) Write(p []byte) (int, error) {
+	w.t.Helper()
+	w.t.Log(strings.TrimRight(string(p), "\n"))
+	return len(p), nil
+}
+
+func testLogger(t *testing.T) *slog.Logger {
+	return slog.New(slog.NewTextHandler(tWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug}))
+}
+
+func TestTransitionTable(t *testing.T) {
+	for _, from := range provisioner.AllStates {
+		if from.Terminal() || from == provisioner.StateReleasing {
+			continue
+		}
+		// Every state other than released can reach releasing, directly or
+		// through failed: nothing can get stuck with a host billed.
+		if !provisioner.CanTransition(from, provisioner.StateReleasing) && !provisioner.CanTransition(from, provisioner.StateFailed) {
+			t.Errorf("%s can neither release nor fail", from)
+		}
+	}
+	if provisioner.CanTransition(provisioner.StateReleased, provisioner.StatePending) {
+		t.Error("released is not terminal")
+	}
+	if provisioner.CanTransition(provisioner.StateBusy, provisioner.StateIdle) {
+		t.Error("a busy runner cannot become idle again: JIT runners run one job")
+	}
+}
+
+func TestMatchClass(t *testing.T) {
+	classes := []provisioner.Class{
+		{Name: "a100", Labels: []string{"self-hosted", "Linux", "crabbox", "a100"}},
+		{Name: "any", Labels: []string{"self-hosted", "linux", "crabbox", "a100", "h100"}},
+	}
+	cases := []struct {
+		labels []string
+		want   string
+	}{
+		{[]string{"self-hosted", "A100"}, "a100"},
+		{[]string{"SELF-HOSTED", "linux", "CRABBOX"}, "a100"},
+		{[]string{"self-hosted", "h100"}, "any"},
+		{[]string{"ubuntu-latest"}, ""},
+		{[]string{"self-hosted", "a100", "windows"}, ""},
+		{nil, ""},
+	}
+	for _, tc := range cases {
+		got := provisioner.MatchClass(classes, tc.labels)
+		name := ""
+		if got != nil {
+			name = got.Name
+		}
+		if name != tc.want {
+			t.Errorf("%v matched %q, want %q", tc.labels, name, tc.want)
+		}
+	}
+}
+
+func TestMarker(t *testing.T) {
+	m := provisioner.Marker{Deployment: "acme-gpu", LeaseID: "labc", Expires: testClassTime()}
+	got, ok := provisioner.ParseMarker(m.String())
+	if !ok || got != m {
+		t.Fatalf("round trip %q → %+v %v", m.String(), got, ok)
+	}
+	for _, bad := range []string{"", "crabbox", "other:acme:l:1", "crabbox::l:1", "crabbox:a:l:x", "crabbox:a:l:1:extra"} {
+		if _, ok := provisioner.ParseMarker(bad); ok {
+			t.Errorf("parsed %q", bad)
+		}
+	}
+	if len(m.String()) > 64 {
+		t.Errorf("marker %q longer than Lambda's 64-character name", m.String())
+	}
+}
+
+func TestDuplicateDeliveriesOneLease(t *testing.T) {
+	h := newHarness(t, nil)
+	if out := h.event("queued", 1, "g1"); out != provisioner.Accepted {
+		t.Fatalf("first: %v", out)
+	}
+	if out := h.event("queued", 1, "g1"); out != provisioner.Duplicate {
+		t.Fatalf("same GUID: %v", out)
+	}
+	if out := h.event("queued", 1, "g2"); out != provisioner.Duplicate {
+		t.Fatalf("same job and action, new GUID: %v", out)
+	}
+	if out := h.event("queued", 1, ""); out != provisioner.Duplicate {
+		t.Fatalf("no GUID: %v", out)
+	}
+	if n := len(h.leases()); n != 1 {
+		t.Fatalf("%d leases, want 1", n)
+	}
+	if out := h.event("queued", 2, "g3", func(e *provisioner.JobEvent) { e.Labels = []string{"ubuntu-latest"} }); out != provisioner.Ignored {
+		t.Fatalf("hosted job: %v", out)
+	}
+	h.waitFor("runner online", func() bool { return len(h.leases(provisioner.StateIdle)) == 1 })
+}
+
+func TestFullLifecycle(t *testing.T) {
+	h := newHarness(t, nil)
+	h.event("queued", 1, "g1")
+	h.waitFor("idle lease", func() bool { return len(h.leases(provisioner.StateIdle)) == 1 })
+	l := h.leases()[0]
+	if l.Provider != "mem" || l.OfferID != "o-cheap" || l.PricePerHour != 1.1 {
+		t.Fatalf("did not take the cheapest offer: %+v", l)
+	}
+	h.event("in_progress", 1, "g2", func(e *provisioner.JobEvent) { e.RunnerName = l.RunnerName })
+	if got := h.leases(provisioner.StateBusy); len(got) != 1 || got[0].BoundJobID != 1 {
+		t.Fatalf("busy: %v", got)
+	}
+	h.event("completed", 1, "g3", func(e *provisioner.JobEvent) { e.RunnerName = l.RunnerName; e.Conclusion = "success" })
+	h.waitFor("released", func() bool { return len(h.leases(provisioner.StateReleased)) == 1 })
+	if live, created, destroyed := h.prov.counts(); live != 0 || created != 1 || destroyed != 1 {
+		t.Fatalf("instances live %d created %d destroyed %d", live, created, destroyed)
+	}
+	if h.gh.live() != 0 {
+		t.Fatalf("runner not removed")
+	}
+	events, _ := h.store.LeaseEvents(context.Background(), l.ID)
+	var path []string
+	for _, e := range events {
+		path = append(path, string(e.To))
+	}
+	want := "pending provisioning booting bootstrapping idle busy releasing released"
+	if strings.Join(path, " ") != want {
+		t.Fatalf("history %v, want %s", path, want)
+	}
+}
+
+func TestOutOfOrderEvents(t *testing.T) {
+	h := newHarness(t, nil)
+	// completed before queued: the job never needs a host.
+	h.event("completed", 1, "a1", func(e *provisioner.JobEvent) { e.Conclusion = "cancelled" })
+	h.event("queued", 1, "a2")
+	// in_progress (on someone else's runner) before queued.
+	h.event("in_progress", 2, "b1", func(e *provisioner.JobEvent) { e.RunnerName = "static-runner-1" })
+	h.event("queued", 2, "b2")
+	if n := len(h.leases()); n != 0 {
+		t.Fatalf("%d leases for jobs that were already past queued: %s", n, h.describe())
+	}
+	// Approval gate: queued(status waiting), waiting, then queued for real.
+	h.event("queued", 3, "c1", func(e *provisioner.JobEvent) { e.Status = "waiting" })
+	h.event("waiting", 3, "c2")
+	if n := len(h.leases()); n != 0 {
+		t.Fatalf("leased a job still waiting for approval")
+	}
+	h.event("queued", 3, "c3")
+	h.event("queued", 3, "c4") // a duplicate of it
+	if n := len(h.leases()); n != 1 {
+		t.Fatalf("%d leases for the approved job, want 1", n)
+	}
+	// A late waiting after queued does not take the lease away.
+	h.event("waiting", 3, "c5")
+	h.waitFor("idle", func() bool { return len(h.leases(provisioner.StateIdle)) == 1 })
+}
+
+func TestCancelledWhileQueuedReleasesALease(t *testing.T) {
+	h := newHarness(t, nil)
+	h.event("queued", 1, "g1")
+	h.event("queued", 2, "g2")
+	h.waitFor("two idle", func() bool { return len(h.leases(provisioner.StateIdle)) == 2 })
+	h.event("completed", 2, "g3", func(e *provisioner.JobEvent) { e.Conclusion = "cancelled" })
+	h.waitFor("one released", func() bool { return len(h.leases(provisioner.StateReleased)) == 1 })
+	if n := len(h.leases(provisioner.StateIdle)); n != 1 {
+		t.Fatalf("%d idle leases, want 1 for the job still queued", n)
+	}
+}
+
+func TestHostThatNeverBootsIsReplaced(t *testing.T) {
+	h := newHarness(t, nil)
+	h.prov.behave = func(n int) memBehavior { return memBehavior{neverBoot: n == 1} }
+	h.event("queued", 1, "g1")
+	h.waitFor("a replacement online", func() bool { return len(h.leases(provisioner.StateIdle)) == 1 })
+	h.waitFor("the dead host released", func() bool { return len(h.leases(provisioner.StateReleased)) == 1 })
+	dead := h.leases(provisioner.StateReleased)[0]
+	if !strings.Contains(dead.Error, "boot timeout") {
+		t.Fatalf("dead lease error %q", dead.Error)
+	}
+	if live, created, _ := h.prov.counts(); live != 1 || created != 2 {
+		t.Fatalf("live %d created %d, want 1 and 2", live, created)
+	}
+}
+
+func TestBadGPUAndTakenOfferMoveOn(t *testing.T) {
+	h := newHarness(t, nil)
+	h.prov.behave = func(n int) memBehavior {
+		if n == 1 {
+			return memBehavior{createErr: fmt.Errorf("taken: %w", provisioner.ErrOfferUnavailable)}
+		}
+		return memBehavior{}
+	}
+	h.boot.gpuBad = func(_ provisioner.Endpoint, n int) bool { return n == 1 }
+	h.event("queued", 1, "g1")
+	h.waitFor("online after a bad GPU", func() bool { return len(h.leases(provisioner.StateIdle)) == 1 })
+	failed := h.leases(provisioner.StateReleased, provisioner.StateReleasing)
+	if len(failed) != 1 || !strings.Contains(failed[0].Error, "GPU") {
+		t.Fatalf("failed leases: %s", h.describe())
+	}
+	ok := h.leases(provisioner.StateIdle)[0]
+	if ok.OfferID != "o-cheap" {
+		t.Fatalf("replacement took %s", ok.OfferID)
+	}
+}
+
+func TestReleaseByHand(t *testing.T) {
+	h := newHarness(t, nil)
+	h.event("queued", 1, "g1")
+	h.waitFor("idle", func() bool { return len(h.leases(provisioner.StateIdle)) == 1 })
+	l := h.leases()[0]
+	if err := h.p.Release(context.Background(), l.ID, "operator"); err != nil {
+		t.Fatal(err)
+	}
+	// The job is still queued, so a new lease replaces the released one.
+	h.waitFor("released and replaced", func() bool {
+		return len(h.leases(provisioner.StateReleased)) == 1 && len(h.leases(provisioner.StateIdle)) == 1
+	})
+}
+
+func testClassTime() time.Time { return time.Date(2026, 11, 22, 12, 0, 0, 0, time.UTC) }
