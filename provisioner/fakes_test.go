@@ -212,8 +212,10 @@ func (b *memBootstrapper) NewCredentials(withHostKey bool) (*provisioner.Credent
 	}
 	return c, nil
 }
-func (b *memBootstrapper) UserData(c *provisioner.Credentials) (string, error) { return "#cloud-config\n", nil }
-func (b *memBootstrapper) OnStart(c *provisioner.Credentials) string             { return "true" }
+func (b *memBootstrapper) UserData(c *provisioner.Credentials) (string, error) {
+	return "#cloud-config\n", nil
+}
+func (b *memBootstrapper) OnStart(c *provisioner.Credentials) string { return "true" }
 func (b *memBootstrapper) Probe(ctx context.Context, req provisioner.ProbeRequest) (string, error) {
 	return "ssh-ed25519 HOST", nil
 }

@@ -34,9 +34,9 @@ const (
 // transitions is the whole lifecycle in one place. The store refuses any
 // change of state that is not listed here.
 var transitions = map[State][]State{
-	StatePending:       {StateProvisioning, StateFailed, StateReleasing},
-	StateProvisioning:  {StateBooting, StateFailed, StateReleasing},
-	StateBooting:       {StateBootstrapping, StateFailed, StateReleasing},
+	StatePending:      {StateProvisioning, StateFailed, StateReleasing},
+	StateProvisioning: {StateBooting, StateFailed, StateReleasing},
+	StateBooting:      {StateBootstrapping, StateFailed, StateReleasing},
 	// bootstrapping → busy: the runner can come online and take a job before
 	// the provisioner has seen it online.
 	StateBootstrapping: {StateIdle, StateBusy, StateFailed, StateReleasing},

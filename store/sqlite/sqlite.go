@@ -159,7 +159,7 @@ func (s *Store) StartWork(ctx context.Context, cfg provisioner.WorkConfig) error
 		FetchPollInterval: poll,
 		FetchCooldown:     min(poll, 100*time.Millisecond),
 		Logger:            quietRiverLogger(cfg.Logger),
-		PollOnly:          true, // SQLite has no LISTEN/NOTIFY
+		PollOnly:          true,            // SQLite has no LISTEN/NOTIFY
 		JobTimeout:        2 * time.Minute, // workers that need longer say so
 	}
 	if cfg.RescueAfter > 0 {
@@ -216,7 +216,9 @@ func (f levelFilter) Enabled(ctx context.Context, l slog.Level) bool {
 func (f levelFilter) WithAttrs(a []slog.Attr) slog.Handler {
 	return levelFilter{f.Handler.WithAttrs(a), f.min}
 }
-func (f levelFilter) WithGroup(g string) slog.Handler { return levelFilter{f.Handler.WithGroup(g), f.min} }
+func (f levelFilter) WithGroup(g string) slog.Handler {
+	return levelFilter{f.Handler.WithGroup(g), f.min}
+}
 
 // InTx runs fn in one immediate (write-locking) transaction.
 func (s *Store) InTx(ctx context.Context, fn func(tx provisioner.Tx) error) error {
