@@ -65,6 +65,12 @@ func (p *Provisioner) provision(ctx context.Context, id string) error {
 			// took over); look again.
 			continue
 		case err != nil:
+			if cur, lerr := p.cfg.Store.Lease(ctx, id); lerr == nil && !cur.State.Starting() {
+				// The lease moved on while this step ran (its runner took a
+				// job, or it is being released): the step's failure is moot.
+				log.Debug("provision step ended after the lease moved on", "state", string(cur.State), "error", err)
+				return nil
+			}
 			log.Warn("provision step failed; will retry", "error", err)
 			if _, uerr := p.updateLease(ctx, l.ID, func(l *Lease) { l.Error = err.Error() }); uerr != nil {
 				log.Warn("recording error", "error", uerr)

@@ -200,7 +200,7 @@ func Load(flags Overrides, getenv Getenv) (*Config, error) {
 	setStr(&c.Log.Level, flags.LogLevel)
 	setStr(&c.Log.Format, flags.LogFormat)
 
-	c.applyDefaults()
+	c.ApplyDefaults()
 	if err := c.readSecrets(getenv); err != nil {
 		return nil, err
 	}
@@ -221,7 +221,8 @@ func Parse(data []byte, c *Config) error {
 	return nil
 }
 
-func (c *Config) applyDefaults() {
+// ApplyDefaults fills every unset setting with its default.
+func (c *Config) ApplyDefaults() {
 	setDefault(&c.Listen, DefaultListen)
 	setDefault(&c.DatabaseURL, DefaultDatabaseURL)
 	setDefault(&c.Log.Level, "info")
