@@ -1,0 +1,199 @@
+// Package bootstrap turns a rented host into a one-job GitHub Actions runner
+// over SSH. It implements provisioner.Bootstrapper: it generates each lease's
+// SSH keys, writes the cloud-init user-data (or Vast's onstart script) that
+// prepares a host, and runs the embedded host script in phases: GPU check,
+// runner install (checksum verified) and runner start, with the JIT config
+// sent over SSH stdin so that it never appears on a command line.
+package bootstrap
+
+import (
+	"context"
+	_ "embed"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/url"
+	"regexp"
+	"strings"
+	"time"
+
+	"github.com/crabbox/crabbox-runner/provisioner"
+)
+
+// hostScript is uploaded to the host on every bootstrap, so a host never
+// runs a script older than the binary that drives it.
+//
+//go:embed host.sh
+var hostScript []byte
+
+// Default timeouts.
+const (
+	DefaultConnectTimeout = 30 * time.Second
+	// DefaultCommandTimeout covers the slowest phase: downloading the
+	// runner (~200 MB) and installing its dependencies.
+	DefaultCommandTimeout = 15 * time.Minute
+)
+
+// Config configures a Bootstrapper.
+type Config struct {
+	// RunnerURL is the runner tarball's URL, with {version} and {arch}
+	// placeholders, e.g.
+	// https://github.com/actions/runner/releases/download/v{version}/actions-runner-linux-{arch}-{version}.tar.gz
+	RunnerURL     string
+	RunnerVersion string
+	// RunnerSHA256 is the tarball's SHA-256 (64 hex digits). Required: a
+	// tarball that does not match stops the bootstrap.
+	RunnerSHA256   string
+	ConnectTimeout time.Duration // TCP connect and SSH handshake
+	CommandTimeout time.Duration // each phase on the host
+	Logger         *slog.Logger
+}
+
+// Bootstrapper implements provisioner.Bootstrapper.
+type Bootstrapper struct {
+	cfg Config
+	log *slog.Logger
+}
+
+var _ provisioner.Bootstrapper = (*Bootstrapper)(nil)
+
+var (
+	sha256RE  = regexp.MustCompile(`^[0-9a-f]{64}$`)
+	versionRE = regexp.MustCompile(`^[0-9A-Za-z][0-9A-Za-z._-]*$`)
+	// Runner names become directory names on the host.
+	runnerNameRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$`)
+)
+
+// New checks the configuration and returns a Bootstrapper.
+func New(cfg Config) (*Bootstrapper, error) {
+	if cfg.RunnerVersion == "" {
+		return nil, errors.New("bootstrap: runner version is required")
+	}
+	if !versionRE.MatchString(cfg.RunnerVersion) {
+		return nil, fmt.Errorf("bootstrap: runner version %q: want something like 2.330.0", cfg.RunnerVersion)
+	}
+	cfg.RunnerSHA256 = strings.ToLower(strings.TrimSpace(cfg.RunnerSHA256))
+	if cfg.RunnerSHA256 == "" {
+		return nil, errors.New("bootstrap: runner sha256 is required (the tarball's SHA-256 from the runner's release notes)")
+	}
+	if !sha256RE.MatchString(cfg.RunnerSHA256) {
+		return nil, errors.New("bootstrap: runner sha256 must be 64 hexadecimal digits")
+	}
+	if cfg.RunnerURL == "" {
+		return nil, errors.New("bootstrap: runner URL is required")
+	}
+	u, err := url.Parse(resolveURL(cfg.RunnerURL, cfg.RunnerVersion, "x64"))
+	if err != nil {
+		return nil, fmt.Errorf("bootstrap: runner URL: %w", err)
+	}
+	if u.Scheme != "https" && u.Scheme != "http" || u.Host == "" {
+		return nil, fmt.Errorf("bootstrap: runner URL %q must be an http(s) URL", cfg.RunnerURL)
+	}
+	if u.User != nil {
+		return nil, errors.New("bootstrap: runner URL must not carry credentials")
+	}
+	if cfg.ConnectTimeout < 0 || cfg.CommandTimeout < 0 {
+		return nil, errors.New("bootstrap: timeouts must not be negative")
+	}
+	if cfg.ConnectTimeout == 0 {
+		cfg.ConnectTimeout = DefaultConnectTimeout
+	}
+	if cfg.CommandTimeout == 0 {
+		cfg.CommandTimeout = DefaultCommandTimeout
+	}
+	log := cfg.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	return &Bootstrapper{cfg: cfg, log: log}, nil
+}
+
+func resolveURL(tmpl, version, arch string) string {
+	return strings.NewReplacer("{version}", version, "{arch}", arch).Replace(tmpl)
+}
+
+// Probe connects, checking the host key, and runs a no-op.
+func (b *Bootstrapper) Probe(ctx context.Context, req provisioner.ProbeRequest) (string, error) {
+	c, err := b.dial(ctx, req)
+	if err != nil {
+		return "", err
+	}
+	defer c.Close()
+	if _, err := c.run(ctx, "probe", "true", nil); err != nil {
+		return "", err
+	}
+	return c.hostKey, nil
+}
+
+// Bootstrap uploads the host script and runs its phases, each in its own
+// SSH session over one connection: arch, gpu-check (when asked), install,
+// start.
+func (b *Bootstrapper) Bootstrap(ctx context.Context, req provisioner.BootstrapRequest) (*provisioner.BootstrapResult, error) {
+	if req.JIT == nil || req.JIT.Encoded == "" {
+		return nil, errors.New("bootstrap: no JIT config")
+	}
+	name := req.JIT.RunnerName
+	if !runnerNameRE.MatchString(name) {
+		return nil, fmt.Errorf("bootstrap: runner name %q: use letters, digits, '.', '_' and '-' (at most 64)", name)
+	}
+	start := time.Now()
+	c, err := b.dial(ctx, req.ProbeRequest)
+	if err != nil {
+		return nil, err
+	}
+	defer c.Close()
+	// Output of the start phase could echo what it was given; keep the JIT
+	// config out of every error whatever the host prints.
+	c.secrets = append(c.secrets, req.JIT.Encoded)
+
+	res := &provisioner.BootstrapResult{HostKey: c.hostKey}
+	if _, err := c.run(ctx, "upload", uploadCommand, strings.NewReader(string(hostScript))); err != nil {
+		return nil, err
+	}
+	arch, err := c.run(ctx, "arch", script("arch"), nil)
+	if err != nil {
+		return nil, err
+	}
+	arch = strings.TrimSpace(arch)
+	if req.CheckGPU {
+		out, err := c.run(ctx, "gpu-check", script("gpu-check"), nil)
+		if err != nil {
+			return nil, err
+		}
+		res.GPUInfo = strings.TrimSpace(out)
+	}
+	u := resolveURL(b.cfg.RunnerURL, b.cfg.RunnerVersion, arch)
+	if _, err := c.run(ctx, "install", script("install", u, b.cfg.RunnerVersion, b.cfg.RunnerSHA256, arch, name), nil); err != nil {
+		return nil, err
+	}
+	if _, err := c.run(ctx, "start", script("start", name), strings.NewReader(req.JIT.Encoded+"\n")); err != nil {
+		return nil, err
+	}
+	b.log.Info("bootstrap: runner started", "endpoint", req.Endpoint.Addr(), "duration", time.Since(start).Round(time.Millisecond))
+	return res, nil
+}
+
+// hostRoot is where everything of crabbox-runner lives on a host, as a shell
+// expression to use inside double quotes. The local provider points
+// CRABBOX_HOST_ROOT elsewhere so that its hosts share no files.
+const hostRoot = `${CRABBOX_HOST_ROOT:-$HOME}/crabbox`
+
+// uploadCommand stores the script read from stdin. It runs in the login
+// shell, which may be any POSIX sh.
+const uploadCommand = `set -e; d="` + hostRoot + `/.crabbox"; mkdir -p "$d"; ` +
+	`cat > "$d/host.sh.tmp"; chmod 700 "$d/host.sh.tmp"; mv -f "$d/host.sh.tmp" "$d/host.sh"`
+
+// script is the command line that runs one phase of the uploaded script.
+// Its arguments are not secret: the host's process list shows them.
+func script(phase string, args ...string) string {
+	var b strings.Builder
+	b.WriteString(`bash "` + hostRoot + `/.crabbox/host.sh" ` + phase)
+	for _, a := range args {
+		b.WriteString(" " + shellQuote(a))
+	}
+	return b.String()
+}
+
+func shellQuote(s string) string {
+	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
+}

@@ -1,0 +1,190 @@
+#!/usr/bin/env bash
+# crabbox-runner host script. Uploaded over SSH on every bootstrap and run
+# one phase per SSH session:
+#
+#   host.sh arch                                    print x64 or arm64
+#   host.sh gpu-check                               print nvidia-smi's GPU list
+#   host.sh install URL VERSION SHA256 ARCH NAME    fetch, verify, unpack the runner
+#   host.sh start NAME                              start it; JIT config on stdin
+#
+# Everything lives under ROOT. The JIT config is a secret: it is read from
+# stdin into a variable and handed to the runner through its environment,
+# never echoed, never on a command line. Never add `set -x` here.
+set -euo pipefail
+umask 077
+
+ROOT="${CRABBOX_HOST_ROOT:-$HOME}/crabbox"
+
+# Exit codes the Go side tells apart.
+EXIT_GPU=10
+EXIT_CHECKSUM=11
+EXIT_START=12
+
+die() {
+	local code=$1
+	shift
+	printf 'crabbox: %s\n' "$*" >&2
+	exit "$code"
+}
+
+valid_name() {
+	[[ $1 =~ ^[A-Za-z0-9][A-Za-z0-9._-]*$ ]] || die 2 "invalid name: $1"
+}
+
+phase_arch() {
+	local m
+	m=$(uname -m)
+	case "$m" in
+	x86_64 | amd64) echo x64 ;;
+	aarch64 | arm64) echo arm64 ;;
+	*) die 2 "unsupported machine architecture: $m" ;;
+	esac
+}
+
+phase_gpu_check() {
+	local out rc=0
+	command -v nvidia-smi >/dev/null 2>&1 || die "$EXIT_GPU" "nvidia-smi not found on PATH"
+	out=$(nvidia-smi --query-gpu=name,memory.total --format=csv,noheader 2>&1) || rc=$?
+	if [ "$rc" -ne 0 ]; then
+		printf '%s\n' "$out" >&2
+		die "$EXIT_GPU" "nvidia-smi exited with status $rc"
+	fi
+	[ -n "${out//[[:space:]]/}" ] || die "$EXIT_GPU" "nvidia-smi reported no GPU"
+	printf '%s\n' "$out"
+}
+
+download() {
+	local url=$1 dest=$2
+	if command -v curl >/dev/null 2>&1; then
+		curl -fsSL --retry 3 --connect-timeout 30 -o "$dest" "$url"
+	elif command -v wget >/dev/null 2>&1; then
+		wget -q --tries=3 --timeout=30 -O "$dest" "$url"
+	else
+		die 2 "neither curl nor wget is installed"
+	fi
+}
+
+# stop_runner kills a runner an earlier attempt started in dir, so that a
+# retried bootstrap starts from a clean directory.
+stop_runner() {
+	local dir=$1 pid
+	[ -f "$dir/runner.pid" ] || return 0
+	pid=$(cat "$dir/runner.pid")
+	[[ $pid =~ ^[0-9]+$ ]] || return 0
+	if [ "$(readlink "/proc/$pid/cwd" 2>/dev/null)" = "$(cd "$dir" && pwd -P)" ]; then
+		# run.sh was started by setsid, so it leads its own process group.
+		kill -KILL -- "-$pid" 2>/dev/null || true
+	fi
+}
+
+phase_install() {
+	[ $# -eq 5 ] || die 2 "usage: install URL VERSION SHA256 ARCH NAME"
+	local url=$1 version=$2 sum=$3 arch=$4 name=$5
+	valid_name "$version"
+	valid_name "$arch"
+	valid_name "$name"
+	[[ $sum =~ ^[0-9a-f]{64}$ ]] || die 2 "invalid sha256: $sum"
+
+	local cache="$ROOT/cache/runner-$version-$arch-${sum:0:16}"
+	mkdir -p "$ROOT/cache" "$ROOT/runners" "$ROOT/.crabbox"
+	if [ ! -f "$cache/.complete" ]; then
+		local tmp
+		tmp=$(mktemp -d "$ROOT/cache/.download.XXXXXX")
+		trap 'rm -rf "$tmp"' EXIT
+		echo "downloading runner $version ($arch)"
+		download "$url" "$tmp/runner.tar.gz" || die 2 "download of $url failed"
+		local got
+		got=$(sha256sum "$tmp/runner.tar.gz" | cut -d' ' -f1)
+		if [ "$got" != "$sum" ]; then
+			die "$EXIT_CHECKSUM" "runner tarball checksum mismatch: expected sha256 $sum, got $got (from $url)"
+		fi
+		mkdir "$tmp/x"
+		tar -xzf "$tmp/runner.tar.gz" -C "$tmp/x" || die 2 "cannot extract the runner tarball"
+		touch "$tmp/x/.complete"
+		rm -rf "$cache"
+		mv "$tmp/x" "$cache"
+		rm -rf "$tmp"
+		trap - EXIT
+	fi
+
+	local dir="$ROOT/runners/$name"
+	stop_runner "$dir"
+	rm -rf "$dir"
+	mkdir -p "$dir"
+	cp -a "$cache/." "$dir/"
+	rm -f "$dir/.complete"
+
+	# Dependencies are per host, and need root.
+	local done_marker="$ROOT/.crabbox/dependencies-installed"
+	if [ -f "$done_marker" ]; then
+		:
+	elif [ ! -x "$dir/bin/installdependencies.sh" ]; then
+		echo "no bin/installdependencies.sh in the runner; skipping dependencies"
+	else
+		local rc=0
+		if [ "$(id -u)" -eq 0 ]; then
+			"$dir/bin/installdependencies.sh" || rc=$?
+		elif command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; then
+			sudo -n "$dir/bin/installdependencies.sh" || rc=$?
+		else
+			echo "not root and no passwordless sudo: skipping runner dependencies" >&2
+			rc=-1
+		fi
+		if [ "$rc" -eq 0 ]; then
+			touch "$done_marker"
+		elif [ "$rc" -gt 0 ]; then
+			# Images often have the libraries already; if not, the runner
+			# crashes at start and that phase reports it.
+			echo "warning: installdependencies.sh exited with status $rc" >&2
+		fi
+	fi
+	echo "runner $version installed in $dir"
+}
+
+phase_start() {
+	[ $# -eq 1 ] || die 2 "usage: start NAME"
+	local name=$1
+	valid_name "$name"
+	local dir="$ROOT/runners/$name"
+	[ -x "$dir/run.sh" ] || die "$EXIT_START" "no runner installed in $dir"
+
+	# Builtins only from here until the runner starts: the JIT config must
+	# not reach any command line.
+	local jit=""
+	IFS= read -r jit || true
+	[ -n "$jit" ] || die "$EXIT_START" "no JIT config on stdin"
+	export ACTIONS_RUNNER_INPUT_JITCONFIG="$jit"
+	unset jit
+	if [ "${EUID:-1}" -eq 0 ]; then
+		export RUNNER_ALLOW_RUNASROOT=1
+	fi
+
+	cd "$dir"
+	setsid nohup ./run.sh >runner.log 2>&1 </dev/null &
+	local pid=$!
+	unset ACTIONS_RUNNER_INPUT_JITCONFIG
+	echo "$pid" >runner.pid
+
+	# A runner that cannot start (missing libraries, bad config) exits at
+	# once; one that is alive after this is connecting to GitHub.
+	local i
+	for i in 1 2 3 4 5 6 7 8 9 10; do
+		sleep 0.3
+		if ! kill -0 "$pid" 2>/dev/null; then
+			echo "runner exited right after start; last lines of runner.log:" >&2
+			tail -n 20 runner.log >&2 || true
+			die "$EXIT_START" "runner $name did not start"
+		fi
+	done
+	echo "runner $name started (pid $pid)"
+}
+
+phase=${1:-}
+[ $# -gt 0 ] && shift
+case "$phase" in
+arch) phase_arch "$@" ;;
+gpu-check) phase_gpu_check "$@" ;;
+install) phase_install "$@" ;;
+start) phase_start "$@" ;;
+*) die 2 "unknown phase: ${phase:-<none>} (want arch, gpu-check, install or start)" ;;
+esac
