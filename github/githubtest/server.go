@@ -1,0 +1,353 @@
+// Package githubtest is a fake GitHub for tests and for `crabbox-runner demo`.
+// It serves, on loopback, the REST endpoints crabbox-runner uses for
+// self-hosted runners (paths, status codes, bodies and headers as in
+// reference/github-runners.md §3), GitHub App installation tokens (§4.2), and
+// sends signed workflow_job webhooks (§1) for jobs that a test queues.
+//
+// Runners registered through generate-jitconfig can really run: the JIT
+// config decodes to the files a runner needs, and RunnerTarball builds an
+// actions/runner-shaped tarball whose run.sh connects back to this server
+// over a small fake-only protocol under /_fake/runner/, takes one job, runs
+// its bash script and exits. Jobs go to online, idle runners whose labels
+// cover the job's, exactly one job per JIT runner.
+//
+// Everything is in memory and safe for concurrent use; webhooks are sent
+// in order from one goroutine, with hooks to hold, reorder, duplicate or
+// drop them.
+package githubtest
+
+import (
+	"context"
+	"crypto/rsa"
+	"encoding/json"
+	"fmt"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"time"
+)
+
+// Options configure a Server. The zero value is a server that accepts no
+// credentials at all.
+type Options struct {
+	// Tokens are plain tokens (PATs) accepted for every org and repository.
+	Tokens []string
+
+	// AppID and AppPublicKey enable GitHub App mode: App JWTs signed by
+	// the matching private key may look up installations and create
+	// installation tokens.
+	AppID        int64
+	AppPublicKey *rsa.PublicKey
+	// Installations maps an org login, or "owner/repo", to the App's
+	// installation id there. An org installation covers the org's repos.
+	Installations map[string]int64
+
+	// RunnerGroups are the runner groups by id; {1: "Default"} when nil.
+	RunnerGroups map[int64]string
+
+	// OnlineTimeout: a runner is online if it polled within this time.
+	// 10s when zero.
+	OnlineTimeout time.Duration
+
+	// HookID is the webhook's id (X-GitHub-Hook-ID); 1 when zero.
+	HookID int64
+
+	// Logf, when set, gets the timeline and each API request, one line at
+	// a time. Secrets are never logged.
+	Logf func(format string, args ...any)
+	// OnEvent, when set, is called in order for every Event, from one
+	// goroutine. It must not call Close.
+	OnEvent func(Event)
+}
+
+// Server is a running fake GitHub. Create it with New, stop it with Close.
+type Server struct {
+	opts Options
+	srv  *httptest.Server
+	url  string
+	hc   *http.Client // for webhook deliveries
+
+	mu      sync.Mutex
+	changed chan struct{} // closed and replaced on every state change
+
+	nextRunnerID, nextJobID, nextRunID, nextLabelID, nextRepoID int64
+
+	runners  map[int64]*runner // registered and not removed
+	retired  map[int64]*runner // ran their one job; their poll says exit
+	labelIDs map[string]int64  // by lower-cased label name
+	repoIDs  map[string]int64  // by lower-cased owner/name or org login
+	jobs     map[int64]*Job
+	queue    []int64 // queued job ids, oldest first
+
+	instTokens map[string]installationToken
+
+	hookURL    string
+	hookSecret []byte
+	hold       bool
+	held       []Delivery
+	records    []Delivery
+
+	deliveries *fifo[Delivery]
+	events     *fifo[Event]
+
+	// ctx ends at Close; it aborts a webhook delivery in flight.
+	ctx       context.Context
+	cancel    context.CancelFunc
+	closeOnce sync.Once
+	wg        sync.WaitGroup
+}
+
+// New starts a fake GitHub on 127.0.0.1.
+func New(opts Options) *Server {
+	if opts.OnlineTimeout <= 0 {
+		opts.OnlineTimeout = 10 * time.Second
+	}
+	if opts.HookID == 0 {
+		opts.HookID = 1
+	}
+	if opts.RunnerGroups == nil {
+		opts.RunnerGroups = map[int64]string{1: "Default"}
+	}
+	installs := make(map[string]int64, len(opts.Installations))
+	for k, v := range opts.Installations {
+		installs[strings.ToLower(k)] = v
+	}
+	opts.Installations = installs
+
+	s := &Server{
+		opts:         opts,
+		changed:      make(chan struct{}),
+		nextRunnerID: 1,
+		nextJobID:    100001,
+		nextRunID:    900001,
+		nextLabelID:  1,
+		nextRepoID:   5001,
+		runners:      map[int64]*runner{},
+		retired:      map[int64]*runner{},
+		labelIDs:     map[string]int64{},
+		repoIDs:      map[string]int64{},
+		jobs:         map[int64]*Job{},
+		instTokens:   map[string]installationToken{},
+		deliveries:   newFIFO[Delivery](),
+		events:       newFIFO[Event](),
+		hc: &http.Client{
+			Timeout: 10 * time.Second, // GitHub gives up on a hook after 10 s
+			// GitHub does not follow redirects from a webhook URL.
+			CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+		},
+	}
+
+	s.ctx, s.cancel = context.WithCancel(context.Background())
+
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		panic(fmt.Sprintf("githubtest: listen on 127.0.0.1: %v", err))
+	}
+	// Set before the server's goroutines start, which read it.
+	s.url = "http://" + ln.Addr().String()
+	s.srv = httptest.NewUnstartedServer(s.routes())
+	s.srv.Listener.Close()
+	s.srv.Listener = ln
+	s.srv.Start()
+
+	s.wg.Add(3)
+	go func() { defer s.wg.Done(); s.deliveries.run(s.send) }()
+	go func() { defer s.wg.Done(); s.events.run(s.publish) }()
+	go func() { defer s.wg.Done(); s.sweep() }()
+	return s
+}
+
+// URL is the server's base URL, http://127.0.0.1:PORT, usable both as the
+// API URL and as the host of the runner tarball.
+func (s *Server) URL() string { return s.url }
+
+// Close stops the server. Deliveries not yet sent are dropped; events
+// already recorded are still passed to OnEvent before Close returns.
+func (s *Server) Close() {
+	s.closeOnce.Do(func() {
+		s.cancel()
+		s.srv.CloseClientConnections()
+		s.srv.Close()
+		s.deliveries.close(false)
+		s.events.close(true)
+		s.wg.Wait()
+	})
+}
+
+func (s *Server) routes() http.Handler {
+	mux := http.NewServeMux()
+
+	// GitHub App (JWT) endpoints.
+	mux.HandleFunc("POST /app/installations/{id}/access_tokens", s.handleAccessToken)
+	mux.HandleFunc("GET /orgs/{org}/installation", s.handleOrgInstallation)
+	mux.HandleFunc("GET /repos/{owner}/{repo}/installation", s.handleRepoInstallation)
+
+	// Self-hosted runners, org and repo level (reference §3.1).
+	for _, prefix := range []string{"/orgs/{org}", "/repos/{owner}/{repo}"} {
+		mux.HandleFunc("POST "+prefix+"/actions/runners/generate-jitconfig", s.scoped(s.handleGenerateJIT))
+		mux.HandleFunc("GET "+prefix+"/actions/runners", s.scoped(s.handleListRunners))
+		mux.HandleFunc("GET "+prefix+"/actions/runners/{runner_id}", s.scoped(s.handleGetRunner))
+		mux.HandleFunc("DELETE "+prefix+"/actions/runners/{runner_id}", s.scoped(s.handleDeleteRunner))
+	}
+	mux.HandleFunc("GET /repos/{owner}/{repo}/actions/jobs/{job_id}", s.scoped(s.handleGetJob))
+
+	// Fake-only: the runner protocol and the runner release download.
+	mux.HandleFunc("POST /_fake/runner/{id}/poll", s.handlePoll)
+	mux.HandleFunc("POST /_fake/runner/{id}/jobs/{job}/done", s.handleJobDone)
+	mux.HandleFunc("GET /_fake/runner-releases/{tag}/{file}", s.handleTarball)
+
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		writeError(w, http.StatusNotFound, "Not Found")
+	})
+	return s.logRequests(mux)
+}
+
+// logRequests adds GitHub's usual response headers and logs API requests.
+// Runner polls are not logged: there are two a second per runner.
+func (s *Server) logRequests(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		h := w.Header()
+		h.Set("X-GitHub-Request-Id", fmt.Sprintf("FAKE:%d", time.Now().UnixNano()))
+		h.Set("X-GitHub-Media-Type", "github.v3; format=json")
+		if !strings.HasPrefix(r.URL.Path, "/_fake/") {
+			// Fixed, generous values: go-github stops sending requests on
+			// its own when remaining reaches 0.
+			h.Set("X-RateLimit-Limit", "5000")
+			h.Set("X-RateLimit-Remaining", "4999")
+			h.Set("X-RateLimit-Used", "1")
+			h.Set("X-RateLimit-Reset", fmt.Sprint(time.Now().Add(time.Hour).Unix()))
+			h.Set("X-RateLimit-Resource", "core")
+		}
+		sw := &statusWriter{ResponseWriter: w, status: http.StatusOK}
+		next.ServeHTTP(sw, r)
+		if s.opts.Logf != nil && !strings.HasSuffix(r.URL.Path, "/poll") {
+			s.opts.Logf("fake github: %s %s -> %d", r.Method, r.URL.RequestURI(), sw.status)
+		}
+	})
+}
+
+type statusWriter struct {
+	http.ResponseWriter
+	status int
+}
+
+func (w *statusWriter) WriteHeader(code int) {
+	w.status = code
+	w.ResponseWriter.WriteHeader(code)
+}
+
+// writeJSON writes v with GitHub's content type.
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	body, err := json.Marshal(v)
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusInternalServerError)
+		return
+	}
+	w.Header().Set("Content-Type", "application/json; charset=utf-8")
+	w.WriteHeader(status)
+	w.Write(body)
+}
+
+// writeError writes GitHub's error body: {"message", "documentation_url"}.
+func writeError(w http.ResponseWriter, status int, message string) {
+	writeJSON(w, status, map[string]any{
+		"message":           message,
+		"documentation_url": "https://docs.github.com/rest",
+		"status":            fmt.Sprint(status),
+	})
+}
+
+// notifyLocked wakes everyone waiting for a change. Call with s.mu held.
+func (s *Server) notifyLocked() {
+	close(s.changed)
+	s.changed = make(chan struct{})
+}
+
+// sweep marks runners offline once they stop polling.
+func (s *Server) sweep() {
+	every := min(max(s.opts.OnlineTimeout/5, 10*time.Millisecond), time.Second)
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-s.ctx.Done():
+			return
+		case now := <-t.C:
+			s.mu.Lock()
+			for _, id := range sortedKeys(s.runners) {
+				rn := s.runners[id]
+				if rn.reportedOnline && !s.onlineLocked(rn, now) {
+					rn.reportedOnline = false
+					s.emitLocked(Event{Kind: EventRunnerOffline, RunnerID: rn.id, RunnerName: rn.name, Scope: rn.scope.String()})
+					s.notifyLocked()
+				}
+			}
+			s.mu.Unlock()
+		}
+	}
+}
+
+// fifo is an unbounded queue consumed in order by one goroutine (run).
+type fifo[T any] struct {
+	mu     sync.Mutex
+	cond   *sync.Cond
+	items  []T
+	busy   bool
+	closed bool
+}
+
+func newFIFO[T any]() *fifo[T] {
+	q := &fifo[T]{}
+	q.cond = sync.NewCond(&q.mu)
+	return q
+}
+
+func (q *fifo[T]) push(v T) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if q.closed {
+		return
+	}
+	q.items = append(q.items, v)
+	q.cond.Broadcast()
+}
+
+// run calls fn for each item in order until the queue is closed and empty.
+func (q *fifo[T]) run(fn func(T)) {
+	for {
+		q.mu.Lock()
+		for len(q.items) == 0 && !q.closed {
+			q.cond.Wait()
+		}
+		if len(q.items) == 0 {
+			q.mu.Unlock()
+			return
+		}
+		v := q.items[0]
+		var zero T
+		q.items[0] = zero
+		q.items = q.items[1:]
+		q.busy = true
+		q.mu.Unlock()
+
+		fn(v)
+
+		q.mu.Lock()
+		q.busy = false
+		q.cond.Broadcast()
+		q.mu.Unlock()
+	}
+}
+
+// close stops accepting items; with drain, the ones queued are still run.
+func (q *fifo[T]) close(drain bool) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	q.closed = true
+	if !drain {
+		q.items = nil
+	}
+	q.cond.Broadcast()
+}
