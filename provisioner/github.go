@@ -42,6 +42,9 @@ func (j *JITConfig) String() string {
 	return "JITConfig{runner:" + j.RunnerName + "}"
 }
 
+// GoString keeps the secret out of %#v too.
+func (j *JITConfig) GoString() string { return j.String() }
+
 // Runner is a self-hosted runner as GitHub sees it.
 type Runner struct {
 	ID     int64

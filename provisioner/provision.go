@@ -269,7 +269,7 @@ func (p *Provisioner) waitBoot(ctx context.Context, log *slog.Logger, l *Lease) 
 	if prov == nil {
 		return p.failLease(ctx, l, "provider "+l.Provider+" is no longer configured")
 	}
-	until := p.now().Add(p.cfg.InlineWait)
+	until := p.waitUntil(l)
 	var lastErr error
 	for {
 		inst, err := prov.Get(ctx, l.InstanceID)
@@ -341,7 +341,7 @@ func (p *Provisioner) bootstrap(ctx context.Context, log *slog.Logger, l *Lease,
 		}
 	}
 
-	until := p.now().Add(p.cfg.InlineWait)
+	until := p.waitUntil(l)
 	for {
 		r, err := p.cfg.GitHub.Runner(ctx, l.Scope, l.RunnerID)
 		switch {
@@ -420,6 +420,16 @@ func (p *Provisioner) abandon(ctx context.Context, l *Lease) error {
 		}
 		return p.balance(ctx, tx, cur.Class, cur.Scope, nil)
 	})
+}
+
+// waitUntil is how long one run may wait inline: InlineWait, but never past
+// the boot deadline, so a missed deadline is acted on at once.
+func (p *Provisioner) waitUntil(l *Lease) time.Time {
+	until := p.now().Add(p.cfg.InlineWait)
+	if !l.BootDeadline.IsZero() && l.BootDeadline.Before(until) {
+		until = l.BootDeadline
+	}
+	return until
 }
 
 func sleep(ctx context.Context, d time.Duration) error {

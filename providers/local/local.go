@@ -215,6 +215,8 @@ func (p *Provider) Create(ctx context.Context, req provisioner.CreateRequest) (*
 	p.mu.Lock()
 	p.instances[id] = h
 	p.created++
+	// Copied under the lock: the boot goroutine writes h.inst.
+	inst := h.inst
 	p.mu.Unlock()
 
 	if b.NeverBoot {
@@ -227,7 +229,6 @@ func (p *Provider) Create(ctx context.Context, req provisioner.CreateRequest) (*
 		go p.boot(h, b.BootDelay, hostKey, req.SSHPublicKey)
 	}
 	p.log.Info("local: instance created", "instance", id, "offer", offer.ID)
-	inst := h.inst
 	return &inst, nil
 }
 

@@ -1,0 +1,166 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"time"
+
+	"github.com/crabbox/crabbox-runner/bootstrap"
+	"github.com/crabbox/crabbox-runner/github"
+	"github.com/crabbox/crabbox-runner/internal/config"
+	"github.com/crabbox/crabbox-runner/providers/local"
+	"github.com/crabbox/crabbox-runner/provisioner"
+	"github.com/crabbox/crabbox-runner/store"
+	"github.com/crabbox/crabbox-runner/webhook"
+)
+
+// app is a running `serve`: store, provisioner and HTTP server. The demo
+// and the end-to-end tests run exactly this.
+type app struct {
+	cfg       *config.Config
+	log       *slog.Logger
+	store     provisioner.Store
+	prov      *provisioner.Provisioner
+	providers map[string]provisioner.Provider
+	listener  net.Listener
+	server    *http.Server
+}
+
+// appOptions lets the demo and tests tune what production leaves default.
+type appOptions struct {
+	// Providers replaces providers built from the config (by name).
+	Providers map[string]provisioner.Provider
+	// Tune adjusts the provisioner's config before it is built.
+	Tune func(*provisioner.Config)
+}
+
+// newApp opens the store, builds every part, and listens; it does not start
+// work yet. On error everything opened so far is closed.
+func newApp(ctx context.Context, cfg *config.Config, log *slog.Logger, opts appOptions) (_ *app, err error) {
+	a := &app{cfg: cfg, log: log}
+	defer func() {
+		if err != nil {
+			a.close()
+		}
+	}()
+
+	if a.providers, err = buildProviders(cfg, log, opts.Providers); err != nil {
+		return nil, err
+	}
+	gh, err := github.New(github.Config{
+		APIURL: cfg.GitHub.APIURL, Token: cfg.GitHubToken, AppID: cfg.GitHub.AppID,
+		AppPrivateKey: cfg.GitHubAppKey, RunnerGroupID: cfg.GitHub.RunnerGroupID,
+	})
+	if err != nil {
+		return nil, err
+	}
+	boot, err := bootstrap.New(bootstrap.Config{
+		RunnerURL: cfg.Runner.URL, RunnerVersion: cfg.Runner.Version, RunnerSHA256: cfg.Runner.SHA256,
+		Logger: log.With("component", "bootstrap"),
+	})
+	if err != nil {
+		return nil, err
+	}
+	if a.store, err = store.Open(ctx, cfg.DatabaseURL); err != nil {
+		return nil, err
+	}
+	pcfg := provisioner.Config{
+		Deployment: cfg.Deployment, Classes: cfg.ProvisionerClasses(), Providers: a.providers,
+		GitHub: gh, Bootstrapper: boot, Store: a.store, Logger: log.With("component", "provisioner"),
+	}
+	if opts.Tune != nil {
+		opts.Tune(&pcfg)
+	}
+	if a.prov, err = provisioner.New(pcfg); err != nil {
+		return nil, err
+	}
+	hook, err := webhook.New(webhook.Config{
+		Secret: cfg.WebhookSecret, Events: a.prov, Ready: a.store.Ping,
+		MaxBody: cfg.Webhook.MaxBodyBytes, Logger: log.With("component", "webhook"),
+	})
+	if err != nil {
+		return nil, err
+	}
+	if a.listener, err = net.Listen("tcp", cfg.Listen); err != nil {
+		return nil, fmt.Errorf("listen %s: %w", cfg.Listen, err)
+	}
+	a.server = &http.Server{
+		Handler:           hook,
+		ReadHeaderTimeout: 5 * time.Second,
+		ReadTimeout:       15 * time.Second,
+		WriteTimeout:      15 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+	}
+	return a, nil
+}
+
+func buildProviders(cfg *config.Config, log *slog.Logger, given map[string]provisioner.Provider) (map[string]provisioner.Provider, error) {
+	out := map[string]provisioner.Provider{}
+	for name, p := range given {
+		out[name] = p
+	}
+	for _, c := range cfg.Classes {
+		for _, name := range c.Providers {
+			if _, ok := out[name]; ok {
+				continue
+			}
+			switch name {
+			case "local":
+				p, err := local.New(local.Options{Dir: cfg.Providers.Local.Dir, Logger: log.With("component", "local")})
+				if err != nil {
+					return nil, fmt.Errorf("provider local: %w", err)
+				}
+				out[name] = p
+			default:
+				return nil, fmt.Errorf("provider %s is not available in this build yet (class %s)", name, c.Name)
+			}
+		}
+	}
+	return out, nil
+}
+
+// URL is the base URL the server listens on.
+func (a *app) URL() string { return "http://" + a.listener.Addr().String() }
+
+// run starts the workers and serves HTTP until ctx ends, then shuts down
+// gracefully: stop taking deliveries, then let running work finish.
+func (a *app) run(ctx context.Context) error {
+	if err := a.prov.Start(ctx); err != nil {
+		return err
+	}
+	errc := make(chan error, 1)
+	go func() { errc <- a.server.Serve(a.listener) }()
+	a.log.Info("serving", "addr", a.listener.Addr().String(), "deployment", a.cfg.Deployment, "classes", len(a.cfg.Classes))
+
+	var serveErr error
+	select {
+	case <-ctx.Done():
+	case serveErr = <-errc:
+	}
+	shutdownCtx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	a.log.Info("shutting down")
+	if err := a.server.Shutdown(shutdownCtx); err != nil {
+		a.log.Warn("http shutdown", "error", err)
+	}
+	if err := a.prov.Stop(shutdownCtx); err != nil {
+		a.log.Warn("work shutdown", "error", err)
+	}
+	if errors.Is(serveErr, http.ErrServerClosed) {
+		serveErr = nil
+	}
+	return serveErr
+}
+
+func (a *app) close() {
+	if a.listener != nil {
+		a.listener.Close()
+	}
+	if a.store != nil {
+		a.store.Close()
+	}
+}

@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# Runs every test of crabbox-runner on a fresh Debian machine: installs what
+# the tests need when it is missing (OpenSSH's sshd for the loopback hosts,
+# cloud-init to validate user-data, curl for the host script, PostgreSQL for
+# the store suite), then runs gofmt, go vet and go test -race.
+#
+# Usage: scripts/test.sh [go test flags...]   e.g. scripts/test.sh -run TestServe ./cmd/...
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+sudo=""
+if [ "$(id -u)" -ne 0 ]; then sudo="sudo"; fi
+
+need=()
+[ -x /usr/sbin/sshd ] || need+=(openssh-server)
+command -v cloud-init >/dev/null 2>&1 || need+=(cloud-init)
+command -v curl >/dev/null 2>&1 || need+=(curl)
+command -v ssh-keygen >/dev/null 2>&1 || need+=(openssh-client)
+ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || need+=(postgresql)
+if [ ${#need[@]} -gt 0 ]; then
+  echo "== installing: ${need[*]}"
+  $sudo apt-get update -qq
+  # policy-rc.d keeps the packages' own services from starting: the tests
+  # start what they need on loopback and stop it again.
+  printf '#!/bin/sh\nexit 101\n' | $sudo tee /usr/sbin/policy-rc.d >/dev/null
+  $sudo chmod +x /usr/sbin/policy-rc.d
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+  $sudo rm -f /usr/sbin/policy-rc.d
+fi
+
+echo "== gofmt"
+unformatted=$(gofmt -l $(git ls-files '*.go' 2>/dev/null || find . -name '*.go'))
+if [ -n "$unformatted" ]; then
+  echo "gofmt would change:"; echo "$unformatted"; exit 1
+fi
+
+echo "== go vet"
+go vet ./...
+
+echo "== go test -race"
+if [ $# -gt 0 ]; then
+  go test -race -count=1 "$@"
+else
+  go test -race -count=1 ./...
+fi
+echo "== all tests passed"
