@@ -139,14 +139,20 @@ func (s *Store) Ping(ctx context.Context) error {
 // Close closes the database. Stop the work queue first.
 func (s *Store) Close() error { return s.db.Close() }
 
-// StartWork creates and starts the River client with the given workers.
+// StartWork creates and starts the River client with the given workers, or
+// an insert-only client when there are none.
 func (s *Store) StartWork(ctx context.Context, cfg provisioner.WorkConfig) error {
-	queues := map[string]river.QueueConfig{}
-	for name, n := range cfg.Queues {
-		queues[name] = river.QueueConfig{MaxWorkers: n}
-	}
-	if len(queues) == 0 {
-		queues[river.QueueDefault] = river.QueueConfig{MaxWorkers: 10}
+	// Without workers the client only inserts: tools and benchmarks that
+	// enqueue work for a server to run.
+	var queues map[string]river.QueueConfig
+	if cfg.Workers != nil {
+		queues = map[string]river.QueueConfig{}
+		for name, n := range cfg.Queues {
+			queues[name] = river.QueueConfig{MaxWorkers: n}
+		}
+		if len(queues) == 0 {
+			queues[river.QueueDefault] = river.QueueConfig{MaxWorkers: 10}
+		}
 	}
 	poll := cfg.PollInterval
 	if poll <= 0 {
@@ -172,6 +178,9 @@ func (s *Store) StartWork(ctx context.Context, cfg provisioner.WorkConfig) error
 	s.mu.Lock()
 	s.river = client
 	s.mu.Unlock()
+	if cfg.Workers == nil {
+		return nil
+	}
 	if err := client.Start(ctx); err != nil {
 		return fmt.Errorf("sqlite: start work queue: %w", err)
 	}
