@@ -12,7 +12,6 @@ import (
 	"github.com/crabbox/crabbox-runner/bootstrap"
 	"github.com/crabbox/crabbox-runner/github"
 	"github.com/crabbox/crabbox-runner/internal/config"
-	"github.com/crabbox/crabbox-runner/providers/local"
 	"github.com/crabbox/crabbox-runner/provisioner"
 	"github.com/crabbox/crabbox-runner/store"
 	"github.com/crabbox/crabbox-runner/webhook"
@@ -108,16 +107,11 @@ func buildProviders(cfg *config.Config, log *slog.Logger, given map[string]provi
 			if _, ok := out[name]; ok {
 				continue
 			}
-			switch name {
-			case "local":
-				p, err := local.New(local.Options{Dir: cfg.Providers.Local.Dir, Logger: log.With("component", "local")})
-				if err != nil {
-					return nil, fmt.Errorf("provider local: %w", err)
-				}
-				out[name] = p
-			default:
-				return nil, fmt.Errorf("provider %s is not available in this build yet (class %s)", name, c.Name)
+			p, err := newProvider(name, cfg, log)
+			if err != nil {
+				return nil, fmt.Errorf("class %s: %w", c.Name, err)
 			}
+			out[name] = p
 		}
 	}
 	return out, nil

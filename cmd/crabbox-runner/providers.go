@@ -1,0 +1,39 @@
+package main
+
+import (
+	"fmt"
+	"log/slog"
+	"sort"
+	"strings"
+
+	"github.com/crabbox/crabbox-runner/internal/config"
+	"github.com/crabbox/crabbox-runner/providers/local"
+	"github.com/crabbox/crabbox-runner/provisioner"
+)
+
+// providerFactory builds a provider from the configuration. Each provider
+// registers its factory from its own file (provider_<name>.go).
+type providerFactory func(cfg *config.Config, log *slog.Logger) (provisioner.Provider, error)
+
+var providerFactories = map[string]providerFactory{
+	"local": func(cfg *config.Config, log *slog.Logger) (provisioner.Provider, error) {
+		return local.New(local.Options{Dir: cfg.Providers.Local.Dir, Logger: log.With("component", "local")})
+	},
+}
+
+func newProvider(name string, cfg *config.Config, log *slog.Logger) (provisioner.Provider, error) {
+	f, ok := providerFactories[name]
+	if !ok {
+		names := make([]string, 0, len(providerFactories))
+		for n := range providerFactories {
+			names = append(names, n)
+		}
+		sort.Strings(names)
+		return nil, fmt.Errorf("provider %s is not available (available: %s)", name, strings.Join(names, ", "))
+	}
+	p, err := f(cfg, log)
+	if err != nil {
+		return nil, fmt.Errorf("provider %s: %w", name, err)
+	}
+	return p, nil
+}
