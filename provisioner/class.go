@@ -23,6 +23,10 @@ type Class struct {
 	DirectSSH       bool
 	// CheckGPU runs nvidia-smi on the host before the runner starts.
 	CheckGPU bool
+	// FirewallRulesets and FileSystems are attached at launch where the
+	// provider supports them (Lambda: ruleset ids, file system names).
+	FirewallRulesets []string
+	FileSystems      []string
 
 	BootTimeout time.Duration // create call to runner online
 	IdleTimeout time.Duration // runner online without a job

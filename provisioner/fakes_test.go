@@ -38,8 +38,8 @@ type memInstance struct {
 
 func newMemProvider() *memProvider {
 	return &memProvider{instances: map[string]*memInstance{}, offers: []provisioner.Offer{
-		{Provider: "mem", ID: "o-cheap", GPU: "A100", GPUCount: 1, GPUMemoryGB: 80, PricePerHour: 1.1},
-		{Provider: "mem", ID: "o-dear", GPU: "A100", GPUCount: 1, GPUMemoryGB: 80, PricePerHour: 1.9},
+		{Provider: "mem", ID: "o-cheap", GPU: "A100", GPUCount: 1, GPUMemoryGB: 80, PricePerHour: 1.1, MachineID: "m-cheap"},
+		{Provider: "mem", ID: "o-dear", GPU: "A100", GPUCount: 1, GPUMemoryGB: 80, PricePerHour: 1.9, MachineID: "m-dear"},
 	}}
 }
 

@@ -44,6 +44,9 @@ func (p *Provisioner) provision(ctx context.Context, id string) error {
 			return p.abandon(ctx, l)
 		}
 		if !l.BootDeadline.IsZero() && p.now().After(l.BootDeadline) {
+			if l.State == StateBooting || l.State == StateBootstrapping {
+				p.markBadMachine(l, "boot timeout")
+			}
 			return p.failLease(ctx, l, fmt.Sprintf("boot timeout: no runner online within %s", class.BootTimeout))
 		}
 
@@ -124,6 +127,9 @@ func (p *Provisioner) offers(ctx context.Context, class *Class) ([]Offer, error)
 			if class.MaxPricePerHour > 0 && o.PricePerHour > class.MaxPricePerHour {
 				continue
 			}
+			if p.isBadMachine(o.Provider, o.MachineID) {
+				continue
+			}
 			all = append(all, o)
 		}
 	}
@@ -181,6 +187,7 @@ func (p *Provisioner) createHost(ctx context.Context, log *slog.Logger, l *Lease
 		if _, err := p.updateLease(ctx, l.ID, func(l *Lease) {
 			l.Attempts++
 			l.Provider, l.OfferID, l.GPU, l.PricePerHour, l.Region = offer.Provider, offer.ID, offer.GPU, offer.PricePerHour, offer.Region
+			l.MachineID = offer.MachineID
 		}); err != nil {
 			return err
 		}
@@ -195,6 +202,9 @@ func (p *Provisioner) createHost(ctx context.Context, log *slog.Logger, l *Lease
 			l.InstanceID = inst.ID
 			if inst.PricePerHour > 0 {
 				l.PricePerHour = inst.PricePerHour
+			}
+			if inst.MachineID != "" {
+				l.MachineID = inst.MachineID
 			}
 			if caps.HostKeyInjection && creds.HostKey != nil {
 				l.HostKey = creds.HostKey.PublicKey
@@ -275,10 +285,12 @@ func (p *Provisioner) waitBoot(ctx context.Context, log *slog.Logger, l *Lease) 
 		inst, err := prov.Get(ctx, l.InstanceID)
 		switch {
 		case errors.Is(err, ErrNotFound):
+			p.markBadMachine(l, "instance disappeared while booting")
 			return p.failLease(ctx, l, "instance "+l.InstanceID+" disappeared while booting")
 		case err != nil:
 			lastErr = err
 		case inst.Status == InstanceFailed || inst.Status == InstanceGone:
+			p.markBadMachine(l, "failed to boot")
 			return p.failLease(ctx, l, fmt.Sprintf("instance %s failed to boot: %s", inst.ID, inst.StatusMessage))
 		case inst.Status == InstanceRunning && inst.SSH.Host != "":
 			key, err := p.cfg.Bootstrapper.Probe(ctx, ProbeRequest{Endpoint: inst.SSH, Credentials: creds, KnownHostKey: l.HostKey})
@@ -331,6 +343,7 @@ func (p *Provisioner) bootstrap(ctx context.Context, log *slog.Logger, l *Lease,
 		})
 		switch {
 		case errors.Is(err, ErrGPUCheck), errors.Is(err, ErrHostKeyMismatch):
+			p.markBadMachine(l, "GPU check or host key failed")
 			return p.failLease(ctx, l, err.Error())
 		case err != nil:
 			return fmt.Errorf("bootstrapping %s: %w", l.SSH.Addr(), err)

@@ -49,6 +49,7 @@ type Provisioner struct {
 	// touches the database. A lease whose keys were lost in a restart is
 	// failed and replaced.
 	creds sync.Map // lease ID → *Credentials
+	bad   badMachines
 }
 
 // New checks the configuration and returns a provisioner. Call Start to run

@@ -215,6 +215,22 @@ func TestBadGPUAndTakenOfferMoveOn(t *testing.T) {
 	}
 }
 
+func TestBadMachineIsAvoided(t *testing.T) {
+	h := newHarness(t, nil)
+	h.boot.gpuBad = func(_ provisioner.Endpoint, n int) bool { return n == 1 }
+	h.event("queued", 1, "g1")
+	h.waitFor("online on another machine", func() bool { return len(h.leases(provisioner.StateIdle)) == 1 })
+	first := h.leases()[0]
+	if first.MachineID != "m-cheap" || !strings.Contains(first.Error, "GPU") {
+		t.Fatalf("first lease: machine %q error %q", first.MachineID, first.Error)
+	}
+	// The cheap machine failed its GPU check: the replacement pays more
+	// rather than landing on it again.
+	if ok := h.leases(provisioner.StateIdle)[0]; ok.OfferID != "o-dear" || ok.MachineID != "m-dear" {
+		t.Fatalf("replacement on %s / %s", ok.OfferID, ok.MachineID)
+	}
+}
+
 func TestReleaseByHand(t *testing.T) {
 	h := newHarness(t, nil)
 	h.event("queued", 1, "g1")

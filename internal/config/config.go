@@ -96,6 +96,12 @@ type ProvidersConfig struct {
 // APIProviderConfig is a cloud API's settings; its key comes from the env.
 type APIProviderConfig struct {
 	APIURL string `yaml:"api_url"`
+	// SSHUser overrides the user crabbox-runner logs in as (Vast: root,
+	// Lambda: ubuntu).
+	SSHUser string `yaml:"ssh_user"`
+	// MinRequestInterval spaces API calls (all leases share one limiter);
+	// zero means the provider's documented default.
+	MinRequestInterval time.Duration `yaml:"min_request_interval"`
 }
 
 // LocalProviderConfig configures the loopback sshd provider (tests, demo).
@@ -127,6 +133,9 @@ type ClassConfig struct {
 	BootTimeout     time.Duration `yaml:"boot_timeout"`
 	IdleTimeout     time.Duration `yaml:"idle_timeout"`
 	MaxLifetime     time.Duration `yaml:"max_lifetime"`
+	// Lambda only: firewall ruleset ids and file system names to attach.
+	FirewallRulesets []string `yaml:"firewall_rulesets"`
+	FileSystems      []string `yaml:"file_systems"`
 }
 
 // GPUConfig is a class's GPU requirement.
@@ -337,6 +346,9 @@ func (c *Config) ProvisionerClasses() []provisioner.Class {
 			BootTimeout:     durOr(cc.BootTimeout, c.Defaults.BootTimeout),
 			IdleTimeout:     durOr(cc.IdleTimeout, c.Defaults.IdleTimeout),
 			MaxLifetime:     durOr(cc.MaxLifetime, c.Defaults.MaxLifetime),
+
+			FirewallRulesets: cc.FirewallRulesets,
+			FileSystems:      cc.FileSystems,
 		})
 	}
 	return out

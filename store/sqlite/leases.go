@@ -11,13 +11,13 @@ import (
 )
 
 const leaseColumns = `id, class, scope_key, scope_org, scope_repo, installation_id, state, provider, offer_id,
-	gpu, price_per_hour, region, instance_id, ssh_host, ssh_port, ssh_user, host_key, runner_name, runner_id,
+	gpu, price_per_hour, region, instance_id, machine_id, ssh_host, ssh_port, ssh_user, host_key, runner_name, runner_id,
 	job_id, run_attempt, bound_job_id, release_reason, error, attempts, created_at, updated_at,
 	state_changed_at, boot_deadline, bootstrapped_at, expires_at, idle_since, busy_since, released_at`
 
 func leaseArgs(l *provisioner.Lease) []any {
 	return []any{l.ID, l.Class, l.Scope.Key(), l.Scope.Org, l.Scope.Repo, l.Scope.InstallationID, string(l.State),
-		l.Provider, l.OfferID, l.GPU, l.PricePerHour, l.Region, l.InstanceID, l.SSH.Host, l.SSH.Port, l.SSH.User,
+		l.Provider, l.OfferID, l.GPU, l.PricePerHour, l.Region, l.InstanceID, l.MachineID, l.SSH.Host, l.SSH.Port, l.SSH.User,
 		l.HostKey, l.RunnerName, l.RunnerID, l.JobID, l.RunAttempt, l.BoundJobID, l.ReleaseReason, l.Error,
 		l.Attempts, micros(l.CreatedAt), micros(l.UpdatedAt), micros(l.StateChangedAt), micros(l.BootDeadline), micros(l.BootstrappedAt),
 		micros(l.ExpiresAt), micros(l.IdleSince), micros(l.BusySince), micros(l.ReleasedAt)}
@@ -30,7 +30,7 @@ func scanLease(row scanner) (*provisioner.Lease, error) {
 	var scopeKey, state string
 	var created, updated, changed, boot, bootstrapped, expires, idle, busy, released int64
 	err := row.Scan(&l.ID, &l.Class, &scopeKey, &l.Scope.Org, &l.Scope.Repo, &l.Scope.InstallationID, &state,
-		&l.Provider, &l.OfferID, &l.GPU, &l.PricePerHour, &l.Region, &l.InstanceID, &l.SSH.Host, &l.SSH.Port,
+		&l.Provider, &l.OfferID, &l.GPU, &l.PricePerHour, &l.Region, &l.InstanceID, &l.MachineID, &l.SSH.Host, &l.SSH.Port,
 		&l.SSH.User, &l.HostKey, &l.RunnerName, &l.RunnerID, &l.JobID, &l.RunAttempt, &l.BoundJobID,
 		&l.ReleaseReason, &l.Error, &l.Attempts, &created, &updated, &changed, &boot, &bootstrapped, &expires, &idle, &busy, &released)
 	if err != nil {
@@ -104,7 +104,7 @@ func (t *tx) InsertLease(ctx context.Context, l *provisioner.Lease) error {
 		l.CreatedAt = now
 	}
 	l.UpdatedAt, l.StateChangedAt = now, now
-	marks := strings.TrimSuffix(strings.Repeat("?, ", 34), ", ")
+	marks := strings.TrimSuffix(strings.Repeat("?, ", 35), ", ")
 	if _, err := t.q.ExecContext(ctx, `INSERT INTO crabbox_lease (`+leaseColumns+`) VALUES (`+marks+`)`, leaseArgs(l)...); err != nil {
 		return fmt.Errorf("sqlite: insert lease %s: %w", l.ID, err)
 	}

@@ -14,6 +14,7 @@ CREATE TABLE crabbox_lease (
     price_per_hour   DOUBLE PRECISION NOT NULL DEFAULT 0,
     region           TEXT NOT NULL DEFAULT '',
     instance_id      TEXT NOT NULL DEFAULT '',
+    machine_id       TEXT NOT NULL DEFAULT '',
     ssh_host         TEXT NOT NULL DEFAULT '',
     ssh_port         INTEGER NOT NULL DEFAULT 0,
     ssh_user         TEXT NOT NULL DEFAULT '',
