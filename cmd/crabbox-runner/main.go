@@ -79,6 +79,7 @@ Configuration: flags > environment (CRABBOX_*) > config file (crabbox-runner.yam
 	root.AddCommand(
 		newServeCmd(g, getenv),
 		newDemoCmd(g, getenv),
+		newOffersCmd(g, getenv),
 		newVersionCmd(),
 	)
 	return root
