@@ -232,10 +232,10 @@ func printSummary(w io.Writer, st provisioner.Store, gh *githubtest.Server, ids 
 	}
 	fmt.Fprintln(w, "\nSummary")
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "lease\tjob\tGPU\t$/hour\tqueued→online\trun\tresult")
+	fmt.Fprintln(tw, "lease\tjob\tGPU\t$/hour\tqueued→online\tbusy→released\tdestroy took\tresult")
 	for _, l := range leases {
 		events, _ := st.LeaseEvents(ctx, l.ID)
-		var online, busy, released time.Time
+		var online, busy, releasing, released time.Time
 		for _, e := range events {
 			switch e.To {
 			case provisioner.StateIdle:
@@ -245,6 +245,8 @@ func printSummary(w io.Writer, st provisioner.Store, gh *githubtest.Server, ids 
 				if online.IsZero() {
 					online = e.At // the runner took a job the moment it came online
 				}
+			case provisioner.StateReleasing:
+				releasing = e.At
 			case provisioner.StateReleased:
 				released = e.At
 			}
@@ -253,8 +255,8 @@ func printSummary(w io.Writer, st provisioner.Store, gh *githubtest.Server, ids 
 		if l.Error != "" {
 			result = "released after: " + l.Error
 		}
-		fmt.Fprintf(tw, "%s\t%d\t%s\t%.2f\t%s\t%s\t%s\n", l.ID, l.BoundJobID, l.GPU, l.PricePerHour,
-			dur(l.CreatedAt, online), dur(busy, released), result)
+		fmt.Fprintf(tw, "%s\t%d\t%s\t%.2f\t%s\t%s\t%s\t%s\n", l.ID, l.BoundJobID, l.GPU, l.PricePerHour,
+			dur(l.CreatedAt, online), dur(busy, released), dur(releasing, released), result)
 	}
 	tw.Flush()
 	for _, id := range ids {
