@@ -167,22 +167,9 @@ func (p *Provisioner) createHost(ctx context.Context, log *slog.Logger, l *Lease
 	var errs []string
 	for _, offer := range offers {
 		prov := p.cfg.Providers[offer.Provider]
-		caps := prov.Capabilities()
-		req := CreateRequest{
-			Offer: offer, Class: *class,
-			Marker:       Marker{Deployment: p.cfg.Deployment, LeaseID: l.ID, Expires: l.ExpiresAt},
-			SSHPublicKey: creds.ClientPublicKey,
-			OnStart:      p.cfg.Bootstrapper.OnStart(creds),
-		}
-		if caps.HostKeyInjection {
-			req.HostKey = creds.HostKey
-		}
-		if caps.CloudInit {
-			ud, err := p.cfg.Bootstrapper.UserData(creds)
-			if err != nil {
-				return err
-			}
-			req.UserData = ud
+		req, err := p.createRequest(offer, class, Marker{Deployment: p.cfg.Deployment, LeaseID: l.ID, Expires: l.ExpiresAt}, creds)
+		if err != nil {
+			return err
 		}
 		if _, err := p.updateLease(ctx, l.ID, func(l *Lease) {
 			l.Attempts++
@@ -206,9 +193,7 @@ func (p *Provisioner) createHost(ctx context.Context, log *slog.Logger, l *Lease
 			if inst.MachineID != "" {
 				l.MachineID = inst.MachineID
 			}
-			if caps.HostKeyInjection && creds.HostKey != nil {
-				l.HostKey = creds.HostKey.PublicKey
-			}
+			l.HostKey = p.expectedHostKey(offer.Provider, creds)
 		})
 	}
 	return fmt.Errorf("no offer could be created: %s", strings.Join(errs, "; "))
@@ -280,35 +265,24 @@ func (p *Provisioner) waitBoot(ctx context.Context, log *slog.Logger, l *Lease) 
 		return p.failLease(ctx, l, "provider "+l.Provider+" is no longer configured")
 	}
 	until := p.waitUntil(l)
-	var lastErr error
 	for {
-		inst, err := prov.Get(ctx, l.InstanceID)
+		inst, key, failure, err := p.checkBoot(ctx, prov, l.InstanceID, creds, l.HostKey)
 		switch {
-		case errors.Is(err, ErrNotFound):
-			p.markBadMachine(l, "instance disappeared while booting")
-			return p.failLease(ctx, l, "instance "+l.InstanceID+" disappeared while booting")
-		case err != nil:
-			lastErr = err
-		case inst.Status == InstanceFailed || inst.Status == InstanceGone:
-			p.markBadMachine(l, "failed to boot")
-			return p.failLease(ctx, l, fmt.Sprintf("instance %s failed to boot: %s", inst.ID, inst.StatusMessage))
-		case inst.Status == InstanceRunning && inst.SSH.Host != "":
-			key, err := p.cfg.Bootstrapper.Probe(ctx, ProbeRequest{Endpoint: inst.SSH, Credentials: creds, KnownHostKey: l.HostKey})
-			if errors.Is(err, ErrHostKeyMismatch) {
-				return p.failLease(ctx, l, err.Error())
+		case failure != nil:
+			if !errors.Is(failure, ErrHostKeyMismatch) {
+				p.markBadMachine(l, failure.Error())
 			}
-			if err == nil {
-				log.Info("host reachable over SSH", "instance_id", inst.ID, "ssh", inst.SSH.Addr())
-				return p.transition(ctx, l.ID, StateBootstrapping, "SSH reachable at "+inst.SSH.Addr(), func(l *Lease) {
-					l.SSH = inst.SSH
-					l.HostKey = key
-				})
-			}
-			lastErr = err
+			return p.failLease(ctx, l, failure.Error())
+		case inst != nil:
+			log.Info("host reachable over SSH", "instance_id", inst.ID, "ssh", inst.SSH.Addr())
+			return p.transition(ctx, l.ID, StateBootstrapping, "SSH reachable at "+inst.SSH.Addr(), func(l *Lease) {
+				l.SSH = inst.SSH
+				l.HostKey = key
+			})
 		}
 		if p.now().After(until) {
-			if lastErr != nil {
-				log.Info("host not ready yet", "error", lastErr)
+			if err != nil {
+				log.Info("host not ready yet", "error", err)
 			}
 			return errWaitLater
 		}

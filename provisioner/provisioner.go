@@ -55,8 +55,8 @@ type Provisioner struct {
 // New checks the configuration and returns a provisioner. Call Start to run
 // its workers.
 func New(cfg Config) (*Provisioner, error) {
-	if cfg.Store == nil || cfg.GitHub == nil || cfg.Bootstrapper == nil {
-		return nil, errors.New("provisioner: Store, GitHub and Bootstrapper are required")
+	if cfg.GitHub == nil || cfg.Bootstrapper == nil {
+		return nil, errors.New("provisioner: GitHub and Bootstrapper are required")
 	}
 	if cfg.Deployment == "" {
 		return nil, errors.New("provisioner: deployment is required")
@@ -98,8 +98,12 @@ func New(cfg Config) (*Provisioner, error) {
 	return p, nil
 }
 
-// Start runs the durable workers.
+// Start runs the durable workers. A provisioner without a store serves only
+// one-shot leases (LeaseNow, ReleaseNow).
 func (p *Provisioner) Start(ctx context.Context) error {
+	if p.cfg.Store == nil {
+		return errors.New("provisioner: a store is required to run workers")
+	}
 	return p.cfg.Store.StartWork(ctx, p.workConfig())
 }
 

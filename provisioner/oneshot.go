@@ -1,0 +1,225 @@
+package provisioner
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+)
+
+// OneShotRequest asks for one host, leased now and waited for, with no store
+// and no queue: the Action mode, where a workflow job starts a runner for a
+// later job and a stop job destroys it. The instance's marker carries the
+// expiry, so gc enforces it if stop never runs.
+type OneShotRequest struct {
+	LeaseID    string
+	Class      Class
+	Scope      Scope
+	RunnerName string
+	// Labels are the runner's labels; in Action mode one of them is unique
+	// to the workflow run, so no other job can take the runner.
+	Labels  []string
+	Expires time.Time
+	// Timeout bounds the whole start, across offers, until the runner is online.
+	Timeout time.Duration
+	// Progress, when set, gets one readable line per step.
+	Progress func(format string, args ...any)
+}
+
+// LeaseNow creates a host for the request, bootstraps its runner and waits
+// until GitHub shows the runner online. Offers are tried cheapest first; a
+// taken offer, a host that fails to boot or fails its GPU check is
+// destroyed and the next offer tried, until Timeout. On failure nothing it
+// created is left behind: every host is destroyed and the runner removed.
+func (p *Provisioner) LeaseNow(ctx context.Context, req OneShotRequest) (*Lease, error) {
+	if req.LeaseID == "" || req.RunnerName == "" || len(req.Labels) == 0 {
+		return nil, errors.New("provisioner: LeaseNow needs a lease id, a runner name and labels")
+	}
+	progress := req.Progress
+	if progress == nil {
+		progress = func(string, ...any) {}
+	}
+	ctx, cancel := context.WithTimeout(ctx, req.Timeout)
+	defer cancel()
+	started := p.now()
+	l := &Lease{
+		ID: req.LeaseID, Class: req.Class.Name, Scope: req.Scope, State: StatePending,
+		RunnerName: req.RunnerName, CreatedAt: started, ExpiresAt: req.Expires, BootDeadline: started.Add(req.Timeout),
+	}
+	creds, err := p.cfg.Bootstrapper.NewCredentials(true)
+	if err != nil {
+		return nil, err
+	}
+	class := req.Class
+	var failures []string
+	for attempt := 1; ; attempt++ {
+		offers, err := p.offers(ctx, &class)
+		if err != nil {
+			return nil, p.oneShotFailed(l, failures, err)
+		}
+		offer := offers[0]
+		progress("offer %d: %s %dx %s at $%.3f/h (%s)", attempt, offer.Provider, offer.GPUCount, offer.GPU, offer.PricePerHour, offer.ID)
+		failure := p.oneShotHost(ctx, l, &class, offer, creds, req, progress)
+		if failure == nil {
+			l.State = StateIdle
+			l.IdleSince = p.now()
+			progress("runner %s online after %s", l.RunnerName, p.now().Sub(started).Round(time.Second))
+			return l, nil
+		}
+		failures = append(failures, fmt.Sprintf("%s %s: %v", offer.Provider, offer.ID, failure))
+		progress("offer %s failed: %v", offer.ID, failure)
+		// Clean up this attempt before the next; the cleanup itself must
+		// not be cut short by the timeout that may have caused it.
+		cleanCtx, cleanCancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Minute)
+		cerr := p.ReleaseNow(cleanCtx, l)
+		cleanCancel()
+		if cerr != nil {
+			return nil, fmt.Errorf("%w; cleaning up failed too: %v", p.oneShotFailed(l, failures, failure), cerr)
+		}
+		if ctx.Err() != nil {
+			return nil, p.oneShotFailed(l, failures, ctx.Err())
+		}
+		if !errors.Is(failure, ErrOfferUnavailable) {
+			p.markBadMachine(l, failure.Error())
+		}
+		l.InstanceID, l.RunnerID, l.HostKey, l.SSH = "", 0, "", Endpoint{}
+	}
+}
+
+func (p *Provisioner) oneShotFailed(l *Lease, failures []string, last error) error {
+	if errors.Is(last, context.DeadlineExceeded) {
+		last = fmt.Errorf("no runner online within the timeout")
+	}
+	if len(failures) == 0 {
+		return fmt.Errorf("lease %s: %w", l.ID, last)
+	}
+	return fmt.Errorf("lease %s: %w (tried: %s)", l.ID, last, strings.Join(failures, "; "))
+}
+
+// oneShotHost creates one host from one offer and brings its runner online.
+// It fills the lease as it goes, so that ReleaseNow can undo every step.
+func (p *Provisioner) oneShotHost(ctx context.Context, l *Lease, class *Class, offer Offer, creds *Credentials, req OneShotRequest, progress func(string, ...any)) error {
+	prov := p.cfg.Providers[offer.Provider]
+	cr, err := p.createRequest(offer, class, Marker{Deployment: p.cfg.Deployment, LeaseID: l.ID, Expires: l.ExpiresAt}, creds)
+	if err != nil {
+		return err
+	}
+	l.Provider, l.OfferID, l.GPU, l.PricePerHour, l.Region, l.MachineID = offer.Provider, offer.ID, offer.GPU, offer.PricePerHour, offer.Region, offer.MachineID
+	l.Attempts++
+	inst, err := prov.Create(ctx, cr)
+	if err != nil {
+		return err
+	}
+	l.InstanceID, l.State = inst.ID, StateBooting
+	if inst.PricePerHour > 0 {
+		l.PricePerHour = inst.PricePerHour
+	}
+	progress("instance %s created; waiting for SSH", inst.ID)
+	known := p.expectedHostKey(offer.Provider, creds)
+	for {
+		ready, key, failure, notYet := p.checkBoot(ctx, prov, inst.ID, creds, known)
+		if failure != nil {
+			return failure
+		}
+		if ready != nil {
+			l.SSH, l.HostKey = ready.SSH, key
+			break
+		}
+		if err := sleep(ctx, p.cfg.PollInterval); err != nil {
+			return fmt.Errorf("host not reachable over SSH (last: %v): %w", notYet, err)
+		}
+	}
+	l.State = StateBootstrapping
+	progress("SSH up at %s; registering runner %s and installing it", l.SSH.Addr(), l.RunnerName)
+	jit, err := p.cfg.GitHub.GenerateJITConfig(ctx, l.Scope, l.RunnerName, req.Labels)
+	if err != nil {
+		return fmt.Errorf("registering runner: %w", err)
+	}
+	l.RunnerID = jit.RunnerID
+	res, err := p.cfg.Bootstrapper.Bootstrap(ctx, BootstrapRequest{
+		ProbeRequest: ProbeRequest{Endpoint: l.SSH, Credentials: creds, KnownHostKey: l.HostKey},
+		JIT:          jit, CheckGPU: class.CheckGPU,
+	})
+	if err != nil {
+		return fmt.Errorf("bootstrap: %w", err)
+	}
+	if res.GPUInfo != "" {
+		progress("GPU: %s", res.GPUInfo)
+	}
+	progress("runner started; waiting for GitHub to show it online")
+	for {
+		r, err := p.cfg.GitHub.Runner(ctx, l.Scope, l.RunnerID)
+		switch {
+		case errors.Is(err, ErrNotFound):
+			return fmt.Errorf("runner %s disappeared from GitHub before coming online", l.RunnerName)
+		case err == nil && (r.Online() || r.Busy):
+			return nil
+		}
+		if err := sleep(ctx, p.cfg.PollInterval); err != nil {
+			return fmt.Errorf("runner not online: %w", ctx.Err())
+		}
+	}
+}
+
+// ReleaseNow removes the lease's runner and destroys every instance that
+// carries its marker, on every configured provider. It needs nothing but
+// the lease id, the scope and the runner name, so a stop step that knows
+// only those can run it; everything already gone counts as done.
+func (p *Provisioner) ReleaseNow(ctx context.Context, l *Lease) error {
+	var errs []error
+	if l.RunnerID != 0 {
+		if err := p.cfg.GitHub.RemoveRunner(ctx, l.Scope, l.RunnerID); err != nil {
+			errs = append(errs, fmt.Errorf("removing runner %s: %w", l.RunnerName, err))
+		}
+	} else if l.RunnerName != "" {
+		r, err := p.cfg.GitHub.RunnerByName(ctx, l.Scope, l.RunnerName)
+		switch {
+		case errors.Is(err, ErrNotFound):
+		case err != nil:
+			errs = append(errs, fmt.Errorf("looking up runner %s: %w", l.RunnerName, err))
+		default:
+			if err := p.cfg.GitHub.RemoveRunner(ctx, l.Scope, r.ID); err != nil {
+				errs = append(errs, fmt.Errorf("removing runner %s: %w", l.RunnerName, err))
+			}
+		}
+	}
+	for name, prov := range p.cfg.Providers {
+		if l.Provider != "" && name != l.Provider && l.InstanceID != "" {
+			continue
+		}
+		owned, err := prov.ListOwned(ctx, p.cfg.Deployment)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("listing %s instances: %w", name, err))
+			continue
+		}
+		for _, inst := range owned {
+			if inst.Marker.LeaseID != l.ID && !(name == l.Provider && inst.ID == l.InstanceID) {
+				continue
+			}
+			if err := prov.Destroy(ctx, inst); err != nil {
+				errs = append(errs, fmt.Errorf("destroying %s instance %s: %w", name, inst.ID, err))
+			}
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// FindLease rebuilds what is known of a one-shot lease from the providers'
+// markers alone: its instance, provider, price and start. ErrNotFound when no
+// instance carries the lease id.
+func (p *Provisioner) FindLease(ctx context.Context, leaseID string) (*Lease, *Instance, error) {
+	for name, prov := range p.cfg.Providers {
+		owned, err := prov.ListOwned(ctx, p.cfg.Deployment)
+		if err != nil {
+			return nil, nil, fmt.Errorf("listing %s instances: %w", name, err)
+		}
+		for _, inst := range owned {
+			if inst.Marker.LeaseID == leaseID {
+				return &Lease{ID: leaseID, Provider: name, InstanceID: inst.ID, PricePerHour: inst.PricePerHour,
+					GPU: inst.GPU, ExpiresAt: inst.Marker.Expires, CreatedAt: inst.CreatedAt}, inst, nil
+			}
+		}
+	}
+	return nil, nil, fmt.Errorf("lease %s: no instance carries it: %w", leaseID, ErrNotFound)
+}
