@@ -51,6 +51,11 @@ type Options struct {
 	// 10s when zero.
 	OnlineTimeout time.Duration
 
+	// RunnerVersion is the runner release that GET …/actions/runners/downloads
+	// offers, served from the fake's own tarball; DefaultRunnerVersion when
+	// empty.
+	RunnerVersion string
+
 	// HookID is the webhook's id (X-GitHub-Hook-ID); 1 when zero.
 	HookID int64
 
@@ -106,6 +111,9 @@ func New(opts Options) *Server {
 	}
 	if opts.HookID == 0 {
 		opts.HookID = 1
+	}
+	if opts.RunnerVersion == "" {
+		opts.RunnerVersion = DefaultRunnerVersion
 	}
 	if opts.RunnerGroups == nil {
 		opts.RunnerGroups = map[int64]string{1: "Default"}
@@ -190,6 +198,7 @@ func (s *Server) routes() http.Handler {
 		mux.HandleFunc("GET "+prefix+"/actions/runners", s.scoped(s.handleListRunners))
 		mux.HandleFunc("GET "+prefix+"/actions/runners/{runner_id}", s.scoped(s.handleGetRunner))
 		mux.HandleFunc("DELETE "+prefix+"/actions/runners/{runner_id}", s.scoped(s.handleDeleteRunner))
+		mux.HandleFunc("GET "+prefix+"/actions/runners/downloads", s.scoped(s.handleRunnerDownloads))
 	}
 	mux.HandleFunc("GET /repos/{owner}/{repo}/actions/jobs/{job_id}", s.scoped(s.handleGetJob))
 
