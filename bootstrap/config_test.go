@@ -53,7 +53,7 @@ func newBootstrapper(t *testing.T) *bootstrap.Bootstrapper {
 
 func TestNewCredentials(t *testing.T) {
 	b := newBootstrapper(t)
-	c, err := b.NewCredentials(true)
+	c, err := b.NewCredentials(nil, true)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -80,7 +80,7 @@ func TestNewCredentials(t *testing.T) {
 		t.Errorf("host key pair does not match: %v", err)
 	}
 
-	c2, err := b.NewCredentials(false)
+	c2, err := b.NewCredentials(nil, false)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -91,7 +91,7 @@ func TestNewCredentials(t *testing.T) {
 
 func TestUserDataPassesCloudInitSchema(t *testing.T) {
 	b := newBootstrapper(t)
-	c, err := b.NewCredentials(true)
+	c, err := b.NewCredentials(nil, true)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -155,7 +155,7 @@ func TestUserDataPassesCloudInitSchema(t *testing.T) {
 
 func TestOnStart(t *testing.T) {
 	b := newBootstrapper(t)
-	c, err := b.NewCredentials(true)
+	c, err := b.NewCredentials(nil, true)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -169,5 +169,27 @@ func TestOnStart(t *testing.T) {
 	out, err := exec.Command("bash", "-n", "-c", s).CombinedOutput()
 	if err != nil {
 		t.Errorf("onstart is not valid shell: %v\n%s", err, out)
+	}
+}
+
+func TestDerivedCredentials(t *testing.T) {
+	b := newBootstrapper(t)
+	seed := []byte("0123456789abcdef0123456789abcdef")
+	a, err := b.NewCredentials(seed, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	again, _ := b.NewCredentials(seed, true)
+	other, _ := b.NewCredentials([]byte("another seed, another lease....."), true)
+	if a.ClientPublicKey != again.ClientPublicKey || a.HostKey.PublicKey != again.HostKey.PublicKey {
+		t.Fatal("the same seed gave different keys")
+	}
+	if a.ClientPublicKey == other.ClientPublicKey || a.ClientPublicKey == a.HostKey.PublicKey {
+		t.Fatal("keys are not separated by seed and purpose")
+	}
+	r1, _ := b.NewCredentials(nil, false)
+	r2, _ := b.NewCredentials(nil, false)
+	if r1.ClientPublicKey == r2.ClientPublicKey {
+		t.Fatal("random keys repeat")
 	}
 }

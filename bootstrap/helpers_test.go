@@ -212,7 +212,7 @@ func (e *env) runnerDir(inst *provisioner.Instance, name string) string {
 
 func newCreds(t *testing.T, b *bootstrap.Bootstrapper) *provisioner.Credentials {
 	t.Helper()
-	c, err := b.NewCredentials(true)
+	c, err := b.NewCredentials(nil, true)
 	if err != nil {
 		t.Fatal(err)
 	}

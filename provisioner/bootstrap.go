@@ -7,8 +7,10 @@ import "context"
 // the cloud-init user-data, and runs the embedded host script.
 type Bootstrapper interface {
 	// NewCredentials generates the lease's SSH client key pair, and a host key
-	// pair when withHostKey is set (for providers that install it).
-	NewCredentials(withHostKey bool) (*Credentials, error)
+	// pair when withHostKey is set (for providers that install it). A non-nil
+	// seed derives the keys from it, so that the same lease gets the same
+	// keys after a restart without any key being stored; nil gives random keys.
+	NewCredentials(seed []byte, withHostKey bool) (*Credentials, error)
 
 	// UserData is the cloud-init user-data that prepares a host and installs
 	// the credentials' keys. It holds the host private key, nothing else secret.

@@ -205,7 +205,7 @@ type memBootstrapper struct {
 	n      int
 }
 
-func (b *memBootstrapper) NewCredentials(withHostKey bool) (*provisioner.Credentials, error) {
+func (b *memBootstrapper) NewCredentials(seed []byte, withHostKey bool) (*provisioner.Credentials, error) {
 	c := &provisioner.Credentials{ClientPublicKey: "ssh-ed25519 CLIENT", ClientPrivatePEM: []byte("PRIVATE")}
 	if withHostKey {
 		c.HostKey = &provisioner.HostKeyPair{PublicKey: "ssh-ed25519 HOST", PrivatePEM: []byte("HOSTPRIVATE")}

@@ -47,7 +47,7 @@ func (p *Provisioner) LeaseNow(ctx context.Context, req OneShotRequest) (*Lease,
 		ID: req.LeaseID, Class: req.Class.Name, Scope: req.Scope, State: StatePending,
 		RunnerName: req.RunnerName, CreatedAt: started, ExpiresAt: req.Expires, BootDeadline: started.Add(req.Timeout),
 	}
-	creds, err := p.cfg.Bootstrapper.NewCredentials(true)
+	creds, err := p.cfg.Bootstrapper.NewCredentials(nil, true)
 	if err != nil {
 		return nil, err
 	}

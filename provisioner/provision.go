@@ -3,6 +3,8 @@ package provisioner
 import (
 	"cmp"
 	"context"
+	"crypto/hmac"
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -152,8 +154,21 @@ func (p *Provisioner) createHost(ctx context.Context, log *slog.Logger, l *Lease
 		return p.transition(ctx, l.ID, StateBooting, "instance "+l.InstanceID+" created", nil)
 	}
 	if l.Attempts > 0 {
-		if err := p.destroyByMarker(ctx, l); err != nil {
+		// A create call was made and its answer lost. With derived keys the
+		// host it made is as good as a new one: adopt it. Without, nobody
+		// can log in to it any more: destroy it.
+		adopted, err := p.recoverByMarker(ctx, l, len(p.cfg.KeySecret) > 0)
+		if err != nil {
 			return err
+		}
+		if adopted != nil {
+			return p.transition(ctx, l.ID, StateBooting, "instance "+adopted.ID+" found by its marker after a restart", func(l *Lease) {
+				l.InstanceID = adopted.ID
+				l.Provider = adopted.Provider
+				if creds, err := p.credentials(l.ID, false); err == nil {
+					l.HostKey = p.expectedHostKey(adopted.Provider, creds)
+				}
+			})
 		}
 	}
 	creds, err := p.credentials(l.ID, true)
@@ -199,13 +214,15 @@ func (p *Provisioner) createHost(ctx context.Context, log *slog.Logger, l *Lease
 	return fmt.Errorf("no offer could be created: %s", strings.Join(errs, "; "))
 }
 
-// destroyByMarker destroys whatever instance an earlier, interrupted
-// attempt created for this lease.
-func (p *Provisioner) destroyByMarker(ctx context.Context, l *Lease) error {
+// recoverByMarker finds the instances an interrupted attempt created for
+// this lease. With adopt it keeps one and returns it; everything else found
+// is destroyed.
+func (p *Provisioner) recoverByMarker(ctx context.Context, l *Lease, adopt bool) (*Instance, error) {
 	names := []string{l.Provider}
 	if l.Provider == "" {
 		names = p.classes[l.Class].Providers
 	}
+	var kept *Instance
 	for _, name := range names {
 		prov, ok := p.cfg.Providers[name]
 		if !ok {
@@ -213,18 +230,32 @@ func (p *Provisioner) destroyByMarker(ctx context.Context, l *Lease) error {
 		}
 		owned, err := prov.ListOwned(ctx, p.cfg.Deployment)
 		if err != nil {
-			return fmt.Errorf("looking for instances of lease %s on %s: %w", l.ID, name, err)
+			return nil, fmt.Errorf("looking for instances of lease %s on %s: %w", l.ID, name, err)
 		}
 		for _, inst := range owned {
-			if inst.Marker.LeaseID == l.ID {
-				p.log.Warn("destroying instance left by an interrupted attempt", "lease_id", l.ID, "instance_id", inst.ID)
-				if err := prov.Destroy(ctx, inst); err != nil {
-					return err
-				}
+			if inst.Marker.LeaseID != l.ID {
+				continue
+			}
+			if adopt && kept == nil && inst.Status != InstanceFailed && inst.Status != InstanceGone {
+				inst.Provider = name
+				kept = inst
+				p.log.Info("adopting instance created before a restart", "lease_id", l.ID, "instance_id", inst.ID)
+				continue
+			}
+			p.log.Warn("destroying instance left by an interrupted attempt", "lease_id", l.ID, "instance_id", inst.ID)
+			if err := prov.Destroy(ctx, inst); err != nil {
+				return nil, err
 			}
 		}
 	}
-	return nil
+	return kept, nil
+}
+
+// destroyByMarker destroys whatever instance an earlier, interrupted
+// attempt created for this lease.
+func (p *Provisioner) destroyByMarker(ctx context.Context, l *Lease) error {
+	_, err := p.recoverByMarker(ctx, l, false)
+	return err
 }
 
 func (p *Provisioner) transition(ctx context.Context, id string, to State, reason string, mut func(*Lease)) error {
@@ -234,16 +265,24 @@ func (p *Provisioner) transition(ctx context.Context, id string, to State, reaso
 	})
 }
 
-// credentials returns the lease's keys, generating them for a lease that has
-// not created anything yet. Keys lost in a restart cannot be recovered.
+// credentials returns the lease's keys. With a KeySecret they are derived
+// from it and the lease id, so a restarted server gets the same keys back
+// and can finish what the crashed one started; no key is ever stored.
+// Without one they are random and die with the process: a lease that lost
+// them is failed and replaced.
 func (p *Provisioner) credentials(id string, create bool) (*Credentials, error) {
 	if c, ok := p.creds.Load(id); ok {
 		return c.(*Credentials), nil
 	}
-	if !create {
+	var seed []byte
+	if len(p.cfg.KeySecret) > 0 {
+		m := hmac.New(sha256.New, p.cfg.KeySecret)
+		m.Write([]byte("crabbox-runner lease keys\x00" + id))
+		seed = m.Sum(nil)
+	} else if !create {
 		return nil, errCredentialsLost
 	}
-	c, err := p.cfg.Bootstrapper.NewCredentials(true)
+	c, err := p.cfg.Bootstrapper.NewCredentials(seed, true)
 	if err != nil {
 		return nil, err
 	}

@@ -23,6 +23,11 @@ type Config struct {
 	Logger       *slog.Logger
 	// Now is the clock; time.Now when nil.
 	Now func() time.Time
+	// KeySecret, when set, derives each lease's SSH keys from it and the
+	// lease id, so a restarted server can still reach the hosts it created
+	// (serve derives it from the webhook secret). Empty: random keys, and a
+	// lease whose process died is failed and replaced.
+	KeySecret []byte
 
 	// PollInterval is how often a booting host or a starting runner is
 	// looked at (default 2s).

@@ -246,3 +246,55 @@ func TestReleaseByHand(t *testing.T) {
 }
 
 func testClassTime() time.Time { return time.Date(2026, 11, 22, 12, 0, 0, 0, time.UTC) }
+
+// A crash between the create call and recording its answer leaves an
+// instance that only its marker ties to the lease. After the restart the
+// lease either adopts it (derived keys: the new process can log in) or
+// destroys it and creates another (random keys died with the process).
+func TestRecoveryAfterLostCreateAnswer(t *testing.T) {
+	for _, tc := range []struct {
+		name               string
+		secret             []byte
+		created, destroyed int
+	}{
+		{"derived keys adopt", []byte("key secret"), 1, 0},
+		{"random keys replace", nil, 2, 1},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			h := newHarness(t, func(c *provisioner.Config) { c.KeySecret = tc.secret })
+			ctx := context.Background()
+			l := &provisioner.Lease{ID: "lcrash", Class: "a100", Scope: provisioner.Scope{Org: "acme"},
+				State: provisioner.StatePending, RunnerName: "crabbox-test-lcrash"}
+			if err := h.store.InTx(ctx, func(tx provisioner.Tx) error {
+				if err := tx.InsertLease(ctx, l); err != nil {
+					return err
+				}
+				job := &provisioner.Job{ID: 1, RunAttempt: 1, Scope: l.Scope, Class: "a100", Status: provisioner.JobQueued}
+				if err := tx.PutJob(ctx, job); err != nil {
+					return err
+				}
+				_, err := tx.Transition(ctx, l.ID, provisioner.StateProvisioning, "test", func(l *provisioner.Lease) {
+					l.Attempts, l.Provider = 1, "mem"
+					l.BootDeadline, l.ExpiresAt = time.Now().Add(time.Minute), time.Now().Add(time.Hour)
+				})
+				return err
+			}); err != nil {
+				t.Fatal(err)
+			}
+			// The create that "crashed": the instance exists, its id was never recorded.
+			if _, err := h.prov.Create(ctx, provisioner.CreateRequest{Marker: provisioner.Marker{Deployment: "test", LeaseID: l.ID, Expires: time.Now().Add(time.Hour)}}); err != nil {
+				t.Fatal(err)
+			}
+			if err := h.store.InTx(ctx, func(tx provisioner.Tx) error {
+				return tx.Enqueue(ctx, provisioner.ProvisionArgs{LeaseID: l.ID}, nil)
+			}); err != nil {
+				t.Fatal(err)
+			}
+			h.waitFor("runner online", func() bool { return len(h.leases(provisioner.StateIdle)) == 1 })
+			live, created, destroyed := h.prov.counts()
+			if live != 1 || created != tc.created || destroyed != tc.destroyed {
+				t.Fatalf("live %d created %d destroyed %d; want 1, %d, %d", live, created, destroyed, tc.created, tc.destroyed)
+			}
+		})
+	}
+}

@@ -2,6 +2,8 @@ package main
 
 import (
 	"context"
+	"crypto/hmac"
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -70,6 +72,7 @@ func newApp(ctx context.Context, cfg *config.Config, log *slog.Logger, opts appO
 	pcfg := provisioner.Config{
 		Deployment: cfg.Deployment, Classes: cfg.ProvisionerClasses(), Providers: a.providers,
 		GitHub: gh, Bootstrapper: boot, Store: a.store, Logger: log.With("component", "provisioner"),
+		KeySecret: leaseKeySecret(cfg.WebhookSecret),
 	}
 	if opts.Tune != nil {
 		opts.Tune(&pcfg)
@@ -115,6 +118,21 @@ func buildProviders(cfg *config.Config, log *slog.Logger, given map[string]provi
 		}
 	}
 	return out, nil
+}
+
+// leaseKeySecret derives the secret from which every lease's SSH keys are
+// derived, so that a restarted serve reaches the hosts it created before.
+// It is bound to the webhook secret by a one-way function with its own
+// label: knowing it reveals nothing of the webhook secret. Rotating the
+// webhook secret makes hosts still booting unreachable after a restart;
+// those leases fail their boot deadline and are replaced.
+func leaseKeySecret(webhookSecret []byte) []byte {
+	if len(webhookSecret) == 0 {
+		return nil
+	}
+	m := hmac.New(sha256.New, webhookSecret)
+	m.Write([]byte("crabbox-runner lease key secret v1"))
+	return m.Sum(nil)
 }
 
 // URL is the base URL the server listens on.

@@ -62,8 +62,8 @@ type spyBootstrapper struct {
 	spy *secretSpy
 }
 
-func (b spyBootstrapper) NewCredentials(withHostKey bool) (*provisioner.Credentials, error) {
-	c, err := b.Bootstrapper.NewCredentials(withHostKey)
+func (b spyBootstrapper) NewCredentials(seed []byte, withHostKey bool) (*provisioner.Credentials, error) {
+	c, err := b.Bootstrapper.NewCredentials(seed, withHostKey)
 	if err == nil {
 		b.spy.add(pemBody(c.ClientPrivatePEM))
 		if c.HostKey != nil {

@@ -16,9 +16,11 @@ import (
 	"io/fs"
 	"log/slog"
 	"net/url"
+	"os"
 	"sort"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/riverqueue/river"
@@ -34,8 +36,10 @@ var migrations embed.FS
 
 // Store is the SQLite implementation of provisioner.Store.
 type Store struct {
-	db  *sql.DB
-	now func() time.Time
+	db   *sql.DB
+	path string
+	now  func() time.Time
+	lock *os.File // held while this process works the queue
 
 	mu    sync.RWMutex
 	river *river.Client[*sql.Tx]
@@ -66,7 +70,7 @@ func Open(ctx context.Context, path string) (*Store, error) {
 	db.SetMaxIdleConns(1)
 	db.SetConnMaxLifetime(0)
 	db.SetConnMaxIdleTime(0)
-	s := &Store{db: db, now: time.Now}
+	s := &Store{db: db, path: path, now: time.Now}
 	if err := s.migrate(ctx); err != nil {
 		db.Close()
 		return nil, err
@@ -181,8 +185,38 @@ func (s *Store) StartWork(ctx context.Context, cfg provisioner.WorkConfig) error
 	if cfg.Workers == nil {
 		return nil
 	}
+	if err := s.takeOver(ctx, quietRiverLogger(cfg.Logger)); err != nil {
+		return err
+	}
 	if err := client.Start(ctx); err != nil {
 		return fmt.Errorf("sqlite: start work queue: %w", err)
+	}
+	return nil
+}
+
+// takeOver makes this process the only one working the queue of this file,
+// then puts back to work every job a previous process left running: with
+// one worker process per file, a job still marked running can only be one
+// whose process died (SIGKILL, power loss). River's own rescuer would get
+// to it only after RescueAfter; this gets to it at once.
+func (s *Store) takeOver(ctx context.Context, log *slog.Logger) error {
+	if s.path != ":memory:" {
+		f, err := os.OpenFile(s.path+".lock", os.O_CREATE|os.O_RDWR, 0o600)
+		if err != nil {
+			return fmt.Errorf("sqlite: lock file: %w", err)
+		}
+		if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+			f.Close()
+			return fmt.Errorf("sqlite: another crabbox-runner serve works on %s (one per SQLite file; use PostgreSQL for several)", s.path)
+		}
+		s.lock = f
+	}
+	res, err := s.db.ExecContext(ctx, `UPDATE river_job SET state = 'available' WHERE state = 'running'`)
+	if err != nil {
+		return fmt.Errorf("sqlite: rescuing interrupted work: %w", err)
+	}
+	if n, _ := res.RowsAffected(); n > 0 {
+		log.Warn("resuming work interrupted by a previous process", "jobs", n)
 	}
 	return nil
 }
@@ -195,7 +229,12 @@ func (s *Store) StopWork(ctx context.Context) error {
 	if client == nil {
 		return nil
 	}
-	return client.Stop(ctx)
+	err := client.Stop(ctx)
+	if s.lock != nil {
+		s.lock.Close() // releases the flock
+		s.lock = nil
+	}
+	return err
 }
 
 // River exposes the River client, for tests and the demo's waiting.
