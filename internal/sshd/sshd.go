@@ -73,6 +73,8 @@ type Server struct {
 
 	stopOnce sync.Once
 	stopErr  error
+
+	authMu sync.Mutex // serialises AddAuthorizedKey
 }
 
 // pickPort returns a port that was free a moment ago. It is a variable so a
@@ -239,6 +241,44 @@ func (s *Server) start(confFile string, port int, logw io.Writer) error {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
+}
+
+// AddAuthorizedKey lets one more client key log in, as a cloud's "attach SSH
+// key" call does on a running host. sshd reads the file at every login, so
+// the key works at once. A key already there is not added twice.
+func (s *Server) AddAuthorizedKey(key string) error {
+	key = strings.TrimSpace(key)
+	if key == "" || strings.ContainsAny(key, "\r\n") {
+		return errors.New("sshd: an authorized key must be one non-empty line")
+	}
+	pub, _, _, _, err := ssh.ParseAuthorizedKey([]byte(key))
+	if err != nil {
+		return errors.New("sshd: not a public key in authorized_keys format")
+	}
+	s.authMu.Lock()
+	defer s.authMu.Unlock()
+	file := filepath.Join(s.dir, "authorized_keys")
+	old, err := os.ReadFile(file)
+	if err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("sshd: %w", err)
+	}
+	for _, line := range strings.Split(string(old), "\n") {
+		if have, _, _, _, err := ssh.ParseAuthorizedKey([]byte(line)); err == nil && bytes.Equal(have.Marshal(), pub.Marshal()) {
+			return nil
+		}
+	}
+	if len(old) > 0 && !bytes.HasSuffix(old, []byte("\n")) {
+		old = append(old, '\n')
+	}
+	// Written beside and renamed, so a login never reads half a file.
+	tmp := file + ".tmp"
+	if err := os.WriteFile(tmp, append(old, key+"\n"...), 0o600); err != nil {
+		return fmt.Errorf("sshd: %w", err)
+	}
+	if err := os.Rename(tmp, file); err != nil {
+		return fmt.Errorf("sshd: %w", err)
+	}
+	return nil
 }
 
 // Addr is the host:port sshd listens on.

@@ -1,0 +1,268 @@
+package vasttest
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/crabbox/crabbox-runner/internal/sshd"
+)
+
+// host is a booted instance: sshd, the proxy in front of it, its directory.
+type host struct {
+	dir   string
+	srv   *sshd.Server
+	proxy *forwarder
+}
+
+func (h *host) root() string { return filepath.Join(h.dir, "root") }
+
+func (h *host) close() error {
+	var errs []error
+	if h.proxy != nil {
+		h.proxy.close()
+	}
+	if h.srv != nil {
+		errs = append(errs, h.srv.Stop())
+	}
+	errs = append(errs, os.RemoveAll(h.dir))
+	return errors.Join(errs...)
+}
+
+// boot walks an instance through Vast's states: null → loading → running
+// (or the behaviour's failure). The host starts just before "running".
+func (s *Server) boot(in *instance) {
+	defer close(in.done)
+	wait := func(d time.Duration) bool {
+		t := time.NewTimer(d)
+		defer t.Stop()
+		select {
+		case <-in.stop:
+			return false
+		case <-t.C:
+			return true
+		}
+	}
+	set := func(status, msg string) {
+		s.mu.Lock()
+		in.status, in.statusMsg = status, msg
+		s.mu.Unlock()
+	}
+	b := in.behavior
+	if !wait(s.opts.LoadingAfter) {
+		return
+	}
+	if b.OCIError {
+		set("created", OCIMessage)
+		return
+	}
+	set("loading", "Pulling image "+in.params.Image)
+	if b.NeverBoot || !wait(s.opts.RunningAfter) {
+		return
+	}
+	if b.FailStatus != "" {
+		set(b.FailStatus, "container exited with code 1")
+		return
+	}
+	h, err := s.startHost(in)
+	if err != nil {
+		s.logf("instance %d: host failed to start: %v", in.id, err)
+		set("exited", "container failed to start: "+err.Error())
+		return
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	select {
+	case <-in.stop:
+		// Destroyed while starting: destroy() does not see the host, and
+		// waits for done, so the host is gone before destroy returns.
+		s.mu.Unlock()
+		if err := h.close(); err != nil {
+			s.logf("instance %d: stopping host: %v", in.id, err)
+		}
+		s.mu.Lock()
+		return
+	default:
+	}
+	// Keys attached while the host started.
+	for _, k := range in.keys {
+		if err := h.srv.AddAuthorizedKey(k); err != nil {
+			s.logf("instance %d: key: %v", in.id, err)
+		}
+	}
+	in.host = h
+	in.status = "running"
+	in.statusMsg = "success, running " + in.params.Image + "/ssh"
+	s.logf("instance %d running: ssh %s, proxy port %d", in.id, h.srv.Addr(), h.proxy.port())
+}
+
+// startHost lays out the host, starts its sshd and proxy, and runs the
+// onstart script the way Vast's entrypoint does, before SSH is reported.
+func (s *Server) startHost(in *instance) (*host, error) {
+	dir := filepath.Join(s.opts.Dir, "instance-"+strconv.FormatInt(in.id, 10))
+	h := &host{dir: dir}
+	for _, d := range []string{"bin", "root", "sshd"} {
+		if err := os.MkdirAll(filepath.Join(dir, d), 0o700); err != nil {
+			return nil, err
+		}
+	}
+	if err := os.WriteFile(filepath.Join(dir, "bin", "nvidia-smi"), []byte(nvidiaSMI(in.offer, in.behavior.BrokenGPU)), 0o755); err != nil {
+		return nil, err
+	}
+	s.mu.Lock()
+	keys := append([]string(nil), in.keys...)
+	s.mu.Unlock()
+	logFile, err := os.OpenFile(filepath.Join(dir, "sshd", "sshd.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+	if err != nil {
+		return nil, err
+	}
+	defer logFile.Close()
+	env := map[string]string{
+		"PATH":                filepath.Join(dir, "bin") + ":/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+		"CRABBOX_HOST_ROOT":   h.root(),
+		"VAST_CONTAINERLABEL": "C." + strconv.FormatInt(in.id, 10),
+	}
+	// No HostKeyPEM: Vast hosts make their own key; nobody can choose it.
+	h.srv, err = sshd.Start(sshd.Options{Dir: filepath.Join(dir, "sshd"), AuthorizedKeys: keys, Env: env, LogWriter: logFile})
+	if err != nil {
+		h.close()
+		return nil, err
+	}
+	if h.proxy, err = newForwarder(h.srv.Addr()); err != nil {
+		h.close()
+		return nil, err
+	}
+	if in.params.OnStart != nil && strings.TrimSpace(*in.params.OnStart) != "" {
+		out, err := s.runOnStart(*in.params.OnStart, dir, env, h.srv.Port())
+		s.mu.Lock()
+		in.onstartOut = out
+		if err != nil {
+			in.onstartErr = err.Error()
+		}
+		s.mu.Unlock()
+	}
+	return h, nil
+}
+
+// runOnStart runs the script with the host's root as HOME, as root's home
+// would be in the container. A failing script does not stop the instance,
+// as on Vast.
+func (s *Server) runOnStart(script, dir string, env map[string]string, sshPort int) (string, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, "bash", "-c", script)
+	cmd.Dir = filepath.Join(dir, "root")
+	cmd.Env = []string{"HOME=" + filepath.Join(dir, "root"), "VAST_TCP_PORT_22=" + strconv.Itoa(sshPort)}
+	for k, v := range env {
+		cmd.Env = append(cmd.Env, k+"="+v)
+	}
+	cmd.WaitDelay = 2 * time.Second
+	out, err := cmd.CombinedOutput()
+	if len(out) > 8<<10 {
+		out = out[len(out)-8<<10:]
+	}
+	return string(out), err
+}
+
+// nvidiaSMI is the host's nvidia-smi: the offer's GPUs, or the message of a
+// missing driver.
+func nvidiaSMI(o Offer, broken bool) string {
+	script := "#!/bin/sh\n# Fake nvidia-smi of a vasttest host.\n"
+	if broken {
+		return script + "echo \"NVIDIA-SMI has failed because it couldn't communicate with the NVIDIA driver. " +
+			"Make sure that the latest NVIDIA driver is installed and running.\"\nexit 9\n"
+	}
+	name := strings.ReplaceAll("NVIDIA "+o.GPUName, "'", "")
+	for range max(o.NumGPUs, 1) {
+		script += fmt.Sprintf("echo '%s, %d MiB'\n", name, int(o.GPURAM))
+	}
+	return script
+}
+
+// forwarder is the fake SSH proxy (Vast's sshN.vast.ai): a TCP relay on its
+// own port to the host's sshd.
+type forwarder struct {
+	ln     net.Listener
+	target string
+
+	mu    sync.Mutex
+	conns map[net.Conn]bool
+	done  bool
+	wg    sync.WaitGroup
+}
+
+func newForwarder(target string) (*forwarder, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, err
+	}
+	f := &forwarder{ln: ln, target: target, conns: map[net.Conn]bool{}}
+	f.wg.Add(1)
+	go f.accept()
+	return f, nil
+}
+
+func (f *forwarder) port() int { return f.ln.Addr().(*net.TCPAddr).Port }
+
+func (f *forwarder) accept() {
+	defer f.wg.Done()
+	for {
+		c, err := f.ln.Accept()
+		if err != nil {
+			return
+		}
+		up, err := net.DialTimeout("tcp", f.target, 5*time.Second)
+		if err != nil {
+			c.Close()
+			continue
+		}
+		if !f.track(c, up) {
+			c.Close()
+			up.Close()
+			return
+		}
+		f.wg.Add(2)
+		go f.pipe(c, up)
+		go f.pipe(up, c)
+	}
+}
+
+func (f *forwarder) track(cs ...net.Conn) bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.done {
+		return false
+	}
+	for _, c := range cs {
+		f.conns[c] = true
+	}
+	return true
+}
+
+func (f *forwarder) pipe(dst, src net.Conn) {
+	defer f.wg.Done()
+	io.Copy(dst, src)
+	// Half-close would be kinder, but SSH ends both ways together.
+	dst.Close()
+	src.Close()
+}
+
+func (f *forwarder) close() {
+	f.mu.Lock()
+	f.done = true
+	f.ln.Close()
+	for c := range f.conns {
+		c.Close()
+	}
+	f.mu.Unlock()
+	f.wg.Wait()
+}
