@@ -36,6 +36,9 @@ func (p *Provisioner) LeaseNow(ctx context.Context, req OneShotRequest) (*Lease,
 	if req.LeaseID == "" || req.RunnerName == "" || len(req.Labels) == 0 {
 		return nil, errors.New("provisioner: LeaseNow needs a lease id, a runner name and labels")
 	}
+	if p.cfg.Bootstrapper == nil {
+		return nil, errors.New("provisioner: LeaseNow needs a bootstrapper")
+	}
 	progress := req.Progress
 	if progress == nil {
 		progress = func(string, ...any) {}

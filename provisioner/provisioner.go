@@ -60,8 +60,8 @@ type Provisioner struct {
 // New checks the configuration and returns a provisioner. Call Start to run
 // its workers.
 func New(cfg Config) (*Provisioner, error) {
-	if cfg.GitHub == nil || cfg.Bootstrapper == nil {
-		return nil, errors.New("provisioner: GitHub and Bootstrapper are required")
+	if cfg.GitHub == nil {
+		return nil, errors.New("provisioner: GitHub is required")
 	}
 	if cfg.Deployment == "" {
 		return nil, errors.New("provisioner: deployment is required")
@@ -106,8 +106,8 @@ func New(cfg Config) (*Provisioner, error) {
 // Start runs the durable workers. A provisioner without a store serves only
 // one-shot leases (LeaseNow, ReleaseNow).
 func (p *Provisioner) Start(ctx context.Context) error {
-	if p.cfg.Store == nil {
-		return errors.New("provisioner: a store is required to run workers")
+	if p.cfg.Store == nil || p.cfg.Bootstrapper == nil {
+		return errors.New("provisioner: a store and a bootstrapper are required to run workers")
 	}
 	return p.cfg.Store.StartWork(ctx, p.workConfig())
 }

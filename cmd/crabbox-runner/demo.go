@@ -146,7 +146,7 @@ func runDemo(ctx context.Context, stdout, stderr io.Writer, o demoOptions) error
 		GitHubToken:   token,
 	}
 	cfg.ApplyDefaults()
-	if err := cfg.Validate(config.Needs{Webhook: true, GitHub: true, Classes: true}); err != nil {
+	if err := cfg.Validate(config.Needs{Webhook: true, GitHub: true, Classes: true, Runner: true, Deployment: true}); err != nil {
 		return err
 	}
 	log := newLogger(logw, cfg.Log.Level, cfg.Log.Format, string(secret), token)

@@ -80,6 +80,7 @@ Configuration: flags > environment (CRABBOX_*) > config file (crabbox-runner.yam
 		newServeCmd(g, getenv),
 		newDemoCmd(g, getenv),
 		newOffersCmd(g, getenv),
+		newGCCmd(g, getenv),
 		newVersionCmd(),
 	)
 	return root

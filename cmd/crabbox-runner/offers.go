@@ -2,7 +2,6 @@ package main
 
 import (
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"slices"
@@ -49,7 +48,7 @@ prints them cheapest first with their price per hour (disk included). Nothing is
 			if err != nil {
 				return err
 			}
-			if err := cfg.Validate(config.Needs{}); err != nil && !isRunnerOrDeploymentError(err) {
+			if err := cfg.Validate(config.Needs{}); err != nil {
 				return err
 			}
 			log := newLogger(cmd.ErrOrStderr(), "warn", "text", cfg.VastAPIKey, cfg.LambdaAPIKey)
@@ -88,16 +87,6 @@ prints them cheapest first with their price per hour (disk included). Nothing is
 	f.IntVar(&o.limit, "limit", 20, "show at most this many offers (0: all)")
 	f.StringVar(&o.output, "output", "table", "output format: table or json")
 	return cmd
-}
-
-// isRunnerOrDeploymentError: offers rents nothing, so it runs without the
-// settings only serve needs.
-func isRunnerOrDeploymentError(err error) bool {
-	var ce *config.Error
-	if !errors.As(err, &ce) {
-		return false
-	}
-	return ce.Key == "deployment" || strings.HasPrefix(ce.Key, "runner.")
 }
 
 func (o *offersOptions) resolveClass(cfg *config.Config) (provisioner.Class, error) {

@@ -24,7 +24,7 @@ CRABBOX_GITHUB_APP_ID with CRABBOX_GITHUB_APP_PRIVATE_KEY(_FILE), or CRABBOX_GIT
 VAST_API_KEY, LAMBDA_API_KEY.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			cfg, err := loadConfig(g, getenv, config.Needs{Webhook: true, GitHub: true, Classes: true})
+			cfg, err := loadConfig(g, getenv, config.Needs{Webhook: true, GitHub: true, Classes: true, Runner: true, Deployment: true})
 			if err != nil {
 				return err
 			}

@@ -70,6 +70,23 @@ type GitHubConfig struct {
 	AppID             int64  `yaml:"app_id"`
 	AppPrivateKeyFile string `yaml:"app_private_key_file"`
 	RunnerGroupID     int64  `yaml:"runner_group_id"`
+	// Scopes are orgs ("acme") and repositories ("acme/ml") where gc and
+	// the reconcile loop look for runners and queued jobs, besides those of
+	// known leases and, with an App, its installations.
+	Scopes []string `yaml:"scopes"`
+}
+
+// ScopeList parses github.scopes.
+func (g GitHubConfig) ScopeList() []provisioner.Scope {
+	var out []provisioner.Scope
+	for _, s := range g.Scopes {
+		if strings.Contains(s, "/") {
+			out = append(out, provisioner.Scope{Repo: s})
+		} else {
+			out = append(out, provisioner.Scope{Org: s})
+		}
+	}
+	return out
 }
 
 // WebhookConfig configures POST /webhook.

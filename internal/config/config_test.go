@@ -113,7 +113,7 @@ func TestSecretsFromEnvAndFiles(t *testing.T) {
 	if string(c.WebhookSecret) != "from-file" || c.GitHubToken != "ghp_x" {
 		t.Fatalf("secrets: %q %q", c.WebhookSecret, c.GitHubToken)
 	}
-	if err := c.Validate(config.Needs{Webhook: true, GitHub: true, Classes: true}); err != nil {
+	if err := c.Validate(config.Needs{Webhook: true, GitHub: true, Classes: true, Runner: true, Deployment: true}); err != nil {
 		t.Fatal(err)
 	}
 	_, err = config.Load(config.Overrides{ConfigFile: path}, env(map[string]string{"CRABBOX_WEBHOOK_SECRET_FILE": filepath.Join(dir, "nope")}))
@@ -155,7 +155,7 @@ func TestValidationNamesTheKey(t *testing.T) {
 			}
 			c, err := config.Load(config.Overrides{}, env(e))
 			if err == nil {
-				err = c.Validate(config.Needs{Webhook: true, GitHub: true, Classes: true})
+				err = c.Validate(config.Needs{Webhook: true, GitHub: true, Classes: true, Runner: true, Deployment: true})
 			}
 			var ce *config.Error
 			if !errors.As(err, &ce) {
@@ -175,7 +175,7 @@ func TestSecretsNotInErrors(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	err = c.Validate(config.Needs{Webhook: true, GitHub: true, Classes: true})
+	err = c.Validate(config.Needs{Webhook: true, GitHub: true, Classes: true, Runner: true, Deployment: true})
 	if err == nil {
 		t.Fatal("want an error for token + app")
 	}

@@ -15,9 +15,11 @@ var KnownProviders = []string{"vast", "lambda", "local"}
 
 // Needs says which settings the running command cannot do without.
 type Needs struct {
-	Webhook bool // the webhook secret (serve)
-	GitHub  bool // GitHub credentials (serve, action)
-	Classes bool // at least one class
+	Webhook    bool // the webhook secret (serve)
+	GitHub     bool // GitHub credentials (serve, gc, action)
+	Classes    bool // at least one class
+	Runner     bool // the runner release to install (serve)
+	Deployment bool // the ownership marker (serve, gc)
 }
 
 // Error is a configuration error naming the key at fault.
@@ -40,10 +42,10 @@ var classNameRe = regexp.MustCompile(`^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,62}$`)
 
 // Validate checks the configuration and returns the first problem found.
 func (c *Config) Validate(needs Needs) error {
-	if c.Deployment == "" {
+	if c.Deployment == "" && needs.Deployment {
 		return errf("deployment", "required: the ownership marker written on every instance (or CRABBOX_DEPLOYMENT)")
 	}
-	if !deploymentRe.MatchString(c.Deployment) {
+	if c.Deployment != "" && !deploymentRe.MatchString(c.Deployment) {
 		return errf("deployment", "%q must be 1-24 lower-case letters, digits or '-', starting with a letter or digit", c.Deployment)
 	}
 	if _, _, err := net.SplitHostPort(c.Listen); err != nil {
@@ -60,6 +62,12 @@ func (c *Config) Validate(needs Needs) error {
 	}
 	if err := CheckBaseURL("github.api_url", c.GitHub.APIURL); err != nil {
 		return err
+	}
+	for i, sc := range c.GitHub.Scopes {
+		parts := strings.Split(sc, "/")
+		if len(parts) > 2 || slices.Contains(parts, "") || strings.ContainsAny(sc, " \t") {
+			return errf(fmt.Sprintf("github.scopes[%d]", i), "%q is neither an org (acme) nor a repository (acme/ml)", sc)
+		}
 	}
 	if c.GitHub.RunnerGroupID < 1 {
 		return errf("github.runner_group_id", "must be a positive integer")
@@ -83,8 +91,10 @@ func (c *Config) Validate(needs Needs) error {
 	if c.Webhook.MaxBodyBytes < 0 {
 		return errf("webhook.max_body_bytes", "must not be negative")
 	}
-	if err := c.validateRunner(); err != nil {
-		return err
+	if needs.Runner {
+		if err := c.validateRunner(); err != nil {
+			return err
+		}
 	}
 	if err := CheckBaseURL("providers.vast.api_url", c.Providers.Vast.APIURL); err != nil {
 		return err
