@@ -5,6 +5,10 @@
 // with a plain token or as a GitHub App (one installation token per
 // installation, through ghinstallation).
 //
+// Because webhooks get lost, it also reads what they may have missed: the
+// jobs queued now (QueuedJobs) and, for an App, the webhook deliveries
+// that failed, which it can have redelivered (FailedDeliveries, Redeliver).
+//
 // Nothing secret (the token, the App private key, a JIT config) ever appears
 // in an error returned from this package.
 package github

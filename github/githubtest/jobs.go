@@ -33,6 +33,9 @@ type JobSpec struct {
 	// InstallationID goes into the webhook's installation.id. When zero in
 	// App mode it is looked up in Options.Installations (repo, then owner).
 	InstallationID int64
+	// RunID puts the job into that workflow run of the same repository
+	// (see QueueRun); zero starts a run of its own.
+	RunID int64
 }
 
 // Job is a workflow job as the fake sees it.
@@ -101,7 +104,7 @@ func (s *Server) QueueJob(spec JobSpec) int64 {
 	now := time.Now().UTC().Truncate(time.Second)
 	j := &Job{
 		ID:             s.nextJobID,
-		RunID:          s.nextRunID,
+		RunID:          s.runIDLocked(spec),
 		RunAttempt:     1,
 		Repo:           spec.Repo,
 		Org:            spec.Org,
@@ -119,7 +122,6 @@ func (s *Server) QueueJob(spec JobSpec) int64 {
 	sum := sha1.Sum([]byte("crabbox-fake-run-" + strconv.FormatInt(j.RunID, 10)))
 	j.HeadSHA = hex.EncodeToString(sum[:])
 	s.nextJobID++
-	s.nextRunID++
 	s.jobs[j.ID] = j
 	s.queue = append(s.queue, j.ID)
 	s.emitLocked(Event{Kind: EventJobQueued, JobID: j.ID, Scope: "repo:" + j.Repo, Detail: "labels " + strings.Join(j.Labels, ",")})

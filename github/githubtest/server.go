@@ -11,6 +11,10 @@
 // its bash script and exits. Jobs go to online, idle runners whose labels
 // cover the job's, exactly one job per JIT runner.
 //
+// For reconciliation it lists repositories, workflow runs (a run is the
+// jobs sharing a RunID; see QueueRun) and their jobs, and it keeps the App
+// webhook's delivery log, with redelivery (reference §2).
+//
 // Everything is in memory and safe for concurrent use; webhooks are sent
 // in order from one goroutine, with hooks to hold, reorder, duplicate or
 // drop them.
@@ -96,6 +100,8 @@ type Server struct {
 
 	deliveries *fifo[Delivery]
 	events     *fifo[Event]
+
+	recon reconState // runs.go, deliveries.go
 
 	// ctx ends at Close; it aborts a webhook delivery in flight.
 	ctx       context.Context
@@ -201,6 +207,15 @@ func (s *Server) routes() http.Handler {
 		mux.HandleFunc("GET "+prefix+"/actions/runners/downloads", s.scoped(s.handleRunnerDownloads))
 	}
 	mux.HandleFunc("GET /repos/{owner}/{repo}/actions/jobs/{job_id}", s.scoped(s.handleGetJob))
+
+	// Reconciliation and the App webhook's delivery log (reference §2).
+	mux.HandleFunc("GET /app/installations", s.handleInstallations)
+	mux.HandleFunc("GET /installation/repositories", s.handleInstallationRepos)
+	mux.HandleFunc("GET /orgs/{org}/repos", s.scoped(s.handleOrgRepos))
+	mux.HandleFunc("GET /repos/{owner}/{repo}/actions/runs", s.scoped(s.handleListRuns))
+	mux.HandleFunc("GET /repos/{owner}/{repo}/actions/runs/{run_id}/jobs", s.scoped(s.handleRunJobs))
+	mux.HandleFunc("GET /app/hook/deliveries", s.handleHookDeliveries)
+	mux.HandleFunc("POST /app/hook/deliveries/{id}/attempts", s.handleRedeliverAttempt)
 
 	// Fake-only: the runner protocol and the runner release download.
 	mux.HandleFunc("POST /_fake/runner/{id}/poll", s.handlePoll)

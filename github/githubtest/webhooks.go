@@ -30,6 +30,7 @@ type Delivery struct {
 	Redelivery bool
 
 	// Set once sent.
+	ID          int64  // this attempt's id in GET /app/hook/deliveries
 	StatusCode  int    // the receiver's answer; 0 if none
 	Error       string // why no answer came (no URL set, connection refused …)
 	DeliveredAt time.Time
@@ -326,9 +327,12 @@ func nodeID(prefix string, id int64) string {
 // delivery goroutine only, so deliveries go out one at a time, in order.
 func (s *Server) send(d Delivery) {
 	d.DeliveredAt = time.Now()
-	if d.url == "" {
+	switch {
+	case d.url == "":
 		d.Error = "no webhook URL set"
-	} else {
+	case s.dropped(d):
+		d.Error = errDropped
+	default:
 		d.StatusCode, d.Error = s.post(d)
 	}
 	d.Duration = time.Since(d.DeliveredAt)
@@ -341,6 +345,7 @@ func (s *Server) send(d Delivery) {
 		detail += " (redelivery)"
 	}
 	s.mu.Lock()
+	d.ID = s.deliveryIDLocked()
 	s.records = append(s.records, d)
 	s.emitLocked(Event{Kind: EventWebhookDelivered, JobID: d.JobID, Detail: detail, StatusCode: d.StatusCode, Error: d.Error})
 	s.notifyLocked()
