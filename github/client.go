@@ -79,6 +79,9 @@ type Client struct {
 	mu            sync.Mutex
 	installations map[int64]*gh.Client // by installation id
 	installIDs    map[string]int64     // by lower-cased Scope.Key()
+
+	// redelivered spaces out redeliveries of the same failed GUID.
+	redelivered redeliveries
 }
 
 var _ provisioner.GitHub = (*Client)(nil)

@@ -261,7 +261,8 @@ func newHarness(t *testing.T, tweak func(*provisioner.Config)) *harness {
 		Deployment: "test", Classes: []provisioner.Class{h.class},
 		Providers: map[string]provisioner.Provider{"mem": h.prov}, GitHub: h.gh, Bootstrapper: h.boot, Store: st,
 		PollInterval: 10 * time.Millisecond, InlineWait: 300 * time.Millisecond, QueuePollInterval: 20 * time.Millisecond,
-		Logger: testLogger(t),
+		Logger:    testLogger(t),
+		Reconcile: provisioner.ReconcileConfig{Interval: -1, GCInterval: -1},
 	}
 	if tweak != nil {
 		tweak(&cfg)

@@ -40,6 +40,8 @@ type Config struct {
 	ReleaseWorkers   int
 	// QueuePollInterval is how often idle workers look for work (default 200ms).
 	QueuePollInterval time.Duration
+	// Reconcile configures the periodic passes run by the elected leader.
+	Reconcile ReconcileConfig
 }
 
 // Provisioner leases hosts for jobs and releases them. It is the only place

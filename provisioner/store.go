@@ -21,6 +21,12 @@ type Store interface {
 	Leases(ctx context.Context, f LeaseFilter) ([]*Lease, error)
 	LeaseEvents(ctx context.Context, leaseID string) ([]Event, error)
 	Job(ctx context.Context, id, runAttempt int64) (*Job, error)
+	// QueuedJobs lists the jobs still queued that were last updated before
+	// the given time, oldest first (reconciliation asks GitHub about them).
+	QueuedJobs(ctx context.Context, updatedBefore time.Time) ([]*Job, error)
+	// ClassScopes lists the (class, scope) pairs that have queued jobs or
+	// leases that can still take one: what balancing must look at.
+	ClassScopes(ctx context.Context) ([]ClassScope, error)
 
 	// Ping checks the database answers (readiness).
 	Ping(ctx context.Context) error
@@ -66,6 +72,12 @@ type Tx interface {
 
 	// Enqueue inserts durable work in this transaction.
 	Enqueue(ctx context.Context, args river.JobArgs, opts *river.InsertOpts) error
+}
+
+// ClassScope is one class in one scope.
+type ClassScope struct {
+	Class string
+	Scope Scope
 }
 
 // LeaseFilter selects leases; zero fields match everything.

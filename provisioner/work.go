@@ -70,8 +70,11 @@ func (p *Provisioner) workConfig() WorkConfig {
 	river.AddWorker(workers, &provisionWorker{p: p})
 	river.AddWorker(workers, &releaseWorker{p: p})
 	river.AddWorker(workers, &deadlineWorker{p: p})
+	river.AddWorker(workers, &reconcileWorker{p: p})
+	river.AddWorker(workers, &gcWorker{p: p})
 	return WorkConfig{
-		Workers: workers,
+		Workers:      workers,
+		PeriodicJobs: p.periodicJobs(),
 		Queues: map[string]int{
 			QueueProvision: p.cfg.ProvisionWorkers,
 			QueueRelease:   p.cfg.ReleaseWorkers,

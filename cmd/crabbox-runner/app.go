@@ -73,6 +73,11 @@ func newApp(ctx context.Context, cfg *config.Config, log *slog.Logger, opts appO
 		Deployment: cfg.Deployment, Classes: cfg.ProvisionerClasses(), Providers: a.providers,
 		GitHub: gh, Bootstrapper: boot, Store: a.store, Logger: log.With("component", "provisioner"),
 		KeySecret: leaseKeySecret(cfg.WebhookSecret),
+		Reconcile: provisioner.ReconcileConfig{
+			Interval: cfg.Reconcile.Interval, GCInterval: cfg.Reconcile.GCInterval,
+			Scopes: cfg.GitHub.ScopeList(),
+			Jobs:   gh, Deliveries: gh,
+		},
 	}
 	if opts.Tune != nil {
 		opts.Tune(&pcfg)

@@ -45,6 +45,7 @@ type Config struct {
 	Runner      RunnerConfig    `yaml:"runner"`
 	Providers   ProvidersConfig `yaml:"providers"`
 	Defaults    ClassDefaults   `yaml:"defaults"`
+	Reconcile   ReconcileConfig `yaml:"reconcile"`
 	Classes     []ClassConfig   `yaml:"classes"`
 
 	// Secrets, from the environment or files only.
@@ -124,6 +125,15 @@ type APIProviderConfig struct {
 // LocalProviderConfig configures the loopback sshd provider (tests, demo).
 type LocalProviderConfig struct {
 	Dir string `yaml:"dir"`
+}
+
+// ReconcileConfig sets how often serve's leader re-checks everything.
+type ReconcileConfig struct {
+	// Interval of the lease pass (deadlines, lost work, missed webhooks,
+	// failed deliveries, balance); default 1m, "-1s" turns it off.
+	Interval time.Duration `yaml:"interval"`
+	// GCInterval of the gc pass; default 5m, "-1s" turns it off.
+	GCInterval time.Duration `yaml:"gc_interval"`
 }
 
 // ClassDefaults apply to every class that leaves the field unset.

@@ -134,3 +134,70 @@ func (t *tx) Enqueue(ctx context.Context, args river.JobArgs, opts *river.Insert
 	}
 	return nil
 }
+
+// QueuedJobs lists queued jobs last updated before the given time.
+func (s *Store) QueuedJobs(ctx context.Context, updatedBefore time.Time) ([]*provisioner.Job, error) {
+	rows, err := s.db.QueryContext(ctx, `SELECT id, run_attempt FROM crabbox_job WHERE status = ? AND updated_at < ?
+		ORDER BY updated_at LIMIT 1000`, string(provisioner.JobQueued), micros(updatedBefore))
+	if err != nil {
+		return nil, fmt.Errorf("sqlite: queued jobs: %w", err)
+	}
+	type key struct{ id, attempt int64 }
+	var keys []key
+	for rows.Next() {
+		var k key
+		if err := rows.Scan(&k.id, &k.attempt); err != nil {
+			rows.Close()
+			return nil, err
+		}
+		keys = append(keys, k)
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	out := make([]*provisioner.Job, 0, len(keys))
+	for _, k := range keys {
+		j, err := getJob(ctx, s.db, k.id, k.attempt)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, j)
+	}
+	return out, nil
+}
+
+// ClassScopes lists the class and scope pairs with queued jobs or
+// available leases.
+func (s *Store) ClassScopes(ctx context.Context) ([]provisioner.ClassScope, error) {
+	var states []any
+	var marks []string
+	for _, st := range provisioner.AllStates {
+		if st.Available() {
+			states = append(states, string(st))
+			marks = append(marks, "?")
+		}
+	}
+	args := append([]any{string(provisioner.JobQueued)}, states...)
+	rows, err := s.db.QueryContext(ctx, `
+		SELECT class, scope_org, scope_repo, installation_id FROM crabbox_job WHERE status = ?
+		UNION
+		SELECT class, scope_org, scope_repo, installation_id FROM crabbox_lease WHERE state IN (`+strings.Join(marks, ",")+`)`, args...)
+	if err != nil {
+		return nil, fmt.Errorf("sqlite: class scopes: %w", err)
+	}
+	defer rows.Close()
+	seen := map[string]bool{}
+	var out []provisioner.ClassScope
+	for rows.Next() {
+		var cs provisioner.ClassScope
+		if err := rows.Scan(&cs.Class, &cs.Scope.Org, &cs.Scope.Repo, &cs.Scope.InstallationID); err != nil {
+			return nil, err
+		}
+		if k := cs.Class + "\x00" + cs.Scope.Key(); !seen[k] {
+			seen[k] = true
+			out = append(out, cs)
+		}
+	}
+	return out, rows.Err()
+}

@@ -23,6 +23,7 @@ func Run(t *testing.T, newStore func(t *testing.T) provisioner.Store) {
 		"EnqueueBeforeStart":  testEnqueueBeforeStart,
 		"LeaseFilters":        testLeaseFilters,
 		"UpdateKeepsTheState": testUpdateKeepsState,
+		"QueuedJobsAndScopes": testQueuedJobsAndScopes,
 	}
 	for name, fn := range tests {
 		t.Run(name, func(t *testing.T) { fn(t, newStore(t)) })
@@ -272,5 +273,44 @@ func testLeaseFilters(t *testing.T, s provisioner.Store) {
 	lim, _ := s.Leases(ctx, provisioner.LeaseFilter{Limit: 2})
 	if len(lim) != 2 {
 		t.Fatalf("limit: %d", len(lim))
+	}
+}
+
+func testQueuedJobsAndScopes(t *testing.T, s provisioner.Store) {
+	ctx := context.Background()
+	acme, other := provisioner.Scope{Org: "acme", InstallationID: 3}, provisioner.Scope{Repo: "bob/x"}
+	inTx(t, s, func(tx provisioner.Tx) error {
+		for i, st := range []provisioner.JobStatus{provisioner.JobQueued, provisioner.JobInProgress, provisioner.JobQueued} {
+			j := &provisioner.Job{ID: int64(i + 1), RunAttempt: 1, Repo: "acme/ml", Scope: acme, Class: "a100", Status: st}
+			if err := tx.PutJob(ctx, j); err != nil {
+				return err
+			}
+		}
+		l := sampleLease("l1")
+		l.Scope, l.Class, l.State = other, "h100", provisioner.StateIdle
+		if err := tx.InsertLease(ctx, l); err != nil {
+			return err
+		}
+		gone := sampleLease("l2")
+		gone.Scope, gone.Class, gone.State = provisioner.Scope{Org: "gone"}, "a100", provisioner.StateReleased
+		return tx.InsertLease(ctx, gone)
+	})
+	q, err := s.QueuedJobs(ctx, time.Now().Add(time.Minute))
+	if err != nil || len(q) != 2 || q[0].Status != provisioner.JobQueued || q[0].Scope != acme {
+		t.Fatalf("queued jobs: %+v %v", q, err)
+	}
+	if q, _ := s.QueuedJobs(ctx, time.Now().Add(-time.Hour)); len(q) != 0 {
+		t.Fatalf("jobs updated before an hour ago: %d", len(q))
+	}
+	cs, err := s.ClassScopes(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]bool{}
+	for _, c := range cs {
+		got[c.Class+" "+c.Scope.Key()] = true
+	}
+	if len(cs) != 2 || !got["a100 org:acme"] || !got["h100 repo:bob/x"] {
+		t.Fatalf("class scopes: %+v", cs)
 	}
 }

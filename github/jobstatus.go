@@ -1,0 +1,124 @@
+package github
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/crabbox/crabbox-runner/provisioner"
+)
+
+// What the reconcile loop asks besides QueuedJobs: one job's state, where to
+// look, and the redelivery of what never arrived (provisioner.JobSource and
+// provisioner.Redeliverer).
+
+var (
+	_ provisioner.JobSource   = (*Client)(nil)
+	_ provisioner.Redeliverer = (*Client)(nil)
+)
+
+// JobStatus returns a job's current state as an event whose action is its
+// status (GET /repos/{owner}/{repo}/actions/jobs/{id}); ErrNotFound when
+// the job is gone.
+func (c *Client) JobStatus(ctx context.Context, scope provisioner.Scope, repo string, jobID int64) (*provisioner.JobEvent, error) {
+	owner, name, ok := strings.Cut(repo, "/")
+	if !ok || owner == "" || name == "" {
+		return nil, fmt.Errorf("github: repository %q is not owner/name", repo)
+	}
+	g, err := c.clientFor(ctx, scope)
+	if err != nil {
+		return nil, err
+	}
+	j, _, err := g.Actions.GetWorkflowJobByID(ctx, owner, name, jobID)
+	if statusOf(err) == http.StatusNotFound {
+		return nil, fmt.Errorf("github: job %d of %s: %w", jobID, repo, provisioner.ErrNotFound)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("github: job %d of %s: %w", jobID, repo, err)
+	}
+	ev := &provisioner.JobEvent{
+		Action: j.GetStatus(), Status: j.GetStatus(), JobID: j.GetID(), RunID: j.GetRunID(), RunAttempt: j.GetRunAttempt(),
+		Name: j.GetName(), Workflow: j.GetWorkflowName(), Labels: slices.Clone(j.Labels), Repo: repo,
+		Org: scope.Org, InstallationID: scope.InstallationID, RunnerName: j.GetRunnerName(), Conclusion: j.GetConclusion(),
+	}
+	return ev, nil
+}
+
+// Scopes lists the orgs the App is installed on, to look for queued jobs
+// there. With a plain token there is nothing to list: github.scopes says
+// where to look.
+func (c *Client) Scopes(ctx context.Context) ([]provisioner.Scope, error) {
+	if c.tokenClient != nil {
+		return nil, nil
+	}
+	insts, err := c.Installations(ctx)
+	if err != nil {
+		return nil, err
+	}
+	var out []provisioner.Scope
+	for _, in := range insts {
+		// A user's installation covers that user's repositories, which
+		// only a repository scope reaches; github.scopes names them.
+		if strings.EqualFold(in.AccountType, "Organization") {
+			out = append(out, provisioner.Scope{Org: in.Account, InstallationID: in.ID})
+		}
+	}
+	return out, nil
+}
+
+// redeliverSpacing keeps a delivery that keeps failing (a receiver bug)
+// from being redelivered on every pass.
+const redeliverSpacing = 15 * time.Minute
+
+type redeliveries struct {
+	mu   sync.Mutex
+	last map[string]time.Time // GUID → last asked
+}
+
+// RedeliverFailed asks GitHub to redeliver each App webhook delivery since
+// then that never got a 2xx (GitHub does not retry them itself), at most
+// once per GUID every 15 minutes. With a plain token there is no App hook:
+// nothing to do.
+func (c *Client) RedeliverFailed(ctx context.Context, since time.Time) (int, error) {
+	if c.tokenClient != nil {
+		return 0, nil
+	}
+	failed, err := c.FailedDeliveries(ctx, since)
+	if err != nil {
+		return 0, err
+	}
+	c.redelivered.mu.Lock()
+	if c.redelivered.last == nil {
+		c.redelivered.last = map[string]time.Time{}
+	}
+	now := time.Now()
+	var todo []Delivery
+	for _, d := range failed {
+		if t, ok := c.redelivered.last[d.GUID]; ok && now.Sub(t) < redeliverSpacing {
+			continue
+		}
+		c.redelivered.last[d.GUID] = now
+		todo = append(todo, d)
+	}
+	for guid, t := range c.redelivered.last {
+		if now.Sub(t) > 4*24*time.Hour {
+			delete(c.redelivered.last, guid)
+		}
+	}
+	c.redelivered.mu.Unlock()
+	n := 0
+	var errs []error
+	for _, d := range todo {
+		if err := c.Redeliver(ctx, d.ID); err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		n++
+	}
+	return n, errors.Join(errs...)
+}

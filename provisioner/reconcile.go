@@ -1,0 +1,306 @@
+package provisioner
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/riverqueue/river"
+)
+
+// Reconciliation assumes any event may be lost, late or repeated, and any
+// process may have died: a periodic pass, run by the elected leader only,
+// brings the store, the clouds and GitHub back in line.
+
+// JobSource is the part of GitHub that tells what webhooks may have missed.
+type JobSource interface {
+	// QueuedJobs lists the jobs GitHub has queued in the scope now.
+	QueuedJobs(ctx context.Context, scope Scope) ([]JobEvent, error)
+	// JobStatus reports one job's current state as a job event (action =
+	// its status), or ErrNotFound.
+	JobStatus(ctx context.Context, scope Scope, repo string, jobID int64) (*JobEvent, error)
+	// Scopes lists where to look besides the known leases' scopes (App
+	// installations, configured orgs and repositories).
+	Scopes(ctx context.Context) ([]Scope, error)
+}
+
+// Redeliverer asks GitHub to send again the deliveries that failed.
+type Redeliverer interface {
+	// RedeliverFailed redelivers each event delivered since then that never
+	// got a 2xx, once; it returns how many it asked for.
+	RedeliverFailed(ctx context.Context, since time.Time) (int, error)
+}
+
+// ReconcileConfig turns the periodic passes on.
+type ReconcileConfig struct {
+	// Interval of the lease pass: deadlines, stuck work, class balance, and
+	// missed webhooks when Jobs is set (default 1m; negative: off).
+	Interval time.Duration
+	// GCInterval of the gc pass (default 5m; negative: off).
+	GCInterval time.Duration
+	Jobs       JobSource
+	Deliveries Redeliverer
+	// Scopes are always looked at (github.scopes).
+	Scopes []Scope
+}
+
+// ReconcileArgs runs one lease pass.
+type ReconcileArgs struct{}
+
+// Kind names the River job.
+func (ReconcileArgs) Kind() string { return "reconcile" }
+
+// InsertOpts keeps one pass queued at a time.
+func (ReconcileArgs) InsertOpts() river.InsertOpts {
+	return river.InsertOpts{Queue: QueueControl, MaxAttempts: 3,
+		UniqueOpts: river.UniqueOpts{ByArgs: true, ByPeriod: 10 * time.Second}}
+}
+
+// GCArgs runs one gc pass.
+type GCArgs struct{}
+
+// Kind names the River job.
+func (GCArgs) Kind() string { return "gc" }
+
+// InsertOpts keeps one pass queued at a time.
+func (GCArgs) InsertOpts() river.InsertOpts {
+	return river.InsertOpts{Queue: QueueControl, MaxAttempts: 3,
+		UniqueOpts: river.UniqueOpts{ByArgs: true, ByPeriod: 30 * time.Second}}
+}
+
+type reconcileWorker struct {
+	river.WorkerDefaults[ReconcileArgs]
+	p *Provisioner
+}
+
+func (w *reconcileWorker) Timeout(*river.Job[ReconcileArgs]) time.Duration { return 5 * time.Minute }
+
+func (w *reconcileWorker) Work(ctx context.Context, job *river.Job[ReconcileArgs]) error {
+	_, err := w.p.Reconcile(ctx)
+	return err
+}
+
+type gcWorker struct {
+	river.WorkerDefaults[GCArgs]
+	p *Provisioner
+}
+
+func (w *gcWorker) Timeout(*river.Job[GCArgs]) time.Duration { return 10 * time.Minute }
+
+func (w *gcWorker) Work(ctx context.Context, job *river.Job[GCArgs]) error {
+	plan, err := w.p.PlanGC(ctx, GCOptions{Scopes: w.p.cfg.Reconcile.Scopes})
+	if err != nil {
+		return err
+	}
+	if failed := w.p.ApplyGC(ctx, plan); failed > 0 {
+		return fmt.Errorf("%d of %d gc actions failed", failed, len(plan.Actions))
+	}
+	return nil
+}
+
+func (p *Provisioner) periodicJobs() []*river.PeriodicJob {
+	var jobs []*river.PeriodicJob
+	rc := p.cfg.Reconcile
+	if rc.Interval >= 0 {
+		jobs = append(jobs, river.NewPeriodicJob(river.PeriodicInterval(cmpDur(rc.Interval, time.Minute)),
+			func() (river.JobArgs, *river.InsertOpts) { return ReconcileArgs{}, nil },
+			&river.PeriodicJobOpts{RunOnStart: true}))
+	}
+	if rc.GCInterval >= 0 {
+		jobs = append(jobs, river.NewPeriodicJob(river.PeriodicInterval(cmpDur(rc.GCInterval, 5*time.Minute)),
+			func() (river.JobArgs, *river.InsertOpts) { return GCArgs{}, nil },
+			&river.PeriodicJobOpts{RunOnStart: true}))
+	}
+	return jobs
+}
+
+func cmpDur(d, def time.Duration) time.Duration {
+	if d == 0 {
+		return def
+	}
+	return d
+}
+
+// ReconcileReport says what one pass did.
+type ReconcileReport struct {
+	DeadlinesChecked int
+	Requeued         int // leases whose work was lost and was enqueued again
+	MissedJobs       int // queued jobs found on GitHub that no webhook told of
+	StaleJobs        int // jobs we thought queued that GitHub has moved on
+	Redelivered      int
+}
+
+// Reconcile runs one lease pass: every deadline of every live lease is
+// checked (a lost deadline job cannot leave a host running), work that was
+// lost is enqueued again, missed webhooks are made up from GitHub's own
+// view, failed deliveries are redelivered, and every class is balanced.
+func (p *Provisioner) Reconcile(ctx context.Context) (*ReconcileReport, error) {
+	rep := &ReconcileReport{}
+	var errs []error
+	live, err := p.cfg.Store.Leases(ctx, LeaseFilter{States: []State{StatePending, StateProvisioning, StateBooting,
+		StateBootstrapping, StateIdle, StateBusy, StateReleasing, StateFailed}})
+	if err != nil {
+		return nil, err
+	}
+	scopes := map[string]Scope{}
+	for _, s := range p.cfg.Reconcile.Scopes {
+		scopes[s.Key()] = s
+	}
+	now := p.now()
+	for _, l := range live {
+		scopes[l.Scope.Key()] = l.Scope
+		for _, kind := range []string{DeadlineBoot, DeadlineLifetime, DeadlineIdle} {
+			if err := p.checkDeadline(ctx, l.ID, kind); err != nil && !isSnooze(err) {
+				errs = append(errs, err)
+			}
+			rep.DeadlinesChecked++
+		}
+		// Work that should be running for this lease but is not: enqueue it
+		// again. Unique jobs make this a no-op when it is still there.
+		if now.Sub(l.StateChangedAt) > time.Minute {
+			var args river.JobArgs
+			switch {
+			case l.State == StateReleasing || l.State == StateFailed:
+				args = ReleaseArgs{LeaseID: l.ID}
+			case l.State.Starting():
+				args = ProvisionArgs{LeaseID: l.ID}
+			}
+			if args != nil {
+				if err := p.cfg.Store.InTx(ctx, func(tx Tx) error {
+					if l.State == StateFailed {
+						cur, err := tx.Lease(ctx, l.ID)
+						if err != nil || cur.State != StateFailed {
+							return err
+						}
+						return p.release(ctx, tx, cur, "failed", cur.Error)
+					}
+					return tx.Enqueue(ctx, args, nil)
+				}); err != nil {
+					errs = append(errs, err)
+				} else {
+					rep.Requeued++
+				}
+			}
+		}
+	}
+
+	if src := p.cfg.Reconcile.Jobs; src != nil {
+		more, err := src.Scopes(ctx)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("listing scopes: %w", err))
+		}
+		for _, s := range more {
+			scopes[s.Key()] = s
+		}
+		for _, s := range scopes {
+			n, err := p.catchUpScope(ctx, src, s)
+			rep.MissedJobs += n
+			if err != nil {
+				errs = append(errs, err)
+			}
+		}
+		n, err := p.refreshQueuedJobs(ctx, src)
+		rep.StaleJobs += n
+		if err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if d := p.cfg.Reconcile.Deliveries; d != nil {
+		since := now.Add(-3 * 24 * time.Hour) // GitHub keeps deliveries for 3 days
+		n, err := d.RedeliverFailed(ctx, since)
+		rep.Redelivered = n
+		if err != nil {
+			errs = append(errs, fmt.Errorf("redelivering failed deliveries: %w", err))
+		}
+	}
+	if err := p.balanceAll(ctx); err != nil {
+		errs = append(errs, err)
+	}
+	if rep.MissedJobs+rep.StaleJobs+rep.Redelivered+rep.Requeued > 0 {
+		p.log.Info("reconciled", "missed_jobs", rep.MissedJobs, "stale_jobs", rep.StaleJobs,
+			"redelivered", rep.Redelivered, "requeued", rep.Requeued)
+	}
+	return rep, errors.Join(errs...)
+}
+
+func isSnooze(err error) bool {
+	var s *river.JobSnoozeError
+	return errors.As(err, &s)
+}
+
+// catchUpScope records the queued jobs GitHub shows in a scope. Jobs already
+// known are repeats and change nothing.
+func (p *Provisioner) catchUpScope(ctx context.Context, src JobSource, s Scope) (int, error) {
+	jobs, err := src.QueuedJobs(ctx, s)
+	if err != nil {
+		return 0, fmt.Errorf("queued jobs in %s: %w", s.Key(), err)
+	}
+	n := 0
+	for _, ev := range jobs {
+		out, err := p.HandleJobEvent(ctx, ev)
+		if err != nil {
+			return n, err
+		}
+		if out == Accepted {
+			n++
+			p.log.Info("queued job found without its webhook", "job_id", ev.JobID, "repo", ev.Repo)
+		}
+	}
+	return n, nil
+}
+
+// refreshQueuedJobs asks GitHub about jobs we still think queued for more
+// than a minute: a lost in_progress or completed would otherwise keep a
+// lease for them forever.
+func (p *Provisioner) refreshQueuedJobs(ctx context.Context, src JobSource) (int, error) {
+	queued, err := p.cfg.Store.QueuedJobs(ctx, p.now().Add(-time.Minute))
+	if err != nil {
+		return 0, err
+	}
+	n := 0
+	var errs []error
+	for _, j := range queued {
+		ev, err := src.JobStatus(ctx, j.Scope, j.Repo, j.ID)
+		if errors.Is(err, ErrNotFound) {
+			// Deleted with its run: nothing will ever take it.
+			ev = &JobEvent{Action: "completed", Status: "completed", Conclusion: "cancelled", JobID: j.ID, RunAttempt: j.RunAttempt,
+				Labels: j.Labels, Repo: j.Repo, Org: j.Scope.Org, InstallationID: j.Scope.InstallationID}
+		} else if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		if ev.Action == "queued" || ev.Action == "waiting" || ev.RunAttempt != j.RunAttempt {
+			continue
+		}
+		out, err := p.HandleJobEvent(ctx, *ev)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		if out == Accepted {
+			n++
+		}
+	}
+	return n, errors.Join(errs...)
+}
+
+// balanceAll balances every class in every scope that has leases or
+// queued jobs.
+func (p *Provisioner) balanceAll(ctx context.Context) error {
+	pairs, err := p.cfg.Store.ClassScopes(ctx)
+	if err != nil {
+		return err
+	}
+	var errs []error
+	for _, cs := range pairs {
+		if _, ok := p.classes[cs.Class]; !ok {
+			continue
+		}
+		err := p.cfg.Store.InTx(ctx, func(tx Tx) error { return p.balance(ctx, tx, cs.Class, cs.Scope, nil) })
+		if err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
