@@ -43,4 +43,11 @@ if [ $# -gt 0 ]; then
 else
   go test -race -count=1 ./...
 fi
+if [ $# -eq 0 ]; then
+  # A short fuzzing pass on the two parsers that take untrusted or
+  # hand-written input; their seed corpora live in testdata/fuzz.
+  echo "== fuzz (brief)"
+  go test -run='^$' -fuzz='^FuzzWebhook$' -fuzztime="${FUZZTIME:-10s}" ./webhook/
+  go test -run='^$' -fuzz='^FuzzConfig$' -fuzztime="${FUZZTIME:-10s}" ./internal/config/
+fi
 echo "== all tests passed"
