@@ -42,12 +42,13 @@ const (
 	DefaultTimeout            = 30 * time.Second
 )
 
-// Limits on what is read from Vast.
-const (
-	maxResponseBytes = 16 << 20 // offer searches run to a few hundred KB
-	maxErrorBytes    = 64 << 10
-	maxErrorMsg      = 512
+// Limits on what is read from Vast. Variables so tests can lower them.
+var (
+	maxResponseBytes int64 = 16 << 20 // offer searches run to a few hundred KB
+	maxErrorBytes    int64 = 64 << 10
 )
+
+const maxErrorMsg = 512
 
 // Retry says how failed calls are retried. Zero fields take the defaults.
 type Retry struct {
@@ -390,7 +391,7 @@ func (c *Client) send(ctx context.Context, o callOpts, body []byte) ([]byte, err
 	if err != nil {
 		return nil, fmt.Errorf("vast: %s %s: reading the answer: %w", o.method, o.path, c.scrub(err))
 	}
-	if len(data) > maxResponseBytes {
+	if int64(len(data)) > maxResponseBytes {
 		return nil, fmt.Errorf("vast: %s %s: answer larger than %d bytes", o.method, o.path, maxResponseBytes)
 	}
 	// Some endpoints answer 200 with "success": false.

@@ -55,7 +55,7 @@ func newFake(t *testing.T, opts vasttest.Options) *vasttest.Server {
 }
 
 // fastRetry keeps retry tests quick; the policy is the same, only shorter.
-var fastRetry = vast.Retry{MaxRetries: 4, Initial: 5 * time.Millisecond, Max: 20 * time.Millisecond, MaxElapsed: 10 * time.Second}
+var fastRetry = vast.Retry{MaxRetries: 5, Initial: 5 * time.Millisecond, Max: 20 * time.Millisecond, MaxElapsed: 10 * time.Second}
 
 func newProvider(t *testing.T, fake *vasttest.Server, mutate ...func(*vast.Config)) *vast.Provider {
 	t.Helper()
