@@ -59,7 +59,7 @@ func TestImageCUDA(t *testing.T) {
 		"nvcr.io/nvidia/cuda:12.2.0-base":         12.2,
 		"pytorch/pytorch:2.3.0-cuda12.1-cudnn8":   0, // tag names no cuda:X.Y
 		"vastai/base-image:@vastai-automatic-tag": 0,
-		"ubuntu:22.04":                            0,
+		"ubuntu:22.04": 0,
 	} {
 		if got := imageCUDA(image); got != want {
 			t.Errorf("imageCUDA(%q) = %v, want %v", image, got, want)

@@ -258,7 +258,9 @@ func TestRateLimiterSharedByLeases(t *testing.T) {
 
 	// Without the limiter the same burst meets 429s, which the retries
 	// absorb.
-	q := newProvider(t, fake, func(c *vast.Config) { c.Retry = vast.Retry{MaxRetries: 20, Initial: 10 * time.Millisecond, Max: 40 * time.Millisecond} })
+	q := newProvider(t, fake, func(c *vast.Config) {
+		c.Retry = vast.Retry{MaxRetries: 20, Initial: 10 * time.Millisecond, Max: 40 * time.Millisecond}
+	})
 	for range 8 {
 		wg.Add(1)
 		go func() {
