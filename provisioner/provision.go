@@ -193,6 +193,10 @@ func (p *Provisioner) createHost(ctx context.Context, log *slog.Logger, l *Lease
 		}); err != nil {
 			return err
 		}
+		if l.Attempts == 0 {
+			p.cfg.Observer.Phase(l.Class, offer.Provider, PhaseQueuedToCreate, p.now().Sub(l.CreatedAt))
+		}
+		l.Attempts++
 		log.Info("creating host", "provider", offer.Provider, "offer_id", offer.ID, "gpu", offer.GPU, "price_per_hour", offer.PricePerHour)
 		inst, err := prov.Create(ctx, req)
 		if err != nil {
@@ -314,6 +318,7 @@ func (p *Provisioner) waitBoot(ctx context.Context, log *slog.Logger, l *Lease) 
 			return p.failLease(ctx, l, failure.Error())
 		case inst != nil:
 			log.Info("host reachable over SSH", "instance_id", inst.ID, "ssh", inst.SSH.Addr())
+			p.cfg.Observer.Phase(l.Class, l.Provider, PhaseCreateToSSH, p.now().Sub(l.StateChangedAt))
 			return p.transition(ctx, l.ID, StateBootstrapping, "SSH reachable at "+inst.SSH.Addr(), func(l *Lease) {
 				l.SSH = inst.SSH
 				l.HostKey = key
@@ -390,6 +395,9 @@ func (p *Provisioner) bootstrap(ctx context.Context, log *slog.Logger, l *Lease,
 func (p *Provisioner) becameIdle(ctx context.Context, log *slog.Logger, id string, class *Class) error {
 	return p.cfg.Store.InTx(ctx, func(tx Tx) error {
 		now := p.now()
+		if before, err := tx.Lease(ctx, id); err == nil && before.State == StateBootstrapping {
+			p.cfg.Observer.Phase(before.Class, before.Provider, PhaseSSHToOnline, now.Sub(before.StateChangedAt))
+		}
 		l, err := tx.Transition(ctx, id, StateIdle, "runner online", func(l *Lease) {
 			l.IdleSince = now
 			l.Error = ""

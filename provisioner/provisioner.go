@@ -42,6 +42,8 @@ type Config struct {
 	QueuePollInterval time.Duration
 	// Reconcile configures the periodic passes run by the elected leader.
 	Reconcile ReconcileConfig
+	// Observer is told phase durations, spend and limit waits (metrics).
+	Observer Observer
 }
 
 // Provisioner leases hosts for jobs and releases them. It is the only place
@@ -85,6 +87,9 @@ func New(cfg Config) (*Provisioner, error) {
 	}
 	if cfg.ReleaseWorkers <= 0 {
 		cfg.ReleaseWorkers = 50
+	}
+	if cfg.Observer == nil {
+		cfg.Observer = nopObserver{}
 	}
 	if cfg.QueuePollInterval <= 0 {
 		cfg.QueuePollInterval = 200 * time.Millisecond
@@ -272,6 +277,9 @@ func (p *Provisioner) applyJobEvent(ctx context.Context, tx Tx, ev JobEvent, sta
 				if _, err := tx.UpdateLease(ctx, lease.ID, func(l *Lease) { l.BoundJobID = job.ID }); err != nil {
 					return err
 				}
+			}
+			if !lease.BusySince.IsZero() {
+				p.cfg.Observer.Phase(lease.Class, lease.Provider, PhaseJobRun, p.now().Sub(lease.BusySince))
 			}
 			if err := p.requestRelease(ctx, tx, lease.ID, "job completed", ""); err != nil {
 				return err

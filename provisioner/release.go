@@ -55,7 +55,25 @@ func (p *Provisioner) releaseLease(ctx context.Context, id string) error {
 		return err
 	}
 	log.Info("lease released", "reason", l.ReleaseReason, "took", p.now().Sub(started).Round(time.Millisecond))
+	p.cfg.Observer.Phase(l.Class, l.Provider, PhaseReleaseDestroy, p.now().Sub(l.StateChangedAt))
+	if l.InstanceID != "" && l.PricePerHour > 0 {
+		p.cfg.Observer.Spent(l.Class, l.Provider, l.PricePerHour*p.hostLife(ctx, l).Hours())
+	}
 	return nil
+}
+
+// hostLife is how long the lease's host existed: from its create call to
+// now (it was just destroyed).
+func (p *Provisioner) hostLife(ctx context.Context, l *Lease) time.Duration {
+	events, err := p.cfg.Store.LeaseEvents(ctx, l.ID)
+	if err == nil {
+		for _, e := range events {
+			if e.To == StateBooting {
+				return p.now().Sub(e.At)
+			}
+		}
+	}
+	return p.now().Sub(l.CreatedAt)
 }
 
 func (p *Provisioner) destroyHost(ctx context.Context, l *Lease) error {

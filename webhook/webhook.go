@@ -42,6 +42,9 @@ type Config struct {
 	Ready   func(ctx context.Context) error
 	MaxBody int64
 	Logger  *slog.Logger
+	// Observe, when set, is told every delivery's event, action, result
+	// and time to answer (metrics).
+	Observe func(event, action, result string, d time.Duration)
 }
 
 // Handler serves POST /webhook, GET /healthz and GET /readyz.
@@ -98,33 +101,45 @@ func (h *Handler) serveWebhook(w http.ResponseWriter, r *http.Request) {
 	delivery := r.Header.Get("X-GitHub-Delivery")
 	event := r.Header.Get("X-GitHub-Event")
 	log := h.log.With("delivery_id", delivery, "event", event)
+	action, result := "", ""
+	defer func() {
+		if h.cfg.Observe != nil {
+			h.cfg.Observe(boundedEvent(event), action, result, time.Since(start))
+		}
+	}()
 
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, h.cfg.MaxBody))
 	if err != nil {
 		var tooBig *http.MaxBytesError
 		if errors.As(err, &tooBig) {
 			log.Warn("delivery refused: body too large", "limit", h.cfg.MaxBody)
+			result = "too_large"
 			reply(w, http.StatusRequestEntityTooLarge, "body too large")
 			return
 		}
+		result = "malformed"
 		reply(w, http.StatusBadRequest, "cannot read body")
 		return
 	}
 	if !Verify(h.cfg.Secret, body, r.Header.Get("X-Hub-Signature-256")) {
 		log.Warn("delivery refused: bad or missing signature", "remote", r.RemoteAddr)
+		result = "unauthorized"
 		reply(w, http.StatusUnauthorized, "bad or missing signature")
 		return
 	}
 
 	switch event {
 	case "ping":
+		result = "ignored"
 		reply(w, http.StatusOK, "pong")
 		return
 	case "workflow_job":
 	case "":
+		result = "malformed"
 		reply(w, http.StatusBadRequest, "missing X-GitHub-Event")
 		return
 	default:
+		result = "ignored"
 		reply(w, http.StatusOK, "ignored event")
 		return
 	}
@@ -132,16 +147,19 @@ func (h *Handler) serveWebhook(w http.ResponseWriter, r *http.Request) {
 	payload, err := jsonPayload(r.Header.Get("Content-Type"), body)
 	if err != nil {
 		log.Warn("delivery refused: malformed", "error", err)
+		result = "malformed"
 		reply(w, http.StatusBadRequest, "malformed payload")
 		return
 	}
 	ev, err := Decode(payload)
 	if err != nil {
 		log.Warn("delivery refused: malformed", "error", err)
+		result = "malformed"
 		reply(w, http.StatusBadRequest, err.Error())
 		return
 	}
 	ev.DeliveryID = delivery
+	action = boundedAction(ev.Action)
 	log = log.With("action", ev.Action, "job_id", ev.JobID, "run_attempt", ev.RunAttempt)
 
 	out, err := h.cfg.Events.HandleJobEvent(r.Context(), ev)
@@ -149,15 +167,35 @@ func (h *Handler) serveWebhook(w http.ResponseWriter, r *http.Request) {
 		// GitHub does not retry; a 500 shows in its delivery log and the
 		// reconcile loop redelivers it.
 		log.Error("recording delivery failed", "error", err)
+		result = "error"
 		reply(w, http.StatusInternalServerError, "could not record delivery")
 		return
 	}
+	result = out.String()
 	code := http.StatusOK
 	if out == provisioner.Accepted {
 		code = http.StatusAccepted
 	}
 	log.Info("delivery", "result", out.String(), "took", time.Since(start).Round(time.Microsecond))
 	reply(w, code, out.String())
+}
+
+// boundedEvent and boundedAction keep metric labels to known values: the
+// headers and payloads come from the internet.
+func boundedEvent(e string) string {
+	switch e {
+	case "workflow_job", "ping":
+		return e
+	}
+	return "other"
+}
+
+func boundedAction(a string) string {
+	switch a {
+	case "queued", "waiting", "in_progress", "completed":
+		return a
+	}
+	return "other"
 }
 
 // Verify checks an X-Hub-Signature-256 header against the raw body in

@@ -14,6 +14,7 @@ import (
 	"github.com/crabbox/crabbox-runner/bootstrap"
 	"github.com/crabbox/crabbox-runner/github"
 	"github.com/crabbox/crabbox-runner/internal/config"
+	"github.com/crabbox/crabbox-runner/internal/metrics"
 	"github.com/crabbox/crabbox-runner/provisioner"
 	"github.com/crabbox/crabbox-runner/store"
 	"github.com/crabbox/crabbox-runner/webhook"
@@ -27,6 +28,7 @@ type app struct {
 	store     provisioner.Store
 	prov      *provisioner.Provisioner
 	providers map[string]provisioner.Provider
+	metrics   *metrics.Metrics
 	listener  net.Listener
 	server    *http.Server
 }
@@ -52,6 +54,10 @@ func newApp(ctx context.Context, cfg *config.Config, log *slog.Logger, opts appO
 	if a.providers, err = buildProviders(cfg, log, opts.Providers); err != nil {
 		return nil, err
 	}
+	a.metrics = metrics.New()
+	for name, p := range a.providers {
+		a.providers[name] = a.metrics.Provider(p)
+	}
 	gh, err := github.New(github.Config{
 		APIURL: cfg.GitHub.APIURL, Token: cfg.GitHubToken, AppID: cfg.GitHub.AppID,
 		AppPrivateKey: cfg.GitHubAppKey, RunnerGroupID: cfg.GitHub.RunnerGroupID,
@@ -73,6 +79,7 @@ func newApp(ctx context.Context, cfg *config.Config, log *slog.Logger, opts appO
 		Deployment: cfg.Deployment, Classes: cfg.ProvisionerClasses(), Providers: a.providers,
 		GitHub: gh, Bootstrapper: boot, Store: a.store, Logger: log.With("component", "provisioner"),
 		KeySecret: leaseKeySecret(cfg.WebhookSecret),
+		Observer:  a.metrics,
 		Reconcile: provisioner.ReconcileConfig{
 			Interval: cfg.Reconcile.Interval, GCInterval: cfg.Reconcile.GCInterval,
 			Scopes: cfg.GitHub.ScopeList(),
@@ -88,10 +95,13 @@ func newApp(ctx context.Context, cfg *config.Config, log *slog.Logger, opts appO
 	hook, err := webhook.New(webhook.Config{
 		Secret: cfg.WebhookSecret, Events: a.prov, Ready: a.store.Ping,
 		MaxBody: cfg.Webhook.MaxBodyBytes, Logger: log.With("component", "webhook"),
+		Observe: a.metrics.Delivery,
 	})
 	if err != nil {
 		return nil, err
 	}
+	a.metrics.WatchStore(a.store)
+	hook.Handle("GET /metrics", a.metrics.Handler())
 	if a.listener, err = net.Listen("tcp", cfg.Listen); err != nil {
 		return nil, fmt.Errorf("listen %s: %w", cfg.Listen, err)
 	}

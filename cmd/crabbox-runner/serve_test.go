@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"os"
@@ -241,6 +242,20 @@ func tail(s string, n int) string {
 	return strings.Join(lines, "\n")
 }
 
+func (e *e2e) get(path string) string {
+	e.t.Helper()
+	resp, err := http.Get(e.url + path)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != 200 {
+		e.t.Fatalf("GET %s: %d", path, resp.StatusCode)
+	}
+	return string(b)
+}
+
 // stop stops serve like SIGTERM does and checks it exits cleanly.
 func (e *e2e) stop() {
 	e.t.Helper()
@@ -308,6 +323,21 @@ func TestServeEndToEnd(t *testing.T) {
 		ls := e.leases()
 		return len(ls) == 1 && ls[0].State == provisioner.StateReleased
 	})
+	metrics := e.get("/metrics")
+	for _, want := range []string{
+		`crabbox_webhook_deliveries_total{action="queued",event="workflow_job",result="accepted"} 1`,
+		`crabbox_webhook_deliveries_total{action="completed",event="workflow_job",result="accepted"} 1`,
+		`crabbox_lease_phase_seconds_count{class="a100",phase="queued_to_create",provider="local"} 1`,
+		`crabbox_lease_phase_seconds_count{class="a100",phase="completed_to_destroyed",provider="local"} 1`,
+		`crabbox_provider_calls_total{operation="create",provider="local",status="ok"} 1`,
+		`crabbox_provider_calls_total{operation="destroy",provider="local",status="ok"} 1`,
+		`crabbox_spent_dollars_total{class="a100",provider="local"}`,
+		`crabbox_store_up 1`,
+	} {
+		if !strings.Contains(metrics, want) {
+			t.Errorf("/metrics lacks %s", want)
+		}
+	}
 	e.stop()
 
 	l := e.leases()[0]
