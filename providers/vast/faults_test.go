@@ -234,7 +234,7 @@ func TestAttachFailureGivesTheHostBack(t *testing.T) {
 // answers 429.
 func TestRateLimiterSharedByLeases(t *testing.T) {
 	fake := newFake(t, vasttest.Options{MinInterval: 20 * time.Millisecond})
-	p := newProvider(t, fake, func(c *vast.Config) { c.MinRequestInterval = 60 * time.Millisecond })
+	p := newProvider(t, fake, func(c *vast.Config) { c.MinRequestInterval = 100 * time.Millisecond })
 	inst := create(t, p, a100, marker("acme-gpu", "rl"), newLeaseKey(t))
 	var wg sync.WaitGroup
 	for range 8 {

@@ -305,12 +305,13 @@ func (s *Server) handle(w http.ResponseWriter, r *http.Request, rec Request, id 
 
 	s.mu.Lock()
 	if s.opts.MinInterval > 0 {
+		// Only calls let through count, so a client that backs off gets in.
 		last, seen := s.lastCall[rec.Op]
-		s.lastCall[rec.Op] = rec.At
 		if seen && rec.At.Sub(last) < s.opts.MinInterval {
 			s.mu.Unlock()
-			return write(w, &apiErr{status: 429, body: fmt.Sprintf("API requests too frequent endpoint threshold=%.1f", s.opts.MinInterval.Seconds())})
+			return write(w, &apiErr{status: 429, body: fmt.Sprintf("API requests too frequent endpoint threshold=%.2f", s.opts.MinInterval.Seconds())})
 		}
+		s.lastCall[rec.Op] = rec.At
 	}
 	var fault *Fault
 	if q := s.faults[rec.Op]; len(q) > 0 {
