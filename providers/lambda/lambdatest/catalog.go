@@ -1,0 +1,133 @@
+package lambdatest
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"slices"
+	"time"
+)
+
+// InstanceType is one machine shape the fake offers.
+type InstanceType struct {
+	Name           string // e.g. gpu_1x_a100_sxm4
+	GPUDescription string // e.g. "A100 (40 GB SXM4)"; the description is "<gpus>x " + this
+	GPUs           int
+	PriceCents     int // price_cents_per_hour
+	VCPUs          int
+	MemoryGiB      int
+	StorageGiB     int
+	// Regions have capacity for the type at the start; see SetCapacity.
+	Regions []string
+}
+
+// DefaultInstanceTypes resemble Lambda's catalogue: names, descriptions and
+// prices in the form GET /instance-types gives them. gpu_8x_h100_sxm5 has no
+// capacity anywhere, as often happens.
+var DefaultInstanceTypes = []InstanceType{
+	{Name: "gpu_1x_a10", GPUDescription: "A10 (24 GB PCIe)", GPUs: 1, PriceCents: 75, VCPUs: 30, MemoryGiB: 200, StorageGiB: 1400, Regions: []string{"us-east-1", "us-west-1"}},
+	{Name: "gpu_1x_a6000", GPUDescription: "RTX A6000 (48 GB)", GPUs: 1, PriceCents: 80, VCPUs: 14, MemoryGiB: 100, StorageGiB: 512, Regions: []string{"us-south-1"}},
+	{Name: "gpu_1x_a100_sxm4", GPUDescription: "A100 (40 GB SXM4)", GPUs: 1, PriceCents: 129, VCPUs: 30, MemoryGiB: 200, StorageGiB: 512, Regions: []string{"us-east-1", "us-west-2", "us-south-1"}},
+	{Name: "gpu_1x_gh200", GPUDescription: "GH200 (96 GB)", GPUs: 1, PriceCents: 149, VCPUs: 64, MemoryGiB: 432, StorageGiB: 4096, Regions: []string{"us-east-3"}},
+	{Name: "gpu_1x_h100_pcie", GPUDescription: "H100 (80 GB PCIe)", GPUs: 1, PriceCents: 249, VCPUs: 26, MemoryGiB: 200, StorageGiB: 1024, Regions: []string{"us-west-3", "us-south-2"}},
+	{Name: "gpu_2x_a100_sxm4", GPUDescription: "A100 (40 GB SXM4)", GPUs: 2, PriceCents: 258, VCPUs: 60, MemoryGiB: 450, StorageGiB: 1024, Regions: []string{"us-east-1"}},
+	{Name: "gpu_8x_a100_80gb_sxm4", GPUDescription: "A100 (80 GB SXM4)", GPUs: 8, PriceCents: 1432, VCPUs: 240, MemoryGiB: 1800, StorageGiB: 20480, Regions: []string{"us-midwest-1"}},
+	{Name: "gpu_8x_h100_sxm5", GPUDescription: "H100 (80 GB SXM5)", GPUs: 8, PriceCents: 2392, VCPUs: 208, MemoryGiB: 1800, StorageGiB: 24780, Regions: nil},
+}
+
+// regionDescriptions are the locations Lambda gives its region codes.
+var regionDescriptions = map[string]string{
+	"europe-central-1": "Germany",
+	"asia-south-1":     "India",
+	"australia-east-1": "Australia",
+	"me-west-1":        "Israel",
+	"asia-northeast-1": "Tokyo, Japan",
+	"asia-northeast-2": "Seoul, South Korea",
+	"us-east-1":        "Virginia, USA",
+	"us-west-2":        "Arizona, USA",
+	"us-west-1":        "California, USA",
+	"us-south-1":       "Texas, USA",
+	"us-west-3":        "Utah, USA",
+	"us-midwest-1":     "Illinois, USA",
+	"us-east-2":        "Washington DC, USA",
+	"us-south-2":       "North Texas, USA",
+	"us-south-3":       "Central Texas, USA",
+	"us-east-3":        "Virginia, USA",
+	"us-midwest-2":     "Ohio, USA",
+}
+
+// regionCodes are the PublicRegionCode enum of the document.
+func regionCodes() []string {
+	out := make([]string, 0, len(regionDescriptions))
+	for k := range regionDescriptions {
+		out = append(out, k)
+	}
+	slices.Sort(out)
+	return out
+}
+
+func region(name string) wRegion {
+	return wRegion{Name: name, Description: regionDescriptions[name]}
+}
+
+// imageFamily is one image family the fake has in every region.
+type imageFamily struct {
+	family, name, description, version string
+}
+
+// imageFamilies are what GET /images lists, once per region.
+var imageFamilies = []imageFamily{
+	{"gpu-base-24-04", "GPU Base 24.04", "Ubuntu 24.04 with NVIDIA drivers and Docker", "24.04.3"},
+	{"lambda-stack-22-04", "Lambda Stack 22.04", "Ubuntu 22.04 with Lambda Stack", "22.04.5"},
+	{"ubuntu-lts", "Ubuntu 24.04 LTS", "Ubuntu LTS", "24.04.01"},
+}
+
+// imageID is a stable UUID-shaped id for a family in a region, as Lambda's
+// ids look.
+func imageID(family, region string) string {
+	sum := sha256.Sum256([]byte(family + "@" + region))
+	h := hex.EncodeToString(sum[:16])
+	return fmt.Sprintf("%s-%s-%s-%s-%s", h[:8], h[8:12], h[12:16], h[16:20], h[20:32])
+}
+
+var imageTime = time.Date(2025, 11, 13, 19, 45, 33, 104000000, time.UTC)
+
+func images() []wImage {
+	var out []wImage
+	for _, r := range regionCodes() {
+		for _, f := range imageFamilies {
+			out = append(out, wImage{
+				ID:           imageID(f.family, r),
+				CreatedTime:  imageTime.Format("2006-01-02T15:04:05.000000-07:00"),
+				UpdatedTime:  imageTime.Format("2006-01-02T15:04:05.000000-07:00"),
+				Name:         f.name,
+				Description:  f.description,
+				Family:       f.family,
+				Version:      f.version,
+				Architecture: "x86_64",
+				Region:       region(r),
+			})
+		}
+	}
+	return out
+}
+
+// imageExists reports whether the image (by id or family) is in the region.
+func imageExists(id, family, regionName string) bool {
+	for _, f := range imageFamilies {
+		if (family != "" && f.family == family) || (id != "" && imageID(f.family, regionName) == id) {
+			return true
+		}
+	}
+	return false
+}
+
+func (t InstanceType) wire() wInstanceType {
+	return wInstanceType{
+		Name:              t.Name,
+		Description:       fmt.Sprintf("%dx %s", t.GPUs, t.GPUDescription),
+		GPUDescription:    t.GPUDescription,
+		PriceCentsPerHour: t.PriceCents,
+		Specs:             wSpecs{VCPUs: t.VCPUs, MemoryGiB: t.MemoryGiB, StorageGiB: t.StorageGiB, GPUs: t.GPUs},
+	}
+}

@@ -1,0 +1,447 @@
+package lambdatest
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"os"
+	"os/user"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"golang.org/x/crypto/ssh"
+	"gopkg.in/yaml.v3"
+
+	"github.com/crabbox/crabbox-runner/internal/sshd"
+)
+
+// instance is one launched instance and the sshd behind it.
+type instance struct {
+	api          wInstance
+	typ          InstanceType
+	behavior     Behavior
+	hostKey      []byte   // from user_data's ssh_keys; nil: sshd makes one
+	authorized   []string // ssh_authorized_keys plus the launch's key
+	srv          *sshd.Server
+	stop         chan struct{} // closed to end the boot goroutine
+	done         chan struct{} // closed when the boot goroutine ends
+	stopOnce     sync.Once
+	terminatedAt time.Time
+}
+
+const maxUserData = 1_000_000
+
+func (s *Server) launch(body []byte) answer {
+	var req LaunchRequest
+	if err := json.Unmarshal(body, &req); err != nil {
+		return fail(http.StatusBadRequest, "global/invalid-parameters", "Invalid request data.", "")
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return fail(http.StatusBadRequest, "global/invalid-parameters", "The fake is closed.", "")
+	}
+	s.launches = append(s.launches, req)
+	i := slices.IndexFunc(s.opts.InstanceTypes, func(t InstanceType) bool { return t.Name == req.InstanceTypeName })
+	if i < 0 {
+		return fail(http.StatusNotFound, "global/object-does-not-exist", "Instance type not found.", "List instance types with GET /instance-types.")
+	}
+	typ := s.opts.InstanceTypes[i]
+	if len(req.SSHKeyNames) != 1 {
+		return fail(http.StatusBadRequest, "global/invalid-parameters", "Exactly one SSH key must be specified.", "")
+	}
+	keyPub, found := s.keyNamed(req.SSHKeyNames[0])
+	if !found {
+		return fail(http.StatusNotFound, "global/object-does-not-exist", "SSH key not found.", "Add the key with POST /ssh-keys first.")
+	}
+	if req.Image != nil && !imageExists(req.Image.ID, req.Image.Family, req.RegionName) {
+		return fail(http.StatusNotFound, "global/object-does-not-exist", "Image not found.", "List images with GET /images.")
+	}
+	for _, fs := range req.FileSystemNames {
+		r, ok := s.opts.FileSystems[fs]
+		if !ok {
+			return fail(http.StatusNotFound, "global/object-does-not-exist", "File system not found.", "Check the file system's name.")
+		}
+		if r != req.RegionName {
+			return fail(http.StatusBadRequest, "instance-operations/launch/file-system-in-wrong-region",
+				"File system is in a different region.", "Launch in the file system's region.")
+		}
+	}
+	for _, fw := range req.FirewallRulesets {
+		if r, ok := s.opts.FirewallRulesets[fw.ID]; !ok || r != req.RegionName {
+			return fail(http.StatusBadRequest, "global/invalid-parameters", "Firewall ruleset not found in this region.", "")
+		}
+	}
+	if len(req.UserData) > maxUserData {
+		return fail(http.StatusBadRequest, "global/invalid-parameters", "User data exceeds 1MB.", "")
+	}
+	if s.noCapacity[typ.Name+"@"+req.RegionName] || !slices.Contains(s.capacity[typ.Name], req.RegionName) {
+		return fail(http.StatusBadRequest, "instance-operations/launch/insufficient-capacity",
+			"Not enough capacity to fulfill launch request.", "Try another region or instance type.")
+	}
+
+	s.seq++
+	in := &instance{
+		typ:  typ,
+		stop: make(chan struct{}),
+		done: make(chan struct{}),
+		api: wInstance{
+			ID:              newID(),
+			Name:            req.Name,
+			Status:          "booting",
+			SSHKeyNames:     slices.Clone(req.SSHKeyNames),
+			FileSystemNames: append([]string{}, req.FileSystemNames...),
+			Region:          region(req.RegionName),
+			InstanceType:    typ.wire(),
+			Hostname:        req.Hostname,
+			Actions:         actions("booting"),
+			Tags:            slices.Clone(req.Tags),
+		},
+	}
+	in.api.FirewallRulesets = slices.Clone(req.FirewallRulesets)
+	if s.opts.Behavior != nil {
+		in.behavior = s.opts.Behavior(s.seq, req)
+	}
+	in.hostKey, in.authorized = s.cloudInit(req.UserData)
+	in.authorized = append(in.authorized, keyPub)
+	seq := s.seq
+	s.instances[in.api.ID] = in
+	s.order = append(s.order, in.api.ID)
+	go s.boot(in, seq)
+	return ok(map[string]any{"instance_ids": []string{in.api.ID}})
+}
+
+// cloudConfig is what Lambda's cloud-init does for the keys of a
+// #cloud-config user_data.
+type cloudConfig struct {
+	SSHKeys           map[string]string `yaml:"ssh_keys"`
+	SSHAuthorizedKeys []string          `yaml:"ssh_authorized_keys"`
+}
+
+// cloudInit applies the user_data's ssh_keys and ssh_authorized_keys as
+// cloud-init would. A user_data that cloud-init would reject is a
+// violation, and the host then keeps a key of its own, as a real one would.
+func (s *Server) cloudInit(userData string) (hostKey []byte, authorized []string) {
+	if userData == "" {
+		return nil, nil
+	}
+	if !strings.HasPrefix(userData, "#cloud-config\n") {
+		s.violationLocked("launch: user_data is not a #cloud-config document; the fake applies only those")
+		return nil, nil
+	}
+	var cc cloudConfig
+	if err := yaml.Unmarshal([]byte(userData), &cc); err != nil {
+		s.violationLocked("launch: user_data is not valid YAML: %v", err)
+		return nil, nil
+	}
+	for _, k := range cc.SSHAuthorizedKeys {
+		if _, _, _, _, err := ssh.ParseAuthorizedKey([]byte(k)); err != nil {
+			s.violationLocked("launch: user_data ssh_authorized_keys has an invalid key")
+			continue
+		}
+		authorized = append(authorized, k)
+	}
+	priv, pub := cc.SSHKeys["ed25519_private"], cc.SSHKeys["ed25519_public"]
+	if priv == "" {
+		return nil, authorized
+	}
+	signer, err := ssh.ParsePrivateKey([]byte(priv))
+	if err != nil {
+		s.violationLocked("launch: user_data ssh_keys.ed25519_private is not an OpenSSH private key")
+		return nil, authorized
+	}
+	if pk, _, _, _, err := ssh.ParseAuthorizedKey([]byte(pub)); err != nil || !bytes.Equal(pk.Marshal(), signer.PublicKey().Marshal()) {
+		s.violationLocked("launch: user_data ssh_keys.ed25519_public does not match ed25519_private")
+	}
+	return []byte(priv), authorized
+}
+
+// violationLocked is violation for callers holding s.mu.
+func (s *Server) violationLocked(format string, args ...any) {
+	msg := fmt.Sprintf(format, args...)
+	s.violations = append(s.violations, msg)
+	if !s.opts.AllowViolations {
+		s.t.Errorf("lambdatest: %s", msg)
+	}
+}
+
+// boot plays the instance's life: booting for the boot delay, then active
+// with a running sshd, or the fault its Behavior asks for.
+func (s *Server) boot(in *instance, seq int) {
+	defer close(in.done)
+	b := in.behavior
+	delay := b.BootDelay
+	if delay == 0 {
+		delay = s.opts.BootDelay
+	}
+	if b.StuckBooting {
+		<-in.stop
+		return
+	}
+	if delay > 0 {
+		t := time.NewTimer(delay)
+		defer t.Stop()
+		select {
+		case <-in.stop:
+			return
+		case <-t.C:
+		}
+	}
+	switch {
+	case b.Unhealthy:
+		s.setStatus(in, "unhealthy")
+		return
+	case b.Preempted:
+		s.setStatus(in, "preempted")
+		return
+	}
+	srv, err := s.startHost(in)
+	if err != nil {
+		s.t.Logf("lambdatest: instance %s: sshd did not start: %v", in.api.ID, err)
+		s.setStatus(in, "unhealthy")
+		return
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	// stopHost stops the server once this goroutine is done, whatever
+	// happened meanwhile.
+	in.srv = srv
+	if in.api.Status != "booting" {
+		return // terminated, or failed by SetStatus, while sshd started
+	}
+	in.api.Status = "active"
+	in.api.IP = fmt.Sprintf("127.77.%d.%d", seq/250, seq%250+1)
+	in.api.PrivateIP = fmt.Sprintf("10.77.%d.%d", seq/250, seq%250+1)
+	in.api.Actions = actions("active")
+}
+
+func (s *Server) startHost(in *instance) (*sshd.Server, error) {
+	dir := s.Dir(in.api.ID)
+	for _, d := range []string{"bin", "root", "sshd"} {
+		if err := os.MkdirAll(filepath.Join(dir, d), 0o700); err != nil {
+			return nil, err
+		}
+	}
+	if err := os.WriteFile(filepath.Join(dir, "bin", "nvidia-smi"), []byte(nvidiaSMI(in.typ, in.behavior.BrokenGPU)), 0o755); err != nil {
+		return nil, err
+	}
+	logFile, err := os.OpenFile(filepath.Join(dir, "sshd", "sshd.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+	if err != nil {
+		return nil, err
+	}
+	defer logFile.Close()
+	return sshd.Start(sshd.Options{
+		Dir:            filepath.Join(dir, "sshd"),
+		HostKeyPEM:     in.hostKey,
+		AuthorizedKeys: in.authorized,
+		Env: map[string]string{
+			"PATH":              filepath.Join(dir, "bin") + ":/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+			"CRABBOX_HOST_ROOT": filepath.Join(dir, "root"),
+		},
+		LogWriter: logFile,
+	})
+}
+
+var gbRE = regexp.MustCompile(`(\d+)\s*GB`)
+
+// nvidiaSMI is a fake nvidia-smi printing the type's GPUs the way
+// `nvidia-smi --query-gpu=name,memory.total --format=csv,noheader` does.
+func nvidiaSMI(t InstanceType, broken bool) string {
+	script := "#!/bin/sh\n# Fake nvidia-smi of lambdatest.\n"
+	if broken {
+		return script + "echo \"NVIDIA-SMI has failed because it couldn't communicate with the NVIDIA driver.\"\nexit 9\n"
+	}
+	name, _, _ := strings.Cut(t.GPUDescription, " (")
+	mem := 80
+	if m := gbRE.FindStringSubmatch(t.GPUDescription); m != nil {
+		mem, _ = strconv.Atoi(m[1])
+	}
+	for range max(t.GPUs, 1) {
+		script += fmt.Sprintf("echo 'NVIDIA %s, %d MiB'\n", strings.ReplaceAll(name, "'", ""), mem*1024)
+	}
+	return script
+}
+
+// actions is the availability of instance operations in a status.
+func actions(status string) wActions {
+	a := wAction{Available: true}
+	switch status {
+	case "booting":
+		a = wAction{Available: false, ReasonCode: "vm-has-not-launched", ReasonDescription: "The instance has not launched yet."}
+	case "terminating", "terminated":
+		a = wAction{Available: false, ReasonCode: "vm-is-terminating", ReasonDescription: "The instance is terminating."}
+	}
+	return wActions{Migrate: a, Rebuild: a, Restart: a, ColdReboot: a, Terminate: a}
+}
+
+func (s *Server) setStatus(in *instance, status string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	in.api.Status = status
+	in.api.Actions = actions(status)
+}
+
+// SetStatus changes an instance's status, as Lambda does when a host fails
+// ("unhealthy") or is taken back ("preempted"). Any status but active and
+// booting stops the instance's sshd.
+func (s *Server) SetStatus(id, status string) error {
+	s.mu.Lock()
+	in, ok := s.instances[id]
+	if !ok {
+		s.mu.Unlock()
+		return errors.New("lambdatest: no instance " + id)
+	}
+	in.api.Status = status
+	in.api.Actions = actions(status)
+	s.mu.Unlock()
+	if status != "active" && status != "booting" {
+		s.stopHost(in)
+	}
+	return nil
+}
+
+// stopHost ends the boot goroutine and stops sshd, killing everything the
+// host's sessions started. Concurrent and repeated calls all return once the
+// host is stopped.
+func (s *Server) stopHost(in *instance) {
+	in.stopOnce.Do(func() {
+		close(in.stop)
+		<-in.done
+		s.mu.Lock()
+		srv, id := in.srv, in.api.ID
+		in.srv = nil
+		s.mu.Unlock()
+		if srv != nil {
+			if err := srv.Stop(); err != nil {
+				s.t.Logf("lambdatest: instance %s: stopping sshd: %v", id, err)
+			}
+		}
+		_ = os.RemoveAll(s.Dir(id))
+	})
+}
+
+// visibleLocked reports whether the instance still shows in the API: a
+// terminated one disappears after TerminatedTTL.
+func (s *Server) visibleLocked(in *instance) bool {
+	return in.terminatedAt.IsZero() || time.Since(in.terminatedAt) < s.opts.TerminatedTTL
+}
+
+func (s *Server) listInstances() answer {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := []wInstance{}
+	for _, id := range s.order {
+		if in := s.instances[id]; in != nil && s.visibleLocked(in) {
+			out = append(out, in.api)
+		}
+	}
+	return ok(out)
+}
+
+func (s *Server) getInstance(id string) answer {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	in, ok2 := s.instances[id]
+	if !ok2 || !s.visibleLocked(in) {
+		return fail(http.StatusNotFound, "global/object-does-not-exist", "Specified instance does not exist.", "")
+	}
+	return ok(in.api)
+}
+
+// terminate answers at once with the instances "terminating"; their hosts
+// stop in the background and they turn "terminated".
+func (s *Server) terminate(body []byte) answer {
+	var req struct {
+		InstanceIDs []string `json:"instance_ids"`
+	}
+	if err := json.Unmarshal(body, &req); err != nil {
+		return fail(http.StatusBadRequest, "global/invalid-parameters", "Invalid request data.", "")
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var ins []*instance
+	for _, id := range req.InstanceIDs {
+		in, ok := s.instances[id]
+		if !ok || !s.visibleLocked(in) {
+			return fail(http.StatusNotFound, "global/object-does-not-exist", "Specified instance does not exist.", "")
+		}
+		ins = append(ins, in)
+	}
+	out := []wInstance{}
+	for _, in := range ins {
+		if in.api.Status != "terminated" {
+			in.api.Status = "terminating"
+			in.api.Actions = actions("terminating")
+			go func() {
+				s.stopHost(in)
+				s.mu.Lock()
+				in.api.Status = "terminated"
+				in.terminatedAt = time.Now()
+				s.mu.Unlock()
+			}()
+		}
+		out = append(out, in.api)
+	}
+	return ok(map[string]any{"terminated_instances": out})
+}
+
+// Live returns the ids of the instances not terminated, in launch order.
+func (s *Server) Live() []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var out []string
+	for _, id := range s.order {
+		if st := s.instances[id].api.Status; st != "terminated" {
+			out = append(out, id)
+		}
+	}
+	return out
+}
+
+// Status returns an instance's status, "" for an unknown one.
+func (s *Server) Status(id string) string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if in, ok := s.instances[id]; ok {
+		return in.api.Status
+	}
+	return ""
+}
+
+// Running reports whether the instance's sshd is up.
+func (s *Server) Running(id string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	in, ok := s.instances[id]
+	return ok && in.srv != nil
+}
+
+// SSHAddress maps an instance's IP to its sshd on 127.0.0.1; give it to
+// lambda.Options.SSHAddress. An unknown IP maps to port 22 of itself.
+func (s *Server) SSHAddress(ip string) (string, int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, in := range s.instances {
+		if in.api.IP == ip && in.srv != nil {
+			return "127.0.0.1", in.srv.Port()
+		}
+	}
+	return ip, 22
+}
+
+// CurrentUser is the user the fake's hosts log in as: sshd runs as the
+// test's user, so that is the ssh_user to configure.
+func CurrentUser() string {
+	u, err := user.Current()
+	if err != nil {
+		return "root"
+	}
+	return u.Username
+}
