@@ -14,6 +14,7 @@
 package github
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -25,6 +26,7 @@ import (
 
 	"github.com/bradleyfalzon/ghinstallation/v2"
 	gh "github.com/google/go-github/v62/github"
+	"golang.org/x/time/rate"
 
 	"github.com/crabbox/crabbox-runner/provisioner"
 )
@@ -53,7 +55,16 @@ type Config struct {
 	HTTPClient *http.Client
 	// Timeout bounds each request; DefaultTimeout when zero.
 	Timeout time.Duration
+	// JITPerMinute paces runner registrations below GitHub's limit (about
+	// 180 a minute per App); DefaultJITPerMinute when zero, none when
+	// negative. Registrations beyond it wait their turn.
+	JITPerMinute int
+	// OnLimitWait, when set, is told how long a registration waited.
+	OnLimitWait func(limit string, d time.Duration)
 }
+
+// DefaultJITPerMinute leaves headroom under GitHub's ~180 a minute.
+const DefaultJITPerMinute = 150
 
 // Client talks to GitHub for one deployment. It is safe for concurrent use.
 type Client struct {
@@ -82,6 +93,9 @@ type Client struct {
 
 	// redelivered spaces out redeliveries of the same failed GUID.
 	redelivered redeliveries
+
+	jitLimiter  *rate.Limiter // nil: no pacing
+	onLimitWait func(string, time.Duration)
 }
 
 var _ provisioner.GitHub = (*Client)(nil)
@@ -132,6 +146,11 @@ func New(cfg Config) (*Client, error) {
 	if c.groupID == 0 {
 		c.groupID = 1
 	}
+	if perMin := cmp.Or(cfg.JITPerMinute, DefaultJITPerMinute); perMin > 0 {
+		// A burst of a tenth of a minute's worth, then one at a time.
+		c.jitLimiter = rate.NewLimiter(rate.Limit(float64(perMin)/60), max(perMin/10, 1))
+	}
+	c.onLimitWait = cfg.OnLimitWait
 	if c.groupID < 0 {
 		return nil, errors.New("github: runner group id must be positive")
 	}

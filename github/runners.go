@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/http"
 	"strings"
+	"time"
 
 	gh "github.com/google/go-github/v62/github"
 
@@ -18,6 +19,22 @@ var ErrRunnerBusy = errors.New("the runner may be busy running a job")
 
 // workFolder is the JIT runner's work directory, relative to its root.
 const workFolder = "_work"
+
+// waitJIT waits for the registration pacer: beyond it, registrations queue
+// in order rather than trip GitHub's limit and fail.
+func (c *Client) waitJIT(ctx context.Context) error {
+	if c.jitLimiter == nil {
+		return nil
+	}
+	start := time.Now()
+	if err := c.jitLimiter.Wait(ctx); err != nil {
+		return fmt.Errorf("github: waiting for the JIT registration pace: %w", err)
+	}
+	if d := time.Since(start); d > time.Millisecond && c.onLimitWait != nil {
+		c.onLimitWait("github_jit", d)
+	}
+	return nil
+}
 
 // GenerateJITConfig registers a just-in-time runner. When the name is
 // taken (409), typically by an earlier attempt whose answer was lost, that
@@ -35,6 +52,9 @@ func (c *Client) GenerateJITConfig(ctx context.Context, scope provisioner.Scope,
 	}
 	g, err := c.clientFor(ctx, scope)
 	if err != nil {
+		return nil, err
+	}
+	if err := c.waitJIT(ctx); err != nil {
 		return nil, err
 	}
 

@@ -11,7 +11,9 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
+	"time"
 
 	"github.com/crabbox/crabbox-runner/github"
 	"github.com/crabbox/crabbox-runner/github/githubtest"
@@ -380,5 +382,37 @@ func TestUnknownRunnerGroup(t *testing.T) {
 	_, err = c.GenerateJITConfig(ctxFor(t), provisioner.Scope{Org: "acme"}, "n", []string{"gpu"})
 	if err == nil || !strings.Contains(err.Error(), "runner group 99") || errors.Is(err, provisioner.ErrNotFound) {
 		t.Errorf("GenerateJITConfig with an unknown group: %v", err)
+	}
+}
+
+// Registrations beyond the pace wait their turn, and the wait is reported;
+// none fails.
+func TestJITRegistrationsArePaced(t *testing.T) {
+	fake := githubtest.New(githubtest.Options{Tokens: []string{testToken}})
+	defer fake.Close()
+	var mu sync.Mutex
+	var waited []time.Duration
+	// 600 a minute = 10 a second with a burst of 60.
+	c, err := github.New(github.Config{APIURL: fake.URL(), Token: testToken, JITPerMinute: 600,
+		OnLimitWait: func(limit string, d time.Duration) {
+			mu.Lock()
+			defer mu.Unlock()
+			if limit == "github_jit" {
+				waited = append(waited, d)
+			}
+		}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := ctxFor(t)
+	for i := range 65 {
+		if _, err := c.GenerateJITConfig(ctx, provisioner.Scope{Org: "acme"}, fmt.Sprintf("paced-%d", i), []string{"gpu"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(waited) < 4 {
+		t.Fatalf("%d registrations waited; the burst is 60 of 65", len(waited))
 	}
 }

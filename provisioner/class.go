@@ -28,6 +28,9 @@ type Class struct {
 	FirewallRulesets []string
 	FileSystems      []string
 
+	// MaxLeases caps this class's leases (0: no cap).
+	MaxLeases int
+
 	BootTimeout time.Duration // create call to runner online
 	IdleTimeout time.Duration // runner online without a job
 	MaxLifetime time.Duration // hard cap on the host's life

@@ -186,11 +186,7 @@ func (p *Provisioner) createHost(ctx context.Context, log *slog.Logger, l *Lease
 		if err != nil {
 			return err
 		}
-		if _, err := p.updateLease(ctx, l.ID, func(l *Lease) {
-			l.Attempts++
-			l.Provider, l.OfferID, l.GPU, l.PricePerHour, l.Region = offer.Provider, offer.ID, offer.GPU, offer.PricePerHour, offer.Region
-			l.MachineID = offer.MachineID
-		}); err != nil {
+		if err := p.reserve(ctx, log, l.ID, offer, class); err != nil {
 			return err
 		}
 		if l.Attempts == 0 {

@@ -44,6 +44,17 @@ type Config struct {
 	Reconcile ReconcileConfig
 	// Observer is told phase durations, spend and limit waits (metrics).
 	Observer Observer
+	// Limits cap what runs at once; zero values mean no cap.
+	Limits Limits
+}
+
+// Limits cap leases and spend. Work beyond a limit waits, in order, and
+// goes on when there is room: a job's lease is not created while the lease
+// caps are reached, and a lease does not rent a host while that would take
+// the hourly spend over its cap.
+type Limits struct {
+	MaxLeases       int     // leases holding or about to hold a host, all classes
+	MaxSpendPerHour float64 // sum of the hourly prices of hosts rented and being rented
 }
 
 // Provisioner leases hosts for jobs and releases them. It is the only place
@@ -320,9 +331,19 @@ func (p *Provisioner) balance(ctx context.Context, tx Tx, class string, scope Sc
 	if err != nil {
 		return err
 	}
-	for i := available; i < queued; i++ {
-		if err := p.newLease(ctx, tx, class, scope, cause); err != nil {
+	if missing := queued - available; missing > 0 {
+		room, err := p.leaseRoom(ctx, tx, class)
+		if err != nil {
 			return err
+		}
+		if missing > room {
+			p.log.Info("lease limit reached; jobs wait", "class", class, "scope", scope.Key(), "waiting", missing-room)
+			missing = room
+		}
+		for range missing {
+			if err := p.newLease(ctx, tx, class, scope, cause); err != nil {
+				return err
+			}
 		}
 	}
 	if surplus := available - queued; surplus > 0 {
@@ -344,6 +365,50 @@ func (p *Provisioner) balance(ctx context.Context, tx Tx, class string, scope Sc
 		}
 	}
 	return nil
+}
+
+// heldStates are the states in which a lease counts against max_leases: it
+// has, or may soon have, a host.
+var heldStates = []State{StatePending, StateProvisioning, StateBooting, StateBootstrapping, StateIdle, StateBusy, StateReleasing, StateFailed}
+
+// leaseRoom is how many more leases of the class may be created now.
+func (p *Provisioner) leaseRoom(ctx context.Context, tx Tx, class string) (int, error) {
+	room := int(^uint(0) >> 1)
+	caps := []struct {
+		max   int
+		class string
+	}{{p.cfg.Limits.MaxLeases, ""}}
+	if c := p.classes[class]; c != nil {
+		caps = append(caps, struct {
+			max   int
+			class string
+		}{c.MaxLeases, class})
+	}
+	for _, c := range caps {
+		if c.max <= 0 {
+			continue
+		}
+		held, err := tx.Leases(ctx, LeaseFilter{States: heldStates, Class: c.class, Limit: c.max + 1})
+		if err != nil {
+			return 0, err
+		}
+		room = min(room, max(c.max-len(held), 0))
+	}
+	return room, nil
+}
+
+// limited reports whether any lease cap is set; only then does a release
+// have to look for jobs waiting in other classes.
+func (p *Provisioner) limited() bool {
+	if p.cfg.Limits.MaxLeases > 0 {
+		return true
+	}
+	for _, c := range p.classes {
+		if c.MaxLeases > 0 {
+			return true
+		}
+	}
+	return false
 }
 
 func (p *Provisioner) newLease(ctx context.Context, tx Tx, class string, scope Scope, cause *Job) error {

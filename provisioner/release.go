@@ -55,6 +55,12 @@ func (p *Provisioner) releaseLease(ctx context.Context, id string) error {
 		return err
 	}
 	log.Info("lease released", "reason", l.ReleaseReason, "took", p.now().Sub(started).Round(time.Millisecond))
+	if p.limited() {
+		// Room for a job that waits for a lease cap, in any class.
+		if err := p.balanceAll(ctx); err != nil {
+			log.Warn("balancing after release", "error", err)
+		}
+	}
 	p.cfg.Observer.Phase(l.Class, l.Provider, PhaseReleaseDestroy, p.now().Sub(l.StateChangedAt))
 	if l.InstanceID != "" && l.PricePerHour > 0 {
 		p.cfg.Observer.Spent(l.Class, l.Provider, l.PricePerHour*p.hostLife(ctx, l).Hours())

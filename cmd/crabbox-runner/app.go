@@ -61,6 +61,7 @@ func newApp(ctx context.Context, cfg *config.Config, log *slog.Logger, opts appO
 	gh, err := github.New(github.Config{
 		APIURL: cfg.GitHub.APIURL, Token: cfg.GitHubToken, AppID: cfg.GitHub.AppID,
 		AppPrivateKey: cfg.GitHubAppKey, RunnerGroupID: cfg.GitHub.RunnerGroupID,
+		JITPerMinute: cfg.Limits.GitHubJITPerMinute, OnLimitWait: a.metrics.LimitWait,
 	})
 	if err != nil {
 		return nil, err
@@ -80,6 +81,7 @@ func newApp(ctx context.Context, cfg *config.Config, log *slog.Logger, opts appO
 		GitHub: gh, Bootstrapper: boot, Store: a.store, Logger: log.With("component", "provisioner"),
 		KeySecret: leaseKeySecret(cfg.WebhookSecret),
 		Observer:  a.metrics,
+		Limits:    provisioner.Limits{MaxLeases: cfg.Limits.MaxLeases, MaxSpendPerHour: cfg.Limits.MaxSpendPerHour},
 		Reconcile: provisioner.ReconcileConfig{
 			Interval: cfg.Reconcile.Interval, GCInterval: cfg.Reconcile.GCInterval,
 			Scopes: cfg.GitHub.ScopeList(),

@@ -46,6 +46,7 @@ type Config struct {
 	Providers   ProvidersConfig `yaml:"providers"`
 	Defaults    ClassDefaults   `yaml:"defaults"`
 	Reconcile   ReconcileConfig `yaml:"reconcile"`
+	Limits      LimitsConfig    `yaml:"limits"`
 	Classes     []ClassConfig   `yaml:"classes"`
 
 	// Secrets, from the environment or files only.
@@ -127,6 +128,15 @@ type LocalProviderConfig struct {
 	Dir string `yaml:"dir"`
 }
 
+// LimitsConfig caps leases and spend for the whole deployment.
+type LimitsConfig struct {
+	MaxLeases       int     `yaml:"max_leases"`
+	MaxSpendPerHour float64 `yaml:"max_spend_per_hour"`
+	// GitHubJITPerMinute paces runner registrations (GitHub allows about
+	// 180 a minute per App); default 150, negative: no pacing.
+	GitHubJITPerMinute int `yaml:"github_jit_per_minute"`
+}
+
 // ReconcileConfig sets how often serve's leader re-checks everything.
 type ReconcileConfig struct {
 	// Interval of the lease pass (deadlines, lost work, missed webhooks,
@@ -160,6 +170,7 @@ type ClassConfig struct {
 	BootTimeout     time.Duration `yaml:"boot_timeout"`
 	IdleTimeout     time.Duration `yaml:"idle_timeout"`
 	MaxLifetime     time.Duration `yaml:"max_lifetime"`
+	MaxLeases       int           `yaml:"max_leases"`
 	// Lambda only: firewall ruleset ids and file system names to attach.
 	FirewallRulesets []string `yaml:"firewall_rulesets"`
 	FileSystems      []string `yaml:"file_systems"`
@@ -374,6 +385,7 @@ func (c *Config) ProvisionerClasses() []provisioner.Class {
 			IdleTimeout:     durOr(cc.IdleTimeout, c.Defaults.IdleTimeout),
 			MaxLifetime:     durOr(cc.MaxLifetime, c.Defaults.MaxLifetime),
 
+			MaxLeases:        cc.MaxLeases,
 			FirewallRulesets: cc.FirewallRulesets,
 			FileSystems:      cc.FileSystems,
 		})

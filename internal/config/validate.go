@@ -102,6 +102,12 @@ func (c *Config) Validate(needs Needs) error {
 	if err := CheckBaseURL("providers.lambda.api_url", c.Providers.Lambda.APIURL); err != nil {
 		return err
 	}
+	if c.Limits.MaxLeases < 0 {
+		return errf("limits.max_leases", "must not be negative")
+	}
+	if c.Limits.MaxSpendPerHour < 0 {
+		return errf("limits.max_spend_per_hour", "must not be negative")
+	}
 	if needs.Classes && len(c.Classes) == 0 {
 		return errf("classes", "at least one class is required")
 	}
@@ -176,6 +182,9 @@ func (c *Config) validateClass(i int, seen map[string]bool) error {
 	}
 	if cc.MaxPricePerHour < 0 {
 		return errf(key+".max_price_per_hour", "must not be negative")
+	}
+	if cc.MaxLeases < 0 {
+		return errf(key+".max_leases", "must not be negative")
 	}
 	if cc.DiskGB < 0 {
 		return errf(key+".disk_gb", "must not be negative")

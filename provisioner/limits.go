@@ -1,0 +1,92 @@
+package provisioner
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"strings"
+)
+
+// waitingForSpend marks, in a lease's Error, that it waits for room under
+// max_spend_per_hour; the oldest such lease goes first.
+const waitingForSpend = "waiting for max_spend_per_hour"
+
+// reserve records the offer a lease is about to rent, in one transaction
+// with the spend check, so that two leases cannot both take the last room
+// under max_spend_per_hour. Over the cap, or behind an older lease that
+// waits, it returns errWaitLater and the lease keeps its place.
+func (p *Provisioner) reserve(ctx context.Context, log *slog.Logger, id string, offer Offer, class *Class) error {
+	limit := p.cfg.Limits.MaxSpendPerHour
+	waited, wait := false, false
+	var waitedFor string
+	err := p.cfg.Store.InTx(ctx, func(tx Tx) error {
+		me, err := tx.Lease(ctx, id)
+		if err != nil {
+			return err
+		}
+		if limit > 0 {
+			held, err := tx.Leases(ctx, LeaseFilter{States: heldStates})
+			if err != nil {
+				return err
+			}
+			spend, ahead := 0.0, false
+			for _, l := range held {
+				if l.ID == me.ID {
+					continue
+				}
+				if l.InstanceID != "" || (l.State == StateProvisioning && l.Attempts > 0 && !strings.HasPrefix(l.Error, waitingForSpend)) {
+					spend += l.PricePerHour
+				}
+				if strings.HasPrefix(l.Error, waitingForSpend) && l.State == StateProvisioning &&
+					(l.CreatedAt.Before(me.CreatedAt) || (l.CreatedAt.Equal(me.CreatedAt) && l.ID < me.ID)) {
+					ahead = true
+				}
+			}
+			if spend+offer.PricePerHour > limit || ahead {
+				why := fmt.Sprintf("%s: $%.2f/h running, this host $%.2f/h, cap $%.2f/h", waitingForSpend, spend, offer.PricePerHour, limit)
+				if ahead {
+					why = waitingForSpend + ": behind an older lease"
+				}
+				_, err := tx.UpdateLease(ctx, id, func(l *Lease) {
+					if !strings.HasPrefix(l.Error, waitingForSpend) {
+						log.Info("spend cap reached; lease waits", "spend_per_hour", spend, "price_per_hour", offer.PricePerHour, "cap", limit)
+					}
+					l.Error = why
+					// Waiting for budget is not booting: the boot deadline
+					// starts again when the host is rented.
+					l.BootDeadline = p.now().Add(class.BootTimeout)
+				})
+				if err != nil {
+					return err
+				}
+				wait = true // committed, so the lease keeps its place in line
+				return nil
+			}
+			waited = strings.HasPrefix(me.Error, waitingForSpend)
+		}
+		_, err = tx.UpdateLease(ctx, id, func(l *Lease) {
+			l.Attempts++
+			l.Provider, l.OfferID, l.GPU, l.PricePerHour, l.Region = offer.Provider, offer.ID, offer.GPU, offer.PricePerHour, offer.Region
+			l.MachineID = offer.MachineID
+			if waited {
+				waitedFor = l.Error
+				l.Error = ""
+				l.BootDeadline = p.now().Add(class.BootTimeout)
+			}
+		})
+		if err == nil && waited {
+			p.cfg.Observer.LimitWait("max_spend_per_hour", p.now().Sub(me.StateChangedAt))
+		}
+		return err
+	})
+	if err != nil {
+		return err
+	}
+	if wait {
+		return errWaitLater
+	}
+	if waited {
+		log.Info("room under the spend cap; going on", "waited_on", waitedFor)
+	}
+	return nil
+}
