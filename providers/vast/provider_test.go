@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/crabbox/crabbox-runner/providers/vast"
 	"github.com/crabbox/crabbox-runner/providers/vast/vasttest"
@@ -215,9 +216,11 @@ func TestLifecycleOverRealSSH(t *testing.T) {
 	fake := newFake(t, vasttest.Options{})
 	p := newProvider(t, fake)
 	key := newLeaseKey(t)
+	began := time.Now()
 	inst := create(t, p, a100, marker("acme-gpu", "lease-1"), key)
 
 	running := waitStatus(t, p, inst.ID, provisioner.InstanceRunning)
+	reported := time.Since(began)
 	id, _ := strconv.ParseInt(inst.ID, 10, 64)
 	snap, _ := fake.Instance(id)
 	if running.SSH.Host != "127.0.0.1" || running.SSH.Port != snap.SSHPort || running.SSH.User != currentUser(t) {
@@ -230,6 +233,7 @@ func TestLifecycleOverRealSSH(t *testing.T) {
 	if err != nil || !strings.Contains(out, "NVIDIA A100 PCIE, 40960 MiB") || !strings.Contains(out, "started") {
 		t.Fatalf("ssh: %v\n%s", err, out)
 	}
+	t.Logf("offers+create to running: %s; to the first SSH command done: %s", reported.Round(time.Millisecond), time.Since(began).Round(time.Millisecond))
 	// The key was attached after create and again once running; the second
 	// time Vast says "already associated", which is success.
 	if n := len(fake.RequestsFor(vasttest.OpAttach)); n != 2 {

@@ -224,7 +224,7 @@ func (s *Server) handleCreate(w http.ResponseWriter, offerID int64, body []byte)
 		return write(w, offerGone(status, offerID))
 	}
 	idx := slices.IndexFunc(s.market, func(o Offer) bool { return o.ID == offerID })
-	if idx < 0 || s.rented[offerID] || s.closed {
+	if idx < 0 || s.isRented(offerID) || s.closed {
 		return write(w, offerGone(http.StatusNotFound, offerID))
 	}
 	offer := s.market[idx]
@@ -250,7 +250,7 @@ func (s *Server) handleCreate(w http.ResponseWriter, offerID int64, body []byte)
 		in.behavior = s.opts.Behavior(in.seq, offer)
 	}
 	s.instances[id] = in
-	s.rented[offerID] = true
+	s.rented[offerID] = time.Now().Add(100 * 365 * 24 * time.Hour)
 	go s.boot(in)
 	s.logf("instance %d created from offer %d (machine %d)", id, offerID, offer.MachineID)
 	apiKey := make([]byte, 16)
@@ -419,7 +419,7 @@ func (s *Server) destroy(in *instance) {
 	s.mu.Lock()
 	h := in.host
 	in.status, in.curState, in.intended = "exited", "unloaded", "stopped"
-	delete(s.rented, in.offer.ID)
+	s.rented[in.offer.ID] = time.Now().Add(s.opts.RelistAfter)
 	s.mu.Unlock()
 	if h != nil {
 		if err := h.close(); err != nil {

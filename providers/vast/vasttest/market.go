@@ -350,10 +350,10 @@ func toFloat(v any) (float64, bool) {
 }
 
 // search answers one validated request from the market.
-func search(req *searchRequest, market []Offer, rented map[int64]bool) []map[string]any {
+func search(req *searchRequest, market []Offer, rented func(int64) bool) []map[string]any {
 	var rows []map[string]any
 	for _, o := range market {
-		row := o.row(req.disk, rented[o.ID])
+		row := o.row(req.disk, rented(o.ID))
 		if req.matches(row) {
 			rows = append(rows, row)
 		}

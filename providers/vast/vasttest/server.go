@@ -50,6 +50,10 @@ type Options struct {
 	// GoneAs404 answers GET of a destroyed instance with 404 rather than
 	// {"instances": null}; Vast is said to do either.
 	GoneAs404 bool
+	// RelistAfter keeps a destroyed instance's offer off the market this
+	// long, as Vast's machines take a while to be listed again after a
+	// contract ends; at once when zero.
+	RelistAfter time.Duration
 	// MinInterval, when set, answers 429 to a call that follows the
 	// previous call to the same endpoint sooner than this, as Vast does.
 	MinInterval time.Duration
@@ -124,10 +128,12 @@ type Server struct {
 	opts Options
 	srv  *httptest.Server
 
-	mu        sync.Mutex
-	market    []Offer
-	rented    map[int64]bool // offer id → rented now
-	vanish    map[int64]int  // offer id → status of its next create
+	mu     sync.Mutex
+	market []Offer
+	// rented maps an offer id to the time it is rentable again: far in
+	// the future while an instance holds it, RelistAfter past its destroy.
+	rented    map[int64]time.Time
+	vanish    map[int64]int // offer id → status of its next create
 	faults    map[Op][]Fault
 	lastCall  map[Op]time.Time
 	requests  []Request
@@ -157,7 +163,7 @@ func New(opts Options) *Server {
 	s := &Server{
 		opts:      opts,
 		market:    append([]Offer(nil), opts.Offers...),
-		rented:    map[int64]bool{},
+		rented:    map[int64]time.Time{},
 		vanish:    map[int64]int{},
 		faults:    map[Op][]Fault{},
 		lastCall:  map[Op]time.Time{},
@@ -205,6 +211,16 @@ func (s *Server) Vanish(offerID int64, status int) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.vanish[offerID] = status
+}
+
+// isRented reports whether the offer is taken; s.mu is held.
+func (s *Server) isRented(offerID int64) bool {
+	until, ok := s.rented[offerID]
+	if ok && !time.Now().Before(until) {
+		delete(s.rented, offerID)
+		return false
+	}
+	return ok
 }
 
 // Requests returns every request so far, in order.
@@ -385,7 +401,7 @@ func (s *Server) handleSearch(w http.ResponseWriter, body []byte) int {
 		return write(w, e)
 	}
 	s.mu.Lock()
-	rows := search(req, s.market, s.rented)
+	rows := search(req, s.market, s.isRented)
 	s.mu.Unlock()
 	if rows == nil {
 		rows = []map[string]any{}
