@@ -16,7 +16,6 @@ import (
 	"time"
 
 	"github.com/cenkalti/backoff/v4"
-	"golang.org/x/time/rate"
 )
 
 // DefaultAPIURL is Lambda's API host; every path starts with /api/v1.
@@ -93,13 +92,12 @@ func (r RetryPolicy) withDefaults() RetryPolicy {
 // its callers share its rate limiters, so one Client per API key is the
 // unit that respects Lambda's limits.
 type Client struct {
-	base    *url.URL
-	key     string
-	http    *http.Client
-	general *rate.Limiter
-	launch  *rate.Limiter
-	retry   RetryPolicy
-	log     *slog.Logger
+	base  *url.URL
+	key   string
+	http  *http.Client
+	limit *limiter
+	retry RetryPolicy
+	log   *slog.Logger
 }
 
 // NewClient checks cfg and returns a Client. It does not contact Lambda.
@@ -144,23 +142,21 @@ func NewClient(cfg ClientConfig) (*Client, error) {
 			Timeout:       timeout,
 			CheckRedirect: sameHostRedirects(base),
 		},
-		general: newLimiter(cfg.MinRequestInterval, DefaultMinRequestInterval),
-		launch:  newLimiter(cfg.LaunchInterval, DefaultLaunchInterval),
-		retry:   cfg.Retry.withDefaults(),
-		log:     log,
+		limit: newLimiter(interval(cfg.MinRequestInterval, DefaultMinRequestInterval), interval(cfg.LaunchInterval, DefaultLaunchInterval)),
+		retry: cfg.Retry.withDefaults(),
+		log:   log,
 	}, nil
 }
 
-// newLimiter allows one request at once and then one per interval: Lambda
-// documents no burst allowance.
-func newLimiter(interval, def time.Duration) *rate.Limiter {
+// interval reads a configured spacing: zero is the default, negative none.
+func interval(v, def time.Duration) time.Duration {
 	switch {
-	case interval < 0:
-		return rate.NewLimiter(rate.Inf, 1)
-	case interval == 0:
-		interval = def
+	case v < 0:
+		return 0
+	case v == 0:
+		return def
 	}
-	return rate.NewLimiter(rate.Every(interval), 1)
+	return v
 }
 
 // BaseURL is the API base the client talks to, without /api/v1.
@@ -250,13 +246,8 @@ func (c *Client) do(ctx context.Context, cl call) error {
 	bo.RandomizationFactor = 0.5
 	bo.Reset()
 	for attempt := 1; ; attempt++ {
-		if cl.launch {
-			if err := c.launch.Wait(ctx); err != nil {
-				return fmt.Errorf("lambda: waiting for the launch rate limit: %w", err)
-			}
-		}
-		if err := c.general.Wait(ctx); err != nil {
-			return fmt.Errorf("lambda: waiting for the rate limit: %w", err)
+		if err := c.limit.wait(ctx, cl.launch); err != nil {
+			return fmt.Errorf("lambda: %s %s: waiting for the rate limit: %w", cl.method, apiPrefix+cl.path, err)
 		}
 		retryAfter, err := c.once(ctx, cl, body)
 		if err == nil {
