@@ -124,6 +124,7 @@ func TestOffersFilters(t *testing.T) {
 			c.GPU = provisioner.GPURequirement{Name: "4090", Count: 1}
 			c.VerifiedOnly = false
 		}, []string{"5000102", "5000101"}},
+		{"any GPU with 40 GB", func(c *provisioner.Class) { c.GPU.Name = "" }, []string{"5000201", "5000206", "5000202"}},
 		{"nothing fits", func(c *provisioner.Class) { c.MaxPricePerHour = 0.1 }, nil},
 	}
 	for _, tc := range cases {

@@ -185,11 +185,9 @@ func fits(o Offer, c provisioner.Class, pricePerHour float64) (bool, string) {
 // filter is matched on our side, so a GPU newer than the list is still
 // found.
 func (p *Provider) Offers(ctx context.Context, c provisioner.Class) ([]provisioner.Offer, error) {
-	if c.GPU.Name == "" {
-		return nil, fmt.Errorf("vast: class %s names no GPU", c.Name)
-	}
+	// No GPU name: any GPU will do, and no name filter is sent.
 	names := vastGPUNames(c.GPU.Name)
-	known := len(names) > 0
+	known := len(names) > 0 || restName(c.GPU.Name) == ""
 	if !known {
 		names = []string{restName(c.GPU.Name)}
 	}
