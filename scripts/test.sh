@@ -2,11 +2,16 @@
 # Runs every test of crabbox-runner on a fresh Debian machine: installs what
 # the tests need when it is missing (OpenSSH's sshd for the loopback hosts,
 # cloud-init to validate user-data, curl for the host script, PostgreSQL for
-# the store suite), then runs gofmt, go vet and go test -race.
+# the store suite), then runs gofmt, go vet and go test -race. The tests get
+# a throwaway PostgreSQL server of their own (scripts/lib/postgres.sh),
+# removed when the script ends, whether the tests pass or not; set
+# CRABBOX_TEST_POSTGRES_URL to use a server of yours instead.
 #
 # Usage: scripts/test.sh [go test flags...]   e.g. scripts/test.sh -run TestServe ./cmd/...
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# shellcheck source=lib/postgres.sh
+. scripts/lib/postgres.sh
 
 sudo=""
 if [ "$(id -u)" -ne 0 ]; then sudo="sudo"; fi
@@ -29,13 +34,20 @@ if [ ${#need[@]} -gt 0 ]; then
 fi
 
 echo "== gofmt"
-unformatted=$(gofmt -l $(git ls-files '*.go' 2>/dev/null || find . -name '*.go'))
+# Tracked files that still exist (a change in progress may delete some).
+gofiles=$( (git ls-files '*.go' 2>/dev/null || find . -name '*.go') | while read -r f; do [ -e "$f" ] && echo "$f"; done)
+unformatted=$(gofmt -l $gofiles)
 if [ -n "$unformatted" ]; then
   echo "gofmt would change:"; echo "$unformatted"; exit 1
 fi
 
 echo "== go vet"
 go vet ./...
+
+trap pg_stop EXIT
+trap 'exit 130' INT   # run the EXIT trap on ^C and kill too
+trap 'exit 143' TERM
+pg_start
 
 echo "== go test -race"
 if [ $# -gt 0 ]; then

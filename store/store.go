@@ -1,5 +1,6 @@
 // Package store opens the provisioner's store named by a database URL:
-// sqlite:PATH (the embedded default) or, in a later release, postgres://….
+// sqlite:PATH (the embedded default, one serving process per file) or
+// postgres://… / postgresql://… (any number of replicas on one database).
 package store
 
 import (
@@ -8,6 +9,7 @@ import (
 	"strings"
 
 	"github.com/crabbox/crabbox-runner/provisioner"
+	"github.com/crabbox/crabbox-runner/store/postgres"
 	"github.com/crabbox/crabbox-runner/store/sqlite"
 )
 
@@ -15,9 +17,17 @@ import (
 func Open(ctx context.Context, url string) (provisioner.Store, error) {
 	switch {
 	case strings.HasPrefix(url, "sqlite:"):
-		return sqlite.Open(ctx, strings.TrimPrefix(url, "sqlite:"))
+		return opened(sqlite.Open(ctx, strings.TrimPrefix(url, "sqlite:")))
 	case strings.HasPrefix(url, "postgres://"), strings.HasPrefix(url, "postgresql://"):
-		return nil, fmt.Errorf("store: PostgreSQL is not supported by this build yet")
+		return opened(postgres.Open(ctx, url))
 	}
-	return nil, fmt.Errorf("store: unsupported database URL (want sqlite:PATH)")
+	return nil, fmt.Errorf("store: unsupported database URL (want sqlite:PATH or postgres://…)")
+}
+
+// opened returns a nil interface on error, not one holding a nil *Store.
+func opened[S provisioner.Store](s S, err error) (provisioner.Store, error) {
+	if err != nil {
+		return nil, err
+	}
+	return s, nil
 }

@@ -15,22 +15,20 @@ import (
 	"time"
 
 	"github.com/crabbox/crabbox-runner/provisioner"
+	"github.com/crabbox/crabbox-runner/store/postgres"
+	"github.com/crabbox/crabbox-runner/store/postgres/pgtest"
 	"github.com/crabbox/crabbox-runner/store/sqlite"
 	"github.com/crabbox/crabbox-runner/webhook"
 )
 
-// The benchmark measures ingest alone: signature, decode, dedupe, the job
-// and lease rows and the enqueued provision work, committed to SQLite. No
-// worker runs, so no cloud is touched.
+// The benchmarks measure ingest alone: signature, decode, dedupe, the job
+// and lease rows and the enqueued provision work, committed to SQLite or to
+// PostgreSQL. No worker runs, so no cloud is touched.
 type unused struct{ provisioner.GitHub }
 type unusedBoot struct{ provisioner.Bootstrapper }
 
-func benchHandler(b *testing.B) http.Handler {
+func benchHandler(b *testing.B, st provisioner.Store) http.Handler {
 	b.Helper()
-	st, err := sqlite.Open(context.Background(), filepath.Join(b.TempDir(), "bench.db"))
-	if err != nil {
-		b.Fatal(err)
-	}
 	b.Cleanup(func() { st.Close() })
 	if err := st.StartWork(context.Background(), provisioner.WorkConfig{}); err != nil {
 		b.Fatal(err)
@@ -55,7 +53,25 @@ func queuedBody(job int64) []byte {
 }
 
 func BenchmarkWebhookIngestSQLite(b *testing.B) {
-	h := benchHandler(b)
+	st, err := sqlite.Open(context.Background(), filepath.Join(b.TempDir(), "bench.db"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	benchIngest(b, benchHandler(b, st))
+}
+
+// BenchmarkWebhookIngestPostgres is the same on a fresh database of the
+// server named by CRABBOX_TEST_POSTGRES_URL (scripts/lib/postgres.sh starts
+// one), over loopback TCP.
+func BenchmarkWebhookIngestPostgres(b *testing.B) {
+	st, err := postgres.Open(context.Background(), pgtest.NewDatabase(b))
+	if err != nil {
+		b.Fatal(err)
+	}
+	benchIngest(b, benchHandler(b, st))
+}
+
+func benchIngest(b *testing.B, h http.Handler) {
 	var next atomic.Int64
 	var mu sync.Mutex
 	lat := make([]time.Duration, 0, b.N)

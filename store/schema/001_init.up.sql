@@ -1,3 +1,7 @@
+-- The first schema, written once for SQLite and PostgreSQL (see schema.go
+-- for the template values). Timestamps are BIGINT microseconds since the Unix
+-- epoch (0 = unset) on both, so the Go side reads them the same way.
+
 -- Leases: one host leased for one job. The state column only changes
 -- through the transitions of provisioner/lease.go, enforced by the store.
 CREATE TABLE crabbox_lease (
@@ -41,7 +45,11 @@ CREATE UNIQUE INDEX crabbox_lease_runner_name ON crabbox_lease (runner_name);
 CREATE INDEX crabbox_lease_demand ON crabbox_lease (class, scope_key, state);
 CREATE INDEX crabbox_lease_state ON crabbox_lease (state);
 
+-- A lease's history. Events written in the same microsecond keep their order
+-- by a sequence: SQLite's implicit rowid, PostgreSQL's seq identity column
+-- (the one dialect difference of this file; see schema.go).
 CREATE TABLE crabbox_lease_event (
+    {{- .EventSeqColumn}}
     lease_id   TEXT NOT NULL,
     at         BIGINT NOT NULL,
     from_state TEXT NOT NULL,

@@ -10,39 +10,31 @@ package sqlite
 import (
 	"context"
 	"database/sql"
-	"embed"
 	"errors"
 	"fmt"
-	"io/fs"
 	"log/slog"
 	"net/url"
 	"os"
-	"sort"
-	"strings"
-	"sync"
 	"syscall"
 	"time"
 
 	"github.com/riverqueue/river"
 	"github.com/riverqueue/river/riverdriver/riversqlite"
-	"github.com/riverqueue/river/rivermigrate"
 	_ "modernc.org/sqlite" // registers the "sqlite" database/sql driver
 
 	"github.com/crabbox/crabbox-runner/provisioner"
+	"github.com/crabbox/crabbox-runner/store/internal/sqlstore"
 )
 
-//go:embed migrations/*.up.sql
-var migrations embed.FS
-
-// Store is the SQLite implementation of provisioner.Store.
+// Store is the SQLite implementation of provisioner.Store. The reads come
+// from sqlstore.Reader, the SQL shared with PostgreSQL.
 type Store struct {
+	sqlstore.Reader
 	db   *sql.DB
 	path string
 	now  func() time.Time
 	lock *os.File // held while this process works the queue
-
-	mu    sync.RWMutex
-	river *river.Client[*sql.Tx]
+	work sqlstore.Queue[*sql.Tx]
 }
 
 var _ provisioner.Store = (*Store)(nil)
@@ -70,7 +62,7 @@ func Open(ctx context.Context, path string) (*Store, error) {
 	db.SetMaxIdleConns(1)
 	db.SetConnMaxLifetime(0)
 	db.SetConnMaxIdleTime(0)
-	s := &Store{db: db, path: path, now: time.Now}
+	s := &Store{Reader: sqlstore.NewReader(querier{db}, sqlstore.SQLite), db: db, path: path, now: time.Now}
 	if err := s.migrate(ctx); err != nil {
 		db.Close()
 		return nil, err
@@ -79,51 +71,23 @@ func Open(ctx context.Context, path string) (*Store, error) {
 }
 
 func (s *Store) migrate(ctx context.Context) error {
-	m, err := rivermigrate.New(riversqlite.New(s.db), nil)
+	return sqlstore.Migrate(ctx, sqlstore.SQLite, riversqlite.New(s.db), func(ctx context.Context, fn func(sqlstore.Querier) error) error {
+		return s.inTx(ctx, func(tx *sql.Tx) error { return fn(querier{tx}) })
+	}, s.now())
+}
+
+// inTx runs fn in one immediate (write-locking) transaction.
+func (s *Store) inTx(ctx context.Context, fn func(*sql.Tx) error) error {
+	tx, err := s.db.BeginTx(ctx, nil)
 	if err != nil {
-		return fmt.Errorf("sqlite: river migrator: %w", err)
+		return fmt.Errorf("sqlite: begin: %w", err)
 	}
-	if _, err := m.Migrate(ctx, rivermigrate.DirectionUp, nil); err != nil {
-		return fmt.Errorf("sqlite: river migrations: %w", err)
-	}
-	if _, err := s.db.ExecContext(ctx, `CREATE TABLE IF NOT EXISTS crabbox_migration (
-		version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at BIGINT NOT NULL)`); err != nil {
-		return fmt.Errorf("sqlite: migration table: %w", err)
-	}
-	names, err := fs.Glob(migrations, "migrations/*.up.sql")
-	if err != nil {
+	if err := fn(tx); err != nil {
+		tx.Rollback()
 		return err
 	}
-	sort.Strings(names)
-	for i, name := range names {
-		version := i + 1
-		var n int
-		if err := s.db.QueryRowContext(ctx, `SELECT count(*) FROM crabbox_migration WHERE version = ?`, version).Scan(&n); err != nil {
-			return fmt.Errorf("sqlite: read migrations: %w", err)
-		}
-		if n > 0 {
-			continue
-		}
-		body, err := migrations.ReadFile(name)
-		if err != nil {
-			return err
-		}
-		tx, err := s.db.BeginTx(ctx, nil)
-		if err != nil {
-			return err
-		}
-		if _, err := tx.ExecContext(ctx, string(body)); err != nil {
-			tx.Rollback()
-			return fmt.Errorf("sqlite: migration %s: %w", name, err)
-		}
-		if _, err := tx.ExecContext(ctx, `INSERT INTO crabbox_migration (version, name, applied_at) VALUES (?, ?, ?)`,
-			version, strings.TrimPrefix(name, "migrations/"), s.now().UnixMicro()); err != nil {
-			tx.Rollback()
-			return err
-		}
-		if err := tx.Commit(); err != nil {
-			return fmt.Errorf("sqlite: migration %s: %w", name, err)
-		}
+	if err := tx.Commit(); err != nil {
+		return fmt.Errorf("sqlite: commit: %w", err)
 	}
 	return nil
 }
@@ -134,64 +98,17 @@ func (s *Store) SetNow(now func() time.Time) { s.now = now }
 // DB exposes the database handle, for tests and tools.
 func (s *Store) DB() *sql.DB { return s.db }
 
-// Ping checks the database answers a query.
-func (s *Store) Ping(ctx context.Context) error {
-	var one int
-	return s.db.QueryRowContext(ctx, `SELECT 1`).Scan(&one)
-}
-
 // Close closes the database. Stop the work queue first.
 func (s *Store) Close() error { return s.db.Close() }
 
 // StartWork creates and starts the River client with the given workers, or
 // an insert-only client when there are none.
 func (s *Store) StartWork(ctx context.Context, cfg provisioner.WorkConfig) error {
-	// Without workers the client only inserts: tools and benchmarks that
-	// enqueue work for a server to run.
-	var queues map[string]river.QueueConfig
-	if cfg.Workers != nil {
-		queues = map[string]river.QueueConfig{}
-		for name, n := range cfg.Queues {
-			queues[name] = river.QueueConfig{MaxWorkers: n}
-		}
-		if len(queues) == 0 {
-			queues[river.QueueDefault] = river.QueueConfig{MaxWorkers: 10}
-		}
-	}
-	poll := cfg.PollInterval
-	if poll <= 0 {
-		poll = time.Second
-	}
-	rc := &river.Config{
-		Queues:            queues,
-		Workers:           cfg.Workers,
-		PeriodicJobs:      cfg.PeriodicJobs,
-		FetchPollInterval: poll,
-		FetchCooldown:     min(poll, 100*time.Millisecond),
-		Logger:            quietRiverLogger(cfg.Logger),
-		PollOnly:          true,            // SQLite has no LISTEN/NOTIFY
-		JobTimeout:        2 * time.Minute, // workers that need longer say so
-	}
-	if cfg.RescueAfter > 0 {
-		rc.RescueStuckJobsAfter = cfg.RescueAfter
-	}
-	client, err := river.NewClient(riversqlite.New(s.db), rc)
-	if err != nil {
-		return fmt.Errorf("sqlite: work queue: %w", err)
-	}
-	s.mu.Lock()
-	s.river = client
-	s.mu.Unlock()
-	if cfg.Workers == nil {
-		return nil
-	}
-	if err := s.takeOver(ctx, quietRiverLogger(cfg.Logger)); err != nil {
-		return err
-	}
-	if err := client.Start(ctx); err != nil {
-		return fmt.Errorf("sqlite: start work queue: %w", err)
-	}
-	return nil
+	rc := sqlstore.RiverConfig(cfg)
+	rc.PollOnly = true // SQLite has no LISTEN/NOTIFY
+	return s.work.Start(ctx, sqlstore.SQLite, riversqlite.New(s.db), rc, cfg, func() error {
+		return s.takeOver(ctx, rc.Logger)
+	})
 }
 
 // takeOver makes this process the only one working the queue of this file,
@@ -223,13 +140,7 @@ func (s *Store) takeOver(ctx context.Context, log *slog.Logger) error {
 
 // StopWork stops the River client gracefully.
 func (s *Store) StopWork(ctx context.Context) error {
-	s.mu.RLock()
-	client := s.river
-	s.mu.RUnlock()
-	if client == nil {
-		return nil
-	}
-	err := client.Stop(ctx)
+	err := s.work.Stop(ctx)
 	if s.lock != nil {
 		s.lock.Close() // releases the flock
 		s.lock = nil
@@ -238,103 +149,45 @@ func (s *Store) StopWork(ctx context.Context) error {
 }
 
 // River exposes the River client, for tests and the demo's waiting.
-func (s *Store) River() *river.Client[*sql.Tx] {
-	s.mu.RLock()
-	defer s.mu.RUnlock()
-	return s.river
-}
-
-// quietRiverLogger keeps River's own info chatter out of serve's logs;
-// warnings and errors still come through.
-func quietRiverLogger(l *slog.Logger) *slog.Logger {
-	if l == nil {
-		l = slog.Default()
-	}
-	return slog.New(levelFilter{l.Handler(), slog.LevelWarn}).With("component", "river")
-}
-
-type levelFilter struct {
-	slog.Handler
-	min slog.Level
-}
-
-func (f levelFilter) Enabled(ctx context.Context, l slog.Level) bool {
-	return l >= f.min && f.Handler.Enabled(ctx, l)
-}
-func (f levelFilter) WithAttrs(a []slog.Attr) slog.Handler {
-	return levelFilter{f.Handler.WithAttrs(a), f.min}
-}
-func (f levelFilter) WithGroup(g string) slog.Handler {
-	return levelFilter{f.Handler.WithGroup(g), f.min}
-}
+func (s *Store) River() *river.Client[*sql.Tx] { return s.work.Client() }
 
 // InTx runs fn in one immediate (write-locking) transaction.
 func (s *Store) InTx(ctx context.Context, fn func(tx provisioner.Tx) error) error {
-	sqlTx, err := s.db.BeginTx(ctx, nil)
+	return s.inTx(ctx, func(sqlTx *sql.Tx) error {
+		return fn(sqlstore.NewTx(querier{sqlTx}, sqlstore.SQLite, s.now, s.work.Enqueuer(sqlTx)))
+	})
+}
+
+// querier adapts *sql.DB and *sql.Tx to sqlstore.Querier.
+type querier struct {
+	q interface {
+		ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error)
+		QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error)
+		QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row
+	}
+}
+
+func (q querier) Exec(ctx context.Context, query string, args ...any) (int64, error) {
+	res, err := q.q.ExecContext(ctx, query, args...)
 	if err != nil {
-		return fmt.Errorf("sqlite: begin: %w", err)
+		return 0, err
 	}
-	s.mu.RLock()
-	client := s.river
-	s.mu.RUnlock()
-	t := &tx{q: sqlTx, sqlTx: sqlTx, river: client, now: s.now}
-	if err := fn(t); err != nil {
-		sqlTx.Rollback()
-		return err
-	}
-	if err := sqlTx.Commit(); err != nil {
-		return fmt.Errorf("sqlite: commit: %w", err)
-	}
-	return nil
+	return res.RowsAffected()
 }
 
-// Lease reads one lease outside a transaction.
-func (s *Store) Lease(ctx context.Context, id string) (*provisioner.Lease, error) {
-	return getLease(ctx, s.db, "id = ?", id)
-}
-
-// Leases lists leases outside a transaction.
-func (s *Store) Leases(ctx context.Context, f provisioner.LeaseFilter) ([]*provisioner.Lease, error) {
-	return listLeases(ctx, s.db, f)
-}
-
-// Job reads one workflow job outside a transaction.
-func (s *Store) Job(ctx context.Context, id, runAttempt int64) (*provisioner.Job, error) {
-	return getJob(ctx, s.db, id, runAttempt)
-}
-
-// LeaseEvents returns a lease's history, oldest first.
-func (s *Store) LeaseEvents(ctx context.Context, leaseID string) ([]provisioner.Event, error) {
-	rows, err := s.db.QueryContext(ctx, `SELECT lease_id, at, from_state, to_state, reason
-		FROM crabbox_lease_event WHERE lease_id = ? ORDER BY at, rowid`, leaseID)
+func (q querier) Query(ctx context.Context, query string, args ...any) (sqlstore.Rows, error) {
+	rows, err := q.q.QueryContext(ctx, query, args...)
 	if err != nil {
-		return nil, fmt.Errorf("sqlite: lease events: %w", err)
+		return nil, err
 	}
-	defer rows.Close()
-	var out []provisioner.Event
-	for rows.Next() {
-		var e provisioner.Event
-		var at int64
-		var from, to string
-		if err := rows.Scan(&e.LeaseID, &at, &from, &to, &e.Reason); err != nil {
-			return nil, err
-		}
-		e.At, e.From, e.To = fromMicros(at), provisioner.State(from), provisioner.State(to)
-		out = append(out, e)
-	}
-	return out, rows.Err()
+	return sqlRows{rows}, nil
 }
 
-func micros(t time.Time) int64 {
-	if t.IsZero() {
-		return 0
-	}
-	return t.UnixMicro()
+func (q querier) QueryRow(ctx context.Context, query string, args ...any) sqlstore.Row {
+	return q.q.QueryRowContext(ctx, query, args...)
 }
 
-func fromMicros(v int64) time.Time {
-	if v == 0 {
-		return time.Time{}
-	}
-	return time.UnixMicro(v).UTC()
-}
+// sqlRows drops Close's error, which Err reports anyway.
+type sqlRows struct{ *sql.Rows }
+
+func (r sqlRows) Close() { r.Rows.Close() }

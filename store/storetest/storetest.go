@@ -12,7 +12,8 @@ import (
 	"github.com/crabbox/crabbox-runner/provisioner"
 )
 
-// Run runs the suite; newStore returns an empty, migrated store.
+// Run runs the suite; newStore returns an empty, migrated store of its own
+// to each case (the cases run in parallel).
 func Run(t *testing.T, newStore func(t *testing.T) provisioner.Store) {
 	tests := map[string]func(*testing.T, provisioner.Store){
 		"LeaseRoundTrip":      testLeaseRoundTrip,
@@ -24,9 +25,19 @@ func Run(t *testing.T, newStore func(t *testing.T) provisioner.Store) {
 		"LeaseFilters":        testLeaseFilters,
 		"UpdateKeepsTheState": testUpdateKeepsState,
 		"QueuedJobsAndScopes": testQueuedJobsAndScopes,
+		// concurrency.go: what replicas sharing one database rely on.
+		"LockedLeaseWaits":     testLockedLeaseWaits,
+		"ConcurrentSameMove":   testConcurrentSameMove,
+		"ConcurrentMovesChain": testConcurrentMovesChain,
+		"ConcurrentDedupe":     testConcurrentDedupe,
+		"ConcurrentDemand":     testConcurrentDemand,
 	}
 	for name, fn := range tests {
-		t.Run(name, func(t *testing.T) { fn(t, newStore(t)) })
+		t.Run(name, func(t *testing.T) {
+			// Every case has a store of its own, so they can run at once.
+			t.Parallel()
+			fn(t, newStore(t))
+		})
 	}
 }
 

@@ -1,0 +1,110 @@
+package sqlstore
+
+import (
+	"context"
+	"time"
+
+	"github.com/crabbox/crabbox-runner/provisioner"
+)
+
+// Reader is the part of provisioner.Store that reads outside a
+// transaction. The stores embed it.
+type Reader struct {
+	q Querier
+	d *Dialect
+}
+
+// NewReader reads through q, a handle on the whole database (a pool).
+func NewReader(q Querier, d *Dialect) Reader { return Reader{q: q, d: d} }
+
+// Ping checks the database answers a query.
+func (r Reader) Ping(ctx context.Context) error {
+	var one int
+	return r.q.QueryRow(ctx, `SELECT 1`).Scan(&one)
+}
+
+// Lease reads one lease.
+func (r Reader) Lease(ctx context.Context, id string) (*provisioner.Lease, error) {
+	return getLease(ctx, r.q, r.d, "id = $1", "", id)
+}
+
+// Leases lists leases.
+func (r Reader) Leases(ctx context.Context, f provisioner.LeaseFilter) ([]*provisioner.Lease, error) {
+	return listLeases(ctx, r.q, r.d, f)
+}
+
+// Job reads one workflow job.
+func (r Reader) Job(ctx context.Context, id, runAttempt int64) (*provisioner.Job, error) {
+	return getJob(ctx, r.q, r.d, id, runAttempt)
+}
+
+// LeaseEvents returns a lease's history, oldest first.
+func (r Reader) LeaseEvents(ctx context.Context, leaseID string) ([]provisioner.Event, error) {
+	rows, err := r.q.Query(ctx, `SELECT lease_id, at, from_state, to_state, reason
+		FROM crabbox_lease_event WHERE lease_id = $1 ORDER BY at, `+r.d.EventOrder, leaseID)
+	if err != nil {
+		return nil, r.d.errorf("lease events: %w", err)
+	}
+	defer rows.Close()
+	var out []provisioner.Event
+	for rows.Next() {
+		var e provisioner.Event
+		var at int64
+		var from, to string
+		if err := rows.Scan(&e.LeaseID, &at, &from, &to, &e.Reason); err != nil {
+			return nil, r.d.errorf("lease events: %w", err)
+		}
+		e.At, e.From, e.To = FromMicros(at), provisioner.State(from), provisioner.State(to)
+		out = append(out, e)
+	}
+	return out, rows.Err()
+}
+
+// QueuedJobs lists the queued jobs last updated before the given time,
+// oldest first, at most 1000.
+func (r Reader) QueuedJobs(ctx context.Context, updatedBefore time.Time) ([]*provisioner.Job, error) {
+	rows, err := r.q.Query(ctx, `SELECT `+jobColumns+` FROM crabbox_job WHERE status = $1 AND updated_at < $2
+		ORDER BY updated_at, id, run_attempt LIMIT 1000`, string(provisioner.JobQueued), Micros(updatedBefore))
+	if err != nil {
+		return nil, r.d.errorf("queued jobs: %w", err)
+	}
+	defer rows.Close()
+	var out []*provisioner.Job
+	for rows.Next() {
+		j, err := scanJob(rows)
+		if err != nil {
+			return nil, r.d.errorf("queued jobs: %w", err)
+		}
+		out = append(out, j)
+	}
+	return out, rows.Err()
+}
+
+// ClassScopes lists the class and scope pairs with queued jobs or
+// available leases.
+func (r Reader) ClassScopes(ctx context.Context) ([]provisioner.ClassScope, error) {
+	states := availableStates()
+	rows, err := r.q.Query(ctx, `
+		SELECT class, scope_org, scope_repo, installation_id FROM crabbox_job WHERE status = $1
+		UNION
+		SELECT class, scope_org, scope_repo, installation_id FROM crabbox_lease WHERE state IN (`+marks(2, len(states))+`)`,
+		append([]any{string(provisioner.JobQueued)}, states...)...)
+	if err != nil {
+		return nil, r.d.errorf("class scopes: %w", err)
+	}
+	defer rows.Close()
+	seen := map[string]bool{}
+	var out []provisioner.ClassScope
+	for rows.Next() {
+		var cs provisioner.ClassScope
+		if err := rows.Scan(&cs.Class, &cs.Scope.Org, &cs.Scope.Repo, &cs.Scope.InstallationID); err != nil {
+			return nil, r.d.errorf("class scopes: %w", err)
+		}
+		// Rows differing only in the installation are one scope.
+		if k := cs.Class + "\x00" + cs.Scope.Key(); !seen[k] {
+			seen[k] = true
+			out = append(out, cs)
+		}
+	}
+	return out, rows.Err()
+}

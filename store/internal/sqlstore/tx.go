@@ -1,0 +1,152 @@
+package sqlstore
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/riverqueue/river"
+
+	"github.com/crabbox/crabbox-runner/provisioner"
+)
+
+// EnqueueFunc inserts durable work in the transaction at hand (River's
+// InsertTx with the store's own transaction type).
+type EnqueueFunc func(ctx context.Context, args river.JobArgs, opts *river.InsertOpts) error
+
+// Tx is provisioner.Tx on a Querier that runs in one transaction.
+type Tx struct {
+	q       Querier
+	d       *Dialect
+	now     func() time.Time
+	enqueue EnqueueFunc
+}
+
+var _ provisioner.Tx = (*Tx)(nil)
+
+// NewTx returns the Tx for one transaction. enqueue is nil until the work
+// queue is started; Enqueue then fails with provisioner.ErrQueueNotStarted.
+func NewTx(q Querier, d *Dialect, now func() time.Time, enqueue EnqueueFunc) *Tx {
+	return &Tx{q: q, d: d, now: now, enqueue: enqueue}
+}
+
+// RecordDelivery inserts the GUID unless it is there. Under concurrency the
+// unique key decides: a second inserter waits for the first to commit and
+// then inserts nothing (or inserts, if the first rolled back).
+func (t *Tx) RecordDelivery(ctx context.Context, guid, event, action string, at time.Time) (bool, error) {
+	n, err := t.q.Exec(ctx, `INSERT INTO crabbox_delivery (guid, event, action, received_at)
+		VALUES ($1, $2, $3, $4) ON CONFLICT (guid) DO NOTHING`, guid, event, action, Micros(at))
+	if err != nil {
+		return false, t.d.errorf("record delivery: %w", err)
+	}
+	return n == 1, nil
+}
+
+// RecordJobEvent inserts (job, attempt, action) unless it is there; the
+// same holds under concurrency as for RecordDelivery.
+func (t *Tx) RecordJobEvent(ctx context.Context, jobID, runAttempt int64, action, guid string, at time.Time) (bool, error) {
+	n, err := t.q.Exec(ctx, `INSERT INTO crabbox_job_event (job_id, run_attempt, action, guid, received_at)
+		VALUES ($1, $2, $3, $4, $5) ON CONFLICT (job_id, run_attempt, action) DO NOTHING`,
+		jobID, runAttempt, action, guid, Micros(at))
+	if err != nil {
+		return false, t.d.errorf("record job event: %w", err)
+	}
+	return n == 1, nil
+}
+
+const jobColumns = `id, run_attempt, run_id, name, workflow_name, repo, scope_key, scope_org, scope_repo,
+	installation_id, class, labels, status, conclusion, runner_name, lease_id, created_at, updated_at`
+
+// Job reads one workflow job.
+func (t *Tx) Job(ctx context.Context, id, runAttempt int64) (*provisioner.Job, error) {
+	return getJob(ctx, t.q, t.d, id, runAttempt)
+}
+
+// PutJob inserts or replaces a workflow job.
+func (t *Tx) PutJob(ctx context.Context, j *provisioner.Job) error {
+	now := t.now()
+	if j.CreatedAt.IsZero() {
+		j.CreatedAt = now
+	}
+	j.UpdatedAt = now
+	_, err := t.q.Exec(ctx, `INSERT INTO crabbox_job (`+jobColumns+`) VALUES (`+marks(1, 18)+`)
+		ON CONFLICT (id, run_attempt) DO UPDATE SET
+			run_id = excluded.run_id, name = excluded.name, workflow_name = excluded.workflow_name,
+			repo = excluded.repo, scope_key = excluded.scope_key, scope_org = excluded.scope_org,
+			scope_repo = excluded.scope_repo, installation_id = excluded.installation_id,
+			class = excluded.class, labels = excluded.labels, status = excluded.status,
+			conclusion = excluded.conclusion, runner_name = excluded.runner_name,
+			lease_id = excluded.lease_id, updated_at = excluded.updated_at`,
+		j.ID, j.RunAttempt, j.RunID, j.Name, j.WorkflowName, j.Repo, j.Scope.Key(), j.Scope.Org, j.Scope.Repo,
+		j.Scope.InstallationID, j.Class, strings.Join(j.Labels, "\n"), string(j.Status), j.Conclusion,
+		j.RunnerName, j.LeaseID, Micros(j.CreatedAt), Micros(j.UpdatedAt))
+	if err != nil {
+		return t.d.errorf("put job %d: %w", j.ID, err)
+	}
+	return nil
+}
+
+func getJob(ctx context.Context, q Querier, d *Dialect, id, runAttempt int64) (*provisioner.Job, error) {
+	j, err := scanJob(q.QueryRow(ctx, `SELECT `+jobColumns+` FROM crabbox_job WHERE id = $1 AND run_attempt = $2`, id, runAttempt))
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, fmt.Errorf("job %d attempt %d: %w", id, runAttempt, provisioner.ErrNotFound)
+	}
+	if err != nil {
+		return nil, d.errorf("get job %d: %w", id, err)
+	}
+	return j, nil
+}
+
+func scanJob(row Row) (*provisioner.Job, error) {
+	var j provisioner.Job
+	var scopeKey, labels, status string
+	var created, updated int64
+	err := row.Scan(&j.ID, &j.RunAttempt, &j.RunID, &j.Name, &j.WorkflowName, &j.Repo, &scopeKey, &j.Scope.Org, &j.Scope.Repo,
+		&j.Scope.InstallationID, &j.Class, &labels, &status, &j.Conclusion, &j.RunnerName, &j.LeaseID, &created, &updated)
+	if err != nil {
+		return nil, err
+	}
+	if labels != "" {
+		j.Labels = strings.Split(labels, "\n")
+	}
+	j.Status = provisioner.JobStatus(status)
+	j.CreatedAt, j.UpdatedAt = FromMicros(created), FromMicros(updated)
+	return &j, nil
+}
+
+// Demand counts the queued jobs and the available leases of one class in
+// one scope (after the dialect's LockDemand, if any).
+func (t *Tx) Demand(ctx context.Context, class, scopeKey string) (queued, available int, err error) {
+	if t.d.LockDemand != "" {
+		if _, err := t.q.Exec(ctx, t.d.LockDemand, class, scopeKey); err != nil {
+			return 0, 0, t.d.errorf("demand lock: %w", err)
+		}
+	}
+	err = t.q.QueryRow(ctx, `SELECT count(*) FROM crabbox_job WHERE class = $1 AND scope_key = $2 AND status = $3`,
+		class, scopeKey, string(provisioner.JobQueued)).Scan(&queued)
+	if err != nil {
+		return 0, 0, t.d.errorf("demand: %w", err)
+	}
+	states := availableStates()
+	err = t.q.QueryRow(ctx, `SELECT count(*) FROM crabbox_lease WHERE class = $1 AND scope_key = $2
+		AND release_reason = '' AND state IN (`+marks(3, len(states))+`)`,
+		append([]any{class, scopeKey}, states...)...).Scan(&available)
+	if err != nil {
+		return 0, 0, t.d.errorf("demand: %w", err)
+	}
+	return queued, available, nil
+}
+
+// Enqueue inserts durable work in this transaction.
+func (t *Tx) Enqueue(ctx context.Context, args river.JobArgs, opts *river.InsertOpts) error {
+	if t.enqueue == nil {
+		return provisioner.ErrQueueNotStarted
+	}
+	if err := t.enqueue(ctx, args, opts); err != nil {
+		return t.d.errorf("enqueue %s: %w", args.Kind(), err)
+	}
+	return nil
+}
