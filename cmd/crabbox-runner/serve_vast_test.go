@@ -149,7 +149,7 @@ classes:
 // destroyed when the job completes. Nothing is left running.
 func TestServeVast(t *testing.T) {
 	started := time.Now()
-	e := startServeVast(t, "10s", func(seq int, o vasttest.Offer) vasttest.Behavior {
+	e := startServeVast(t, "15s", func(seq int, o vasttest.Offer) vasttest.Behavior {
 		return vasttest.Behavior{NeverBoot: o.MachineID == 802}
 	})
 	e.vast.Vanish(8000001, http.StatusGone)

@@ -233,8 +233,10 @@ func TestAttachFailureGivesTheHostBack(t *testing.T) {
 // provider stay under the server's per-endpoint interval, so Vast never
 // answers 429.
 func TestRateLimiterSharedByLeases(t *testing.T) {
-	fake := newFake(t, vasttest.Options{MinInterval: 20 * time.Millisecond})
-	p := newProvider(t, fake, func(c *vast.Config) { c.MinRequestInterval = 100 * time.Millisecond })
+	fake := newFake(t, vasttest.Options{MinInterval: 10 * time.Millisecond})
+	// A wide margin: a request delayed on its way by a loaded machine must
+	// not arrive within the server's interval of the next one.
+	p := newProvider(t, fake, func(c *vast.Config) { c.MinRequestInterval = 200 * time.Millisecond })
 	inst := create(t, p, a100, marker("acme-gpu", "rl"), newLeaseKey(t))
 	var wg sync.WaitGroup
 	for range 8 {
