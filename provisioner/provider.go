@@ -40,6 +40,14 @@ type Provider interface {
 	Destroy(ctx context.Context, inst *Instance) error
 }
 
+// Adopter is implemented by providers whose create takes more than one
+// call (Vast attaches the SSH key after creating the instance). Adopt
+// repeats the calls after the first for an instance that was found by its
+// marker after a crash cut the create short.
+type Adopter interface {
+	Adopt(ctx context.Context, inst *Instance, req CreateRequest) error
+}
+
 // Capabilities says what a provider can do for a new host.
 type Capabilities struct {
 	// CloudInit: the host runs the user-data given at create.

@@ -162,6 +162,20 @@ func (p *Provisioner) createHost(ctx context.Context, log *slog.Logger, l *Lease
 			return err
 		}
 		if adopted != nil {
+			if ad, ok := p.cfg.Providers[adopted.Provider].(Adopter); ok {
+				creds, err := p.credentials(l.ID, false)
+				if err != nil {
+					return err
+				}
+				offer := Offer{Provider: adopted.Provider, ID: l.OfferID, GPU: l.GPU, PricePerHour: l.PricePerHour, MachineID: l.MachineID}
+				req, err := p.createRequest(offer, class, Marker{Deployment: p.cfg.Deployment, LeaseID: l.ID, Expires: l.ExpiresAt}, creds)
+				if err != nil {
+					return err
+				}
+				if err := ad.Adopt(ctx, adopted, req); err != nil {
+					return err
+				}
+			}
 			return p.transition(ctx, l.ID, StateBooting, "instance "+adopted.ID+" found by its marker after a restart", func(l *Lease) {
 				l.InstanceID = adopted.ID
 				l.Provider = adopted.Provider

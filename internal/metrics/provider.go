@@ -13,9 +13,27 @@ type instrumented struct {
 	m *Metrics
 }
 
+// adoptingInstrumented keeps the optional Adopter visible through the
+// wrapper.
+type adoptingInstrumented struct {
+	*instrumented
+	ad provisioner.Adopter
+}
+
+func (a adoptingInstrumented) Adopt(ctx context.Context, inst *provisioner.Instance, req provisioner.CreateRequest) error {
+	start := time.Now()
+	err := a.ad.Adopt(ctx, inst, req)
+	a.observe("adopt", start, err)
+	return err
+}
+
 // Provider returns p with every call counted by operation and status.
 func (m *Metrics) Provider(p provisioner.Provider) provisioner.Provider {
-	return &instrumented{Provider: p, m: m}
+	in := &instrumented{Provider: p, m: m}
+	if ad, ok := p.(provisioner.Adopter); ok {
+		return adoptingInstrumented{in, ad}
+	}
+	return in
 }
 
 func (i *instrumented) observe(op string, start time.Time, err error) {
