@@ -299,3 +299,39 @@ func TestWrongKey(t *testing.T) {
 		}
 	}
 }
+
+// TestAdoptAfterACrash: the process died between the create call and the
+// key attach; after the restart the instance is found by its marker and
+// Adopt attaches the new process's key, which then logs in.
+func TestAdoptAfterACrash(t *testing.T) {
+	fake := newFake(t, vasttest.Options{})
+	p := newProvider(t, fake)
+	ctx := context.Background()
+	m := marker("acme-gpu", "crashed")
+	offers, err := p.Offers(ctx, a100)
+	if err != nil {
+		t.Fatal(err)
+	}
+	offerID, _ := strconv.ParseInt(offers[0].ID, 10, 64)
+	// What the crashed Create had done: the create call alone.
+	if _, err := p.Client().CreateInstance(ctx, offerID, vast.CreateParams{Image: vast.DefaultImage, Disk: 40, Label: m.String(), RunType: vast.RunTypeSSHDirect}); err != nil {
+		t.Fatal(err)
+	}
+	restarted := newProvider(t, fake)
+	owned, err := restarted.ListOwned(ctx, "acme-gpu")
+	if err != nil || len(owned) != 1 || owned[0].Marker.LeaseID != "crashed" {
+		t.Fatalf("ListOwned = %+v, %v", owned, err)
+	}
+	t.Cleanup(func() { restarted.Destroy(context.Background(), owned[0]) })
+	key := newLeaseKey(t)
+	if err := restarted.Adopt(ctx, owned[0], provisioner.CreateRequest{Offer: offers[0], Class: a100, Marker: m, SSHPublicKey: key.authorized}); err != nil {
+		t.Fatal(err)
+	}
+	running := waitStatus(t, restarted, owned[0].ID, provisioner.InstanceRunning)
+	if out, err := sshRun(t, running.SSH, key, "echo adopted"); err != nil || !strings.Contains(out, "adopted") {
+		t.Fatalf("ssh after adopt: %v %s", err, out)
+	}
+	if err := restarted.Adopt(ctx, &provisioner.Instance{ID: "999999999"}, provisioner.CreateRequest{SSHPublicKey: key.authorized}); !errors.Is(err, provisioner.ErrNotFound) {
+		t.Errorf("Adopt(gone) = %v, want ErrNotFound", err)
+	}
+}
