@@ -82,6 +82,7 @@ Configuration: flags > environment (CRABBOX_*) > config file (crabbox-runner.yam
 		newOffersCmd(g, getenv),
 		newGCCmd(g, getenv),
 		newVersionCmd(),
+		newActionCmd(g, getenv),
 	)
 	return root
 }

@@ -1,0 +1,208 @@
+package action
+
+import (
+	"context"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/crabbox/crabbox-runner/bootstrap"
+	"github.com/crabbox/crabbox-runner/github"
+	"github.com/crabbox/crabbox-runner/provisioner"
+)
+
+// defaultRunnerURL is where actions/runner releases live when the release is
+// given by inputs.
+const defaultRunnerURL = "https://github.com/actions/runner/releases/download/v{version}/actions-runner-linux-{arch}-{version}.tar.gz"
+
+// runnerArch is the architecture whose runner release is installed. GPU
+// hosts on Vast and Lambda are x86-64; the bootstrap takes one checksum,
+// so an arm64 host (Lambda GH200) would need a per-architecture one.
+const runnerArch = "x64"
+
+// Names ties the names of a lease together; stop derives them all from the
+// lease id.
+type Names struct {
+	LeaseID string
+	// Label is unique to the workflow run, its attempt and the lease: no
+	// other job can ask for it, so no other job can take the runner.
+	Label      string
+	RunnerName string
+}
+
+// NewNames makes the names of a new lease for a run and attempt.
+func NewNames(deployment string, runID, attempt int64) Names {
+	id := newLeaseID()
+	return Names{
+		LeaseID:    id,
+		Label:      fmt.Sprintf("crabbox-%d-%d-%s", runID, attempt, id),
+		RunnerName: runnerName(deployment, id),
+	}
+}
+
+// runnerName is the same as the webhook deployment's, so gc and the
+// `leases` view read both alike.
+func runnerName(deployment, leaseID string) string { return "crabbox-" + deployment + "-" + leaseID }
+
+const leaseIDAlphabet = "abcdefghijkmnpqrstuvwxyz23456789"
+
+// newLeaseID returns "l" and ten random characters, as the provisioner's
+// lease ids are: short enough for instance labels and runner names.
+func newLeaseID() string {
+	b := make([]byte, 10)
+	if _, err := rand.Read(b); err != nil {
+		panic(err)
+	}
+	var sb strings.Builder
+	sb.WriteByte('l')
+	for _, c := range b {
+		sb.WriteByte(leaseIDAlphabet[int(c)%len(leaseIDAlphabet)])
+	}
+	return sb.String()
+}
+
+func (r *runner) start(ctx context.Context) error {
+	in := r.in
+	names := NewNames(in.Deployment, r.ctx.RunID, r.ctx.RunAttempt)
+	// Written first: if this step fails or is cancelled halfway, stop still
+	// learns which lease to clean up.
+	r.setOutputs("label", names.Label, "lease-id", names.LeaseID, "runner-name", names.RunnerName)
+
+	gh, err := r.github()
+	if err != nil {
+		return err
+	}
+	scope := r.scope()
+	release, err := r.runnerRelease(ctx, gh, scope)
+	if err != nil {
+		return err
+	}
+	boot, err := bootstrap.New(bootstrap.Config{
+		RunnerURL: release.URL, RunnerVersion: release.Version, RunnerSHA256: release.SHA256, Logger: r.log,
+	})
+	if err != nil {
+		return err
+	}
+	providers, provNames, err := r.providers()
+	if err != nil {
+		return err
+	}
+	p, err := r.provisioner(maskingGitHub{gh, r.secrets}, maskingBootstrapper{boot, r.secrets}, providers)
+	if err != nil {
+		return err
+	}
+	class := provisioner.Class{
+		Name:            "action",
+		Labels:          r.labels(names),
+		GPU:             provisioner.GPURequirement{Name: in.GPU, Count: in.GPUCount, MinMemoryGB: in.MinGPUMemory},
+		Providers:       provNames,
+		MaxPricePerHour: in.MaxPrice,
+		DiskGB:          in.DiskGB,
+		Image:           in.Image,
+		Region:          in.Region,
+		VerifiedOnly:    true,
+		DirectSSH:       true,
+		CheckGPU:        in.CheckGPU,
+		BootTimeout:     in.Timeout,
+		MaxLifetime:     in.MaxLifetime,
+	}
+	started := r.now()
+	expires := started.Add(in.MaxLifetime)
+
+	r.ga.Infof("Leasing %s on %s for %s (label %s, runner %s, expires %s)",
+		describeGPU(in), strings.Join(provNames, ", "), scope, names.Label, names.RunnerName, expires.UTC().Format(time.RFC3339))
+	r.ga.Group("Leasing a GPU host and starting its runner")
+	l, err := p.LeaseNow(ctx, provisioner.OneShotRequest{
+		LeaseID: names.LeaseID, Class: class, Scope: scope, RunnerName: names.RunnerName,
+		Labels: class.Labels, Expires: expires, Timeout: in.Timeout,
+		Progress: func(format string, args ...any) { r.ga.Infof(format, args...) },
+	})
+	r.ga.EndGroup()
+	if err != nil {
+		return r.startFailed(ctx, p, gh, scope, names, err)
+	}
+	online := r.now().Sub(started)
+	r.setOutputs("provider", l.Provider, "price-per-hour", price(l.PricePerHour), "gpu", l.GPU, "instance-id", l.InstanceID)
+	r.ga.Noticef("GPU runner %s online: %s %s at %s/h after %s; jobs use runs-on: %s",
+		names.RunnerName, l.Provider, l.GPU, money(l.PricePerHour), online.Round(time.Second), names.Label)
+	r.summary(fmt.Sprintf("### GPU runner started\n\n"+
+		"| provider | GPU | price per hour | time to online | label | expires |\n"+
+		"|---|---|---|---|---|---|\n"+
+		"| %s | %s | %s | %s | `%s` | %s |\n",
+		mdCell(l.Provider), mdCell(l.GPU), money(l.PricePerHour), online.Round(time.Second), names.Label,
+		expires.UTC().Format("2006-01-02 15:04 MST")))
+	return nil
+}
+
+// startFailed checks, rather than trusts, that a failed start left nothing
+// behind, tries once more to remove what it finds, and says which it is.
+func (r *runner) startFailed(ctx context.Context, p *provisioner.Provisioner, gh provisioner.GitHub, scope provisioner.Scope, n Names, cause error) error {
+	// The step may have been cancelled; the check must still run.
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Minute)
+	defer cancel()
+	left := r.leftovers(ctx, p, gh, scope, n)
+	if len(left) > 0 {
+		_ = p.ReleaseNow(ctx, &provisioner.Lease{ID: n.LeaseID, Scope: scope, RunnerName: n.RunnerName})
+		if left = r.leftovers(ctx, p, gh, scope, n); len(left) > 0 {
+			return fmt.Errorf("no GPU runner started: %w. Left behind: %s; the stop step (lease-id %s) or gc removes it",
+				cause, strings.Join(left, ", "), n.LeaseID)
+		}
+	}
+	return fmt.Errorf("no GPU runner started, and nothing was left behind: %w", cause)
+}
+
+// leftovers lists what of the lease still exists; what cannot be checked
+// counts as left.
+func (r *runner) leftovers(ctx context.Context, p *provisioner.Provisioner, gh provisioner.GitHub, scope provisioner.Scope, n Names) []string {
+	var left []string
+	_, inst, err := p.FindLease(ctx, n.LeaseID)
+	switch {
+	case err == nil:
+		left = append(left, "instance "+inst.ID)
+	case !errors.Is(err, provisioner.ErrNotFound):
+		left = append(left, "possibly an instance (listing failed)")
+	}
+	if _, err := gh.RunnerByName(ctx, scope, n.RunnerName); !errors.Is(err, provisioner.ErrNotFound) {
+		left = append(left, "runner "+n.RunnerName)
+	}
+	return left
+}
+
+// labels are the unique label and the extra ones.
+func (r *runner) labels(n Names) []string {
+	return append([]string{n.Label}, r.in.Labels...)
+}
+
+// runnerRelease is the actions/runner release to install: the inputs', or
+// the one GitHub says runners of this scope should run.
+func (r *runner) runnerRelease(ctx context.Context, gh *github.Client, scope provisioner.Scope) (*github.RunnerRelease, error) {
+	in := r.in
+	if in.RunnerVersion != "" {
+		return &github.RunnerRelease{
+			OS: "linux", Arch: runnerArch, Version: in.RunnerVersion, SHA256: in.RunnerSHA256,
+			URL: orDefault(in.RunnerURL, defaultRunnerURL),
+		}, nil
+	}
+	rel, err := gh.RunnerDownload(ctx, scope, "linux", runnerArch)
+	if err != nil {
+		return nil, fmt.Errorf("finding the runner release to install (or give runner-version and runner-sha256): %w", err)
+	}
+	r.ga.Infof("Runner %s from GitHub's runners/downloads (sha256 %s…)", rel.Version, rel.SHA256[:12])
+	return rel, nil
+}
+
+func describeGPU(in *Inputs) string {
+	var b strings.Builder
+	b.WriteString(strconv.Itoa(in.GPUCount) + "x ")
+	b.WriteString(orDefault(in.GPU, "any GPU"))
+	if in.MinGPUMemory > 0 {
+		fmt.Fprintf(&b, " (≥%g GB)", in.MinGPUMemory)
+	}
+	if in.MaxPrice > 0 {
+		fmt.Fprintf(&b, " up to %s/h", money(in.MaxPrice))
+	}
+	return b.String()
+}
