@@ -323,7 +323,12 @@ func TestServeEndToEnd(t *testing.T) {
 		ls := e.leases()
 		return len(ls) == 1 && ls[0].State == provisioner.StateReleased
 	})
-	metrics := e.get("/metrics")
+	// Spend is counted just after the lease is marked released.
+	var metrics string
+	e.waitFor("spend in /metrics", 10*time.Second, func() bool {
+		metrics = e.get("/metrics")
+		return strings.Contains(metrics, "crabbox_spent_dollars_total{")
+	})
 	for _, want := range []string{
 		`crabbox_webhook_deliveries_total{action="queued",event="workflow_job",result="accepted"} 1`,
 		`crabbox_webhook_deliveries_total{action="completed",event="workflow_job",result="accepted"} 1`,
