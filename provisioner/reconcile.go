@@ -129,6 +129,7 @@ type ReconcileReport struct {
 	MissedJobs       int // queued jobs found on GitHub that no webhook told of
 	StaleJobs        int // jobs we thought queued that GitHub has moved on
 	Redelivered      int
+	RunnerGone       int // idle or busy leases whose runner GitHub no longer has
 }
 
 // Reconcile runs one lease pass: every deadline of every live lease is
@@ -185,6 +186,12 @@ func (p *Provisioner) Reconcile(ctx context.Context) (*ReconcileReport, error) {
 		}
 	}
 
+	n, err := p.releaseRunnerless(ctx, live)
+	rep.RunnerGone = n
+	if err != nil {
+		errs = append(errs, err)
+	}
+
 	if src := p.cfg.Reconcile.Jobs; src != nil {
 		more, err := src.Scopes(ctx)
 		if err != nil {
@@ -217,11 +224,51 @@ func (p *Provisioner) Reconcile(ctx context.Context) (*ReconcileReport, error) {
 	if err := p.balanceAll(ctx); err != nil {
 		errs = append(errs, err)
 	}
-	if rep.MissedJobs+rep.StaleJobs+rep.Redelivered+rep.Requeued > 0 {
+	if rep.MissedJobs+rep.StaleJobs+rep.Redelivered+rep.Requeued+rep.RunnerGone > 0 {
 		p.log.Info("reconciled", "missed_jobs", rep.MissedJobs, "stale_jobs", rep.StaleJobs,
-			"redelivered", rep.Redelivered, "requeued", rep.Requeued)
+			"redelivered", rep.Redelivered, "requeued", rep.Requeued, "runner_gone", rep.RunnerGone)
 	}
 	return rep, errors.Join(errs...)
+}
+
+// runnerGrace is how long a lease's state must be settled before its
+// runner's absence on GitHub counts: GitHub removes a JIT runner once its
+// job ends, moments before the completed webhook arrives.
+const runnerGrace = 30 * time.Second
+
+// releaseRunnerless releases idle and busy leases whose runner GitHub no
+// longer has. An ephemeral runner is removed after its one job: if the
+// completed webhook was lost, this is what ends the lease (and its bill)
+// rather than the max lifetime.
+func (p *Provisioner) releaseRunnerless(ctx context.Context, live []*Lease) (int, error) {
+	n := 0
+	var errs []error
+	now := p.now()
+	for _, l := range live {
+		if (l.State != StateIdle && l.State != StateBusy) || l.RunnerID == 0 || now.Sub(l.StateChangedAt) < runnerGrace {
+			continue
+		}
+		_, err := p.cfg.GitHub.Runner(ctx, l.Scope, l.RunnerID)
+		if !errors.Is(err, ErrNotFound) {
+			if err != nil {
+				errs = append(errs, fmt.Errorf("runner of lease %s: %w", l.ID, err))
+			}
+			continue
+		}
+		err = p.cfg.Store.InTx(ctx, func(tx Tx) error {
+			if err := p.requestRelease(ctx, tx, l.ID, "runner gone from GitHub", ""); err != nil {
+				return err
+			}
+			return p.balance(ctx, tx, l.Class, l.Scope, nil)
+		})
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		n++
+		p.log.Info("runner gone from GitHub; releasing", "lease_id", l.ID, "runner_name", l.RunnerName, "state", string(l.State))
+	}
+	return n, errors.Join(errs...)
 }
 
 func isSnooze(err error) bool {

@@ -117,3 +117,32 @@ func TestReconcileEnforcesLostDeadlines(t *testing.T) {
 		return got.State == provisioner.StateReleased
 	})
 }
+
+// The completed webhook is lost after the runner ran its job: GitHub has
+// removed the runner, and the reconcile pass releases the lease.
+func TestReconcileReleasesLeaseWhoseRunnerIsGone(t *testing.T) {
+	h := newHarness(t, func(c *provisioner.Config) {
+		c.Reconcile = provisioner.ReconcileConfig{Interval: -1, GCInterval: -1}
+	})
+	ctx := context.Background()
+	h.event("queued", 1, "g1")
+	h.waitFor("idle", func() bool { return len(h.leases(provisioner.StateIdle)) == 1 })
+	l := h.leases()[0]
+	h.event("in_progress", 1, "g2", func(e *provisioner.JobEvent) { e.RunnerName = l.RunnerName })
+	h.gh.RemoveRunner(ctx, l.Scope, l.RunnerID) // the job ended; GitHub dropped the JIT runner
+	// Settled longer than the grace.
+	if _, err := h.store.DB().Exec(`UPDATE crabbox_lease SET state_changed_at = ? WHERE id = ?`, time.Now().Add(-time.Minute).UnixMicro(), l.ID); err != nil {
+		t.Fatal(err)
+	}
+	rep, err := h.p.Reconcile(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep.RunnerGone != 1 {
+		t.Fatalf("report %+v", rep)
+	}
+	h.waitFor("released", func() bool {
+		got, _ := h.store.Lease(ctx, l.ID)
+		return got.State == provisioner.StateReleased
+	})
+}
