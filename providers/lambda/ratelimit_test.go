@@ -14,8 +14,8 @@ import (
 // A fake that refuses requests coming faster than Lambda allows, like
 // Lambda does, with the intervals scaled down so the test is quick.
 const (
-	testGeneral = 40 * time.Millisecond
-	testLaunch  = 200 * time.Millisecond
+	testGeneral = 100 * time.Millisecond
+	testLaunch  = 400 * time.Millisecond
 )
 
 func limitedFake(t *testing.T) *lambdatest.Server {

@@ -260,12 +260,13 @@ func fail(status int, code, message, suggestion string) answer {
 }
 
 func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
+	arrived := time.Now()
 	body, err := io.ReadAll(io.LimitReader(r.Body, maxRequestBody+1))
 	if err != nil || len(body) > maxRequestBody {
 		http.Error(w, "request too large", http.StatusRequestEntityTooLarge)
 		return
 	}
-	rec := Request{Method: r.Method, Path: r.URL.Path, Body: body, At: time.Now()}
+	rec := Request{Method: r.Method, Path: r.URL.Path, Body: body, At: arrived}
 	defer func() {
 		s.mu.Lock()
 		s.requests = append(s.requests, rec)
@@ -295,7 +296,7 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 			"Check your API key or create a new one, then try again.")
 	case len(problems) > 0:
 		a = fail(http.StatusBadRequest, "global/invalid-parameters", "Invalid request data.", problems[0])
-	case s.opts.EnforceLimits && s.tooFast(r):
+	case s.opts.EnforceLimits && s.tooFast(r, arrived):
 		rec.Status, rec.Injected = http.StatusTooManyRequests, true
 		w.Header().Set("Content-Type", "application/json")
 		w.WriteHeader(http.StatusTooManyRequests)
@@ -354,11 +355,11 @@ func (s *Server) authorized(h string) bool {
 	return false
 }
 
-// tooFast applies Lambda's documented limits.
-func (s *Server) tooFast(r *http.Request) bool {
+// tooFast applies Lambda's documented limits to a request that arrived at
+// now.
+func (s *Server) tooFast(r *http.Request, now time.Time) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	now := time.Now()
 	launch := r.URL.Path == "/api/v1/instance-operations/launch"
 	if !s.lastRequest.IsZero() && now.Sub(s.lastRequest) < s.opts.GeneralInterval/2 {
 		return true

@@ -1,0 +1,35 @@
+package main
+
+import (
+	"log/slog"
+
+	"github.com/crabbox/crabbox-runner/internal/config"
+	"github.com/crabbox/crabbox-runner/providers/lambda"
+	"github.com/crabbox/crabbox-runner/provisioner"
+)
+
+// lambdaHook lets in-process tests adjust the Lambda provider the factory
+// builds: the fake's hosts listen on loopback ports rather than port 22 of
+// their IP, and tests cannot wait 12 s between launches. It is nil in
+// production.
+var lambdaHook func(*lambda.Options)
+
+// The Lambda provider: LAMBDA_API_KEY and providers.lambda (api_url,
+// ssh_user, min_request_interval). One provider, and so one pair of rate
+// limits (about 1 request/s, 1 launch per 12 s), serves every lease of the
+// process.
+func init() {
+	providerFactories[lambda.Name] = func(cfg *config.Config, log *slog.Logger) (provisioner.Provider, error) {
+		opts := lambda.Options{
+			APIKey:             cfg.LambdaAPIKey,
+			APIURL:             cfg.Providers.Lambda.APIURL,
+			SSHUser:            cfg.Providers.Lambda.SSHUser,
+			MinRequestInterval: cfg.Providers.Lambda.MinRequestInterval,
+			Logger:             log.With("component", "lambda"),
+		}
+		if lambdaHook != nil {
+			lambdaHook(&opts)
+		}
+		return lambda.New(opts)
+	}
+}
