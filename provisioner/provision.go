@@ -458,6 +458,10 @@ func (p *Provisioner) abandon(ctx context.Context, l *Lease) error {
 		now := p.now()
 		if (!cur.BootDeadline.IsZero() && now.After(cur.BootDeadline)) || (!cur.ExpiresAt.IsZero() && now.After(cur.ExpiresAt)) {
 			failure = cmp.Or(cur.Error, cur.ReleaseReason)
+			if cur.State == StateBooting || cur.State == StateBootstrapping {
+				// Its host never came up in time: do not rent that machine again soon.
+				p.markBadMachine(cur, "boot timeout")
+			}
 		}
 		if err := p.release(ctx, tx, cur, cur.ReleaseReason, failure); err != nil {
 			return err

@@ -199,6 +199,9 @@ func (p *Provisioner) checkDeadline(ctx context.Context, leaseID, kind string) e
 					again = due.Add(bootGrace).Sub(now)
 					return p.requestRelease(ctx, tx, l.ID, reason, failure)
 				}
+				if kind == DeadlineBoot && (l.State == StateBooting || l.State == StateBootstrapping) {
+					p.markBadMachine(l, "boot timeout")
+				}
 				if err := p.release(ctx, tx, l, reason, failure); err != nil {
 					return err
 				}
