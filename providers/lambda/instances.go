@@ -24,7 +24,15 @@ const cleanupTimeout = 30 * time.Second
 // terminated and preempted are failed (none of them ever serves a job);
 // unknown states are pending, so a state Lambda adds later runs into the
 // boot timeout rather than a wrong decision. 404 is ErrNotFound.
+//
+// Many leases poll their hosts while they boot, and each poll would cost a
+// second of the shared rate limit; so one GET /instances, reused for
+// Options.StatusCacheTTL, answers for every instance it lists, and only an
+// instance it does not list is asked for by id.
 func (p *Provider) Get(ctx context.Context, id string) (*provisioner.Instance, error) {
+	if li, ok, err := p.statuses.lookup(ctx, p, id); err == nil && ok {
+		return p.toInstance(li), nil
+	}
 	li, err := p.client.Instance(ctx, id)
 	if notFound(err) {
 		return nil, fmt.Errorf("lambda: instance %s: %w", id, provisioner.ErrNotFound)
@@ -81,6 +89,7 @@ func (p *Provider) ListOwned(ctx context.Context, deployment string) ([]*provisi
 	if err != nil {
 		return nil, err
 	}
+	p.statuses.store(all)
 	var out []*provisioner.Instance
 	for i := range all {
 		li := &all[i]
@@ -104,6 +113,7 @@ func (p *Provider) Destroy(ctx context.Context, inst *provisioner.Instance) erro
 	if !inst.Marker.IsZero() {
 		keyNames = append(keyNames, sshKeyName(inst.Marker))
 	}
+	p.statuses.forget(inst.ID)
 	terminated, err := p.client.Terminate(ctx, inst.ID)
 	switch {
 	case notFound(err):

@@ -79,7 +79,11 @@ type Options struct {
 	// is left out of Offers; DefaultCapacityCooldown when zero, never when
 	// negative.
 	CapacityCooldown time.Duration
-	Logger           *slog.Logger
+	// StatusCacheTTL is how long one GET /instances answers Get for every
+	// instance it lists: twice the request interval when zero (2 s by
+	// default), none when negative.
+	StatusCacheTTL time.Duration
+	Logger         *slog.Logger
 }
 
 // Provider implements provisioner.Provider on Lambda Cloud.
@@ -92,6 +96,8 @@ type Provider struct {
 	typesCache map[string]InstanceTypeAvailability
 	typesAt    time.Time
 	cooling    map[string]time.Time // offer id → end of its cooldown
+
+	statuses statusCache
 }
 
 var _ provisioner.Provider = (*Provider)(nil)
@@ -123,6 +129,12 @@ func New(opts Options) (*Provider, error) {
 		opts.CapacityCooldown = DefaultCapacityCooldown
 	case opts.CapacityCooldown < 0:
 		opts.CapacityCooldown = 0
+	}
+	switch {
+	case opts.StatusCacheTTL == 0:
+		opts.StatusCacheTTL = 2 * interval(opts.MinRequestInterval, DefaultMinRequestInterval)
+	case opts.StatusCacheTTL < 0:
+		opts.StatusCacheTTL = 0
 	}
 	return &Provider{client: c, opts: opts, log: log, cooling: map[string]time.Time{}}, nil
 }

@@ -410,3 +410,67 @@ func TestUserDataPassesCloudInitAndInstallsTheHostKey(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// Hosts polled while they boot share one GET /instances: ten leases'
+// polls cost one request, not ten seconds of the rate limit.
+func TestGetSharesOneListing(t *testing.T) {
+	fake := lambdatest.New(t, lambdatest.Options{})
+	p := newProvider(t, fake, nil, func(o *lambda.Options) { o.StatusCacheTTL = time.Hour })
+	ctx := context.Background()
+	offers, _ := p.Offers(ctx, a100)
+	var ids []string
+	for i := range 3 {
+		inst, err := p.Create(ctx, createRequest(t, offers[0], a100, "acme-gpu", "l"+strconv.Itoa(i)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		ids = append(ids, inst.ID)
+	}
+	count := func(path string) int {
+		n := 0
+		for _, r := range fake.Requests() {
+			if r.Path == path {
+				n++
+			}
+		}
+		return n
+	}
+	done := make(chan error, 30)
+	for range 10 {
+		for _, id := range ids {
+			go func() {
+				inst, err := p.Get(ctx, id)
+				if err == nil && inst.ID != id {
+					err = errors.New("wrong instance")
+				}
+				done <- err
+			}()
+		}
+	}
+	for range 30 {
+		if err := <-done; err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n, m := count("/api/v1/instances"), len(fake.Requests()); n != 1 || count("/api/v1/instances/"+ids[0]) != 0 {
+		t.Fatalf("30 Gets made %d listings (%d requests in all), want 1 and no Get by id", n, m)
+	}
+	// An instance the listing does not have is asked for by id, and a
+	// destroyed one is not answered from the old listing.
+	late, err := p.Create(ctx, createRequest(t, offers[0], a100, "acme-gpu", "late"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if inst, err := p.Get(ctx, late.ID); err != nil || inst.ID != late.ID || count("/api/v1/instances/"+late.ID) != 1 {
+		t.Fatalf("Get(late) = %+v, %v", inst, err)
+	}
+	if err := p.Destroy(ctx, &provisioner.Instance{ID: ids[0]}); err != nil {
+		t.Fatal(err)
+	}
+	if inst, err := p.Get(ctx, ids[0]); err == nil && inst.Status != provisioner.InstanceFailed {
+		t.Fatalf("Get after Destroy answered from the old listing: %+v", inst)
+	}
+	for _, id := range append(ids[1:], late.ID) {
+		p.Destroy(ctx, &provisioner.Instance{ID: id})
+	}
+}
