@@ -15,7 +15,7 @@ import (
 
 // ErrRunnerBusy is wrapped by RemoveRunner's error when GitHub answers 422,
 // which in practice means the runner is running a job (reference §3.3).
-var ErrRunnerBusy = errors.New("the runner may be busy running a job")
+var ErrRunnerBusy = provisioner.ErrRunnerBusy
 
 // workFolder is the JIT runner's work directory, relative to its root.
 const workFolder = "_work"

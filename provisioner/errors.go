@@ -18,6 +18,8 @@ var (
 	ErrGPUCheck = errors.New("GPU check failed")
 	// ErrHostKeyMismatch: the host presented a key other than the pinned one.
 	ErrHostKeyMismatch = errors.New("SSH host key mismatch")
+	// ErrRunnerBusy: GitHub refused to remove a runner that runs a job.
+	ErrRunnerBusy = errors.New("the runner may be busy running a job")
 	// ErrQueueNotStarted: work was enqueued before the store's queue started.
 	ErrQueueNotStarted = errors.New("work queue not started")
 )

@@ -74,6 +74,9 @@ type GCPlan struct {
 // Nothing without this deployment's marker is ever planned: providers list
 // only marked instances, and the marker is checked again here.
 func (p *Provisioner) PlanGC(ctx context.Context, opts GCOptions) (*GCPlan, error) {
+	if p.cfg.GitHub == nil {
+		return nil, errors.New("provisioner: gc needs GitHub")
+	}
 	now := p.now()
 	plan := &GCPlan{Deployment: p.cfg.Deployment, At: now}
 	names := make([]string, 0, len(p.cfg.Providers))

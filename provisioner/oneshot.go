@@ -36,8 +36,8 @@ func (p *Provisioner) LeaseNow(ctx context.Context, req OneShotRequest) (*Lease,
 	if req.LeaseID == "" || req.RunnerName == "" || len(req.Labels) == 0 {
 		return nil, errors.New("provisioner: LeaseNow needs a lease id, a runner name and labels")
 	}
-	if p.cfg.Bootstrapper == nil {
-		return nil, errors.New("provisioner: LeaseNow needs a bootstrapper")
+	if p.cfg.Bootstrapper == nil || p.cfg.GitHub == nil {
+		return nil, errors.New("provisioner: LeaseNow needs GitHub and a bootstrapper")
 	}
 	progress := req.Progress
 	if progress == nil {

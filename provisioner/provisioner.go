@@ -75,9 +75,6 @@ type Provisioner struct {
 // New checks the configuration and returns a provisioner. Call Start to run
 // its workers.
 func New(cfg Config) (*Provisioner, error) {
-	if cfg.GitHub == nil {
-		return nil, errors.New("provisioner: GitHub is required")
-	}
 	if cfg.Deployment == "" {
 		return nil, errors.New("provisioner: deployment is required")
 	}
@@ -111,11 +108,6 @@ func New(cfg Config) (*Provisioner, error) {
 		if _, dup := p.classes[c.Name]; dup {
 			return nil, fmt.Errorf("provisioner: class %q defined twice", c.Name)
 		}
-		for _, name := range c.Providers {
-			if _, ok := cfg.Providers[name]; !ok {
-				return nil, fmt.Errorf("provisioner: class %q uses provider %q, which is not configured", c.Name, name)
-			}
-		}
 		p.classes[c.Name] = c
 	}
 	return p, nil
@@ -124,8 +116,15 @@ func New(cfg Config) (*Provisioner, error) {
 // Start runs the durable workers. A provisioner without a store serves only
 // one-shot leases (LeaseNow, ReleaseNow).
 func (p *Provisioner) Start(ctx context.Context) error {
-	if p.cfg.Store == nil || p.cfg.Bootstrapper == nil {
-		return errors.New("provisioner: a store and a bootstrapper are required to run workers")
+	if p.cfg.Store == nil || p.cfg.Bootstrapper == nil || p.cfg.GitHub == nil {
+		return errors.New("provisioner: a store, GitHub and a bootstrapper are required to run workers")
+	}
+	for _, c := range p.cfg.Classes {
+		for _, name := range c.Providers {
+			if _, ok := p.cfg.Providers[name]; !ok {
+				return fmt.Errorf("provisioner: class %q uses provider %q, which is not configured", c.Name, name)
+			}
+		}
 	}
 	return p.cfg.Store.StartWork(ctx, p.workConfig())
 }

@@ -41,7 +41,14 @@ func (p *Provisioner) releaseLease(ctx context.Context, id string) error {
 	}
 
 	if runnerErr != nil {
-		if err := p.cfg.GitHub.RemoveRunner(ctx, l.Scope, l.RunnerID); err != nil {
+		err := p.cfg.GitHub.RemoveRunner(ctx, l.Scope, l.RunnerID)
+		switch {
+		case errors.Is(err, ErrRunnerBusy):
+			// Its host is gone, so the job it ran is lost with it; GitHub
+			// fails the job and lets the runner go, and gc removes it then.
+			// The bill stopped with the host: nothing more to hold on to.
+			log.Warn("runner still busy on GitHub after its host was destroyed; gc removes it later", "runner_name", l.RunnerName)
+		case err != nil:
 			p.recordError(ctx, l.ID, err)
 			return fmt.Errorf("removing runner %s: %w", l.RunnerName, err)
 		}

@@ -108,17 +108,19 @@ func (s *syncBuffer) String() string {
 }
 
 type e2e struct {
-	t      *testing.T
-	gh     *githubtest.Server
-	hosts  *local.Provider
-	url    string
-	dbPath string
-	logs   *syncBuffer
-	spy    *secretSpy
-	token  string
-	secret string
-	cancel context.CancelFunc
-	exit   chan int
+	t       *testing.T
+	cfgPath string
+	env     map[string]string
+	gh      *githubtest.Server
+	hosts   *local.Provider
+	url     string
+	dbPath  string
+	logs    *syncBuffer
+	spy     *secretSpy
+	token   string
+	secret  string
+	cancel  context.CancelFunc
+	exit    chan int
 }
 
 const (
@@ -176,6 +178,7 @@ classes:
 		"CRABBOX_GITHUB_TOKEN":   testToken,
 		"CRABBOX_GITHUB_API_URL": e.gh.URL(),
 	}
+	e.cfgPath, e.env = cfgPath, env
 	addr := freeAddr(t)
 	e.url = "http://" + addr
 	serveHook = func(o *appOptions) {
