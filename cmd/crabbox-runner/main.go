@@ -81,6 +81,8 @@ Configuration: flags > environment (CRABBOX_*) > config file (crabbox-runner.yam
 		newDemoCmd(g, getenv),
 		newOffersCmd(g, getenv),
 		newGCCmd(g, getenv),
+		newLeasesCmd(g, getenv),
+		newReleaseCmd(g, getenv),
 		newVersionCmd(),
 		newActionCmd(g, getenv),
 	)
