@@ -370,8 +370,14 @@ classes:
 			leaseErrors["gpu_check_failed"]++
 		case strings.Contains(l.Error, "boot timeout"):
 			leaseErrors["boot_timeout"]++
+		case strings.Contains(l.Error, "failed to boot"):
+			leaseErrors["host_failed"]++
 		default:
-			leaseErrors["other"]++
+			msg := l.Error
+			if len(msg) > 100 {
+				msg = msg[:100]
+			}
+			leaseErrors["other: "+msg]++
 		}
 	}
 	hooksMu.Lock()
