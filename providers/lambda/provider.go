@@ -172,6 +172,12 @@ func (p *Provider) Create(ctx context.Context, req provisioner.CreateRequest) (*
 	}
 	lr.SSHKeyNames = []string{key.Name}
 	id, err := p.client.Launch(ctx, lr)
+	if err != nil && launchMayHaveHappened(err) {
+		if found := p.findLaunched(ctx, lr.Name); found != "" {
+			p.log.Warn("lambda: the launch answered an error but the instance exists", "instance_id", found, "lease_id", req.Marker.LeaseID, "error", err.Error())
+			id, err = found, nil
+		}
+	}
 	if err != nil {
 		p.deleteKey(ctx, key.ID)
 		if unavailable(err) {
@@ -191,6 +197,35 @@ func (p *Provider) Create(ctx context.Context, req provisioner.CreateRequest) (*
 		Region:       region,
 		CreatedAt:    time.Now().UTC(),
 	}, nil
+}
+
+// launchMayHaveHappened: a server error or a lost answer says nothing of
+// whether Lambda launched the instance; a 4xx says it did not.
+func launchMayHaveHappened(err error) bool {
+	var ae *APIError
+	if errors.As(err, &ae) {
+		return ae.Status >= 500 || strings.HasPrefix(ae.Code, codeProviderPrefix)
+	}
+	var ne *networkError
+	return errors.As(err, &ne)
+}
+
+// findLaunched looks for a live instance named with the lease's marker,
+// which only this lease's launch can have made.
+func (p *Provider) findLaunched(ctx context.Context, name string) string {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cleanupTimeout)
+	defer cancel()
+	all, err := p.client.Instances(ctx)
+	if err != nil {
+		p.log.Warn("lambda: looking for the instance of a failed launch", "error", err.Error())
+		return ""
+	}
+	for _, li := range all {
+		if li.Name == name && li.Status != StatusTerminated && li.Status != StatusTerminating {
+			return li.ID
+		}
+	}
+	return ""
 }
 
 // unavailable: the launch failed for a reason another offer may not have.

@@ -474,3 +474,43 @@ func TestGetSharesOneListing(t *testing.T) {
 		p.Destroy(ctx, &provisioner.Instance{ID: id})
 	}
 }
+
+// A launch answered with a server error may still have happened: the
+// provider looks for the instance by its marker before giving up, so the
+// lease gets it instead of renting a second host.
+func TestCreateFindsALaunchWhoseAnswerFailed(t *testing.T) {
+	fake := lambdatest.New(t, lambdatest.Options{})
+	p := newProvider(t, fake, nil)
+	ctx := context.Background()
+	offers, _ := p.Offers(ctx, a100)
+
+	fake.FailNext(1, lambdatest.Fault{Status: 502, Body: "<html>Bad Gateway</html>", Path: "/launch", Applied: true})
+	inst, err := p.Create(ctx, createRequest(t, offers[0], a100, "acme-gpu", "l1"))
+	if err != nil {
+		t.Fatalf("Create after a launch that happened: %v", err)
+	}
+	if live := fake.Live(); len(live) != 1 || live[0] != inst.ID {
+		t.Fatalf("live %v, created %s", live, inst.ID)
+	}
+
+	fake.FailNext(1, lambdatest.Fault{Status: 500, Body: "{}", Path: "/launch"})
+	_, err = p.Create(ctx, createRequest(t, offers[0], a100, "acme-gpu", "l2"))
+	if lambda.StatusOf(err) != 500 {
+		t.Fatalf("Create after a launch that did not happen: %v", err)
+	}
+	if keys := fake.Keys(); !slices.Equal(keys, []string{"crabbox-acme-gpu-l1"}) {
+		t.Fatalf("keys %v", keys)
+	}
+	launches := 0
+	for _, r := range fake.Requests() {
+		if strings.HasSuffix(r.Path, "/launch") {
+			launches++
+		}
+	}
+	if launches != 2 {
+		t.Fatalf("%d launch requests, want 2 (never retried)", launches)
+	}
+	if err := p.Destroy(ctx, inst); err != nil {
+		t.Fatal(err)
+	}
+}

@@ -99,6 +99,9 @@ type Fault struct {
 	RetryAfter string // Retry-After header, if set
 	// Path limits the fault to requests whose path contains it.
 	Path string
+	// Applied makes the request take effect before the fault is answered,
+	// as when Lambda launches an instance but the answer is an error.
+	Applied bool
 }
 
 // Server is a fake Lambda API.
@@ -278,6 +281,9 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 		s.violation("%s %s: request %s", r.Method, r.URL.Path, p)
 	}
 	if f, ok := s.takeFault(r); ok {
+		if f.Applied && len(problems) == 0 && s.authorized(r.Header.Get("Authorization")) {
+			s.route(r, body)
+		}
 		rec.Status, rec.Injected = f.Status, true
 		if f.RetryAfter != "" {
 			w.Header().Set("Retry-After", f.RetryAfter)
