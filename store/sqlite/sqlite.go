@@ -4,7 +4,12 @@
 // SQLite allows one writer at a time, so the pool holds a single connection
 // (as riversqlite recommends): every transaction, ours and River's, runs in
 // turn. That is what makes "record and enqueue in one transaction" atomic
-// here without any locking of our own.
+// here without any locking of our own. It also means one serving process per
+// file (StartWork takes a lock file); several replicas need store/postgres.
+//
+// The schema (store/schema) and the SQL (store/internal/sqlstore) are shared
+// with store/postgres; this package holds what is SQLite's own: opening the
+// file, the transaction, the work queue and its take-over after a crash.
 package sqlite
 
 import (
