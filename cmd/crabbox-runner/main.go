@@ -83,6 +83,7 @@ Configuration: flags > environment (CRABBOX_*) > config file (crabbox-runner.yam
 		newGCCmd(g, getenv),
 		newLeasesCmd(g, getenv),
 		newReleaseCmd(g, getenv),
+		newDoctorCmd(g, getenv),
 		newVersionCmd(),
 		newActionCmd(g, getenv),
 	)
