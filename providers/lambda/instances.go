@@ -133,12 +133,10 @@ func (p *Provider) Destroy(ctx context.Context, inst *provisioner.Instance) erro
 		if !ok {
 			continue
 		}
-		// Only keys this deployment made for a lease, never a key a person
+		// Only the key made for this instance's lease, never a key a person
 		// attached.
-		for _, n := range li.SSHKeyNames {
-			if strings.HasPrefix(n, keyPrefix(m.Deployment)) && !slices.Contains(keyNames, n) {
-				keyNames = append(keyNames, n)
-			}
+		if n := sshKeyName(m); slices.Contains(li.SSHKeyNames, n) && !slices.Contains(keyNames, n) {
+			keyNames = append(keyNames, n)
 		}
 	}
 	p.log.Info("lambda: instance terminated", "instance_id", inst.ID, "lease_id", inst.Marker.LeaseID)
