@@ -100,13 +100,25 @@ func Run(ctx context.Context, env Env) error {
 	}
 	r.log = slog.New(slog.NewTextHandler(s.Writer(env.Stderr), &slog.HandlerOptions{Level: level}))
 
-	err := r.run(ctx)
+	err := r.safeRun(ctx)
 	if err != nil {
 		msg := s.Redact(err.Error())
 		r.ga.Errorf("%s", msg)
 		return fmt.Errorf("%w: %s", ErrFailed, msg)
 	}
 	return nil
+}
+
+// safeRun turns a panic into an error: go-githubactions panics when it
+// cannot write GITHUB_OUTPUT or the summary, and a stack trace is not a
+// message a workflow author can act on.
+func (r *runner) safeRun(ctx context.Context) (err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			err = fmt.Errorf("%v", p)
+		}
+	}()
+	return r.run(ctx)
 }
 
 func (r *runner) run(ctx context.Context) error {

@@ -11,12 +11,9 @@ import (
 
 	"github.com/crabbox/crabbox-runner/bootstrap"
 	"github.com/crabbox/crabbox-runner/github"
+	"github.com/crabbox/crabbox-runner/internal/config"
 	"github.com/crabbox/crabbox-runner/provisioner"
 )
-
-// defaultRunnerURL is where actions/runner releases live when the release is
-// given by inputs.
-const defaultRunnerURL = "https://github.com/actions/runner/releases/download/v{version}/actions-runner-linux-{arch}-{version}.tar.gz"
 
 // runnerArch is the architecture whose runner release is installed. GPU
 // hosts on Vast and Lambda are x86-64; the bootstrap takes one checksum,
@@ -183,7 +180,7 @@ func (r *runner) runnerRelease(ctx context.Context, gh *github.Client, scope pro
 	if in.RunnerVersion != "" {
 		return &github.RunnerRelease{
 			OS: "linux", Arch: runnerArch, Version: in.RunnerVersion, SHA256: in.RunnerSHA256,
-			URL: orDefault(in.RunnerURL, defaultRunnerURL),
+			URL: orDefault(in.RunnerURL, config.DefaultRunnerURL),
 		}, nil
 	}
 	rel, err := gh.RunnerDownload(ctx, scope, "linux", runnerArch)

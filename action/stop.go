@@ -88,8 +88,12 @@ func (r *runner) stop(ctx context.Context) error {
 	}
 
 	if hostGone {
-		r.ga.Noticef("Runner %s removed; its host was already gone.", n.RunnerName)
-		r.summary(fmt.Sprintf("### GPU runner stopped\n\nRunner `%s` removed; its host was already gone, so no cost is known here.\n", n.RunnerName))
+		what := "removed"
+		if relErr != nil {
+			what = "left to GitHub and gc (busy)"
+		}
+		r.ga.Noticef("Runner %s %s; its host was already gone.", n.RunnerName, what)
+		r.summary(fmt.Sprintf("### GPU runner stopped\n\nRunner `%s` %s; its host was already gone, so no cost is known here.\n", n.RunnerName, what))
 		return nil
 	}
 	ran := stopped.Sub(inst.CreatedAt)

@@ -292,22 +292,38 @@ func requireSSHD(t *testing.T) {
 // label runs on it (or none does); stop removes the runner and the host;
 // stop again finds nothing and succeeds.
 func TestActionStartJobStop(t *testing.T) {
+	_, tarballSum, err := githubtest.RunnerTarball("2.329.0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	const (
+		jobRuns    = "runs"
+		jobNever   = "never"
+		jobRunning = "still running"
+	)
 	tests := []struct {
-		name   string
-		app    bool
-		runJob bool
+		name string
+		app  bool
+		job  string
+		// pinRunner gives the runner release as inputs instead of asking GitHub.
+		pinRunner bool
 	}{
-		{"token, repo scope, a job runs", false, true},
-		{"App, org scope, a job runs", true, true},
-		{"token, the job never came", false, false},
+		{"token, repo scope, a job runs", false, jobRuns, false},
+		{"App, org scope, a job runs", true, jobRuns, false},
+		{"token, the job never came, runner pinned", false, jobNever, true},
+		{"token, stop while the job still runs", false, jobRunning, false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			w := newActionWorld(t, tt.app, nil, nil)
-			start := w.step(map[string]string{
+			with := map[string]string{
 				"mode": "start", "gpu": "A100", "min-gpu-memory": "40", "max-price": "2.50",
 				"labels": "extra-one", "timeout": "2m", "max-lifetime": "1h",
-			})
+			}
+			if tt.pinRunner {
+				with["runner-version"], with["runner-sha256"], with["runner-url"] = "2.329.0", tarballSum, w.gh.TarballURLTemplate()
+			}
+			start := w.step(with)
 			if start.code != 0 {
 				t.Fatalf("start failed: %d", start.code)
 			}
@@ -343,16 +359,24 @@ func TestActionStartJobStop(t *testing.T) {
 				t.Fatalf("hosts %+v", live)
 			}
 
-			if tt.runJob {
-				id := w.gh.QueueJob(githubtest.JobSpec{Repo: actionRepo, Org: "acme", Labels: []string{out["label"]},
-					Script: "nvidia-smi --query-gpu=name --format=csv,noheader"})
+			if tt.pinRunner == strings.Contains(start.stdout, "from GitHub's runners/downloads") {
+				t.Errorf("runner release from the wrong place (pinned: %t)", tt.pinRunner)
+			}
+			switch tt.job {
+			case jobRuns, jobRunning:
+				script := "nvidia-smi --query-gpu=name --format=csv,noheader"
+				want := githubtest.StatusCompleted
+				if tt.job == jobRunning {
+					script, want = "sleep 600", githubtest.StatusInProgress
+				}
+				id := w.gh.QueueJob(githubtest.JobSpec{Repo: actionRepo, Org: "acme", Labels: []string{out["label"]}, Script: script})
 				ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-				job, err := w.gh.WaitJob(ctx, id, githubtest.StatusCompleted)
+				job, err := w.gh.WaitJob(ctx, id, want)
 				cancel()
 				if err != nil {
 					t.Fatal(err)
 				}
-				if job.RunnerName != out["runner-name"] || job.Conclusion != "success" {
+				if job.RunnerName != out["runner-name"] || tt.job == jobRuns && job.Conclusion != "success" {
 					t.Fatalf("job %+v", job)
 				}
 			}
@@ -361,8 +385,11 @@ func TestActionStartJobStop(t *testing.T) {
 			if stop.code != 0 {
 				t.Fatalf("stop failed: %d", stop.code)
 			}
-			if rs := w.gh.Runners(); len(rs) != 0 {
+			if rs := w.gh.Runners(); tt.job != jobRunning && len(rs) != 0 {
 				t.Errorf("runners left: %+v", rs)
+			}
+			if tt.job == jobRunning && !strings.Contains(stop.stdout, "::warning::runner "+out["runner-name"]+" is still running a job") {
+				t.Error("stop during a job does not warn that GitHub kept the busy runner")
 			}
 			if live := w.hosts.Live(); len(live) != 0 {
 				t.Errorf("hosts left: %+v", live)
@@ -377,8 +404,13 @@ func TestActionStartJobStop(t *testing.T) {
 
 			// From the lease id alone, and again: nothing to do, no failure.
 			again := w.step(map[string]string{"mode": "stop", "lease-id": out["lease-id"]})
-			if again.code != 0 || !strings.Contains(again.stdout, "already released") {
-				t.Errorf("second stop: exit %d", again.code)
+			wantAgain := "already released"
+			if tt.job == jobRunning {
+				// The busy runner is still registered: stop tries it again.
+				wantAgain = "its host was already gone"
+			}
+			if again.code != 0 || !strings.Contains(again.stdout, wantAgain) {
+				t.Errorf("second stop: exit %d, want %q", again.code, wantAgain)
 			}
 		})
 	}
