@@ -13,8 +13,12 @@ import (
 )
 
 // actionHook lets tests replace what the action builds from the process
-// (providers that must outlive one run, faster polls).
-var actionHook func(*action.Env)
+// (providers that must outlive one run, faster polls); actionConfigHook
+// adjusts the provider settings the factories get (the fake clouds' SSH user).
+var (
+	actionHook       func(*action.Env)
+	actionConfigHook func(*config.Config)
+)
 
 func newActionCmd(_ *globalFlags, getenv config.Getenv) *cobra.Command {
 	return &cobra.Command{
@@ -73,6 +77,9 @@ func actionProvider(getenv config.Getenv) func(string, action.Keys, *slog.Logger
 		}
 		if err := config.CheckBaseURL("CRABBOX_LAMBDA_API_URL", cfg.Providers.Lambda.APIURL); err != nil {
 			return nil, err
+		}
+		if actionConfigHook != nil {
+			actionConfigHook(cfg)
 		}
 		if name == "local" {
 			// Loopback hosts, for tests and demos only.

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"crypto/rand"
 	"crypto/rsa"
@@ -95,6 +96,8 @@ type actionWorld struct {
 	offset   time.Duration     // added to the Action's clock, to reach expiries
 	given    []string          // secrets given as inputs
 	attempts int64
+	provider string            // the provider input; local unless set
+	env      map[string]string // added to every step's environment
 }
 
 func newActionWorld(t *testing.T, app bool, offers []provisioner.Offer, behave func(int, provisioner.CreateRequest) local.Behavior) *actionWorld {
@@ -159,7 +162,7 @@ type stepResult struct {
 // these `with:` inputs (plus the credentials and keys).
 func (w *actionWorld) step(with map[string]string) stepResult {
 	w.t.Helper()
-	all := map[string]string{"provider": "local", "vast-api-key": actionVastKey, "lambda-api-key": actionLambdaKey}
+	all := map[string]string{"provider": cmp.Or(w.provider, "local"), "vast-api-key": actionVastKey, "lambda-api-key": actionLambdaKey}
 	for k, v := range w.auth {
 		all[k] = v
 	}
@@ -175,6 +178,9 @@ func (w *actionWorld) step(with map[string]string) stepResult {
 		w.t.Fatal(err)
 	}
 	for k, v := range re.Vars() {
+		env[k] = v
+	}
+	for k, v := range w.env {
 		env[k] = v
 	}
 	madeBefore := len(w.spy.all())

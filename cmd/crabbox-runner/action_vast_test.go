@@ -1,0 +1,81 @@
+package main
+
+import (
+	"context"
+	"os/user"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/crabbox/crabbox-runner/action"
+	"github.com/crabbox/crabbox-runner/github/githubtest"
+	"github.com/crabbox/crabbox-runner/internal/config"
+	"github.com/crabbox/crabbox-runner/providers/vast/vasttest"
+	"github.com/crabbox/crabbox-runner/provisioner"
+)
+
+// TestActionWithVast runs the three jobs against the fake Vast through the
+// real provider factory, as a workflow does: each step builds its provider
+// afresh from the vast-api-key input and CRABBOX_VAST_API_URL, and all
+// that lasts between steps is in the (fake) cloud, found by its marker.
+func TestActionWithVast(t *testing.T) {
+	w := newActionWorld(t, false, nil, nil)
+	u, err := user.Current()
+	if err != nil {
+		t.Fatal(err)
+	}
+	market := []vasttest.Offer{
+		{ID: 9100001, MachineID: 911, GPUName: "A100 PCIE", NumGPUs: 1, GPURAM: 40960, DphBase: 0.70, StorageCost: 0.2, Reliability: 0.99, Geolocation: "Texas, US", DirectPortCount: 20, DiskSpace: 500, CUDAMaxGood: 12.6},
+		{ID: 9100002, MachineID: 912, GPUName: "RTX 4090", NumGPUs: 1, GPURAM: 24564, DphBase: 0.30, StorageCost: 0.1, Reliability: 0.99, Geolocation: "Texas, US", DirectPortCount: 20, DiskSpace: 500, CUDAMaxGood: 12.8},
+	}
+	fake := vasttest.New(vasttest.Options{APIKey: actionVastKey, Dir: filepath.Join(w.dir, "vast"), Offers: market, Logf: t.Logf})
+	t.Cleanup(fake.Close)
+	w.provider = "vast"
+	w.env = map[string]string{"CRABBOX_VAST_API_URL": fake.URL()}
+	actionConfigHook = func(c *config.Config) {
+		c.Providers.Vast.SSHUser = u.Username // the fake's hosts are this user's sshd
+		c.Providers.Vast.MinRequestInterval = 2 * time.Millisecond
+	}
+	t.Cleanup(func() { actionConfigHook = nil })
+	actionHook = func(env *action.Env) {
+		// The real factory builds the provider; only polls and spies here.
+		env.Tune = func(c *provisioner.Config) {
+			c.PollInterval = 100 * time.Millisecond
+			c.GitHub = jitSpy{c.GitHub, w.spy}
+			c.Bootstrapper = keySpy{c.Bootstrapper, w.spy}
+		}
+	}
+
+	start := w.step(map[string]string{"mode": "start", "gpu": "A100", "min-gpu-memory": "40", "max-price": "2", "timeout": "2m", "max-lifetime": "1h"})
+	if start.code != 0 {
+		t.Fatalf("start: exit %d", start.code)
+	}
+	out := start.outputs
+	if out["provider"] != "vast" || out["gpu"] != "A100 PCIE" || !strings.HasPrefix(out["price-per-hour"], "0.7") {
+		t.Fatalf("outputs %v", out)
+	}
+	live := fake.Live()
+	if len(live) != 1 || !strings.Contains(live[0].Label, "crabbox:action:"+out["lease-id"]+":") {
+		t.Fatalf("vast instances %+v", live)
+	}
+
+	id := w.gh.QueueJob(githubtest.JobSpec{Repo: actionRepo, Labels: []string{out["label"]}, Script: "nvidia-smi"})
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	job, err := w.gh.WaitJob(ctx, id, githubtest.StatusCompleted)
+	cancel()
+	if err != nil || job.Conclusion != "success" || job.RunnerName != out["runner-name"] {
+		t.Fatalf("job %+v: %v", job, err)
+	}
+
+	stop := w.step(map[string]string{"mode": "stop", "label": out["label"]})
+	if stop.code != 0 || stop.outputs["provider"] != "vast" || stop.outputs["cost"] == "" {
+		t.Fatalf("stop: exit %d, outputs %v", stop.code, stop.outputs)
+	}
+	if live := fake.Live(); len(live) != 0 {
+		t.Fatalf("vast instances left: %+v", live)
+	}
+	if rs := w.gh.Runners(); len(rs) != 0 {
+		t.Fatalf("runners left: %+v", rs)
+	}
+}
