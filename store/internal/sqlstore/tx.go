@@ -125,15 +125,14 @@ func (t *Tx) Demand(ctx context.Context, class, scopeKey string) (queued, availa
 			return 0, 0, t.d.errorf("demand lock: %w", err)
 		}
 	}
-	err = t.q.QueryRow(ctx, `SELECT count(*) FROM crabbox_job WHERE class = $1 AND scope_key = $2 AND status = $3`,
-		class, scopeKey, string(provisioner.JobQueued)).Scan(&queued)
-	if err != nil {
-		return 0, 0, t.d.errorf("demand: %w", err)
-	}
+	// One statement, so both counts come from one snapshot (under READ
+	// COMMITTED two statements could see a commit land between them).
 	states := availableStates()
-	err = t.q.QueryRow(ctx, `SELECT count(*) FROM crabbox_lease WHERE class = $1 AND scope_key = $2
-		AND release_reason = '' AND state IN (`+marks(3, len(states))+`)`,
-		append([]any{class, scopeKey}, states...)...).Scan(&available)
+	err = t.q.QueryRow(ctx, `SELECT
+		(SELECT count(*) FROM crabbox_job WHERE class = $1 AND scope_key = $2 AND status = $3),
+		(SELECT count(*) FROM crabbox_lease WHERE class = $1 AND scope_key = $2
+			AND release_reason = '' AND state IN (`+marks(4, len(states))+`))`,
+		append([]any{class, scopeKey, string(provisioner.JobQueued)}, states...)...).Scan(&queued, &available)
 	if err != nil {
 		return 0, 0, t.d.errorf("demand: %w", err)
 	}
