@@ -232,7 +232,7 @@ func (b *memBootstrapper) Bootstrap(ctx context.Context, req provisioner.Bootstr
 }
 
 type harness struct {
-	t     *testing.T
+	t     testing.TB
 	p     *provisioner.Provisioner
 	store *sqlite.Store
 	prov  *memProvider
@@ -249,7 +249,7 @@ func testClass() provisioner.Class {
 	}
 }
 
-func newHarness(t *testing.T, tweak func(*provisioner.Config)) *harness {
+func newHarness(t testing.TB, tweak func(*provisioner.Config)) *harness {
 	t.Helper()
 	st, err := sqlite.Open(context.Background(), filepath.Join(t.TempDir(), "p.db"))
 	if err != nil {

@@ -145,7 +145,7 @@ func (p *Provisioner) oneShotHost(ctx context.Context, l *Lease, class *Class, o
 		JIT:          jit, CheckGPU: class.CheckGPU,
 	})
 	if err != nil {
-		return fmt.Errorf("bootstrap: %w", err)
+		return err
 	}
 	if res.GPUInfo != "" {
 		progress("GPU: %s", res.GPUInfo)

@@ -216,6 +216,9 @@ func (p *Provisioner) createHost(ctx context.Context, log *slog.Logger, l *Lease
 		}
 		return p.transition(ctx, l.ID, StateBooting, "instance "+inst.ID+" created", func(l *Lease) {
 			l.InstanceID = inst.ID
+			// The boot clock runs from the host's creation: time spent
+			// waiting for a provider's launch slot is not boot time.
+			l.BootDeadline = p.now().Add(class.BootTimeout)
 			if inst.PricePerHour > 0 {
 				l.PricePerHour = inst.PricePerHour
 			}

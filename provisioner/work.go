@@ -181,7 +181,13 @@ func (p *Provisioner) checkDeadline(ctx context.Context, leaseID, kind string) e
 			if kind == DeadlineLifetime {
 				due, reason = l.ExpiresAt, "max lifetime reached"
 			}
-			if due.IsZero() || now.Before(due) || l.State == StateReleasing || l.State == StateReleased {
+			if due.IsZero() || l.State == StateReleasing || l.State == StateReleased {
+				return nil
+			}
+			if now.Before(due) {
+				// The deadline moved (a lease waiting for budget, or a boot
+				// clock restarted at the create call): follow it.
+				again = due.Sub(now)
 				return nil
 			}
 			if kind == DeadlineBoot && !l.State.Starting() {

@@ -20,6 +20,7 @@ need=()
 [ -x /usr/sbin/sshd ] || need+=(openssh-server)
 command -v cloud-init >/dev/null 2>&1 || need+=(cloud-init)
 command -v curl >/dev/null 2>&1 || need+=(curl)
+command -v shellcheck >/dev/null 2>&1 || need+=(shellcheck)
 command -v ssh-keygen >/dev/null 2>&1 || need+=(openssh-client)
 ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || need+=(postgresql)
 if [ ${#need[@]} -gt 0 ]; then

@@ -25,6 +25,7 @@ func init() {
 			APIURL:             cfg.Providers.Lambda.APIURL,
 			SSHUser:            cfg.Providers.Lambda.SSHUser,
 			MinRequestInterval: cfg.Providers.Lambda.MinRequestInterval,
+			LaunchInterval:     cfg.Providers.Lambda.LaunchInterval,
 			Logger:             log.With("component", "lambda"),
 		}
 		if lambdaHook != nil {

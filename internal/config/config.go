@@ -121,6 +121,9 @@ type APIProviderConfig struct {
 	// MinRequestInterval spaces API calls (all leases share one limiter);
 	// zero means the provider's documented default.
 	MinRequestInterval time.Duration `yaml:"min_request_interval"`
+	// LaunchInterval spaces launches (Lambda: one per 12 s); zero means
+	// the provider's documented default.
+	LaunchInterval time.Duration `yaml:"launch_interval"`
 }
 
 // LocalProviderConfig configures the loopback sshd provider (tests, demo).
