@@ -159,9 +159,20 @@ func (h *harness) count(s provisioner.State) int {
 
 func (h *harness) waitForB(b *testing.B, what string, within time.Duration, cond func() bool) {
 	deadline := time.Now().Add(within)
+	last := time.Now()
 	for !cond() {
 		if time.Now().After(deadline) {
 			b.Fatalf("timed out waiting for %s", what)
+		}
+		if time.Since(last) > 5*time.Second {
+			last = time.Now()
+			var counts []string
+			for _, s := range provisioner.AllStates {
+				if n := h.count(s); n > 0 {
+					counts = append(counts, fmt.Sprintf("%s=%d", s, n))
+				}
+			}
+			fmt.Fprintf(os.Stderr, "  waiting for %s: %v\n", what, counts)
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
