@@ -25,6 +25,10 @@ func (p *Provisioner) reserve(ctx context.Context, log *slog.Logger, id string, 
 			return err
 		}
 		if limit > 0 {
+			// Replicas take turns, so two cannot both take the last room.
+			if err := tx.Serialize(ctx, "max_spend_per_hour"); err != nil {
+				return err
+			}
 			held, err := tx.Leases(ctx, LeaseFilter{States: heldStates})
 			if err != nil {
 				return err

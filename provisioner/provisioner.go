@@ -387,6 +387,9 @@ func (p *Provisioner) leaseRoom(ctx context.Context, tx Tx, class string) (int, 
 		if c.max <= 0 {
 			continue
 		}
+		if err := tx.Serialize(ctx, "max_leases/"+c.class); err != nil {
+			return 0, err
+		}
 		held, err := tx.Leases(ctx, LeaseFilter{States: heldStates, Class: c.class, Limit: c.max + 1})
 		if err != nil {
 			return 0, err

@@ -72,6 +72,12 @@ type Tx interface {
 
 	// Enqueue inserts durable work in this transaction.
 	Enqueue(ctx context.Context, args river.JobArgs, opts *river.InsertOpts) error
+
+	// Serialize makes transactions that name the same thing run one after
+	// the other until they end (a transaction advisory lock on PostgreSQL;
+	// SQLite has one writer at a time already). Checks that span many rows,
+	// such as the spend cap, use it.
+	Serialize(ctx context.Context, name string) error
 }
 
 // ClassScope is one class in one scope.

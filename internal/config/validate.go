@@ -215,7 +215,7 @@ func checkDatabaseURL(u string) error {
 		}
 		return nil
 	case strings.HasPrefix(u, "postgres://"), strings.HasPrefix(u, "postgresql://"):
-		return errf("database_url", "PostgreSQL is not supported by this build yet; use sqlite:PATH")
+		return nil
 	}
 	return errf("database_url", "must be sqlite:PATH or postgres://…")
 }

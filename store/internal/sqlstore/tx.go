@@ -139,6 +139,17 @@ func (t *Tx) Demand(ctx context.Context, class, scopeKey string) (queued, availa
 	return queued, available, nil
 }
 
+// Serialize takes the dialect's transaction lock on the name, if it has one.
+func (t *Tx) Serialize(ctx context.Context, name string) error {
+	if t.d.LockDemand == "" {
+		return nil
+	}
+	if _, err := t.q.Exec(ctx, t.d.LockDemand, "serialize", name); err != nil {
+		return t.d.errorf("serialize %s: %w", name, err)
+	}
+	return nil
+}
+
 // Enqueue inserts durable work in this transaction.
 func (t *Tx) Enqueue(ctx context.Context, args river.JobArgs, opts *river.InsertOpts) error {
 	if t.enqueue == nil {
