@@ -46,6 +46,12 @@ type Config struct {
 	Observer Observer
 	// Limits cap what runs at once; zero values mean no cap.
 	Limits Limits
+	// JobTimeout bounds one run of a provision worker (default 15m: a slow
+	// host can take minutes to install the runner). RescueAfter is how long
+	// work of a dead process (another replica's, on PostgreSQL) stays
+	// claimed before another takes it over (default JobTimeout + 5m).
+	JobTimeout  time.Duration
+	RescueAfter time.Duration
 }
 
 // Limits cap leases and spend. Work beyond a limit waits, in order, and
@@ -95,6 +101,12 @@ func New(cfg Config) (*Provisioner, error) {
 	}
 	if cfg.ReleaseWorkers <= 0 {
 		cfg.ReleaseWorkers = 50
+	}
+	if cfg.JobTimeout <= 0 {
+		cfg.JobTimeout = 15 * time.Minute
+	}
+	if cfg.RescueAfter <= cfg.JobTimeout {
+		cfg.RescueAfter = cfg.JobTimeout + 5*time.Minute
 	}
 	if cfg.Observer == nil {
 		cfg.Observer = nopObserver{}

@@ -74,7 +74,9 @@ type reconcileWorker struct {
 	p *Provisioner
 }
 
-func (w *reconcileWorker) Timeout(*river.Job[ReconcileArgs]) time.Duration { return 5 * time.Minute }
+func (w *reconcileWorker) Timeout(*river.Job[ReconcileArgs]) time.Duration {
+	return min(5*time.Minute, w.p.cfg.JobTimeout)
+}
 
 func (w *reconcileWorker) Work(ctx context.Context, job *river.Job[ReconcileArgs]) error {
 	_, err := w.p.Reconcile(ctx)
@@ -86,7 +88,9 @@ type gcWorker struct {
 	p *Provisioner
 }
 
-func (w *gcWorker) Timeout(*river.Job[GCArgs]) time.Duration { return 10 * time.Minute }
+func (w *gcWorker) Timeout(*river.Job[GCArgs]) time.Duration {
+	return min(10*time.Minute, w.p.cfg.JobTimeout)
+}
 
 func (w *gcWorker) Work(ctx context.Context, job *river.Job[GCArgs]) error {
 	plan, err := w.p.PlanGC(ctx, GCOptions{Scopes: w.p.cfg.Reconcile.Scopes})

@@ -81,15 +81,10 @@ func (p *Provisioner) workConfig() WorkConfig {
 			QueueControl:   10,
 		},
 		PollInterval: p.cfg.QueuePollInterval,
-		RescueAfter:  provisionTimeout + 5*time.Minute,
+		RescueAfter:  p.cfg.RescueAfter,
 		Logger:       p.log,
 	}
 }
-
-// provisionTimeout bounds one run of the provision worker. A run waits at
-// most InlineWait for a host, but installing the runner on a slow host can
-// take minutes.
-const provisionTimeout = 15 * time.Minute
 
 // retryDelay is a capped exponential backoff with jitter, so a burst of
 // failing leases does not retry in lockstep against a struggling API.
@@ -107,7 +102,9 @@ type provisionWorker struct {
 	p *Provisioner
 }
 
-func (w *provisionWorker) Timeout(*river.Job[ProvisionArgs]) time.Duration { return provisionTimeout }
+// Timeout: a run waits at most InlineWait for a host, but installing the
+// runner on a slow host can take minutes.
+func (w *provisionWorker) Timeout(*river.Job[ProvisionArgs]) time.Duration { return w.p.cfg.JobTimeout }
 
 func (w *provisionWorker) NextRetry(job *river.Job[ProvisionArgs]) time.Time {
 	return time.Now().Add(retryDelay(job.Attempt, time.Second, 30*time.Second))
@@ -122,7 +119,9 @@ type releaseWorker struct {
 	p *Provisioner
 }
 
-func (w *releaseWorker) Timeout(*river.Job[ReleaseArgs]) time.Duration { return 5 * time.Minute }
+func (w *releaseWorker) Timeout(*river.Job[ReleaseArgs]) time.Duration {
+	return min(5*time.Minute, w.p.cfg.JobTimeout)
+}
 
 func (w *releaseWorker) NextRetry(job *river.Job[ReleaseArgs]) time.Time {
 	return time.Now().Add(retryDelay(job.Attempt, time.Second, time.Minute))

@@ -47,6 +47,7 @@ type Config struct {
 	Defaults    ClassDefaults   `yaml:"defaults"`
 	Reconcile   ReconcileConfig `yaml:"reconcile"`
 	Limits      LimitsConfig    `yaml:"limits"`
+	Work        WorkConfig      `yaml:"work"`
 	Classes     []ClassConfig   `yaml:"classes"`
 
 	// Secrets, from the environment or files only.
@@ -129,6 +130,16 @@ type APIProviderConfig struct {
 // LocalProviderConfig configures the loopback sshd provider (tests, demo).
 type LocalProviderConfig struct {
 	Dir string `yaml:"dir"`
+}
+
+// WorkConfig tunes the durable work queue.
+type WorkConfig struct {
+	// JobTimeout bounds one run of a worker (default 15m).
+	JobTimeout time.Duration `yaml:"job_timeout"`
+	// RescueAfter is how long work claimed by a process that died stays
+	// claimed before another replica takes it over (default job_timeout
+	// + 5m). SQLite takes over a dead process's work at once on restart.
+	RescueAfter time.Duration `yaml:"rescue_after"`
 }
 
 // LimitsConfig caps leases and spend for the whole deployment.

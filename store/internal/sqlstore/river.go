@@ -42,6 +42,8 @@ func RiverConfig(cfg provisioner.WorkConfig) *river.Config {
 	}
 	if cfg.RescueAfter > 0 {
 		rc.RescueStuckJobsAfter = cfg.RescueAfter
+		// River refuses a rescue time under the default job timeout.
+		rc.JobTimeout = min(rc.JobTimeout, cfg.RescueAfter/2)
 	}
 	return rc
 }
