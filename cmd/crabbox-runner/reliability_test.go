@@ -1,7 +1,6 @@
 package main
 
 import (
-	"context"
 	"encoding/json"
 	"fmt"
 	"math/rand/v2"
@@ -300,28 +299,7 @@ classes:
 		}
 	}
 	t.Cleanup(func() { serveHook = nil })
-	ctx, cancel := contextWithCancel()
-	e.cancel = cancel
-	go func() {
-		e.exit <- run(ctx, []string{"serve", "--listen", addr}, e.logs, e.logs, func(k string) string { return env[k] })
-	}()
-	t.Cleanup(func() {
-		cancel()
-		select {
-		case <-e.exit:
-		case <-time.After(30 * time.Second):
-			t.Error("serve did not stop")
-		}
-	})
-	e.waitFor("serve ready", 20*time.Second, func() bool {
-		resp, err := http.Get(e.url + "/readyz")
-		if err != nil {
-			return false
-		}
-		resp.Body.Close()
-		return resp.StatusCode == 200
-	})
-	e.gh.SetWebhook(e.url+"/webhook", []byte(testSecret))
+	e.runServe(addr, env)
 
 	start := time.Now()
 	const jobs = 12
@@ -402,8 +380,4 @@ classes:
 	if v := lfake.Violations(); len(v) > 0 {
 		t.Errorf("requests or answers outside Lambda's OpenAPI document: %v", v)
 	}
-}
-
-func contextWithCancel() (context.Context, context.CancelFunc) {
-	return context.WithCancel(context.Background())
 }

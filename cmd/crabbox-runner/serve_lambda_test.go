@@ -1,9 +1,7 @@
 package main
 
 import (
-	"context"
 	"fmt"
-	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -98,28 +96,7 @@ classes:
 		}
 	}
 	t.Cleanup(func() { serveHook, lambdaHook = nil, nil })
-	ctx, cancel := context.WithCancel(context.Background())
-	e.cancel = cancel
-	go func() {
-		e.exit <- run(ctx, []string{"serve", "--listen", addr}, e.logs, e.logs, func(k string) string { return env[k] })
-	}()
-	t.Cleanup(func() {
-		cancel()
-		select {
-		case <-e.exit:
-		case <-time.After(30 * time.Second):
-			t.Error("serve did not stop")
-		}
-	})
-	e.waitFor("serve ready", 20*time.Second, func() bool {
-		resp, err := http.Get(e.url + "/readyz")
-		if err != nil {
-			return false
-		}
-		resp.Body.Close()
-		return resp.StatusCode == 200
-	})
-	e.gh.SetWebhook(e.url+"/webhook", []byte(testSecret))
+	e.runServe(addr, env)
 	return &lambdaE2E{e2e: e, lambda: fake}
 }
 

@@ -191,17 +191,26 @@ classes:
 		}
 	}
 	t.Cleanup(func() { serveHook = nil })
+	e.runServe(addr, env)
+	return e
+}
+
+// runServe runs `crabbox-runner serve` in-process on addr with the given
+// environment, as main would, stops it when the test ends, waits until it
+// is ready and points the fake GitHub's webhook at it.
+func (e *e2e) runServe(addr string, env map[string]string) {
+	e.t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	e.cancel = cancel
 	go func() {
 		e.exit <- run(ctx, []string{"serve", "--listen", addr}, e.logs, e.logs, func(k string) string { return env[k] })
 	}()
-	t.Cleanup(func() {
+	e.t.Cleanup(func() {
 		cancel()
 		select {
 		case <-e.exit:
 		case <-time.After(30 * time.Second):
-			t.Error("serve did not stop")
+			e.t.Error("serve did not stop")
 		}
 	})
 	e.waitFor("serve ready", 20*time.Second, func() bool {
@@ -213,7 +222,6 @@ classes:
 		return resp.StatusCode == 200
 	})
 	e.gh.SetWebhook(e.url+"/webhook", []byte(testSecret))
-	return e
 }
 
 func freeAddr(t *testing.T) string {
