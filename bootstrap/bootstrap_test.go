@@ -231,6 +231,27 @@ func TestBootstrapReportsARunnerThatExitsAtOnce(t *testing.T) {
 	assertNoSecrets(t, []string{err.Error(), e.logs.String()}, jit.Encoded)
 }
 
+// A JIT runner can connect, take a job at once and finish it before the
+// start check is over; that is a runner that started, not one that died.
+func TestBootstrapAcceptsARunnerThatFinishedAtOnce(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, nil)
+	body, sum := tarball(t, `#!/bin/bash
+echo 'Connected to GitHub'
+echo '2026-11-23 01:02:48Z: Listening for Jobs'
+echo 'Running job: build'
+echo 'Job build completed with result: Succeeded'
+exit 0
+`)
+	srv := serveTarball(t, body)
+	b := e.bootstrapper(t, srv.urlTemplate(), sum)
+	creds := newCreds(t, b)
+	inst := e.host(t, creds)
+	if _, err := b.Bootstrap(context.Background(), request(inst, creds, newJIT(t, "r1"), false)); err != nil {
+		t.Fatalf("Bootstrap of a runner that already ran its job: %v", err)
+	}
+}
+
 func TestBootstrapCancellationClosesTheConnection(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t, nil)

@@ -171,6 +171,14 @@ phase_start() {
 	for i in 1 2 3 4 5 6 7 8 9 10; do
 		sleep 0.3
 		if ! kill -0 "$pid" 2>/dev/null; then
+			# A runner that connected may take a job at once and, a JIT
+			# runner, be done with it within this check: that is a start.
+			# run.sh's exit status cannot tell (it exits 0 on fatal errors
+			# too), the listener's own "Listening for Jobs" line can.
+			if grep -qi "listening for jobs" runner.log 2>/dev/null; then
+				echo "runner connected and has already finished its job"
+				return 0
+			fi
 			echo "runner exited right after start; last lines of runner.log:" >&2
 			tail -n 20 runner.log >&2 || true
 			die "$EXIT_START" "runner $name did not start"

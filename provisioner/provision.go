@@ -390,7 +390,12 @@ func (p *Provisioner) bootstrap(ctx context.Context, log *slog.Logger, l *Lease,
 		r, err := p.cfg.GitHub.Runner(ctx, l.Scope, l.RunnerID)
 		switch {
 		case errors.Is(err, ErrNotFound):
-			return p.failLease(ctx, l, "runner "+l.RunnerName+" disappeared from GitHub before coming online")
+			// GitHub removes a JIT runner once its one job is done: a
+			// runner gone after a good bootstrap most likely ran a short
+			// job before it was seen online (its in_progress webhook may
+			// still be on the way). The host's work is over either way,
+			// and that is no failure of the host.
+			return p.releaseStarting(ctx, l.ID, "runner gone from GitHub after it started: its job is done")
 		case err != nil:
 			log.Warn("reading runner status", "error", err)
 		case r.Online() || r.Busy:
@@ -439,6 +444,25 @@ func (p *Provisioner) failLease(ctx context.Context, l *Lease, why string) error
 			return nil
 		}
 		if err := p.release(ctx, tx, cur, "failed", why); err != nil {
+			return err
+		}
+		return p.balance(ctx, tx, cur.Class, cur.Scope, nil)
+	})
+}
+
+// releaseStarting releases a lease its provision worker owns, without
+// calling it a failure.
+func (p *Provisioner) releaseStarting(ctx context.Context, id, reason string) error {
+	p.log.Info("lease releasing", "lease_id", id, "reason", reason)
+	return p.cfg.Store.InTx(ctx, func(tx Tx) error {
+		cur, err := tx.Lease(ctx, id)
+		if err != nil {
+			return err
+		}
+		if !cur.State.Starting() {
+			return nil
+		}
+		if err := p.release(ctx, tx, cur, reason, ""); err != nil {
 			return err
 		}
 		return p.balance(ctx, tx, cur.Class, cur.Scope, nil)

@@ -377,6 +377,9 @@ classes:
 	if p := os.Getenv("CRABBOX_RELIABILITY_REPORT"); p != "" {
 		os.WriteFile(p, js, 0o644)
 	}
+	if p := os.Getenv("CRABBOX_RELIABILITY_LOG"); p != "" {
+		os.WriteFile(p, []byte(e.logs.String()), 0o644) // serve's whole log, to trace a run
+	}
 	if v := lfake.Violations(); len(v) > 0 {
 		t.Errorf("requests or answers outside Lambda's OpenAPI document: %v", v)
 	}
