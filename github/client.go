@@ -26,6 +26,8 @@ import (
 
 	"github.com/bradleyfalzon/ghinstallation/v2"
 	gh "github.com/google/go-github/v62/github"
+
+	"github.com/crabbox/crabbox-runner/internal/apiurl"
 	"golang.org/x/time/rate"
 
 	"github.com/crabbox/crabbox-runner/provisioner"
@@ -171,7 +173,7 @@ func New(cfg Config) (*Client, error) {
 	c.httpClient = &http.Client{
 		Transport:     transport,
 		Timeout:       timeout,
-		CheckRedirect: sameHostRedirects(base),
+		CheckRedirect: apiurl.SameHostRedirects("github", base, 10),
 	}
 
 	if hasToken {
@@ -202,20 +204,6 @@ func (c *Client) newGitHubClient(hc *http.Client) *gh.Client {
 	g.BaseURL = &u
 	g.UserAgent = "crabbox-runner"
 	return g
-}
-
-// sameHostRedirects refuses redirects that leave the API's scheme and host,
-// so credentials and JIT configs never reach a server we were not pointed at.
-func sameHostRedirects(base *url.URL) func(*http.Request, []*http.Request) error {
-	return func(req *http.Request, via []*http.Request) error {
-		if len(via) >= 10 {
-			return errors.New("github: stopped after 10 redirects")
-		}
-		if req.URL.Scheme != base.Scheme || !strings.EqualFold(req.URL.Host, base.Host) {
-			return fmt.Errorf("github: refusing redirect to another host (%s://%s)", req.URL.Scheme, req.URL.Host)
-		}
-		return nil
-	}
 }
 
 // clientFor returns the go-github client that may act on the scope.

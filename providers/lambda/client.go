@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"net/http"
 	"net/url"
 	"strconv"
@@ -16,6 +15,8 @@ import (
 	"time"
 
 	"github.com/cenkalti/backoff/v4"
+
+	"github.com/crabbox/crabbox-runner/internal/apiurl"
 )
 
 // DefaultAPIURL is Lambda's API host; every path starts with /api/v1.
@@ -162,32 +163,12 @@ func interval(v, def time.Duration) time.Duration {
 // BaseURL is the API base the client talks to, without /api/v1.
 func (c *Client) BaseURL() string { return c.base.String() }
 
-// validateBaseURL applies DESIGN.md §5: https, or http on loopback only; no
-// user info, query or fragment. Errors never repeat the URL, which could be a
-// secret pasted into the wrong variable.
+// validateBaseURL applies DESIGN.md §5 (package apiurl) and drops a
+// trailing /api/v1, which every call adds.
 func validateBaseURL(raw string) (*url.URL, error) {
-	u, err := url.Parse(strings.TrimSpace(raw))
+	u, err := apiurl.Validate(raw, DefaultAPIURL)
 	if err != nil {
-		return nil, errors.New("not a URL")
-	}
-	switch {
-	case u.Opaque != "" || u.Host == "":
-		return nil, errors.New("must be absolute, like " + DefaultAPIURL)
-	case u.User != nil:
-		return nil, errors.New("must not carry user info; the key comes from LAMBDA_API_KEY")
-	case u.RawQuery != "" || u.ForceQuery:
-		return nil, errors.New("must not have a query")
-	case u.Fragment != "" || strings.Contains(raw, "#"):
-		return nil, errors.New("must not have a fragment")
-	}
-	switch u.Scheme {
-	case "https":
-	case "http":
-		if !isLoopback(u.Hostname()) {
-			return nil, errors.New("must use https (http is allowed for loopback hosts only)")
-		}
-	default:
-		return nil, fmt.Errorf("scheme must be https, not %q", u.Scheme)
+		return nil, err
 	}
 	u.Path = strings.TrimSuffix(strings.TrimSuffix(u.Path, "/"), apiPrefix)
 	u.Path = strings.TrimSuffix(u.Path, "/")
@@ -195,23 +176,14 @@ func validateBaseURL(raw string) (*url.URL, error) {
 	return u, nil
 }
 
-func isLoopback(host string) bool {
-	if strings.EqualFold(host, "localhost") {
-		return true
-	}
-	ip := net.ParseIP(host)
-	return ip != nil && ip.IsLoopback()
-}
-
 // sameHostRedirects refuses any redirect off the API's scheme and host, so
-// the key is never sent to a server we were not pointed at.
+// the key is never sent to a server we were not pointed at; the error type
+// tells the retry loop not to try again.
 func sameHostRedirects(base *url.URL) func(*http.Request, []*http.Request) error {
+	check := apiurl.SameHostRedirects("lambda", base, 5)
 	return func(req *http.Request, via []*http.Request) error {
-		if len(via) >= 5 {
-			return errors.New("lambda: stopped after 5 redirects")
-		}
-		if req.URL.Scheme != base.Scheme || !strings.EqualFold(req.URL.Host, base.Host) {
-			return &redirectError{fmt.Errorf("refusing redirect to another host (%s://%s)", req.URL.Scheme, req.URL.Host)}
+		if err := check(req, via); err != nil {
+			return &redirectError{err}
 		}
 		return nil
 	}

@@ -28,6 +28,8 @@ import (
 
 	"github.com/cenkalti/backoff/v4"
 	"golang.org/x/time/rate"
+
+	"github.com/crabbox/crabbox-runner/internal/apiurl"
 )
 
 // Defaults used when Config leaves a field zero.
@@ -123,7 +125,7 @@ func NewClient(cfg Config) (*Client, error) {
 	if raw == "" {
 		raw = DefaultAPIURL
 	}
-	base, err := validateBaseURL(raw)
+	base, err := apiurl.Validate(raw, DefaultAPIURL)
 	if err != nil {
 		return nil, fmt.Errorf("vast: CRABBOX_VAST_API_URL: %w", err)
 	}
@@ -160,68 +162,12 @@ func NewClient(cfg Config) (*Client, error) {
 		http: &http.Client{
 			Transport:     transport,
 			Timeout:       timeout,
-			CheckRedirect: sameHostRedirects(base),
+			CheckRedirect: apiurl.SameHostRedirects("vast", base, 5),
 		},
 		limiter: rate.NewLimiter(limit, 1),
 		retry:   cfg.Retry.withDefaults(),
 		log:     log,
 	}, nil
-}
-
-// validateBaseURL applies DESIGN.md §5: https, or http on loopback only (a
-// key in clear text must not cross a network); no user info, query or
-// fragment, which would be a second, unexpected place for a secret.
-func validateBaseURL(raw string) (*url.URL, error) {
-	u, err := url.Parse(strings.TrimSpace(raw))
-	if err != nil {
-		// url.Error repeats the input; say only what is wrong.
-		var ue *url.Error
-		if errors.As(err, &ue) {
-			err = ue.Err
-		}
-		return nil, fmt.Errorf("API URL does not parse: %v", err)
-	}
-	switch {
-	case u.Opaque != "" || u.Host == "":
-		return nil, errors.New("API URL must be absolute, like " + DefaultAPIURL)
-	case u.User != nil:
-		return nil, errors.New("API URL must not carry user info")
-	case u.RawQuery != "" || u.ForceQuery:
-		return nil, errors.New("API URL must not have a query")
-	case u.Fragment != "" || strings.Contains(raw, "#"):
-		return nil, errors.New("API URL must not have a fragment")
-	}
-	switch u.Scheme {
-	case "https":
-	case "http":
-		if !isLoopback(u.Hostname()) {
-			return nil, fmt.Errorf("API URL must use https (http only for loopback hosts, not %q)", u.Hostname())
-		}
-	default:
-		return nil, fmt.Errorf("API URL scheme must be https, not %q", u.Scheme)
-	}
-	return u, nil
-}
-
-func isLoopback(host string) bool {
-	if strings.EqualFold(host, "localhost") {
-		return true
-	}
-	ip := net.ParseIP(host)
-	return ip != nil && ip.IsLoopback()
-}
-
-// sameHostRedirects keeps the key on the host we were pointed at.
-func sameHostRedirects(base *url.URL) func(*http.Request, []*http.Request) error {
-	return func(req *http.Request, via []*http.Request) error {
-		if len(via) >= 5 {
-			return errors.New("vast: stopped after 5 redirects")
-		}
-		if req.URL.Scheme != base.Scheme || !strings.EqualFold(req.URL.Host, base.Host) {
-			return fmt.Errorf("vast: refusing redirect to another host (%s://%s)", req.URL.Scheme, req.URL.Host)
-		}
-		return nil
-	}
 }
 
 // APIError is an error answer from Vast: a non-2xx status, or a 2xx whose
