@@ -14,6 +14,8 @@ import (
 	"golang.org/x/crypto/ssh"
 
 	"github.com/crabbox/crabbox-runner/provisioner"
+
+	"github.com/crabbox/crabbox-runner/internal/tail"
 )
 
 // Errors from the host script's phases, beside provisioner.ErrGPUCheck.
@@ -168,8 +170,7 @@ func (c *conn) run(ctx context.Context, phase, cmd string, stdin io.Reader) (str
 		return "", c.fail(phase, start, fmt.Errorf("bootstrap: %s on %s: new session: %w", phase, c.addr, c.ctxErr(ctx, err)))
 	}
 	defer sess.Close()
-	var stdout, stderr tailBuffer
-	stdout.max, stderr.max = maxOutput, maxOutput
+	stdout, stderr := tail.Buffer{Max: maxOutput}, tail.Buffer{Max: maxOutput}
 	sess.Stdin, sess.Stdout, sess.Stderr = stdin, &stdout, &stderr
 
 	errc := make(chan error, 1)
@@ -244,27 +245,4 @@ func lastLines(s string, n int) string {
 		lines = lines[len(lines)-n:]
 	}
 	return strings.Join(lines, "\n")
-}
-
-// tailBuffer keeps the last max bytes written to it.
-type tailBuffer struct {
-	mu  sync.Mutex
-	max int
-	b   []byte
-}
-
-func (t *tailBuffer) Write(p []byte) (int, error) {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	t.b = append(t.b, p...)
-	if len(t.b) > t.max {
-		t.b = t.b[len(t.b)-t.max:]
-	}
-	return len(p), nil
-}
-
-func (t *tailBuffer) String() string {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	return string(t.b)
 }

@@ -75,3 +75,18 @@ func SameHostRedirects(name string, base *url.URL, max int) func(*http.Request, 
 		return nil
 	}
 }
+
+// Key trims an API key and checks it can go into an Authorization header:
+// present, and without whitespace or control characters (which would end
+// up in a header, or mean the wrong value was pasted). The error names the
+// variable, never the value.
+func Key(provider, envVar, key string) (string, error) {
+	key = strings.TrimSpace(key)
+	if key == "" {
+		return "", fmt.Errorf("%s: %s is not set", provider, envVar)
+	}
+	if strings.ContainsFunc(key, func(r rune) bool { return r <= ' ' || r == 0x7f }) {
+		return "", fmt.Errorf("%s: %s contains whitespace or control characters", provider, envVar)
+	}
+	return key, nil
+}

@@ -28,6 +28,8 @@ import (
 	"time"
 
 	"golang.org/x/crypto/ssh"
+
+	"github.com/crabbox/crabbox-runner/internal/tail"
 )
 
 // Binary is the sshd started by Start. sshd re-executes itself, so it must
@@ -194,7 +196,7 @@ var errBind = errors.New("could not bind")
 func (s *Server) start(confFile string, port int, logw io.Writer) error {
 	pidFile := filepath.Join(s.dir, "sshd.pid")
 	_ = os.Remove(pidFile)
-	tail := &tailBuffer{max: 8 << 10}
+	tail := &tail.Buffer{Max: 8 << 10}
 	cmd := exec.Command(Binary, "-D", "-e", "-f", confFile)
 	cmd.Stdout = io.MultiWriter(logw, tail)
 	cmd.Stderr = cmd.Stdout
@@ -509,27 +511,4 @@ func generateHostKey() ([]byte, error) {
 		return nil, fmt.Errorf("sshd: %w", err)
 	}
 	return pem.EncodeToMemory(block), nil
-}
-
-// tailBuffer keeps the last max bytes written, to report why sshd failed.
-type tailBuffer struct {
-	mu  sync.Mutex
-	max int
-	b   []byte
-}
-
-func (t *tailBuffer) Write(p []byte) (int, error) {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	t.b = append(t.b, p...)
-	if len(t.b) > t.max {
-		t.b = t.b[len(t.b)-t.max:]
-	}
-	return len(p), nil
-}
-
-func (t *tailBuffer) String() string {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	return string(t.b)
 }

@@ -114,12 +114,9 @@ type Client struct {
 
 // NewClient checks cfg and returns a Client. It does not contact Vast.
 func NewClient(cfg Config) (*Client, error) {
-	key := strings.TrimSpace(cfg.APIKey)
-	if key == "" {
-		return nil, errors.New("vast: VAST_API_KEY is not set")
-	}
-	if strings.ContainsFunc(key, func(r rune) bool { return r <= ' ' || r == 0x7f }) {
-		return nil, errors.New("vast: VAST_API_KEY contains whitespace or control characters")
+	key, err := apiurl.Key("vast", "VAST_API_KEY", cfg.APIKey)
+	if err != nil {
+		return nil, err
 	}
 	raw := cfg.APIURL
 	if raw == "" {
