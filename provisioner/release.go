@@ -70,23 +70,11 @@ func (p *Provisioner) releaseLease(ctx context.Context, id string) error {
 	}
 	p.cfg.Observer.Phase(l.Class, l.Provider, PhaseReleaseDestroy, p.now().Sub(l.StateChangedAt))
 	if l.InstanceID != "" && l.PricePerHour > 0 {
-		p.cfg.Observer.Spent(l.Class, l.Provider, l.PricePerHour*p.hostLife(ctx, l).Hours())
+		events, _ := p.cfg.Store.LeaseEvents(ctx, l.ID)
+		l.State, l.ReleasedAt = StateReleased, p.now()
+		p.cfg.Observer.Spent(l.Class, l.Provider, Cost(l, events, p.now()))
 	}
 	return nil
-}
-
-// hostLife is how long the lease's host existed: from its create call to
-// now (it was just destroyed).
-func (p *Provisioner) hostLife(ctx context.Context, l *Lease) time.Duration {
-	events, err := p.cfg.Store.LeaseEvents(ctx, l.ID)
-	if err == nil {
-		for _, e := range events {
-			if e.To == StateBooting {
-				return p.now().Sub(e.At)
-			}
-		}
-	}
-	return p.now().Sub(l.CreatedAt)
 }
 
 func (p *Provisioner) destroyHost(ctx context.Context, l *Lease) error {
