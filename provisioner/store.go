@@ -21,6 +21,8 @@ type Store interface {
 	Leases(ctx context.Context, f LeaseFilter) ([]*Lease, error)
 	LeaseEvents(ctx context.Context, leaseID string) ([]Event, error)
 	Job(ctx context.Context, id, runAttempt int64) (*Job, error)
+	// LatestJob returns the latest attempt of a job, or ErrNotFound.
+	LatestJob(ctx context.Context, id int64) (*Job, error)
 	// QueuedJobs lists the jobs still queued that were last updated before
 	// the given time, oldest first (reconciliation asks GitHub about them).
 	QueuedJobs(ctx context.Context, updatedBefore time.Time) ([]*Job, error)

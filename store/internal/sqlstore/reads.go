@@ -2,6 +2,9 @@ package sqlstore
 
 import (
 	"context"
+	"database/sql"
+	"errors"
+	"fmt"
 	"time"
 
 	"github.com/crabbox/crabbox-runner/provisioner"
@@ -36,6 +39,20 @@ func (r Reader) Leases(ctx context.Context, f provisioner.LeaseFilter) ([]*provi
 // Job reads one workflow job.
 func (r Reader) Job(ctx context.Context, id, runAttempt int64) (*provisioner.Job, error) {
 	return getJob(ctx, r.q, r.d, id, runAttempt)
+}
+
+// LatestJob reads the latest attempt of a workflow job, for a job known
+// only by its id (a lease's bound job).
+func (r Reader) LatestJob(ctx context.Context, id int64) (*provisioner.Job, error) {
+	j, err := scanJob(r.q.QueryRow(ctx, `SELECT `+jobColumns+` FROM crabbox_job WHERE id = $1
+		ORDER BY run_attempt DESC LIMIT 1`, id))
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, fmt.Errorf("job %d: %w", id, provisioner.ErrNotFound)
+	}
+	if err != nil {
+		return nil, r.d.errorf("get job %d: %w", id, err)
+	}
+	return j, nil
 }
 
 // LeaseEvents returns a lease's history, oldest first.
