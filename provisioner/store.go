@@ -94,7 +94,11 @@ type LeaseFilter struct {
 	Class    string
 	ScopeKey string
 	Provider string
-	Limit    int
+	// ReleasedSince, when set, leaves out the leases released before it;
+	// leases in any other state still match. With it, one query reads what
+	// is live and what ended since (the status page's "today").
+	ReleasedSince time.Time
+	Limit         int
 }
 
 // WorkConfig configures the durable work queue.

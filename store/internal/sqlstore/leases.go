@@ -89,6 +89,10 @@ func listLeases(ctx context.Context, q Querier, d *Dialect, f provisioner.LeaseF
 			where = append(where, fmt.Sprintf("%s = $%d", c.col, len(args)))
 		}
 	}
+	if !f.ReleasedSince.IsZero() {
+		args = append(args, string(provisioner.StateReleased), Micros(f.ReleasedSince))
+		where = append(where, fmt.Sprintf("(state <> $%d OR released_at >= $%d)", len(args)-1, len(args)))
+	}
 	query := selectLease
 	if len(where) > 0 {
 		query += " WHERE " + strings.Join(where, " AND ")
