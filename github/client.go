@@ -270,7 +270,7 @@ func (c *Client) installationID(ctx context.Context, scope provisioner.Scope) (i
 		if statusOf(err) == http.StatusNotFound {
 			// Not provisioner.ErrNotFound: callers read that as "the
 			// runner is gone", which it is not.
-			return 0, fmt.Errorf("github: the GitHub App is not installed on %s", scope)
+			return 0, &notInstalledError{scope: scope}
 		}
 		return 0, fmt.Errorf("github: find the App's installation on %s: %w", scope, err)
 	}

@@ -68,6 +68,12 @@ func (s *Server) scoped(h func(http.ResponseWriter, *http.Request, scope)) http.
 		}
 		switch s.authorize(tok, sc) {
 		case http.StatusOK:
+			if perm, level, ok := s.missingPermission(tok, sc, r); ok {
+				// GitHub names what the call needs in this header.
+				w.Header().Set("X-Accepted-GitHub-Permissions", perm+"="+level)
+				writeError(w, http.StatusForbidden, "Resource not accessible by integration")
+				return
+			}
 			h(w, r, sc)
 		case http.StatusForbidden:
 			writeError(w, http.StatusForbidden, "Resource not accessible by integration")
@@ -119,7 +125,7 @@ func (s *Server) installationCovers(id int64, sc scope) bool {
 // App id, exp in the future and at most 10 minutes ahead (GitHub's rule).
 // It writes the 401 itself and returns false when the JWT is refused.
 func (s *Server) checkJWT(w http.ResponseWriter, r *http.Request) bool {
-	if s.opts.AppPublicKey == nil || s.opts.AppID == 0 {
+	if s.opts.AppPublicKey == nil || s.opts.AppID == 0 || s.opts.RejectJWT {
 		writeError(w, http.StatusUnauthorized, "A JSON web token could not be decoded")
 		return false
 	}
@@ -155,6 +161,10 @@ func (s *Server) handleAccessToken(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, "Not Found")
 		return
 	}
+	if s.suspended(id) {
+		writeError(w, http.StatusForbidden, "This installation has been suspended")
+		return
+	}
 	tok := "ghs_" + randomAlnum(36)
 	expires := time.Now().Add(time.Hour).UTC().Truncate(time.Second)
 	s.mu.Lock()
@@ -163,16 +173,9 @@ func (s *Server) handleAccessToken(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusCreated, map[string]any{
 		"token":                tok,
 		"expires_at":           expires.Format(time.RFC3339),
-		"permissions":          installationPermissions,
+		"permissions":          s.installationPermissions(id),
 		"repository_selection": "all",
 	})
-}
-
-var installationPermissions = map[string]string{
-	"actions":                          "read",
-	"administration":                   "write",
-	"metadata":                         "read",
-	"organization_self_hosted_runners": "write",
 }
 
 func (s *Server) knownInstallation(id int64) bool {
@@ -218,13 +221,23 @@ func (s *Server) handleRepoInstallation(w http.ResponseWriter, r *http.Request) 
 }
 
 func (s *Server) installationJSON(id int64, account, selection string) map[string]any {
-	return map[string]any{
+	m := map[string]any{
 		"id":                   id,
 		"app_id":               s.opts.AppID,
+		"app_slug":             s.appSlug(),
 		"account":              map[string]any{"login": account, "type": "Organization"},
 		"target_type":          "Organization",
 		"repository_selection": selection,
-		"permissions":          installationPermissions,
+		"permissions":          s.installationPermissions(id),
+		"events":               s.installationEvents(id),
 		"access_tokens_url":    s.url + "/app/installations/" + strconv.FormatInt(id, 10) + "/access_tokens",
+		"html_url":             s.url + "/organizations/" + account + "/settings/installations/" + strconv.FormatInt(id, 10),
+		"suspended_at":         nil,
+		"suspended_by":         nil,
 	}
+	if s.suspended(id) {
+		m["suspended_at"] = "2026-01-02T03:04:05Z"
+		m["suspended_by"] = map[string]any{"login": account + "-admin", "type": "User"}
+	}
+	return m
 }

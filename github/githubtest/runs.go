@@ -210,6 +210,9 @@ func (s *Server) handleInstallations(w http.ResponseWriter, r *http.Request) {
 		m := s.installationJSON(id, account, selection)
 		m["account"] = map[string]any{"login": account, "id": s.idLocked(account), "type": typ}
 		m["target_type"] = typ
+		if typ == "User" {
+			m["html_url"] = s.url + "/settings/installations/" + strconv.FormatInt(id, 10)
+		}
 		all = append(all, m)
 	}
 	s.mu.Unlock()

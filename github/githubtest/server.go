@@ -48,6 +48,36 @@ type Options struct {
 	// installation id there. An org installation covers the org's repos.
 	Installations map[string]int64
 
+	// The App itself as GET /app shows it (app.go): its slug and owner,
+	// the permissions it asks for and the events it subscribes to.
+	// AppSlug is "crabbox-runner" when empty, AppOwner the first org
+	// installation's account (or "crabbox"), AppPermissions
+	// DefaultAppPermissions when nil and AppEvents DefaultAppEvents when
+	// nil.
+	AppSlug        string
+	AppOwner       string
+	AppPermissions map[string]string
+	AppEvents      []string
+	// InstallationPermissions and InstallationEvents override, per
+	// installation id, what the installation was granted (the App's
+	// permissions and events when absent): an installation whose owner has
+	// not accepted the App's new permissions. Installation tokens are held
+	// to these permissions on the runner, run and job endpoints, with 403
+	// and X-Accepted-GitHub-Permissions as GitHub answers.
+	InstallationPermissions map[int64]map[string]string
+	InstallationEvents      map[int64][]string
+	// SuspendedInstallations are listed with suspended_at set and get no
+	// installation tokens (403).
+	SuspendedInstallations []int64
+	// RejectJWT refuses every App JWT with 401, as GitHub does for a key
+	// that was deleted from the App or an App id that is not the key's.
+	RejectJWT bool
+	// TokenScopes gives, per plain token, the X-OAuth-Scopes header GitHub
+	// sends with every answer to a classic personal access token
+	// ("repo, admin:org"). Tokens not listed get no header, as fine-grained
+	// and installation tokens do.
+	TokenScopes map[string]string
+
 	// RunnerGroups are the runner groups by id; {1: "Default"} when nil.
 	RunnerGroups map[int64]string
 
@@ -208,6 +238,10 @@ func (s *Server) routes() http.Handler {
 	}
 	mux.HandleFunc("GET /repos/{owner}/{repo}/actions/jobs/{job_id}", s.scoped(s.handleGetJob))
 
+	// The App and the credentials' own checks (doctor).
+	mux.HandleFunc("GET /app", s.handleApp)
+	mux.HandleFunc("GET /rate_limit", s.handleRateLimit)
+
 	// Reconciliation and the App webhook's delivery log (reference §2).
 	mux.HandleFunc("GET /app/installations", s.handleInstallations)
 	mux.HandleFunc("GET /installation/repositories", s.handleInstallationRepos)
@@ -243,6 +277,9 @@ func (s *Server) logRequests(next http.Handler) http.Handler {
 			h.Set("X-RateLimit-Used", "1")
 			h.Set("X-RateLimit-Reset", fmt.Sprint(time.Now().Add(time.Hour).Unix()))
 			h.Set("X-RateLimit-Resource", "core")
+			if scopes, ok := s.tokenScopes(credentials(r)); ok {
+				h.Set("X-OAuth-Scopes", scopes)
+			}
 		}
 		sw := &statusWriter{ResponseWriter: w, status: http.StatusOK}
 		next.ServeHTTP(sw, r)
