@@ -42,6 +42,7 @@ type Config struct {
 	Log         LogConfig       `yaml:"log"`
 	GitHub      GitHubConfig    `yaml:"github"`
 	Webhook     WebhookConfig   `yaml:"webhook"`
+	Status      StatusConfig    `yaml:"status"`
 	Runner      RunnerConfig    `yaml:"runner"`
 	Providers   ProvidersConfig `yaml:"providers"`
 	Defaults    ClassDefaults   `yaml:"defaults"`
@@ -56,6 +57,8 @@ type Config struct {
 	GitHubAppKey  []byte `yaml:"-"`
 	VastAPIKey    string `yaml:"-"`
 	LambdaAPIKey  string `yaml:"-"`
+	// StatusToken guards serve's status page; empty leaves it open.
+	StatusToken string `yaml:"-"`
 
 	// Source is the config file that was read, if any.
 	Source string `yaml:"-"`
@@ -96,6 +99,13 @@ func (g GitHubConfig) ScopeList() []provisioner.Scope {
 type WebhookConfig struct {
 	SecretFile   string `yaml:"secret_file"`
 	MaxBodyBytes int64  `yaml:"max_body_bytes"`
+}
+
+// StatusConfig configures the status page at GET / (package status).
+type StatusConfig struct {
+	// TokenFile holds the token the page asks for (Bearer, or HTTP Basic
+	// with the token as password); no token leaves the page open.
+	TokenFile string `yaml:"token_file"`
 }
 
 // RunnerConfig is the actions/runner release installed on each host.
@@ -329,6 +339,9 @@ func (c *Config) readSecrets(getenv Getenv) error {
 		return err
 	}
 	if c.LambdaAPIKey, err = secretFrom(getenv, "LAMBDA_API_KEY", ""); err != nil {
+		return err
+	}
+	if c.StatusToken, err = secretFrom(getenv, "CRABBOX_STATUS_TOKEN", c.Status.TokenFile); err != nil {
 		return err
 	}
 	return nil

@@ -92,6 +92,9 @@ func (c *Config) Validate(needs Needs) error {
 	if c.Webhook.MaxBodyBytes < 0 {
 		return errf("webhook.max_body_bytes", "must not be negative")
 	}
+	if err := checkStatusToken(c.StatusToken); err != nil {
+		return err
+	}
 	if needs.Runner {
 		if err := c.validateRunner(); err != nil {
 			return err
@@ -204,6 +207,30 @@ func (c *Config) validateClass(i int, seen map[string]bool) error {
 	}
 	if pc.BootTimeout >= pc.MaxLifetime {
 		return errf(key+".boot_timeout", "%s is not shorter than max_lifetime %s", pc.BootTimeout, pc.MaxLifetime)
+	}
+	return nil
+}
+
+// MinStatusTokenLen is the shortest status page token accepted.
+const MinStatusTokenLen = 16
+
+// checkStatusToken accepts no token (an open page) or one long enough not
+// to be guessed, made of what a browser's login prompt and an
+// Authorization header both carry: printable ASCII without spaces. The
+// token itself is never part of the error.
+func checkStatusToken(tok string) error {
+	if tok == "" {
+		return nil
+	}
+	const how = "(set by CRABBOX_STATUS_TOKEN, CRABBOX_STATUS_TOKEN_FILE or status.token_file)"
+	if len(tok) < MinStatusTokenLen {
+		return errf("status.token_file", "the status page token has %d characters, fewer than %d %s; make one with: openssl rand -hex 24",
+			len(tok), MinStatusTokenLen, how)
+	}
+	for _, r := range tok {
+		if r <= ' ' || r > '~' {
+			return errf("status.token_file", "the status page token may hold only printable ASCII without spaces %s", how)
+		}
 	}
 	return nil
 }
