@@ -31,6 +31,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/crabbox/crabbox-runner/github"
 	"github.com/crabbox/crabbox-runner/provisioner"
 )
 
@@ -62,8 +63,8 @@ type Config struct {
 	// Token, when set, is required: "Authorization: Bearer <token>", or
 	// HTTP Basic with the token as password (any user name).
 	Token string
-	// WebURL is GitHub's web base for job links (see WebURL); default
-	// https://github.com.
+	// WebURL is GitHub's web base for job links (github.WebURL of the API
+	// URL); default https://github.com.
 	WebURL string
 	// Deployment names this deployment in the page's title.
 	Deployment string
@@ -77,7 +78,7 @@ type Config struct {
 // Handler serves the status page.
 type Handler struct {
 	cfg      Config
-	web      *url.URL
+	web      string
 	tokenSum [sha256.Size]byte
 	csp      string
 
@@ -124,7 +125,7 @@ func New(cfg Config) (*Handler, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	h := &Handler{cfg: cfg, web: web, booting: map[string][]provisioner.Event{}, jobs: map[int64]*provisioner.Job{}}
+	h := &Handler{cfg: cfg, web: web.String(), booting: map[string][]provisioner.Event{}, jobs: map[int64]*provisioner.Job{}}
 	if cfg.Token != "" {
 		h.tokenSum = sha256.Sum256([]byte(cfg.Token))
 	}
@@ -133,28 +134,6 @@ func New(cfg Config) (*Handler, error) {
 	h.csp = "default-src 'none'; style-src 'sha256-" + base64.StdEncoding.EncodeToString(styleSum[:]) +
 		"'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
 	return h, nil
-}
-
-// WebURL returns GitHub's web base for a GitHub API base URL:
-// https://github.com for https://api.github.com, https://HOST for a GitHub
-// Enterprise Server API at https://HOST/api/v3, https://NAME.ghe.com for
-// https://api.NAME.ghe.com, and https://github.com for anything else.
-func WebURL(apiURL string) string {
-	u, err := url.Parse(strings.TrimSpace(apiURL))
-	if err != nil || u.Host == "" || u.User != nil || (u.Scheme != "https" && u.Scheme != "http") {
-		return DefaultWebURL
-	}
-	host := strings.ToLower(u.Host)
-	path := strings.TrimRight(u.Path, "/")
-	switch {
-	case host == "api.github.com":
-		return DefaultWebURL
-	case strings.HasPrefix(host, "api.") && strings.HasSuffix(host, ".ghe.com") && path == "":
-		return "https://" + strings.TrimPrefix(host, "api.")
-	case path == "/api/v3":
-		return u.Scheme + "://" + u.Host
-	}
-	return DefaultWebURL
 }
 
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -505,9 +484,7 @@ func (h *Handler) jobURL(j *provisioner.Job) string {
 	if !ok || owner == "" || name == "" || strings.Contains(name, "/") || j.RunID <= 0 || j.ID <= 0 {
 		return ""
 	}
-	u := *h.web
-	u.Path = fmt.Sprintf("%s/%s/%s/actions/runs/%d/job/%d", u.Path, owner, name, j.RunID, j.ID)
-	return u.String()
+	return github.JobURL(h.web, url.PathEscape(owner)+"/"+url.PathEscape(name), j.RunID, j.ID)
 }
 
 // money formats dollars: cents, and "<$0.01" for less than a cent spent.

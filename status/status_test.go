@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/crabbox/crabbox-runner/github"
 	"github.com/crabbox/crabbox-runner/provisioner"
 	"github.com/crabbox/crabbox-runner/status"
 	"github.com/crabbox/crabbox-runner/store/sqlite"
@@ -170,7 +171,7 @@ func seedStore(t *testing.T) *seeded {
 func newHandler(t *testing.T, r status.Reader, token string, recent *status.Recent) *status.Handler {
 	t.Helper()
 	h, err := status.New(status.Config{Store: r, Token: token, Deployment: "acme-gpu", Recent: recent,
-		WebURL: status.WebURL("https://api.github.com"), Now: func() time.Time { return now },
+		WebURL: github.WebURL("https://api.github.com"), Now: func() time.Time { return now },
 		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
 	if err != nil {
 		t.Fatal(err)
@@ -501,24 +502,10 @@ func TestNewRefusesBadConfig(t *testing.T) {
 	}
 }
 
-func TestWebURL(t *testing.T) {
-	for in, want := range map[string]string{
-		"https://api.github.com":                 "https://github.com",
-		"https://api.github.com/":                "https://github.com",
-		"https://ghe.example.com/api/v3":         "https://ghe.example.com",
-		"https://ghe.example.com:8443/api/v3/":   "https://ghe.example.com:8443",
-		"https://api.acme.ghe.com":               "https://acme.ghe.com",
-		"http://127.0.0.1:4000":                  "https://github.com",
-		"":                                       "https://github.com",
-		"https://user:pw@ghe.example.com/api/v3": "https://github.com",
-	} {
-		if got := status.WebURL(in); got != want {
-			t.Errorf("WebURL(%q) = %q, want %q", in, got, want)
-		}
-	}
-	// A GHES base makes GHES job links.
+// Job links follow the configured GitHub: a GHES API base makes GHES links.
+func TestJobLinksFollowGHES(t *testing.T) {
 	s := seedStore(t)
-	h, err := status.New(status.Config{Store: s.st, WebURL: status.WebURL("https://ghe.example.com/api/v3"),
+	h, err := status.New(status.Config{Store: s.st, WebURL: github.WebURL("https://ghe.example.com/api/v3"),
 		Now: func() time.Time { return now }})
 	if err != nil {
 		t.Fatal(err)

@@ -1,9 +1,15 @@
 package main
 
 import (
+	"errors"
+	"log/slog"
+	"net/http"
+
 	"github.com/spf13/cobra"
 
+	"github.com/crabbox/crabbox-runner/github"
 	"github.com/crabbox/crabbox-runner/internal/config"
+	"github.com/crabbox/crabbox-runner/status"
 )
 
 // serveHook lets in-process tests observe or replace parts of serve; it is
@@ -18,10 +24,12 @@ func newServeCmd(g *globalFlags, getenv config.Getenv) *cobra.Command {
 every queued job whose labels match a class, bootstraps a one-job runner on it,
 and destroys it when the job completes or a deadline passes.
 
-Endpoints: POST /webhook, GET /healthz, GET /readyz.
+Endpoints: POST /webhook, GET /healthz, GET /readyz, GET /metrics, and GET /, a
+read-only status page (live leases, today's spend, last errors), guarded by
+CRABBOX_STATUS_TOKEN(_FILE) when set (Bearer, or HTTP Basic with the token as password).
 Secrets come from the environment or files only: CRABBOX_WEBHOOK_SECRET(_FILE),
 CRABBOX_GITHUB_APP_ID with CRABBOX_GITHUB_APP_PRIVATE_KEY(_FILE), or CRABBOX_GITHUB_TOKEN,
-VAST_API_KEY, LAMBDA_API_KEY.`,
+VAST_API_KEY, LAMBDA_API_KEY, CRABBOX_STATUS_TOKEN(_FILE).`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			cfg, err := loadConfig(g, getenv, config.Needs{Webhook: true, GitHub: true, Classes: true, Runner: true, Deployment: true})
@@ -29,7 +37,9 @@ VAST_API_KEY, LAMBDA_API_KEY.`,
 				return err
 			}
 			log := newLogger(cmd.ErrOrStderr(), cfg.Log.Level, cfg.Log.Format,
-				string(cfg.WebhookSecret), cfg.GitHubToken, string(cfg.GitHubAppKey), cfg.VastAPIKey, cfg.LambdaAPIKey)
+				string(cfg.WebhookSecret), cfg.GitHubToken, string(cfg.GitHubAppKey), cfg.VastAPIKey, cfg.LambdaAPIKey, cfg.StatusToken)
+			recent := status.NewRecent(status.DefaultRecentSize)
+			log = withRecent(log, recent)
 			opts := appOptions{}
 			if serveHook != nil {
 				serveHook(&opts)
@@ -39,6 +49,9 @@ VAST_API_KEY, LAMBDA_API_KEY.`,
 				return err
 			}
 			defer a.close()
+			if err := a.addStatusPage(recent); err != nil {
+				return err
+			}
 			return a.run(cmd.Context())
 		},
 	}
@@ -47,4 +60,36 @@ VAST_API_KEY, LAMBDA_API_KEY.`,
 	f.StringVar(&g.DatabaseURL, "database-url", "", "sqlite:PATH (env CRABBOX_DATABASE_URL; default sqlite:crabbox-runner.db)")
 	f.StringVar(&g.Deployment, "deployment", "", "ownership marker on every instance (env CRABBOX_DEPLOYMENT)")
 	return cmd
+}
+
+// withRecent adds the status page's ring of recent warnings and errors to
+// the logger's chain, after the redactor, so that what the page keeps has
+// had every known secret taken out already.
+func withRecent(log *slog.Logger, recent *status.Recent) *slog.Logger {
+	if rh, ok := log.Handler().(*redactHandler); ok {
+		return slog.New(&redactHandler{Handler: recent.Handler(rh.Handler), r: rh.r})
+	}
+	return slog.New(recent.Handler(log.Handler()))
+}
+
+// addStatusPage serves the status page at GET / beside the webhook's
+// routes, before the server starts.
+func (a *app) addStatusPage(recent *status.Recent) error {
+	routes, ok := a.server.Handler.(interface{ Handle(string, http.Handler) })
+	if !ok {
+		return errors.New("serve: the HTTP handler takes no more routes; the status page cannot be served")
+	}
+	page, err := status.New(status.Config{
+		Store: a.store, Token: a.cfg.StatusToken, WebURL: github.WebURL(a.cfg.GitHub.APIURL),
+		Deployment: a.cfg.Deployment, Recent: recent, Logger: a.log.With("component", "status"),
+	})
+	if err != nil {
+		return err
+	}
+	routes.Handle("GET /{$}", page)
+	if a.cfg.StatusToken == "" {
+		a.log.Warn("the status page at / has no token: anyone who reaches this address can read it; " +
+			"set CRABBOX_STATUS_TOKEN or CRABBOX_STATUS_TOKEN_FILE, or let only /webhook through to it")
+	}
+	return nil
 }
