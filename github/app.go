@@ -10,6 +10,7 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/bradleyfalzon/ghinstallation/v2"
 	gh "github.com/google/go-github/v62/github"
 
 	"github.com/crabbox/crabbox-runner/provisioner"
@@ -230,8 +231,18 @@ func (c *Client) CheckToken(ctx context.Context) (*TokenInfo, error) {
 }
 
 // StatusCode returns the HTTP status of a GitHub error answer in err's
-// chain, or 0 when GitHub never answered (a network error).
-func StatusCode(err error) int { return statusOf(err) }
+// chain, the refusal of an installation token included, or 0 when GitHub
+// never answered (a network error).
+func StatusCode(err error) int {
+	if st := statusOf(err); st != 0 {
+		return st
+	}
+	var he *ghinstallation.HTTPError
+	if errors.As(err, &he) && he.Response != nil {
+		return he.Response.StatusCode
+	}
+	return 0
+}
 
 // ErrorMessage returns the message of a GitHub error answer in err's
 // chain ("Bad credentials"), or "".

@@ -8,8 +8,6 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
-
-	"github.com/crabbox/crabbox-runner/github/githubtest"
 )
 
 func runCLI(t *testing.T, env map[string]string, args ...string) (code int, stdout, stderr string) {
@@ -89,31 +87,5 @@ func TestServeRefusesBadConfig(t *testing.T) {
 	}
 	if strings.Count(strings.TrimSpace(errs), "\n") != 0 {
 		t.Fatalf("want one clear line, got:\n%s", errs)
-	}
-}
-
-func TestDoctor(t *testing.T) {
-	gh := githubtest.New(githubtest.Options{Tokens: []string{testToken}})
-	defer gh.Close()
-	dir := t.TempDir()
-	cfg := filepath.Join(dir, "c.yaml")
-	os.WriteFile(cfg, []byte(`deployment: doc
-database_url: sqlite:`+filepath.Join(dir, "d.db")+`
-github: {scopes: [acme]}
-runner: {version: "2.330.0", sha256: "`+strings.Repeat("ab", 32)+`"}
-providers: {local: {dir: `+dir+`}}
-classes:
-  - {name: a100, labels: [self-hosted, a100], gpu: {name: A100}, providers: [local]}
-`), 0o600)
-	env := map[string]string{"CRABBOX_CONFIG": cfg, "CRABBOX_WEBHOOK_SECRET": "s3cret-s3cret", "CRABBOX_GITHUB_TOKEN": testToken,
-		"CRABBOX_GITHUB_API_URL": gh.URL()}
-	code, out, errs := runCLI(t, env, "doctor")
-	if code != 0 || !strings.Contains(out, "all checks passed") || !strings.Contains(out, "cheapest A100 PCIE at $0.89/h") {
-		t.Fatalf("doctor: %d\n%s\n%s", code, out, errs)
-	}
-	env["CRABBOX_GITHUB_TOKEN"] = "wrong"
-	code, out, _ = runCLI(t, env, "doctor")
-	if code == 0 || !strings.Contains(out, "FAIL  runners in org:acme") || strings.Contains(out, "wrong") {
-		t.Fatalf("doctor with a bad token: %d\n%s", code, out)
 	}
 }
