@@ -1,7 +1,9 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"strings"
@@ -10,6 +12,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/crabbox/crabbox-runner/github"
 	"github.com/crabbox/crabbox-runner/internal/config"
 	"github.com/crabbox/crabbox-runner/provisioner"
 	"github.com/crabbox/crabbox-runner/store"
@@ -28,9 +31,15 @@ func newLeasesCmd(g *globalFlags, getenv config.Getenv) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "leases",
 		Short: "List leases: what runs, what it costs, what failed",
-		Long: `leases lists the leases in the store: state, class, provider, GPU, price, instance,
-runner, the job they serve, age, and the last error. By default only leases that are not
-released; --all includes released ones.`,
+		Long: `leases lists the leases in the store: lease, class, provider, instance, state, age,
+price per hour, what the host has cost so far, the job it serves with the job's page on
+GitHub, and the last error. By default only leases that are not released; --all includes
+released ones.
+
+The job is the one whose runner took it; "(ID)" is the job the lease was created for,
+when no job has taken its runner yet. The cost runs from the provider's answer to the
+create call to the release (or now) at the lease's price per hour, disk included. Job
+pages are on github.com, or on the host of github.api_url for GitHub Enterprise Server.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if o.output != "table" && o.output != "json" {
@@ -67,7 +76,12 @@ released; --all includes released ones.`,
 			if err != nil {
 				return err
 			}
-			return printLeases(cmd.OutOrStdout(), o.output, leases, time.Now())
+			now := time.Now()
+			rows, err := leaseRows(cmd.Context(), st, leases, github.WebURL(cfg.GitHub.APIURL), now)
+			if err != nil {
+				return err
+			}
+			return printLeases(cmd.OutOrStdout(), o.output, rows, now)
 		},
 	}
 	fl := cmd.Flags()
@@ -108,34 +122,104 @@ type leaseJSON struct {
 	CreatedAt     time.Time `json:"created_at"`
 	ExpiresAt     time.Time `json:"expires_at,omitzero"`
 	ReleasedAt    time.Time `json:"released_at,omitzero"`
+
+	// AgeSeconds is the time since the lease was created.
+	AgeSeconds float64 `json:"age_seconds"`
+	// CostSoFar is what the host has cost, in USD: price per hour times
+	// the time it was billed (provisioner.Cost).
+	CostSoFar float64 `json:"cost_so_far"`
+	// JobRepo, JobRunID and JobURL are the shown job's repository, workflow
+	// run and page on GitHub, when the store knows the job.
+	JobRepo  string `json:"job_repo,omitempty"`
+	JobRunID int64  `json:"job_run_id,omitempty"`
+	JobURL   string `json:"job_url,omitempty"`
 }
 
-func printLeases(w io.Writer, format string, leases []*provisioner.Lease, now time.Time) error {
+// leaseRow is a lease with what leases shows beside it.
+type leaseRow struct {
+	*provisioner.Lease
+	cost  float64
+	job   *provisioner.Job // the bound job, else the one it was created for; nil when unknown
+	jobID int64
+	url   string
+}
+
+// leaseRows adds to each lease its cost so far and its job with the job's
+// page under web (GitHub's web base).
+func leaseRows(ctx context.Context, st provisioner.Store, leases []*provisioner.Lease, web string, now time.Time) ([]leaseRow, error) {
+	rows := make([]leaseRow, 0, len(leases))
+	for _, l := range leases {
+		r := leaseRow{Lease: l}
+		events, err := st.LeaseEvents(ctx, l.ID)
+		if err != nil {
+			return nil, err
+		}
+		r.cost = provisioner.Cost(l, events, now)
+		var job *provisioner.Job
+		switch {
+		case l.BoundJobID != 0:
+			r.jobID = l.BoundJobID
+			job, err = st.LatestJob(ctx, l.BoundJobID)
+		case l.JobID != 0:
+			r.jobID = l.JobID
+			job, err = st.Job(ctx, l.JobID, l.RunAttempt)
+			if errors.Is(err, provisioner.ErrNotFound) {
+				job, err = st.LatestJob(ctx, l.JobID)
+			}
+		}
+		switch {
+		case errors.Is(err, provisioner.ErrNotFound):
+			// A job the store never saw (action mode): no page to link.
+		case err != nil:
+			return nil, err
+		case job != nil:
+			r.job = job
+			if job.Repo != "" && job.RunID != 0 {
+				r.url = github.JobURL(web, job.Repo, job.RunID, job.ID)
+			}
+		}
+		rows = append(rows, r)
+	}
+	return rows, nil
+}
+
+// age is the time since the lease was created.
+func (r leaseRow) age(now time.Time) time.Duration { return max(now.Sub(r.CreatedAt), 0) }
+
+func printLeases(w io.Writer, format string, rows []leaseRow, now time.Time) error {
 	if format == "json" {
-		out := make([]leaseJSON, 0, len(leases))
-		for _, l := range leases {
-			out = append(out, leaseJSON{ID: l.ID, State: string(l.State), Class: l.Class, Scope: l.Scope.Key(),
+		out := make([]leaseJSON, 0, len(rows))
+		for _, r := range rows {
+			l := r.Lease
+			j := leaseJSON{ID: l.ID, State: string(l.State), Class: l.Class, Scope: l.Scope.Key(),
 				Provider: l.Provider, OfferID: l.OfferID, GPU: l.GPU, PricePerHour: l.PricePerHour, Region: l.Region,
 				InstanceID: l.InstanceID, SSH: l.SSH.Addr(), RunnerName: l.RunnerName, RunnerID: l.RunnerID,
 				JobID: l.JobID, BoundJobID: l.BoundJobID, ReleaseReason: l.ReleaseReason, Error: l.Error,
-				CreatedAt: l.CreatedAt, ExpiresAt: l.ExpiresAt, ReleasedAt: l.ReleasedAt})
+				CreatedAt: l.CreatedAt, ExpiresAt: l.ExpiresAt, ReleasedAt: l.ReleasedAt,
+				AgeSeconds: r.age(now).Seconds(), CostSoFar: r.cost, JobURL: r.url}
+			if r.job != nil {
+				j.JobRepo, j.JobRunID = r.job.Repo, r.job.RunID
+			}
+			out = append(out, j)
 		}
 		enc := json.NewEncoder(w)
 		enc.SetIndent("", "  ")
 		return enc.Encode(out)
 	}
-	if len(leases) == 0 {
+	if len(rows) == 0 {
 		fmt.Fprintln(w, "no leases")
 		return nil
 	}
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "LEASE\tSTATE\tCLASS\tPROVIDER\tGPU\t$/H\tINSTANCE\tJOB\tAGE\tNOTE")
-	spend := 0.0
-	for _, l := range leases {
+	fmt.Fprintln(tw, "LEASE\tCLASS\tPROVIDER\tINSTANCE\tSTATE\tAGE\t$/H\tCOST\tJOB\tURL\tNOTE")
+	rate, spent := 0.0, 0.0
+	for _, r := range rows {
+		l := r.Lease
 		job := "-"
-		if l.BoundJobID != 0 {
+		switch {
+		case l.BoundJobID != 0:
 			job = fmt.Sprint(l.BoundJobID)
-		} else if l.JobID != 0 {
+		case l.JobID != 0:
 			job = fmt.Sprintf("(%d)", l.JobID)
 		}
 		note := l.Error
@@ -146,16 +230,31 @@ func printLeases(w io.Writer, format string, leases []*provisioner.Lease, now ti
 			note = note[:57] + "..."
 		}
 		if l.InstanceID != "" && l.State != provisioner.StateReleased {
-			spend += l.PricePerHour
+			rate += l.PricePerHour
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%.2f\t%s\t%s\t%s\t%s\n", l.ID, l.State, l.Class, dash(l.Provider), dash(l.GPU),
-			l.PricePerHour, dash(l.InstanceID), job, now.Sub(l.CreatedAt).Round(time.Second), note)
+		spent += r.cost
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%.2f\t%.3f\t%s\t%s\t%s\n", l.ID, l.Class, dash(l.Provider), dash(l.InstanceID),
+			l.State, formatAge(r.age(now)), l.PricePerHour, r.cost, job, dash(r.url), note)
 	}
 	if err := tw.Flush(); err != nil {
 		return err
 	}
-	fmt.Fprintf(w, "%d leases; hosts running now cost $%.2f/hour\n", len(leases), spend)
+	fmt.Fprintf(w, "%d leases; hosts running now cost $%.2f/hour; these leases cost $%.2f so far\n", len(rows), rate, spent)
 	return nil
+}
+
+// formatAge is a duration to the second, shortest first: 45s, 12m5s, 3h2m, 2d4h.
+func formatAge(d time.Duration) string {
+	d = d.Round(time.Second)
+	switch {
+	case d < time.Minute:
+		return fmt.Sprintf("%ds", int(d.Seconds()))
+	case d < time.Hour:
+		return fmt.Sprintf("%dm%ds", int(d.Minutes()), int(d.Seconds())%60)
+	case d < 48*time.Hour:
+		return fmt.Sprintf("%dh%dm", int(d.Hours()), int(d.Minutes())%60)
+	}
+	return fmt.Sprintf("%dd%dh", int(d.Hours())/24, int(d.Hours())%24)
 }
 
 func dash(s string) string {

@@ -47,19 +47,42 @@ gets a new lease.`,
 			if err != nil {
 				return err
 			}
+			var found []string
+			var problems []string
 			for _, id := range args {
-				if err := p.Release(ctx, id, reason); err != nil {
-					if errors.Is(err, provisioner.ErrNotFound) {
-						return fmt.Errorf("lease %s: not found", id)
-					}
+				l, err := st.Lease(ctx, id)
+				if errors.Is(err, provisioner.ErrNotFound) {
+					problems = append(problems, fmt.Sprintf("lease %s: not found (crabbox-runner leases --all lists them)", id))
+					continue
+				}
+				if err != nil {
 					return fmt.Errorf("lease %s: %w", id, err)
 				}
-				fmt.Fprintf(cmd.OutOrStdout(), "lease %s: release requested\n", id)
+				found = append(found, id)
+				switch l.State {
+				case provisioner.StateReleased:
+					fmt.Fprintf(cmd.OutOrStdout(), "lease %s: already released\n", id)
+					continue
+				case provisioner.StateReleasing:
+					fmt.Fprintf(cmd.OutOrStdout(), "lease %s: already being released\n", id)
+					continue
+				}
+				if err := p.Release(ctx, id, reason); err != nil {
+					problems = append(problems, fmt.Sprintf("lease %s: %v", id, err))
+					continue
+				}
+				fmt.Fprintf(cmd.OutOrStdout(), "lease %s: release requested (was %s)\n", id, l.State)
+			}
+			if len(problems) > 0 {
+				for _, pr := range problems[:len(problems)-1] {
+					fmt.Fprintln(cmd.ErrOrStderr(), "crabbox-runner:", pr)
+				}
+				return errors.New(problems[len(problems)-1])
 			}
 			if wait <= 0 {
 				return nil
 			}
-			return waitReleasedIDs(ctx, cmd.OutOrStdout(), st, args, wait)
+			return waitReleasedIDs(ctx, cmd.OutOrStdout(), st, found, wait)
 		},
 	}
 	cmd.Flags().StringVar(&reason, "reason", "released by hand", "why, for the lease's history")
