@@ -2,6 +2,7 @@ package main
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"slices"
@@ -34,7 +35,10 @@ func newOffersCmd(g *globalFlags, getenv config.Getenv) *cobra.Command {
 		Use:   "offers",
 		Short: "List the cheapest offers that fit a class, to see what a job will cost",
 		Long: `offers asks the providers for hosts that fit a class, or a GPU given by flags, and
-prints them cheapest first with their price per hour (disk included). Nothing is rented.
+prints them cheapest first with their price per hour (disk included). With --class and
+no --provider it asks every provider of the class and merges their offers into one list,
+each with its provider. A provider that fails is named on stderr, the others' offers are
+still listed, and the exit status is 1. Nothing is rented.
 
   crabbox-runner offers --provider vast --class a100
   crabbox-runner offers --provider lambda --gpu H100 --count 8 --max-price 30 --output json`,
@@ -52,15 +56,24 @@ prints them cheapest first with their price per hour (disk included). Nothing is
 				return err
 			}
 			log := newLogger(cmd.ErrOrStderr(), "warn", "text", cfg.VastAPIKey, cfg.LambdaAPIKey)
-			var all []provisioner.Offer
+			providers := make([]provisioner.Provider, 0, len(class.Providers))
 			for _, name := range class.Providers {
 				p, err := newProvider(name, cfg, log)
 				if err != nil {
 					return err
 				}
+				providers = append(providers, p)
+			}
+			// Every provider of the class, cheapest first across them. One
+			// that fails leaves the others' offers listed, and the exit
+			// status 1.
+			var all []provisioner.Offer
+			var failed []error
+			for i, p := range providers {
 				offers, err := p.Offers(cmd.Context(), class)
 				if err != nil {
-					return fmt.Errorf("%s: %w", name, err)
+					failed = append(failed, fmt.Errorf("%s: %w", class.Providers[i], err))
+					continue
 				}
 				for _, of := range offers {
 					if class.MaxPricePerHour <= 0 || of.PricePerHour <= class.MaxPricePerHour {
@@ -72,7 +85,16 @@ prints them cheapest first with their price per hour (disk included). Nothing is
 			if o.limit > 0 && len(all) > o.limit {
 				all = all[:o.limit]
 			}
-			return printOffers(cmd.OutOrStdout(), o.output, class, all)
+			if len(failed) == len(providers) {
+				return errors.Join(failed...)
+			}
+			if err := printOffers(cmd.OutOrStdout(), o.output, class, all); err != nil {
+				return err
+			}
+			if len(failed) > 0 {
+				return fmt.Errorf("offers incomplete: %w", errors.Join(failed...))
+			}
+			return nil
 		},
 	}
 	f := cmd.Flags()
