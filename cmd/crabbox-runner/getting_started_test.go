@@ -39,7 +39,7 @@ import (
 var gettingStartedSkips = map[string]string{
 	`arch=$(uname -m | sed 's/x86_64/amd64/; s/aarch64/arm64/')`: "downloads the release from github.com; " +
 		"the binary built from this checkout with the Dockerfile's build command is on PATH instead",
-	`sudo install -d -m 700 /etc/crabbox-runner/secrets`: "needs root and a running systemd; " +
+	`sudo install -d -m 755 /etc/crabbox-runner`: "needs root and a running systemd; " +
 		"TestExamplesSystemd checks the unit with systemd-analyze",
 	`docker run -d --name crabbox-runner --restart unless-stopped \`: "needs a Docker engine; " +
 		"TestDockerfile checks the Dockerfile and the binary it builds",
