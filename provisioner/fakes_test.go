@@ -294,6 +294,12 @@ func (h *harness) event(action string, job int64, guid string, mod ...func(*prov
 	if err != nil {
 		h.t.Fatal(err)
 	}
+	// The tests look at leases right after an event: let its balance land.
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := h.p.WaitBalanced(ctx); err != nil {
+		h.t.Fatal(err)
+	}
 	return out
 }
 

@@ -119,6 +119,9 @@ type Lease struct {
 	// Attempts counts create attempts (offers tried).
 	Attempts int
 
+	// QueuedAt is when the delivery of the job the lease was made for
+	// arrived; zero for a lease made for no particular job.
+	QueuedAt       time.Time
 	CreatedAt      time.Time
 	UpdatedAt      time.Time
 	BootDeadline   time.Time // SSH and runner online by then, or the lease fails

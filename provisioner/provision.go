@@ -204,7 +204,7 @@ func (p *Provisioner) createHost(ctx context.Context, log *slog.Logger, l *Lease
 			return err
 		}
 		if l.Attempts == 0 {
-			p.cfg.Observer.Phase(l.Class, offer.Provider, PhaseQueuedToCreate, p.now().Sub(l.CreatedAt))
+			p.cfg.Observer.Phase(l.Class, offer.Provider, PhaseQueuedToCreate, p.now().Sub(cmp.Or(l.QueuedAt, l.CreatedAt)))
 		}
 		l.Attempts++
 		log.Info("creating host", "provider", offer.Provider, "offer_id", offer.ID, "gpu", offer.GPU, "price_per_hour", offer.PricePerHour)

@@ -1,6 +1,7 @@
 package provisioner
 
 import (
+	"cmp"
 	"context"
 	"crypto/rand"
 	"errors"
@@ -8,6 +9,7 @@ import (
 	"log/slog"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -76,6 +78,10 @@ type Provisioner struct {
 	// failed and replaced.
 	creds sync.Map // lease ID → *Credentials
 	bad   badMachines
+	// bal balances outside the deliveries' transactions once started;
+	// before that (tests, one-shot use) deliveries balance in their own.
+	bal       *balancer
+	balancing atomic.Bool
 }
 
 // New checks the configuration and returns a provisioner. Call Start to run
@@ -115,6 +121,7 @@ func New(cfg Config) (*Provisioner, error) {
 		cfg.QueuePollInterval = 200 * time.Millisecond
 	}
 	p := &Provisioner{cfg: cfg, log: cfg.Logger, now: cfg.Now, classes: map[string]*Class{}}
+	p.bal = newBalancer(p)
 	for i := range cfg.Classes {
 		c := &cfg.Classes[i]
 		if _, dup := p.classes[c.Name]; dup {
@@ -138,11 +145,35 @@ func (p *Provisioner) Start(ctx context.Context) error {
 			}
 		}
 	}
-	return p.cfg.Store.StartWork(ctx, p.workConfig())
+	if err := p.cfg.Store.StartWork(ctx, p.workConfig()); err != nil {
+		return err
+	}
+	p.StartBalancer()
+	return nil
+}
+
+// StartBalancer takes balancing out of the deliveries' transactions (see
+// balancer.go). Start calls it; a benchmark of ingest alone calls it itself.
+func (p *Provisioner) StartBalancer() {
+	if p.balancing.CompareAndSwap(false, true) {
+		p.bal.start()
+	}
+}
+
+// WaitBalanced returns once the balance of every delivery handled before
+// the call is committed (at once when the balancer is not started).
+func (p *Provisioner) WaitBalanced(ctx context.Context) error {
+	if !p.balancing.Load() {
+		return nil
+	}
+	return p.bal.wait(ctx)
 }
 
 // Stop stops taking new work and waits for running work, or for ctx.
 func (p *Provisioner) Stop(ctx context.Context) error {
+	if p.balancing.CompareAndSwap(true, false) {
+		p.bal.close()
+	}
 	return p.cfg.Store.StopWork(ctx)
 }
 
@@ -166,6 +197,8 @@ type JobEvent struct {
 	InstallationID int64
 	RunnerName     string
 	Conclusion     string
+	// ReceivedAt is when the delivery arrived (now when zero).
+	ReceivedAt time.Time
 }
 
 // Outcome says what became of an event.
@@ -201,8 +234,9 @@ func (ev JobEvent) jobStatus() (JobStatus, bool) {
 	return "", false
 }
 
-// HandleJobEvent records a workflow_job event and enqueues what it causes,
-// in one transaction. It is safe against duplicates and any order of
+// HandleJobEvent records a workflow_job event and what it changes of leases
+// in one transaction; the balance of its class it calls for follows in the
+// balancer's next pass (once started). It is safe against duplicates and any order of
 // arrival: a job's status only moves forward.
 func (p *Provisioner) HandleJobEvent(ctx context.Context, ev JobEvent) (Outcome, error) {
 	status, ok := ev.jobStatus()
@@ -211,9 +245,10 @@ func (p *Provisioner) HandleJobEvent(ctx context.Context, ev JobEvent) (Outcome,
 	}
 	class := MatchClass(p.cfg.Classes, ev.Labels)
 	out := Ignored
+	var mark *balanceMark
 	err := p.cfg.Store.InTx(ctx, func(tx Tx) error {
 		now := p.now()
-		out = Ignored
+		out, mark = Ignored, nil
 		if ev.DeliveryID != "" {
 			fresh, err := tx.RecordDelivery(ctx, ev.DeliveryID, "workflow_job", ev.Action, now)
 			if err != nil {
@@ -238,15 +273,29 @@ func (p *Provisioner) HandleJobEvent(ctx context.Context, ev JobEvent) (Outcome,
 			return nil
 		}
 		out = Accepted
-		return p.applyJobEvent(ctx, tx, ev, status, class)
+		mark, err = p.applyJobEvent(ctx, tx, ev, status, class)
+		return err
 	})
 	if err != nil {
 		return Ignored, err
 	}
+	if mark != nil {
+		p.bal.mark(mark.class, mark.scope, mark.cause)
+	}
 	return out, nil
 }
 
-func (p *Provisioner) applyJobEvent(ctx context.Context, tx Tx, ev JobEvent, status JobStatus, class *Class) error {
+// balanceMark is the balance a committed delivery leaves to the balancer.
+type balanceMark struct {
+	class string
+	scope Scope
+	cause *cause
+}
+
+// applyJobEvent records what the event says. The balance it calls for runs
+// in the transaction before the balancer is started; after, it is returned
+// for the balancer.
+func (p *Provisioner) applyJobEvent(ctx context.Context, tx Tx, ev JobEvent, status JobStatus, class *Class) (*balanceMark, error) {
 	log := p.log.With("job_id", ev.JobID, "run_attempt", ev.RunAttempt, "delivery_id", ev.DeliveryID, "class", class.Name)
 	job, err := tx.Job(ctx, ev.JobID, ev.RunAttempt)
 	switch {
@@ -256,11 +305,11 @@ func (p *Provisioner) applyJobEvent(ctx context.Context, tx Tx, ev JobEvent, sta
 			Repo: ev.Repo, Scope: p.scopeFor(ev), Class: class.Name, Labels: ev.Labels,
 		}
 	case err != nil:
-		return err
+		return nil, err
 	}
 	if status.Rank() <= job.Status.Rank() {
 		log.Debug("late event ignored", "action", ev.Action, "job_status", job.Status)
-		return nil
+		return nil, nil
 	}
 	job.Status = status
 	if ev.RunnerName != "" {
@@ -277,14 +326,14 @@ func (p *Provisioner) applyJobEvent(ctx context.Context, tx Tx, ev JobEvent, sta
 		case errors.Is(err, ErrNotFound):
 			// Another runner with the same labels took it.
 		case err != nil:
-			return err
+			return nil, err
 		default:
 			lease = l
 			job.LeaseID = l.ID
 		}
 	}
 	if err := tx.PutJob(ctx, job); err != nil {
-		return err
+		return nil, err
 	}
 	log.Info("workflow job "+string(status), "runner_name", job.RunnerName, "lease_id", job.LeaseID)
 
@@ -292,23 +341,35 @@ func (p *Provisioner) applyJobEvent(ctx context.Context, tx Tx, ev JobEvent, sta
 		switch status {
 		case JobInProgress:
 			if err := p.markBusy(ctx, tx, lease, job); err != nil {
-				return err
+				return nil, err
 			}
 		case JobCompleted:
 			if lease.BoundJobID == 0 {
 				if _, err := tx.UpdateLease(ctx, lease.ID, func(l *Lease) { l.BoundJobID = job.ID }); err != nil {
-					return err
+					return nil, err
 				}
 			}
 			if !lease.BusySince.IsZero() {
 				p.cfg.Observer.Phase(lease.Class, lease.Provider, PhaseJobRun, p.now().Sub(lease.BusySince))
 			}
 			if err := p.requestRelease(ctx, tx, lease.ID, "job completed", ""); err != nil {
-				return err
+				return nil, err
 			}
 		}
 	}
-	return p.balance(ctx, tx, class.Name, job.Scope, job)
+	var c *cause
+	if status == JobQueued {
+		c = &cause{job: job, queuedAt: cmp.Or(ev.ReceivedAt, p.now())}
+	}
+	if p.balancing.Load() {
+		return &balanceMark{class: class.Name, scope: job.Scope, cause: c}, nil
+	}
+	var causes []cause
+	if c != nil {
+		causes = []cause{*c}
+	}
+	_, err = p.balanceCauses(ctx, tx, class.Name, job.Scope, causes, 0)
+	return nil, err
 }
 
 func (p *Provisioner) markBusy(ctx context.Context, tx Tx, l *Lease, job *Job) error {
@@ -337,30 +398,51 @@ func (p *Provisioner) scopeFor(ev JobEvent) Scope {
 // created and their provisioning enqueued; surplus ones are released if
 // nothing has been spent on them yet (pending) or their runner sits idle.
 // Leases still starting are left alone and balanced when they come online.
-func (p *Provisioner) balance(ctx context.Context, tx Tx, class string, scope Scope, cause *Job) error {
+func (p *Provisioner) balance(ctx context.Context, tx Tx, class string, scope Scope, job *Job) error {
+	var causes []cause
+	if job != nil {
+		causes = []cause{{job: job, queuedAt: job.CreatedAt}}
+	}
+	_, err := p.balanceCauses(ctx, tx, class, scope, causes, 0)
+	return err
+}
+
+// balanceCauses is balance with the jobs queued since the last balance,
+// oldest first: the new leases are attributed to them in order. With a
+// limit it creates at most that many leases and says how many it made, so
+// that one transaction of a burst stays short.
+func (p *Provisioner) balanceCauses(ctx context.Context, tx Tx, class string, scope Scope, causes []cause, limit int) (created int, err error) {
 	queued, available, err := tx.Demand(ctx, class, scope.Key())
 	if err != nil {
-		return err
+		return 0, err
 	}
 	if missing := queued - available; missing > 0 {
 		room, err := p.leaseRoom(ctx, tx, class)
 		if err != nil {
-			return err
+			return 0, err
 		}
 		if missing > room {
 			p.log.Info("lease limit reached; jobs wait", "class", class, "scope", scope.Key(), "waiting", missing-room)
 			missing = room
 		}
-		for range missing {
-			if err := p.newLease(ctx, tx, class, scope, cause); err != nil {
-				return err
+		if limit > 0 && missing > limit {
+			missing = limit
+		}
+		for i := range missing {
+			var c *cause
+			if i < len(causes) {
+				c = &causes[i]
 			}
+			if err := p.newLease(ctx, tx, class, scope, c); err != nil {
+				return created, err
+			}
+			created++
 		}
 	}
 	if surplus := available - queued; surplus > 0 {
 		candidates, err := tx.Leases(ctx, LeaseFilter{Class: class, ScopeKey: scope.Key(), States: []State{StatePending, StateIdle}})
 		if err != nil {
-			return err
+			return 0, err
 		}
 		for _, l := range candidates {
 			if surplus == 0 {
@@ -370,12 +452,12 @@ func (p *Provisioner) balance(ctx context.Context, tx Tx, class string, scope Sc
 				continue
 			}
 			if err := p.requestRelease(ctx, tx, l.ID, "no queued job for it", ""); err != nil {
-				return err
+				return 0, err
 			}
 			surplus--
 		}
 	}
-	return nil
+	return created, nil
 }
 
 // heldStates are the states in which a lease counts against max_leases: it
@@ -425,14 +507,14 @@ func (p *Provisioner) limited() bool {
 	return false
 }
 
-func (p *Provisioner) newLease(ctx context.Context, tx Tx, class string, scope Scope, cause *Job) error {
+func (p *Provisioner) newLease(ctx context.Context, tx Tx, class string, scope Scope, c *cause) error {
 	id := newLeaseID()
 	l := &Lease{
 		ID: id, Class: class, Scope: scope, State: StatePending,
 		RunnerName: p.runnerName(id),
 	}
-	if cause != nil {
-		l.JobID, l.RunAttempt = cause.ID, cause.RunAttempt
+	if c != nil {
+		l.JobID, l.RunAttempt, l.QueuedAt = c.job.ID, c.job.RunAttempt, c.queuedAt
 	}
 	if err := tx.InsertLease(ctx, l); err != nil {
 		return err

@@ -21,13 +21,15 @@ import (
 	"github.com/crabbox/crabbox-runner/webhook"
 )
 
-// The benchmarks measure ingest alone: signature, decode, dedupe, the job
-// and lease rows and the enqueued provision work, committed to SQLite or to
-// PostgreSQL. No worker runs, so no cloud is touched.
+// The benchmarks measure ingest: signature, decode, dedupe and the job row,
+// committed to SQLite or to PostgreSQL, with the balancer making the lease
+// rows and the provision work beside it on the same database. No worker
+// runs, so no cloud is touched. After the deliveries the benchmark waits
+// for the last balance and checks that every job got its lease.
 type unused struct{ provisioner.GitHub }
 type unusedBoot struct{ provisioner.Bootstrapper }
 
-func benchHandler(b *testing.B, st provisioner.Store) http.Handler {
+func benchHandler(b *testing.B, st provisioner.Store) (http.Handler, *provisioner.Provisioner) {
 	b.Helper()
 	b.Cleanup(func() { st.Close() })
 	if err := st.StartWork(context.Background(), provisioner.WorkConfig{}); err != nil {
@@ -45,7 +47,9 @@ func benchHandler(b *testing.B, st provisioner.Store) http.Handler {
 	if err != nil {
 		b.Fatal(err)
 	}
-	return h
+	p.StartBalancer()
+	b.Cleanup(func() { p.Stop(context.Background()) })
+	return h, p
 }
 
 func queuedBody(job int64) []byte {
@@ -57,7 +61,8 @@ func BenchmarkWebhookIngestSQLite(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	benchIngest(b, benchHandler(b, st))
+	h, p := benchHandler(b, st)
+	benchIngest(b, h, p, st)
 }
 
 // BenchmarkWebhookIngestPostgres is the same on a fresh database of the
@@ -68,14 +73,17 @@ func BenchmarkWebhookIngestPostgres(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	benchIngest(b, benchHandler(b, st))
+	h, p := benchHandler(b, st)
+	benchIngest(b, h, p, st)
 }
 
-func benchIngest(b *testing.B, h http.Handler) {
+func benchIngest(b *testing.B, h http.Handler, p *provisioner.Provisioner, st provisioner.Store) {
 	var next atomic.Int64
 	var mu sync.Mutex
 	lat := make([]time.Duration, 0, b.N)
 	b.ResetTimer()
+	// GitHub sends deliveries side by side; 32 in flight on 2 cores.
+	b.SetParallelism(16)
 	b.RunParallel(func(pb *testing.PB) {
 		for pb.Next() {
 			job := next.Add(1)
@@ -97,7 +105,22 @@ func benchIngest(b *testing.B, h http.Handler) {
 			mu.Unlock()
 		}
 	})
+	end := time.Now()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if err := p.WaitBalanced(ctx); err != nil {
+		b.Fatal(err)
+	}
+	lag := time.Since(end)
 	b.StopTimer()
+	leases, err := st.Leases(ctx, provisioner.LeaseFilter{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	if int64(len(leases)) != next.Load() {
+		b.Fatalf("%d leases for %d queued jobs", len(leases), next.Load())
+	}
+	b.ReportMetric(float64(lag.Microseconds())/1000, "balance-lag-ms")
 	sort.Slice(lat, func(i, j int) bool { return lat[i] < lat[j] })
 	if len(lat) > 0 {
 		b.ReportMetric(float64(len(lat))/b.Elapsed().Seconds(), "deliveries/s")

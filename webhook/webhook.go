@@ -159,6 +159,7 @@ func (h *Handler) serveWebhook(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	ev.DeliveryID = delivery
+	ev.ReceivedAt = start
 	action = boundedAction(ev.Action)
 	log = log.With("action", ev.Action, "job_id", ev.JobID, "run_attempt", ev.RunAttempt)
 

@@ -11,6 +11,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/crabbox/crabbox-runner/provisioner"
 	"github.com/crabbox/crabbox-runner/webhook"
@@ -123,6 +124,10 @@ func TestDecode(t *testing.T) {
 		t.Fatalf("status %d", rec.Code)
 	}
 	ev := r.events[0]
+	if ev.ReceivedAt.IsZero() {
+		t.Fatal("no ReceivedAt")
+	}
+	ev.ReceivedAt = time.Time{}
 	want := provisioner.JobEvent{DeliveryID: "d-1", Action: "queued", Status: "queued", JobID: 42, RunID: 7, RunAttempt: 1,
 		Name: "train", Workflow: "ci", Repo: "acme/ml", Org: "acme", InstallationID: 99}
 	ev.Labels = nil

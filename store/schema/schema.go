@@ -6,8 +6,10 @@
 // Most SQL is accepted by both databases as it is (TEXT, BIGINT, INTEGER,
 // DOUBLE PRECISION, ON CONFLICT, timestamps as BIGINT microseconds). Where
 // the two must differ, a file says {{.Field}} and Dialect holds the text for
-// each database; the files are Go text/template templates for that reason
-// only. Keep the differences few and give each a comment here.
+// each database, or, for a whole part that only one database has, wraps it
+// in {{if eq .Name "sqlite"}} … {{end}}; the files are Go text/template
+// templates for that reason only. Keep the differences few and give each a
+// comment, here or in the file.
 //
 // A migration, once released, never changes for SQLite: its version is
 // recorded in crabbox_migration and existing databases do not run it again.

@@ -25,7 +25,6 @@ import (
 
 	"github.com/riverqueue/river"
 	"github.com/riverqueue/river/riverdriver/riversqlite"
-	_ "modernc.org/sqlite" // registers the "sqlite" database/sql driver
 
 	"github.com/crabbox/crabbox-runner/provisioner"
 	"github.com/crabbox/crabbox-runner/store/internal/sqlstore"
@@ -35,11 +34,12 @@ import (
 // from sqlstore.Reader, the SQL shared with PostgreSQL.
 type Store struct {
 	sqlstore.Reader
-	db   *sql.DB
-	path string
-	now  func() time.Time
-	lock *os.File // held while this process works the queue
-	work sqlstore.Queue[*sql.Tx]
+	db      *sql.DB
+	path    string
+	now     func() time.Time
+	lock    *os.File // held while this process works the queue
+	work    sqlstore.Queue[*sql.Tx]
+	commits *committer
 }
 
 var _ provisioner.Store = (*Store)(nil)
@@ -52,24 +52,25 @@ func Open(ctx context.Context, path string) (*Store, error) {
 		return nil, errors.New("sqlite: empty database path")
 	}
 	q := url.Values{}
-	for _, p := range []string{"busy_timeout(10000)", "foreign_keys(on)", "synchronous(NORMAL)"} {
+	// cache_size: SQLite's default 2 MB page cache made a burst's larger
+	// transactions spill pages to the WAL before their commit; 32 MB holds
+	// them (it grows only as pages are used).
+	for _, p := range []string{"busy_timeout(10000)", "foreign_keys(on)", "synchronous(NORMAL)", "cache_size(-32768)"} {
 		q.Add("_pragma", p)
 	}
 	if path != ":memory:" {
 		q.Add("_pragma", "journal_mode(WAL)")
 	}
 	q.Set("_txlock", "immediate")
-	db, err := sql.Open("sqlite", "file:"+path+"?"+q.Encode())
-	if err != nil {
-		return nil, fmt.Errorf("sqlite: open %s: %w", path, err)
-	}
+	db := sql.OpenDB(connector{dsn: "file:" + path + "?" + q.Encode()})
 	db.SetMaxOpenConns(1)
 	db.SetMaxIdleConns(1)
 	db.SetConnMaxLifetime(0)
 	db.SetConnMaxIdleTime(0)
-	s := &Store{Reader: sqlstore.NewReader(querier{db}, sqlstore.SQLite), db: db, path: path, now: time.Now}
+	s := &Store{Reader: sqlstore.NewReader(querier{db}, sqlstore.SQLite), db: db, path: path, now: time.Now,
+		commits: newCommitter(db)}
 	if err := s.migrate(ctx); err != nil {
-		db.Close()
+		s.Close()
 		return nil, err
 	}
 	return s, nil
@@ -81,20 +82,10 @@ func (s *Store) migrate(ctx context.Context) error {
 	}, s.now())
 }
 
-// inTx runs fn in one immediate (write-locking) transaction.
+// inTx runs fn in an immediate (write-locking) transaction, committed with
+// whatever other transactions wait at the time (groupcommit.go).
 func (s *Store) inTx(ctx context.Context, fn func(*sql.Tx) error) error {
-	tx, err := s.db.BeginTx(ctx, nil)
-	if err != nil {
-		return fmt.Errorf("sqlite: begin: %w", err)
-	}
-	if err := fn(tx); err != nil {
-		tx.Rollback()
-		return err
-	}
-	if err := tx.Commit(); err != nil {
-		return fmt.Errorf("sqlite: commit: %w", err)
-	}
-	return nil
+	return s.commits.inTx(ctx, fn)
 }
 
 // SetNow replaces the clock, for tests.
@@ -104,7 +95,10 @@ func (s *Store) SetNow(now func() time.Time) { s.now = now }
 func (s *Store) DB() *sql.DB { return s.db }
 
 // Close closes the database. Stop the work queue first.
-func (s *Store) Close() error { return s.db.Close() }
+func (s *Store) Close() error {
+	s.commits.close()
+	return s.db.Close()
+}
 
 // StartWork creates and starts the River client with the given workers, or
 // an insert-only client when there are none.

@@ -16,15 +16,16 @@ import (
 // to each case (the cases run in parallel).
 func Run(t *testing.T, newStore func(t *testing.T) provisioner.Store) {
 	tests := map[string]func(*testing.T, provisioner.Store){
-		"LeaseRoundTrip":      testLeaseRoundTrip,
-		"Transitions":         testTransitions,
-		"Deduplication":       testDeduplication,
-		"JobsAndDemand":       testJobsAndDemand,
-		"RollbackLosesAll":    testRollback,
-		"EnqueueBeforeStart":  testEnqueueBeforeStart,
-		"LeaseFilters":        testLeaseFilters,
-		"UpdateKeepsTheState": testUpdateKeepsState,
-		"QueuedJobsAndScopes": testQueuedJobsAndScopes,
+		"LeaseRoundTrip":       testLeaseRoundTrip,
+		"Transitions":          testTransitions,
+		"Deduplication":        testDeduplication,
+		"JobsAndDemand":        testJobsAndDemand,
+		"RollbackLosesAll":     testRollback,
+		"EnqueueBeforeStart":   testEnqueueBeforeStart,
+		"LeaseFilters":         testLeaseFilters,
+		"UpdateKeepsTheState":  testUpdateKeepsState,
+		"QueuedJobsAndScopes":  testQueuedJobsAndScopes,
+		"DemandFollowsChanges": testDemandFollowsChanges,
 		// concurrency.go: what replicas sharing one database rely on.
 		"LockedLeaseWaits":     testLockedLeaseWaits,
 		"ConcurrentSameMove":   testConcurrentSameMove,

@@ -16,13 +16,13 @@ var leaseColumns = []string{"id", "class", "scope_key", "scope_org", "scope_repo
 	"provider", "offer_id", "gpu", "price_per_hour", "region", "instance_id", "machine_id", "ssh_host", "ssh_port",
 	"ssh_user", "host_key", "runner_name", "runner_id", "job_id", "run_attempt", "bound_job_id", "release_reason",
 	"error", "attempts", "created_at", "updated_at", "state_changed_at", "boot_deadline", "bootstrapped_at",
-	"expires_at", "idle_since", "busy_since", "released_at"}
+	"expires_at", "idle_since", "busy_since", "released_at", "queued_at"}
 
 var (
 	selectLease = `SELECT ` + strings.Join(leaseColumns, ", ") + ` FROM crabbox_lease`
 	insertLease = `INSERT INTO crabbox_lease (` + strings.Join(leaseColumns, ", ") + `) VALUES (` + marks(1, len(leaseColumns)) + `)`
 	// updateLease writes every column but id, guarded by id and the state
-	// read before: $1 … $34 the columns, then id, then the old state.
+	// read before: $1 … $35 the columns, then id, then the old state.
 	updateLease = func() string {
 		sets := make([]string, 0, len(leaseColumns)-1)
 		for i, c := range leaseColumns[1:] {
@@ -38,17 +38,18 @@ func leaseArgs(l *provisioner.Lease) []any {
 		l.Provider, l.OfferID, l.GPU, l.PricePerHour, l.Region, l.InstanceID, l.MachineID, l.SSH.Host, l.SSH.Port, l.SSH.User,
 		l.HostKey, l.RunnerName, l.RunnerID, l.JobID, l.RunAttempt, l.BoundJobID, l.ReleaseReason, l.Error,
 		l.Attempts, Micros(l.CreatedAt), Micros(l.UpdatedAt), Micros(l.StateChangedAt), Micros(l.BootDeadline),
-		Micros(l.BootstrappedAt), Micros(l.ExpiresAt), Micros(l.IdleSince), Micros(l.BusySince), Micros(l.ReleasedAt)}
+		Micros(l.BootstrappedAt), Micros(l.ExpiresAt), Micros(l.IdleSince), Micros(l.BusySince), Micros(l.ReleasedAt),
+		Micros(l.QueuedAt)}
 }
 
 func scanLease(row Row) (*provisioner.Lease, error) {
 	var l provisioner.Lease
 	var scopeKey, state string
-	var created, updated, changed, boot, bootstrapped, expires, idle, busy, released int64
+	var created, updated, changed, boot, bootstrapped, expires, idle, busy, released, queued int64
 	err := row.Scan(&l.ID, &l.Class, &scopeKey, &l.Scope.Org, &l.Scope.Repo, &l.Scope.InstallationID, &state,
 		&l.Provider, &l.OfferID, &l.GPU, &l.PricePerHour, &l.Region, &l.InstanceID, &l.MachineID, &l.SSH.Host, &l.SSH.Port,
 		&l.SSH.User, &l.HostKey, &l.RunnerName, &l.RunnerID, &l.JobID, &l.RunAttempt, &l.BoundJobID,
-		&l.ReleaseReason, &l.Error, &l.Attempts, &created, &updated, &changed, &boot, &bootstrapped, &expires, &idle, &busy, &released)
+		&l.ReleaseReason, &l.Error, &l.Attempts, &created, &updated, &changed, &boot, &bootstrapped, &expires, &idle, &busy, &released, &queued)
 	if err != nil {
 		return nil, err
 	}
@@ -56,6 +57,7 @@ func scanLease(row Row) (*provisioner.Lease, error) {
 	l.CreatedAt, l.UpdatedAt, l.StateChangedAt = FromMicros(created), FromMicros(updated), FromMicros(changed)
 	l.BootDeadline, l.BootstrappedAt, l.ExpiresAt = FromMicros(boot), FromMicros(bootstrapped), FromMicros(expires)
 	l.IdleSince, l.BusySince, l.ReleasedAt = FromMicros(idle), FromMicros(busy), FromMicros(released)
+	l.QueuedAt = FromMicros(queued)
 	return &l, nil
 }
 

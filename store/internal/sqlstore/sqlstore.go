@@ -59,14 +59,19 @@ type Dialect struct {
 	LockDemand string
 	// EventOrder breaks ties between lease events of the same microsecond.
 	EventOrder string
+	// DemandTable says the database keeps the counts of Demand in
+	// crabbox_demand (SQLite, by triggers; see store/schema/003_demand.up.sql);
+	// without it Demand counts rows.
+	DemandTable bool
 }
 
 // The two dialects.
 var (
 	SQLite = &Dialect{
-		Name:       "sqlite",
-		Schema:     schema.SQLite,
-		EventOrder: "rowid",
+		Name:        "sqlite",
+		Schema:      schema.SQLite,
+		EventOrder:  "rowid",
+		DemandTable: true,
 	}
 	Postgres = &Dialect{
 		Name:       "postgres",

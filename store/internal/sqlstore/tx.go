@@ -125,6 +125,14 @@ func (t *Tx) Demand(ctx context.Context, class, scopeKey string) (queued, availa
 			return 0, 0, t.d.errorf("demand lock: %w", err)
 		}
 	}
+	if t.d.DemandTable {
+		err = t.q.QueryRow(ctx, `SELECT coalesce(max(queued), 0), coalesce(max(available), 0)
+			FROM crabbox_demand WHERE class = $1 AND scope_key = $2`, class, scopeKey).Scan(&queued, &available)
+		if err != nil {
+			return 0, 0, t.d.errorf("demand: %w", err)
+		}
+		return queued, available, nil
+	}
 	// One statement, so both counts come from one snapshot (under READ
 	// COMMITTED two statements could see a commit land between them).
 	states := availableStates()

@@ -1,0 +1,172 @@
+package storetest
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"slices"
+	"testing"
+
+	"github.com/crabbox/crabbox-runner/provisioner"
+)
+
+// testDemandFollowsChanges walks jobs and leases of two classes in two
+// scopes through random changes, some in transactions that roll back, and
+// after each checks Demand against a model of what it must count. SQLite
+// keeps the counts in a table moved by triggers; this is what keeps those
+// triggers honest.
+func testDemandFollowsChanges(t *testing.T, s provisioner.Store) {
+	ctx := context.Background()
+	rng := rand.New(rand.NewPCG(7, 11))
+	classes := []string{"a100", "h100"}
+	scopes := []provisioner.Scope{{Org: "acme"}, {Repo: "solo/ml"}}
+	jobStatuses := []provisioner.JobStatus{provisioner.JobWaiting, provisioner.JobQueued, provisioner.JobInProgress, provisioner.JobCompleted}
+
+	jobs := map[int64]*provisioner.Job{}
+	leases := map[string]*provisioner.Lease{}
+	errRollback := errors.New("roll back")
+	nextJob, nextLease := int64(0), 0
+
+	check := func(step int) {
+		t.Helper()
+		for _, c := range classes {
+			for _, sc := range scopes {
+				wantQ, wantA := 0, 0
+				for _, j := range jobs {
+					if j.Class == c && j.Scope.Key() == sc.Key() && j.Status == provisioner.JobQueued {
+						wantQ++
+					}
+				}
+				for _, l := range leases {
+					if l.Class == c && l.Scope.Key() == sc.Key() && l.ReleaseReason == "" && l.State.Available() {
+						wantA++
+					}
+				}
+				inTx(t, s, func(tx provisioner.Tx) error {
+					q, a, err := tx.Demand(ctx, c, sc.Key())
+					if err != nil {
+						return err
+					}
+					if q != wantQ || a != wantA {
+						t.Fatalf("step %d, %s in %s: demand queued %d available %d; want %d and %d", step, c, sc.Key(), q, a, wantQ, wantA)
+					}
+					return nil
+				})
+			}
+		}
+	}
+
+	for step := range 300 {
+		rollback := rng.IntN(6) == 0
+		// Changes are made on copies and kept in the model only on commit.
+		newJobs := map[int64]*provisioner.Job{}
+		newLeases := map[string]*provisioner.Lease{}
+		err := s.InTx(ctx, func(tx provisioner.Tx) error {
+			for range 1 + rng.IntN(3) {
+				switch op := rng.IntN(4); {
+				case op == 0 || len(jobs) == 0: // a new job
+					nextJob++
+					id := nextJob
+					j := &provisioner.Job{ID: id, RunAttempt: 1, Repo: "acme/ml", Class: classes[rng.IntN(2)],
+						Scope: scopes[rng.IntN(2)], Status: jobStatuses[rng.IntN(3)]}
+					if err := tx.PutJob(ctx, j); err != nil {
+						return err
+					}
+					newJobs[id] = j
+				case op == 1: // a job moves on, or is rewritten as it is
+					var ids []int64
+					for id := range jobs {
+						ids = append(ids, id)
+					}
+					slices.Sort(ids)
+					id := ids[rng.IntN(len(ids))]
+					j := *jobs[id]
+					if nj, ok := newJobs[id]; ok {
+						j = *nj
+					}
+					if rng.IntN(3) > 0 && j.Status != provisioner.JobCompleted {
+						j.Status = jobStatuses[min(int(rankOf(j.Status))+1, 3)]
+					}
+					if err := tx.PutJob(ctx, &j); err != nil {
+						return err
+					}
+					newJobs[id] = &j
+				case op == 2 || len(leases) == 0: // a new lease
+					nextLease++
+					l := sampleLease(fmt.Sprintf("d%d", nextLease))
+					l.Class, l.Scope = classes[rng.IntN(2)], scopes[rng.IntN(2)]
+					l.State = provisioner.AllStates[rng.IntN(len(provisioner.AllStates))]
+					if rng.IntN(5) == 0 {
+						l.ReleaseReason = "asked"
+					}
+					if err := tx.InsertLease(ctx, l); err != nil {
+						return err
+					}
+					newLeases[l.ID] = l
+				default: // a lease moves on, or is asked to stop
+					var ids []string
+					for id := range leases {
+						ids = append(ids, id)
+					}
+					slices.Sort(ids)
+					id := ids[rng.IntN(len(ids))]
+					cur, err := tx.Lease(ctx, id)
+					if err != nil {
+						return err
+					}
+					var next []provisioner.State
+					for _, to := range provisioner.AllStates {
+						if provisioner.CanTransition(cur.State, to) {
+							next = append(next, to)
+						}
+					}
+					var l *provisioner.Lease
+					if len(next) > 0 && rng.IntN(3) > 0 {
+						l, err = tx.Transition(ctx, id, next[rng.IntN(len(next))], "walk", nil)
+					} else {
+						l, err = tx.UpdateLease(ctx, id, func(l *provisioner.Lease) {
+							if l.ReleaseReason == "" {
+								l.ReleaseReason = "asked"
+							} else {
+								l.ReleaseReason = ""
+							}
+						})
+					}
+					if err != nil {
+						return err
+					}
+					newLeases[id] = l
+				}
+			}
+			if rollback {
+				return errRollback
+			}
+			return nil
+		})
+		if err != nil && !errors.Is(err, errRollback) {
+			t.Fatalf("step %d: %v", step, err)
+		}
+		if err == nil {
+			for id, j := range newJobs {
+				jobs[id] = j
+			}
+			for id, l := range newLeases {
+				leases[id] = l
+			}
+		}
+		check(step)
+	}
+}
+
+func rankOf(s provisioner.JobStatus) int {
+	switch s {
+	case provisioner.JobWaiting:
+		return 0
+	case provisioner.JobQueued:
+		return 1
+	case provisioner.JobInProgress:
+		return 2
+	}
+	return 3
+}
