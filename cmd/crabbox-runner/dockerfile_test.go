@@ -220,51 +220,31 @@ func needTool(t *testing.T, name string) string {
 
 const dockerTestVersion = "v0.0.0-dockerfile-test"
 
-var (
-	binOnce sync.Once
-	binPath string
-	binErr  string
-)
-
 // builtBinary builds crabbox-runner for this machine with exactly the
-// Dockerfile's build command (run by sh in the repository, as the builder
-// stage runs it in its copy), once per test run, and returns its path.
-// Only the output directory differs: /out/ is the Dockerfile's, a temp
-// directory here.
+// Dockerfile's build command, run by sh in the repository as the builder
+// stage runs it in its copy, and returns its path. Only the output
+// directory differs: /out/ is the Dockerfile's, the test's temp directory
+// here. (The Go build cache makes a second build in one run a link.)
 func builtBinary(t *testing.T) string {
 	t.Helper()
 	needTool(t, "go")
-	df := repoDockerfile(t)
-	binOnce.Do(func() {
-		cmdline, args := goBuildCommand(t, df)
-		if !strings.Contains(cmdline, "-o /out/crabbox-runner ") {
-			binErr = "the go build command does not write /out/crabbox-runner: " + cmdline
-			return
-		}
-		dir, err := os.MkdirTemp("", "crabbox-runner-bin-")
-		if err != nil {
-			binErr = err.Error()
-			return
-		}
-		cmdline = strings.Replace(cmdline, "/out/", dir+"/", 1)
-		cmd := exec.Command("sh", "-c", cmdline)
-		cmd.Dir = actiontest.RepoRoot()
-		cmd.Env = os.Environ()
-		for k, v := range args {
-			cmd.Env = append(cmd.Env, k+"="+v)
-		}
-		// What buildx passes for this machine, and the release's version.
-		cmd.Env = append(cmd.Env, "TARGETOS="+runtime.GOOS, "TARGETARCH="+runtime.GOARCH, "VERSION="+dockerTestVersion)
-		if out, err := cmd.CombinedOutput(); err != nil {
-			binErr = "go build as the Dockerfile runs it: " + err.Error() + "\n" + string(out)
-			return
-		}
-		binPath = filepath.Join(dir, "crabbox-runner")
-	})
-	if binErr != "" {
-		t.Fatal(binErr)
+	cmdline, args := goBuildCommand(t, repoDockerfile(t))
+	if !strings.Contains(cmdline, "-o /out/crabbox-runner ") {
+		t.Fatalf("the go build command does not write /out/crabbox-runner: %s", cmdline)
 	}
-	return binPath
+	dir := t.TempDir()
+	cmd := exec.Command("sh", "-c", strings.Replace(cmdline, "/out/", dir+"/", 1))
+	cmd.Dir = actiontest.RepoRoot()
+	cmd.Env = os.Environ()
+	for k, v := range args {
+		cmd.Env = append(cmd.Env, k+"="+v)
+	}
+	// What buildx passes for this machine, and the release's version.
+	cmd.Env = append(cmd.Env, "TARGETOS="+runtime.GOOS, "TARGETARCH="+runtime.GOARCH, "VERSION="+dockerTestVersion)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("go build as the Dockerfile runs it: %v\n%s", err, out)
+	}
+	return filepath.Join(dir, "crabbox-runner")
 }
 
 func TestDockerfile(t *testing.T) {
