@@ -91,10 +91,6 @@ func (b *balancer) mark(class string, scope Scope, c *cause) {
 	}
 }
 
-// maxLeasesPerPass bounds the leases one balance transaction makes: on
-// SQLite every other write waits for it.
-const maxLeasesPerPass = 100
-
 // remark puts back the work of a pass that made n leases and may have more
 // to make, keeping the causes not yet served first in line.
 func (b *balancer) remark(k balanceKey, w *balanceWork, n int) {
@@ -144,18 +140,19 @@ func (b *balancer) run(ctx context.Context) {
 		b.work = map[balanceKey]*balanceWork{}
 		b.mu.Unlock()
 
-		failed := false
+		failed, more := false, false
 		for k, w := range batch {
 			created := 0
 			err := b.p.cfg.Store.InTx(ctx, func(tx Tx) error {
 				var err error
-				created, err = b.p.balanceCauses(ctx, tx, k.class, w.scope, w.causes, maxLeasesPerPass)
+				created, err = b.p.balanceCauses(ctx, tx, k.class, w.scope, w.causes, b.p.cfg.BalanceBatch)
 				return err
 			})
 			if err == nil {
-				if created == maxLeasesPerPass {
+				if created == b.p.cfg.BalanceBatch {
 					// Maybe more to make: again, in a transaction of its own.
 					b.remark(k, w, created)
+					more = true
 				}
 				continue
 			}
@@ -174,11 +171,15 @@ func (b *balancer) run(ctx context.Context) {
 		}
 		if !failed {
 			failures = 0
-			b.mu.Lock()
-			b.balanced = taken
-			close(b.passed)
-			b.passed = make(chan struct{})
-			b.mu.Unlock()
+			if !more {
+				// Every mark taken is balanced; a pass that left more to
+				// make is not done with them.
+				b.mu.Lock()
+				b.balanced = taken
+				close(b.passed)
+				b.passed = make(chan struct{})
+				b.mu.Unlock()
+			}
 			continue
 		}
 		failures++

@@ -11,6 +11,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/riverqueue/river"
 )
 
 // Config wires the provisioner to the outside world.
@@ -54,6 +56,9 @@ type Config struct {
 	// claimed before another takes it over (default JobTimeout + 5m).
 	JobTimeout  time.Duration
 	RescueAfter time.Duration
+	// BalanceBatch bounds the leases one balance transaction creates
+	// (default 100): on SQLite every other write waits for it.
+	BalanceBatch int
 }
 
 // Limits cap leases and spend. Work beyond a limit waits, in order, and
@@ -116,6 +121,9 @@ func New(cfg Config) (*Provisioner, error) {
 	}
 	if cfg.Observer == nil {
 		cfg.Observer = nopObserver{}
+	}
+	if cfg.BalanceBatch <= 0 {
+		cfg.BalanceBatch = 100
 	}
 	if cfg.QueuePollInterval <= 0 {
 		cfg.QueuePollInterval = 200 * time.Millisecond
@@ -428,16 +436,22 @@ func (p *Provisioner) balanceCauses(ctx context.Context, tx Tx, class string, sc
 		if limit > 0 && missing > limit {
 			missing = limit
 		}
+		work := make([]river.InsertManyParams, 0, missing)
 		for i := range missing {
 			var c *cause
 			if i < len(causes) {
 				c = &causes[i]
 			}
-			if err := p.newLease(ctx, tx, class, scope, c); err != nil {
-				return created, err
+			id, err := p.newLease(ctx, tx, class, scope, c)
+			if err != nil {
+				return 0, err
 			}
-			created++
+			work = append(work, river.InsertManyParams{Args: ProvisionArgs{LeaseID: id}})
 		}
+		if err := tx.EnqueueMany(ctx, work); err != nil {
+			return 0, err
+		}
+		created = missing
 	}
 	if surplus := available - queued; surplus > 0 {
 		candidates, err := tx.Leases(ctx, LeaseFilter{Class: class, ScopeKey: scope.Key(), States: []State{StatePending, StateIdle}})
@@ -507,7 +521,9 @@ func (p *Provisioner) limited() bool {
 	return false
 }
 
-func (p *Provisioner) newLease(ctx context.Context, tx Tx, class string, scope Scope, c *cause) error {
+// newLease inserts a pending lease and returns its id; the caller enqueues
+// its provisioning.
+func (p *Provisioner) newLease(ctx context.Context, tx Tx, class string, scope Scope, c *cause) (string, error) {
 	id := newLeaseID()
 	l := &Lease{
 		ID: id, Class: class, Scope: scope, State: StatePending,
@@ -517,10 +533,10 @@ func (p *Provisioner) newLease(ctx context.Context, tx Tx, class string, scope S
 		l.JobID, l.RunAttempt, l.QueuedAt = c.job.ID, c.job.RunAttempt, c.queuedAt
 	}
 	if err := tx.InsertLease(ctx, l); err != nil {
-		return err
+		return "", err
 	}
 	p.log.Info("lease created", "lease_id", id, "class", class, "scope", scope.Key(), "job_id", l.JobID)
-	return tx.Enqueue(ctx, ProvisionArgs{LeaseID: id}, nil)
+	return id, nil
 }
 
 func (p *Provisioner) runnerName(leaseID string) string {

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -296,5 +297,48 @@ func TestRecoveryAfterLostCreateAnswer(t *testing.T) {
 				t.Fatalf("live %d created %d destroyed %d; want 1, %d, %d", live, created, destroyed, tc.created, tc.destroyed)
 			}
 		})
+	}
+}
+
+// A burst larger than one balance pass makes is balanced over several
+// passes, and WaitBalanced waits for all of them: every job has its lease
+// when it returns.
+func TestBalancerBurstOverSeveralPasses(t *testing.T) {
+	h := newHarness(t, func(c *provisioner.Config) { c.BalanceBatch = 3 })
+	ctx := context.Background()
+	const n = 250
+	var wg sync.WaitGroup
+	for g := range 10 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range n / 10 {
+				job := int64(g*100 + i + 1)
+				ev := provisioner.JobEvent{DeliveryID: fmt.Sprint("burst-", job), Action: "queued", Status: "queued", JobID: job,
+					RunID: job, RunAttempt: 1, Labels: []string{"self-hosted", "A100"}, Repo: "acme/ml", Org: "acme"}
+				if _, err := h.p.HandleJobEvent(ctx, ev); err != nil {
+					t.Error(err)
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	wctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	if err := h.p.WaitBalanced(wctx); err != nil {
+		t.Fatal(err)
+	}
+	ls := h.leases()
+	if len(ls) != n {
+		t.Fatalf("%d leases after the balance of %d queued jobs", len(ls), n)
+	}
+	// A pass can count a job whose delivery has committed but not yet
+	// marked it; its lease then has no job of its own. No job has two.
+	jobs := map[int64]bool{}
+	for _, l := range ls {
+		if l.JobID != 0 && (jobs[l.JobID] || l.QueuedAt.IsZero()) {
+			t.Fatalf("lease %s: job %d queued at %v (a job is the cause of one lease at most)", l.ID, l.JobID, l.QueuedAt)
+		}
+		jobs[l.JobID] = true
 	}
 }

@@ -54,14 +54,18 @@ func main() {
 	g := &gen{url: strings.TrimRight(*url, "/") + "/webhook", secret: []byte(secret), labels: strings.Split(*labels, ","),
 		org: *org, mix: *mix, next: *startID,
 		client: &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: *conc}}}
-	work := make(chan struct{}, *conc)
+	// Each delivery carries the time it was due. Its latency counts from
+	// then, not from when a sender got to it: a server that falls behind
+	// shows in the percentiles instead of slowing the senders down
+	// unnoticed (coordinated omission).
+	work := make(chan time.Time, *conc)
 	var wg sync.WaitGroup
 	for range *conc {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			for range work {
-				g.send(ctx)
+			for due := range work {
+				g.send(ctx, due)
 			}
 		}()
 	}
@@ -76,14 +80,16 @@ func main() {
 		if *n > 0 && i >= *n || *n == 0 && time.Since(start) >= *dur || ctx.Err() != nil {
 			break
 		}
+		due := time.Now()
 		if interval > 0 {
 			next = next.Add(interval)
 			if d := time.Until(next); d > 0 {
 				time.Sleep(d)
 			}
+			due = next
 		}
 		select {
-		case work <- struct{}{}:
+		case work <- due:
 		case <-ctx.Done():
 		}
 	}
@@ -144,7 +150,7 @@ func (g *gen) body() (string, []byte) {
 	return guid, []byte(b)
 }
 
-func (g *gen) send(ctx context.Context) {
+func (g *gen) send(ctx context.Context, due time.Time) {
 	guid, body := g.body()
 	m := hmac.New(sha256.New, g.secret)
 	m.Write(body)
@@ -153,9 +159,8 @@ func (g *gen) send(ctx context.Context) {
 	req.Header.Set("X-GitHub-Event", "workflow_job")
 	req.Header.Set("X-GitHub-Delivery", guid)
 	req.Header.Set("X-Hub-Signature-256", "sha256="+hex.EncodeToString(m.Sum(nil)))
-	start := time.Now()
 	resp, err := g.client.Do(req)
-	d := time.Since(start)
+	d := time.Since(due)
 	g.sent.Add(1)
 	g.mu.Lock()
 	defer g.mu.Unlock()

@@ -54,8 +54,10 @@ func Open(ctx context.Context, path string) (*Store, error) {
 	q := url.Values{}
 	// cache_size: SQLite's default 2 MB page cache made a burst's larger
 	// transactions spill pages to the WAL before their commit; 32 MB holds
-	// them (it grows only as pages are used).
-	for _, p := range []string{"busy_timeout(10000)", "foreign_keys(on)", "synchronous(NORMAL)", "cache_size(-32768)"} {
+	// them (it grows only as pages are used). temp_store: the savepoints of
+	// group commit journal the pages they change, and in a temporary file
+	// that was a write system call per page.
+	for _, p := range []string{"busy_timeout(10000)", "foreign_keys(on)", "synchronous(NORMAL)", "cache_size(-32768)", "temp_store(MEMORY)"} {
 		q.Add("_pragma", p)
 	}
 	if path != ":memory:" {

@@ -103,8 +103,8 @@ func (q *Queue[TTx]) Enqueuer(tx TTx) EnqueueFunc {
 	if client == nil {
 		return nil
 	}
-	return func(ctx context.Context, args river.JobArgs, opts *river.InsertOpts) error {
-		_, err := client.InsertTx(ctx, tx, args, opts)
+	return func(ctx context.Context, params []river.InsertManyParams) error {
+		_, err := client.InsertManyTx(ctx, tx, params)
 		return err
 	}
 }

@@ -14,8 +14,8 @@ import (
 )
 
 // EnqueueFunc inserts durable work in the transaction at hand (River's
-// InsertTx with the store's own transaction type).
-type EnqueueFunc func(ctx context.Context, args river.JobArgs, opts *river.InsertOpts) error
+// InsertManyTx with the store's own transaction type).
+type EnqueueFunc func(ctx context.Context, params []river.InsertManyParams) error
 
 // Tx is provisioner.Tx on a Querier that runs in one transaction.
 type Tx struct {
@@ -163,8 +163,23 @@ func (t *Tx) Enqueue(ctx context.Context, args river.JobArgs, opts *river.Insert
 	if t.enqueue == nil {
 		return provisioner.ErrQueueNotStarted
 	}
-	if err := t.enqueue(ctx, args, opts); err != nil {
+	if err := t.enqueue(ctx, []river.InsertManyParams{{Args: args, InsertOpts: opts}}); err != nil {
 		return t.d.errorf("enqueue %s: %w", args.Kind(), err)
+	}
+	return nil
+}
+
+// EnqueueMany inserts several pieces of durable work in this transaction,
+// in one statement where the database allows.
+func (t *Tx) EnqueueMany(ctx context.Context, params []river.InsertManyParams) error {
+	if len(params) == 0 {
+		return nil
+	}
+	if t.enqueue == nil {
+		return provisioner.ErrQueueNotStarted
+	}
+	if err := t.enqueue(ctx, params); err != nil {
+		return t.d.errorf("enqueue %d %s jobs: %w", len(params), params[0].Args.Kind(), err)
 	}
 	return nil
 }
