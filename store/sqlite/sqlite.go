@@ -40,6 +40,7 @@ type Store struct {
 	lock    *os.File // held while this process works the queue
 	work    sqlstore.Queue[*sql.Tx]
 	commits *committer
+	readDB  *sql.DB // nil for ":memory:"
 }
 
 var _ provisioner.Store = (*Store)(nil)
@@ -75,8 +76,26 @@ func Open(ctx context.Context, path string) (*Store, error) {
 		s.Close()
 		return nil, err
 	}
+	if path != ":memory:" {
+		// Reads outside a transaction (a worker looking at its lease, the
+		// listings, the status page) go to connections of their own: in
+		// WAL mode readers neither wait for the writer nor hold it up, and
+		// each sees everything committed when its read began. A private
+		// in-memory database is one connection's, so there reads share it.
+		rq := url.Values{}
+		for _, p := range []string{"busy_timeout(10000)", "query_only(1)", "cache_size(-8192)", "temp_store(MEMORY)"} {
+			rq.Add("_pragma", p)
+		}
+		s.readDB = sql.OpenDB(connector{dsn: "file:" + path + "?" + rq.Encode()})
+		s.readDB.SetMaxOpenConns(readConns)
+		s.readDB.SetMaxIdleConns(readConns)
+		s.Reader = sqlstore.NewReader(querier{s.readDB}, sqlstore.SQLite)
+	}
 	return s, nil
 }
+
+// readConns is the number of connections that read beside the writer.
+const readConns = 4
 
 func (s *Store) migrate(ctx context.Context) error {
 	return sqlstore.Migrate(ctx, sqlstore.SQLite, riversqlite.New(s.db), func(ctx context.Context, fn func(sqlstore.Querier) error) error {
@@ -99,6 +118,9 @@ func (s *Store) DB() *sql.DB { return s.db }
 // Close closes the database. Stop the work queue first.
 func (s *Store) Close() error {
 	s.commits.close()
+	if s.readDB != nil {
+		s.readDB.Close()
+	}
 	return s.db.Close()
 }
 
