@@ -24,6 +24,22 @@ func (p *Provisioner) reserve(ctx context.Context, log *slog.Logger, id string, 
 		if err != nil {
 			return err
 		}
+		if me.State == StatePending {
+			// Its first attempt: the lease starts provisioning here, with
+			// its deadlines (their checks were enqueued with the lease).
+			now := p.now()
+			me, err = tx.Transition(ctx, id, StateProvisioning, "provisioning started", func(l *Lease) {
+				l.BootDeadline = now.Add(class.BootTimeout)
+				l.ExpiresAt = now.Add(class.MaxLifetime)
+			})
+			if err != nil {
+				return err
+			}
+		}
+		if me.State != StateProvisioning || me.ReleaseReason != "" {
+			// Released, or asked to be, while the offers were looked up.
+			return &TransitionError{LeaseID: id, From: me.State, To: StateProvisioning}
+		}
 		if limit > 0 {
 			// Replicas take turns, so two cannot both take the last room.
 			if err := tx.Serialize(ctx, "max_spend_per_hour"); err != nil {

@@ -53,9 +53,10 @@ func (p *Provisioner) provision(ctx context.Context, id string) error {
 		}
 
 		switch l.State {
-		case StatePending:
-			err = p.startProvisioning(ctx, l, class)
-		case StateProvisioning:
+		case StatePending, StateProvisioning:
+			// A pending lease moves to provisioning in the transaction
+			// that records its first create attempt (reserve), one write
+			// fewer before the create call.
 			err = p.createHost(ctx, log, l, class)
 		case StateBooting:
 			err = p.waitBoot(ctx, log, l)
@@ -93,23 +94,6 @@ func (p *Provisioner) updateLease(ctx context.Context, id string, mut func(*Leas
 		return err
 	})
 	return out, err
-}
-
-func (p *Provisioner) startProvisioning(ctx context.Context, l *Lease, class *Class) error {
-	return p.cfg.Store.InTx(ctx, func(tx Tx) error {
-		now := p.now()
-		l, err := tx.Transition(ctx, l.ID, StateProvisioning, "provisioning started", func(l *Lease) {
-			l.BootDeadline = now.Add(class.BootTimeout)
-			l.ExpiresAt = now.Add(class.MaxLifetime)
-		})
-		if err != nil {
-			return err
-		}
-		if err := p.scheduleDeadline(ctx, tx, l.ID, DeadlineBoot, l.BootDeadline); err != nil {
-			return err
-		}
-		return p.scheduleDeadline(ctx, tx, l.ID, DeadlineLifetime, l.ExpiresAt)
-	})
 }
 
 // offers gathers the fitting offers of every provider of the class, cheapest

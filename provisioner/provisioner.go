@@ -436,17 +436,27 @@ func (p *Provisioner) balanceCauses(ctx context.Context, tx Tx, class string, sc
 		if limit > 0 && missing > limit {
 			missing = limit
 		}
-		work := make([]river.InsertManyParams, 0, missing)
+		// A lease's provisioning and the checks of its boot and lifetime
+		// deadlines are enqueued with it, for all of them in one insert.
+		// The deadlines are set when provisioning starts, later; a check
+		// that comes first looks again (checkDeadline).
+		now, c := p.now(), p.classes[class]
+		work := make([]river.InsertManyParams, 0, 3*missing)
 		for i := range missing {
-			var c *cause
+			var cs *cause
 			if i < len(causes) {
-				c = &causes[i]
+				cs = &causes[i]
 			}
-			id, err := p.newLease(ctx, tx, class, scope, c)
+			id, err := p.newLease(ctx, tx, class, scope, cs)
 			if err != nil {
 				return 0, err
 			}
 			work = append(work, river.InsertManyParams{Args: ProvisionArgs{LeaseID: id}})
+			if c != nil {
+				work = append(work,
+					river.InsertManyParams{Args: DeadlineArgs{LeaseID: id, Kind_: DeadlineBoot}, InsertOpts: &river.InsertOpts{ScheduledAt: now.Add(c.BootTimeout)}},
+					river.InsertManyParams{Args: DeadlineArgs{LeaseID: id, Kind_: DeadlineLifetime}, InsertOpts: &river.InsertOpts{ScheduledAt: now.Add(c.MaxLifetime)}})
+			}
 		}
 		if err := tx.EnqueueMany(ctx, work); err != nil {
 			return 0, err
