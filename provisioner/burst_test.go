@@ -64,7 +64,6 @@ func burst(b *testing.B, n int) {
 	h := newHarness(b, func(c *provisioner.Config) {
 		c.Observer = rec
 		c.PollInterval = 20 * time.Millisecond
-		c.QueuePollInterval = 20 * time.Millisecond
 		c.ProvisionWorkers = 200
 		c.ReleaseWorkers = 200
 		c.Logger = discardLog()

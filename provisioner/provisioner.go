@@ -42,7 +42,9 @@ type Config struct {
 	// ProvisionWorkers and ReleaseWorkers bound concurrent work (defaults 100, 50).
 	ProvisionWorkers int
 	ReleaseWorkers   int
-	// QueuePollInterval is how often idle workers look for work (default 200ms).
+	// QueuePollInterval is how often idle workers look for work (default
+	// 50ms: on SQLite, which has no LISTEN/NOTIFY, it is how long new work
+	// can wait unseen; a look is one indexed query).
 	QueuePollInterval time.Duration
 	// Reconcile configures the periodic passes run by the elected leader.
 	Reconcile ReconcileConfig
@@ -126,7 +128,7 @@ func New(cfg Config) (*Provisioner, error) {
 		cfg.BalanceBatch = 100
 	}
 	if cfg.QueuePollInterval <= 0 {
-		cfg.QueuePollInterval = 200 * time.Millisecond
+		cfg.QueuePollInterval = 50 * time.Millisecond
 	}
 	p := &Provisioner{cfg: cfg, log: cfg.Logger, now: cfg.Now, classes: map[string]*Class{}}
 	p.bal = newBalancer(p)
