@@ -443,22 +443,28 @@ func (p *Provisioner) balanceCauses(ctx context.Context, tx Tx, class string, sc
 		// The deadlines are set when provisioning starts, later; a check
 		// that comes first looks again (checkDeadline).
 		now, c := p.now(), p.classes[class]
+		leases := make([]*Lease, 0, missing)
 		work := make([]river.InsertManyParams, 0, 3*missing)
 		for i := range missing {
 			var cs *cause
 			if i < len(causes) {
 				cs = &causes[i]
 			}
-			id, err := p.newLease(ctx, tx, class, scope, cs)
-			if err != nil {
-				return 0, err
-			}
+			l := p.newLease(class, scope, cs)
+			leases = append(leases, l)
+			id := l.ID
 			work = append(work, river.InsertManyParams{Args: ProvisionArgs{LeaseID: id}})
 			if c != nil {
 				work = append(work,
 					river.InsertManyParams{Args: DeadlineArgs{LeaseID: id, Kind_: DeadlineBoot}, InsertOpts: &river.InsertOpts{ScheduledAt: now.Add(c.BootTimeout)}},
 					river.InsertManyParams{Args: DeadlineArgs{LeaseID: id, Kind_: DeadlineLifetime}, InsertOpts: &river.InsertOpts{ScheduledAt: now.Add(c.MaxLifetime)}})
 			}
+		}
+		if err := tx.InsertLeases(ctx, leases); err != nil {
+			return 0, err
+		}
+		for _, l := range leases {
+			p.log.Info("lease created", "lease_id", l.ID, "class", class, "scope", scope.Key(), "job_id", l.JobID)
 		}
 		if err := tx.EnqueueMany(ctx, work); err != nil {
 			return 0, err
@@ -533,9 +539,9 @@ func (p *Provisioner) limited() bool {
 	return false
 }
 
-// newLease inserts a pending lease and returns its id; the caller enqueues
-// its provisioning.
-func (p *Provisioner) newLease(ctx context.Context, tx Tx, class string, scope Scope, c *cause) (string, error) {
+// newLease returns a new pending lease, made for the job of c when given;
+// the caller inserts it and enqueues its provisioning.
+func (p *Provisioner) newLease(class string, scope Scope, c *cause) *Lease {
 	id := newLeaseID()
 	l := &Lease{
 		ID: id, Class: class, Scope: scope, State: StatePending,
@@ -544,11 +550,7 @@ func (p *Provisioner) newLease(ctx context.Context, tx Tx, class string, scope S
 	if c != nil {
 		l.JobID, l.RunAttempt, l.QueuedAt = c.job.ID, c.job.RunAttempt, c.queuedAt
 	}
-	if err := tx.InsertLease(ctx, l); err != nil {
-		return "", err
-	}
-	p.log.Info("lease created", "lease_id", id, "class", class, "scope", scope.Key(), "job_id", l.JobID)
-	return id, nil
+	return l
 }
 
 func (p *Provisioner) runnerName(leaseID string) string {

@@ -62,6 +62,8 @@ type Tx interface {
 	Demand(ctx context.Context, class, scopeKey string) (queued, available int, err error)
 
 	InsertLease(ctx context.Context, l *Lease) error
+	// InsertLeases inserts several, cheaper than one by one.
+	InsertLeases(ctx context.Context, ls []*Lease) error
 	Lease(ctx context.Context, id string) (*Lease, error)
 	LeaseByRunnerName(ctx context.Context, runnerName string) (*Lease, error)
 	Leases(ctx context.Context, f LeaseFilter) ([]*Lease, error)

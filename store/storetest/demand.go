@@ -5,8 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"reflect"
 	"slices"
 	"testing"
+	"time"
 
 	"github.com/crabbox/crabbox-runner/provisioner"
 )
@@ -169,4 +171,43 @@ func rankOf(s provisioner.JobStatus) int {
 		return 2
 	}
 	return 3
+}
+
+// testInsertLeases inserts more leases than one statement takes: each reads
+// back whole, with its "created" event, and the counts follow.
+func testInsertLeases(t *testing.T, s provisioner.Store) {
+	ctx := context.Background()
+	var ls []*provisioner.Lease
+	for i := range 450 {
+		l := sampleLease(fmt.Sprintf("m%03d", i))
+		l.QueuedAt = t0.Add(-time.Second)
+		ls = append(ls, l)
+	}
+	inTx(t, s, func(tx provisioner.Tx) error { return tx.InsertLeases(ctx, ls) })
+	all, err := s.Leases(ctx, provisioner.LeaseFilter{})
+	if err != nil || len(all) != len(ls) {
+		t.Fatalf("%d leases read back, want %d (%v)", len(all), len(ls), err)
+	}
+	got, err := s.Lease(ctx, "m321")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := *ls[321]
+	// Times are kept to the microsecond, in UTC.
+	want.UpdatedAt = want.UpdatedAt.Truncate(time.Microsecond).UTC()
+	want.StateChangedAt = want.StateChangedAt.Truncate(time.Microsecond).UTC()
+	if !reflect.DeepEqual(*got, want) {
+		t.Fatalf("lease m321:\n got %+v\nwant %+v", *got, want)
+	}
+	events, err := s.LeaseEvents(ctx, "m449")
+	if err != nil || len(events) != 1 || events[0].To != provisioner.StatePending || events[0].Reason != "created" {
+		t.Fatalf("events of m449: %+v %v", events, err)
+	}
+	inTx(t, s, func(tx provisioner.Tx) error {
+		_, a, err := tx.Demand(ctx, "a100", provisioner.Scope{Org: "acme", InstallationID: 9}.Key())
+		if err != nil || a != len(ls) {
+			t.Fatalf("available %d, want %d (%v)", a, len(ls), err)
+		}
+		return nil
+	})
 }

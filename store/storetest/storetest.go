@@ -26,6 +26,7 @@ func Run(t *testing.T, newStore func(t *testing.T) provisioner.Store) {
 		"UpdateKeepsTheState":  testUpdateKeepsState,
 		"QueuedJobsAndScopes":  testQueuedJobsAndScopes,
 		"DemandFollowsChanges": testDemandFollowsChanges,
+		"InsertLeases":         testInsertLeases,
 		// concurrency.go: what replicas sharing one database rely on.
 		"LockedLeaseWaits":     testLockedLeaseWaits,
 		"ConcurrentSameMove":   testConcurrentSameMove,
