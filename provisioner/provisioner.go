@@ -259,31 +259,27 @@ func (p *Provisioner) HandleJobEvent(ctx context.Context, ev JobEvent) (Outcome,
 	err := p.cfg.Store.InTx(ctx, func(tx Tx) error {
 		now := p.now()
 		out, mark = Ignored, nil
-		if ev.DeliveryID != "" {
-			fresh, err := tx.RecordDelivery(ctx, ev.DeliveryID, "workflow_job", ev.Action, now)
-			if err != nil {
-				return err
-			}
-			if !fresh {
-				out = Duplicate
-				return nil
-			}
+		// The dedupe key of the job event is the status the event reports,
+		// so that an approval-gated job's second "queued" is not mistaken
+		// for the first.
+		rec, err := tx.RecordEvent(ctx, EventRecord{GUID: ev.DeliveryID, Event: "workflow_job", Action: ev.Action, At: now,
+			Job: class != nil, JobID: ev.JobID, RunAttempt: ev.RunAttempt, Status: string(status)})
+		if err != nil {
+			return err
+		}
+		if !rec.NewDelivery {
+			out = Duplicate
+			return nil
 		}
 		if class == nil {
 			return nil
 		}
-		// The dedupe key is the status the event reports, so that an
-		// approval-gated job's second "queued" is not mistaken for the first.
-		fresh, err := tx.RecordJobEvent(ctx, ev.JobID, ev.RunAttempt, string(status), ev.DeliveryID, now)
-		if err != nil {
-			return err
-		}
-		if !fresh {
+		if !rec.NewJobEvent {
 			out = Duplicate
 			return nil
 		}
 		out = Accepted
-		mark, err = p.applyJobEvent(ctx, tx, ev, status, class)
+		mark, err = p.applyJobEvent(ctx, tx, ev, status, class, rec.Job)
 		return err
 	})
 	if err != nil {
@@ -305,17 +301,13 @@ type balanceMark struct {
 // applyJobEvent records what the event says. The balance it calls for runs
 // in the transaction before the balancer is started; after, it is returned
 // for the balancer.
-func (p *Provisioner) applyJobEvent(ctx context.Context, tx Tx, ev JobEvent, status JobStatus, class *Class) (*balanceMark, error) {
+func (p *Provisioner) applyJobEvent(ctx context.Context, tx Tx, ev JobEvent, status JobStatus, class *Class, job *Job) (*balanceMark, error) {
 	log := p.log.With("job_id", ev.JobID, "run_attempt", ev.RunAttempt, "delivery_id", ev.DeliveryID, "class", class.Name)
-	job, err := tx.Job(ctx, ev.JobID, ev.RunAttempt)
-	switch {
-	case errors.Is(err, ErrNotFound):
+	if job == nil {
 		job = &Job{
 			ID: ev.JobID, RunAttempt: ev.RunAttempt, RunID: ev.RunID, Name: ev.Name, WorkflowName: ev.Workflow,
 			Repo: ev.Repo, Scope: p.scopeFor(ev), Class: class.Name, Labels: ev.Labels,
 		}
-	case err != nil:
-		return nil, err
 	}
 	if status.Rank() <= job.Status.Rank() {
 		log.Debug("late event ignored", "action", ev.Action, "job_status", job.Status)
@@ -378,7 +370,7 @@ func (p *Provisioner) applyJobEvent(ctx context.Context, tx Tx, ev JobEvent, sta
 	if c != nil {
 		causes = []cause{*c}
 	}
-	_, err = p.balanceCauses(ctx, tx, class.Name, job.Scope, causes, 0)
+	_, err := p.balanceCauses(ctx, tx, class.Name, job.Scope, causes, 0)
 	return nil, err
 }
 

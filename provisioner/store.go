@@ -51,6 +51,10 @@ type Tx interface {
 	// RecordJobEvent stores that (job, attempt, action) was received. It
 	// returns false when it was received before.
 	RecordJobEvent(ctx context.Context, jobID, runAttempt int64, action, guid string, at time.Time) (bool, error)
+	// RecordEvent is RecordDelivery, then (when the delivery is new, and
+	// e.Job is set) RecordJobEvent and the read of the job, in as few
+	// round trips as the database allows: the start of every delivery.
+	RecordEvent(ctx context.Context, e EventRecord) (EventRecorded, error)
 
 	// Job returns a workflow job, or ErrNotFound.
 	Job(ctx context.Context, id, runAttempt int64) (*Job, error)
@@ -163,4 +167,22 @@ type Job struct {
 	LeaseID      string // the lease whose runner took the job, once known
 	CreatedAt    time.Time
 	UpdatedAt    time.Time
+}
+
+// EventRecord is what RecordEvent records of a delivery.
+type EventRecord struct {
+	GUID, Event, Action string // GUID may be empty: no transport dedupe then
+	At                  time.Time
+	// Job is set when the event concerns a job of ours: its (job,
+	// attempt, status) is recorded and the job read.
+	Job               bool
+	JobID, RunAttempt int64
+	Status            string
+}
+
+// EventRecorded is what RecordEvent found.
+type EventRecorded struct {
+	NewDelivery bool // false: the GUID was seen before
+	NewJobEvent bool // false: this status of this job was seen before (or not recorded)
+	Job         *Job // the stored job, nil when there is none (or not read)
 }

@@ -37,6 +37,7 @@ package postgres
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strings"
 	"time"
@@ -177,4 +178,26 @@ func (q querier) Query(ctx context.Context, query string, args ...any) (sqlstore
 
 func (q querier) QueryRow(ctx context.Context, query string, args ...any) sqlstore.Row {
 	return q.q.QueryRow(ctx, query, args...)
+}
+
+// Pipeline sends the queries as one pgx batch: one round trip.
+func (q querier) Pipeline(ctx context.Context, queries []sqlstore.Query, scan func(i int, row sqlstore.Row) error) error {
+	sender, ok := q.q.(interface {
+		SendBatch(ctx context.Context, b *pgx.Batch) pgx.BatchResults
+	})
+	if !ok {
+		return errors.New("postgres: this handle cannot pipeline")
+	}
+	b := &pgx.Batch{}
+	for _, qu := range queries {
+		b.Queue(qu.SQL, qu.Args...)
+	}
+	res := sender.SendBatch(ctx, b)
+	for i := range queries {
+		if err := scan(i, res.QueryRow()); err != nil {
+			res.Close()
+			return err
+		}
+	}
+	return res.Close()
 }

@@ -211,3 +211,52 @@ func testInsertLeases(t *testing.T, s provisioner.Store) {
 		return nil
 	})
 }
+
+// testRecordEvent: the start of every delivery, one round trip on
+// PostgreSQL and statements in turn on SQLite, with the same answers.
+func testRecordEvent(t *testing.T, s provisioner.Store) {
+	ctx := context.Background()
+	rec := func(e provisioner.EventRecord) provisioner.EventRecorded {
+		t.Helper()
+		var out provisioner.EventRecorded
+		inTx(t, s, func(tx provisioner.Tx) error {
+			var err error
+			out, err = tx.RecordEvent(ctx, e)
+			return err
+		})
+		return out
+	}
+	ev := provisioner.EventRecord{GUID: "g1", Event: "workflow_job", Action: "queued", At: t0, Job: true, JobID: 5, RunAttempt: 1, Status: "queued"}
+	if got := rec(ev); !got.NewDelivery || !got.NewJobEvent || got.Job != nil {
+		t.Fatalf("first: %+v", got)
+	}
+	if got := rec(ev); got.NewDelivery || got.NewJobEvent || got.Job != nil {
+		t.Fatalf("same GUID: %+v", got)
+	}
+	ev.GUID = "g2"
+	if got := rec(ev); !got.NewDelivery || got.NewJobEvent {
+		t.Fatalf("same job event, new GUID: %+v", got)
+	}
+	ev.GUID = ""
+	if got := rec(ev); !got.NewDelivery || got.NewJobEvent {
+		t.Fatalf("same job event, no GUID: %+v", got)
+	}
+	// A stored job is read back with a new status of it.
+	inTx(t, s, func(tx provisioner.Tx) error {
+		return tx.PutJob(ctx, &provisioner.Job{ID: 5, RunAttempt: 1, Repo: "acme/ml", Scope: provisioner.Scope{Org: "acme"},
+			Class: "a100", Status: provisioner.JobQueued})
+	})
+	ev.GUID, ev.Action, ev.Status = "g3", "in_progress", "in_progress"
+	if got := rec(ev); !got.NewDelivery || !got.NewJobEvent || got.Job == nil || got.Job.Status != provisioner.JobQueued {
+		t.Fatalf("new status of a stored job: %+v", got)
+	}
+	// Not ours: only the delivery is recorded.
+	other := provisioner.EventRecord{GUID: "g4", Event: "workflow_job", Action: "queued", At: t0, JobID: 6, RunAttempt: 1, Status: "queued"}
+	if got := rec(other); !got.NewDelivery || got.NewJobEvent || got.Job != nil {
+		t.Fatalf("not ours: %+v", got)
+	}
+	other.Job, other.GUID = true, "g5"
+	if got := rec(other); !got.NewDelivery || !got.NewJobEvent {
+		t.Fatalf("job 6's event was recorded by the delivery that was not ours: %+v", got)
+	}
+}

@@ -27,6 +27,7 @@ func Run(t *testing.T, newStore func(t *testing.T) provisioner.Store) {
 		"QueuedJobsAndScopes":  testQueuedJobsAndScopes,
 		"DemandFollowsChanges": testDemandFollowsChanges,
 		"InsertLeases":         testInsertLeases,
+		"RecordEvent":          testRecordEvent,
 		// concurrency.go: what replicas sharing one database rely on.
 		"LockedLeaseWaits":     testLockedLeaseWaits,
 		"ConcurrentSameMove":   testConcurrentSameMove,

@@ -42,6 +42,19 @@ type Querier interface {
 	QueryRow(ctx context.Context, query string, args ...any) Row
 }
 
+// Query is one statement with its arguments.
+type Query struct {
+	SQL  string
+	Args []any
+}
+
+// Pipeliner is a Querier that can send several statements in one round
+// trip (PostgreSQL's pipeline, through a pgx batch). They run in order, in
+// the transaction at hand; scan is given each one's first row in turn.
+type Pipeliner interface {
+	Pipeline(ctx context.Context, queries []Query, scan func(i int, row Row) error) error
+}
+
 // Dialect holds what differs between the databases, besides the driver.
 type Dialect struct {
 	// Name prefixes errors ("sqlite: …").

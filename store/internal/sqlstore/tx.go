@@ -57,6 +57,68 @@ func (t *Tx) RecordJobEvent(ctx context.Context, jobID, runAttempt int64, action
 	return n == 1, nil
 }
 
+// recordEvent is RecordEvent's first statement where statements are
+// pipelined (PostgreSQL): the delivery, then the job event only if the
+// delivery is new (or has no GUID), then which of the two were new.
+const recordEvent = `WITH d AS (
+		INSERT INTO crabbox_delivery (guid, event, action, received_at)
+		SELECT $1, $2, $3, $4 WHERE $1 <> ''
+		ON CONFLICT (guid) DO NOTHING RETURNING 1),
+	e AS (
+		INSERT INTO crabbox_job_event (job_id, run_attempt, action, guid, received_at)
+		SELECT $5, $6, $7, $1, $4 WHERE $1 = '' OR EXISTS (SELECT 1 FROM d)
+		ON CONFLICT (job_id, run_attempt, action) DO NOTHING RETURNING 1)
+	SELECT $1 = '' OR EXISTS (SELECT 1 FROM d), EXISTS (SELECT 1 FROM e)`
+
+// RecordEvent records a delivery and its job event and reads the job: one
+// round trip where the Querier pipelines, else the statements in turn.
+func (t *Tx) RecordEvent(ctx context.Context, e provisioner.EventRecord) (provisioner.EventRecorded, error) {
+	var out provisioner.EventRecorded
+	if p, ok := t.q.(Pipeliner); ok && e.Job {
+		err := p.Pipeline(ctx, []Query{
+			{recordEvent, []any{e.GUID, e.Event, e.Action, Micros(e.At), e.JobID, e.RunAttempt, e.Status}},
+			{`SELECT ` + jobColumns + ` FROM crabbox_job WHERE id = $1 AND run_attempt = $2`, []any{e.JobID, e.RunAttempt}},
+		}, func(i int, row Row) error {
+			if i == 0 {
+				return row.Scan(&out.NewDelivery, &out.NewJobEvent)
+			}
+			j, err := scanJob(row)
+			if errors.Is(err, sql.ErrNoRows) {
+				return nil
+			}
+			out.Job = j
+			return err
+		})
+		if err != nil {
+			return provisioner.EventRecorded{}, t.d.errorf("record event: %w", err)
+		}
+		if !out.NewDelivery || !out.NewJobEvent {
+			out.Job = nil
+		}
+		return out, nil
+	}
+	if e.GUID != "" {
+		fresh, err := t.RecordDelivery(ctx, e.GUID, e.Event, e.Action, e.At)
+		if err != nil || !fresh {
+			return out, err
+		}
+	}
+	out.NewDelivery = true
+	if !e.Job {
+		return out, nil
+	}
+	fresh, err := t.RecordJobEvent(ctx, e.JobID, e.RunAttempt, e.Status, e.GUID, e.At)
+	if err != nil || !fresh {
+		return out, err
+	}
+	out.NewJobEvent = true
+	out.Job, err = getJob(ctx, t.q, t.d, e.JobID, e.RunAttempt)
+	if errors.Is(err, provisioner.ErrNotFound) {
+		return out, nil
+	}
+	return out, err
+}
+
 const jobColumns = `id, run_attempt, run_id, name, workflow_name, repo, scope_key, scope_org, scope_repo,
 	installation_id, class, labels, status, conclusion, runner_name, lease_id, created_at, updated_at`
 
