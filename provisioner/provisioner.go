@@ -430,13 +430,8 @@ func (p *Provisioner) balanceCauses(ctx context.Context, tx Tx, class string, sc
 		if limit > 0 && missing > limit {
 			missing = limit
 		}
-		// A lease's provisioning and the checks of its boot and lifetime
-		// deadlines are enqueued with it, for all of them in one insert.
-		// The deadlines are set when provisioning starts, later; a check
-		// that comes first looks again (checkDeadline).
-		now, c := p.now(), p.classes[class]
 		leases := make([]*Lease, 0, missing)
-		work := make([]river.InsertManyParams, 0, 3*missing)
+		work := make([]river.InsertManyParams, 0, missing)
 		for i := range missing {
 			var cs *cause
 			if i < len(causes) {
@@ -446,11 +441,6 @@ func (p *Provisioner) balanceCauses(ctx context.Context, tx Tx, class string, sc
 			leases = append(leases, l)
 			id := l.ID
 			work = append(work, river.InsertManyParams{Args: ProvisionArgs{LeaseID: id}})
-			if c != nil {
-				work = append(work,
-					river.InsertManyParams{Args: DeadlineArgs{LeaseID: id, Kind_: DeadlineBoot}, InsertOpts: &river.InsertOpts{ScheduledAt: now.Add(c.BootTimeout)}},
-					river.InsertManyParams{Args: DeadlineArgs{LeaseID: id, Kind_: DeadlineLifetime}, InsertOpts: &river.InsertOpts{ScheduledAt: now.Add(c.MaxLifetime)}})
-			}
 		}
 		if err := tx.InsertLeases(ctx, leases); err != nil {
 			return 0, err

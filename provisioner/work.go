@@ -180,18 +180,7 @@ func (p *Provisioner) checkDeadline(ctx context.Context, leaseID, kind string) e
 			if kind == DeadlineLifetime {
 				due, reason = l.ExpiresAt, "max lifetime reached"
 			}
-			if l.State == StateReleasing || l.State == StateReleased {
-				return nil
-			}
-			if due.IsZero() {
-				if l.State == StatePending && class != nil {
-					// Not started yet, so no deadline yet: look again when
-					// it would fall due were it to start now.
-					again = class.BootTimeout
-					if kind == DeadlineLifetime {
-						again = class.MaxLifetime
-					}
-				}
+			if due.IsZero() || l.State == StateReleasing || l.State == StateReleased {
 				return nil
 			}
 			if now.Before(due) {

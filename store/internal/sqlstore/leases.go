@@ -128,8 +128,8 @@ func (t *Tx) InsertLease(ctx context.Context, l *provisioner.Lease) error {
 // (32,766) and PostgreSQL's (65,535).
 const leasesPerInsert = 200
 
-// InsertLeases inserts new leases and their "created" events, a statement
-// each for many leases: a round trip less per lease on PostgreSQL.
+// InsertLeases inserts new leases and their "created" events, on
+// PostgreSQL a statement each for many leases (see Dialect.MultiRowInsert).
 func (t *Tx) InsertLeases(ctx context.Context, ls []*provisioner.Lease) error {
 	now := t.now()
 	for _, l := range ls {
@@ -141,8 +141,12 @@ func (t *Tx) InsertLeases(ctx context.Context, ls []*provisioner.Lease) error {
 		}
 		l.UpdatedAt, l.StateChangedAt = now, now
 	}
+	per := leasesPerInsert
+	if !t.d.MultiRowInsert {
+		per = 1
+	}
 	for len(ls) > 0 {
-		chunk := ls[:min(len(ls), leasesPerInsert)]
+		chunk := ls[:min(len(ls), per)]
 		ls = ls[len(chunk):]
 		var rows, events strings.Builder
 		args := make([]any, 0, len(chunk)*len(leaseColumns))
