@@ -262,7 +262,7 @@ func newHarness(t testing.TB, tweak func(*provisioner.Config)) *harness {
 		Providers: map[string]provisioner.Provider{"mem": h.prov}, GitHub: h.gh, Bootstrapper: h.boot, Store: st,
 		PollInterval: 10 * time.Millisecond, InlineWait: 300 * time.Millisecond, QueuePollInterval: 20 * time.Millisecond,
 		Logger:    testLogger(t),
-		Reconcile: provisioner.ReconcileConfig{Interval: -1, GCInterval: -1},
+		Reconcile: provisioner.ReconcileConfig{Interval: -1, GCInterval: -1, DeadlineInterval: 100 * time.Millisecond},
 	}
 	if tweak != nil {
 		tweak(&cfg)

@@ -26,8 +26,8 @@ func (p *Provisioner) reserve(ctx context.Context, log *slog.Logger, id string, 
 		}
 		if me.State == StatePending {
 			// Its first attempt: the lease starts provisioning here, with
-			// its deadlines (checked by this worker at every step until the
-			// host exists, then by their own jobs too; see hostCreated).
+			// its deadlines (checked by this worker at every step, and by
+			// the deadline scan, CheckDeadlines).
 			now := p.now()
 			me, err = tx.Transition(ctx, id, StateProvisioning, "provisioning started", func(l *Lease) {
 				l.BootDeadline = now.Add(class.BootTimeout)

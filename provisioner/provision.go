@@ -135,7 +135,7 @@ func (p *Provisioner) offers(ctx context.Context, class *Class) ([]Offer, error)
 func (p *Provisioner) createHost(ctx context.Context, log *slog.Logger, l *Lease, class *Class) error {
 	if l.InstanceID != "" {
 		// Created before a crash but not yet moved on.
-		return p.hostCreated(ctx, l.ID, "instance "+l.InstanceID+" created", nil)
+		return p.transition(ctx, l.ID, StateBooting, "instance "+l.InstanceID+" created", nil)
 	}
 	if l.Attempts > 0 {
 		// A create call was made and its answer lost. With derived keys the
@@ -160,7 +160,7 @@ func (p *Provisioner) createHost(ctx context.Context, log *slog.Logger, l *Lease
 					return err
 				}
 			}
-			return p.hostCreated(ctx, l.ID, "instance "+adopted.ID+" found by its marker after a restart", func(l *Lease) {
+			return p.transition(ctx, l.ID, StateBooting, "instance "+adopted.ID+" found by its marker after a restart", func(l *Lease) {
 				l.InstanceID = adopted.ID
 				l.Provider = adopted.Provider
 				if creds, err := p.credentials(l.ID, false); err == nil {
@@ -198,7 +198,7 @@ func (p *Provisioner) createHost(ctx context.Context, log *slog.Logger, l *Lease
 			errs = append(errs, fmt.Sprintf("%s offer %s: %v", offer.Provider, offer.ID, err))
 			continue
 		}
-		return p.hostCreated(ctx, l.ID, "instance "+inst.ID+" created", func(l *Lease) {
+		return p.transition(ctx, l.ID, StateBooting, "instance "+inst.ID+" created", func(l *Lease) {
 			l.InstanceID = inst.ID
 			// The boot clock runs from the host's creation: time spent
 			// waiting for a provider's launch slot is not boot time.
@@ -257,24 +257,6 @@ func (p *Provisioner) recoverByMarker(ctx context.Context, l *Lease, adopt bool)
 func (p *Provisioner) destroyByMarker(ctx context.Context, l *Lease) error {
 	_, err := p.recoverByMarker(ctx, l, false)
 	return err
-}
-
-// hostCreated moves a lease whose host exists to booting, and enqueues the
-// checks of its boot and lifetime deadlines: from here a host is billed.
-// (Before, the provision worker checks the boot deadline at every step and
-// the reconcile pass checks it too; enqueuing the checks here keeps them
-// off the way to the create call.)
-func (p *Provisioner) hostCreated(ctx context.Context, id, reason string, mut func(*Lease)) error {
-	return p.cfg.Store.InTx(ctx, func(tx Tx) error {
-		l, err := tx.Transition(ctx, id, StateBooting, reason, mut)
-		if err != nil {
-			return err
-		}
-		return tx.EnqueueMany(ctx, []river.InsertManyParams{
-			{Args: DeadlineArgs{LeaseID: id, Kind_: DeadlineBoot}, InsertOpts: &river.InsertOpts{ScheduledAt: l.BootDeadline}},
-			{Args: DeadlineArgs{LeaseID: id, Kind_: DeadlineLifetime}, InsertOpts: &river.InsertOpts{ScheduledAt: l.ExpiresAt}},
-		})
-	})
 }
 
 func (p *Provisioner) transition(ctx context.Context, id string, to State, reason string, mut func(*Lease)) error {
@@ -426,9 +408,6 @@ func (p *Provisioner) becameIdle(ctx context.Context, log *slog.Logger, id strin
 			return err
 		}
 		log.Info("runner online", "runner_name", l.RunnerName, "boot_time", now.Sub(l.CreatedAt).Round(time.Millisecond))
-		if err := p.scheduleDeadline(ctx, tx, id, DeadlineIdle, now.Add(class.IdleTimeout)); err != nil {
-			return err
-		}
 		return p.balance(ctx, tx, l.Class, l.Scope, nil)
 	})
 }

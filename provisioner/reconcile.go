@@ -39,8 +39,12 @@ type ReconcileConfig struct {
 	Interval time.Duration
 	// GCInterval of the gc pass (default 5m; negative: off).
 	GCInterval time.Duration
-	Jobs       JobSource
-	Deliveries Redeliverer
+	// DeadlineInterval is how often leases are looked at for a boot,
+	// idle or lifetime deadline that has fallen due (default 5s; negative:
+	// off). A deadline is acted on this much late at most.
+	DeadlineInterval time.Duration
+	Jobs             JobSource
+	Deliveries       Redeliverer
 	// Scopes are always looked at (github.scopes).
 	Scopes []Scope
 }
@@ -55,6 +59,68 @@ func (ReconcileArgs) Kind() string { return "reconcile" }
 func (ReconcileArgs) InsertOpts() river.InsertOpts {
 	return river.InsertOpts{Queue: QueueControl, MaxAttempts: 3,
 		UniqueOpts: river.UniqueOpts{ByArgs: true, ByPeriod: 10 * time.Second}}
+}
+
+// DeadlinesArgs looks at every live lease for deadlines that have fallen
+// due. One scan of the leases replaces a scheduled job per lease and
+// deadline: fewer writes on the way to a running job, and no job that
+// waits hours for a lifetime to run out.
+type DeadlinesArgs struct{}
+
+// Kind names the River job.
+func (DeadlinesArgs) Kind() string { return "deadlines" }
+
+// InsertOpts: one attempt; the next scan comes soon.
+func (DeadlinesArgs) InsertOpts() river.InsertOpts {
+	return river.InsertOpts{Queue: QueueControl, MaxAttempts: 1}
+}
+
+type deadlinesWorker struct {
+	river.WorkerDefaults[DeadlinesArgs]
+	p *Provisioner
+}
+
+func (w *deadlinesWorker) Work(ctx context.Context, job *river.Job[DeadlinesArgs]) error {
+	_, err := w.p.CheckDeadlines(ctx)
+	return err
+}
+
+// liveStates are the states of leases that hold, or may soon hold, a host.
+var liveStates = []State{StatePending, StateProvisioning, StateBooting, StateBootstrapping, StateIdle, StateBusy,
+	StateReleasing, StateFailed}
+
+// CheckDeadlines acts on every deadline that has fallen due and returns how
+// many it looked at.
+func (p *Provisioner) CheckDeadlines(ctx context.Context) (int, error) {
+	live, err := p.cfg.Store.Leases(ctx, LeaseFilter{States: liveStates})
+	if err != nil {
+		return 0, err
+	}
+	n, errs := 0, []error(nil)
+	for _, l := range live {
+		for _, kind := range p.dueDeadlines(l, p.now()) {
+			n++
+			if err := p.checkDeadline(ctx, l.ID, kind); err != nil && !isSnooze(err) {
+				errs = append(errs, err)
+			}
+		}
+	}
+	return n, errors.Join(errs...)
+}
+
+// dueDeadlines lists the deadlines of l that have fallen due at now.
+func (p *Provisioner) dueDeadlines(l *Lease, now time.Time) []string {
+	var due []string
+	if l.State.Starting() && !l.BootDeadline.IsZero() && !now.Before(l.BootDeadline) {
+		due = append(due, DeadlineBoot)
+	}
+	if !l.ExpiresAt.IsZero() && !now.Before(l.ExpiresAt) && l.State != StateReleasing && l.State != StateReleased {
+		due = append(due, DeadlineLifetime)
+	}
+	if c := p.classes[l.Class]; l.State == StateIdle && c != nil && !now.Before(l.IdleSince.Add(c.IdleTimeout)) {
+		due = append(due, DeadlineIdle)
+	}
+	return due
 }
 
 // GCArgs runs one gc pass.
@@ -111,6 +177,11 @@ func (p *Provisioner) periodicJobs() []*river.PeriodicJob {
 			func() (river.JobArgs, *river.InsertOpts) { return ReconcileArgs{}, nil },
 			&river.PeriodicJobOpts{RunOnStart: true}))
 	}
+	if rc.DeadlineInterval >= 0 {
+		jobs = append(jobs, river.NewPeriodicJob(river.PeriodicInterval(cmpDur(rc.DeadlineInterval, 5*time.Second)),
+			func() (river.JobArgs, *river.InsertOpts) { return DeadlinesArgs{}, nil },
+			&river.PeriodicJobOpts{RunOnStart: true}))
+	}
 	if rc.GCInterval >= 0 {
 		jobs = append(jobs, river.NewPeriodicJob(river.PeriodicInterval(cmpDur(rc.GCInterval, 5*time.Minute)),
 			func() (river.JobArgs, *river.InsertOpts) { return GCArgs{}, nil },
@@ -143,8 +214,7 @@ type ReconcileReport struct {
 func (p *Provisioner) Reconcile(ctx context.Context) (*ReconcileReport, error) {
 	rep := &ReconcileReport{}
 	var errs []error
-	live, err := p.cfg.Store.Leases(ctx, LeaseFilter{States: []State{StatePending, StateProvisioning, StateBooting,
-		StateBootstrapping, StateIdle, StateBusy, StateReleasing, StateFailed}})
+	live, err := p.cfg.Store.Leases(ctx, LeaseFilter{States: liveStates})
 	if err != nil {
 		return nil, err
 	}
@@ -155,7 +225,7 @@ func (p *Provisioner) Reconcile(ctx context.Context) (*ReconcileReport, error) {
 	now := p.now()
 	for _, l := range live {
 		scopes[l.Scope.Key()] = l.Scope
-		for _, kind := range []string{DeadlineBoot, DeadlineLifetime, DeadlineIdle} {
+		for _, kind := range p.dueDeadlines(l, now) {
 			if err := p.checkDeadline(ctx, l.ID, kind); err != nil && !isSnooze(err) {
 				errs = append(errs, err)
 			}

@@ -51,7 +51,9 @@ const (
 	DeadlineLifetime = "lifetime"
 )
 
-// DeadlineArgs checks one deadline of one lease when it falls due.
+// DeadlineArgs checks one deadline of one lease when it falls due. The
+// periodic scan (DeadlinesArgs) does that now; these jobs are still worked
+// for databases that have some queued from an earlier version.
 type DeadlineArgs struct {
 	LeaseID string `json:"lease_id"`
 	Kind_   string `json:"kind"`
@@ -72,6 +74,7 @@ func (p *Provisioner) workConfig() WorkConfig {
 	river.AddWorker(workers, &deadlineWorker{p: p})
 	river.AddWorker(workers, &reconcileWorker{p: p})
 	river.AddWorker(workers, &gcWorker{p: p})
+	river.AddWorker(workers, &deadlinesWorker{p: p})
 	return WorkConfig{
 		Workers:      workers,
 		PeriodicJobs: p.periodicJobs(),
@@ -138,14 +141,6 @@ type deadlineWorker struct {
 
 func (w *deadlineWorker) Work(ctx context.Context, job *river.Job[DeadlineArgs]) error {
 	return w.p.checkDeadline(ctx, job.Args.LeaseID, job.Args.Kind_)
-}
-
-// scheduleDeadline enqueues a deadline check for when it falls due.
-func (p *Provisioner) scheduleDeadline(ctx context.Context, tx Tx, leaseID, kind string, at time.Time) error {
-	if at.IsZero() {
-		return nil
-	}
-	return tx.Enqueue(ctx, DeadlineArgs{LeaseID: leaseID, Kind_: kind}, &river.InsertOpts{ScheduledAt: at})
 }
 
 // bootGrace is how long after its boot deadline a lease may still be owned
