@@ -22,16 +22,6 @@ type balanceKey struct{ class, scope string }
 
 type balanceWork struct {
 	scope Scope
-	// causes are the jobs queued since the last pass, oldest first: each
-	// new lease is attributed to one, for logs and the queued → create
-	// phase.
-	causes []cause
-}
-
-// cause is a queued job waiting for a lease, with when its delivery came.
-type cause struct {
-	job      *Job
-	queuedAt time.Time
 }
 
 type balancer struct {
@@ -70,18 +60,12 @@ func (b *balancer) wait(ctx context.Context) error {
 	return nil
 }
 
-// mark asks for the class in the scope to be balanced, for job when it is
-// newly queued (nil otherwise).
-func (b *balancer) mark(class string, scope Scope, c *cause) {
+// mark asks for the class in the scope to be balanced.
+func (b *balancer) mark(class string, scope Scope) {
 	b.mu.Lock()
 	k := balanceKey{class, scope.Key()}
-	w := b.work[k]
-	if w == nil {
-		w = &balanceWork{scope: scope}
-		b.work[k] = w
-	}
-	if c != nil {
-		w.causes = append(w.causes, *c)
+	if b.work[k] == nil {
+		b.work[k] = &balanceWork{scope: scope}
 	}
 	b.marked++
 	b.mu.Unlock()
@@ -91,15 +75,11 @@ func (b *balancer) mark(class string, scope Scope, c *cause) {
 	}
 }
 
-// remark puts back the work of a pass that made n leases and may have more
-// to make, keeping the causes not yet served first in line.
-func (b *balancer) remark(k balanceKey, w *balanceWork, n int) {
-	rest := w.causes[min(n, len(w.causes)):]
+// remark puts back the work of a pass that may have more leases to make.
+func (b *balancer) remark(k balanceKey, w *balanceWork) {
 	b.mu.Lock()
-	if cur := b.work[k]; cur != nil {
-		cur.causes = append(append([]cause(nil), rest...), cur.causes...)
-	} else {
-		b.work[k] = &balanceWork{scope: w.scope, causes: rest}
+	if b.work[k] == nil {
+		b.work[k] = w
 	}
 	b.marked++
 	b.mu.Unlock()
@@ -145,13 +125,13 @@ func (b *balancer) run(ctx context.Context) {
 			created := 0
 			err := b.p.cfg.Store.InTx(ctx, func(tx Tx) error {
 				var err error
-				created, err = b.p.balanceCauses(ctx, tx, k.class, w.scope, w.causes, b.p.cfg.BalanceBatch)
+				created, err = b.p.balanceN(ctx, tx, k.class, w.scope, b.p.cfg.BalanceBatch)
 				return err
 			})
 			if err == nil {
 				if created == b.p.cfg.BalanceBatch {
 					// Maybe more to make: again, in a transaction of its own.
-					b.remark(k, w, created)
+					b.remark(k, w)
 					more = true
 				}
 				continue
@@ -162,9 +142,7 @@ func (b *balancer) run(ctx context.Context) {
 			b.p.log.Warn("balancing failed; will retry", "class", k.class, "scope", k.scope, "error", err)
 			failed = true
 			b.mu.Lock()
-			if cur := b.work[k]; cur != nil {
-				cur.causes = append(w.causes, cur.causes...)
-			} else {
+			if b.work[k] == nil {
 				b.work[k] = w
 			}
 			b.mu.Unlock()

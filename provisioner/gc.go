@@ -231,7 +231,7 @@ func (p *Provisioner) ApplyGC(ctx context.Context, plan *GCPlan) int {
 				if err := p.requestRelease(ctx, tx, l.ID, "host vanished", "its host vanished from "+l.Provider); err != nil {
 					return err
 				}
-				return p.balance(ctx, tx, l.Class, l.Scope, nil)
+				return p.balance(ctx, tx, l.Class, l.Scope)
 			})
 		default:
 			err = fmt.Errorf("unknown gc action %q", a.Kind)

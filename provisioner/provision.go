@@ -408,7 +408,7 @@ func (p *Provisioner) becameIdle(ctx context.Context, log *slog.Logger, id strin
 			return err
 		}
 		log.Info("runner online", "runner_name", l.RunnerName, "boot_time", now.Sub(l.CreatedAt).Round(time.Millisecond))
-		return p.balance(ctx, tx, l.Class, l.Scope, nil)
+		return p.balance(ctx, tx, l.Class, l.Scope)
 	})
 }
 
@@ -427,7 +427,7 @@ func (p *Provisioner) failLease(ctx context.Context, l *Lease, why string) error
 		if err := p.release(ctx, tx, cur, "failed", why); err != nil {
 			return err
 		}
-		return p.balance(ctx, tx, cur.Class, cur.Scope, nil)
+		return p.balance(ctx, tx, cur.Class, cur.Scope)
 	})
 }
 
@@ -446,7 +446,7 @@ func (p *Provisioner) releaseStarting(ctx context.Context, id, reason string) er
 		if err := p.release(ctx, tx, cur, reason, ""); err != nil {
 			return err
 		}
-		return p.balance(ctx, tx, cur.Class, cur.Scope, nil)
+		return p.balance(ctx, tx, cur.Class, cur.Scope)
 	})
 }
 
@@ -474,7 +474,7 @@ func (p *Provisioner) abandon(ctx context.Context, l *Lease) error {
 		if err := p.release(ctx, tx, cur, cur.ReleaseReason, failure); err != nil {
 			return err
 		}
-		return p.balance(ctx, tx, cur.Class, cur.Scope, nil)
+		return p.balance(ctx, tx, cur.Class, cur.Scope)
 	})
 }
 

@@ -1,7 +1,6 @@
 package provisioner
 
 import (
-	"cmp"
 	"context"
 	"crypto/rand"
 	"errors"
@@ -286,7 +285,7 @@ func (p *Provisioner) HandleJobEvent(ctx context.Context, ev JobEvent) (Outcome,
 		return Ignored, err
 	}
 	if mark != nil {
-		p.bal.mark(mark.class, mark.scope, mark.cause)
+		p.bal.mark(mark.class, mark.scope)
 	}
 	return out, nil
 }
@@ -295,7 +294,6 @@ func (p *Provisioner) HandleJobEvent(ctx context.Context, ev JobEvent) (Outcome,
 type balanceMark struct {
 	class string
 	scope Scope
-	cause *cause
 }
 
 // applyJobEvent records what the event says. The balance it calls for runs
@@ -304,9 +302,11 @@ type balanceMark struct {
 func (p *Provisioner) applyJobEvent(ctx context.Context, tx Tx, ev JobEvent, status JobStatus, class *Class, job *Job) (*balanceMark, error) {
 	log := p.log.With("job_id", ev.JobID, "run_attempt", ev.RunAttempt, "delivery_id", ev.DeliveryID, "class", class.Name)
 	if job == nil {
+		// A job is dated from its first delivery's arrival: the queued →
+		// create phase of its lease counts from there.
 		job = &Job{
 			ID: ev.JobID, RunAttempt: ev.RunAttempt, RunID: ev.RunID, Name: ev.Name, WorkflowName: ev.Workflow,
-			Repo: ev.Repo, Scope: p.scopeFor(ev), Class: class.Name, Labels: ev.Labels,
+			Repo: ev.Repo, Scope: p.scopeFor(ev), Class: class.Name, Labels: ev.Labels, CreatedAt: ev.ReceivedAt,
 		}
 	}
 	if status.Rank() <= job.Status.Rank() {
@@ -359,18 +359,10 @@ func (p *Provisioner) applyJobEvent(ctx context.Context, tx Tx, ev JobEvent, sta
 			}
 		}
 	}
-	var c *cause
-	if status == JobQueued {
-		c = &cause{job: job, queuedAt: cmp.Or(ev.ReceivedAt, p.now())}
-	}
 	if p.balancing.Load() {
-		return &balanceMark{class: class.Name, scope: job.Scope, cause: c}, nil
+		return &balanceMark{class: class.Name, scope: job.Scope}, nil
 	}
-	var causes []cause
-	if c != nil {
-		causes = []cause{*c}
-	}
-	_, err := p.balanceCauses(ctx, tx, class.Name, job.Scope, causes, 0)
+	_, err := p.balanceN(ctx, tx, class.Name, job.Scope, 0)
 	return nil, err
 }
 
@@ -400,20 +392,17 @@ func (p *Provisioner) scopeFor(ev JobEvent) Scope {
 // created and their provisioning enqueued; surplus ones are released if
 // nothing has been spent on them yet (pending) or their runner sits idle.
 // Leases still starting are left alone and balanced when they come online.
-func (p *Provisioner) balance(ctx context.Context, tx Tx, class string, scope Scope, job *Job) error {
-	var causes []cause
-	if job != nil {
-		causes = []cause{{job: job, queuedAt: job.CreatedAt}}
-	}
-	_, err := p.balanceCauses(ctx, tx, class, scope, causes, 0)
+func (p *Provisioner) balance(ctx context.Context, tx Tx, class string, scope Scope) error {
+	_, err := p.balanceN(ctx, tx, class, scope, 0)
 	return err
 }
 
-// balanceCauses is balance with the jobs queued since the last balance,
-// oldest first: the new leases are attributed to them in order. With a
-// limit it creates at most that many leases and says how many it made, so
-// that one transaction of a burst stays short.
-func (p *Provisioner) balanceCauses(ctx context.Context, tx Tx, class string, scope Scope, causes []cause, limit int) (created int, err error) {
+// balanceN is balance that, given a limit, creates at most that many
+// leases and says how many it made, so that one transaction of a burst
+// stays short. Each new lease is made for one of the newest queued jobs
+// (those that have none yet, in the usual order of things): for the logs,
+// and so that its queued → create phase counts from that job's arrival.
+func (p *Provisioner) balanceN(ctx context.Context, tx Tx, class string, scope Scope, limit int) (created int, err error) {
 	queued, available, err := tx.Demand(ctx, class, scope.Key())
 	if err != nil {
 		return 0, err
@@ -430,14 +419,18 @@ func (p *Provisioner) balanceCauses(ctx context.Context, tx Tx, class string, sc
 		if limit > 0 && missing > limit {
 			missing = limit
 		}
+		jobs, err := tx.NewestQueuedJobs(ctx, class, scope.Key(), missing)
+		if err != nil {
+			return 0, err
+		}
 		leases := make([]*Lease, 0, missing)
 		work := make([]river.InsertManyParams, 0, missing)
 		for i := range missing {
-			var cs *cause
-			if i < len(causes) {
-				cs = &causes[i]
+			var job *Job
+			if i < len(jobs) {
+				job = jobs[i]
 			}
-			l := p.newLease(class, scope, cs)
+			l := p.newLease(class, scope, job)
 			leases = append(leases, l)
 			id := l.ID
 			work = append(work, river.InsertManyParams{Args: ProvisionArgs{LeaseID: id}})
@@ -521,16 +514,16 @@ func (p *Provisioner) limited() bool {
 	return false
 }
 
-// newLease returns a new pending lease, made for the job of c when given;
-// the caller inserts it and enqueues its provisioning.
-func (p *Provisioner) newLease(class string, scope Scope, c *cause) *Lease {
+// newLease returns a new pending lease, made for job when given; the caller
+// inserts it and enqueues its provisioning.
+func (p *Provisioner) newLease(class string, scope Scope, job *Job) *Lease {
 	id := newLeaseID()
 	l := &Lease{
 		ID: id, Class: class, Scope: scope, State: StatePending,
 		RunnerName: p.runnerName(id),
 	}
-	if c != nil {
-		l.JobID, l.RunAttempt, l.QueuedAt = c.job.ID, c.job.RunAttempt, c.queuedAt
+	if job != nil {
+		l.JobID, l.RunAttempt, l.QueuedAt = job.ID, job.RunAttempt, job.CreatedAt
 	}
 	return l
 }
@@ -598,7 +591,7 @@ func (p *Provisioner) Release(ctx context.Context, id, reason string) error {
 			return err
 		}
 		// A lease released by hand is not replaced unless its job still waits.
-		return p.balance(ctx, tx, l.Class, l.Scope, nil)
+		return p.balance(ctx, tx, l.Class, l.Scope)
 	})
 }
 

@@ -332,12 +332,11 @@ func TestBalancerBurstOverSeveralPasses(t *testing.T) {
 	if len(ls) != n {
 		t.Fatalf("%d leases after the balance of %d queued jobs", len(ls), n)
 	}
-	// A pass can count a job whose delivery has committed but not yet
-	// marked it; its lease then has no job of its own. No job has two.
+	// Each lease is made for one job, each job has one lease.
 	jobs := map[int64]bool{}
 	for _, l := range ls {
-		if l.JobID != 0 && (jobs[l.JobID] || l.QueuedAt.IsZero()) {
-			t.Fatalf("lease %s: job %d queued at %v (a job is the cause of one lease at most)", l.ID, l.JobID, l.QueuedAt)
+		if l.JobID == 0 || jobs[l.JobID] || l.QueuedAt.IsZero() {
+			t.Fatalf("lease %s: job %d queued at %v (each lease is made for a job of its own)", l.ID, l.JobID, l.QueuedAt)
 		}
 		jobs[l.JobID] = true
 	}

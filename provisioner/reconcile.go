@@ -333,7 +333,7 @@ func (p *Provisioner) releaseRunnerless(ctx context.Context, live []*Lease) (int
 			if err := p.requestRelease(ctx, tx, l.ID, "runner gone from GitHub", ""); err != nil {
 				return err
 			}
-			return p.balance(ctx, tx, l.Class, l.Scope, nil)
+			return p.balance(ctx, tx, l.Class, l.Scope)
 		})
 		if err != nil {
 			errs = append(errs, err)
@@ -418,7 +418,7 @@ func (p *Provisioner) balanceAll(ctx context.Context) error {
 		if _, ok := p.classes[cs.Class]; !ok {
 			continue
 		}
-		err := p.cfg.Store.InTx(ctx, func(tx Tx) error { return p.balance(ctx, tx, cs.Class, cs.Scope, nil) })
+		err := p.cfg.Store.InTx(ctx, func(tx Tx) error { return p.balance(ctx, tx, cs.Class, cs.Scope) })
 		if err != nil {
 			errs = append(errs, err)
 		}

@@ -66,6 +66,11 @@ type Tx interface {
 	Demand(ctx context.Context, class, scopeKey string) (queued, available int, err error)
 
 	InsertLease(ctx context.Context, l *Lease) error
+	// NewestQueuedJobs returns up to n of the jobs of a class in a scope
+	// still queued that no lease was made for, the most recently arrived
+	// ones, oldest of them first: a balance making leases makes them for
+	// those.
+	NewestQueuedJobs(ctx context.Context, class, scopeKey string, n int) ([]*Job, error)
 	// InsertLeases inserts several, cheaper than one by one.
 	InsertLeases(ctx context.Context, ls []*Lease) error
 	Lease(ctx context.Context, id string) (*Lease, error)

@@ -168,7 +168,7 @@ func (p *Provisioner) checkDeadline(ctx context.Context, leaseID, kind string) e
 			if err := p.requestRelease(ctx, tx, l.ID, "idle timeout", ""); err != nil {
 				return err
 			}
-			return p.balance(ctx, tx, l.Class, l.Scope, nil)
+			return p.balance(ctx, tx, l.Class, l.Scope)
 		case DeadlineBoot, DeadlineLifetime:
 			due := l.BootDeadline
 			reason := "boot timeout"
@@ -208,7 +208,7 @@ func (p *Provisioner) checkDeadline(ctx context.Context, leaseID, kind string) e
 			} else if err := p.requestRelease(ctx, tx, l.ID, reason, ""); err != nil {
 				return err
 			}
-			return p.balance(ctx, tx, l.Class, l.Scope, nil)
+			return p.balance(ctx, tx, l.Class, l.Scope)
 		}
 		return fmt.Errorf("unknown deadline kind %q", kind)
 	})

@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -207,6 +208,31 @@ func (t *Tx) Demand(ctx context.Context, class, scopeKey string) (queued, availa
 		return 0, 0, t.d.errorf("demand: %w", err)
 	}
 	return queued, available, nil
+}
+
+// NewestQueuedJobs returns up to n of the jobs of a class in a scope still
+// queued that no lease was made for, the most recently arrived ones,
+// oldest of them first. Those are the newest, so the scan stops early.
+func (t *Tx) NewestQueuedJobs(ctx context.Context, class, scopeKey string, n int) ([]*provisioner.Job, error) {
+	rows, err := t.q.Query(ctx, `SELECT `+jobColumns+` FROM crabbox_job j
+		WHERE class = $1 AND scope_key = $2 AND status = $3
+		AND NOT EXISTS (SELECT 1 FROM crabbox_lease l WHERE l.job_id = j.id AND l.run_attempt = j.run_attempt)
+		ORDER BY created_at DESC LIMIT $4`,
+		class, scopeKey, string(provisioner.JobQueued), n)
+	if err != nil {
+		return nil, t.d.errorf("newest queued jobs: %w", err)
+	}
+	defer rows.Close()
+	var out []*provisioner.Job
+	for rows.Next() {
+		j, err := scanJob(rows)
+		if err != nil {
+			return nil, t.d.errorf("newest queued jobs: %w", err)
+		}
+		out = append(out, j)
+	}
+	slices.Reverse(out)
+	return out, rows.Err()
 }
 
 // Serialize takes the dialect's transaction lock on the name, if it has one.
