@@ -122,6 +122,11 @@ type WorkConfig struct {
 	Queues map[string]int
 	// PollInterval is how often idle workers look for new work.
 	PollInterval time.Duration
+	// Urgent names the queues whose new work a store that can only poll
+	// for it (SQLite) looks for most often: the way to a create call and
+	// to a destroy call, where every millisecond is a host later or a
+	// host billed longer.
+	Urgent []string
 	// RescueAfter is how long a job may run before another worker takes it
 	// over (after a crash); longer than any worker's timeout.
 	RescueAfter time.Duration

@@ -94,6 +94,9 @@ func Open(ctx context.Context, path string) (*Store, error) {
 	return s, nil
 }
 
+// urgentPoll is how often the urgent queues look for new work.
+const urgentPoll = 10 * time.Millisecond
+
 // readConns is the number of connections that read beside the writer.
 const readConns = 4
 
@@ -129,6 +132,15 @@ func (s *Store) Close() error {
 func (s *Store) StartWork(ctx context.Context, cfg provisioner.WorkConfig) error {
 	rc := sqlstore.RiverConfig(cfg)
 	rc.PollOnly = true // SQLite has no LISTEN/NOTIFY
+	// Without notifications, new work waits for the next look: the urgent
+	// queues look every 10ms. A look that finds nothing writes nothing.
+	for _, name := range cfg.Urgent {
+		if q, ok := rc.Queues[name]; ok {
+			q.FetchPollInterval = min(rc.FetchPollInterval, urgentPoll)
+			q.FetchCooldown = min(rc.FetchCooldown, urgentPoll)
+			rc.Queues[name] = q
+		}
+	}
 	return s.work.Start(ctx, sqlstore.SQLite, riversqlite.New(s.db), rc, cfg, func() error {
 		return s.takeOver(ctx, rc.Logger)
 	})
