@@ -8,6 +8,7 @@ import (
 	"runtime"
 	"sort"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -131,12 +132,31 @@ func burst(b *testing.B, n int) {
 	b.ReportMetric(float64(q99.Milliseconds()), "queued→create-p99-ms")
 	b.ReportMetric(float64(r99.Milliseconds()), "completed→destroyed-p99-ms")
 	b.ReportMetric(float64(peak.Sys)/(1<<20), "peak-sys-MiB")
+	hwm := peakRSS()
+	b.ReportMetric(float64(hwm)/(1<<20), "peak-rss-MiB")
 	fmt.Fprintf(os.Stderr, "burst of %d: ingest %s, all online %s, all released %s after the completions\n"+
 		"  queued→create: p50 %s p99 %s (%d)\n  completed→destroyed: p50 %s p99 %s (%d)\n"+
-		"  hosts created %d destroyed %d; Go heap in use at peak %.0f MiB, sys %.0f MiB (before %.0f MiB)\n",
+		"  hosts created %d destroyed %d; Go heap in use at peak %.0f MiB, sys %.0f MiB (before %.0f MiB); process peak RSS %.0f MiB\n",
 		n, ingest.Round(time.Millisecond), online.Round(time.Millisecond), released.Round(time.Millisecond),
 		q50.Round(time.Millisecond), q99.Round(time.Millisecond), cnt, r50.Round(time.Millisecond), r99.Round(time.Millisecond), rcnt,
-		created, destroyed, float64(peak.HeapInuse)/(1<<20), float64(peak.Sys)/(1<<20), float64(before.Sys)/(1<<20))
+		created, destroyed, float64(peak.HeapInuse)/(1<<20), float64(peak.Sys)/(1<<20), float64(before.Sys)/(1<<20),
+		float64(hwm)/(1<<20))
+}
+
+// peakRSS is the process's peak resident memory (VmHWM), SQLite's page
+// cache and all, which the Go runtime's figures do not count.
+func peakRSS() int64 {
+	b, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		return 0
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, "VmHWM:"); ok {
+			kb, _ := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), 10, 64)
+			return kb << 10
+		}
+	}
+	return 0
 }
 
 func discardLog() *slog.Logger { return slog.New(slog.DiscardHandler) }

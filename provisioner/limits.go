@@ -15,7 +15,8 @@ const waitingForSpend = "waiting for max_spend_per_hour"
 // with the spend check, so that two leases cannot both take the last room
 // under max_spend_per_hour. Over the cap, or behind an older lease that
 // waits, it returns errWaitLater and the lease keeps its place.
-func (p *Provisioner) reserve(ctx context.Context, log *slog.Logger, id string, offer Offer, class *Class) error {
+func (p *Provisioner) reserve(ctx context.Context, log *slog.Logger, id string, offer Offer, class *Class) (*Lease, error) {
+	var reserved *Lease
 	limit := p.cfg.Limits.MaxSpendPerHour
 	waited, wait := false, false
 	var waitedFor string
@@ -85,7 +86,7 @@ func (p *Provisioner) reserve(ctx context.Context, log *slog.Logger, id string, 
 			}
 			waited = strings.HasPrefix(me.Error, waitingForSpend)
 		}
-		_, err = tx.UpdateLease(ctx, id, func(l *Lease) {
+		reserved, err = tx.UpdateLease(ctx, id, func(l *Lease) {
 			l.Attempts++
 			l.Provider, l.OfferID, l.GPU, l.PricePerHour, l.Region = offer.Provider, offer.ID, offer.GPU, offer.PricePerHour, offer.Region
 			l.MachineID = offer.MachineID
@@ -101,13 +102,13 @@ func (p *Provisioner) reserve(ctx context.Context, log *slog.Logger, id string, 
 		return err
 	})
 	if err != nil {
-		return err
+		return nil, err
 	}
 	if wait {
-		return errWaitLater
+		return nil, errWaitLater
 	}
 	if waited {
 		log.Info("room under the spend cap; going on", "waited_on", waitedFor)
 	}
-	return nil
+	return reserved, nil
 }

@@ -180,11 +180,14 @@ func (p *Provisioner) createHost(ctx context.Context, log *slog.Logger, l *Lease
 	var errs []string
 	for _, offer := range offers {
 		prov := p.cfg.Providers[offer.Provider]
-		req, err := p.createRequest(offer, class, Marker{Deployment: p.cfg.Deployment, LeaseID: l.ID, Expires: l.ExpiresAt}, creds)
+		reserved, err := p.reserve(ctx, log, l.ID, offer, class)
 		if err != nil {
 			return err
 		}
-		if err := p.reserve(ctx, log, l.ID, offer, class); err != nil {
+		// The expiry is set by the first reservation (pending → provisioning).
+		l.ExpiresAt = reserved.ExpiresAt
+		req, err := p.createRequest(offer, class, Marker{Deployment: p.cfg.Deployment, LeaseID: l.ID, Expires: l.ExpiresAt}, creds)
+		if err != nil {
 			return err
 		}
 		if l.Attempts == 0 {

@@ -212,6 +212,9 @@ runner: {version: "2.330.0", url: %q, sha256: %q}
 providers:
   vast: {ssh_user: %s, min_request_interval: 1ms}
 reconcile: {interval: 2s, gc_interval: -1s}
+# A queued webhook sent while serve is down is lost (GitHub does not retry);
+# the reconcile pass finds the job by asking GitHub about these scopes.
+github: {scopes: [acme]}
 classes:
   - name: gpu
     labels: [self-hosted, linux, x64, crabbox, gpu]
