@@ -122,14 +122,17 @@ func (b *balancer) run(ctx context.Context) {
 
 		failed, more := false, false
 		for k, w := range batch {
-			created := 0
+			var created []string
 			err := b.p.cfg.Store.InTx(ctx, func(tx Tx) error {
 				var err error
 				created, err = b.p.balanceN(ctx, tx, k.class, w.scope, b.p.cfg.BalanceBatch)
 				return err
 			})
 			if err == nil {
-				if created == b.p.cfg.BalanceBatch {
+				if n, ok := b.p.cfg.Store.(Notifier); ok && len(created) > 0 {
+					n.Notify(ctx, ProvisionArgs{LeaseID: created[0]})
+				}
+				if len(created) == b.p.cfg.BalanceBatch {
 					// Maybe more to make: again, in a transaction of its own.
 					b.remark(k, w)
 					more = true

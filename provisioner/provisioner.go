@@ -42,8 +42,9 @@ type Config struct {
 	ProvisionWorkers int
 	ReleaseWorkers   int
 	// QueuePollInterval is how often idle workers look for work (default
-	// 50ms: on SQLite, which has no LISTEN/NOTIFY, it is how long new work
-	// can wait unseen; a look is one indexed query).
+	// 100ms). On SQLite, which has no LISTEN/NOTIFY, new provision and
+	// release work is announced (Notifier) and the rest waits for a look;
+	// each look costs a little CPU even when idle.
 	QueuePollInterval time.Duration
 	// Reconcile configures the periodic passes run by the elected leader.
 	Reconcile ReconcileConfig
@@ -127,7 +128,7 @@ func New(cfg Config) (*Provisioner, error) {
 		cfg.BalanceBatch = 100
 	}
 	if cfg.QueuePollInterval <= 0 {
-		cfg.QueuePollInterval = 50 * time.Millisecond
+		cfg.QueuePollInterval = 100 * time.Millisecond
 	}
 	p := &Provisioner{cfg: cfg, log: cfg.Logger, now: cfg.Now, classes: map[string]*Class{}}
 	p.bal = newBalancer(p)
@@ -285,15 +286,25 @@ func (p *Provisioner) HandleJobEvent(ctx context.Context, ev JobEvent) (Outcome,
 		return Ignored, err
 	}
 	if mark != nil {
-		p.bal.mark(mark.class, mark.scope)
+		if mark.released != "" {
+			if n, ok := p.cfg.Store.(Notifier); ok {
+				n.Notify(ctx, ReleaseArgs{LeaseID: mark.released})
+			}
+		}
+		if mark.class != "" {
+			p.bal.mark(mark.class, mark.scope)
+		}
 	}
 	return out, nil
 }
 
-// balanceMark is the balance a committed delivery leaves to the balancer.
+// balanceMark is what a committed delivery leaves to do: the balance of a
+// class in a scope (for the balancer), and the lease it asked to release
+// (whose work is announced at once).
 type balanceMark struct {
-	class string
-	scope Scope
+	class    string
+	scope    Scope
+	released string
 }
 
 // applyJobEvent records what the event says. The balance it calls for runs
@@ -322,6 +333,7 @@ func (p *Provisioner) applyJobEvent(ctx context.Context, tx Tx, ev JobEvent, sta
 	}
 
 	var lease *Lease
+	released := ""
 	if job.RunnerName != "" && (status == JobInProgress || status == JobCompleted) {
 		l, err := tx.LeaseByRunnerName(ctx, job.RunnerName)
 		switch {
@@ -357,13 +369,14 @@ func (p *Provisioner) applyJobEvent(ctx context.Context, tx Tx, ev JobEvent, sta
 			if err := p.requestRelease(ctx, tx, lease.ID, "job completed", ""); err != nil {
 				return nil, err
 			}
+			released = lease.ID
 		}
 	}
 	if p.balancing.Load() {
-		return &balanceMark{class: class.Name, scope: job.Scope}, nil
+		return &balanceMark{class: class.Name, scope: job.Scope, released: released}, nil
 	}
 	_, err := p.balanceN(ctx, tx, class.Name, job.Scope, 0)
-	return nil, err
+	return &balanceMark{released: released}, err
 }
 
 func (p *Provisioner) markBusy(ctx context.Context, tx Tx, l *Lease, job *Job) error {
@@ -398,19 +411,19 @@ func (p *Provisioner) balance(ctx context.Context, tx Tx, class string, scope Sc
 }
 
 // balanceN is balance that, given a limit, creates at most that many
-// leases and says how many it made, so that one transaction of a burst
+// leases and returns the ids of those it made, so that one transaction of a burst
 // stays short. Each new lease is made for one of the newest queued jobs
 // (those that have none yet, in the usual order of things): for the logs,
 // and so that its queued → create phase counts from that job's arrival.
-func (p *Provisioner) balanceN(ctx context.Context, tx Tx, class string, scope Scope, limit int) (created int, err error) {
+func (p *Provisioner) balanceN(ctx context.Context, tx Tx, class string, scope Scope, limit int) (created []string, err error) {
 	queued, available, err := tx.Demand(ctx, class, scope.Key())
 	if err != nil {
-		return 0, err
+		return nil, err
 	}
 	if missing := queued - available; missing > 0 {
 		room, err := p.leaseRoom(ctx, tx, class)
 		if err != nil {
-			return 0, err
+			return nil, err
 		}
 		if missing > room {
 			p.log.Info("lease limit reached; jobs wait", "class", class, "scope", scope.Key(), "waiting", missing-room)
@@ -421,7 +434,7 @@ func (p *Provisioner) balanceN(ctx context.Context, tx Tx, class string, scope S
 		}
 		jobs, err := tx.NewestQueuedJobs(ctx, class, scope.Key(), missing)
 		if err != nil {
-			return 0, err
+			return nil, err
 		}
 		leases := make([]*Lease, 0, missing)
 		work := make([]river.InsertManyParams, 0, missing)
@@ -436,20 +449,22 @@ func (p *Provisioner) balanceN(ctx context.Context, tx Tx, class string, scope S
 			work = append(work, river.InsertManyParams{Args: ProvisionArgs{LeaseID: id}})
 		}
 		if err := tx.InsertLeases(ctx, leases); err != nil {
-			return 0, err
+			return nil, err
 		}
 		for _, l := range leases {
 			p.log.Info("lease created", "lease_id", l.ID, "class", class, "scope", scope.Key(), "job_id", l.JobID)
 		}
 		if err := tx.EnqueueMany(ctx, work); err != nil {
-			return 0, err
+			return nil, err
 		}
-		created = missing
+		for _, l := range leases {
+			created = append(created, l.ID)
+		}
 	}
 	if surplus := available - queued; surplus > 0 {
 		candidates, err := tx.Leases(ctx, LeaseFilter{Class: class, ScopeKey: scope.Key(), States: []State{StatePending, StateIdle}})
 		if err != nil {
-			return 0, err
+			return nil, err
 		}
 		for _, l := range candidates {
 			if surplus == 0 {
@@ -459,7 +474,7 @@ func (p *Provisioner) balanceN(ctx context.Context, tx Tx, class string, scope S
 				continue
 			}
 			if err := p.requestRelease(ctx, tx, l.ID, "no queued job for it", ""); err != nil {
-				return 0, err
+				return nil, err
 			}
 			surplus--
 		}

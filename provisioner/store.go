@@ -122,11 +122,6 @@ type WorkConfig struct {
 	Queues map[string]int
 	// PollInterval is how often idle workers look for new work.
 	PollInterval time.Duration
-	// Urgent names the queues whose new work a store that can only poll
-	// for it (SQLite) looks for most often: the way to a create call and
-	// to a destroy call, where every millisecond is a host later or a
-	// host billed longer.
-	Urgent []string
 	// RescueAfter is how long a job may run before another worker takes it
 	// over (after a crash); longer than any worker's timeout.
 	RescueAfter time.Duration
@@ -195,4 +190,11 @@ type EventRecorded struct {
 	NewDelivery bool // false: the GUID was seen before
 	NewJobEvent bool // false: this status of this job was seen before (or not recorded)
 	Job         *Job // the stored job, nil when there is none (or not read)
+}
+
+// Notifier is a Store whose work queue learns of new work only by looking
+// for it now and then (SQLite has no LISTEN/NOTIFY). Told, after a commit,
+// of work the commit enqueued, it looks at once.
+type Notifier interface {
+	Notify(ctx context.Context, args river.JobArgs)
 }

@@ -84,7 +84,6 @@ func (p *Provisioner) workConfig() WorkConfig {
 			QueueControl:   10,
 		},
 		PollInterval: p.cfg.QueuePollInterval,
-		Urgent:       []string{QueueProvision, QueueRelease},
 		RescueAfter:  p.cfg.RescueAfter,
 		Logger:       p.log,
 	}

@@ -125,6 +125,14 @@ func (c *crashRig) start() {
 	}
 	logf.Close()
 	c.cmd = cmd
+	// A failed test must not leave its serve running (it would go on
+	// polling fakes that are gone).
+	c.t.Cleanup(func() {
+		if cmd.ProcessState == nil {
+			cmd.Process.Kill()
+			cmd.Wait()
+		}
+	})
 	c.waitFor("serve ready", func() bool {
 		resp, err := http.Get("http://" + c.addr + "/readyz")
 		if err != nil {

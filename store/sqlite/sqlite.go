@@ -94,9 +94,6 @@ func Open(ctx context.Context, path string) (*Store, error) {
 	return s, nil
 }
 
-// urgentPoll is how often the urgent queues look for new work.
-const urgentPoll = 10 * time.Millisecond
-
 // readConns is the number of connections that read beside the writer.
 const readConns = 4
 
@@ -132,15 +129,9 @@ func (s *Store) Close() error {
 func (s *Store) StartWork(ctx context.Context, cfg provisioner.WorkConfig) error {
 	rc := sqlstore.RiverConfig(cfg)
 	rc.PollOnly = true // SQLite has no LISTEN/NOTIFY
-	// Without notifications, new work waits for the next look: the urgent
-	// queues look every 10ms. A look that finds nothing writes nothing.
-	for _, name := range cfg.Urgent {
-		if q, ok := rc.Queues[name]; ok {
-			q.FetchPollInterval = min(rc.FetchPollInterval, urgentPoll)
-			q.FetchCooldown = min(rc.FetchCooldown, urgentPoll)
-			rc.Queues[name] = q
-		}
-	}
+	// New work is announced by Notify; the cooldown is how soon after one
+	// look the next may follow, and so how soon announced work is seen.
+	rc.FetchCooldown = min(rc.FetchCooldown, 5*time.Millisecond)
 	return s.work.Start(ctx, sqlstore.SQLite, riversqlite.New(s.db), rc, cfg, func() error {
 		return s.takeOver(ctx, rc.Logger)
 	})
@@ -181,6 +172,17 @@ func (s *Store) StopWork(ctx context.Context) error {
 		s.lock = nil
 	}
 	return err
+}
+
+// Notify makes the work queue look for new work of args's queue at once.
+// River does so after an insert outside a transaction, and inserting work
+// that is already there (provision and release work is unique by lease)
+// changes nothing: so it is asked to insert args again. Work inserted in a
+// transaction is otherwise seen at the next poll.
+func (s *Store) Notify(ctx context.Context, args river.JobArgs) {
+	if c := s.work.Client(); c != nil {
+		c.Insert(ctx, args, nil) // a duplicate: nothing is written
+	}
 }
 
 // River exposes the River client, for tests and the demo's waiting.
