@@ -85,12 +85,21 @@ func (r Reader) QueuedJobs(ctx context.Context, updatedBefore time.Time) ([]*pro
 	if err != nil {
 		return nil, r.d.errorf("queued jobs: %w", err)
 	}
+	out, err := scanJobs(rows)
+	if err != nil {
+		return nil, r.d.errorf("queued jobs: %w", err)
+	}
+	return out, nil
+}
+
+// scanJobs reads every row of rows as a job, and closes rows.
+func scanJobs(rows Rows) ([]*provisioner.Job, error) {
 	defer rows.Close()
 	var out []*provisioner.Job
 	for rows.Next() {
 		j, err := scanJob(rows)
 		if err != nil {
-			return nil, r.d.errorf("queued jobs: %w", err)
+			return nil, err
 		}
 		out = append(out, j)
 	}

@@ -222,17 +222,12 @@ func (t *Tx) NewestQueuedJobs(ctx context.Context, class, scopeKey string, n int
 	if err != nil {
 		return nil, t.d.errorf("newest queued jobs: %w", err)
 	}
-	defer rows.Close()
-	var out []*provisioner.Job
-	for rows.Next() {
-		j, err := scanJob(rows)
-		if err != nil {
-			return nil, t.d.errorf("newest queued jobs: %w", err)
-		}
-		out = append(out, j)
+	out, err := scanJobs(rows)
+	if err != nil {
+		return nil, t.d.errorf("newest queued jobs: %w", err)
 	}
 	slices.Reverse(out)
-	return out, rows.Err()
+	return out, nil
 }
 
 // Serialize takes the dialect's transaction lock on the name, if it has one.
