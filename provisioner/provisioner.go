@@ -369,7 +369,12 @@ func (p *Provisioner) applyJobEvent(ctx context.Context, tx Tx, ev JobEvent, sta
 			if err := p.requestRelease(ctx, tx, lease.ID, "job completed", ""); err != nil {
 				return nil, err
 			}
-			released = lease.ID
+			// Announce only release work this transaction enqueued: a lease
+			// still owned by its provision worker is only flagged, and an
+			// announcement of work that is not there would create it.
+			if cur, err := tx.Lease(ctx, lease.ID); err == nil && cur.State == StateReleasing && lease.State != StateReleasing {
+				released = lease.ID
+			}
 		}
 	}
 	if p.balancing.Load() {

@@ -194,7 +194,8 @@ type EventRecorded struct {
 
 // Notifier is a Store whose work queue learns of new work only by looking
 // for it now and then (SQLite has no LISTEN/NOTIFY). Told, after a commit,
-// of work the commit enqueued, it looks at once.
+// of work the commit enqueued, it looks at once. Announce only work that
+// was enqueued: the announcement may insert what is not there.
 type Notifier interface {
 	Notify(ctx context.Context, args river.JobArgs)
 }
