@@ -22,9 +22,7 @@ import (
 	"github.com/crabbox/crabbox-runner/providers/vast"
 	"github.com/crabbox/crabbox-runner/provisioner"
 	"github.com/crabbox/crabbox-runner/store"
-	"github.com/crabbox/crabbox-runner/store/postgres"
 	"github.com/crabbox/crabbox-runner/store/schema"
-	"github.com/crabbox/crabbox-runner/store/sqlite"
 )
 
 // doctor checks, before a deployment goes live, everything serve needs:
@@ -295,43 +293,17 @@ func (d *doctor) checkDatabase(ctx context.Context, cfg *config.Config) {
 	}
 }
 
-// appliedMigrations reads crabbox_migration: version → when applied.
+// appliedMigrations reads crabbox_migration through the store (both
+// stores share the reader): version → when applied, and the dialect.
 func appliedMigrations(ctx context.Context, st provisioner.Store) (map[int]time.Time, string, error) {
-	const q = `SELECT version, applied_at FROM crabbox_migration`
-	out := map[int]time.Time{}
-	switch s := st.(type) {
-	case *sqlite.Store:
-		rows, err := s.DB().QueryContext(ctx, q)
-		if err != nil {
-			return nil, "", fmt.Errorf("reading crabbox_migration: %w", err)
-		}
-		defer rows.Close()
-		for rows.Next() {
-			var v int
-			var at int64
-			if err := rows.Scan(&v, &at); err != nil {
-				return nil, "", fmt.Errorf("reading crabbox_migration: %w", err)
-			}
-			out[v] = time.UnixMicro(at)
-		}
-		return out, schema.SQLite.Name, rows.Err()
-	case *postgres.Store:
-		rows, err := s.Pool().Query(ctx, q)
-		if err != nil {
-			return nil, "", fmt.Errorf("reading crabbox_migration: %w", err)
-		}
-		defer rows.Close()
-		for rows.Next() {
-			var v int
-			var at int64
-			if err := rows.Scan(&v, &at); err != nil {
-				return nil, "", fmt.Errorf("reading crabbox_migration: %w", err)
-			}
-			out[v] = time.UnixMicro(at)
-		}
-		return out, schema.Postgres.Name, rows.Err()
+	r, ok := st.(interface {
+		AppliedMigrations(ctx context.Context) (map[int]time.Time, schema.Dialect, error)
+	})
+	if !ok {
+		return nil, "", fmt.Errorf("store %T: cannot read its migrations", st)
 	}
-	return nil, "", fmt.Errorf("store %T: cannot read its migrations", st)
+	applied, d, err := r.AppliedMigrations(ctx)
+	return applied, d.Name, err
 }
 
 // weakSecrets are placeholders that find their way into real deployments.

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/crabbox/crabbox-runner/provisioner"
+	"github.com/crabbox/crabbox-runner/store/schema"
 )
 
 // Reader is the part of provisioner.Store that reads outside a
@@ -133,4 +134,24 @@ func (r Reader) ClassScopes(ctx context.Context) ([]provisioner.ClassScope, erro
 		}
 	}
 	return out, rows.Err()
+}
+
+// AppliedMigrations reads crabbox_migration: each applied version and when,
+// with the schema dialect the versions are of (for doctor).
+func (r Reader) AppliedMigrations(ctx context.Context) (map[int]time.Time, schema.Dialect, error) {
+	rows, err := r.q.Query(ctx, `SELECT version, applied_at FROM crabbox_migration`)
+	if err != nil {
+		return nil, r.d.Schema, r.d.errorf("reading crabbox_migration: %w", err)
+	}
+	defer rows.Close()
+	out := map[int]time.Time{}
+	for rows.Next() {
+		var v int
+		var at int64
+		if err := rows.Scan(&v, &at); err != nil {
+			return nil, r.d.Schema, r.d.errorf("reading crabbox_migration: %w", err)
+		}
+		out[v] = time.UnixMicro(at)
+	}
+	return out, r.d.Schema, rows.Err()
 }
