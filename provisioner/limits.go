@@ -20,6 +20,12 @@ func (p *Provisioner) reserve(ctx context.Context, log *slog.Logger, id string, 
 	limit := p.cfg.Limits.MaxSpendPerHour
 	waited, wait := false, false
 	var waitedFor string
+	// attempt records the create call about to be made.
+	attempt := func(l *Lease) {
+		l.Attempts++
+		l.Provider, l.OfferID, l.GPU, l.PricePerHour, l.Region = offer.Provider, offer.ID, offer.GPU, offer.PricePerHour, offer.Region
+		l.MachineID = offer.MachineID
+	}
 	err := p.cfg.Store.InTx(ctx, func(tx Tx) error {
 		me, err := tx.Lease(ctx, id)
 		if err != nil {
@@ -28,14 +34,23 @@ func (p *Provisioner) reserve(ctx context.Context, log *slog.Logger, id string, 
 		if me.State == StatePending {
 			// Its first attempt: the lease starts provisioning here, with
 			// its deadlines (checked by this worker at every step, and by
-			// the deadline scan, CheckDeadlines).
+			// the deadline scan, CheckDeadlines). Without a spend cap there
+			// is nothing to check first, and the attempt is recorded in
+			// the same write.
 			now := p.now()
 			me, err = tx.Transition(ctx, id, StateProvisioning, "provisioning started", func(l *Lease) {
 				l.BootDeadline = now.Add(class.BootTimeout)
 				l.ExpiresAt = now.Add(class.MaxLifetime)
+				if limit <= 0 && l.ReleaseReason == "" {
+					attempt(l)
+				}
 			})
 			if err != nil {
 				return err
+			}
+			if limit <= 0 && me.ReleaseReason == "" {
+				reserved = me
+				return nil
 			}
 		}
 		if me.State != StateProvisioning || me.ReleaseReason != "" {
@@ -87,9 +102,7 @@ func (p *Provisioner) reserve(ctx context.Context, log *slog.Logger, id string, 
 			waited = strings.HasPrefix(me.Error, waitingForSpend)
 		}
 		reserved, err = tx.UpdateLease(ctx, id, func(l *Lease) {
-			l.Attempts++
-			l.Provider, l.OfferID, l.GPU, l.PricePerHour, l.Region = offer.Provider, offer.ID, offer.GPU, offer.PricePerHour, offer.Region
-			l.MachineID = offer.MachineID
+			attempt(l)
 			if waited {
 				waitedFor = l.Error
 				l.Error = ""

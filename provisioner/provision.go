@@ -398,21 +398,35 @@ func (p *Provisioner) bootstrap(ctx context.Context, log *slog.Logger, l *Lease,
 }
 
 func (p *Provisioner) becameIdle(ctx context.Context, log *slog.Logger, id string, class *Class) error {
-	return p.cfg.Store.InTx(ctx, func(tx Tx) error {
+	var l *Lease
+	later := false
+	err := p.cfg.Store.InTx(ctx, func(tx Tx) error {
 		now := p.now()
-		if before, err := tx.Lease(ctx, id); err == nil && before.State == StateBootstrapping {
-			p.cfg.Observer.Phase(before.Class, before.Provider, PhaseSSHToOnline, now.Sub(before.StateChangedAt))
-		}
-		l, err := tx.Transition(ctx, id, StateIdle, "runner online", func(l *Lease) {
+		var from State
+		var changed time.Time
+		var err error
+		l, err = tx.Transition(ctx, id, StateIdle, "runner online", func(l *Lease) {
+			from, changed = l.State, l.StateChangedAt
 			l.IdleSince = now
 			l.Error = ""
 		})
 		if err != nil {
 			return err
 		}
+		if from == StateBootstrapping {
+			p.cfg.Observer.Phase(l.Class, l.Provider, PhaseSSHToOnline, now.Sub(changed))
+		}
 		log.Info("runner online", "runner_name", l.RunnerName, "boot_time", now.Sub(l.CreatedAt).Round(time.Millisecond))
-		return p.balance(ctx, tx, l.Class, l.Scope)
+		// The job this lease was made for may have been taken by another
+		// runner meanwhile: the balance releases the lease if nothing else
+		// is queued for it.
+		later, err = p.balanceSoon(ctx, tx, l.Class, l.Scope)
+		return err
 	})
+	if err == nil && later {
+		p.bal.mark(l.Class, l.Scope)
+	}
+	return err
 }
 
 // failLease records a failure and releases the lease; the class is then

@@ -298,6 +298,32 @@ func (p *Provisioner) HandleJobEvent(ctx context.Context, ev JobEvent) (Outcome,
 	return out, nil
 }
 
+// balanceAtGroupEnd balances the class in the scope at the end of the
+// delivery's group, in the transaction that records it: one balance for
+// every delivery of the group, and no wait for a transaction of the
+// balancer's own before the leases exist. Should it fail, or leave more to
+// make, the balancer takes over.
+func (p *Provisioner) balanceAtGroupEnd(ctx context.Context, tx GroupTx, class string, scope Scope) {
+	ctx = context.WithoutCancel(ctx)
+	var created []string
+	tx.AtGroupEnd("balance\x00"+class+"\x00"+scope.Key(), func(tx Tx) error {
+		var err error
+		created, err = p.balanceN(ctx, tx, class, scope, p.cfg.BalanceBatch)
+		return err
+	}, func(err error) {
+		if err != nil || len(created) == p.cfg.BalanceBatch {
+			if err != nil {
+				p.log.Warn("balancing with the deliveries failed; the balancer retries", "class", class, "scope", scope.Key(), "error", err)
+			}
+			p.bal.mark(class, scope)
+			return
+		}
+		if n, ok := p.cfg.Store.(Notifier); ok && len(created) > 0 {
+			go n.Notify(ctx, ProvisionArgs{LeaseID: created[0]})
+		}
+	})
+}
+
 // balanceMark is what a committed delivery leaves to do: the balance of a
 // class in a scope (for the balancer), and the lease it asked to release
 // (whose work is announced at once).
@@ -307,9 +333,8 @@ type balanceMark struct {
 	released string
 }
 
-// applyJobEvent records what the event says. The balance it calls for runs
-// in the transaction before the balancer is started; after, it is returned
-// for the balancer.
+// applyJobEvent records what the event says, and calls for the balance of
+// its class (balanceSoon); a balance left for the balancer is returned.
 func (p *Provisioner) applyJobEvent(ctx context.Context, tx Tx, ev JobEvent, status JobStatus, class *Class, job *Job) (*balanceMark, error) {
 	log := p.log.With("job_id", ev.JobID, "run_attempt", ev.RunAttempt, "delivery_id", ev.DeliveryID, "class", class.Name)
 	if job == nil {
@@ -377,11 +402,28 @@ func (p *Provisioner) applyJobEvent(ctx context.Context, tx Tx, ev JobEvent, sta
 			}
 		}
 	}
-	if p.balancing.Load() {
-		return &balanceMark{class: class.Name, scope: job.Scope, released: released}, nil
+	mark := &balanceMark{released: released}
+	later, err := p.balanceSoon(ctx, tx, class.Name, job.Scope)
+	if later {
+		mark.class, mark.scope = class.Name, job.Scope
 	}
-	_, err := p.balanceN(ctx, tx, class.Name, job.Scope, 0)
-	return &balanceMark{released: released}, err
+	return mark, err
+}
+
+// balanceSoon calls for the class in the scope to be balanced: at the end
+// of the transaction's group where the store commits in groups, else by the
+// balancer after the commit (later: the caller marks it then). Before the
+// balancer is started, in the transaction.
+func (p *Provisioner) balanceSoon(ctx context.Context, tx Tx, class string, scope Scope) (later bool, err error) {
+	if !p.balancing.Load() {
+		_, err := p.balanceN(ctx, tx, class, scope, 0)
+		return false, err
+	}
+	if gt, ok := tx.(GroupTx); ok {
+		p.balanceAtGroupEnd(ctx, gt, class, scope)
+		return false, nil
+	}
+	return true, nil
 }
 
 func (p *Provisioner) markBusy(ctx context.Context, tx Tx, l *Lease, job *Job) error {

@@ -192,6 +192,18 @@ type EventRecorded struct {
 	Job         *Job // the stored job, nil when there is none (or not read)
 }
 
+// GroupTx is a Tx that commits together with other callers' transactions
+// (SQLite's group commit), and so can leave work for the end of its group:
+// fn runs once, in the same transaction, after every function of the
+// group, for all callers that asked with the same key. Its failure is
+// undone alone. after then learns fn's error, or the commit's; it is called
+// before the group's callers return, and must be quick and not use the
+// store. Work left by a function that fails is dropped.
+type GroupTx interface {
+	Tx
+	AtGroupEnd(key string, fn func(Tx) error, after func(error))
+}
+
 // Notifier is a Store whose work queue learns of new work only by looking
 // for it now and then (SQLite has no LISTEN/NOTIFY). Told, after a commit,
 // of work the commit enqueued, it looks at once. Announce only work that

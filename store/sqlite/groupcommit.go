@@ -26,9 +26,30 @@ import (
 const maxGroup = 128
 
 type txRequest struct {
-	ctx  context.Context
-	fn   func(*sql.Tx) error
-	done chan error
+	ctx   context.Context
+	fn    func(*sql.Tx, *endHooks) error
+	done  chan error
+	hooks endHooks
+}
+
+// An endHook is work a function leaves for the end of its group: it runs
+// once, in the group's transaction, after every function of the group, for
+// all the functions that left work under the same key. That is how one
+// balance serves every delivery of a group, inside the transaction that
+// records them, instead of in a transaction of its own after it.
+type endHook struct {
+	key string
+	fn  func(*sql.Tx) error
+	// after learns the outcome: fn's error, or the commit's. It is called
+	// on the committer before the group's callers return, so it must be
+	// quick and must not use the store.
+	after func(error)
+}
+
+type endHooks []endHook
+
+func (h *endHooks) add(key string, fn func(*sql.Tx) error, after func(error)) {
+	*h = append(*h, endHook{key: key, fn: fn, after: after})
 }
 
 type committer struct {
@@ -51,8 +72,9 @@ func newCommitter(db *sql.DB) *committer {
 
 var errClosed = errors.New("sqlite: store is closed")
 
-// inTx queues fn and waits for its group's outcome.
-func (c *committer) inTx(ctx context.Context, fn func(*sql.Tx) error) error {
+// inTx queues fn and waits for its group's outcome. fn may leave work for
+// the end of the group; a function that fails leaves none.
+func (c *committer) inTx(ctx context.Context, fn func(*sql.Tx, *endHooks) error) error {
 	req := &txRequest{ctx: ctx, fn: fn, done: make(chan error, 1)}
 	c.mu.RLock()
 	if c.shut {
@@ -141,62 +163,95 @@ func (c *committer) commit(group []*txRequest) {
 		}
 		return
 	}
+	results := make([]error, len(live))
 	if len(live) == 1 {
+		// Alone, a function needs no savepoint: its failure is the
+		// transaction's.
 		req := live[0]
-		if err := req.fn(tx); err != nil {
+		if err := req.fn(tx, &req.hooks); err != nil {
 			tx.Rollback()
 			req.done <- err
 			return
 		}
-		if err := tx.Commit(); err != nil {
-			req.done <- fmt.Errorf("sqlite: commit: %w", err)
-			return
-		}
-		req.done <- nil
-		return
-	}
-	results := make([]error, len(live))
-	for i, req := range live {
-		var fatal error
-		results[i], fatal = runInSavepoint(req, tx)
-		if fatal != nil {
-			// The transaction is in no known state: keep none of it.
-			tx.Rollback()
-			for j, req := range live {
-				if j > i || results[j] == nil {
-					results[j] = fatal
-				}
-				req.done <- results[j]
-			}
-			return
-		}
-	}
-	if err := tx.Commit(); err != nil {
-		err = fmt.Errorf("sqlite: commit: %w", err)
+	} else {
 		for i, req := range live {
-			if results[i] == nil {
-				results[i] = err
+			var fatal error
+			results[i], fatal = runInSavepoint(tx, func(tx *sql.Tx) error { return req.fn(tx, &req.hooks) })
+			if fatal != nil {
+				// The transaction is in no known state: keep none of it.
+				tx.Rollback()
+				for j, req := range live {
+					if j > i || results[j] == nil {
+						results[j] = fatal
+					}
+					req.done <- results[j]
+				}
+				return
 			}
-			req.done <- results[i]
 		}
-		return
+	}
+	hooks, hookErrs, fatal := runHooks(tx, live, results)
+	err = fatal
+	if fatal != nil {
+		tx.Rollback()
+	} else if err = tx.Commit(); err != nil {
+		err = fmt.Errorf("sqlite: commit: %w", err)
+	}
+	for i, h := range hooks {
+		if err != nil {
+			h.after(err)
+		} else {
+			h.after(hookErrs[h.key])
+		}
+		hooks[i] = endHook{}
 	}
 	for i, req := range live {
+		if err != nil && results[i] == nil {
+			results[i] = err
+		}
 		req.done <- results[i]
 	}
+}
+
+// runHooks runs, each in a savepoint, the end work that the group's
+// successful functions left, once per key. It returns every hook whose
+// caller is to learn the outcome, and the error of each key's run; fatal
+// reports a savepoint that failed.
+func runHooks(tx *sql.Tx, live []*txRequest, results []error) (hooks []endHook, errs map[string]error, fatal error) {
+	for i, req := range live {
+		if results[i] == nil {
+			hooks = append(hooks, req.hooks...)
+		}
+		req.hooks = nil
+	}
+	if len(hooks) == 0 {
+		return nil, nil, nil
+	}
+	errs = map[string]error{}
+	for _, h := range hooks {
+		if _, done := errs[h.key]; done {
+			continue
+		}
+		var err error
+		if err, fatal = runInSavepoint(tx, h.fn); fatal != nil {
+			return hooks, errs, fatal
+		}
+		errs[h.key] = err
+	}
+	return hooks, errs, nil
 }
 
 // runInSavepoint runs one function of a group, undoing its changes if it
 // fails. fatal reports that the savepoint itself failed, after which the
 // group's transaction cannot be trusted.
-func runInSavepoint(req *txRequest, tx *sql.Tx) (err, fatal error) {
+func runInSavepoint(tx *sql.Tx, fn func(*sql.Tx) error) (err, fatal error) {
 	// No caller context for the savepoint statements: undoing must happen
 	// even when the caller's context is what made fn fail.
 	bg := context.Background()
 	if _, err := tx.ExecContext(bg, `SAVEPOINT crabbox_group`); err != nil {
 		return nil, fmt.Errorf("sqlite: savepoint: %w", err)
 	}
-	if err = req.fn(tx); err != nil {
+	if err = fn(tx); err != nil {
 		if _, rerr := tx.ExecContext(bg, `ROLLBACK TO crabbox_group`); rerr != nil {
 			return err, fmt.Errorf("sqlite: rollback to savepoint: %w", rerr)
 		}

@@ -99,13 +99,13 @@ const readConns = 4
 
 func (s *Store) migrate(ctx context.Context) error {
 	return sqlstore.Migrate(ctx, sqlstore.SQLite, riversqlite.New(s.db), func(ctx context.Context, fn func(sqlstore.Querier) error) error {
-		return s.inTx(ctx, func(tx *sql.Tx) error { return fn(querier{tx}) })
+		return s.inTx(ctx, func(tx *sql.Tx, _ *endHooks) error { return fn(querier{tx}) })
 	}, s.now())
 }
 
 // inTx runs fn in an immediate (write-locking) transaction, committed with
 // whatever other transactions wait at the time (groupcommit.go).
-func (s *Store) inTx(ctx context.Context, fn func(*sql.Tx) error) error {
+func (s *Store) inTx(ctx context.Context, fn func(*sql.Tx, *endHooks) error) error {
 	return s.commits.inTx(ctx, fn)
 }
 
@@ -190,9 +190,26 @@ func (s *Store) River() *river.Client[*sql.Tx] { return s.work.Client() }
 
 // InTx runs fn in one immediate (write-locking) transaction.
 func (s *Store) InTx(ctx context.Context, fn func(tx provisioner.Tx) error) error {
-	return s.inTx(ctx, func(sqlTx *sql.Tx) error {
-		return fn(sqlstore.NewTx(querier{sqlTx}, sqlstore.SQLite, s.now, s.work.Enqueuer(sqlTx)))
+	return s.inTx(ctx, func(sqlTx *sql.Tx, hooks *endHooks) error {
+		return fn(groupTx{s.tx(sqlTx), s, hooks})
 	})
+}
+
+func (s *Store) tx(sqlTx *sql.Tx) *sqlstore.Tx {
+	return sqlstore.NewTx(querier{sqlTx}, sqlstore.SQLite, s.now, s.work.Enqueuer(sqlTx))
+}
+
+// groupTx is a transaction that commits with its group (groupcommit.go),
+// and so can leave work for the end of the group.
+type groupTx struct {
+	*sqlstore.Tx
+	s     *Store
+	hooks *endHooks
+}
+
+// AtGroupEnd implements provisioner.GroupTx.
+func (t groupTx) AtGroupEnd(key string, fn func(provisioner.Tx) error, after func(error)) {
+	t.hooks.add(key, func(sqlTx *sql.Tx) error { return fn(t.s.tx(sqlTx)) }, after)
 }
 
 // querier adapts *sql.DB and *sql.Tx to sqlstore.Querier.

@@ -21,16 +21,6 @@ var leaseColumns = []string{"id", "class", "scope_key", "scope_org", "scope_repo
 var (
 	selectLease     = `SELECT ` + strings.Join(leaseColumns, ", ") + ` FROM crabbox_lease`
 	insertLeaseHead = `INSERT INTO crabbox_lease (` + strings.Join(leaseColumns, ", ") + `) VALUES `
-	// updateLease writes every column but id, guarded by id and the state
-	// read before: $1 … $35 the columns, then id, then the old state.
-	updateLease = func() string {
-		sets := make([]string, 0, len(leaseColumns)-1)
-		for i, c := range leaseColumns[1:] {
-			sets = append(sets, fmt.Sprintf("%s = $%d", c, i+1))
-		}
-		n := len(leaseColumns)
-		return fmt.Sprintf(`UPDATE crabbox_lease SET %s WHERE id = $%d AND state = $%d`, strings.Join(sets, ", "), n, n+1)
-	}()
 )
 
 func leaseArgs(l *provisioner.Lease) []any {
@@ -201,12 +191,13 @@ func (t *Tx) Transition(ctx context.Context, id string, to provisioner.State, re
 	if !provisioner.CanTransition(from, to) {
 		return l, &provisioner.TransitionError{LeaseID: id, From: from, To: to}
 	}
+	before := *l
 	if mut != nil {
 		mut(l)
 	}
 	l.State = to
 	l.StateChangedAt = t.now()
-	if err := t.save(ctx, l, from); err != nil {
+	if err := t.save(ctx, l, &before); err != nil {
 		return nil, err
 	}
 	return l, t.event(ctx, id, from, to, reason)
@@ -218,19 +209,38 @@ func (t *Tx) UpdateLease(ctx context.Context, id string, mut func(*provisioner.L
 	if err != nil {
 		return nil, err
 	}
-	from := l.State
+	before := *l
 	mut(l)
-	l.State = from // state changes only through Transition
-	return l, t.save(ctx, l, from)
+	l.State = before.State // state changes only through Transition
+	return l, t.save(ctx, l, &before)
 }
 
-// save writes every column, guarded by the state read before. With the row
-// locked the guard always holds; it is the last line of defence should a
-// lease ever be written without the lock.
-func (t *Tx) save(ctx context.Context, l *provisioner.Lease, from provisioner.State) error {
+// save writes the columns that differ from the lease as read (before),
+// guarded by the state read. Writing only those matters on SQLite, which
+// updates every index holding a column named in SET, and runs the demand
+// trigger when one of its columns is named, whether the value changed or
+// not. With the row locked the guard always holds; it is the last line of
+// defence should a lease ever be written without the lock.
+func (t *Tx) save(ctx context.Context, l, before *provisioner.Lease) error {
 	l.UpdatedAt = t.now()
-	args := append(leaseArgs(l)[1:], l.ID, string(from))
-	n, err := t.q.Exec(ctx, updateLease, args...)
+	now, was := leaseArgs(l), leaseArgs(before)
+	var set strings.Builder
+	args := make([]any, 0, 8)
+	for i := 1; i < len(now); i++ {
+		// updated_at is always written, so that SET is never empty (a
+		// frozen test clock leaves it unchanged).
+		if now[i] == was[i] && leaseColumns[i] != "updated_at" {
+			continue
+		}
+		args = append(args, now[i])
+		if len(args) > 1 {
+			set.WriteString(", ")
+		}
+		fmt.Fprintf(&set, "%s = $%d", leaseColumns[i], len(args))
+	}
+	args = append(args, l.ID, string(before.State))
+	query := fmt.Sprintf(`UPDATE crabbox_lease SET %s WHERE id = $%d AND state = $%d`, set.String(), len(args)-1, len(args))
+	n, err := t.q.Exec(ctx, query, args...)
 	if err != nil {
 		return t.d.errorf("save lease %s: %w", l.ID, err)
 	}
