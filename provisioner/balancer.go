@@ -129,8 +129,8 @@ func (b *balancer) run(ctx context.Context) {
 				return err
 			})
 			if err == nil {
-				if n, ok := b.p.cfg.Store.(Notifier); ok && len(created) > 0 {
-					n.Notify(ctx, ProvisionArgs{LeaseID: created[0]})
+				if len(created) > 0 {
+					b.p.ann.announce(ProvisionArgs{LeaseID: created[0]})
 				}
 				if len(created) == b.p.cfg.BalanceBatch {
 					// Maybe more to make: again, in a transaction of its own.

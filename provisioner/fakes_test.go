@@ -203,6 +203,8 @@ type memBootstrapper struct {
 	mu     sync.Mutex
 	gpuBad func(host provisioner.Endpoint, n int) bool
 	n      int
+	// hold, when set, keeps every bootstrap waiting until it is closed.
+	hold chan struct{}
 }
 
 func (b *memBootstrapper) NewCredentials(seed []byte, withHostKey bool) (*provisioner.Credentials, error) {
@@ -222,8 +224,15 @@ func (b *memBootstrapper) Probe(ctx context.Context, req provisioner.ProbeReques
 func (b *memBootstrapper) Bootstrap(ctx context.Context, req provisioner.BootstrapRequest) (*provisioner.BootstrapResult, error) {
 	b.mu.Lock()
 	b.n++
-	n := b.n
+	n, hold := b.n, b.hold
 	b.mu.Unlock()
+	if hold != nil {
+		select {
+		case <-hold:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
 	if b.gpuBad != nil && b.gpuBad(req.Endpoint, n) {
 		return nil, fmt.Errorf("nvidia-smi: %w", provisioner.ErrGPUCheck)
 	}

@@ -19,10 +19,19 @@ import (
 // handing the worker slot back; the run comes back shortly.
 var errWaitLater = errors.New("wait later")
 
-// provision moves a lease one step at a time from pending to idle. Every
-// step is recorded before the cloud or GitHub call it leads to, so a run
-// that dies anywhere can be run again from the lease alone.
-func (p *Provisioner) provision(ctx context.Context, id string) error {
+// stage is the part of a lease's start a worker runs: the create call
+// (ProvisionArgs), or what follows it up to an online runner (BootArgs).
+type stage int
+
+const (
+	stageCreate stage = iota
+	stageBoot
+)
+
+// provision moves a lease one step at a time through its stage. Every step
+// is recorded before the cloud or GitHub call it leads to, so a run that
+// dies anywhere can be run again from the lease alone.
+func (p *Provisioner) provision(ctx context.Context, id string, st stage) error {
 	for step := 0; ; step++ {
 		if step > 50 {
 			return fmt.Errorf("lease %s: no progress after %d steps", id, step)
@@ -54,14 +63,28 @@ func (p *Provisioner) provision(ctx context.Context, id string) error {
 
 		switch l.State {
 		case StatePending, StateProvisioning:
+			if st != stageCreate {
+				// Boot work is enqueued only once the host exists.
+				log.Debug("boot work for a lease not created yet; its provision work creates it")
+				return nil
+			}
 			// A pending lease moves to provisioning in the transaction
 			// that records its first create attempt (reserve), one write
 			// fewer before the create call.
-			err = p.createHost(ctx, log, l, class)
-		case StateBooting:
-			err = p.waitBoot(ctx, log, l)
-		case StateBootstrapping:
-			err = p.bootstrap(ctx, log, l, class)
+			if err = p.createHost(ctx, log, l, class); err == nil {
+				return nil // booting, and handed to its boot work
+			}
+		case StateBooting, StateBootstrapping:
+			if st != stageBoot {
+				// Left by an earlier version, which ran every step in
+				// the provision work.
+				return p.handOff(ctx, l.ID)
+			}
+			if l.State == StateBooting {
+				err = p.waitBoot(ctx, log, l)
+			} else {
+				err = p.bootstrap(ctx, log, l, class)
+			}
 		}
 		switch {
 		case errors.Is(err, errWaitLater):
@@ -135,7 +158,7 @@ func (p *Provisioner) offers(ctx context.Context, class *Class) ([]Offer, error)
 func (p *Provisioner) createHost(ctx context.Context, log *slog.Logger, l *Lease, class *Class) error {
 	if l.InstanceID != "" {
 		// Created before a crash but not yet moved on.
-		return p.transition(ctx, l.ID, StateBooting, "instance "+l.InstanceID+" created", nil)
+		return p.toBooting(ctx, l.ID, "instance "+l.InstanceID+" created", nil)
 	}
 	if l.Attempts > 0 {
 		// A create call was made and its answer lost. With derived keys the
@@ -160,7 +183,7 @@ func (p *Provisioner) createHost(ctx context.Context, log *slog.Logger, l *Lease
 					return err
 				}
 			}
-			return p.transition(ctx, l.ID, StateBooting, "instance "+adopted.ID+" found by its marker after a restart", func(l *Lease) {
+			return p.toBooting(ctx, l.ID, "instance "+adopted.ID+" found by its marker after a restart", func(l *Lease) {
 				l.InstanceID = adopted.ID
 				l.Provider = adopted.Provider
 				if creds, err := p.credentials(l.ID, false); err == nil {
@@ -201,7 +224,7 @@ func (p *Provisioner) createHost(ctx context.Context, log *slog.Logger, l *Lease
 			errs = append(errs, fmt.Sprintf("%s offer %s: %v", offer.Provider, offer.ID, err))
 			continue
 		}
-		return p.transition(ctx, l.ID, StateBooting, "instance "+inst.ID+" created", func(l *Lease) {
+		return p.toBooting(ctx, l.ID, "instance "+inst.ID+" created", func(l *Lease) {
 			l.InstanceID = inst.ID
 			// The boot clock runs from the host's creation: time spent
 			// waiting for a provider's launch slot is not boot time.
@@ -259,6 +282,30 @@ func (p *Provisioner) recoverByMarker(ctx context.Context, l *Lease, adopt bool)
 // attempt created for this lease.
 func (p *Provisioner) destroyByMarker(ctx context.Context, l *Lease) error {
 	_, err := p.recoverByMarker(ctx, l, false)
+	return err
+}
+
+// toBooting records a created host and hands the lease to its boot work,
+// in one transaction.
+func (p *Provisioner) toBooting(ctx context.Context, id, reason string, mut func(*Lease)) error {
+	err := p.cfg.Store.InTx(ctx, func(tx Tx) error {
+		if _, err := tx.Transition(ctx, id, StateBooting, reason, mut); err != nil {
+			return err
+		}
+		return tx.Enqueue(ctx, BootArgs{LeaseID: id}, nil)
+	})
+	if err == nil {
+		p.ann.announce(BootArgs{LeaseID: id})
+	}
+	return err
+}
+
+// handOff enqueues the boot work of a lease created by an earlier version.
+func (p *Provisioner) handOff(ctx context.Context, id string) error {
+	err := p.cfg.Store.InTx(ctx, func(tx Tx) error { return tx.Enqueue(ctx, BootArgs{LeaseID: id}, nil) })
+	if err == nil {
+		p.ann.announce(BootArgs{LeaseID: id})
+	}
 	return err
 }
 

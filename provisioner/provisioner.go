@@ -38,8 +38,11 @@ type Config struct {
 	// InlineWait is how long one worker run waits for a host or runner before
 	// it hands its slot back and comes back later (default 20s).
 	InlineWait time.Duration
-	// ProvisionWorkers and ReleaseWorkers bound concurrent work (defaults 100, 50).
+	// ProvisionWorkers, BootWorkers and ReleaseWorkers bound concurrent
+	// work: create calls, the steps after them (waiting for SSH,
+	// bootstrapping the runner), and releases (defaults 100, 100, 50).
 	ProvisionWorkers int
+	BootWorkers      int
 	ReleaseWorkers   int
 	// QueuePollInterval is how often idle workers look for work (default
 	// 100ms). On SQLite, which has no LISTEN/NOTIFY, new provision and
@@ -88,6 +91,7 @@ type Provisioner struct {
 	// bal balances outside the deliveries' transactions once started;
 	// before that (tests, one-shot use) deliveries balance in their own.
 	bal       *balancer
+	ann       *announcer
 	balancing atomic.Bool
 }
 
@@ -112,6 +116,9 @@ func New(cfg Config) (*Provisioner, error) {
 	if cfg.ProvisionWorkers <= 0 {
 		cfg.ProvisionWorkers = 100
 	}
+	if cfg.BootWorkers <= 0 {
+		cfg.BootWorkers = 100
+	}
 	if cfg.ReleaseWorkers <= 0 {
 		cfg.ReleaseWorkers = 50
 	}
@@ -132,6 +139,7 @@ func New(cfg Config) (*Provisioner, error) {
 	}
 	p := &Provisioner{cfg: cfg, log: cfg.Logger, now: cfg.Now, classes: map[string]*Class{}}
 	p.bal = newBalancer(p)
+	p.ann = newAnnouncer(cfg.Store)
 	for i := range cfg.Classes {
 		c := &cfg.Classes[i]
 		if _, dup := p.classes[c.Name]; dup {
@@ -287,9 +295,7 @@ func (p *Provisioner) HandleJobEvent(ctx context.Context, ev JobEvent) (Outcome,
 	}
 	if mark != nil {
 		if mark.released != "" {
-			if n, ok := p.cfg.Store.(Notifier); ok {
-				n.Notify(ctx, ReleaseArgs{LeaseID: mark.released})
-			}
+			p.ann.announce(ReleaseArgs{LeaseID: mark.released})
 		}
 		if mark.class != "" {
 			p.bal.mark(mark.class, mark.scope)
@@ -318,8 +324,8 @@ func (p *Provisioner) balanceAtGroupEnd(ctx context.Context, tx GroupTx, class s
 			p.bal.mark(class, scope)
 			return
 		}
-		if n, ok := p.cfg.Store.(Notifier); ok && len(created) > 0 {
-			go n.Notify(ctx, ProvisionArgs{LeaseID: created[0]})
+		if len(created) > 0 {
+			p.ann.announce(ProvisionArgs{LeaseID: created[0]})
 		}
 	})
 }

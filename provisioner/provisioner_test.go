@@ -341,3 +341,73 @@ func TestBalancerBurstOverSeveralPasses(t *testing.T) {
 		jobs[l.JobID] = true
 	}
 }
+
+// Hosts waiting for SSH or installing their runner, minutes each on a real
+// cloud, never hold up the create calls of the jobs queued behind them: the
+// create calls have workers of their own.
+func TestCreateCallsNotHeldUpByBootingHosts(t *testing.T) {
+	h := newHarness(t, func(c *provisioner.Config) { c.ProvisionWorkers, c.BootWorkers = 1, 1 })
+	hold := make(chan struct{})
+	h.boot.mu.Lock()
+	h.boot.hold = hold
+	h.boot.mu.Unlock()
+	released := false
+	t.Cleanup(func() { // before the harness stops its workers
+		if !released {
+			close(hold)
+		}
+	})
+	h.event("queued", 1, "q1")
+	h.waitFor("the first host installing its runner", func() bool {
+		h.boot.mu.Lock()
+		defer h.boot.mu.Unlock()
+		return h.boot.n == 1
+	})
+	h.event("queued", 2, "q2")
+	h.waitFor("the second host created while the first installs its runner", func() bool {
+		_, created, _ := h.prov.counts()
+		return created == 2
+	})
+	close(hold)
+	released = true
+	h.waitFor("both runners online", func() bool { return len(h.leases(provisioner.StateIdle)) == 2 })
+}
+
+// A lease an earlier version left booting, with its provision work still
+// queued, is handed to its boot work and comes online.
+func TestProvisionWorkHandsBootingLeaseToBootWork(t *testing.T) {
+	h := newHarness(t, func(c *provisioner.Config) { c.KeySecret = []byte("key secret") })
+	ctx := context.Background()
+	inst, err := h.prov.Create(ctx, provisioner.CreateRequest{Marker: provisioner.Marker{Deployment: "test", LeaseID: "lold", Expires: time.Now().Add(time.Hour)}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	l := &provisioner.Lease{ID: "lold", Class: "a100", Scope: provisioner.Scope{Org: "acme"},
+		State: provisioner.StatePending, RunnerName: "crabbox-test-lold"}
+	if err := h.store.InTx(ctx, func(tx provisioner.Tx) error {
+		if err := tx.InsertLease(ctx, l); err != nil {
+			return err
+		}
+		if err := tx.PutJob(ctx, &provisioner.Job{ID: 1, RunAttempt: 1, Scope: l.Scope, Class: "a100", Status: provisioner.JobQueued}); err != nil {
+			return err
+		}
+		if _, err := tx.Transition(ctx, l.ID, provisioner.StateProvisioning, "test", func(l *provisioner.Lease) {
+			l.Attempts, l.Provider = 1, "mem"
+			l.BootDeadline, l.ExpiresAt = time.Now().Add(time.Minute), time.Now().Add(time.Hour)
+		}); err != nil {
+			return err
+		}
+		if _, err := tx.Transition(ctx, l.ID, provisioner.StateBooting, "test", func(l *provisioner.Lease) {
+			l.InstanceID, l.HostKey = inst.ID, "ssh-ed25519 HOST"
+		}); err != nil {
+			return err
+		}
+		return tx.Enqueue(ctx, provisioner.ProvisionArgs{LeaseID: l.ID}, nil)
+	}); err != nil {
+		t.Fatal(err)
+	}
+	h.waitFor("runner online", func() bool { return len(h.leases(provisioner.StateIdle)) == 1 })
+	if live, created, destroyed := h.prov.counts(); live != 1 || created != 1 || destroyed != 0 {
+		t.Fatalf("live %d created %d destroyed %d; want 1, 1, 0", live, created, destroyed)
+	}
+}

@@ -238,6 +238,8 @@ func (p *Provisioner) Reconcile(ctx context.Context) (*ReconcileReport, error) {
 			switch {
 			case l.State == StateReleasing || l.State == StateFailed:
 				args = ReleaseArgs{LeaseID: l.ID}
+			case l.State == StateBooting || l.State == StateBootstrapping:
+				args = BootArgs{LeaseID: l.ID}
 			case l.State.Starting():
 				args = ProvisionArgs{LeaseID: l.ID}
 			}

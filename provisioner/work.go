@@ -11,14 +11,19 @@ import (
 )
 
 // Queues: releases have their own so that a burst of provisioning can never
-// delay the destruction of a billed host.
+// delay the destruction of a billed host; the steps after the create call
+// (boot) have theirs so that hosts waiting for SSH or installing their
+// runner, minutes each, never hold up the create calls of the jobs queued
+// behind them.
 const (
 	QueueProvision = "provision"
+	QueueBoot      = "boot"
 	QueueRelease   = "release"
 	QueueControl   = "control"
 )
 
-// ProvisionArgs drives one lease from pending to an online runner.
+// ProvisionArgs drives one lease from pending to a created host, then
+// hands it to BootArgs.
 type ProvisionArgs struct {
 	LeaseID string `json:"lease_id"`
 }
@@ -29,6 +34,19 @@ func (ProvisionArgs) Kind() string { return "provision" }
 // InsertOpts makes provisioning unique per lease.
 func (ProvisionArgs) InsertOpts() river.InsertOpts {
 	return river.InsertOpts{Queue: QueueProvision, MaxAttempts: 1000, UniqueOpts: river.UniqueOpts{ByArgs: true}}
+}
+
+// BootArgs drives a lease from a created host to an online runner.
+type BootArgs struct {
+	LeaseID string `json:"lease_id"`
+}
+
+// Kind names the River job.
+func (BootArgs) Kind() string { return "boot" }
+
+// InsertOpts makes booting unique per lease.
+func (BootArgs) InsertOpts() river.InsertOpts {
+	return river.InsertOpts{Queue: QueueBoot, MaxAttempts: 1000, UniqueOpts: river.UniqueOpts{ByArgs: true}}
 }
 
 // ReleaseArgs removes a lease's runner and destroys its host.
@@ -70,6 +88,7 @@ func (DeadlineArgs) InsertOpts() river.InsertOpts {
 func (p *Provisioner) workConfig() WorkConfig {
 	workers := river.NewWorkers()
 	river.AddWorker(workers, &provisionWorker{p: p})
+	river.AddWorker(workers, &bootWorker{p: p})
 	river.AddWorker(workers, &releaseWorker{p: p})
 	river.AddWorker(workers, &deadlineWorker{p: p})
 	river.AddWorker(workers, &reconcileWorker{p: p})
@@ -80,6 +99,7 @@ func (p *Provisioner) workConfig() WorkConfig {
 		PeriodicJobs: p.periodicJobs(),
 		Queues: map[string]int{
 			QueueProvision: p.cfg.ProvisionWorkers,
+			QueueBoot:      p.cfg.BootWorkers,
 			QueueRelease:   p.cfg.ReleaseWorkers,
 			QueueControl:   10,
 		},
@@ -114,7 +134,23 @@ func (w *provisionWorker) NextRetry(job *river.Job[ProvisionArgs]) time.Time {
 }
 
 func (w *provisionWorker) Work(ctx context.Context, job *river.Job[ProvisionArgs]) error {
-	return w.p.provision(ctx, job.Args.LeaseID)
+	return w.p.provision(ctx, job.Args.LeaseID, stageCreate)
+}
+
+type bootWorker struct {
+	river.WorkerDefaults[BootArgs]
+	p *Provisioner
+}
+
+// Timeout: installing the runner on a slow host can take minutes.
+func (w *bootWorker) Timeout(*river.Job[BootArgs]) time.Duration { return w.p.cfg.JobTimeout }
+
+func (w *bootWorker) NextRetry(job *river.Job[BootArgs]) time.Time {
+	return time.Now().Add(retryDelay(job.Attempt, time.Second, 30*time.Second))
+}
+
+func (w *bootWorker) Work(ctx context.Context, job *river.Job[BootArgs]) error {
+	return w.p.provision(ctx, job.Args.LeaseID, stageBoot)
 }
 
 type releaseWorker struct {
