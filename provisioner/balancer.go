@@ -130,7 +130,7 @@ func (b *balancer) run(ctx context.Context) {
 			})
 			if err == nil {
 				if len(created) > 0 {
-					b.p.ann.announce(ProvisionArgs{LeaseID: created[0]})
+					b.p.announce(ctx, ProvisionArgs{LeaseID: created[0]})
 				}
 				if len(created) == b.p.cfg.BalanceBatch {
 					// Maybe more to make: again, in a transaction of its own.

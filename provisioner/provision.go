@@ -295,7 +295,7 @@ func (p *Provisioner) toBooting(ctx context.Context, id, reason string, mut func
 		return tx.Enqueue(ctx, BootArgs{LeaseID: id}, nil)
 	})
 	if err == nil {
-		p.ann.announce(BootArgs{LeaseID: id})
+		p.announce(ctx, BootArgs{LeaseID: id})
 	}
 	return err
 }
@@ -304,7 +304,7 @@ func (p *Provisioner) toBooting(ctx context.Context, id, reason string, mut func
 func (p *Provisioner) handOff(ctx context.Context, id string) error {
 	err := p.cfg.Store.InTx(ctx, func(tx Tx) error { return tx.Enqueue(ctx, BootArgs{LeaseID: id}, nil) })
 	if err == nil {
-		p.ann.announce(BootArgs{LeaseID: id})
+		p.announce(ctx, BootArgs{LeaseID: id})
 	}
 	return err
 }

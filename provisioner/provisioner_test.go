@@ -330,6 +330,20 @@ func TestBalancerBurstOverSeveralPasses(t *testing.T) {
 	}
 	ls := h.leases()
 	if len(ls) != n {
+		byJob := map[int64]int{}
+		for _, l := range ls {
+			byJob[l.JobID]++
+		}
+		for _, l := range ls {
+			if l.JobID == 0 || byJob[l.JobID] > 1 {
+				t.Logf("lease %s job %d state %s reason %q created %s", l.ID, l.JobID, l.State, l.ReleaseReason, l.CreatedAt.Format(time.RFC3339Nano))
+			}
+		}
+		var dq, da, aq, al int
+		h.store.DB().QueryRow(`SELECT queued, available FROM crabbox_demand`).Scan(&dq, &da)
+		h.store.DB().QueryRow(`SELECT count(*) FROM crabbox_job WHERE status = 'queued'`).Scan(&aq)
+		h.store.DB().QueryRow(`SELECT count(*) FROM crabbox_lease WHERE release_reason = '' AND state IN ('pending','provisioning','booting','bootstrapping','idle')`).Scan(&al)
+		t.Logf("demand table queued %d available %d; rows queued %d available %d", dq, da, aq, al)
 		t.Fatalf("%d leases after the balance of %d queued jobs", len(ls), n)
 	}
 	// Each lease is made for one job, each job has one lease.

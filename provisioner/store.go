@@ -204,10 +204,11 @@ type GroupTx interface {
 	AtGroupEnd(key string, fn func(Tx) error, after func(error))
 }
 
-// Notifier is a Store whose work queue learns of new work only by looking
-// for it now and then (SQLite has no LISTEN/NOTIFY). Told, after a commit,
-// of work the commit enqueued, it looks at once. Announce only work that
-// was enqueued: the announcement may insert what is not there.
+// Notifier is a Store whose work queue does not hear of new work by itself
+// at once (SQLite has no LISTEN/NOTIFY). Told, after a commit, of work the
+// commit enqueued, it looks for work in that queue at once. Notify must
+// not block: it is called where the caller cannot wait for the store
+// (GroupTx's after).
 type Notifier interface {
 	Notify(ctx context.Context, args river.JobArgs)
 }

@@ -40,6 +40,7 @@ type Store struct {
 	lock    *os.File // held while this process works the queue
 	work    sqlstore.Queue[*sql.Tx]
 	commits *committer
+	wake    *waker  // work announced by Notify
 	readDB  *sql.DB // nil for ":memory:"
 }
 
@@ -71,7 +72,7 @@ func Open(ctx context.Context, path string) (*Store, error) {
 	db.SetConnMaxLifetime(0)
 	db.SetConnMaxIdleTime(0)
 	s := &Store{Reader: sqlstore.NewReader(querier{db}, sqlstore.SQLite), db: db, path: path, now: time.Now,
-		commits: newCommitter(db)}
+		commits: newCommitter(db), wake: newWaker()}
 	if err := s.migrate(ctx); err != nil {
 		s.Close()
 		return nil, err
@@ -128,11 +129,16 @@ func (s *Store) Close() error {
 // an insert-only client when there are none.
 func (s *Store) StartWork(ctx context.Context, cfg provisioner.WorkConfig) error {
 	rc := sqlstore.RiverConfig(cfg)
-	rc.PollOnly = true // SQLite has no LISTEN/NOTIFY
-	// New work is announced by Notify; the cooldown is how soon after one
-	// look the next may follow, and so how soon announced work is seen.
+	// New work is announced by Notify (wake.go); the cooldown is how soon
+	// after one look the next may follow, and so how soon announced work
+	// is seen.
 	rc.FetchCooldown = min(rc.FetchCooldown, 5*time.Millisecond)
-	return s.work.Start(ctx, sqlstore.SQLite, riversqlite.New(s.db), rc, cfg, func() error {
+	listenOn := s.readDB
+	if listenOn == nil {
+		listenOn = s.db
+	}
+	driver := wakingDriver{Driver: riversqlite.New(s.db), listenOn: listenOn, wake: s.wake}
+	return s.work.Start(ctx, sqlstore.SQLite, driver, rc, cfg, func() error {
 		return s.takeOver(ctx, rc.Logger)
 	})
 }
@@ -174,15 +180,14 @@ func (s *Store) StopWork(ctx context.Context) error {
 	return err
 }
 
-// Notify makes the work queue look for new work of args's queue at once.
-// River does so after an insert outside a transaction, and inserting work
-// that is already there (provision and release work is unique by lease)
-// changes nothing: so it is asked to insert args again. Work inserted in a
-// transaction is otherwise seen at the next poll.
-func (s *Store) Notify(ctx context.Context, args river.JobArgs) {
-	if c := s.work.Client(); c != nil {
-		c.Insert(ctx, args, nil) // a duplicate: nothing is written
+// Notify makes the work queue look for new work of args's queue at once
+// (wake.go). It writes nothing and does not block.
+func (s *Store) Notify(_ context.Context, args river.JobArgs) {
+	queue := river.QueueDefault
+	if o, ok := args.(river.JobArgsWithInsertOpts); ok && o.InsertOpts().Queue != "" {
+		queue = o.InsertOpts().Queue
 	}
+	s.wake.ring(queue)
 }
 
 // River exposes the River client, for tests and the demo's waiting.
