@@ -340,3 +340,38 @@ func (h *harness) describe() string {
 	}
 	return s
 }
+
+// bootingLease records a lease whose host was created and is booting, for a
+// queued job 1, with no work queued for it: as an earlier version or a lost
+// job left it.
+func (h *harness) bootingLease(id string) *provisioner.Lease {
+	h.t.Helper()
+	ctx := context.Background()
+	inst, err := h.prov.Create(ctx, provisioner.CreateRequest{Marker: provisioner.Marker{Deployment: "test", LeaseID: id, Expires: time.Now().Add(time.Hour)}})
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	l := &provisioner.Lease{ID: id, Class: "a100", Scope: provisioner.Scope{Org: "acme"},
+		State: provisioner.StatePending, RunnerName: "crabbox-test-" + id}
+	if err := h.store.InTx(ctx, func(tx provisioner.Tx) error {
+		if err := tx.InsertLease(ctx, l); err != nil {
+			return err
+		}
+		if err := tx.PutJob(ctx, &provisioner.Job{ID: 1, RunAttempt: 1, Scope: l.Scope, Class: "a100", Status: provisioner.JobQueued}); err != nil {
+			return err
+		}
+		if _, err := tx.Transition(ctx, l.ID, provisioner.StateProvisioning, "test", func(l *provisioner.Lease) {
+			l.Attempts, l.Provider = 1, "mem"
+			l.BootDeadline, l.ExpiresAt = time.Now().Add(time.Minute), time.Now().Add(time.Hour)
+		}); err != nil {
+			return err
+		}
+		_, err := tx.Transition(ctx, l.ID, provisioner.StateBooting, "test", func(l *provisioner.Lease) {
+			l.InstanceID, l.HostKey = inst.ID, "ssh-ed25519 HOST"
+		})
+		return err
+	}); err != nil {
+		h.t.Fatal(err)
+	}
+	return l
+}

@@ -392,30 +392,8 @@ func TestCreateCallsNotHeldUpByBootingHosts(t *testing.T) {
 func TestProvisionWorkHandsBootingLeaseToBootWork(t *testing.T) {
 	h := newHarness(t, func(c *provisioner.Config) { c.KeySecret = []byte("key secret") })
 	ctx := context.Background()
-	inst, err := h.prov.Create(ctx, provisioner.CreateRequest{Marker: provisioner.Marker{Deployment: "test", LeaseID: "lold", Expires: time.Now().Add(time.Hour)}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	l := &provisioner.Lease{ID: "lold", Class: "a100", Scope: provisioner.Scope{Org: "acme"},
-		State: provisioner.StatePending, RunnerName: "crabbox-test-lold"}
+	l := h.bootingLease("lold")
 	if err := h.store.InTx(ctx, func(tx provisioner.Tx) error {
-		if err := tx.InsertLease(ctx, l); err != nil {
-			return err
-		}
-		if err := tx.PutJob(ctx, &provisioner.Job{ID: 1, RunAttempt: 1, Scope: l.Scope, Class: "a100", Status: provisioner.JobQueued}); err != nil {
-			return err
-		}
-		if _, err := tx.Transition(ctx, l.ID, provisioner.StateProvisioning, "test", func(l *provisioner.Lease) {
-			l.Attempts, l.Provider = 1, "mem"
-			l.BootDeadline, l.ExpiresAt = time.Now().Add(time.Minute), time.Now().Add(time.Hour)
-		}); err != nil {
-			return err
-		}
-		if _, err := tx.Transition(ctx, l.ID, provisioner.StateBooting, "test", func(l *provisioner.Lease) {
-			l.InstanceID, l.HostKey = inst.ID, "ssh-ed25519 HOST"
-		}); err != nil {
-			return err
-		}
 		return tx.Enqueue(ctx, provisioner.ProvisionArgs{LeaseID: l.ID}, nil)
 	}); err != nil {
 		t.Fatal(err)

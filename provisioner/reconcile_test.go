@@ -152,32 +152,7 @@ func TestReconcileReleasesLeaseWhoseRunnerIsGone(t *testing.T) {
 func TestReconcileRequeuesLostBootWork(t *testing.T) {
 	h := newHarness(t, func(c *provisioner.Config) { c.KeySecret = []byte("key secret") })
 	ctx := context.Background()
-	inst, err := h.prov.Create(ctx, provisioner.CreateRequest{Marker: provisioner.Marker{Deployment: "test", LeaseID: "llost", Expires: time.Now().Add(time.Hour)}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	l := &provisioner.Lease{ID: "llost", Class: "a100", Scope: provisioner.Scope{Org: "acme"},
-		State: provisioner.StatePending, RunnerName: "crabbox-test-llost"}
-	if err := h.store.InTx(ctx, func(tx provisioner.Tx) error {
-		if err := tx.InsertLease(ctx, l); err != nil {
-			return err
-		}
-		if err := tx.PutJob(ctx, &provisioner.Job{ID: 1, RunAttempt: 1, Scope: l.Scope, Class: "a100", Status: provisioner.JobQueued}); err != nil {
-			return err
-		}
-		if _, err := tx.Transition(ctx, l.ID, provisioner.StateProvisioning, "test", func(l *provisioner.Lease) {
-			l.Attempts, l.Provider = 1, "mem"
-			l.BootDeadline, l.ExpiresAt = time.Now().Add(time.Minute), time.Now().Add(time.Hour)
-		}); err != nil {
-			return err
-		}
-		_, err := tx.Transition(ctx, l.ID, provisioner.StateBooting, "test", func(l *provisioner.Lease) {
-			l.InstanceID, l.HostKey = inst.ID, "ssh-ed25519 HOST"
-		})
-		return err
-	}); err != nil {
-		t.Fatal(err)
-	}
+	l := h.bootingLease("llost")
 	if _, err := h.store.DB().Exec(`UPDATE crabbox_lease SET state_changed_at = ? WHERE id = ?`, time.Now().Add(-2*time.Minute).UnixMicro(), l.ID); err != nil {
 		t.Fatal(err)
 	}
