@@ -306,7 +306,11 @@ func TestRecoveryAfterLostCreateAnswer(t *testing.T) {
 func TestBalancerBurstOverSeveralPasses(t *testing.T) {
 	h := newHarness(t, func(c *provisioner.Config) { c.BalanceBatch = 3 })
 	ctx := context.Background()
-	const n = 250
+	// 100 jobs are 34 passes of 3. The passes are slow under -race on a
+	// busy machine (SQLite's C, translated to Go, runs checked there): the
+	// wait below is generous because what is tested is that it waits for
+	// every pass, not how fast they are.
+	const n = 100
 	var wg sync.WaitGroup
 	for g := range 10 {
 		wg.Add(1)
@@ -323,10 +327,10 @@ func TestBalancerBurstOverSeveralPasses(t *testing.T) {
 		}()
 	}
 	wg.Wait()
-	wctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	wctx, cancel := context.WithTimeout(ctx, 3*time.Minute)
 	defer cancel()
 	if err := h.p.WaitBalanced(wctx); err != nil {
-		t.Fatal(err)
+		t.Fatalf("waiting for the balance: %v (%d leases so far)", err, len(h.leases()))
 	}
 	ls := h.leases()
 	if len(ls) != n {
