@@ -388,21 +388,47 @@ func (p *Provisioner) applyJobEvent(ctx context.Context, tx Tx, ev JobEvent, sta
 	return mark, err
 }
 
-// balanceSoon calls for the class in the scope to be balanced: by the
-// balancer after the commit (later: the caller marks it then), or, before
-// the balancer is started, in the transaction.
-//
-// Balancing at the end of an SQLite commit group (GroupTx), in the
-// transaction that records the deliveries, cut a burst's queued → create
-// time by a group's wait, but under the race detector it now and then made
-// leases for no job (TestBalancerBurstOverSeveralPasses: 253 leases for 250
-// jobs); it stays off until that is understood.
+// balanceSoon calls for the class in the scope to be balanced: at the end
+// of the transaction's group where the store commits in groups (GroupTx),
+// else by the balancer after the commit (later: the caller marks it then).
+// Before the balancer is started, in the transaction.
 func (p *Provisioner) balanceSoon(ctx context.Context, tx Tx, class string, scope Scope) (later bool, err error) {
 	if !p.balancing.Load() {
 		_, err := p.balanceN(ctx, tx, class, scope, 0)
 		return false, err
 	}
+	if gt, ok := tx.(GroupTx); ok {
+		p.balanceAtGroupEnd(ctx, gt, class, scope)
+		return false, nil
+	}
 	return true, nil
+}
+
+// balanceAtGroupEnd balances the class in the scope at the end of the
+// delivery's group, in the transaction that records it: one balance for
+// every delivery of the group, and no wait for a transaction of the
+// balancer's own before the leases exist. Should it fail, or leave more to
+// make, the balancer takes over.
+func (p *Provisioner) balanceAtGroupEnd(ctx context.Context, tx GroupTx, class string, scope Scope) {
+	ctx = context.WithoutCancel(ctx)
+	var created []string
+	tx.AtGroupEnd("balance\x00"+class+"\x00"+scope.Key(), func(tx Tx) error {
+		var err error
+		created, err = p.balanceN(ctx, tx, class, scope, p.cfg.BalanceBatch)
+		return err
+	}, func(err error) {
+		if err != nil {
+			p.log.Warn("balancing with the deliveries failed; the balancer retries", "class", class, "scope", scope.Key(), "error", err)
+			p.bal.mark(class, scope)
+			return
+		}
+		if len(created) > 0 {
+			p.announce(ctx, ProvisionArgs{LeaseID: created[0]})
+		}
+		if len(created) == p.cfg.BalanceBatch {
+			p.bal.mark(class, scope) // maybe more to make
+		}
+	})
 }
 
 func (p *Provisioner) markBusy(ctx context.Context, tx Tx, l *Lease, job *Job) error {

@@ -67,7 +67,8 @@ type Tx interface {
 
 	InsertLease(ctx context.Context, l *Lease) error
 	// NewestQueuedJobs returns up to n of the jobs of a class in a scope
-	// still queued that no lease was made for, the most recently arrived
+	// still queued that have no lease made for them that can still take a
+	// job (State.Available, no release asked), the most recently arrived
 	// ones, oldest of them first: a balance making leases makes them for
 	// those.
 	NewestQueuedJobs(ctx context.Context, class, scopeKey string, n int) ([]*Job, error)

@@ -260,3 +260,61 @@ func testRecordEvent(t *testing.T, s provisioner.Store) {
 		t.Fatalf("job 6's event was recorded by the delivery that was not ours: %+v", got)
 	}
 }
+
+// testNewestQueuedJobs: the jobs a balance makes leases for are the newest
+// queued ones without a lease that can still take a job. A lease that
+// failed, was released, is flagged for release or runs another job leaves
+// its job wanting one.
+func testNewestQueuedJobs(t *testing.T, s provisioner.Store) {
+	ctx := context.Background()
+	scope := provisioner.Scope{Org: "acme"}
+	inTx(t, s, func(tx provisioner.Tx) error {
+		for i := int64(1); i <= 8; i++ {
+			j := &provisioner.Job{ID: i, RunAttempt: 1, Repo: "acme/ml", Scope: scope, Class: "a100",
+				Status: provisioner.JobQueued, CreatedAt: t0.Add(time.Duration(i) * time.Second)}
+			if i == 8 {
+				j.Status = provisioner.JobInProgress
+			}
+			if err := tx.PutJob(ctx, j); err != nil {
+				return err
+			}
+		}
+		// Jobs 1 and 2 have leases that can take them; 3 to 6 had leases
+		// that cannot any more; 7 never had one.
+		for i, l := range []struct {
+			job    int64
+			state  provisioner.State
+			reason string
+		}{
+			{1, provisioner.StatePending, ""}, {2, provisioner.StateIdle, ""},
+			{3, provisioner.StateFailed, ""}, {4, provisioner.StateReleased, ""},
+			{5, provisioner.StateBooting, "cancelled"}, {6, provisioner.StateBusy, ""},
+		} {
+			lease := sampleLease(fmt.Sprintf("n%d", i))
+			lease.Scope, lease.State, lease.ReleaseReason, lease.JobID, lease.RunAttempt = scope, l.state, l.reason, l.job, 1
+			if err := tx.InsertLease(ctx, lease); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	inTx(t, s, func(tx provisioner.Tx) error {
+		for _, tc := range []struct {
+			n    int
+			want []int64
+		}{{10, []int64{3, 4, 5, 6, 7}}, {2, []int64{6, 7}}} {
+			jobs, err := tx.NewestQueuedJobs(ctx, "a100", scope.Key(), tc.n)
+			if err != nil {
+				return err
+			}
+			var got []int64
+			for _, j := range jobs {
+				got = append(got, j.ID)
+			}
+			if !slices.Equal(got, tc.want) {
+				t.Errorf("newest %d queued jobs without a lease: %v, want %v", tc.n, got, tc.want)
+			}
+		}
+		return nil
+	})
+}

@@ -25,6 +25,7 @@ func Run(t *testing.T, newStore func(t *testing.T) provisioner.Store) {
 		"LeaseFilters":         testLeaseFilters,
 		"UpdateKeepsTheState":  testUpdateKeepsState,
 		"QueuedJobsAndScopes":  testQueuedJobsAndScopes,
+		"NewestQueuedJobs":     testNewestQueuedJobs,
 		"DemandFollowsChanges": testDemandFollowsChanges,
 		"InsertLeases":         testInsertLeases,
 		"RecordEvent":          testRecordEvent,

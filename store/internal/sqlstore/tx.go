@@ -211,14 +211,18 @@ func (t *Tx) Demand(ctx context.Context, class, scopeKey string) (queued, availa
 }
 
 // NewestQueuedJobs returns up to n of the jobs of a class in a scope still
-// queued that no lease was made for, the most recently arrived ones,
-// oldest of them first. Those are the newest, so the scan stops early.
+// queued that have no lease made for them that can still take a job, the
+// most recently arrived ones, oldest of them first. Those are the newest,
+// so the scan stops early. A job whose host never booted, or whose runner
+// took another job, gets its next lease made for it.
 func (t *Tx) NewestQueuedJobs(ctx context.Context, class, scopeKey string, n int) ([]*provisioner.Job, error) {
+	states := availableStates()
 	rows, err := t.q.Query(ctx, `SELECT `+jobColumns+` FROM crabbox_job j
 		WHERE class = $1 AND scope_key = $2 AND status = $3
-		AND NOT EXISTS (SELECT 1 FROM crabbox_lease l WHERE l.job_id = j.id AND l.run_attempt = j.run_attempt)
+		AND NOT EXISTS (SELECT 1 FROM crabbox_lease l WHERE l.job_id = j.id AND l.run_attempt = j.run_attempt
+			AND l.release_reason = '' AND l.state IN (`+marks(5, len(states))+`))
 		ORDER BY created_at DESC LIMIT $4`,
-		class, scopeKey, string(provisioner.JobQueued), n)
+		append([]any{class, scopeKey, string(provisioner.JobQueued), n}, states...)...)
 	if err != nil {
 		return nil, t.d.errorf("newest queued jobs: %w", err)
 	}
