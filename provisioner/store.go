@@ -121,6 +121,11 @@ type WorkConfig struct {
 	PeriodicJobs []*river.PeriodicJob
 	// Queues maps queue names to their maximum concurrent workers.
 	Queues map[string]int
+	// FetchGaps sets, for a queue, how soon after one look for work the
+	// next may follow, where that is not as soon as the store can. Each
+	// look is a write; work that can wait a little is fetched in fewer,
+	// larger looks, which leaves the database to the work that cannot.
+	FetchGaps map[string]time.Duration
 	// PollInterval is how often idle workers look for new work.
 	PollInterval time.Duration
 	// RescueAfter is how long a job may run before another worker takes it

@@ -103,11 +103,19 @@ func (p *Provisioner) workConfig() WorkConfig {
 			QueueRelease:   p.cfg.ReleaseWorkers,
 			QueueControl:   10,
 		},
+		FetchGaps:    map[string]time.Duration{QueueBoot: bootFetchGap},
 		PollInterval: p.cfg.QueuePollInterval,
 		RescueAfter:  p.cfg.RescueAfter,
 		Logger:       p.log,
 	}
 }
+
+// bootFetchGap spaces the boot queue's looks for work. A host boots for
+// minutes; its boot work starting some milliseconds later costs nothing,
+// while each look is a write that a burst's create calls wait behind (on
+// SQLite, one writer). In the burst benchmark one look every 25 ms rather
+// than every 5 cut the queued → create p99 by about a fifth.
+const bootFetchGap = 25 * time.Millisecond
 
 // retryDelay is a capped exponential backoff with jitter, so a burst of
 // failing leases does not retry in lockstep against a struggling API.

@@ -17,19 +17,21 @@ import (
 // Without workers the client only inserts: tools and benchmarks that enqueue
 // work for a server to run.
 func RiverConfig(cfg provisioner.WorkConfig) *river.Config {
+	poll := cfg.PollInterval
+	if poll <= 0 {
+		poll = time.Second
+	}
 	var queues map[string]river.QueueConfig
 	if cfg.Workers != nil {
 		queues = map[string]river.QueueConfig{}
 		for name, n := range cfg.Queues {
-			queues[name] = river.QueueConfig{MaxWorkers: n}
+			// River wants a queue's gap no longer than its poll interval;
+			// zero keeps the client's.
+			queues[name] = river.QueueConfig{MaxWorkers: n, FetchCooldown: min(cfg.FetchGaps[name], poll)}
 		}
 		if len(queues) == 0 {
 			queues[river.QueueDefault] = river.QueueConfig{MaxWorkers: 10}
 		}
-	}
-	poll := cfg.PollInterval
-	if poll <= 0 {
-		poll = time.Second
 	}
 	rc := &river.Config{
 		Queues:            queues,
