@@ -317,4 +317,40 @@ func testNewestQueuedJobs(t *testing.T, s provisioner.Store) {
 		}
 		return nil
 	})
+
+	// The look is bounded: a job under n+1000 or more newer ones that
+	// have leases is not dug out (a balance that fell behind would dig
+	// through them on every pass).
+	deep := provisioner.Scope{Org: "deep"}
+	inTx(t, s, func(tx provisioner.Tx) error {
+		var leases []*provisioner.Lease
+		for i := int64(1); i <= 1012; i++ {
+			j := &provisioner.Job{ID: 1000 + i, RunAttempt: 1, Repo: "deep/ml", Scope: deep, Class: "a100",
+				Status: provisioner.JobQueued, CreatedAt: t0.Add(time.Duration(i) * time.Second)}
+			if err := tx.PutJob(ctx, j); err != nil {
+				return err
+			}
+			if i > 1 {
+				l := sampleLease(fmt.Sprintf("d%04d", i))
+				l.Scope, l.JobID, l.RunAttempt, l.RunnerName = deep, j.ID, 1, fmt.Sprintf("deep-%d", i)
+				leases = append(leases, l)
+			}
+		}
+		return tx.InsertLeases(ctx, leases)
+	})
+	inTx(t, s, func(tx provisioner.Tx) error {
+		for _, tc := range []struct {
+			n    int
+			want int
+		}{{12, 1}, {11, 0}, {1, 0}} {
+			jobs, err := tx.NewestQueuedJobs(ctx, "a100", deep.Key(), tc.n)
+			if err != nil {
+				return err
+			}
+			if len(jobs) != tc.want || (tc.want == 1 && jobs[0].ID != 1001) {
+				t.Errorf("n %d: %d jobs found under 1,011 newer ones with leases, want %d", tc.n, len(jobs), tc.want)
+			}
+		}
+		return nil
+	})
 }

@@ -210,19 +210,32 @@ func (t *Tx) Demand(ctx context.Context, class, scopeKey string) (queued, availa
 	return queued, available, nil
 }
 
+// queuedJobsScan bounds how far NewestQueuedJobs looks beyond the jobs it
+// wants.
+const queuedJobsScan = 1000
+
 // NewestQueuedJobs returns up to n of the jobs of a class in a scope still
 // queued that have no lease made for them that can still take a job, the
-// most recently arrived ones, oldest of them first. Those are the newest,
-// so the scan stops early. A job whose host never booted, or whose runner
-// took another job, gets its next lease made for it.
+// most recently arrived ones, oldest of them first. A job whose host never
+// booted, or whose runner took another job, gets its next lease made for
+// it.
+//
+// Only the newest n+queuedJobsScan queued jobs are looked at. Jobs a
+// balance that fell behind skipped lie under newer ones that got leases;
+// digging through those on every pass made each pass slower the further
+// behind it was, until it could not catch up (on PostgreSQL, tens of
+// seconds behind at 2,000 deliveries a second). A lease made beyond the
+// jobs found is made for no job: GitHub hands runners jobs in its own
+// order, so only the lease's queued → create figure is lost.
 func (t *Tx) NewestQueuedJobs(ctx context.Context, class, scopeKey string, n int) ([]*provisioner.Job, error) {
 	states := availableStates()
-	rows, err := t.q.Query(ctx, `SELECT `+jobColumns+` FROM crabbox_job j
-		WHERE class = $1 AND scope_key = $2 AND status = $3
-		AND NOT EXISTS (SELECT 1 FROM crabbox_lease l WHERE l.job_id = j.id AND l.run_attempt = j.run_attempt
-			AND l.release_reason = '' AND l.state IN (`+marks(5, len(states))+`))
+	rows, err := t.q.Query(ctx, `SELECT `+jobColumns+` FROM (
+			SELECT `+jobColumns+` FROM crabbox_job WHERE class = $1 AND scope_key = $2 AND status = $3
+			ORDER BY created_at DESC LIMIT $5) j
+		WHERE NOT EXISTS (SELECT 1 FROM crabbox_lease l WHERE l.job_id = j.id AND l.run_attempt = j.run_attempt
+			AND l.release_reason = '' AND l.state IN (`+marks(6, len(states))+`))
 		ORDER BY created_at DESC LIMIT $4`,
-		append([]any{class, scopeKey, string(provisioner.JobQueued), n}, states...)...)
+		append([]any{class, scopeKey, string(provisioner.JobQueued), n, n + queuedJobsScan}, states...)...)
 	if err != nil {
 		return nil, t.d.errorf("newest queued jobs: %w", err)
 	}
