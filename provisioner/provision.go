@@ -544,8 +544,20 @@ func (p *Provisioner) abandon(ctx context.Context, l *Lease) error {
 
 // waitUntil is how long one run may wait inline: InlineWait, but never past
 // the boot deadline, so a missed deadline is acted on at once.
+//
+// While every boot worker of this process is busy, more hosts may be
+// waiting for one, and a host that is ready would wait out the inline waits
+// of those ahead of it: with 1,000 hosts booting and 100 workers, each host
+// got a worker for 20 s in every 200. Then a run looks about twice and
+// gives its worker back (it snoozes for PollInterval), so the workers go
+// round the hosts. Snoozing is a write, which is why a run with a worker to
+// spare waits inline instead.
 func (p *Provisioner) waitUntil(l *Lease) time.Time {
-	until := p.now().Add(p.cfg.InlineWait)
+	wait := p.cfg.InlineWait
+	if p.bootRuns.Load() >= int64(p.cfg.BootWorkers) {
+		wait = min(wait, 2*p.cfg.PollInterval)
+	}
+	until := p.now().Add(wait)
 	if !l.BootDeadline.IsZero() && l.BootDeadline.Before(until) {
 		until = l.BootDeadline
 	}

@@ -92,6 +92,8 @@ type Provisioner struct {
 	// before that (tests, one-shot use) deliveries balance in their own.
 	bal       *balancer
 	balancing atomic.Bool
+	// bootRuns counts the boot worker runs under way in this process.
+	bootRuns atomic.Int64
 }
 
 // New checks the configuration and returns a provisioner. Call Start to run

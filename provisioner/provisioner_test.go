@@ -403,6 +403,30 @@ func TestCreateCallsNotHeldUpByBootingHosts(t *testing.T) {
 	h.waitFor("both runners online", func() bool { return len(h.leases(provisioner.StateIdle)) == 2 })
 }
 
+// With every boot worker busy waiting for a host that is slow to boot, a
+// host that is ready does not wait for that wait to end: the busy run gives
+// its worker back.
+func TestReadyHostNotHeldUpBySlowOnes(t *testing.T) {
+	h := newHarness(t, func(c *provisioner.Config) {
+		c.ProvisionWorkers, c.BootWorkers = 2, 1
+		c.InlineWait = time.Minute // longer than waitFor's 20 s
+		c.Classes[0].BootTimeout = 2 * time.Minute
+	})
+	h.prov.behave = func(n int) memBehavior { return memBehavior{neverBoot: n == 1} }
+	h.event("queued", 1, "q1")
+	h.waitFor("the slow host created", func() bool {
+		_, created, _ := h.prov.counts()
+		return created == 1
+	})
+	h.event("queued", 2, "q2")
+	h.waitFor("the ready host's runner online while the slow host still boots", func() bool {
+		return len(h.leases(provisioner.StateIdle)) == 1
+	})
+	if n := len(h.leases(provisioner.StateBooting)); n != 1 {
+		t.Fatalf("%d leases booting, want the slow one", n)
+	}
+}
+
 // A lease an earlier version left booting, with its provision work still
 // queued, is handed to its boot work and comes online.
 func TestProvisionWorkHandsBootingLeaseToBootWork(t *testing.T) {

@@ -158,6 +158,8 @@ func (w *bootWorker) NextRetry(job *river.Job[BootArgs]) time.Time {
 }
 
 func (w *bootWorker) Work(ctx context.Context, job *river.Job[BootArgs]) error {
+	w.p.bootRuns.Add(1)
+	defer w.p.bootRuns.Add(-1)
 	return w.p.provision(ctx, job.Args.LeaseID, stageBoot)
 }
 
