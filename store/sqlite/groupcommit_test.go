@@ -18,11 +18,7 @@ import (
 // of its own error.
 func TestGroupCommitKeepsOutcomesApart(t *testing.T) {
 	ctx := context.Background()
-	s, err := sqlite.Open(ctx, filepath.Join(t.TempDir(), "g.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
+	s := openGroupStore(t)
 	const n = 400
 	errOdd := errors.New("odd ones fail")
 	var wg sync.WaitGroup
@@ -63,11 +59,7 @@ func TestGroupCommitKeepsOutcomesApart(t *testing.T) {
 // not run; one whose statements fail on it is rolled back alone.
 func TestGroupCommitCancelledCaller(t *testing.T) {
 	ctx := context.Background()
-	s, err := sqlite.Open(ctx, filepath.Join(t.TempDir(), "g.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
+	s := openGroupStore(t)
 	hold := make(chan struct{})
 	started := make(chan struct{})
 	go s.InTx(ctx, func(tx provisioner.Tx) error { // keeps the committer busy
@@ -99,12 +91,9 @@ func TestGroupCommitCancelledCaller(t *testing.T) {
 
 // After Close, a transaction is refused with a clear error.
 func TestGroupCommitAfterClose(t *testing.T) {
-	s, err := sqlite.Open(context.Background(), filepath.Join(t.TempDir(), "g.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
+	s := openGroupStore(t)
 	s.Close()
-	err = s.InTx(context.Background(), func(tx provisioner.Tx) error { return nil })
+	err := s.InTx(context.Background(), func(tx provisioner.Tx) error { return nil })
 	if err == nil || err.Error() != "sqlite: store is closed" {
 		t.Fatalf("after close: %v", err)
 	}
@@ -115,11 +104,7 @@ func TestGroupCommitAfterClose(t *testing.T) {
 // is dropped; work that fails is undone alone, and whoever left it hears.
 func TestGroupCommitEndHooks(t *testing.T) {
 	ctx := context.Background()
-	s, err := sqlite.Open(ctx, filepath.Join(t.TempDir(), "g.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
+	s := openGroupStore(t)
 	record := func(tx provisioner.Tx, guid string) error {
 		_, err := tx.RecordDelivery(ctx, guid, "workflow_job", "queued", time.Now())
 		return err
@@ -250,4 +235,15 @@ func TestGroupCommitEndHooks(t *testing.T) {
 	if !ran || !exists("alone") || !exists("hook-alone") {
 		t.Errorf("alone: hook told %v, function's work %v, hook's work %v", ran, exists("alone"), exists("hook-alone"))
 	}
+}
+
+// openGroupStore opens a store on a new file, closed when the test ends.
+func openGroupStore(t *testing.T) *sqlite.Store {
+	t.Helper()
+	s, err := sqlite.Open(context.Background(), filepath.Join(t.TempDir(), "g.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s
 }
