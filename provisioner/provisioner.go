@@ -19,6 +19,9 @@ type Config struct {
 	Classes      []Class
 	Providers    map[string]Provider
 	GitHub       GitHub
+	// RunnerGroups, when set, is asked before a host is rented for a job
+	// whether the scope's runner group may take that job at all.
+	RunnerGroups RunnerGroups
 	Bootstrapper Bootstrapper
 	Store        Store
 	Logger       *slog.Logger
@@ -209,6 +212,10 @@ type JobEvent struct {
 	Labels     []string
 	Repo       string // owner/name
 	Org        string // empty for user-owned repositories
+	// Visibility is the repository's: VisibilityPublic, VisibilityPrivate,
+	// VisibilityInternal, or "" when the source did not say (policy treats
+	// unknown as public: the stricter reading).
+	Visibility string
 	// InstallationID is the GitHub App installation that sent the event.
 	InstallationID int64
 	RunnerName     string

@@ -256,6 +256,11 @@ type wirePayload struct {
 	} `json:"workflow_job"`
 	Repository *struct {
 		FullName string `json:"full_name"`
+		// private is required by the schema, visibility optional
+		// (default "public"; "internal" on enterprise orgs):
+		// @octokit/openapi-webhooks components.schemas.repository-webhooks.
+		Private    *bool  `json:"private"`
+		Visibility string `json:"visibility"`
 	} `json:"repository"`
 	Organization *struct {
 		Login string `json:"login"`
@@ -287,6 +292,7 @@ func Decode(payload []byte) (provisioner.JobEvent, error) {
 		Name: j.Name, Labels: j.Labels, Repo: p.Repository.FullName,
 		RunnerName: deref(j.RunnerName), Conclusion: deref(j.Conclusion), Workflow: deref(j.WorkflowName),
 	}
+	ev.Visibility = provisioner.RepoVisibility(p.Repository.Visibility, p.Repository.Private)
 	if p.Organization != nil {
 		ev.Org = p.Organization.Login
 	}
