@@ -15,10 +15,10 @@ import (
 // Config wires the provisioner to the outside world.
 type Config struct {
 	// Deployment is the ownership marker written on every instance.
-	Deployment   string
-	Classes      []Class
-	Providers    map[string]Provider
-	GitHub       GitHub
+	Deployment string
+	Classes    []Class
+	Providers  map[string]Provider
+	GitHub     GitHub
 	// RunnerGroups, when set, is asked before a host is rented for a job
 	// whether the scope's runner group may take that job at all.
 	RunnerGroups RunnerGroups
