@@ -126,7 +126,9 @@ func (s *Server) missingPermission(tok string, sc scope, r *http.Request) (perm,
 	}
 	path := r.URL.Path
 	switch {
-	case strings.Contains(path, "/actions/runners"):
+	case strings.Contains(path, "/actions/runners"), strings.Contains(path, "/actions/runner-groups"):
+		// Runner groups need the same organization permission as runners
+		// (reference §4.1).
 		perm = "organization_self_hosted_runners"
 		if sc.repo != "" {
 			perm = "administration"

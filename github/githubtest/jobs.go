@@ -28,6 +28,9 @@ type JobSpec struct {
 	Name   string   // job name; "build" when empty
 	// WorkflowName is the workflow's name; "CI" when empty.
 	WorkflowName string
+	// WorkflowPath is the workflow file; ".github/workflows/ci.yml" when
+	// empty. It matters to runner groups restricted to workflows.
+	WorkflowPath string
 	// Script is the bash script the runner runs; a short echo when empty.
 	Script string
 	// InstallationID goes into the webhook's installation.id. When zero in
@@ -44,6 +47,7 @@ type Job struct {
 
 	Repo, Org          string
 	Name, WorkflowName string
+	WorkflowPath       string
 	Labels             []string
 	Script             string
 	InstallationID     int64
@@ -87,6 +91,9 @@ func (s *Server) QueueJob(spec JobSpec) int64 {
 	if spec.WorkflowName == "" {
 		spec.WorkflowName = "CI"
 	}
+	if spec.WorkflowPath == "" {
+		spec.WorkflowPath = ".github/workflows/ci.yml"
+	}
 	if spec.Script == "" {
 		spec.Script = `echo "hello from $RUNNER_NAME"`
 	}
@@ -110,6 +117,7 @@ func (s *Server) QueueJob(spec JobSpec) int64 {
 		Org:            spec.Org,
 		Name:           spec.Name,
 		WorkflowName:   spec.WorkflowName,
+		WorkflowPath:   spec.WorkflowPath,
 		Labels:         slices.Clone(spec.Labels),
 		Script:         spec.Script,
 		InstallationID: inst,
@@ -227,7 +235,7 @@ func statusRank(status string) int {
 func (s *Server) assignLocked(rn *runner, now time.Time) *Job {
 	for i, id := range s.queue {
 		j := s.jobs[id]
-		if !serves(rn, j) {
+		if !s.servesLocked(rn, j) {
 			continue
 		}
 		s.queue = slices.Delete(s.queue, i, i+1)
@@ -236,7 +244,7 @@ func (s *Server) assignLocked(rn *runner, now time.Time) *Job {
 		j.RunnerID = rn.id
 		j.RunnerName = rn.name
 		j.RunnerGroupID = rn.groupID
-		j.RunnerGroupName = s.opts.RunnerGroups[rn.groupID]
+		j.RunnerGroupName = s.groupNameLocked(rn)
 		rn.jobID = j.ID
 		s.emitLocked(Event{Kind: EventJobAssigned, JobID: j.ID, RunnerID: rn.id, RunnerName: rn.name, Scope: rn.scope.String()})
 		s.webhookLocked(j, "in_progress")
@@ -245,10 +253,14 @@ func (s *Server) assignLocked(rn *runner, now time.Time) *Job {
 	return nil
 }
 
-// serves reports whether the runner may take the job: an org runner takes
-// jobs of the org's repos, a repo runner jobs of its repo, and every job
-// label must be one of the runner's, ignoring case.
-func serves(rn *runner, j *Job) bool {
+// servesLocked reports whether the runner may take the job, as GitHub
+// routes jobs: an org runner takes jobs of the org's repos that its runner
+// group may serve (groups.go: visibility, selected repositories, public
+// repositories, selected workflows), a repo runner jobs of its repo (runner
+// groups are an organization and enterprise feature; docs "Managing access
+// to self-hosted runners using groups"), and every job label must be one
+// of the runner's, default labels included, ignoring case (reference §4.4).
+func (s *Server) servesLocked(rn *runner, j *Job) bool {
 	switch {
 	case rn.scope.repo != "":
 		if !strings.EqualFold(rn.scope.repo, j.Repo) {
@@ -256,13 +268,28 @@ func serves(rn *runner, j *Job) bool {
 		}
 	case j.Org == "" || !strings.EqualFold(rn.scope.org, j.Org):
 		return false
+	default:
+		g := s.groupLocked(rn.scope.org, rn.groupID)
+		if g == nil {
+			return false
+		}
+		if ok, _ := s.groupServesLocked(g, j.Repo, j.workflowRef()); !ok {
+			return false
+		}
 	}
+	have := rn.allLabels()
 	for _, want := range j.Labels {
-		if !slices.ContainsFunc(rn.labels, func(have string) bool { return strings.EqualFold(have, want) }) {
+		if !slices.ContainsFunc(have, func(h string) bool { return strings.EqualFold(h, want) }) {
 			return false
 		}
 	}
 	return true
+}
+
+// workflowRef names the job's workflow as selected_workflows does:
+// "owner/repo/.github/workflows/ci.yml@refs/heads/main".
+func (j *Job) workflowRef() string {
+	return j.Repo + "/" + j.WorkflowPath + "@refs/heads/" + j.HeadBranch
 }
 
 // completeLocked finishes a job and sends its completed webhook.

@@ -22,7 +22,8 @@ type runner struct {
 	name       string
 	scope      scope
 	groupID    int64
-	labels     []string
+	labels     []string // custom labels, as asked for
+	defaults   []string // read-only default labels (jitDefaultLabels)
 	workFolder string
 	token      string // the runner's credential for /_fake/runner/
 
@@ -38,10 +39,13 @@ type Runner struct {
 	Org     string // org scope, or empty
 	Repo    string // repo scope "owner/name", or empty
 	GroupID int64
-	Labels  []string
-	Status  string // "online" or "offline"
-	Busy    bool
-	JobID   int64 // the job it took, 0 while idle
+	Labels  []string // the custom labels it was registered with
+	// DefaultLabels are the read-only labels the fake added (see
+	// jitDefaultLabels); a job may ask for them too.
+	DefaultLabels []string
+	Status        string // "online" or "offline"
+	Busy          bool
+	JobID         int64 // the job it took, 0 while idle
 	// LastSeen is the runner's last poll; zero if it never connected.
 	LastSeen time.Time
 }
@@ -56,16 +60,17 @@ func (s *Server) Runners() []Runner {
 	for _, id := range sortedKeys(s.runners) {
 		rn := s.runners[id]
 		out = append(out, Runner{
-			ID:       rn.id,
-			Name:     rn.name,
-			Org:      rn.scope.org,
-			Repo:     rn.scope.repo,
-			GroupID:  rn.groupID,
-			Labels:   slices.Clone(rn.labels),
-			Status:   s.statusLocked(rn, now),
-			Busy:     s.busyLocked(rn),
-			JobID:    rn.jobID,
-			LastSeen: rn.lastSeen,
+			ID:            rn.id,
+			Name:          rn.name,
+			Org:           rn.scope.org,
+			Repo:          rn.scope.repo,
+			GroupID:       rn.groupID,
+			Labels:        slices.Clone(rn.labels),
+			DefaultLabels: slices.Clone(rn.defaults),
+			Status:        s.statusLocked(rn, now),
+			Busy:          s.busyLocked(rn),
+			JobID:         rn.jobID,
+			LastSeen:      rn.lastSeen,
 		})
 	}
 	return out
@@ -110,8 +115,12 @@ func (s *Server) runnerJSONLocked(rn *runner, now time.Time) runnerJSON {
 	if !rn.lastSeen.IsZero() {
 		osName = "Linux"
 	}
-	labels := make([]labelJSON, 0, len(rn.labels))
-	for _, l := range rn.labels {
+	labels := make([]labelJSON, 0, len(rn.defaults)+len(rn.labels))
+	for _, l := range rn.defaults {
+		// reference §3.3: "read-only (set automatically at configuration)".
+		labels = append(labels, labelJSON{ID: s.labelIDLocked(l), Name: l, Type: "read-only"})
+	}
+	for _, l := range rn.allLabels()[len(rn.defaults):] {
 		labels = append(labels, labelJSON{ID: s.labelIDLocked(l), Name: l, Type: "custom"})
 	}
 	return runnerJSON{
@@ -180,12 +189,16 @@ func (s *Server) handleGenerateJIT(w http.ResponseWriter, r *http.Request, sc sc
 		writeError(w, http.StatusUnprocessableEntity, "Invalid request.\n\nLabel names must not be empty.")
 		return
 	}
-	if _, ok := s.opts.RunnerGroups[groupID]; !ok {
+
+	s.mu.Lock()
+	if s.groupLocked(sc.owner(), groupID) == nil {
+		// OpenAPI actions/generate-runner-jitconfig-for-org documents 404
+		// (not_found) besides 409 and 422; a group the org does not have
+		// is "not found" (reference §3.2).
+		s.mu.Unlock()
 		writeError(w, http.StatusNotFound, "Not Found")
 		return
 	}
-
-	s.mu.Lock()
 	for _, other := range s.runners {
 		if other.scope.key() == sc.key() && strings.EqualFold(other.name, name) {
 			s.mu.Unlock()
@@ -200,6 +213,7 @@ func (s *Server) handleGenerateJIT(w http.ResponseWriter, r *http.Request, sc sc
 		groupID:    groupID,
 		labels:     slices.Clone(labels),
 		workFolder: workFolder,
+		defaults:   s.jitDefaultLabels(labels),
 		token:      randomHex(20),
 	}
 	s.nextRunnerID++
@@ -212,7 +226,7 @@ func (s *Server) handleGenerateJIT(w http.ResponseWriter, r *http.Request, sc sc
 		return
 	}
 	s.emitLocked(Event{Kind: EventRunnerRegistered, RunnerID: rn.id, RunnerName: rn.name, Scope: sc.String(),
-		Detail: "labels " + strings.Join(rn.labels, ",")})
+		Detail: "labels " + strings.Join(rn.allLabels(), ",")})
 	s.notifyLocked()
 	resp := map[string]any{
 		"runner":             s.runnerJSONLocked(rn, time.Now()),
@@ -220,6 +234,56 @@ func (s *Server) handleGenerateJIT(w http.ResponseWriter, r *http.Request, sc sc
 	}
 	s.mu.Unlock()
 	writeJSON(w, http.StatusCreated, resp)
+}
+
+// jitDefaultLabels are the read-only labels GitHub gives a runner besides
+// its custom ones: self-hosted, the OS and the architecture (reference §4.4;
+// runner@HEAD src/Runner.Listener/Configuration/ConfigurationManager.cs adds
+// them at config.sh time unless --no-default-labels). Whether a JIT runner
+// gets them is disputed (reference §8 item 1):
+// CloudSnorkel/cdk-github-runners#906 says only the given labels are
+// registered, a comment in github-aws-runners/terraform-aws-github-runner
+// #3491 says the defaults were added. The fake adds them unless
+// Options.NoJITDefaultLabels: that is the stricter case for a provisioner,
+// whose runner can then take a plain `runs-on: [self-hosted, linux]` job
+// not meant for it. GitHub cannot know the host's architecture when the
+// config is generated, so the fake takes it from a custom label naming one
+// (arm64, arm) and X64 otherwise.
+func (s *Server) jitDefaultLabels(custom []string) []string {
+	if s.opts.NoJITDefaultLabels {
+		return nil
+	}
+	arch := "X64"
+	for _, l := range custom {
+		switch strings.ToLower(l) {
+		case "arm64", "aarch64":
+			arch = "ARM64"
+		case "arm":
+			arch = "ARM"
+		}
+	}
+	return []string{"self-hosted", "Linux", arch}
+}
+
+// allLabels are the runner's labels: read-only defaults, then custom ones
+// not already among them.
+func (rn *runner) allLabels() []string {
+	out := slices.Clone(rn.defaults)
+	for _, l := range rn.labels {
+		if !slices.ContainsFunc(out, func(have string) bool { return strings.EqualFold(have, l) }) {
+			out = append(out, l)
+		}
+	}
+	return out
+}
+
+// groupNameLocked is the name of the runner's group, or "" once the group
+// is gone.
+func (s *Server) groupNameLocked(rn *runner) string {
+	if g := s.groupLocked(rn.scope.owner(), rn.groupID); g != nil {
+		return g.Name
+	}
+	return ""
 }
 
 // decodeField decodes body[key] into dst and returns GitHub's validation
@@ -249,7 +313,7 @@ func (s *Server) encodeJITConfig(rn *runner) (string, error) {
 		"agentId":    rn.id,
 		"agentName":  rn.name,
 		"poolId":     rn.groupID,
-		"poolName":   s.opts.RunnerGroups[rn.groupID],
+		"poolName":   s.groupNameLocked(rn),
 		"serverUrl":  s.url,
 		"gitHubUrl":  ghURL,
 		"workFolder": rn.workFolder,

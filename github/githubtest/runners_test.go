@@ -108,8 +108,17 @@ func TestJITConfigContents(t *testing.T) {
 	if rn.ID == 0 || rn.Name != "gpu-1" || rn.OS != "unknown" || rn.Status != "offline" || rn.Busy || !rn.Ephemeral || rn.RunnerGroupID != 1 {
 		t.Errorf("runner = %+v", rn)
 	}
-	if len(rn.Labels) != 2 || rn.Labels[0].Name != "self-hosted" || rn.Labels[1].Name != "A100" || rn.Labels[0].Type != "custom" || rn.Labels[0].ID == 0 {
-		t.Errorf("labels = %+v", rn.Labels)
+	// The read-only defaults first (self-hosted asked for as well is not
+	// listed twice), then the custom labels.
+	want := []labelJSON{{Name: "self-hosted", Type: "read-only"}, {Name: "Linux", Type: "read-only"},
+		{Name: "X64", Type: "read-only"}, {Name: "A100", Type: "custom"}}
+	if len(rn.Labels) != len(want) {
+		t.Fatalf("labels = %+v, want %+v", rn.Labels, want)
+	}
+	for i, l := range rn.Labels {
+		if l.Name != want[i].Name || l.Type != want[i].Type || l.ID == 0 {
+			t.Errorf("labels = %+v, want %+v", rn.Labels, want)
+		}
 	}
 
 	files := decodeJIT(t, resp.EncodedJITConfig)

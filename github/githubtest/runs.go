@@ -149,12 +149,15 @@ func (s *Server) repoJSONLocked(full string) map[string]any {
 		"node_id":   nodeID("R", id),
 		"name":      name,
 		"full_name": full,
-		"private":   true,
-		"archived":  false,
-		"disabled":  false,
-		"html_url":  s.url + "/" + full,
-		"url":       s.url + "/repos/" + full,
-		"owner":     map[string]any{"login": owner, "id": s.idLocked(owner), "type": s.ownerTypeLocked(owner)},
+		// OpenAPI repository / minimal-repository: private and
+		// visibility.
+		"private":    s.repoVisibilityLocked(full) != RepoPublic,
+		"visibility": s.repoVisibilityLocked(full),
+		"archived":   false,
+		"disabled":   false,
+		"html_url":   s.url + "/" + full,
+		"url":        s.url + "/repos/" + full,
+		"owner":      map[string]any{"login": owner, "id": s.idLocked(owner), "type": s.ownerTypeLocked(owner)},
 	}
 }
 

@@ -78,8 +78,22 @@ type Options struct {
 	// and installation tokens do.
 	TokenScopes map[string]string
 
-	// RunnerGroups are the runner groups by id; {1: "Default"} when nil.
+	// RunnerGroups are runner groups by id, each open to every private
+	// repository (visibility all, public repositories not allowed: a new
+	// group's defaults on GitHub). {1: "Default"} when both RunnerGroups
+	// and Groups are empty.
 	RunnerGroups map[int64]string
+	// Groups are runner groups with all their settings (groups.go); a
+	// RunnerGroups entry with the same id is ignored.
+	Groups []RunnerGroup
+	// RepoVisibility gives repositories ("owner/name") a visibility:
+	// public, private or internal. Repositories not listed are private
+	// (see SetRepoVisibility).
+	RepoVisibility map[string]string
+	// NoJITDefaultLabels registers JIT runners with only the labels asked
+	// for, as CloudSnorkel/cdk-github-runners#906 reports; by default the
+	// fake adds the read-only default labels (see jitDefaultLabels).
+	NoJITDefaultLabels bool
 
 	// OnlineTimeout: a runner is online if it polled within this time.
 	// 10s when zero.
@@ -133,6 +147,9 @@ type Server struct {
 
 	recon reconState // runs.go, deliveries.go
 
+	groups  []*RunnerGroup    // groups.go
+	repoVis map[string]string // by lower-cased owner/name; private when absent
+
 	// ctx ends at Close; it aborts a webhook delivery in flight.
 	ctx       context.Context
 	cancel    context.CancelFunc
@@ -150,9 +167,6 @@ func New(opts Options) *Server {
 	}
 	if opts.RunnerVersion == "" {
 		opts.RunnerVersion = DefaultRunnerVersion
-	}
-	if opts.RunnerGroups == nil {
-		opts.RunnerGroups = map[int64]string{1: "Default"}
 	}
 	installs := make(map[string]int64, len(opts.Installations))
 	for k, v := range opts.Installations {
@@ -181,6 +195,23 @@ func New(opts Options) *Server {
 			// GitHub does not follow redirects from a webhook URL.
 			CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
 		},
+	}
+
+	s.groups = initGroups(opts)
+	for repo, vis := range opts.RepoVisibility {
+		switch vis {
+		case RepoPublic, RepoPrivate, RepoInternal:
+		default:
+			panic(fmt.Sprintf("githubtest: Options.RepoVisibility[%q]: %q is not public, private or internal", repo, vis))
+		}
+		if s.repoVis == nil {
+			s.repoVis = map[string]string{}
+		}
+		s.repoVis[strings.ToLower(repo)] = vis
+		if s.recon.repos == nil {
+			s.recon.repos = map[string]string{}
+		}
+		s.recon.repos[strings.ToLower(repo)] = repo
 	}
 
 	s.ctx, s.cancel = context.WithCancel(context.Background())
@@ -237,6 +268,11 @@ func (s *Server) routes() http.Handler {
 		mux.HandleFunc("GET "+prefix+"/actions/runners/downloads", s.scoped(s.handleRunnerDownloads))
 	}
 	mux.HandleFunc("GET /repos/{owner}/{repo}/actions/jobs/{job_id}", s.scoped(s.handleGetJob))
+
+	// Runner groups (groups.go); organizations only.
+	mux.HandleFunc("GET /orgs/{org}/actions/runner-groups", s.scoped(s.handleListGroups))
+	mux.HandleFunc("GET /orgs/{org}/actions/runner-groups/{runner_group_id}", s.scoped(s.handleGetGroup))
+	mux.HandleFunc("GET /orgs/{org}/actions/runner-groups/{runner_group_id}/repositories", s.scoped(s.handleGroupRepos))
 
 	// The App and the credentials' own checks (doctor).
 	mux.HandleFunc("GET /app", s.handleApp)

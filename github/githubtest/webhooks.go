@@ -221,9 +221,13 @@ func (s *Server) webhookLocked(j *Job, action string) {
 			"node_id":   nodeID("R", s.idLocked(j.Repo)),
 			"name":      name,
 			"full_name": j.Repo,
-			"private":   true,
-			"html_url":  s.url + "/" + j.Repo,
-			"owner":     map[string]any{"login": owner, "id": s.idLocked(owner), "type": ownerType},
+			// repository.private is required, visibility optional in
+			// @octokit/openapi-webhooks repository-webhooks; GitHub sends
+			// both.
+			"private":    s.repoVisibilityLocked(j.Repo) != RepoPublic,
+			"visibility": s.repoVisibilityLocked(j.Repo),
+			"html_url":   s.url + "/" + j.Repo,
+			"owner":      map[string]any{"login": owner, "id": s.idLocked(owner), "type": ownerType},
 		},
 		"sender": map[string]any{"login": "crabbox-fake", "id": 1, "type": "User"},
 	}
