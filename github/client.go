@@ -18,6 +18,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net/http"
 	"net/url"
 	"strings"
@@ -63,6 +64,12 @@ type Config struct {
 	JITPerMinute int
 	// OnLimitWait, when set, is told how long a registration waited.
 	OnLimitWait func(limit string, d time.Duration)
+	// RunnerGroupTTL is how long the runner group's settings are cached
+	// (runnergroups.go); DefaultRunnerGroupTTL when zero.
+	RunnerGroupTTL time.Duration
+	// Logger gets the few things worth a line (an odd runner-group
+	// answer); nothing when nil.
+	Logger *slog.Logger
 }
 
 // DefaultJITPerMinute leaves headroom under GitHub's ~180 a minute.
@@ -98,6 +105,8 @@ type Client struct {
 
 	jitLimiter  *rate.Limiter // nil: no pacing
 	onLimitWait func(string, time.Duration)
+
+	groups runnerGroups // runnergroups.go
 }
 
 var _ provisioner.GitHub = (*Client)(nil)
@@ -153,6 +162,7 @@ func New(cfg Config) (*Client, error) {
 		c.jitLimiter = rate.NewLimiter(rate.Limit(float64(perMin)/60), max(perMin/10, 1))
 	}
 	c.onLimitWait = cfg.OnLimitWait
+	c.groups.ttl, c.groups.log = cfg.RunnerGroupTTL, cfg.Logger
 	if c.groupID < 0 {
 		return nil, errors.New("github: runner group id must be positive")
 	}

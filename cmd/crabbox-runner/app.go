@@ -62,6 +62,7 @@ func newApp(ctx context.Context, cfg *config.Config, log *slog.Logger, opts appO
 		APIURL: cfg.GitHub.APIURL, Token: cfg.GitHubToken, AppID: cfg.GitHub.AppID,
 		AppPrivateKey: cfg.GitHubAppKey, RunnerGroupID: cfg.GitHub.RunnerGroupID,
 		JITPerMinute: cfg.Limits.GitHubJITPerMinute, OnLimitWait: a.metrics.LimitWait,
+		Logger: log.With("component", "github"),
 	})
 	if err != nil {
 		return nil, err
@@ -79,6 +80,9 @@ func newApp(ctx context.Context, cfg *config.Config, log *slog.Logger, opts appO
 	pcfg := provisioner.Config{
 		Deployment: cfg.Deployment, Classes: cfg.ProvisionerClasses(), Providers: a.providers,
 		GitHub: gh, Bootstrapper: boot, Store: a.store, Logger: log.With("component", "provisioner"),
+		// Asked before a host is rented for an org-scope job: can the
+		// configured runner group take it (github/runnergroups.go)?
+		RunnerGroups: gh,
 		KeySecret:   leaseKeySecret(cfg.WebhookSecret),
 		Observer:    a.metrics,
 		Limits:      provisioner.Limits{MaxLeases: cfg.Limits.MaxLeases, MaxSpendPerHour: cfg.Limits.MaxSpendPerHour},
