@@ -83,11 +83,11 @@ func newApp(ctx context.Context, cfg *config.Config, log *slog.Logger, opts appO
 		// Asked before a host is rented for an org-scope job: can the
 		// configured runner group take it (github/runnergroups.go)?
 		RunnerGroups: gh,
-		KeySecret:   leaseKeySecret(cfg.WebhookSecret),
-		Observer:    a.metrics,
-		Limits:      provisioner.Limits{MaxLeases: cfg.Limits.MaxLeases, MaxSpendPerHour: cfg.Limits.MaxSpendPerHour},
-		JobTimeout:  cfg.Work.JobTimeout,
-		RescueAfter: cfg.Work.RescueAfter,
+		KeySecret:    leaseKeySecret(cfg.WebhookSecret),
+		Observer:     a.metrics,
+		Limits:       provisioner.Limits{MaxLeases: cfg.Limits.MaxLeases, MaxSpendPerHour: cfg.Limits.MaxSpendPerHour},
+		JobTimeout:   cfg.Work.JobTimeout,
+		RescueAfter:  cfg.Work.RescueAfter,
 		Reconcile: provisioner.ReconcileConfig{
 			Interval: cfg.Reconcile.Interval, GCInterval: cfg.Reconcile.GCInterval,
 			Scopes: cfg.GitHub.ScopeList(),
