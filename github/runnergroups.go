@@ -286,3 +286,40 @@ func (rg *runnerGroups) logger() *slog.Logger {
 	}
 	return slog.New(slog.DiscardHandler)
 }
+
+// RunnerGroupDetail is the configured runner group of an org as GitHub
+// describes it, for doctor.
+type RunnerGroupDetail struct {
+	ID    int64
+	Found bool // false: GitHub answered 404
+	Name  string
+	// Visibility as GitHub sent it, lower-cased; "" when missing.
+	Visibility string
+	// AllowsPublic is nil when the answer did not say.
+	AllowsPublic          *bool
+	RestrictedToWorkflows bool
+	// SelectedRepositories counts a "selected" group's repositories;
+	// SelectedTruncated says there were more than were read.
+	SelectedRepositories int
+	SelectedTruncated    bool
+}
+
+// RunnerGroup reads the configured runner group of an org scope, uncached.
+func (c *Client) RunnerGroup(ctx context.Context, scope provisioner.Scope) (RunnerGroupDetail, error) {
+	t, err := parseScope(scope)
+	if err != nil {
+		return RunnerGroupDetail{}, err
+	}
+	if t.org == "" {
+		return RunnerGroupDetail{}, fmt.Errorf("github: runner groups belong to organizations, not to repository %s", scope.Repo)
+	}
+	info, err := c.fetchGroup(ctx, scope, t.org)
+	if err != nil {
+		return RunnerGroupDetail{}, err
+	}
+	return RunnerGroupDetail{
+		ID: c.groupID, Found: !info.notFound, Name: info.name, Visibility: info.visibility,
+		AllowsPublic: info.allowsPublic, RestrictedToWorkflows: info.restricted,
+		SelectedRepositories: len(info.selected), SelectedTruncated: info.truncated,
+	}, nil
+}

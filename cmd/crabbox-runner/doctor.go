@@ -372,7 +372,7 @@ func (d *doctor) checkGitHub(ctx context.Context, cfg *config.Config) {
 	} else if !g.checkToken(ctx) {
 		return
 	}
-	g.checkRunners(ctx, scopes)
+	g.checkRunnerGroups(ctx, g.checkRunners(ctx, scopes))
 }
 
 // ghCheck is the state of the GitHub checks.
@@ -632,8 +632,9 @@ func (g *ghCheck) checkToken(ctx context.Context) bool {
 }
 
 // checkRunners lists the runners of every scope, with the credentials that
-// serve will use there.
-func (g *ghCheck) checkRunners(ctx context.Context, scopes []provisioner.Scope) {
+// serve will use there, and returns the scopes where that worked.
+func (g *ghCheck) checkRunners(ctx context.Context, scopes []provisioner.Scope) []provisioner.Scope {
+	var listed []provisioner.Scope
 	seen := map[string]bool{}
 	for _, s := range scopes {
 		seen[strings.ToLower(s.Key())] = true
@@ -652,11 +653,13 @@ func (g *ghCheck) checkRunners(ctx context.Context, scopes []provisioner.Scope) 
 		runners, err := g.gh.ListRunners(ctx, s)
 		if err == nil {
 			g.d.ok(what, plural(len(runners), "runner", "runners")+" listed")
+			listed = append(listed, s)
 			continue
 		}
 		problem, fix := g.runnersProblem(err, s)
 		g.d.fail(what, problem, fix)
 	}
+	return listed
 }
 
 func (g *ghCheck) runnersProblem(err error, s provisioner.Scope) (string, string) {
