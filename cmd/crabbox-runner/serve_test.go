@@ -121,6 +121,8 @@ type e2e struct {
 	secret  string
 	cancel  context.CancelFunc
 	exit    chan int
+	// groups is what serve gave the provisioner as RunnerGroups.
+	groups provisioner.RunnerGroups
 }
 
 const (
@@ -187,6 +189,7 @@ classes:
 			c.PollInterval = 100 * time.Millisecond
 			c.QueuePollInterval = 50 * time.Millisecond
 			c.GitHub = spyGitHub{c.GitHub, e.spy}
+			e.groups = c.RunnerGroups
 			c.Bootstrapper = spyBootstrapper{c.Bootstrapper, e.spy}
 		}
 	}

@@ -47,7 +47,8 @@ type RunnerGroup struct {
 	ID   int64
 	Name string
 	// Org is the org the group belongs to; empty means every org (the
-	// fake's shorthand, so that one Options serves several orgs).
+	// fake's shorthand, so that one Options serves several orgs) that has
+	// no group of its own with the same id.
 	Org string
 	// Visibility is all, selected or private; "all" when empty (the
 	// OpenAPI default for a new group). "private" limits the group to
@@ -88,10 +89,6 @@ func (g *RunnerGroup) visibility() string {
 		return GroupVisibilityAll
 	}
 	return g.Visibility
-}
-
-func (g *RunnerGroup) inOrg(org string) bool {
-	return g.Org == "" || strings.EqualFold(g.Org, org)
 }
 
 // initGroups builds the fake's groups from Options: Groups, plus the
@@ -149,12 +146,30 @@ func (s *Server) RemoveRunnerGroup(org string, id int64) {
 
 // groupLocked is the group with that id in an org, or nil.
 func (s *Server) groupLocked(org string, id int64) *RunnerGroup {
-	for _, g := range s.groups {
-		if g.ID == id && g.inOrg(org) {
+	for _, g := range s.orgGroupsLocked(org) {
+		if g.ID == id {
 			return g
 		}
 	}
 	return nil
+}
+
+// orgGroupsLocked are an org's groups by id: its own, and the every-org
+// ones (Org "") whose id it does not have a group of its own for.
+func (s *Server) orgGroupsLocked(org string) []*RunnerGroup {
+	var out []*RunnerGroup
+	for _, g := range s.groups {
+		if g.Org != "" && strings.EqualFold(g.Org, org) {
+			out = append(out, g)
+		}
+	}
+	for _, g := range s.groups {
+		if g.Org == "" && !slices.ContainsFunc(out, func(o *RunnerGroup) bool { return o.ID == g.ID }) {
+			out = append(out, g)
+		}
+	}
+	slices.SortFunc(out, func(a, b *RunnerGroup) int { return int(a.ID - b.ID) })
+	return out
 }
 
 // SetRepoVisibility sets a repository's visibility (public, private or
@@ -268,10 +283,7 @@ func (s *Server) handleListGroups(w http.ResponseWriter, r *http.Request, sc sco
 	s.mu.Lock()
 	visibleTo := r.URL.Query().Get("visible_to_repository")
 	var all []map[string]any
-	for _, g := range s.groups {
-		if !g.inOrg(sc.org) {
-			continue
-		}
+	for _, g := range s.orgGroupsLocked(sc.org) {
 		if visibleTo != "" {
 			if ok, _ := s.groupServesLocked(g, sc.org+"/"+visibleTo, ""); !ok {
 				continue

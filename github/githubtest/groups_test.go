@@ -218,6 +218,15 @@ func TestRunnerGroupEndpoints(t *testing.T) {
 	if _, ok := g["allows_public_repositories"]; ok || g["visibility"] != "everyone" {
 		t.Errorf("odd group: %s", r.body)
 	}
+	// An org's own group shadows the every-org group of the same id.
+	s.SetRunnerGroup(RunnerGroup{ID: 1, Org: "beta", Name: "Beta default", Visibility: GroupVisibilityPrivate})
+	for org, want := range map[string]string{"acme": "all", "beta": "private"} {
+		g = nil
+		call(t, "GET", s.URL()+"/orgs/"+org+"/actions/runner-groups/1", auth, nil).json(t, &g)
+		if g["visibility"] != want {
+			t.Errorf("group 1 of %s: %v, want visibility %s", org, g, want)
+		}
+	}
 	if r := call(t, "GET", s.URL()+"/orgs/acme/actions/runner-groups/9", auth, nil); r.status != 404 {
 		t.Errorf("get missing group: %d", r.status)
 	}
