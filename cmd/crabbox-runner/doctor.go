@@ -28,7 +28,8 @@ import (
 // doctor checks, before a deployment goes live, everything serve needs:
 // the configuration, the database, the webhook secret, GitHub with the
 // given credentials (for an App: its key, its installations, what each was
-// granted and the workflow_job event), and every provider with its key
+// granted and the workflow_job event; the runner group, doctor_groups.go),
+// and every provider with its key
 // (read-only calls: a list of instances and offers; nothing is rented).
 //
 // Each check prints one line, OK, WARN or FAIL, and a failed or warned
@@ -54,6 +55,9 @@ with a "fix:" line under each problem saying what to do. It exits 1 if any check
                    administration: write (users' repositories) and actions: read
   GitHub token     GitHub accepts it (GET /rate_limit); a classic token's scopes
   runners          the runners of every org of the App and of github.scopes can be listed
+  runner group     github.runner_group_id exists in each org, with a visibility known,
+                   open to public repositories if a class takes them, not empty if
+                   "selected"; a workflow restriction warns (serve cannot check it)
   providers        each provider's key works (a list of instances) and each class's
                    offers there (nothing is rented)`,
 		Args: cobra.NoArgs,
