@@ -228,3 +228,23 @@ func TestGroupServesErrors(t *testing.T) {
 		t.Errorf("after 31s: %d requests, want 2", n)
 	}
 }
+
+// With an App, the installation's token reads the group; an installation
+// without organization_self_hosted_runners gets 403, which is an error
+// (GitHub could not say), never ok.
+func TestGroupServesAppMode(t *testing.T) {
+	_, c := appClient(t, githubtest.Options{Installations: map[string]int64{"acme": 11, "beta": 12},
+		RepoVisibility:          map[string]string{"acme/site": "public"},
+		InstallationPermissions: map[int64]map[string]string{12: {"actions": "read"}}})
+	ctx := ctxFor(t)
+	if ok, reason, err := c.GroupServes(ctx, provisioner.Scope{Org: "acme", InstallationID: 11}, "acme/app", "private"); !ok || err != nil {
+		t.Errorf("private repo: %v %q %v", ok, reason, err)
+	}
+	if ok, _, err := c.GroupServes(ctx, provisioner.Scope{Org: "acme"}, "acme/site", "public"); ok || err != nil {
+		t.Errorf("public repo: %v %v", ok, err)
+	}
+	ok, _, err := c.GroupServes(ctx, provisioner.Scope{Org: "beta", InstallationID: 12}, "beta/app", "private")
+	if ok || err == nil || !strings.Contains(err.Error(), "403") {
+		t.Errorf("installation without the permission: %v %v", ok, err)
+	}
+}
