@@ -9,7 +9,9 @@
 // actions/runner-shaped tarball whose run.sh connects back to this server
 // over a small fake-only protocol under /_fake/runner/, takes one job, runs
 // its bash script and exits. Jobs go to online, idle runners whose labels
-// cover the job's, exactly one job per JIT runner.
+// (GitHub's read-only defaults included) cover the job's and whose runner
+// group may serve the job's repository (groups.go), exactly one job per
+// JIT runner.
 //
 // For reconciliation it lists repositories, workflow runs (a run is the
 // jobs sharing a RunID; see QueueRun) and their jobs, and it keeps the App
