@@ -70,8 +70,10 @@ type groupEntry struct {
 	err     error
 	expires time.Time
 	// logged is the last odd-answer message logged, so that it is logged
-	// once, not on every refresh.
-	logged string
+	// once, not on every refresh; loggedRestricted likewise for a workflow
+	// restriction.
+	logged           string
+	loggedRestricted bool
 }
 
 // runnerGroups is the Client's runner-group cache.
@@ -193,6 +195,13 @@ func (c *Client) groupInfo(ctx context.Context, scope provisioner.Scope, org str
 		}
 		e.logged = msg
 	}
+	if info.restricted && !e.loggedRestricted {
+		// The job's workflow file is not in the workflow_job event, so
+		// this cannot be checked here; doctor warns about it too.
+		rg.logger().Warn("runner group is limited to selected workflows, which crabbox-runner cannot check: a job of another workflow gets a host but no runner",
+			"org", org, "runner_group_id", c.groupID)
+	}
+	e.loggedRestricted = info.restricted
 	return info, nil
 }
 
@@ -212,11 +221,6 @@ func oddness(info *groupInfo, id int64, org string) string {
 	}
 	if info.truncated {
 		probs = append(probs, fmt.Sprintf("more than %d selected repositories; the rest are refused", maxSelectedPages*100))
-	}
-	if info.restricted {
-		// The job's workflow file is not in the workflow_job event, so
-		// this cannot be checked here; doctor says so.
-		probs = append(probs, "restricted_to_workflows is set; crabbox-runner cannot check a job's workflow and leases for every job the group otherwise serves")
 	}
 	return strings.Join(probs, "; ")
 }

@@ -248,3 +248,22 @@ func TestGroupServesAppMode(t *testing.T) {
 		t.Errorf("installation without the permission: %v %v", ok, err)
 	}
 }
+
+// A workflow restriction cannot be checked: the verdict stands on the rest,
+// and one log line says so.
+func TestGroupServesWorkflowRestriction(t *testing.T) {
+	s := newGroupsSetup(t, 1, githubtest.Options{Groups: []githubtest.RunnerGroup{
+		{ID: 1, Name: "Default", RestrictedToWorkflows: true, SelectedWorkflows: []string{"acme/app/.github/workflows/gpu.yml@main"}},
+	}})
+	ctx := ctxFor(t)
+	for range 2 {
+		if ok, reason, err := s.c.GroupServes(ctx, acme, "acme/app", "private"); !ok || err != nil {
+			t.Fatalf("restricted group, private repo: %v %q %v", ok, reason, err)
+		}
+		s.clock.add(github.DefaultRunnerGroupTTL + time.Second)
+	}
+	out := s.log.String()
+	if n := strings.Count(out, "limited to selected workflows"); n != 1 || strings.Contains(out, "answer is odd") {
+		t.Errorf("log:\n%s", out)
+	}
+}
