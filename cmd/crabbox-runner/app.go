@@ -79,11 +79,12 @@ func newApp(ctx context.Context, cfg *config.Config, log *slog.Logger, opts appO
 	pcfg := provisioner.Config{
 		Deployment: cfg.Deployment, Classes: cfg.ProvisionerClasses(), Providers: a.providers,
 		GitHub: gh, Bootstrapper: boot, Store: a.store, Logger: log.With("component", "provisioner"),
-		KeySecret:   leaseKeySecret(cfg.WebhookSecret),
-		Observer:    a.metrics,
-		Limits:      provisioner.Limits{MaxLeases: cfg.Limits.MaxLeases, MaxSpendPerHour: cfg.Limits.MaxSpendPerHour},
-		JobTimeout:  cfg.Work.JobTimeout,
-		RescueAfter: cfg.Work.RescueAfter,
+		KeySecret:          leaseKeySecret(cfg.WebhookSecret),
+		Observer:           a.metrics,
+		Limits:             provisioner.Limits{MaxLeases: cfg.Limits.MaxLeases, MaxSpendPerHour: cfg.Limits.MaxSpendPerHour},
+		JobTimeout:         cfg.Work.JobTimeout,
+		RescueAfter:        cfg.Work.RescueAfter,
+		UnusedRetryBackoff: cfg.Reconcile.UnusedRunnerBackoff,
 		Reconcile: provisioner.ReconcileConfig{
 			Interval: cfg.Reconcile.Interval, GCInterval: cfg.Reconcile.GCInterval,
 			Scopes: cfg.GitHub.ScopeList(),
