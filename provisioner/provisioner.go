@@ -280,6 +280,13 @@ func (p *Provisioner) HandleJobEvent(ctx context.Context, ev JobEvent) (Outcome,
 		return Ignored, nil
 	}
 	class, refusal := MatchJob(p.cfg.Classes, ev.Labels, ev.Repo, ev.Visibility)
+	if refusal != nil && refusal.Kind == RefusedPublic && ev.Visibility == "" {
+		// Refused only for want of the visibility (an event made up from
+		// a REST listing that did not give it): nothing is recorded, so
+		// the delivery, which always says, is judged on its own.
+		p.log.Debug("job of unknown visibility not served", "job_id", ev.JobID, "repo", ev.Repo, "reason", refusal.Reason)
+		return Ignored, nil
+	}
 	// The runner group is asked before the transaction, never inside one
 	// (SQLite has one writer), and only for a queued job of a class.
 	var group *Unservable

@@ -113,6 +113,9 @@ type Server struct {
 
 	nextRunnerID, nextJobID, nextRunID, nextLabelID, nextRepoID int64
 
+	// repoVisibility: repository (lower case) → visibility (visibility.go).
+	repoVisibility map[string]string
+
 	runners  map[int64]*runner // registered and not removed
 	retired  map[int64]*runner // ran their one job; their poll says exit
 	labelIDs map[string]int64  // by lower-cased label name

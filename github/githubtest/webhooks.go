@@ -213,17 +213,19 @@ func (s *Server) webhookLocked(j *Job, action string) {
 	if j.Org != "" {
 		ownerType = "Organization"
 	}
+	visibility, private := s.visibilityLocked(j.Repo)
 	payload := map[string]any{
 		"action":       action,
 		"workflow_job": s.workflowJobLocked(j),
 		"repository": map[string]any{
-			"id":        s.idLocked(j.Repo),
-			"node_id":   nodeID("R", s.idLocked(j.Repo)),
-			"name":      name,
-			"full_name": j.Repo,
-			"private":   true,
-			"html_url":  s.url + "/" + j.Repo,
-			"owner":     map[string]any{"login": owner, "id": s.idLocked(owner), "type": ownerType},
+			"id":         s.idLocked(j.Repo),
+			"node_id":    nodeID("R", s.idLocked(j.Repo)),
+			"name":       name,
+			"full_name":  j.Repo,
+			"private":    private,
+			"visibility": visibility,
+			"html_url":   s.url + "/" + j.Repo,
+			"owner":      map[string]any{"login": owner, "id": s.idLocked(owner), "type": ownerType},
 		},
 		"sender": map[string]any{"login": "crabbox-fake", "id": 1, "type": "User"},
 	}
