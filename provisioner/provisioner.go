@@ -173,12 +173,13 @@ func (p *Provisioner) Start(ctx context.Context) error {
 			}
 		}
 	}
-	// Marks made under another class policy get their chance now.
-	if err := p.reviewPolicy(ctx); err != nil {
-		p.log.Warn("reviewing unservable jobs under the new class policy", "error", err)
-	}
 	if err := p.cfg.Store.StartWork(ctx, p.workConfig()); err != nil {
 		return err
+	}
+	// Marks made under another class policy get their chance now (the
+	// balances this calls for enqueue work: after StartWork).
+	if err := p.reviewPolicy(ctx); err != nil {
+		p.log.Warn("reviewing unservable jobs under the new class policy", "error", err)
 	}
 	p.StartBalancer()
 	return nil
@@ -322,6 +323,9 @@ func (p *Provisioner) HandleJobEvent(ctx context.Context, ev JobEvent) (Outcome,
 		if class == nil {
 			if refusal != nil && rec.NewJobEvent {
 				notes, err = p.recordRefusal(ctx, tx, ev, status, refusal, rec.Job)
+				if err == nil {
+					mark, err = p.refusedJobOnOurRunner(ctx, tx, ev, status)
+				}
 			}
 			return err
 		}

@@ -322,3 +322,46 @@ func (p *Provisioner) reviewPolicy(ctx context.Context) error {
 	}
 	return errors.Join(errs...)
 }
+
+// refusedJobOnOurRunner follows a refused job that GitHub gave one of our
+// runners anyway: GitHub routes by labels, and every runner has the default
+// labels, so a `runs-on: self-hosted` job may take a runner made for
+// another job. The lease is busy while it runs and released when it ends,
+// as for any job, so that balance does not count it as free.
+func (p *Provisioner) refusedJobOnOurRunner(ctx context.Context, tx Tx, ev JobEvent, status JobStatus) (*balanceMark, error) {
+	if ev.RunnerName == "" || (status != JobInProgress && status != JobCompleted) {
+		return nil, nil
+	}
+	l, err := tx.LeaseByRunnerName(ctx, ev.RunnerName)
+	if errors.Is(err, ErrNotFound) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	mark := &balanceMark{}
+	if status == JobInProgress {
+		p.log.Warn("a job refused by policy took a runner of ours (GitHub routes by labels)", "job_id", ev.JobID, "repo", ev.Repo,
+			"lease_id", l.ID, "runner_name", ev.RunnerName)
+		if err := p.markBusy(ctx, tx, l, &Job{ID: ev.JobID}); err != nil {
+			return nil, err
+		}
+	} else {
+		if l.BoundJobID == 0 {
+			if _, err := tx.UpdateLease(ctx, l.ID, func(l *Lease) { l.BoundJobID = ev.JobID }); err != nil {
+				return nil, err
+			}
+		}
+		if err := p.requestRelease(ctx, tx, l.ID, "job completed", ""); err != nil {
+			return nil, err
+		}
+		if cur, err := tx.Lease(ctx, l.ID); err == nil && cur.State == StateReleasing && l.State != StateReleasing {
+			mark.released = l.ID
+		}
+	}
+	later, err := p.balanceSoon(ctx, tx, l.Class, l.Scope)
+	if later {
+		mark.class, mark.scope = l.Class, l.Scope
+	}
+	return mark, err
+}
