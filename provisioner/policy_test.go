@@ -251,3 +251,28 @@ func TestNoLeaseLoop(t *testing.T) {
 	h.event("queued", 1, "g1")
 	h.waitFor("a third lease after the redelivery", func() bool { return len(h.leases()) == 3 })
 }
+
+// GitHub routes by labels: a refused `runs-on: self-hosted` job can take a
+// runner made for another job. Its lease is then busy, not free, and a new
+// lease is made for the job still waiting.
+func TestRefusedJobTakingOurRunner(t *testing.T) {
+	h := newHarness(t, nil)
+	h.event("queued", 1, "g1")
+	h.waitFor("idle lease", func() bool { return len(h.leases(provisioner.StateIdle)) == 1 })
+	l := h.leases()[0]
+	selfHosted := func(e *provisioner.JobEvent) { e.Labels = []string{"self-hosted"} }
+	h.event("queued", 2, "g2", selfHosted)
+	h.event("in_progress", 2, "g3", selfHosted, func(e *provisioner.JobEvent) { e.RunnerName = l.RunnerName })
+	if got, _ := h.store.Lease(context.Background(), l.ID); got.State != provisioner.StateBusy || got.BoundJobID != 2 {
+		t.Fatalf("lease after the refused job took its runner: %s bound %d", got.State, got.BoundJobID)
+	}
+	h.waitFor("a lease for job 1 again", func() bool { return len(h.leases(provisioner.StateIdle)) == 1 })
+	h.event("completed", 2, "g4", selfHosted, func(e *provisioner.JobEvent) { e.RunnerName = l.RunnerName })
+	h.waitFor("the refused job's lease released", func() bool {
+		got, _ := h.store.Lease(context.Background(), l.ID)
+		return got.State == provisioner.StateReleased
+	})
+	if n := len(h.leases()); n != 2 {
+		t.Fatalf("%d leases, want 2", n)
+	}
+}
