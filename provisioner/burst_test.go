@@ -167,7 +167,7 @@ func (h *harness) send(ctx context.Context, action string, job int64, runner str
 	// ReceivedAt as the webhook handler sets it: the phases count from the
 	// delivery's arrival, before it waits for the database.
 	ev := provisioner.JobEvent{DeliveryID: fmt.Sprintf("%s-%d", action, job), Action: action, Status: action, JobID: job,
-		RunID: job, RunAttempt: 1, Labels: []string{"self-hosted", "a100"}, Repo: "acme/ml", Org: "acme", RunnerName: runner,
+		RunID: job, RunAttempt: 1, Labels: []string{"self-hosted", "a100"}, Repo: "acme/ml", Org: "acme", Visibility: "private", RunnerName: runner,
 		ReceivedAt: time.Now()}
 	if _, err := h.p.HandleJobEvent(ctx, ev); err != nil {
 		h.t.Fatal(err)

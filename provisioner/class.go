@@ -1,9 +1,6 @@
 package provisioner
 
-import (
-	"strings"
-	"time"
-)
+import "time"
 
 // Class is a kind of GPU host a job can ask for with its labels.
 type Class struct {
@@ -31,6 +28,15 @@ type Class struct {
 	// MaxLeases caps this class's leases (0: no cap).
 	MaxLeases int
 
+	// Repositories, when set, are the only repositories (owner/name or
+	// owner/*, ignoring case) whose jobs may spend on this class.
+	Repositories []string
+	// PublicRepositories lets jobs of public repositories (and of
+	// repositories whose visibility is unknown) spend on this class: on a
+	// public repository anyone can open a pull request whose workflow runs
+	// here.
+	PublicRepositories bool
+
 	BootTimeout time.Duration // create call to runner online
 	IdleTimeout time.Duration // runner online without a job
 	MaxLifetime time.Duration // hard cap on the host's life
@@ -44,27 +50,15 @@ type GPURequirement struct {
 }
 
 // Matches reports whether a job with these runs-on labels fits the class:
-// every job label is one of the class labels, ignoring case.
+// every job label is one of the class labels, ignoring case, and one of
+// them names the class (is not one of GitHub's default labels, see
+// policy.go). The class's repository policy is MatchJob's to apply.
 func (c *Class) Matches(jobLabels []string) bool {
-	if len(jobLabels) == 0 {
-		return false
-	}
-	for _, jl := range jobLabels {
-		found := false
-		for _, cl := range c.Labels {
-			if strings.EqualFold(jl, cl) {
-				found = true
-				break
-			}
-		}
-		if !found {
-			return false
-		}
-	}
-	return true
+	return c.fitsLabels(jobLabels) && c.namedBy(jobLabels)
 }
 
-// MatchClass returns the first class that fits the job's labels, or nil.
+// MatchClass returns the first class that fits the job's labels, or nil,
+// whatever the job's repository (MatchJob applies the policy too).
 // Classes are tried in configuration order, so list specific ones first.
 func MatchClass(classes []Class, jobLabels []string) *Class {
 	for i := range classes {

@@ -295,7 +295,7 @@ func newHarness(t testing.TB, tweak func(*provisioner.Config)) *harness {
 func (h *harness) event(action string, job int64, guid string, mod ...func(*provisioner.JobEvent)) provisioner.Outcome {
 	h.t.Helper()
 	ev := provisioner.JobEvent{DeliveryID: guid, Action: action, Status: action, JobID: job, RunID: 1, RunAttempt: 1,
-		Labels: []string{"self-hosted", "A100"}, Repo: "acme/ml", Org: "acme"}
+		Labels: []string{"self-hosted", "A100"}, Repo: "acme/ml", Org: "acme", Visibility: "private"}
 	for _, m := range mod {
 		m(&ev)
 	}

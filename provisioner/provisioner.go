@@ -65,6 +65,10 @@ type Config struct {
 	// BalanceBatch bounds the leases one balance transaction creates
 	// (default 100): on SQLite every other write waits for it.
 	BalanceBatch int
+	// UnusedRetryBackoff is how long a job whose first runner came online
+	// and went unused waits for its second and last lease (default
+	// DefaultUnusedRetryBackoff; see unservable.go).
+	UnusedRetryBackoff time.Duration
 }
 
 // Limits cap leases and spend. Work beyond a limit waits, in order, and
@@ -95,6 +99,8 @@ type Provisioner struct {
 	balancing atomic.Bool
 	// bootRuns counts the boot worker runs under way in this process.
 	bootRuns atomic.Int64
+	// policy is PolicyHash(cfg.Classes), kept with every unservable mark.
+	policy string
 }
 
 // New checks the configuration and returns a provisioner. Call Start to run
@@ -139,7 +145,10 @@ func New(cfg Config) (*Provisioner, error) {
 	if cfg.QueuePollInterval <= 0 {
 		cfg.QueuePollInterval = 100 * time.Millisecond
 	}
-	p := &Provisioner{cfg: cfg, log: cfg.Logger, now: cfg.Now, classes: map[string]*Class{}}
+	if cfg.UnusedRetryBackoff <= 0 {
+		cfg.UnusedRetryBackoff = DefaultUnusedRetryBackoff
+	}
+	p := &Provisioner{cfg: cfg, log: cfg.Logger, now: cfg.Now, classes: map[string]*Class{}, policy: PolicyHash(cfg.Classes)}
 	p.bal = newBalancer(p)
 	for i := range cfg.Classes {
 		c := &cfg.Classes[i]
@@ -166,6 +175,11 @@ func (p *Provisioner) Start(ctx context.Context) error {
 	}
 	if err := p.cfg.Store.StartWork(ctx, p.workConfig()); err != nil {
 		return err
+	}
+	// Marks made under another class policy get their chance now (the
+	// balances this calls for enqueue work: after StartWork).
+	if err := p.reviewPolicy(ctx); err != nil {
+		p.log.Warn("reviewing unservable jobs under the new class policy", "error", err)
 	}
 	p.StartBalancer()
 	return nil
@@ -266,38 +280,70 @@ func (p *Provisioner) HandleJobEvent(ctx context.Context, ev JobEvent) (Outcome,
 	if !ok {
 		return Ignored, nil
 	}
-	class := MatchClass(p.cfg.Classes, ev.Labels)
+	class, refusal := MatchJob(p.cfg.Classes, ev.Labels, ev.Repo, ev.Visibility)
+	if refusal != nil && refusal.Kind == RefusedPublic && ev.Visibility == "" {
+		// Refused only for want of the visibility (an event made up from
+		// a REST listing that did not give it): nothing is recorded, so
+		// the delivery, which always says, is judged on its own.
+		p.log.Debug("job of unknown visibility not served", "job_id", ev.JobID, "repo", ev.Repo, "reason", refusal.Reason)
+		return Ignored, nil
+	}
+	// The runner group is asked before the transaction, never inside one
+	// (SQLite has one writer), and only for a queued job of a class.
+	var group *Unservable
+	if class != nil && status == JobQueued {
+		group = p.checkGroup(ctx, p.scopeFor(ev), ev.Repo, ev.Visibility)
+	}
 	out := Ignored
 	var mark *balanceMark
+	var notes []unservableNote
 	err := p.cfg.Store.InTx(ctx, func(tx Tx) error {
 		now := p.now()
-		out, mark = Ignored, nil
+		out, mark, notes = Ignored, nil, nil
 		// The dedupe key of the job event is the status the event reports,
 		// so that an approval-gated job's second "queued" is not mistaken
-		// for the first.
+		// for the first. A job refused by policy is recorded too: once, so
+		// that it is logged and counted once and shown.
 		rec, err := tx.RecordEvent(ctx, EventRecord{GUID: ev.DeliveryID, Event: "workflow_job", Action: ev.Action, At: now,
-			Job: class != nil, JobID: ev.JobID, RunAttempt: ev.RunAttempt, Status: string(status)})
+			Job: class != nil || refusal != nil, JobID: ev.JobID, RunAttempt: ev.RunAttempt, Status: string(status)})
 		if err != nil {
 			return err
 		}
+		renew := class != nil && status == JobQueued && ev.DeliveryID != ""
 		if !rec.NewDelivery {
 			out = Duplicate
-			return nil
+			if renew {
+				// GitHub keeps the GUID on a redelivery: one asked for
+				// after a fix is a change that gives a marked job its
+				// chance again.
+				mark, notes, err = p.renewJob(ctx, tx, ev, group)
+			}
+			return err
 		}
 		if class == nil {
-			return nil
+			if refusal != nil && rec.NewJobEvent {
+				notes, err = p.recordRefusal(ctx, tx, ev, status, refusal, rec.Job)
+				if err == nil {
+					mark, err = p.refusedJobOnOurRunner(ctx, tx, ev, status)
+				}
+			}
+			return err
 		}
 		if !rec.NewJobEvent {
 			out = Duplicate
-			return nil
+			if renew {
+				mark, notes, err = p.renewJob(ctx, tx, ev, group)
+			}
+			return err
 		}
 		out = Accepted
-		mark, err = p.applyJobEvent(ctx, tx, ev, status, class, rec.Job)
+		mark, notes, err = p.applyJobEvent(ctx, tx, ev, status, class, rec.Job, group)
 		return err
 	})
 	if err != nil {
 		return Ignored, err
 	}
+	p.notePolicy(notes)
 	if mark != nil {
 		if mark.released != "" {
 			p.announce(ctx, ReleaseArgs{LeaseID: mark.released})
@@ -320,7 +366,7 @@ type balanceMark struct {
 
 // applyJobEvent records what the event says, and calls for the balance of
 // its class (balanceSoon); a balance left for the balancer is returned.
-func (p *Provisioner) applyJobEvent(ctx context.Context, tx Tx, ev JobEvent, status JobStatus, class *Class, job *Job) (*balanceMark, error) {
+func (p *Provisioner) applyJobEvent(ctx context.Context, tx Tx, ev JobEvent, status JobStatus, class *Class, job *Job, group *Unservable) (*balanceMark, []unservableNote, error) {
 	log := p.log.With("job_id", ev.JobID, "run_attempt", ev.RunAttempt, "delivery_id", ev.DeliveryID, "class", class.Name)
 	if job == nil {
 		// A job is dated from its first delivery's arrival: the queued →
@@ -332,7 +378,15 @@ func (p *Provisioner) applyJobEvent(ctx context.Context, tx Tx, ev JobEvent, sta
 	}
 	if status.Rank() <= job.Status.Rank() {
 		log.Debug("late event ignored", "action", ev.Action, "job_status", job.Status)
-		return nil, nil
+		return nil, nil, nil
+	}
+	if ev.Visibility != "" {
+		job.Visibility = ev.Visibility
+	}
+	var notes []unservableNote
+	if status == JobQueued && group != nil {
+		p.mark(job, *group)
+		notes = append(notes, unservableNote{job: job})
 	}
 	job.Status = status
 	if ev.RunnerName != "" {
@@ -350,14 +404,14 @@ func (p *Provisioner) applyJobEvent(ctx context.Context, tx Tx, ev JobEvent, sta
 		case errors.Is(err, ErrNotFound):
 			// Another runner with the same labels took it.
 		case err != nil:
-			return nil, err
+			return nil, nil, err
 		default:
 			lease = l
 			job.LeaseID = l.ID
 		}
 	}
 	if err := tx.PutJob(ctx, job); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	log.Info("workflow job "+string(status), "runner_name", job.RunnerName, "lease_id", job.LeaseID)
 
@@ -365,19 +419,19 @@ func (p *Provisioner) applyJobEvent(ctx context.Context, tx Tx, ev JobEvent, sta
 		switch status {
 		case JobInProgress:
 			if err := p.markBusy(ctx, tx, lease, job); err != nil {
-				return nil, err
+				return nil, nil, err
 			}
 		case JobCompleted:
 			if lease.BoundJobID == 0 {
 				if _, err := tx.UpdateLease(ctx, lease.ID, func(l *Lease) { l.BoundJobID = job.ID }); err != nil {
-					return nil, err
+					return nil, nil, err
 				}
 			}
 			if !lease.BusySince.IsZero() {
 				p.cfg.Observer.Phase(lease.Class, lease.Provider, PhaseJobRun, p.now().Sub(lease.BusySince))
 			}
 			if err := p.requestRelease(ctx, tx, lease.ID, "job completed", ""); err != nil {
-				return nil, err
+				return nil, nil, err
 			}
 			// Announce only release work this transaction enqueued: a lease
 			// still owned by its provision worker is only flagged, and an
@@ -392,7 +446,7 @@ func (p *Provisioner) applyJobEvent(ctx context.Context, tx Tx, ev JobEvent, sta
 	if later {
 		mark.class, mark.scope = class.Name, job.Scope
 	}
-	return mark, err
+	return mark, notes, err
 }
 
 func (p *Provisioner) markBusy(ctx context.Context, tx Tx, l *Lease, job *Job) error {

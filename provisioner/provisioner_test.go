@@ -331,7 +331,7 @@ func TestBalancerBurstOverSeveralPasses(t *testing.T) {
 			for i := range n / 10 {
 				job := int64(g*100 + i + 1)
 				ev := provisioner.JobEvent{DeliveryID: fmt.Sprint("burst-", job), Action: "queued", Status: "queued", JobID: job,
-					RunID: job, RunAttempt: 1, Labels: []string{"self-hosted", "A100"}, Repo: "acme/ml", Org: "acme"}
+					RunID: job, RunAttempt: 1, Labels: []string{"self-hosted", "A100"}, Repo: "acme/ml", Org: "acme", Visibility: "private"}
 				if _, err := h.p.HandleJobEvent(ctx, ev); err != nil {
 					t.Error(err)
 				}

@@ -97,6 +97,10 @@ func (p *Provisioner) CheckDeadlines(ctx context.Context) (int, error) {
 		return 0, err
 	}
 	n, errs := 0, []error(nil)
+	// A back-off that ran out is a deadline too.
+	if _, err := p.ReviewUnservable(ctx, false); err != nil {
+		errs = append(errs, err)
+	}
 	for _, l := range live {
 		for _, kind := range p.dueDeadlines(l, p.now()) {
 			n++
@@ -205,6 +209,7 @@ type ReconcileReport struct {
 	StaleJobs        int // jobs we thought queued that GitHub has moved on
 	Redelivered      int
 	RunnerGone       int // idle or busy leases whose runner GitHub no longer has
+	Servable         int // jobs marked unservable whose mark was cleared
 }
 
 // Reconcile runs one lease pass: every deadline of every live lease is
@@ -297,10 +302,17 @@ func (p *Provisioner) Reconcile(ctx context.Context) (*ReconcileReport, error) {
 			errs = append(errs, fmt.Errorf("redelivering failed deliveries: %w", err))
 		}
 	}
+	// Marked jobs whose back-off ran out or whose runner group may serve
+	// them now (asked again here, outside any transaction).
+	n, err = p.ReviewUnservable(ctx, true)
+	rep.Servable = n
+	if err != nil {
+		errs = append(errs, err)
+	}
 	if err := p.balanceAll(ctx); err != nil {
 		errs = append(errs, err)
 	}
-	if rep.MissedJobs+rep.StaleJobs+rep.Redelivered+rep.Requeued+rep.RunnerGone > 0 {
+	if rep.MissedJobs+rep.StaleJobs+rep.Redelivered+rep.Requeued+rep.RunnerGone+rep.Servable > 0 {
 		p.log.Info("reconciled", "missed_jobs", rep.MissedJobs, "stale_jobs", rep.StaleJobs,
 			"redelivered", rep.Redelivered, "requeued", rep.Requeued, "runner_gone", rep.RunnerGone)
 	}

@@ -48,7 +48,7 @@ func (m *memJobs) Scopes(ctx context.Context) ([]provisioner.Scope, error) { ret
 
 func jobEvent(action string, id int64) provisioner.JobEvent {
 	return provisioner.JobEvent{Action: action, Status: action, JobID: id, RunID: 1, RunAttempt: 1,
-		Labels: []string{"self-hosted", "a100"}, Repo: "acme/ml", Org: "acme"}
+		Labels: []string{"self-hosted", "a100"}, Repo: "acme/ml", Org: "acme", Visibility: "private"}
 }
 
 func TestReconcileMakesUpForLostWebhooks(t *testing.T) {

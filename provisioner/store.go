@@ -26,6 +26,9 @@ type Store interface {
 	// QueuedJobs lists the jobs still queued that were last updated before
 	// the given time, oldest first (reconciliation asks GitHub about them).
 	QueuedJobs(ctx context.Context, updatedBefore time.Time) ([]*Job, error)
+	// UnservableJobs lists the queued jobs marked unservable, most recently
+	// marked first.
+	UnservableJobs(ctx context.Context, f UnservableFilter) ([]*Job, error)
 	// ClassScopes lists the (class, scope) pairs that have queued jobs or
 	// leases that can still take one: what balancing must look at.
 	ClassScopes(ctx context.Context) ([]ClassScope, error)
@@ -62,7 +65,8 @@ type Tx interface {
 	PutJob(ctx context.Context, j *Job) error
 
 	// Demand counts, for one class in one scope, the jobs still queued and
-	// the leases that can still take one (State.Available).
+	// not marked unservable, and the leases that can still take one
+	// (State.Available).
 	Demand(ctx context.Context, class, scopeKey string) (queued, available int, err error)
 
 	InsertLease(ctx context.Context, l *Lease) error
@@ -178,6 +182,34 @@ type Job struct {
 	LeaseID      string // the lease whose runner took the job, once known
 	CreatedAt    time.Time
 	UpdatedAt    time.Time
+
+	// Visibility is the repository's, as the delivery said ("" unknown).
+	Visibility string
+	// Unservable, when its Kind is set, keeps the job from any lease
+	// (demand does not count it) until something changes.
+	Unservable Unservable
+	// UnusedLeases counts the leases made for this job whose runner came
+	// online and went unused while the job stayed queued (no lease loop).
+	UnusedLeases int
+}
+
+// Unservable is why a job gets no lease, since when, and until when.
+type Unservable struct {
+	Kind   UnservableKind
+	Reason string
+	At     time.Time
+	// Until, when set, ends the mark by itself (a back-off); zero: it
+	// stays until something changes.
+	Until time.Time
+	// Policy is PolicyHash of the classes when the mark was made.
+	Policy string
+}
+
+// UnservableFilter selects queued jobs marked unservable.
+type UnservableFilter struct {
+	Kinds []UnservableKind // empty: every kind
+	Since time.Time        // marked at or after it (zero: any time)
+	Limit int              // 0: 1000
 }
 
 // EventRecord is what RecordEvent records of a delivery.

@@ -196,6 +196,8 @@ const bootGrace = 2 * time.Minute
 
 func (p *Provisioner) checkDeadline(ctx context.Context, leaseID, kind string) error {
 	var again time.Duration
+	var notes []unservableNote
+	var unusedLease *Lease
 	err := p.cfg.Store.InTx(ctx, func(tx Tx) error {
 		l, err := tx.Lease(ctx, leaseID)
 		if errors.Is(err, ErrNotFound) {
@@ -211,7 +213,19 @@ func (p *Provisioner) checkDeadline(ctx context.Context, leaseID, kind string) e
 			if l.State != StateIdle || class == nil || now.Before(l.IdleSince.Add(class.IdleTimeout)) {
 				return nil
 			}
-			if err := p.requestRelease(ctx, tx, l.ID, "idle timeout", ""); err != nil {
+			// No lease loop: a runner that sat idle while its job stayed
+			// queued was not given the job; the job waits, or is marked.
+			unused, err := p.unusedRunner(ctx, tx, l)
+			if err != nil {
+				return err
+			}
+			reason := "idle timeout"
+			notes, unusedLease = nil, nil
+			if unused != nil {
+				reason, unusedLease = ReasonUnusedRunner, l
+				notes = []unservableNote{{job: unused}}
+			}
+			if err := p.requestRelease(ctx, tx, l.ID, reason, ""); err != nil {
 				return err
 			}
 			return p.balance(ctx, tx, l.Class, l.Scope)
@@ -258,8 +272,28 @@ func (p *Provisioner) checkDeadline(ctx context.Context, leaseID, kind string) e
 		}
 		return fmt.Errorf("unknown deadline kind %q", kind)
 	})
+	if err == nil {
+		p.notePolicy(notes)
+		if unusedLease != nil {
+			p.noteUnusedSpend(ctx, unusedLease)
+		}
+	}
 	if err == nil && again > 0 {
 		return river.JobSnooze(again)
 	}
 	return err
+}
+
+// noteUnusedSpend tells the PolicyObserver what a host whose runner never
+// got its job has cost (to now: its release follows in seconds).
+func (p *Provisioner) noteUnusedSpend(ctx context.Context, l *Lease) {
+	po, ok := p.cfg.Observer.(PolicyObserver)
+	if !ok {
+		return
+	}
+	events, err := p.cfg.Store.LeaseEvents(ctx, l.ID)
+	if err != nil {
+		p.log.Warn("reading lease events for its cost", "lease_id", l.ID, "error", err)
+	}
+	po.UnusedSpent(l.Class, l.Provider, Cost(l, events, p.now()))
 }

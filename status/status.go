@@ -214,6 +214,13 @@ type view struct {
 	LeaseErrors []leaseError
 	LogsKept    bool
 	Logs        []logRow
+
+	// Jobs not served (notserved.go).
+	NotServedShown bool
+	NotServed      []notServedRow
+	NotServedMore  bool
+	// UnusedToday is what hosts whose runner never got its job cost today.
+	UnusedToday float64
 }
 
 type stateCount struct {
@@ -302,7 +309,11 @@ func (h *Handler) build(ctx context.Context) (*view, error) {
 				s = &spendRow{Class: l.Class, Provider: l.Provider}
 				spend[k] = s
 			}
-			s.Today += provisioner.CostBetween(l, events, now, midnight, time.Time{})
+			today := provisioner.CostBetween(l, events, now, midnight, time.Time{})
+			s.Today += today
+			if l.ReleaseReason == provisioner.ReasonUnusedRunner {
+				v.UnusedToday += today
+			}
 			if billedNow(l) {
 				s.Hosts++
 				s.PerHour += l.PricePerHour
@@ -370,6 +381,9 @@ func (h *Handler) build(ctx context.Context) (*view, error) {
 	for _, l := range errs[:min(len(errs), maxLeaseErrors)] {
 		v.LeaseErrors = append(v.LeaseErrors, leaseError{At: l.UpdatedAt, Lease: l.ID, Class: l.Class,
 			State: string(l.State), Error: cut(l.Error, maxErrorLen)})
+	}
+	if err := h.notServed(ctx, v); err != nil {
+		return nil, err
 	}
 	for _, rec := range h.cfg.Recent.Records() {
 		v.Logs = append(v.Logs, logRow{At: rec.Time, Level: rec.Level.String(), Message: rec.Message, Attrs: rec.Attrs})

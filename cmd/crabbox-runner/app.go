@@ -82,12 +82,13 @@ func newApp(ctx context.Context, cfg *config.Config, log *slog.Logger, opts appO
 		GitHub: gh, Bootstrapper: boot, Store: a.store, Logger: log.With("component", "provisioner"),
 		// Asked before a host is rented for an org-scope job: can the
 		// configured runner group take it (github/runnergroups.go)?
-		RunnerGroups: gh,
-		KeySecret:    leaseKeySecret(cfg.WebhookSecret),
-		Observer:     a.metrics,
-		Limits:       provisioner.Limits{MaxLeases: cfg.Limits.MaxLeases, MaxSpendPerHour: cfg.Limits.MaxSpendPerHour},
-		JobTimeout:   cfg.Work.JobTimeout,
-		RescueAfter:  cfg.Work.RescueAfter,
+		RunnerGroups:       gh,
+		KeySecret:          leaseKeySecret(cfg.WebhookSecret),
+		Observer:           a.metrics,
+		Limits:             provisioner.Limits{MaxLeases: cfg.Limits.MaxLeases, MaxSpendPerHour: cfg.Limits.MaxSpendPerHour},
+		JobTimeout:         cfg.Work.JobTimeout,
+		RescueAfter:        cfg.Work.RescueAfter,
+		UnusedRetryBackoff: cfg.Reconcile.UnusedRunnerBackoff,
 		Reconcile: provisioner.ReconcileConfig{
 			Interval: cfg.Reconcile.Interval, GCInterval: cfg.Reconcile.GCInterval,
 			Scopes: cfg.GitHub.ScopeList(),

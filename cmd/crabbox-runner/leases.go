@@ -24,6 +24,8 @@ type leasesOptions struct {
 	class  string
 	output string
 	limit  int
+	// notServed lists the jobs given no host instead (leases_notserved.go).
+	notServed bool
 }
 
 func newLeasesCmd(g *globalFlags, getenv config.Getenv) *cobra.Command {
@@ -34,7 +36,9 @@ func newLeasesCmd(g *globalFlags, getenv config.Getenv) *cobra.Command {
 		Long: `leases lists the leases in the store: lease, class, provider, instance, state, age,
 price per hour, what the host has cost so far, the job it serves with the job's page on
 GitHub, and the last error. By default only leases that are not released; --all includes
-released ones.
+released ones. --not-served lists instead the queued jobs that get no host and why: refused
+by a class's policy (repositories, public_repositories, default labels only), a runner group
+that cannot serve the repository, or runners GitHub never gave the job.
 
 The job is the one whose runner took it; "(ID)" is the job the lease was created for,
 when no job has taken its runner yet. The cost runs from the provider's answer to the
@@ -72,11 +76,18 @@ pages are on github.com, or on the host of github.api_url for GitHub Enterprise 
 				return err
 			}
 			defer st.Close()
+			now := time.Now()
+			if o.notServed {
+				jobs, err := st.UnservableJobs(cmd.Context(), provisioner.UnservableFilter{Limit: o.limit})
+				if err != nil {
+					return err
+				}
+				return printNotServed(cmd.OutOrStdout(), o.output, jobs, github.WebURL(cfg.GitHub.APIURL), now)
+			}
 			leases, err := st.Leases(cmd.Context(), f)
 			if err != nil {
 				return err
 			}
-			now := time.Now()
 			rows, err := leaseRows(cmd.Context(), st, leases, github.WebURL(cfg.GitHub.APIURL), now)
 			if err != nil {
 				return err
@@ -90,6 +101,8 @@ pages are on github.com, or on the host of github.api_url for GitHub Enterprise 
 	fl.StringVar(&o.class, "class", "", "only this class")
 	fl.StringVar(&o.output, "output", "table", "output format: table or json")
 	fl.IntVar(&o.limit, "limit", 0, "at most this many (oldest first; 0: all)")
+	fl.BoolVar(&o.notServed, "not-served", false, "list the queued jobs given no host instead: refused by a class's policy, "+
+		"turned away by the runner group, or given up on after runners GitHub never gave them; with the reason and since when")
 	return cmd
 }
 

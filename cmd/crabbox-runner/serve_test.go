@@ -125,6 +125,15 @@ type e2e struct {
 	groups provisioner.RunnerGroups
 }
 
+// What a test may change of startServe's configuration (serve_policy_test.go):
+// the class's idle timeout, YAML appended to the file (keys of the class,
+// then top-level ones) and a tweak of the provisioner's configuration.
+var (
+	e2eIdleTimeout = "5m"
+	e2eExtraYAML   string
+	e2eTune        func(*provisioner.Config)
+)
+
 const (
 	testToken  = "ghp_e2eTokenThatMustNeverBeLogged0001"
 	testSecret = "e2e-webhook-secret-never-logged"
@@ -168,9 +177,9 @@ classes:
     providers: [local]
     max_price_per_hour: 2.50
     boot_timeout: %s
-    idle_timeout: 5m
+    idle_timeout: %s
     max_lifetime: 30m
-`, e.dbPath, e.gh.TarballURLTemplate(), sum, filepath.Join(dir, "hosts"), bootTimeout)
+%s`, e.dbPath, e.gh.TarballURLTemplate(), sum, filepath.Join(dir, "hosts"), bootTimeout, e2eIdleTimeout, e2eExtraYAML)
 	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -191,6 +200,9 @@ classes:
 			c.GitHub = spyGitHub{c.GitHub, e.spy}
 			e.groups = c.RunnerGroups
 			c.Bootstrapper = spyBootstrapper{c.Bootstrapper, e.spy}
+			if e2eTune != nil {
+				e2eTune(c)
+			}
 		}
 	}
 	t.Cleanup(func() { serveHook = nil })

@@ -168,6 +168,10 @@ type ReconcileConfig struct {
 	Interval time.Duration `yaml:"interval"`
 	// GCInterval of the gc pass; default 5m, "-1s" turns it off.
 	GCInterval time.Duration `yaml:"gc_interval"`
+	// UnusedRunnerBackoff is how long a job whose first runner came
+	// online and never got it waits for its second and last lease
+	// (default 2m).
+	UnusedRunnerBackoff time.Duration `yaml:"unused_runner_backoff"`
 }
 
 // ClassDefaults apply to every class that leaves the field unset.
@@ -198,6 +202,13 @@ type ClassConfig struct {
 	// Lambda only: firewall ruleset ids and file system names to attach.
 	FirewallRulesets []string `yaml:"firewall_rulesets"`
 	FileSystems      []string `yaml:"file_systems"`
+
+	// Repositories, when set, are the only repositories whose jobs may
+	// spend on this class: owner/name or owner/*, ignoring case.
+	Repositories []string `yaml:"repositories"`
+	// PublicRepositories lets jobs of public repositories spend on this
+	// class (default false: anyone can open a pull request on one).
+	PublicRepositories bool `yaml:"public_repositories"`
 }
 
 // GPUConfig is a class's GPU requirement.
@@ -415,6 +426,9 @@ func (c *Config) ProvisionerClasses() []provisioner.Class {
 			MaxLeases:        cc.MaxLeases,
 			FirewallRulesets: cc.FirewallRulesets,
 			FileSystems:      cc.FileSystems,
+
+			Repositories:       cc.Repositories,
+			PublicRepositories: cc.PublicRepositories,
 		})
 	}
 	return out

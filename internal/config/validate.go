@@ -9,6 +9,7 @@ import (
 	"strings"
 
 	"github.com/crabbox/crabbox-runner/internal/apiurl"
+	"github.com/crabbox/crabbox-runner/provisioner"
 )
 
 // KnownProviders are the providers a class may name.
@@ -112,6 +113,9 @@ func (c *Config) Validate(needs Needs) error {
 	if c.Limits.MaxSpendPerHour < 0 {
 		return errf("limits.max_spend_per_hour", "must not be negative")
 	}
+	if c.Reconcile.UnusedRunnerBackoff < 0 {
+		return errf("reconcile.unused_runner_backoff", "must not be negative")
+	}
 	if needs.Classes && len(c.Classes) == 0 {
 		return errf("classes", "at least one class is required")
 	}
@@ -161,6 +165,16 @@ func (c *Config) validateClass(i int, seen map[string]bool) error {
 	for j, l := range cc.Labels {
 		if strings.TrimSpace(l) == "" || strings.ContainsAny(l, ",\n") {
 			return errf(fmt.Sprintf("%s.labels[%d]", key, j), "%q is not a valid label", l)
+		}
+	}
+	if !slices.ContainsFunc(cc.Labels, func(l string) bool { return !provisioner.IsDefaultLabel(l) }) {
+		return errf(key+".labels", "every label is one of GitHub's default runner labels (%s); add one that names this class, "+
+			"such as %q, so that a job must ask for it (runs-on: self-hosted alone must not rent a GPU)",
+			strings.Join(provisioner.DefaultRunnerLabels, ", "), strings.ToLower(cc.Name))
+	}
+	for j, p := range cc.Repositories {
+		if err := provisioner.CheckRepoPattern(p); err != nil {
+			return errf(fmt.Sprintf("%s.repositories[%d]", key, j), "%v", err)
 		}
 	}
 	if len(cc.Providers) == 0 {

@@ -29,6 +29,7 @@ type Metrics struct {
 	providerTime  *prometheus.HistogramVec
 	spent         *prometheus.CounterVec
 	limitWaits    *prometheus.HistogramVec
+	policy        *policyMetrics
 }
 
 var _ provisioner.Observer = (*Metrics)(nil)
@@ -72,6 +73,7 @@ func New() *Metrics {
 	}
 	m.reg.MustRegister(m.deliveries, m.deliveryTime, m.phases, m.providerCalls, m.providerTime, m.spent, m.limitWaits,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	m.policy = newPolicyMetrics(m.reg)
 	return m
 }
 

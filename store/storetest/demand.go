@@ -36,7 +36,7 @@ func testDemandFollowsChanges(t *testing.T, s provisioner.Store) {
 			for _, sc := range scopes {
 				wantQ, wantA := 0, 0
 				for _, j := range jobs {
-					if j.Class == c && j.Scope.Key() == sc.Key() && j.Status == provisioner.JobQueued {
+					if j.Class == c && j.Scope.Key() == sc.Key() && j.Status == provisioner.JobQueued && j.Unservable.Kind == "" {
 						wantQ++
 					}
 				}
@@ -45,16 +45,17 @@ func testDemandFollowsChanges(t *testing.T, s provisioner.Store) {
 						wantA++
 					}
 				}
+				// The failure is reported after the transaction ends: a
+				// Fatalf inside it would leave it open and hang the store.
+				var q, a int
 				inTx(t, s, func(tx provisioner.Tx) error {
-					q, a, err := tx.Demand(ctx, c, sc.Key())
-					if err != nil {
-						return err
-					}
-					if q != wantQ || a != wantA {
-						t.Fatalf("step %d, %s in %s: demand queued %d available %d; want %d and %d", step, c, sc.Key(), q, a, wantQ, wantA)
-					}
-					return nil
+					var err error
+					q, a, err = tx.Demand(ctx, c, sc.Key())
+					return err
 				})
+				if q != wantQ || a != wantA {
+					t.Fatalf("step %d, %s in %s: demand queued %d available %d; want %d and %d", step, c, sc.Key(), q, a, wantQ, wantA)
+				}
 			}
 		}
 	}
@@ -72,6 +73,9 @@ func testDemandFollowsChanges(t *testing.T, s provisioner.Store) {
 					id := nextJob
 					j := &provisioner.Job{ID: id, RunAttempt: 1, Repo: "acme/ml", Class: classes[rng.IntN(2)],
 						Scope: scopes[rng.IntN(2)], Status: jobStatuses[rng.IntN(3)]}
+					if rng.IntN(4) == 0 {
+						j.Unservable = provisioner.Unservable{Kind: provisioner.RefusedPublic, Reason: "public", At: t0}
+					}
 					if err := tx.PutJob(ctx, j); err != nil {
 						return err
 					}
@@ -87,8 +91,14 @@ func testDemandFollowsChanges(t *testing.T, s provisioner.Store) {
 					if nj, ok := newJobs[id]; ok {
 						j = *nj
 					}
-					if rng.IntN(3) > 0 && j.Status != provisioner.JobCompleted {
+					switch r := rng.IntN(6); {
+					case r < 3 && j.Status != provisioner.JobCompleted:
 						j.Status = jobStatuses[min(int(rankOf(j.Status))+1, 3)]
+					case r == 3 && j.Unservable.Kind == "":
+						// Marked unservable: no longer demand.
+						j.Unservable = provisioner.Unservable{Kind: provisioner.UnservableGroup, Reason: "group", At: t0}
+					case r == 4:
+						j.Unservable = provisioner.Unservable{}
 					}
 					if err := tx.PutJob(ctx, &j); err != nil {
 						return err

@@ -29,6 +29,7 @@ func Run(t *testing.T, newStore func(t *testing.T) provisioner.Store) {
 		"DemandFollowsChanges": testDemandFollowsChanges,
 		"InsertLeases":         testInsertLeases,
 		"RecordEvent":          testRecordEvent,
+		"Unservable":           testUnservable,
 		// concurrency.go: what replicas sharing one database rely on.
 		"LockedLeaseWaits":     testLockedLeaseWaits,
 		"ConcurrentSameMove":   testConcurrentSameMove,

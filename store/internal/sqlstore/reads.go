@@ -81,14 +81,45 @@ func (r Reader) LeaseEvents(ctx context.Context, leaseID string) ([]provisioner.
 // QueuedJobs lists the queued jobs last updated before the given time,
 // oldest first, at most 1000.
 func (r Reader) QueuedJobs(ctx context.Context, updatedBefore time.Time) ([]*provisioner.Job, error) {
+	// Jobs refused by policy are left out: they are not ours to follow,
+	// and asking GitHub about them would spend its budget for nothing.
 	rows, err := r.q.Query(ctx, `SELECT `+jobColumns+` FROM crabbox_job WHERE status = $1 AND updated_at < $2
-		ORDER BY updated_at, id, run_attempt LIMIT 1000`, string(provisioner.JobQueued), Micros(updatedBefore))
+		AND unservable_kind NOT IN ($3, $4, $5)
+		ORDER BY updated_at, id, run_attempt LIMIT 1000`, string(provisioner.JobQueued), Micros(updatedBefore),
+		string(provisioner.RefusedDefaultLabels), string(provisioner.RefusedRepository), string(provisioner.RefusedPublic))
 	if err != nil {
 		return nil, r.d.errorf("queued jobs: %w", err)
 	}
 	out, err := scanJobs(rows)
 	if err != nil {
 		return nil, r.d.errorf("queued jobs: %w", err)
+	}
+	return out, nil
+}
+
+// UnservableJobs lists the queued jobs marked unservable, most recently
+// marked first.
+func (r Reader) UnservableJobs(ctx context.Context, f provisioner.UnservableFilter) ([]*provisioner.Job, error) {
+	limit := f.Limit
+	if limit <= 0 {
+		limit = 1000
+	}
+	q := `SELECT ` + jobColumns + ` FROM crabbox_job WHERE unservable_kind <> '' AND status = $1 AND unservable_at >= $2`
+	args := []any{string(provisioner.JobQueued), Micros(f.Since)}
+	if len(f.Kinds) > 0 {
+		q += ` AND unservable_kind IN (` + marks(3, len(f.Kinds)) + `)`
+		for _, k := range f.Kinds {
+			args = append(args, string(k))
+		}
+	}
+	q += fmt.Sprintf(` ORDER BY unservable_at DESC, id LIMIT %d`, limit)
+	rows, err := r.q.Query(ctx, q, args...)
+	if err != nil {
+		return nil, r.d.errorf("unservable jobs: %w", err)
+	}
+	out, err := scanJobs(rows)
+	if err != nil {
+		return nil, r.d.errorf("unservable jobs: %w", err)
 	}
 	return out, nil
 }
@@ -112,7 +143,7 @@ func scanJobs(rows Rows) ([]*provisioner.Job, error) {
 func (r Reader) ClassScopes(ctx context.Context) ([]provisioner.ClassScope, error) {
 	states := availableStates()
 	rows, err := r.q.Query(ctx, `
-		SELECT class, scope_org, scope_repo, installation_id FROM crabbox_job WHERE status = $1
+		SELECT class, scope_org, scope_repo, installation_id FROM crabbox_job WHERE status = $1 AND unservable_kind = ''
 		UNION
 		SELECT class, scope_org, scope_repo, installation_id FROM crabbox_lease WHERE state IN (`+marks(2, len(states))+`)`,
 		append([]any{string(provisioner.JobQueued)}, states...)...)

@@ -121,7 +121,13 @@ func (t *Tx) RecordEvent(ctx context.Context, e provisioner.EventRecord) (provis
 }
 
 const jobColumns = `id, run_attempt, run_id, name, workflow_name, repo, scope_key, scope_org, scope_repo,
-	installation_id, class, labels, status, conclusion, runner_name, lease_id, created_at, updated_at`
+	installation_id, class, labels, status, conclusion, runner_name, lease_id, created_at, updated_at,
+	visibility, unservable_kind, unservable_reason, unservable_at, unservable_until, policy_hash, unused_leases`
+
+// servable is the SQL condition of a job that demand counts: queued and
+// not marked unservable (the SQLite triggers of 004_unservable say the
+// same).
+const servable = `status = 'queued' AND unservable_kind = ''`
 
 // Job reads one workflow job.
 func (t *Tx) Job(ctx context.Context, id, runAttempt int64) (*provisioner.Job, error) {
@@ -135,17 +141,23 @@ func (t *Tx) PutJob(ctx context.Context, j *provisioner.Job) error {
 		j.CreatedAt = now
 	}
 	j.UpdatedAt = now
-	_, err := t.q.Exec(ctx, `INSERT INTO crabbox_job (`+jobColumns+`) VALUES (`+marks(1, 18)+`)
+	u := j.Unservable
+	_, err := t.q.Exec(ctx, `INSERT INTO crabbox_job (`+jobColumns+`) VALUES (`+marks(1, 25)+`)
 		ON CONFLICT (id, run_attempt) DO UPDATE SET
 			run_id = excluded.run_id, name = excluded.name, workflow_name = excluded.workflow_name,
 			repo = excluded.repo, scope_key = excluded.scope_key, scope_org = excluded.scope_org,
 			scope_repo = excluded.scope_repo, installation_id = excluded.installation_id,
 			class = excluded.class, labels = excluded.labels, status = excluded.status,
 			conclusion = excluded.conclusion, runner_name = excluded.runner_name,
-			lease_id = excluded.lease_id, updated_at = excluded.updated_at`,
+			lease_id = excluded.lease_id, updated_at = excluded.updated_at,
+			visibility = excluded.visibility, unservable_kind = excluded.unservable_kind,
+			unservable_reason = excluded.unservable_reason, unservable_at = excluded.unservable_at,
+			unservable_until = excluded.unservable_until, policy_hash = excluded.policy_hash,
+			unused_leases = excluded.unused_leases`,
 		j.ID, j.RunAttempt, j.RunID, j.Name, j.WorkflowName, j.Repo, j.Scope.Key(), j.Scope.Org, j.Scope.Repo,
 		j.Scope.InstallationID, j.Class, strings.Join(j.Labels, "\n"), string(j.Status), j.Conclusion,
-		j.RunnerName, j.LeaseID, Micros(j.CreatedAt), Micros(j.UpdatedAt))
+		j.RunnerName, j.LeaseID, Micros(j.CreatedAt), Micros(j.UpdatedAt),
+		j.Visibility, string(u.Kind), u.Reason, Micros(u.At), Micros(u.Until), u.Policy, j.UnusedLeases)
 	if err != nil {
 		return t.d.errorf("put job %d: %w", j.ID, err)
 	}
@@ -165,13 +177,16 @@ func getJob(ctx context.Context, q Querier, d *Dialect, id, runAttempt int64) (*
 
 func scanJob(row Row) (*provisioner.Job, error) {
 	var j provisioner.Job
-	var scopeKey, labels, status string
-	var created, updated int64
+	var scopeKey, labels, status, kind string
+	var created, updated, uAt, uUntil int64
 	err := row.Scan(&j.ID, &j.RunAttempt, &j.RunID, &j.Name, &j.WorkflowName, &j.Repo, &scopeKey, &j.Scope.Org, &j.Scope.Repo,
-		&j.Scope.InstallationID, &j.Class, &labels, &status, &j.Conclusion, &j.RunnerName, &j.LeaseID, &created, &updated)
+		&j.Scope.InstallationID, &j.Class, &labels, &status, &j.Conclusion, &j.RunnerName, &j.LeaseID, &created, &updated,
+		&j.Visibility, &kind, &j.Unservable.Reason, &uAt, &uUntil, &j.Unservable.Policy, &j.UnusedLeases)
 	if err != nil {
 		return nil, err
 	}
+	j.Unservable.Kind = provisioner.UnservableKind(kind)
+	j.Unservable.At, j.Unservable.Until = FromMicros(uAt), FromMicros(uUntil)
 	if labels != "" {
 		j.Labels = strings.Split(labels, "\n")
 	}
@@ -200,10 +215,10 @@ func (t *Tx) Demand(ctx context.Context, class, scopeKey string) (queued, availa
 	// COMMITTED two statements could see a commit land between them).
 	states := availableStates()
 	err = t.q.QueryRow(ctx, `SELECT
-		(SELECT count(*) FROM crabbox_job WHERE class = $1 AND scope_key = $2 AND status = $3),
+		(SELECT count(*) FROM crabbox_job WHERE class = $1 AND scope_key = $2 AND `+servable+`),
 		(SELECT count(*) FROM crabbox_lease WHERE class = $1 AND scope_key = $2
-			AND release_reason = '' AND state IN (`+marks(4, len(states))+`))`,
-		append([]any{class, scopeKey, string(provisioner.JobQueued)}, states...)...).Scan(&queued, &available)
+			AND release_reason = '' AND state IN (`+marks(3, len(states))+`))`,
+		append([]any{class, scopeKey}, states...)...).Scan(&queued, &available)
 	if err != nil {
 		return 0, 0, t.d.errorf("demand: %w", err)
 	}
@@ -231,7 +246,7 @@ func (t *Tx) NewestQueuedJobs(ctx context.Context, class, scopeKey string, n int
 	states := availableStates()
 	rows, err := t.q.Query(ctx, `SELECT `+jobColumns+` FROM (
 			SELECT `+jobColumns+` FROM crabbox_job WHERE class = $1 AND scope_key = $2 AND status = $3
-			ORDER BY created_at DESC LIMIT $5) j
+			AND unservable_kind = '' ORDER BY created_at DESC LIMIT $5) j
 		WHERE NOT EXISTS (SELECT 1 FROM crabbox_lease l WHERE l.job_id = j.id AND l.run_attempt = j.run_attempt
 			AND l.release_reason = '' AND l.state IN (`+marks(6, len(states))+`))
 		ORDER BY created_at DESC LIMIT $4`,
