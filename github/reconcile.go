@@ -22,6 +22,9 @@ import (
 type repoRef struct {
 	owner, name string
 	full        string // owner/name, as GitHub spells it
+	// visibility as the listing said (provisioner.RepoVisibility), ""
+	// when unknown: class policy needs it (issue 13).
+	visibility string
 }
 
 // QueuedJobs returns the jobs queued in the scope now, as queued events
@@ -61,7 +64,7 @@ func (c *Client) QueuedJobs(ctx context.Context, scope provisioner.Scope) ([]pro
 	var out []provisioner.JobEvent
 	seen := map[int64]bool{}
 	for _, r := range repos {
-		jobs, err := queuedInRepo(ctx, g, r)
+		jobs, visibility, err := queuedInRepo(ctx, g, r)
 		if t.org != "" && statusOf(err) == http.StatusNotFound {
 			continue // deleted or renamed since it was listed
 		}
@@ -83,6 +86,7 @@ func (c *Client) QueuedJobs(ctx context.Context, scope provisioner.Scope) ([]pro
 				Workflow:       j.GetWorkflowName(),
 				Labels:         slices.Clone(j.Labels),
 				Repo:           r.full,
+				Visibility:     cmp.Or(r.visibility, visibility),
 				InstallationID: scope.InstallationID,
 			}
 			if t.org != "" {
@@ -114,7 +118,7 @@ func (c *Client) orgRepos(ctx context.Context, g *gh.Client, org string) ([]repo
 		if full == "" {
 			full = owner + "/" + r.GetName()
 		}
-		out = append(out, repoRef{owner: owner, name: r.GetName(), full: full})
+		out = append(out, repoRef{owner: owner, name: r.GetName(), full: full, visibility: provisioner.RepoVisibility(r.GetVisibility(), r.Private)})
 	}
 	err := eachPage(func(page int) (int, *gh.Response, error) {
 		lo := gh.ListOptions{PerPage: perPage, Page: page}
@@ -138,8 +142,9 @@ func (c *Client) orgRepos(ctx context.Context, g *gh.Client, org string) ([]repo
 }
 
 // queuedInRepo returns the queued jobs of the repository's queued and
-// in-progress runs, latest attempt only.
-func queuedInRepo(ctx context.Context, g *gh.Client, r repoRef) ([]*gh.WorkflowJob, error) {
+// in-progress runs, latest attempt only, and the repository's visibility
+// as the runs' repository object gives it ("" when none did).
+func queuedInRepo(ctx context.Context, g *gh.Client, r repoRef) (jobs []*gh.WorkflowJob, visibility string, err error) {
 	var runs []int64
 	listed := map[int64]bool{}
 	for _, status := range []string{"queued", "in_progress"} {
@@ -152,6 +157,9 @@ func queuedInRepo(ctx context.Context, g *gh.Client, r repoRef) ([]*gh.WorkflowJ
 				return 0, resp, err
 			}
 			for _, run := range list.WorkflowRuns {
+				if visibility == "" && run.Repository != nil {
+					visibility = provisioner.RepoVisibility(run.Repository.GetVisibility(), run.Repository.Private)
+				}
 				// A run that started between the two listings is in both.
 				if !listed[run.GetID()] {
 					listed[run.GetID()] = true
@@ -161,7 +169,7 @@ func queuedInRepo(ctx context.Context, g *gh.Client, r repoRef) ([]*gh.WorkflowJ
 			return len(list.WorkflowRuns), resp, err
 		})
 		if err != nil {
-			return nil, fmt.Errorf("list %s workflow runs: %w", status, err)
+			return nil, "", fmt.Errorf("list %s workflow runs: %w", status, err)
 		}
 	}
 
@@ -188,8 +196,8 @@ func queuedInRepo(ctx context.Context, g *gh.Client, r repoRef) ([]*gh.WorkflowJ
 			continue // the run was deleted after it was listed
 		}
 		if err != nil {
-			return nil, fmt.Errorf("list the jobs of run %d: %w", run, err)
+			return nil, "", fmt.Errorf("list the jobs of run %d: %w", run, err)
 		}
 	}
-	return out, nil
+	return out, visibility, nil
 }

@@ -64,7 +64,8 @@ func TestQueuedJobsInARepository(t *testing.T) {
 			}
 			j, _ := fake.Job(id)
 			want := provisioner.JobEvent{Action: "queued", Status: "queued", JobID: id, RunID: j.RunID, RunAttempt: 1,
-				Name: "train", Workflow: "GPU", Labels: []string{"self-hosted", "gpu"}, Repo: "acme/app"}
+				Name: "train", Workflow: "GPU", Labels: []string{"self-hosted", "gpu"}, Repo: "acme/app",
+				Visibility: "private"} // from the runs' repository object (private: true)
 			if m.name == "app" {
 				want.InstallationID = 11
 			}

@@ -281,6 +281,13 @@ func (p *Provisioner) HandleJobEvent(ctx context.Context, ev JobEvent) (Outcome,
 		return Ignored, nil
 	}
 	class, refusal := MatchJob(p.cfg.Classes, ev.Labels, ev.Repo, ev.Visibility)
+	if class == nil && refusal != nil && refusal.Class != "" && status != JobQueued && status != JobWaiting {
+		// Policy decides what is rented, which a queued job asks for; a
+		// later status of a job whose labels name a class is followed as
+		// any (its runner's lease, a stored refusal moving on), whatever
+		// the event says of the repository (a REST read may say nothing).
+		class, refusal = p.classes[refusal.Class], nil
+	}
 	if refusal != nil && refusal.Kind == RefusedPublic && ev.Visibility == "" {
 		// Refused only for want of the visibility (an event made up from
 		// a REST listing that did not give it): nothing is recorded, so

@@ -212,14 +212,18 @@ func TestServeNoLeaseLoop(t *testing.T) {
 		c.Reconcile.DeadlineInterval = 200 * time.Millisecond
 	})
 	e := startServe(t, "60s", nil)
+	start := time.Now()
 	id := e.gh.QueueUnassignedJob(githubtest.JobSpec{Repo: "acme/vision", Org: "acme", Labels: []string{"self-hosted", "crabbox", "A100"}})
 	e.waitFor("marked never_assigned", 90*time.Second, func() bool { return e.notServedKind(id) == "never_assigned" })
+	t.Logf("queued → never_assigned in %s", time.Since(start).Round(100*time.Millisecond))
 	time.Sleep(4 * time.Second) // back-off, idle and deadline passes go by
 	ls := e.leases()
 	if len(ls) != 2 {
 		t.Fatalf("%d leases for a job no runner gets, want 2", len(ls))
 	}
 	for _, l := range ls {
+		t.Logf("lease %s: created +%s, idle since +%s, released +%s, reason %q", l.ID, l.CreatedAt.Sub(start).Round(100*time.Millisecond),
+			l.IdleSince.Sub(start).Round(100*time.Millisecond), l.ReleasedAt.Sub(start).Round(100*time.Millisecond), l.ReleaseReason)
 		if l.JobID != id || l.ReleaseReason != provisioner.ReasonUnusedRunner {
 			t.Errorf("lease %s: job %d reason %q", l.ID, l.JobID, l.ReleaseReason)
 		}
@@ -238,6 +242,7 @@ func TestServeNoLeaseLoop(t *testing.T) {
 		!strings.Contains(m, `crabbox_unused_runner_spent_dollars_total{class="a100",provider="local"}`) {
 		t.Fatalf("metrics:\n%s", grepLines(m, "crabbox_"))
 	}
+	t.Logf("%s", grepLines(m, "crabbox_unused_runner_spent_dollars_total{"))
 	page := e.get("/")
 	if !strings.Contains(page, "never_assigned") || !strings.Contains(page, "never gave its job") {
 		t.Fatal("status page does not show the job or the unused spend")
