@@ -60,6 +60,11 @@ type Behavior struct {
 	// IgnoreHostKey makes the host use a key of its own instead of the one
 	// given at create, as a host that ignored the injected key would.
 	IgnoreHostKey bool
+	// Machine is what `uname -m` answers on the host ("aarch64" for an
+	// arm64 host such as Lambda's GH200); this machine's own when empty.
+	// A shim on the host's PATH answers it, so the host script and the
+	// fake runner see that architecture.
+	Machine string
 }
 
 // Provider implements provisioner.Provider on loopback.
@@ -192,7 +197,7 @@ func (p *Provider) Create(ctx context.Context, req provisioner.CreateRequest) (*
 
 	id := "local-" + strconv.Itoa(seq)
 	dir := filepath.Join(p.opts.Dir, id)
-	if err := p.prepareDir(dir, offer, b.BrokenGPU); err != nil {
+	if err := p.prepareDir(dir, offer, b); err != nil {
 		_ = os.RemoveAll(dir)
 		return nil, err
 	}
@@ -232,9 +237,11 @@ func (p *Provider) Create(ctx context.Context, req provisioner.CreateRequest) (*
 	return &inst, nil
 }
 
-// prepareDir lays out the host: bin/ with the fake nvidia-smi first on PATH,
-// root/ as CRABBOX_HOST_ROOT, sshd/ for the server's files.
-func (p *Provider) prepareDir(dir string, offer provisioner.Offer, brokenGPU bool) error {
+// prepareDir lays out the host: bin/ with the fake nvidia-smi (and uname,
+// for Behavior.Machine) first on PATH, root/ as CRABBOX_HOST_ROOT, sshd/
+// for the server's files.
+func (p *Provider) prepareDir(dir string, offer provisioner.Offer, b Behavior) error {
+	brokenGPU := b.BrokenGPU
 	for _, d := range []string{"bin", "root", "sshd"} {
 		if err := os.MkdirAll(filepath.Join(dir, d), 0o700); err != nil {
 			return fmt.Errorf("local: %w", err)
@@ -258,7 +265,26 @@ func (p *Provider) prepareDir(dir string, offer provisioner.Offer, brokenGPU boo
 	if err := os.WriteFile(filepath.Join(dir, "bin", "nvidia-smi"), []byte(script), 0o755); err != nil {
 		return fmt.Errorf("local: %w", err)
 	}
+	if b.Machine != "" {
+		if err := os.WriteFile(filepath.Join(dir, "bin", "uname"), []byte(UnameShim(b.Machine)), 0o755); err != nil {
+			return fmt.Errorf("local: %w", err)
+		}
+	}
 	return nil
+}
+
+// UnameShim is a uname that answers machine for -m (and -p, -i), and
+// leaves every other question to the real one: a host that looks like
+// another architecture to scripts that ask uname.
+func UnameShim(machine string) string {
+	m := strings.NewReplacer("'", "", "\n", "").Replace(machine)
+	return `#!/bin/sh
+# uname shim: this host poses as a '` + m + `' machine.
+case "$*" in
+-m | -p | -i | --machine | --processor | --hardware-platform) echo '` + m + `' ;;
+*) PATH=/usr/bin:/bin exec uname "$@" ;;
+esac
+`
 }
 
 func (p *Provider) boot(h *host, delay time.Duration, hostKey []byte, authorized string) {
