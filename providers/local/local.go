@@ -266,25 +266,11 @@ func (p *Provider) prepareDir(dir string, offer provisioner.Offer, b Behavior) e
 		return fmt.Errorf("local: %w", err)
 	}
 	if b.Machine != "" {
-		if err := os.WriteFile(filepath.Join(dir, "bin", "uname"), []byte(UnameShim(b.Machine)), 0o755); err != nil {
+		if err := os.WriteFile(filepath.Join(dir, "bin", "uname"), []byte(sshd.UnameShim(b.Machine)), 0o755); err != nil {
 			return fmt.Errorf("local: %w", err)
 		}
 	}
 	return nil
-}
-
-// UnameShim is a uname that answers machine for -m (and -p, -i), and
-// leaves every other question to the real one: a host that looks like
-// another architecture to scripts that ask uname.
-func UnameShim(machine string) string {
-	m := strings.NewReplacer("'", "", "\n", "").Replace(machine)
-	return `#!/bin/sh
-# uname shim: this host poses as a '` + m + `' machine.
-case "$*" in
--m | -p | -i | --machine | --processor | --hardware-platform) echo '` + m + `' ;;
-*) PATH=/usr/bin:/bin exec uname "$@" ;;
-esac
-`
 }
 
 func (p *Provider) boot(h *host, delay time.Duration, hostKey []byte, authorized string) {
