@@ -63,11 +63,14 @@ type Inputs struct {
 	OrgScope      bool
 	RunnerGroupID int64
 
-	// RunnerVersion and RunnerSHA256 pin the actions/runner release; when
-	// empty, GitHub's runners/downloads endpoint says which to install.
-	RunnerVersion string
-	RunnerSHA256  string
-	RunnerURL     string
+	// RunnerVersion and RunnerSHA256 (x64) or RunnerSHA256Arm64 pin the
+	// actions/runner release; when empty, GitHub's runners/downloads
+	// endpoint says which to install. A host of an architecture without a
+	// checksum takes GitHub's, for RunnerVersion.
+	RunnerVersion     string
+	RunnerSHA256      string
+	RunnerSHA256Arm64 string
+	RunnerURL         string
 
 	// Label and LeaseID say which lease stop releases.
 	Label   string
@@ -202,14 +205,18 @@ func (in *Inputs) parseStart(get func(string) string) error {
 	}
 	in.RunnerVersion = strings.TrimPrefix(get("runner-version"), "v")
 	in.RunnerSHA256 = strings.ToLower(get("runner-sha256"))
+	in.RunnerSHA256Arm64 = strings.ToLower(get("runner-sha256-arm64"))
 	in.RunnerURL = get("runner-url")
+	anySum := in.RunnerSHA256 != "" || in.RunnerSHA256Arm64 != ""
 	switch {
-	case in.RunnerVersion == "" && in.RunnerSHA256 != "", in.RunnerVersion != "" && in.RunnerSHA256 == "":
-		return inputError("runner-version", "give runner-version and runner-sha256 together, or neither (GitHub then says which release to install)")
+	case in.RunnerVersion == "" && anySum, in.RunnerVersion != "" && !anySum:
+		return inputError("runner-version", "give runner-version and runner-sha256 (or runner-sha256-arm64) together, or neither (GitHub then says which release to install)")
 	case in.RunnerVersion != "" && !versionRE.MatchString(in.RunnerVersion):
 		return inputError("runner-version", "%q is not like 2.330.0", in.RunnerVersion)
 	case in.RunnerSHA256 != "" && !sha256RE.MatchString(in.RunnerSHA256):
 		return inputError("runner-sha256", "must be 64 hexadecimal digits")
+	case in.RunnerSHA256Arm64 != "" && !sha256RE.MatchString(in.RunnerSHA256Arm64):
+		return inputError("runner-sha256-arm64", "must be 64 hexadecimal digits")
 	case in.RunnerURL != "" && in.RunnerVersion == "":
 		return inputError("runner-url", "needs runner-version and runner-sha256")
 	}

@@ -42,13 +42,14 @@ func TestParseInputs(t *testing.T) {
 			"min-gpu-memory", "80", "max-price", "$30.5", "disk", "200", "image", "pytorch/pytorch", "region", "us-east-1",
 			"check-gpu", "false", "labels", "a100-pool\nteam-ml, team-ml", "timeout", "15", "max-lifetime", "2h30m",
 			"deployment", "ml-gpu", "scope", "org", "runner-group-id", "3", "runner-version", "v2.330.0",
-			"runner-sha256", strings.Repeat("AB", 32), "vast-api-key", "vk-12345678", "lambda-api-key", "lk-12345678"),
+			"runner-sha256", strings.Repeat("AB", 32), "runner-sha256-arm64", strings.Repeat("CD", 32),
+			"vast-api-key", "vk-12345678", "lambda-api-key", "lk-12345678"),
 			func(t *testing.T, in *Inputs) {
 				if in.Mode != "start" || !reflect.DeepEqual(in.Providers, []string{"vast", "lambda"}) || in.GPU != "H100" ||
 					in.GPUCount != 8 || in.MinGPUMemory != 80 || in.MaxPrice != 30.5 || in.DiskGB != 200 || in.CheckGPU ||
 					!reflect.DeepEqual(in.Labels, []string{"a100-pool", "team-ml"}) || in.Timeout != 15*time.Minute ||
 					in.MaxLifetime != 150*time.Minute || in.Deployment != "ml-gpu" || !in.OrgScope || in.RunnerGroupID != 3 ||
-					in.RunnerVersion != "2.330.0" || in.RunnerSHA256 != strings.Repeat("ab", 32) {
+					in.RunnerVersion != "2.330.0" || in.RunnerSHA256 != strings.Repeat("ab", 32) || in.RunnerSHA256Arm64 != strings.Repeat("cd", 32) {
 					t.Errorf("got %+v", in)
 				}
 				if got := in.Secrets(); len(got) != 3 {
@@ -89,6 +90,8 @@ func TestParseInputs(t *testing.T) {
 		{"sha without version", base("mode", "start", "runner-sha256", strings.Repeat("a", 64)), nil, "input runner-version: give"},
 		{"bad version", base("mode", "start", "runner-version", "latest", "runner-sha256", strings.Repeat("a", 64)), nil, "input runner-version"},
 		{"bad sha", base("mode", "start", "runner-version", "2.330.0", "runner-sha256", "abc"), nil, "input runner-sha256"},
+		{"bad arm64 sha", base("mode", "start", "runner-version", "2.330.0", "runner-sha256-arm64", "abc"), nil, "input runner-sha256-arm64"},
+		{"arm64 sha without version", base("mode", "start", "runner-sha256-arm64", strings.Repeat("a", 64)), nil, "input runner-version: give"},
 		{"url without version", base("mode", "start", "runner-url", "https://mirror/{version}"), nil, "input runner-url"},
 		{"stop with nothing", base("mode", "stop"), nil, "input lease-id: stop needs lease-id or label"},
 		{"stop with a foreign label", base("mode", "stop", "label", "self-hosted"), nil, "input label"},

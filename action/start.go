@@ -15,11 +15,6 @@ import (
 	"github.com/crabbox/crabbox-runner/provisioner"
 )
 
-// runnerArch is the architecture whose runner release is installed. GPU
-// hosts on Vast and Lambda are x86-64; the bootstrap takes one checksum,
-// so an arm64 host (Lambda GH200) would need a per-architecture one.
-const runnerArch = "x64"
-
 // Names ties the names of a lease together; stop derives them all from the
 // lease id.
 type Names struct {
@@ -73,13 +68,7 @@ func (r *runner) start(ctx context.Context) error {
 		return err
 	}
 	scope := r.scope()
-	release, err := r.runnerRelease(ctx, gh, scope)
-	if err != nil {
-		return err
-	}
-	boot, err := bootstrap.New(bootstrap.Config{
-		RunnerURL: release.URL, RunnerVersion: release.Version, RunnerSHA256: release.SHA256, Logger: r.log,
-	})
+	boot, err := bootstrap.New(r.bootstrapConfig(gh))
 	if err != nil {
 		return err
 	}
@@ -173,22 +162,27 @@ func (r *runner) labels(n Names) []string {
 	return append([]string{n.Label}, r.in.Labels...)
 }
 
-// runnerRelease is the actions/runner release to install: the inputs', or
-// the one GitHub says runners of this scope should run.
-func (r *runner) runnerRelease(ctx context.Context, gh *github.Client, scope provisioner.Scope) (*github.RunnerRelease, error) {
+// bootstrapConfig installs, on the host, the actions/runner tarball of the
+// host's own architecture (the bootstrap asks uname -m): the inputs'
+// release and checksum for that architecture, or else the release GitHub's
+// runners/downloads endpoint names for it in this scope (of runner-version
+// when that is given). Never a tarball without a checksum.
+func (r *runner) bootstrapConfig(gh *github.Client) bootstrap.Config {
 	in := r.in
+	cfg := bootstrap.Config{Logger: r.log, RunnerVersion: in.RunnerVersion}
 	if in.RunnerVersion != "" {
-		return &github.RunnerRelease{
-			OS: "linux", Arch: runnerArch, Version: in.RunnerVersion, SHA256: in.RunnerSHA256,
-			URL: orDefault(in.RunnerURL, config.DefaultRunnerURL),
-		}, nil
+		cfg.RunnerURL = orDefault(in.RunnerURL, config.DefaultRunnerURL)
+		cfg.RunnerChecksums = map[string]string{"x64": in.RunnerSHA256, "arm64": in.RunnerSHA256Arm64}
 	}
-	rel, err := gh.RunnerDownload(ctx, scope, "linux", runnerArch)
-	if err != nil {
-		return nil, fmt.Errorf("finding the runner release to install (or give runner-version and runner-sha256): %w", err)
+	cfg.Resolve = func(ctx context.Context, scope provisioner.Scope, arch string) (bootstrap.Release, error) {
+		rel, err := gh.RunnerDownload(ctx, scope, "linux", arch)
+		if err != nil {
+			return bootstrap.Release{}, fmt.Errorf("finding the %s runner release to install (or give runner-version with its checksum): %w", arch, err)
+		}
+		r.ga.Infof("Runner %s for %s from GitHub's runners/downloads (sha256 %s…)", rel.Version, arch, rel.SHA256[:12])
+		return bootstrap.Release{Version: rel.Version, URL: rel.URL, SHA256: rel.SHA256}, nil
 	}
-	r.ga.Infof("Runner %s from GitHub's runners/downloads (sha256 %s…)", rel.Version, rel.SHA256[:12])
-	return rel, nil
+	return cfg
 }
 
 func describeGPU(in *Inputs) string {

@@ -7,14 +7,15 @@
 package bootstrap
 
 import (
+	"cmp"
 	"context"
 	_ "embed"
 	"errors"
 	"fmt"
 	"log/slog"
-	"net/url"
 	"regexp"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/crabbox/crabbox-runner/provisioner"
@@ -39,11 +40,23 @@ type Config struct {
 	// RunnerURL is the runner tarball's URL, with {version} and {arch}
 	// placeholders, e.g.
 	// https://github.com/actions/runner/releases/download/v{version}/actions-runner-linux-{arch}-{version}.tar.gz
-	RunnerURL     string
+	RunnerURL string
+	// RunnerVersion is the release to install; it may be empty only with
+	// Resolve, which then names it.
 	RunnerVersion string
-	// RunnerSHA256 is the tarball's SHA-256 (64 hex digits). Required: a
-	// tarball that does not match stops the bootstrap.
-	RunnerSHA256   string
+	// RunnerChecksums are the tarballs' SHA-256 (64 hex digits) by
+	// architecture ("x64", "arm64"): each host installs the tarball of
+	// its own architecture (uname -m), checked against that
+	// architecture's checksum. A tarball that does not match stops the
+	// bootstrap.
+	RunnerChecksums map[string]string
+	// RunnerSHA256 is the x64 tarball's checksum, the same as
+	// RunnerChecksums["x64"] (which wins when both are set).
+	RunnerSHA256 string
+	// Resolve names the release for an architecture without a configured
+	// checksum; nil leaves hosts of such architectures without a runner
+	// (an error, never an unverified install).
+	Resolve        ResolveFunc
 	ConnectTimeout time.Duration // TCP connect and SSH handshake
 	CommandTimeout time.Duration // each phase on the host
 	Logger         *slog.Logger
@@ -53,6 +66,9 @@ type Config struct {
 type Bootstrapper struct {
 	cfg Config
 	log *slog.Logger
+
+	mu       sync.Mutex
+	resolved map[string]Release // by architecture, from Resolve
 }
 
 var _ provisioner.Bootstrapper = (*Bootstrapper)(nil)
@@ -66,31 +82,46 @@ var (
 
 // New checks the configuration and returns a Bootstrapper.
 func New(cfg Config) (*Bootstrapper, error) {
-	if cfg.RunnerVersion == "" {
+	if cfg.RunnerVersion == "" && cfg.Resolve == nil {
 		return nil, errors.New("bootstrap: runner version is required")
 	}
-	if !versionRE.MatchString(cfg.RunnerVersion) {
+	if cfg.RunnerVersion != "" && !versionRE.MatchString(cfg.RunnerVersion) {
 		return nil, fmt.Errorf("bootstrap: runner version %q: want something like 2.330.0", cfg.RunnerVersion)
 	}
-	cfg.RunnerSHA256 = strings.ToLower(strings.TrimSpace(cfg.RunnerSHA256))
-	if cfg.RunnerSHA256 == "" {
+	sums := map[string]string{}
+	for arch, sum := range cfg.RunnerChecksums {
+		sums[arch] = sum
+	}
+	if _, ok := sums["x64"]; !ok && cfg.RunnerSHA256 != "" {
+		sums["x64"] = cfg.RunnerSHA256
+	}
+	for arch, sum := range sums {
+		sum = strings.ToLower(strings.TrimSpace(sum))
+		switch {
+		case !runnerNameRE.MatchString(arch):
+			return nil, fmt.Errorf("bootstrap: runner architecture %q: want x64 or arm64", arch)
+		case sum == "":
+			delete(sums, arch)
+			continue
+		case !sha256RE.MatchString(sum):
+			return nil, fmt.Errorf("bootstrap: runner sha256 of %s must be 64 hexadecimal digits", arch)
+		}
+		sums[arch] = sum
+	}
+	cfg.RunnerChecksums = sums
+	if len(sums) == 0 && cfg.Resolve == nil {
 		return nil, errors.New("bootstrap: runner sha256 is required (the tarball's SHA-256 from the runner's release notes)")
 	}
-	if !sha256RE.MatchString(cfg.RunnerSHA256) {
-		return nil, errors.New("bootstrap: runner sha256 must be 64 hexadecimal digits")
+	if len(sums) > 0 && cfg.RunnerVersion == "" {
+		return nil, errors.New("bootstrap: a runner sha256 needs the runner version it is of")
 	}
-	if cfg.RunnerURL == "" {
+	if cfg.RunnerURL == "" && cfg.RunnerVersion != "" {
 		return nil, errors.New("bootstrap: runner URL is required")
 	}
-	u, err := url.Parse(resolveURL(cfg.RunnerURL, cfg.RunnerVersion, "x64"))
-	if err != nil {
-		return nil, fmt.Errorf("bootstrap: runner URL: %w", err)
-	}
-	if u.Scheme != "https" && u.Scheme != "http" || u.Host == "" {
-		return nil, fmt.Errorf("bootstrap: runner URL %q must be an http(s) URL", cfg.RunnerURL)
-	}
-	if u.User != nil {
-		return nil, errors.New("bootstrap: runner URL must not carry credentials")
+	if cfg.RunnerURL != "" {
+		if err := checkURL(resolveURL(cfg.RunnerURL, cmp.Or(cfg.RunnerVersion, "1.0.0"), "x64")); err != nil {
+			return nil, err
+		}
 	}
 	if cfg.ConnectTimeout < 0 || cfg.CommandTimeout < 0 {
 		return nil, errors.New("bootstrap: timeouts must not be negative")
@@ -105,7 +136,7 @@ func New(cfg Config) (*Bootstrapper, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Bootstrapper{cfg: cfg, log: log}, nil
+	return &Bootstrapper{cfg: cfg, log: log, resolved: map[string]Release{}}, nil
 }
 
 func resolveURL(tmpl, version, arch string) string {
@@ -162,10 +193,14 @@ func (b *Bootstrapper) Bootstrap(ctx context.Context, req provisioner.BootstrapR
 		}
 		res.GPUInfo = strings.TrimSpace(out)
 	}
-	u := resolveURL(b.cfg.RunnerURL, b.cfg.RunnerVersion, arch)
-	if _, err := c.run(ctx, "install", script("install", u, b.cfg.RunnerVersion, b.cfg.RunnerSHA256, arch, name), nil); err != nil {
+	rel, err := b.release(ctx, req.Scope, arch)
+	if err != nil {
 		return nil, err
 	}
+	if _, err := c.run(ctx, "install", script("install", rel.URL, rel.Version, rel.SHA256, arch, name), nil); err != nil {
+		return nil, err
+	}
+	res.Arch, res.RunnerVersion, res.RunnerSHA256 = arch, rel.Version, rel.SHA256
 	if _, err := c.run(ctx, "start", script("start", name), strings.NewReader(req.JIT.Encoded+"\n")); err != nil {
 		return nil, err
 	}
@@ -179,8 +214,10 @@ func (b *Bootstrapper) Bootstrap(ctx context.Context, req provisioner.BootstrapR
 const hostRoot = `${CRABBOX_HOST_ROOT:-$HOME}/crabbox`
 
 // uploadCommand stores the script read from stdin. It runs in the login
-// shell, which may be any POSIX sh.
-const uploadCommand = `set -e; d="` + hostRoot + `/.crabbox"; mkdir -p "$d"; ` +
+// shell, which may be any POSIX sh, with the login's umask: its own is 077,
+// so that the directories it makes are private like everything host.sh
+// makes.
+const uploadCommand = `set -e; umask 077; d="` + hostRoot + `/.crabbox"; mkdir -p "$d"; ` +
 	`cat > "$d/host.sh.tmp"; chmod 700 "$d/host.sh.tmp"; mv -f "$d/host.sh.tmp" "$d/host.sh"`
 
 // script is the command line that runs one phase of the uploaded script.

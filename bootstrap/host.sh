@@ -10,6 +10,10 @@
 # Everything lives under ROOT. The JIT config is a secret: it is read from
 # stdin into a variable and handed to the runner through its environment,
 # never echoed, never on a command line. Never add `set -x` here.
+#
+# This script's own files (itself, the cache, runner directories, logs)
+# are private: umask 077. The runner, and so every job step, gets the
+# umask runners normally have, 022 (see phase_start).
 set -euo pipefail
 umask 077
 
@@ -160,8 +164,16 @@ phase_start() {
 	fi
 
 	cd "$dir"
-	setsid nohup ./run.sh >runner.log 2>&1 </dev/null &
+	# runner.log is made here, under 077, so it stays 0600 while the
+	# runner writes to it. The runner starts with umask 022, as on any
+	# machine set up the usual way: files a job writes in its workspace
+	# are readable by the job's other users and containers. The runner
+	# directory itself stays 0700.
+	: >runner.log
+	umask 022
+	setsid nohup ./run.sh >>runner.log 2>&1 </dev/null &
 	local pid=$!
+	umask 077
 	unset ACTIONS_RUNNER_INPUT_JITCONFIG
 	echo "$pid" >runner.pid
 

@@ -118,7 +118,10 @@ func (c *Client) FailedDeliveries(ctx context.Context, since time.Time) ([]Deliv
 
 // Redeliver asks GitHub to send a delivery attempt again (App JWT,
 // POST /app/hook/deliveries/{id}/attempts). GitHub answers 202, which
-// go-github reports as *github.AcceptedError: that is success. A token
+// go-github reports as *github.AcceptedError: that is success. The
+// operation documents 400 and 422 besides (OAS
+// apps/redeliver-webhook-delivery), 422 for an id that names no delivery
+// it keeps; 404 is read the same way, in case GitHub answers it. A token
 // client gets ErrNeedsApp.
 func (c *Client) Redeliver(ctx context.Context, id int64) error {
 	if c.appClient == nil {
@@ -129,8 +132,10 @@ func (c *Client) Redeliver(ctx context.Context, id int64) error {
 	switch {
 	case err == nil, errors.As(err, &accepted):
 		return nil
-	case statusOf(err) == http.StatusNotFound:
+	case statusOf(err) == http.StatusUnprocessableEntity, statusOf(err) == http.StatusNotFound:
 		return fmt.Errorf("github: redeliver webhook delivery %d: no such delivery (GitHub keeps them for 3 days): %w", id, err)
+	case statusOf(err) == http.StatusBadRequest:
+		return fmt.Errorf("github: redeliver webhook delivery %d: GitHub refused the request as malformed: %w", id, err)
 	}
 	return fmt.Errorf("github: redeliver webhook delivery %d: %w", id, err)
 }

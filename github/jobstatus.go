@@ -42,7 +42,7 @@ func (c *Client) JobStatus(ctx context.Context, scope provisioner.Scope, repo st
 		return nil, fmt.Errorf("github: job %d of %s: %w", jobID, repo, err)
 	}
 	ev := &provisioner.JobEvent{
-		Action: j.GetStatus(), Status: j.GetStatus(), JobID: j.GetID(), RunID: j.GetRunID(), RunAttempt: j.GetRunAttempt(),
+		Action: j.GetStatus(), Status: j.GetStatus(), JobID: j.GetID(), RunID: j.GetRunID(), RunAttempt: provisioner.RunAttempt(j.GetRunAttempt()),
 		Name: j.GetName(), Workflow: j.GetWorkflowName(), Labels: slices.Clone(j.Labels), Repo: repo,
 		Org: scope.Org, InstallationID: scope.InstallationID, RunnerName: j.GetRunnerName(), Conclusion: j.GetConclusion(),
 	}

@@ -81,7 +81,7 @@ func (c *Client) QueuedJobs(ctx context.Context, scope provisioner.Scope) ([]pro
 				Status:         j.GetStatus(),
 				JobID:          j.GetID(),
 				RunID:          j.GetRunID(),
-				RunAttempt:     j.GetRunAttempt(),
+				RunAttempt:     provisioner.RunAttempt(j.GetRunAttempt()),
 				Name:           j.GetName(),
 				Workflow:       j.GetWorkflowName(),
 				Labels:         slices.Clone(j.Labels),

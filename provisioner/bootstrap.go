@@ -50,10 +50,17 @@ type BootstrapRequest struct {
 	ProbeRequest
 	JIT      *JITConfig
 	CheckGPU bool
+	// Scope is where the runner registers; the bootstrapper may ask GitHub
+	// there which runner release (and checksum) a host of its architecture
+	// should install.
+	Scope Scope
 }
 
 // BootstrapResult is what the host reported.
 type BootstrapResult struct {
 	HostKey string
 	GPUInfo string // nvidia-smi's summary when the GPU was checked
+	// Arch is the host's architecture ("x64", "arm64"); RunnerVersion
+	// and RunnerSHA256 the runner tarball installed for it.
+	Arch, RunnerVersion, RunnerSHA256 string
 }

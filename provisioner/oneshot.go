@@ -142,7 +142,7 @@ func (p *Provisioner) oneShotHost(ctx context.Context, l *Lease, class *Class, o
 	l.RunnerID = jit.RunnerID
 	res, err := p.cfg.Bootstrapper.Bootstrap(ctx, BootstrapRequest{
 		ProbeRequest: ProbeRequest{Endpoint: l.SSH, Credentials: creds, KnownHostKey: l.HostKey},
-		JIT:          jit, CheckGPU: class.CheckGPU,
+		JIT:          jit, CheckGPU: class.CheckGPU, Scope: l.Scope,
 	})
 	if err != nil {
 		return err

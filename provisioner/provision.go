@@ -405,6 +405,7 @@ func (p *Provisioner) bootstrap(ctx context.Context, log *slog.Logger, l *Lease,
 			ProbeRequest: ProbeRequest{Endpoint: l.SSH, Credentials: creds, KnownHostKey: l.HostKey},
 			JIT:          jit,
 			CheckGPU:     class.CheckGPU,
+			Scope:        l.Scope,
 		})
 		switch {
 		case errors.Is(err, ErrGPUCheck), errors.Is(err, ErrHostKeyMismatch):
@@ -413,7 +414,8 @@ func (p *Provisioner) bootstrap(ctx context.Context, log *slog.Logger, l *Lease,
 		case err != nil:
 			return fmt.Errorf("bootstrapping %s: %w", l.SSH.Addr(), err)
 		}
-		log.Info("runner started on host", "runner_name", l.RunnerName, "gpu", res.GPUInfo, "took", p.now().Sub(started).Round(time.Millisecond))
+		log.Info("runner started on host", "runner_name", l.RunnerName, "gpu", res.GPUInfo, "arch", res.Arch,
+			"runner_version", res.RunnerVersion, "runner_sha256", res.RunnerSHA256, "took", p.now().Sub(started).Round(time.Millisecond))
 		if l, err = p.updateLease(ctx, l.ID, func(l *Lease) { l.BootstrappedAt = p.now() }); err != nil {
 			return err
 		}

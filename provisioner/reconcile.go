@@ -405,9 +405,12 @@ func (p *Provisioner) refreshQueuedJobs(ctx context.Context, src JobSource) (int
 			errs = append(errs, err)
 			continue
 		}
-		if ev.Action == "queued" || ev.Action == "waiting" || ev.RunAttempt != j.RunAttempt {
+		if ev.Action == "queued" || ev.Action == "waiting" || RunAttempt(ev.RunAttempt) != RunAttempt(j.RunAttempt) {
 			continue
 		}
+		// The same attempt, however each side spelled a missing one: the
+		// event must reach the job as it is recorded.
+		ev.RunAttempt = j.RunAttempt
 		out, err := p.HandleJobEvent(ctx, *ev)
 		if err != nil {
 			errs = append(errs, err)

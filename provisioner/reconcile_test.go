@@ -172,3 +172,30 @@ func TestReconcileRequeuesLostBootWork(t *testing.T) {
 	}
 	h.waitFor("runner online", func() bool { return len(h.leases(provisioner.StateIdle)) == 1 })
 }
+
+// A job recorded without an attempt (a record from before decoders read a
+// missing run_attempt as 1) is the same attempt GitHub reports as 1: its
+// lost completed must still release the lease, not be skipped forever.
+func TestReconcileReadsAMissingAttemptAsTheFirst(t *testing.T) {
+	src := &memJobs{jobs: map[int64]provisioner.JobEvent{}, scopes: []provisioner.Scope{{Org: "acme"}}}
+	h := newHarness(t, func(c *provisioner.Config) {
+		c.Reconcile = provisioner.ReconcileConfig{Interval: -1, GCInterval: -1, Jobs: src}
+	})
+	ctx := context.Background()
+	queued := jobEvent("queued", 1)
+	queued.RunAttempt = 0
+	if _, err := h.p.HandleJobEvent(ctx, queued); err != nil {
+		t.Fatal(err)
+	}
+	h.waitFor("idle", func() bool { return len(h.leases(provisioner.StateIdle)) == 1 })
+	src.set(jobEvent("completed", 1)) // RunAttempt 1
+	backdate(t, h, 1)
+	rep, err := h.p.Reconcile(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep.StaleJobs != 1 {
+		t.Fatalf("report %+v: the completed job was skipped", rep)
+	}
+	h.waitFor("released", func() bool { return len(h.leases(provisioner.StateReleased)) == 1 })
+}

@@ -288,7 +288,7 @@ func Decode(payload []byte) (provisioner.JobEvent, error) {
 	}
 	j := p.WorkflowJob
 	ev := provisioner.JobEvent{
-		Action: p.Action, Status: j.Status, JobID: j.ID, RunID: j.RunID, RunAttempt: j.RunAttempt,
+		Action: p.Action, Status: j.Status, JobID: j.ID, RunID: j.RunID, RunAttempt: provisioner.RunAttempt(j.RunAttempt),
 		Name: j.Name, Labels: j.Labels, Repo: p.Repository.FullName,
 		RunnerName: deref(j.RunnerName), Conclusion: deref(j.Conclusion), Workflow: deref(j.WorkflowName),
 	}

@@ -190,3 +190,21 @@ func TestHealthAndReady(t *testing.T) {
 		t.Fatalf("/readyz: %d", rec.Code)
 	}
 }
+
+// The webhook schema requires run_attempt, but a payload without it (or
+// with 0) is still the run's first attempt, as the REST decoders read it.
+func TestDecodeRunAttemptMissingMeansFirst(t *testing.T) {
+	for _, body := range []string{
+		`{"action":"queued","workflow_job":{"id":5,"run_id":7,"status":"queued","labels":["gpu"]},"repository":{"full_name":"acme/ml","private":true}}`,
+		`{"action":"queued","workflow_job":{"id":5,"run_id":7,"run_attempt":0,"status":"queued","labels":["gpu"]},"repository":{"full_name":"acme/ml","private":true}}`,
+	} {
+		ev, err := webhook.Decode([]byte(body))
+		if err != nil || ev.RunAttempt != 1 {
+			t.Errorf("Decode(%s) = attempt %d, %v; want 1", body, ev.RunAttempt, err)
+		}
+	}
+	ev, err := webhook.Decode([]byte(`{"action":"queued","workflow_job":{"id":5,"run_id":7,"run_attempt":3,"status":"queued"},"repository":{"full_name":"acme/ml"}}`))
+	if err != nil || ev.RunAttempt != 3 {
+		t.Errorf("Decode(run_attempt 3) = %d, %v", ev.RunAttempt, err)
+	}
+}

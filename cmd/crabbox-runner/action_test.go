@@ -495,7 +495,7 @@ func TestActionBadInputs(t *testing.T) {
 		{"stop without a lease", map[string]string{"mode": "stop"}, "input lease-id: stop needs lease-id or label"},
 		{"stop with a foreign label", map[string]string{"mode": "stop", "label": "gpu"}, "input label: \"gpu\" is not a label written by start"},
 		{"timeout longer than the lifetime", map[string]string{"mode": "start", "timeout": "2h", "max-lifetime": "1h"}, "input timeout: 2h0m0s is not shorter than max-lifetime 1h0m0s"},
-		{"half a runner release", map[string]string{"mode": "start", "runner-version": "2.330.0"}, "input runner-version: give runner-version and runner-sha256 together"},
+		{"half a runner release", map[string]string{"mode": "start", "runner-version": "2.330.0"}, "input runner-version: give runner-version and runner-sha256"},
 		{"unknown provider", map[string]string{"mode": "start", "provider": "aws"}, "input provider: unknown provider \"aws\""},
 		{"gc with a bad deployment", map[string]string{"mode": "gc", "deployment": "Not/Ours"}, "input deployment"},
 	}

@@ -68,8 +68,9 @@ func newApp(ctx context.Context, cfg *config.Config, log *slog.Logger, opts appO
 		return nil, err
 	}
 	boot, err := bootstrap.New(bootstrap.Config{
-		RunnerURL: cfg.Runner.URL, RunnerVersion: cfg.Runner.Version, RunnerSHA256: cfg.Runner.SHA256,
-		Logger: log.With("component", "bootstrap"),
+		RunnerURL: cfg.Runner.URL, RunnerVersion: cfg.Runner.Version, RunnerChecksums: cfg.Runner.SHA256,
+		Resolve: runnerReleaseFromGitHub(gh),
+		Logger:  log.With("component", "bootstrap"),
 	})
 	if err != nil {
 		return nil, err

@@ -116,9 +116,14 @@ func runDemo(ctx context.Context, stdout, stderr io.Writer, o demoOptions) error
 	})
 	defer gh.Close()
 	const runnerVersion = "2.330.0"
-	_, sum, err := githubtest.RunnerTarball(runnerVersion)
-	if err != nil {
-		return err
+	// The hosts are this machine: its architecture's tarball must verify.
+	sums := config.Checksums{}
+	for _, arch := range config.RunnerArchs {
+		_, sum, err := githubtest.RunnerTarballFor(runnerVersion, arch)
+		if err != nil {
+			return err
+		}
+		sums[arch] = sum
 	}
 
 	hosts, err := local.New(local.Options{Dir: filepath.Join(dir, "hosts"), GPUName: "NVIDIA A100-PCIE-40GB",
@@ -135,7 +140,7 @@ func runDemo(ctx context.Context, stdout, stderr io.Writer, o demoOptions) error
 		DatabaseURL: "sqlite:" + filepath.Join(dir, "demo.db"),
 		Log:         config.LogConfig{Level: "debug", Format: "text"},
 		GitHub:      config.GitHubConfig{APIURL: gh.URL(), RunnerGroupID: 1},
-		Runner:      config.RunnerConfig{Version: runnerVersion, URL: gh.TarballURLTemplate(), SHA256: sum},
+		Runner:      config.RunnerConfig{Version: runnerVersion, URL: gh.TarballURLTemplate(), SHA256: sums},
 		Defaults:    config.ClassDefaults{BootTimeout: time.Minute, IdleTimeout: 2 * time.Minute, MaxLifetime: 30 * time.Minute},
 		Classes: []config.ClassConfig{{
 			Name: "a100", Labels: []string{"self-hosted", "linux", "x64", "crabbox", "a100"},

@@ -162,15 +162,25 @@ func (s *Server) handleHookDeliveries(w http.ResponseWriter, r *http.Request) {
 // JWT) sends that attempt's event again, with its GUID and body, marked as
 // a redelivery, to the webhook as it is set now; 202 once queued. Like
 // Redeliver, it ignores HoldDeliveries.
+//
+// Its answers are the operation's documented ones (OAS
+// apps/redeliver-webhook-delivery: 202 accepted, 400 bad_request, 422
+// validation_failed); it documents no 404. So an id that names no delivery
+// is 422 with a validation-error body, and an id that is not an integer
+// (the path parameter is one) is 400.
 func (s *Server) handleRedeliverAttempt(w http.ResponseWriter, r *http.Request) {
 	if !s.checkJWT(w, r) {
 		return
 	}
 	id, err := strconv.ParseInt(r.PathValue("id"), 10, 64)
+	if err != nil || id <= 0 {
+		writeError(w, http.StatusBadRequest, "Bad Request")
+		return
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for _, d := range s.records {
-		if err == nil && d.ID == id {
+		if d.ID == id {
 			d.ID, d.Redelivery = 0, true
 			d.StatusCode, d.Error, d.DeliveredAt, d.Duration = 0, "", time.Time{}, 0
 			s.addressLocked(&d)
@@ -179,5 +189,10 @@ func (s *Server) handleRedeliverAttempt(w http.ResponseWriter, r *http.Request) 
 			return
 		}
 	}
-	writeError(w, http.StatusNotFound, "Not Found")
+	// OAS validation-error: message, documentation_url, errors.
+	writeJSON(w, http.StatusUnprocessableEntity, map[string]any{
+		"message":           "Validation Failed",
+		"documentation_url": "https://docs.github.com/rest/apps/webhooks#redeliver-a-delivery-for-an-app-webhook",
+		"errors":            []any{map[string]any{"resource": "HookDelivery", "field": "delivery_id", "code": "invalid"}},
+	})
 }

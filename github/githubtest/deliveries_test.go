@@ -149,8 +149,9 @@ func TestDeliveryLogAndRedelivery(t *testing.T) {
 		method, path, auth string
 		want               int
 	}{
-		{"POST", "/app/hook/deliveries/1/attempts", jwtTok, 404},
-		{"POST", "/app/hook/deliveries/x/attempts", jwtTok, 404},
+		// OAS apps/redeliver-webhook-delivery documents 202, 400 and 422.
+		{"POST", "/app/hook/deliveries/1/attempts", jwtTok, 422},
+		{"POST", "/app/hook/deliveries/x/attempts", jwtTok, 400},
 		{"POST", fmt.Sprintf("/app/hook/deliveries/%d/attempts", ds[0].ID), "Bearer " + testToken, 401},
 		{"GET", "/app/hook/deliveries", "Bearer " + testToken, 401},
 		{"GET", "/app/hook/deliveries?cursor=bogus", jwtTok, 400},

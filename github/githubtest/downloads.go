@@ -20,19 +20,23 @@ type runnerDownload struct {
 	SHA256Checksum    string `json:"sha256_checksum"`
 }
 
-// handleRunnerDownloads: GET …/actions/runners/downloads. It lists the
-// Linux tarballs the fake serves, with their real SHA-256, so a client that
-// installs what this endpoint says gets a tarball that verifies.
+// handleRunnerDownloads: GET …/actions/runners/downloads (OAS
+// actions/list-runner-applications-for-org and -for-repo, an array of
+// runner-application). It lists the Linux tarballs the fake serves, one per
+// architecture, each with its own SHA-256 (the real release notes give one
+// per platform, reference §5.1), so a client that installs what this
+// endpoint says for its host's architecture gets a tarball that verifies,
+// and one that takes another architecture's checksum gets a mismatch.
 func (s *Server) handleRunnerDownloads(w http.ResponseWriter, r *http.Request, _ scope) {
 	v := s.opts.RunnerVersion
-	_, sum, err := RunnerTarball(v)
-	if err != nil {
-		writeError(w, http.StatusInternalServerError, "fake: "+err.Error())
-		return
-	}
 	tmpl := strings.NewReplacer("{version}", v)
 	out := []runnerDownload{}
 	for _, arch := range []string{"x64", "arm64", "arm"} {
+		_, sum, err := RunnerTarballFor(v, arch)
+		if err != nil {
+			writeError(w, http.StatusInternalServerError, "fake: "+err.Error())
+			return
+		}
 		url := strings.ReplaceAll(tmpl.Replace(s.TarballURLTemplate()), "{arch}", arch)
 		out = append(out, runnerDownload{
 			OS: "linux", Architecture: arch, DownloadURL: url,

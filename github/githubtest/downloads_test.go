@@ -34,7 +34,9 @@ func TestRunnerDownloads(t *testing.T) {
 			if len(list) != 3 {
 				t.Fatalf("%d entries: %s", len(list), r.body)
 			}
+			sums := map[string]bool{}
 			for _, d := range list {
+				sums[d.SHA256Checksum] = true
 				if d.OS != "linux" || d.Filename != "actions-runner-linux-"+d.Architecture+"-"+want+".tar.gz" {
 					t.Errorf("entry %+v", d)
 				}
@@ -44,6 +46,10 @@ func TestRunnerDownloads(t *testing.T) {
 				if got.status != 200 || hex.EncodeToString(sum[:]) != d.SHA256Checksum {
 					t.Errorf("%s: status %d, checksum %x, want %s", d.DownloadURL, got.status, sum, d.SHA256Checksum)
 				}
+			}
+			// Each architecture's tarball is its own (reference §5.1).
+			if len(sums) != len(list) {
+				t.Errorf("%d checksums for %d architectures: %s", len(sums), len(list), r.body)
 			}
 		})
 	}

@@ -338,7 +338,16 @@ func (s *Server) handleGetJob(w http.ResponseWriter, r *http.Request, sc scope) 
 		writeError(w, http.StatusNotFound, "Not Found")
 		return
 	}
-	body := s.workflowJobLocked(j)
+	body := s.restJobLocked(j)
 	s.mu.Unlock()
 	writeJSON(w, http.StatusOK, body)
+}
+
+// restJobLocked is a job as the REST API shows it (OAS job).
+func (s *Server) restJobLocked(j *Job) workflowJobJSON {
+	out := s.workflowJobLocked(j)
+	if s.opts.RESTOmitsRunAttempt {
+		out.RunAttempt = nil
+	}
+	return out
 }

@@ -441,7 +441,7 @@ func (s *Server) handleRunJobs(w http.ResponseWriter, r *http.Request, sc scope)
 	var all []workflowJobJSON
 	for _, jid := range sortedKeys(s.jobs) {
 		if j := s.jobs[jid]; err == nil && j.RunID == id && strings.EqualFold(j.Repo, sc.repo) {
-			all = append(all, s.workflowJobLocked(j))
+			all = append(all, s.restJobLocked(j))
 		}
 	}
 	s.mu.Unlock()

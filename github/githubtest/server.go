@@ -106,6 +106,13 @@ type Options struct {
 	// empty.
 	RunnerVersion string
 
+	// RESTOmitsRunAttempt leaves run_attempt out of the REST job objects
+	// (GET …/actions/jobs/{id} and a run's job listing): the OAS job
+	// schema does not require it, while webhooks' workflow_job does
+	// (@octokit/openapi-webhooks webhook-workflow-job-queued). A client
+	// must read a missing attempt as the first.
+	RESTOmitsRunAttempt bool
+
 	// HookID is the webhook's id (X-GitHub-Hook-ID); 1 when zero.
 	HookID int64
 

@@ -21,17 +21,36 @@ import (
 //go:embed fakerunner
 var fakeRunner embed.FS
 
-// Architectures the fake serves tarballs for, as in the real asset names.
-var tarballArchs = map[string]bool{"x64": true, "arm64": true, "arm": true}
+// Architectures the fake serves Linux tarballs for, as in the real asset
+// names (reference §5.1: linux-x64, linux-arm64, linux-arm), with the
+// `uname -m` answers of the machines each one runs on. Each architecture's
+// tarball has its own bytes and checksum, as the real ones do, and its
+// listener refuses to run on another machine, as a binary built for another
+// architecture would.
+var tarballArchs = map[string]string{"x64": "x86_64 amd64", "arm64": "aarch64 arm64", "arm": "armv7l armv6l armv8l"}
+
+// TarballArchs are the architectures RunnerTarballFor builds, sorted.
+var TarballArchs = []string{"arm", "arm64", "x64"}
 
 var versionRE = regexp.MustCompile(`^[0-9]+(\.[0-9]+){1,3}$`)
 
-// RunnerTarball builds the fake actions/runner release for version as a
-// .tar.gz, and returns it with its SHA-256 in hex. The same version gives
-// the same bytes, so the checksum can be pinned in a config.
+// RunnerTarball is RunnerTarballFor(version, "x64"): the tarball of the
+// architecture most hosts have.
 func RunnerTarball(version string) (tgz []byte, sha256hex string, err error) {
+	return RunnerTarballFor(version, "x64")
+}
+
+// RunnerTarballFor builds the fake actions/runner release for version and
+// arch ("x64", "arm64", "arm") as a .tar.gz, and returns it with its
+// SHA-256 in hex. The same version and arch give the same bytes, so the
+// checksum can be pinned in a config; another arch gives other bytes.
+func RunnerTarballFor(version, arch string) (tgz []byte, sha256hex string, err error) {
 	if !versionRE.MatchString(version) {
 		return nil, "", fmt.Errorf("githubtest: runner version %q is not like 2.330.0", version)
+	}
+	machines, ok := tarballArchs[arch]
+	if !ok {
+		return nil, "", fmt.Errorf("githubtest: no runner tarball for architecture %q (want x64, arm64 or arm)", arch)
 	}
 	var buf bytes.Buffer
 	zw := gzip.NewWriter(&buf) // no name or time in the header: reproducible
@@ -54,6 +73,8 @@ func RunnerTarball(version string) (tgz []byte, sha256hex string, err error) {
 			return err
 		}
 		data = bytes.ReplaceAll(data, []byte("@VERSION@"), []byte(version))
+		data = bytes.ReplaceAll(data, []byte("@ARCH@"), []byte(arch))
+		data = bytes.ReplaceAll(data, []byte("@MACHINES@"), []byte(machines))
 		if err := tw.WriteHeader(&tar.Header{Typeflag: tar.TypeReg, Name: name, Mode: 0o755, Size: int64(len(data)), ModTime: mtime, Format: tar.FormatPAX}); err != nil {
 			return err
 		}
@@ -86,11 +107,11 @@ func (s *Server) handleTarball(w http.ResponseWriter, r *http.Request) {
 	file := r.PathValue("file")
 	rest, ok2 := strings.CutPrefix(file, "actions-runner-linux-")
 	arch, fileVersion, ok3 := strings.Cut(strings.TrimSuffix(rest, ".tar.gz"), "-")
-	if !ok || !ok2 || !ok3 || !strings.HasSuffix(file, ".tar.gz") || fileVersion != version || !tarballArchs[arch] {
+	if !ok || !ok2 || !ok3 || !strings.HasSuffix(file, ".tar.gz") || fileVersion != version || tarballArchs[arch] == "" {
 		writeError(w, http.StatusNotFound, "Not Found")
 		return
 	}
-	tgz, _, err := RunnerTarball(version)
+	tgz, _, err := RunnerTarballFor(version, arch)
 	if err != nil {
 		writeError(w, http.StatusNotFound, "Not Found")
 		return

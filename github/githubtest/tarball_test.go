@@ -9,6 +9,7 @@ import (
 	"errors"
 	"io"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -113,6 +114,66 @@ func untar(t *testing.T, tgz []byte, dir string) map[string]*tar.Header {
 		}
 		if err := os.WriteFile(path, data, os.FileMode(hdr.Mode)&0o777); err != nil {
 			t.Fatal(err)
+		}
+	}
+}
+
+// Each architecture has its own tarball, and its listener runs only on a
+// machine of that architecture, as a native binary would: a host given the
+// wrong architecture's runner fails at start.
+func TestRunnerTarballPerArchitecture(t *testing.T) {
+	sums := map[string]string{}
+	for _, arch := range TarballArchs {
+		_, sum, err := RunnerTarballFor("2.330.0", arch)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for other, s := range sums {
+			if s == sum {
+				t.Errorf("%s and %s tarballs have the same checksum", arch, other)
+			}
+		}
+		sums[arch] = sum
+	}
+	if _, x64, _ := RunnerTarball("2.330.0"); x64 != sums["x64"] {
+		t.Error("RunnerTarball is not the x64 tarball")
+	}
+	if _, _, err := RunnerTarballFor("2.330.0", "s390x"); err == nil {
+		t.Error("an unknown architecture must fail")
+	}
+
+	// The listener of each tarball, on a machine that uname -m names.
+	for _, tc := range []struct{ arch, machine string }{
+		{"x64", "x86_64"}, {"arm64", "aarch64"}, {"arm64", "x86_64"}, {"x64", "aarch64"}, {"arm", "armv7l"},
+	} {
+		tgz, _, err := RunnerTarballFor("2.330.0", tc.arch)
+		if err != nil {
+			t.Fatal(err)
+		}
+		dir := t.TempDir()
+		untar(t, tgz, dir)
+		shim := filepath.Join(dir, "shim")
+		if err := os.Mkdir(shim, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(shim, "uname"), []byte("#!/bin/sh\necho "+tc.machine+"\n"), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		cmd := exec.Command(filepath.Join(dir, "bin", "Runner.Listener"), "run")
+		cmd.Env = []string{"PATH=" + shim + ":/usr/bin:/bin"}
+		out, err := cmd.CombinedOutput()
+		var exit *exec.ExitError
+		if !errors.As(err, &exit) {
+			t.Fatalf("%s on %s: %v", tc.arch, tc.machine, err)
+		}
+		wrong := strings.Contains(string(out), "Exec format error")
+		if want := tarballArchs[tc.arch]; strings.Contains(" "+want+" ", " "+tc.machine+" ") {
+			// Right machine: it gets past the check and wants a config.
+			if wrong || !strings.Contains(string(out), "not configured") {
+				t.Errorf("%s runner on %s: %d %s", tc.arch, tc.machine, exit.ExitCode(), out)
+			}
+		} else if !wrong || exit.ExitCode() != 126 {
+			t.Errorf("%s runner on %s ran: %d %s", tc.arch, tc.machine, exit.ExitCode(), out)
 		}
 	}
 }

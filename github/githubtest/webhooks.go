@@ -258,7 +258,7 @@ func (s *Server) webhookLocked(j *Job, action string) {
 type workflowJobJSON struct {
 	ID              int64    `json:"id"`
 	RunID           int64    `json:"run_id"`
-	RunAttempt      int64    `json:"run_attempt"`
+	RunAttempt      *int64   `json:"run_attempt,omitempty"` // nil only in REST answers, see Options.RESTOmitsRunAttempt
 	NodeID          string   `json:"node_id"`
 	HeadBranch      string   `json:"head_branch"`
 	HeadSHA         string   `json:"head_sha"`
@@ -285,7 +285,7 @@ func (s *Server) workflowJobLocked(j *Job) workflowJobJSON {
 	out := workflowJobJSON{
 		ID:           j.ID,
 		RunID:        j.RunID,
-		RunAttempt:   j.RunAttempt,
+		RunAttempt:   ptr(j.RunAttempt),
 		NodeID:       nodeID("CR", j.ID),
 		HeadBranch:   j.HeadBranch,
 		HeadSHA:      j.HeadSHA,
@@ -382,3 +382,7 @@ func (s *Server) post(d Delivery) (int, string) {
 	resp.Body.Close()
 	return resp.StatusCode, ""
 }
+
+// ptr copies v, so that a body marshalled after the lock is released does
+// not read the job it was made from.
+func ptr[T any](v T) *T { return &v }

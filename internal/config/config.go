@@ -112,7 +112,9 @@ type StatusConfig struct {
 type RunnerConfig struct {
 	Version string `yaml:"version"`
 	URL     string `yaml:"url"`
-	SHA256  string `yaml:"sha256"`
+	// SHA256 are the tarballs' checksums by architecture (runner.go);
+	// an architecture without one takes GitHub's.
+	SHA256 Checksums `yaml:"sha256"`
 }
 
 // ProvidersConfig holds per-provider settings; a provider is enabled when a

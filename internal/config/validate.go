@@ -1,7 +1,6 @@
 package config
 
 import (
-	"encoding/hex"
 	"fmt"
 	"net"
 	"regexp"
@@ -132,11 +131,8 @@ func (c *Config) validateRunner() error {
 	if c.Runner.Version == "" {
 		return errf("runner.version", "required: the actions/runner version to install, e.g. \"2.330.0\"")
 	}
-	if c.Runner.SHA256 == "" {
-		return errf("runner.sha256", "required: the sha256 of the runner tarball (a mismatch stops the bootstrap)")
-	}
-	if b, err := hex.DecodeString(c.Runner.SHA256); err != nil || len(b) != 32 {
-		return errf("runner.sha256", "must be 64 hex characters")
+	if err := c.Runner.SHA256.validate(); err != nil {
+		return err
 	}
 	u := strings.NewReplacer("{version}", c.Runner.Version, "{arch}", "x64").Replace(c.Runner.URL)
 	return CheckBaseURL("runner.url", u)

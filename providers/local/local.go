@@ -60,6 +60,11 @@ type Behavior struct {
 	// IgnoreHostKey makes the host use a key of its own instead of the one
 	// given at create, as a host that ignored the injected key would.
 	IgnoreHostKey bool
+	// Machine is what `uname -m` answers on the host ("aarch64" for an
+	// arm64 host such as Lambda's GH200); this machine's own when empty.
+	// A shim on the host's PATH answers it, so the host script and the
+	// fake runner see that architecture.
+	Machine string
 }
 
 // Provider implements provisioner.Provider on loopback.
@@ -192,7 +197,7 @@ func (p *Provider) Create(ctx context.Context, req provisioner.CreateRequest) (*
 
 	id := "local-" + strconv.Itoa(seq)
 	dir := filepath.Join(p.opts.Dir, id)
-	if err := p.prepareDir(dir, offer, b.BrokenGPU); err != nil {
+	if err := p.prepareDir(dir, offer, b); err != nil {
 		_ = os.RemoveAll(dir)
 		return nil, err
 	}
@@ -232,9 +237,11 @@ func (p *Provider) Create(ctx context.Context, req provisioner.CreateRequest) (*
 	return &inst, nil
 }
 
-// prepareDir lays out the host: bin/ with the fake nvidia-smi first on PATH,
-// root/ as CRABBOX_HOST_ROOT, sshd/ for the server's files.
-func (p *Provider) prepareDir(dir string, offer provisioner.Offer, brokenGPU bool) error {
+// prepareDir lays out the host: bin/ with the fake nvidia-smi (and uname,
+// for Behavior.Machine) first on PATH, root/ as CRABBOX_HOST_ROOT, sshd/
+// for the server's files.
+func (p *Provider) prepareDir(dir string, offer provisioner.Offer, b Behavior) error {
+	brokenGPU := b.BrokenGPU
 	for _, d := range []string{"bin", "root", "sshd"} {
 		if err := os.MkdirAll(filepath.Join(dir, d), 0o700); err != nil {
 			return fmt.Errorf("local: %w", err)
@@ -257,6 +264,11 @@ func (p *Provider) prepareDir(dir string, offer provisioner.Offer, brokenGPU boo
 	}
 	if err := os.WriteFile(filepath.Join(dir, "bin", "nvidia-smi"), []byte(script), 0o755); err != nil {
 		return fmt.Errorf("local: %w", err)
+	}
+	if b.Machine != "" {
+		if err := os.WriteFile(filepath.Join(dir, "bin", "uname"), []byte(sshd.UnameShim(b.Machine)), 0o755); err != nil {
+			return fmt.Errorf("local: %w", err)
+		}
 	}
 	return nil
 }

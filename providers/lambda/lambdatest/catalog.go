@@ -19,6 +19,11 @@ type InstanceType struct {
 	StorageGiB     int
 	// Regions have capacity for the type at the start; see SetCapacity.
 	Regions []string
+	// Machine is what `uname -m` answers on the type's hosts; this
+	// machine's own when empty. GH200 hosts are arm64: the Grace CPU is
+	// an Arm Neoverse V2, and Lambda's images come per architecture
+	// (lambda-openapi.json ImageArchitecture: x86_64, arm64).
+	Machine string
 }
 
 // DefaultInstanceTypes resemble Lambda's catalogue: names, descriptions and
@@ -28,7 +33,7 @@ var DefaultInstanceTypes = []InstanceType{
 	{Name: "gpu_1x_a10", GPUDescription: "A10 (24 GB PCIe)", GPUs: 1, PriceCents: 75, VCPUs: 30, MemoryGiB: 200, StorageGiB: 1400, Regions: []string{"us-east-1", "us-west-1"}},
 	{Name: "gpu_1x_a6000", GPUDescription: "RTX A6000 (48 GB)", GPUs: 1, PriceCents: 80, VCPUs: 14, MemoryGiB: 100, StorageGiB: 512, Regions: []string{"us-south-1"}},
 	{Name: "gpu_1x_a100_sxm4", GPUDescription: "A100 (40 GB SXM4)", GPUs: 1, PriceCents: 129, VCPUs: 30, MemoryGiB: 200, StorageGiB: 512, Regions: []string{"us-east-1", "us-west-2", "us-south-1"}},
-	{Name: "gpu_1x_gh200", GPUDescription: "GH200 (96 GB)", GPUs: 1, PriceCents: 149, VCPUs: 64, MemoryGiB: 432, StorageGiB: 4096, Regions: []string{"us-east-3"}},
+	{Name: "gpu_1x_gh200", GPUDescription: "GH200 (96 GB)", GPUs: 1, PriceCents: 149, VCPUs: 64, MemoryGiB: 432, StorageGiB: 4096, Regions: []string{"us-east-3"}, Machine: "aarch64"},
 	{Name: "gpu_1x_h100_pcie", GPUDescription: "H100 (80 GB PCIe)", GPUs: 1, PriceCents: 249, VCPUs: 26, MemoryGiB: 200, StorageGiB: 1024, Regions: []string{"us-west-3", "us-south-2"}},
 	{Name: "gpu_2x_a100_sxm4", GPUDescription: "A100 (40 GB SXM4)", GPUs: 2, PriceCents: 258, VCPUs: 60, MemoryGiB: 450, StorageGiB: 1024, Regions: []string{"us-east-1"}},
 	{Name: "gpu_8x_a100_80gb_sxm4", GPUDescription: "A100 (80 GB SXM4)", GPUs: 8, PriceCents: 1432, VCPUs: 240, MemoryGiB: 1800, StorageGiB: 20480, Regions: []string{"us-midwest-1"}},

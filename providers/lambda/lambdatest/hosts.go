@@ -232,6 +232,13 @@ func (s *Server) startHost(in *instance) (*sshd.Server, error) {
 	if err := os.WriteFile(filepath.Join(dir, "bin", "nvidia-smi"), []byte(nvidiaSMI(in.typ, in.behavior.BrokenGPU)), 0o755); err != nil {
 		return nil, err
 	}
+	if in.typ.Machine != "" {
+		// The host looks like its type's architecture to whatever asks
+		// uname -m (the host script, the runner).
+		if err := os.WriteFile(filepath.Join(dir, "bin", "uname"), []byte(sshd.UnameShim(in.typ.Machine)), 0o755); err != nil {
+			return nil, err
+		}
+	}
 	logFile, err := os.OpenFile(filepath.Join(dir, "sshd", "sshd.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
 	if err != nil {
 		return nil, err
