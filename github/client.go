@@ -63,6 +63,14 @@ type Config struct {
 	JITPerMinute int
 	// OnLimitWait, when set, is told how long a registration waited.
 	OnLimitWait func(limit string, d time.Duration)
+	// BackgroundPerMinute is the ceiling of background requests (the
+	// reconcile's; see Background) in any BackgroundWindow;
+	// DefaultBackgroundPerMinute when zero, none when negative.
+	BackgroundPerMinute int
+	// BackgroundWindow is the span of that ceiling, a minute when zero
+	// (tests scale time with it); the scan's slower periods (the
+	// repository list, the installations) scale with it too.
+	BackgroundWindow time.Duration
 }
 
 // DefaultJITPerMinute leaves headroom under GitHub's ~180 a minute.
@@ -98,6 +106,14 @@ type Client struct {
 
 	jitLimiter  *rate.Limiter // nil: no pacing
 	onLimitWait func(string, time.Duration)
+
+	// The cheap reconcile (bgcap.go, scan.go, sweep.go).
+	bgWindow *window       // nil: no ceiling
+	minute   time.Duration // BackgroundWindow: a minute, or less in tests
+	scanMu   sync.Mutex
+	scans    map[string]*scanState // by lower-cased Scope.Key()
+	sweep    deliverySweep
+	scopes   scopesCache
 }
 
 var _ provisioner.GitHub = (*Client)(nil)
@@ -166,6 +182,12 @@ func New(cfg Config) (*Client, error) {
 		if timeout == 0 {
 			timeout = cfg.HTTPClient.Timeout
 		}
+	}
+	c.minute = cmp.Or(cfg.BackgroundWindow, time.Minute)
+	c.scans = map[string]*scanState{}
+	if n := cmp.Or(cfg.BackgroundPerMinute, DefaultBackgroundPerMinute); n > 0 {
+		c.bgWindow = newWindow(n, c.minute)
+		transport = &backgroundCap{next: transport, win: c.bgWindow}
 	}
 	if timeout <= 0 {
 		timeout = DefaultTimeout

@@ -22,6 +22,7 @@ import (
 type repoRef struct {
 	owner, name string
 	full        string // owner/name, as GitHub spells it
+	visibility  string // provisioner.RepoVisibility of the listing; "" unknown
 }
 
 // QueuedJobs returns the jobs queued in the scope now, as queued events
@@ -78,11 +79,12 @@ func (c *Client) QueuedJobs(ctx context.Context, scope provisioner.Scope) ([]pro
 				Status:         j.GetStatus(),
 				JobID:          j.GetID(),
 				RunID:          j.GetRunID(),
-				RunAttempt:     j.GetRunAttempt(),
+				RunAttempt:     max(j.GetRunAttempt(), 1), // missing: the first (#13)
 				Name:           j.GetName(),
 				Workflow:       j.GetWorkflowName(),
 				Labels:         slices.Clone(j.Labels),
 				Repo:           r.full,
+				Visibility:     r.visibility,
 				InstallationID: scope.InstallationID,
 			}
 			if t.org != "" {
@@ -114,7 +116,7 @@ func (c *Client) orgRepos(ctx context.Context, g *gh.Client, org string) ([]repo
 		if full == "" {
 			full = owner + "/" + r.GetName()
 		}
-		out = append(out, repoRef{owner: owner, name: r.GetName(), full: full})
+		out = append(out, repoRef{owner: owner, name: r.GetName(), full: full, visibility: repoVisibility(r)})
 	}
 	err := eachPage(func(page int) (int, *gh.Response, error) {
 		lo := gh.ListOptions{PerPage: perPage, Page: page}

@@ -95,6 +95,9 @@ type Provisioner struct {
 	balancing atomic.Bool
 	// bootRuns counts the boot worker runs under way in this process.
 	bootRuns atomic.Int64
+	// recent and deferred serve the cheap reconcile (scan.go).
+	recent   recentRepos
+	deferred deferredLog
 }
 
 // New checks the configuration and returns a provisioner. Call Start to run
@@ -297,6 +300,9 @@ func (p *Provisioner) HandleJobEvent(ctx context.Context, ev JobEvent) (Outcome,
 	})
 	if err != nil {
 		return Ignored, err
+	}
+	if class != nil {
+		p.recent.note(p.scopeFor(ev), ev.Repo, p.now())
 	}
 	if mark != nil {
 		if mark.released != "" {

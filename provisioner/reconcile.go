@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
+	"slices"
 	"time"
 
 	"github.com/riverqueue/river"
@@ -47,6 +49,11 @@ type ReconcileConfig struct {
 	Deliveries       Redeliverer
 	// Scopes are always looked at (github.scopes).
 	Scopes []Scope
+	// Walk has a JobScanner walk every repository of each scope, spread
+	// over passes, besides the hot ones (scan.go): on when nothing else
+	// finds what webhooks missed (poll mode, or a token, which has no
+	// delivery log to redeliver from).
+	Walk bool
 }
 
 // ReconcileArgs runs one lease pass.
@@ -205,6 +212,9 @@ type ReconcileReport struct {
 	StaleJobs        int // jobs we thought queued that GitHub has moved on
 	Redelivered      int
 	RunnerGone       int // idle or busy leases whose runner GitHub no longer has
+	// Deferred: some background GitHub work was refused for budget
+	// (ErrDeferred) and waits for a later pass.
+	Deferred bool
 }
 
 // Reconcile runs one lease pass: every deadline of every live lease is
@@ -268,25 +278,54 @@ func (p *Provisioner) Reconcile(ctx context.Context) (*ReconcileReport, error) {
 		errs = append(errs, err)
 	}
 
+	// Background GitHub work refused for budget is not an error: it is
+	// done on a later pass (scan.go).
+	keep := func(err error) {
+		if errors.Is(err, ErrDeferred) {
+			rep.Deferred = true
+			return
+		}
+		errs = append(errs, err)
+	}
 	if src := p.cfg.Reconcile.Jobs; src != nil {
 		more, err := src.Scopes(ctx)
 		if err != nil {
-			errs = append(errs, fmt.Errorf("listing scopes: %w", err))
+			keep(fmt.Errorf("listing scopes: %w", err))
 		}
 		for _, s := range more {
 			scopes[s.Key()] = s
 		}
-		for _, s := range scopes {
-			n, err := p.catchUpScope(ctx, src, s)
-			rep.MissedJobs += n
-			if err != nil {
+		keys := slices.Sorted(maps.Keys(scopes))
+		sc, scanning := src.(JobScanner)
+		var hot map[string][]string
+		if scanning {
+			if hot, err = p.hotRepos(ctx, live, scopes); err != nil {
 				errs = append(errs, err)
+				scanning = false
 			}
 		}
-		n, err := p.refreshQueuedJobs(ctx, src)
+		for _, key := range keys {
+			var n int
+			if scanning {
+				n, err = p.scanScope(ctx, sc, scopes[key], hot[key])
+			} else {
+				n, err = p.catchUpScope(ctx, src, scopes[key])
+			}
+			rep.MissedJobs += n
+			if err != nil {
+				keep(err)
+			}
+		}
+		// The scan follows every queued job's repository on every pass;
+		// asking for each job then is only a backstop.
+		age := time.Minute
+		if scanning {
+			age = 10 * time.Minute
+		}
+		n, err := p.refreshQueuedJobs(ctx, src, age)
 		rep.StaleJobs += n
 		if err != nil {
-			errs = append(errs, err)
+			keep(err)
 		}
 	}
 	if d := p.cfg.Reconcile.Deliveries; d != nil {
@@ -294,8 +333,15 @@ func (p *Provisioner) Reconcile(ctx context.Context) (*ReconcileReport, error) {
 		n, err := d.RedeliverFailed(ctx, since)
 		rep.Redelivered = n
 		if err != nil {
-			errs = append(errs, fmt.Errorf("redelivering failed deliveries: %w", err))
+			keep(fmt.Errorf("redelivering failed deliveries: %w", err))
 		}
+	}
+	if rep.Deferred {
+		if p.deferred.note(now) {
+			p.log.Warn("GitHub request budget low: background reconcile work (scans, redeliveries, job refreshes) deferred to later passes; jobs are still served")
+		}
+	} else if n, since := p.deferred.clear(); n > 0 {
+		p.log.Info("GitHub request budget recovered: deferred reconcile work done", "deferred_passes", n, "since", since)
 	}
 	if err := p.balanceAll(ctx); err != nil {
 		errs = append(errs, err)
@@ -376,8 +422,8 @@ func (p *Provisioner) catchUpScope(ctx context.Context, src JobSource, s Scope) 
 // refreshQueuedJobs asks GitHub about jobs we still think queued for more
 // than a minute: a lost in_progress or completed would otherwise keep a
 // lease for them forever.
-func (p *Provisioner) refreshQueuedJobs(ctx context.Context, src JobSource) (int, error) {
-	queued, err := p.cfg.Store.QueuedJobs(ctx, p.now().Add(-time.Minute))
+func (p *Provisioner) refreshQueuedJobs(ctx context.Context, src JobSource, age time.Duration) (int, error) {
+	queued, err := p.cfg.Store.QueuedJobs(ctx, p.now().Add(-age))
 	if err != nil {
 		return 0, err
 	}
@@ -389,9 +435,17 @@ func (p *Provisioner) refreshQueuedJobs(ctx context.Context, src JobSource) (int
 			// Deleted with its run: nothing will ever take it.
 			ev = &JobEvent{Action: "completed", Status: "completed", Conclusion: "cancelled", JobID: j.ID, RunAttempt: j.RunAttempt,
 				Labels: j.Labels, Repo: j.Repo, Org: j.Scope.Org, InstallationID: j.Scope.InstallationID}
+		} else if errors.Is(err, ErrDeferred) {
+			// The rest waits for the budget too.
+			errs = append(errs, err)
+			break
 		} else if err != nil {
 			errs = append(errs, err)
 			continue
+		}
+		// A REST record without run_attempt is the first attempt (#13).
+		if ev.RunAttempt == 0 {
+			ev.RunAttempt = 1
 		}
 		if ev.Action == "queued" || ev.Action == "waiting" || ev.RunAttempt != j.RunAttempt {
 			continue

@@ -1,0 +1,129 @@
+package github
+
+// Background requests (reconcile scans, the deliveries sweep, job
+// refreshes, the installations list) share a ceiling of requests in any
+// window (60 a minute by default), 304s included: GitHub's secondary limits
+// count every request, answered from cache or not ("Rate limits for the
+// REST API", secondary rate limits; reference §4.3). Calls that serve jobs
+// (generate-jitconfig, runner get/delete) are never held to it. A
+// background request over the ceiling is not sent: it fails with an error
+// that is provisioner.ErrDeferred, and the reconcile does that work on a
+// later pass.
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/crabbox/crabbox-runner/provisioner"
+)
+
+// DefaultBackgroundPerMinute is the ceiling of background requests in any
+// minute (Config.BackgroundPerMinute).
+const DefaultBackgroundPerMinute = 60
+
+type backgroundKey struct{}
+
+// Background marks ctx's GitHub calls as background work: held to the
+// background ceiling, and the first to be deferred when the budget runs
+// low. The reconcile's calls carry it.
+func Background(ctx context.Context) context.Context {
+	return context.WithValue(ctx, backgroundKey{}, true)
+}
+
+// IsBackground reports whether ctx was marked by Background.
+func IsBackground(ctx context.Context) bool {
+	b, _ := ctx.Value(backgroundKey{}).(bool)
+	return b
+}
+
+// deferredError is a background request refused before it was sent.
+type deferredError struct {
+	why   string
+	retry time.Duration // when a slot frees up
+}
+
+func (e *deferredError) Error() string {
+	return fmt.Sprintf("github: background request not sent: %s (a slot frees up in %s)", e.why, e.retry.Round(time.Millisecond))
+}
+
+func (e *deferredError) Is(target error) bool { return target == provisioner.ErrDeferred }
+
+// window admits at most n requests in any span of length per: it keeps
+// the times of the last n admitted.
+type window struct {
+	mu    sync.Mutex
+	n     int
+	per   time.Duration
+	times []time.Time // ring of the last n admissions, oldest at next
+	next  int
+	now   func() time.Time
+}
+
+func newWindow(n int, per time.Duration) *window {
+	return &window{n: n, per: per, times: make([]time.Time, 0, n), now: time.Now}
+}
+
+// take admits one request now, or says how long until one may go.
+func (w *window) take() (bool, time.Duration) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	now := w.now()
+	if len(w.times) < w.n {
+		w.times = append(w.times, now)
+		return true, 0
+	}
+	oldest := w.times[w.next]
+	if wait := oldest.Add(w.per).Sub(now); wait > 0 {
+		return false, wait
+	}
+	w.times[w.next] = now
+	w.next = (w.next + 1) % w.n
+	return true, 0
+}
+
+// free is how many requests could go now.
+func (w *window) free() int {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if len(w.times) < w.n {
+		return w.n - len(w.times)
+	}
+	now, free := w.now(), 0
+	for _, t := range w.times {
+		if !now.Before(t.Add(w.per)) {
+			free++
+		}
+	}
+	return free
+}
+
+// backgroundCap is the transport layer that holds background requests to
+// the window; everything else passes straight through.
+type backgroundCap struct {
+	next http.RoundTripper
+	win  *window
+}
+
+func (b *backgroundCap) RoundTrip(req *http.Request) (*http.Response, error) {
+	if b.win != nil && IsBackground(req.Context()) {
+		if ok, wait := b.win.take(); !ok {
+			if req.Body != nil {
+				req.Body.Close()
+			}
+			return nil, &deferredError{why: fmt.Sprintf("%d background requests in the last %s already", b.win.n, b.win.per), retry: wait}
+		}
+	}
+	return b.next.RoundTrip(req)
+}
+
+// backgroundFree is how many background requests may go now (a large
+// number when there is no ceiling).
+func (c *Client) backgroundFree() int {
+	if c.bgWindow == nil {
+		return 1 << 30
+	}
+	return c.bgWindow.free()
+}
