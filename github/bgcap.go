@@ -88,16 +88,13 @@ func (w *window) take() (bool, time.Duration) {
 func (w *window) free() int {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	if len(w.times) < w.n {
-		return w.n - len(w.times)
-	}
-	now, free := w.now(), 0
+	now, busy := w.now(), 0
 	for _, t := range w.times {
-		if !now.Before(t.Add(w.per)) {
-			free++
+		if now.Before(t.Add(w.per)) {
+			busy++
 		}
 	}
-	return free
+	return w.n - busy
 }
 
 // backgroundCap is the transport layer that holds background requests to
