@@ -93,7 +93,7 @@ func newApp(ctx context.Context, cfg *config.Config, log *slog.Logger, opts appO
 		Limits:      provisioner.Limits{MaxLeases: cfg.Limits.MaxLeases, MaxSpendPerHour: cfg.Limits.MaxSpendPerHour},
 		JobTimeout:  cfg.Work.JobTimeout,
 		RescueAfter: cfg.Work.RescueAfter,
-		Reconcile: reconcileConfig(cfg, gh),
+		Reconcile:   reconcileConfig(cfg, gh),
 	}
 	if opts.Tune != nil {
 		opts.Tune(&pcfg)
