@@ -11,7 +11,6 @@ package github
 // later pass.
 
 import (
-	"context"
 	"fmt"
 	"net/http"
 	"sync"
@@ -24,32 +23,14 @@ import (
 // minute (Config.BackgroundPerMinute).
 const DefaultBackgroundPerMinute = 60
 
-type backgroundKey struct{}
-
-// Background marks ctx's GitHub calls as background work: held to the
-// background ceiling, and the first to be deferred when the budget runs
-// low. The reconcile's calls carry it.
-func Background(ctx context.Context) context.Context {
-	return context.WithValue(ctx, backgroundKey{}, true)
+// ceilingError is a background request refused before it was sent: a
+// provisioner.BudgetError that is ErrDeferred.
+func ceilingError(req *http.Request, w *window, wait time.Duration) error {
+	return &provisioner.BudgetError{
+		Endpoint: req.Method + " " + req.URL.Path, Until: time.Now().Add(wait), Deferred: true,
+		Reason: fmt.Sprintf("background ceiling (%d requests in any %s)", w.n, w.per),
+	}
 }
-
-// IsBackground reports whether ctx was marked by Background.
-func IsBackground(ctx context.Context) bool {
-	b, _ := ctx.Value(backgroundKey{}).(bool)
-	return b
-}
-
-// deferredError is a background request refused before it was sent.
-type deferredError struct {
-	why   string
-	retry time.Duration // when a slot frees up
-}
-
-func (e *deferredError) Error() string {
-	return fmt.Sprintf("github: background request not sent: %s (a slot frees up in %s)", e.why, e.retry.Round(time.Millisecond))
-}
-
-func (e *deferredError) Is(target error) bool { return target == provisioner.ErrDeferred }
 
 // window admits at most n requests in any span of length per: it keeps
 // the times of the last n admitted.
@@ -105,12 +86,12 @@ type backgroundCap struct {
 }
 
 func (b *backgroundCap) RoundTrip(req *http.Request) (*http.Response, error) {
-	if b.win != nil && IsBackground(req.Context()) {
+	if b.win != nil && provisioner.IsBackground(req.Context()) {
 		if ok, wait := b.win.take(); !ok {
 			if req.Body != nil {
 				req.Body.Close()
 			}
-			return nil, &deferredError{why: fmt.Sprintf("%d background requests in the last %s already", b.win.n, b.win.per), retry: wait}
+			return nil, ceilingError(req, b.win, wait)
 		}
 	}
 	return b.next.RoundTrip(req)

@@ -64,7 +64,7 @@ type Config struct {
 	// OnLimitWait, when set, is told how long a registration waited.
 	OnLimitWait func(limit string, d time.Duration)
 	// BackgroundPerMinute is the ceiling of background requests (the
-	// reconcile's; see Background) in any BackgroundWindow;
+	// reconcile's; see provisioner.Background) in any BackgroundWindow;
 	// DefaultBackgroundPerMinute when zero, none when negative.
 	BackgroundPerMinute int
 	// BackgroundWindow is the span of that ceiling, a minute when zero

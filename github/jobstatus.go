@@ -30,7 +30,7 @@ func (c *Client) JobStatus(ctx context.Context, scope provisioner.Scope, repo st
 	if !ok || owner == "" || name == "" {
 		return nil, fmt.Errorf("github: repository %q is not owner/name", repo)
 	}
-	ctx = Background(ctx) // the reconcile's refresh
+	ctx = provisioner.Background(ctx) // the reconcile's refresh
 	g, err := c.clientFor(ctx, scope)
 	if err != nil {
 		return nil, err
@@ -113,7 +113,7 @@ func (c *Client) RedeliverFailed(ctx context.Context, since time.Time) (int, err
 	c.redelivered.mu.Unlock()
 	n := 0
 	var errs []error
-	ctx = Background(ctx)
+	ctx = provisioner.Background(ctx)
 	for _, d := range todo {
 		if err := c.Redeliver(ctx, d.ID); err != nil {
 			if redeliverGone(err) {

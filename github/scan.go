@@ -95,7 +95,7 @@ func (c *Client) scanStateFor(s provisioner.Scope) *scanState {
 // scope is its one repository. An error wrapping provisioner.ErrDeferred
 // means the budget stopped it; what was found so far is returned with it.
 func (c *Client) ScanJobs(ctx context.Context, scope provisioner.Scope, hot []string, walk bool) ([]provisioner.JobEvent, error) {
-	ctx = Background(ctx)
+	ctx = provisioner.Background(ctx)
 	t, err := parseScope(scope)
 	if err != nil {
 		return nil, err

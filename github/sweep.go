@@ -27,6 +27,8 @@ import (
 	"time"
 
 	gh "github.com/google/go-github/v62/github"
+
+	"github.com/crabbox/crabbox-runner/provisioner"
 )
 
 // deliveryKeep is how long GitHub keeps deliveries (§1.5).
@@ -52,7 +54,7 @@ func (c *Client) sweepDeliveries(ctx context.Context, since time.Time) ([]Delive
 	if c.appClient == nil {
 		return nil, fmt.Errorf("github: list the App's webhook deliveries: %w", ErrNeedsApp)
 	}
-	ctx = Background(ctx)
+	ctx = provisioner.Background(ctx)
 	sw := &c.sweep
 	sw.mu.Lock()
 	defer sw.mu.Unlock()
@@ -148,7 +150,7 @@ func (c *Client) cachedInstallations(ctx context.Context) ([]Installation, error
 	if sc.list != nil && time.Since(sc.listed) < scopesEvery*c.minute {
 		return sc.list, nil
 	}
-	list, err := c.Installations(Background(ctx))
+	list, err := c.Installations(provisioner.Background(ctx))
 	if err != nil {
 		if sc.list != nil {
 			return sc.list, err

@@ -22,10 +22,6 @@ import (
 // its request budget. Background calls refused for budget come back as
 // ErrDeferred: the pass stops that work, and a later pass does it.
 
-// ErrDeferred is wrapped by the errors of background GitHub calls refused
-// because the request budget is low; the work is done on a later pass.
-var ErrDeferred = errors.New("deferred: the GitHub request budget is low")
-
 // JobScanner is what a JobSource may offer for a reconcile that costs
 // nearly nothing; without it the reconcile calls QueuedJobs for each scope.
 type JobScanner interface {
