@@ -201,9 +201,18 @@ func (c *Client) walk(ctx context.Context, g *gh.Client, st *scanState, org stri
 func (c *Client) scanRepo(ctx context.Context, g *gh.Client, st *scanState, r repoRef, scope provisioner.Scope, org string) ([]provisioner.JobEvent, error) {
 	key := strings.ToLower(r.full)
 	rs := st.repos[key]
-	if rs == nil || time.Since(rs.resetAt) >= forgetEvery*c.minute {
+	switch {
+	case rs == nil:
 		rs = &repoState{runs: map[int64]runKey{}, jobs: map[int64]jobKey{}, resetAt: time.Now()}
 		st.repos[key] = rs
+	case time.Since(rs.resetAt) >= forgetEvery*c.minute:
+		// Every run known is looked at again and every job reported
+		// again; a run that ended meanwhile still gets its last look.
+		for id := range rs.runs {
+			rs.runs[id] = runKey{status: "forgotten"}
+		}
+		clear(rs.jobs)
+		rs.resetAt = time.Now()
 	}
 	current := map[int64]runKey{}
 	visibility := r.visibility

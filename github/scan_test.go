@@ -282,3 +282,39 @@ func TestDeliveriesSweepResumes(t *testing.T) {
 		t.Errorf("sweep after the redelivery: %d, %v; want nothing to do", n, err)
 	}
 }
+
+// TestScanForgetsButStillSeesTheEnd: every so often the scan forgets what
+// it saw and reports every job again; a run that ended across that moment
+// is still looked at once more, so its completion is not lost.
+func TestScanForgetsButStillSeesTheEnd(t *testing.T) {
+	fake := githubtest.New(githubtest.Options{Tokens: []string{testToken}})
+	t.Cleanup(fake.Close)
+	c, err := github.New(github.Config{APIURL: fake.URL(), Token: testToken, JITPerMinute: -1,
+		BackgroundPerMinute: 1000, BackgroundWindow: 10 * time.Millisecond}) // forgets after 300 ms
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := ctxFor(t)
+	scope := provisioner.Scope{Org: "acme"}
+	hot := []string{"acme/app"}
+	id := fake.QueueJob(githubtest.JobSpec{Repo: "acme/app", Org: "acme", Labels: []string{"gpu"}})
+	if evs, err := c.ScanJobs(ctx, scope, hot, false); err != nil || actions(evs) != fmt.Sprintf("%d:queued", id) {
+		t.Fatalf("first scan = %s, %v", actions(evs), err)
+	}
+	time.Sleep(400 * time.Millisecond)
+	if err := fake.CancelJob(id); err != nil {
+		t.Fatal(err)
+	}
+	if evs, err := c.ScanJobs(ctx, scope, hot, false); err != nil || actions(evs) != fmt.Sprintf("%d:completed", id) {
+		t.Fatalf("scan after forgetting = %s, %v; want the completion", actions(evs), err)
+	}
+	// Still queued after forgetting: reported again (harmless repeat).
+	again := fake.QueueJob(githubtest.JobSpec{Repo: "acme/app", Org: "acme", Labels: []string{"gpu"}})
+	if evs, err := c.ScanJobs(ctx, scope, hot, false); err != nil || actions(evs) != fmt.Sprintf("%d:queued", again) {
+		t.Fatalf("scan = %s, %v", actions(evs), err)
+	}
+	time.Sleep(400 * time.Millisecond)
+	if evs, err := c.ScanJobs(ctx, scope, hot, false); err != nil || actions(evs) != fmt.Sprintf("%d:queued", again) {
+		t.Fatalf("scan after forgetting = %s, %v; want the queued job reported again", actions(evs), err)
+	}
+}

@@ -507,10 +507,12 @@ func (p *Provisioner) releaseStarting(ctx context.Context, id, reason string) er
 		if !cur.State.Starting() {
 			return nil
 		}
-		if err := p.release(ctx, tx, cur, reason, ""); err != nil {
-			return err
-		}
-		return p.balance(ctx, tx, cur.Class, cur.Scope)
+		// No balance here: the runner took a job off the queue, and until
+		// that job's own event (its webhook, or in poll mode the next
+		// reconcile scan, which balances after it) says which, a balance
+		// would lease again for a job no longer waiting: a host paid for
+		// nothing.
+		return p.release(ctx, tx, cur, reason, "")
 	})
 }
 

@@ -180,8 +180,13 @@ func (p *Provisioner) periodicJobs() []*river.PeriodicJob {
 	var jobs []*river.PeriodicJob
 	rc := p.cfg.Reconcile
 	if rc.Interval >= 0 {
-		jobs = append(jobs, river.NewPeriodicJob(river.PeriodicInterval(cmpDur(rc.Interval, time.Minute)),
-			func() (river.JobArgs, *river.InsertOpts) { return ReconcileArgs{}, nil },
+		every := cmpDur(rc.Interval, time.Minute)
+		// One pass queued at a time, but no fewer passes than asked for:
+		// poll mode's interval may be shorter than the usual 10 s.
+		opts := ReconcileArgs{}.InsertOpts()
+		opts.UniqueOpts.ByPeriod = min(opts.UniqueOpts.ByPeriod, every)
+		jobs = append(jobs, river.NewPeriodicJob(river.PeriodicInterval(every),
+			func() (river.JobArgs, *river.InsertOpts) { return ReconcileArgs{}, &opts },
 			&river.PeriodicJobOpts{RunOnStart: true}))
 	}
 	if rc.DeadlineInterval >= 0 {
