@@ -189,7 +189,12 @@ func (s *Server) credential(r *http.Request) (string, int) {
 func (st *rateState) windowLocked(cred string, now time.Time, length time.Duration) *rateWindow {
 	w := st.windows[cred]
 	if w == nil || !now.Before(w.reset) {
-		w = &rateWindow{reset: now.Add(length)}
+		// x-ratelimit-reset is in epoch seconds: the window ends on one.
+		reset := now.Add(length)
+		if r := reset.Truncate(time.Second); !r.Equal(reset) {
+			reset = r.Add(time.Second)
+		}
+		w = &rateWindow{reset: reset}
 		st.windows[cred] = w
 	}
 	return w
