@@ -82,3 +82,36 @@ type RegistrationBudget interface {
 	// long until it can (the rate limit's reset, a back-off's end).
 	RegistrationWait(scope Scope) time.Duration
 }
+
+// budgetWait ends a provision run that must not rent a host yet: GitHub
+// could not take the runner's registration. The lease waits d (a River
+// snooze), without a host and without a failure.
+type budgetWait struct{ d time.Duration }
+
+func (e *budgetWait) Error() string {
+	return "GitHub cannot take a runner registration for " + e.d.String()
+}
+
+// maxBudgetWait bounds one snooze; the question is asked again after it.
+const maxBudgetWait = 10 * time.Minute
+
+// registrationBudget is nil when a runner can be registered in the lease's
+// scope now, else a *budgetWait until it can. A host rented earlier would
+// be billed while its registration waits, or fail its boot timeout.
+func (p *Provisioner) registrationBudget(log interface{ Info(string, ...any) }, l *Lease) error {
+	rb, ok := p.cfg.GitHub.(RegistrationBudget)
+	if !ok {
+		return nil
+	}
+	d := rb.RegistrationWait(l.Scope)
+	if d <= 0 {
+		p.budgetLogged.Delete(l.ID)
+		return nil
+	}
+	// A second past the reset: x-ratelimit-reset is in whole seconds.
+	d = min(d+time.Second, maxBudgetWait)
+	if _, logged := p.budgetLogged.LoadOrStore(l.ID, true); !logged {
+		log.Info("GitHub request budget used up; the lease waits before renting a host", "scope", l.Scope.Key(), "wait", d.Round(time.Second))
+	}
+	return &budgetWait{d: d}
+}

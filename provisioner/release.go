@@ -29,7 +29,7 @@ func (p *Provisioner) releaseLease(ctx context.Context, id string) error {
 	// host is being destroyed. A failure here must not keep a host billed:
 	// destroy anyway and come back for the runner.
 	var runnerErr error
-	if l.RunnerID != 0 {
+	if l.RunnerID != 0 && !runnerRemovedByGitHub(l) {
 		if runnerErr = p.cfg.GitHub.RemoveRunner(ctx, l.Scope, l.RunnerID); runnerErr != nil {
 			log.Warn("removing runner failed; destroying the host first", "runner_id", l.RunnerID, "error", runnerErr)
 		}
@@ -96,4 +96,13 @@ func (p *Provisioner) recordError(ctx context.Context, id string, err error) {
 	if _, uerr := p.updateLease(ctx, id, func(l *Lease) { l.Error = err.Error() }); uerr != nil {
 		p.log.Warn("recording error", "lease_id", id, "error", uerr)
 	}
+}
+
+// runnerRemovedByGitHub: the lease's runner ran its one job, or GitHub
+// already said it is gone. GitHub removes a just-in-time runner after its
+// job (docs: "JIT runners … are automatically removed"; reference §3.4),
+// so a DELETE would be a request spent for a 404; gc removes whatever an
+// exception leaves (an offline runner of a released lease).
+func runnerRemovedByGitHub(l *Lease) bool {
+	return l.ReleaseReason == "job completed" || l.ReleaseReason == reasonRunnerGone
 }
