@@ -443,6 +443,10 @@ func (p *Provisioner) bootstrap(ctx context.Context, log *slog.Logger, l *Lease,
 			// and that is no failure of the host.
 			return p.releaseStarting(ctx, l.ID, "runner gone from GitHub after it started: its job is done")
 		case err != nil:
+			if until, budget := RetryAt(err); budget {
+				// Asking again before then is refused anyway.
+				return &budgetWait{d: min(max(until.Sub(p.now()), time.Second), maxBudgetWait)}
+			}
 			log.Warn("reading runner status", "error", err)
 		case r.Online() || r.Busy:
 			return p.becameIdle(ctx, log, l.ID, class)

@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"time"
+
+	"github.com/riverqueue/river"
 )
 
 // releaseLease removes the lease's runner from GitHub and destroys its host,
@@ -50,6 +52,11 @@ func (p *Provisioner) releaseLease(ctx context.Context, id string) error {
 			log.Warn("runner still busy on GitHub after its host was destroyed; gc removes it later", "runner_name", l.RunnerName)
 		case err != nil:
 			p.recordError(ctx, l.ID, err)
+			if until, budget := RetryAt(err); budget {
+				// The host is gone, the bill stopped: the runner's removal
+				// waits for GitHub's budget, asked again then.
+				return river.JobSnooze(min(max(until.Sub(p.now()), time.Second)+time.Second, maxBudgetWait))
+			}
 			return fmt.Errorf("removing runner %s: %w", l.RunnerName, err)
 		}
 	}

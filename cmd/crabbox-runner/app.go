@@ -62,6 +62,10 @@ func newApp(ctx context.Context, cfg *config.Config, log *slog.Logger, opts appO
 		APIURL: cfg.GitHub.APIURL, Token: cfg.GitHubToken, AppID: cfg.GitHub.AppID,
 		AppPrivateKey: cfg.GitHubAppKey, RunnerGroupID: cfg.GitHub.RunnerGroupID,
 		JITPerMinute: cfg.Limits.GitHubJITPerMinute, OnLimitWait: a.metrics.LimitWait,
+		// The request budget (issue 13): counted in metrics, its rare
+		// log lines in the log.
+		Observer: a.metrics.GitHub(), ReservePercent: cfg.Limits.GitHubBudgetReservePercent,
+		Logf: func(format string, args ...any) { log.Warn(fmt.Sprintf(format, args...), "component", "github") },
 	})
 	if err != nil {
 		return nil, err

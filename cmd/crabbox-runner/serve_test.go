@@ -133,10 +133,21 @@ const (
 // GitHub and the loopback sshd provider.
 func startServe(t *testing.T, bootTimeout string, behave func(seq int, req provisioner.CreateRequest) local.Behavior) *e2e {
 	t.Helper()
+	return startServeWith(t, githubtest.Options{}, "", bootTimeout, behave)
+}
+
+// startServeWith is startServe with the fake GitHub's rate limits (and
+// hook) from ghOpts and extra top-level config (YAML) appended.
+func startServeWith(t *testing.T, ghOpts githubtest.Options, extraConfig, bootTimeout string, behave func(seq int, req provisioner.CreateRequest) local.Behavior) *e2e {
+	t.Helper()
 	dir := t.TempDir()
 	e := &e2e{t: t, logs: &syncBuffer{}, spy: &secretSpy{}, token: testToken, secret: testSecret, exit: make(chan int, 1)}
+	onEvent := ghOpts.OnEvent
+	if onEvent == nil {
+		onEvent = func(ev githubtest.Event) { t.Logf("github: %s", ev) }
+	}
 	e.gh = githubtest.New(githubtest.Options{Tokens: []string{testToken}, OnlineTimeout: 5 * time.Second,
-		OnEvent: func(ev githubtest.Event) { t.Logf("github: %s", ev) }})
+		OnEvent: onEvent, RateLimits: ghOpts.RateLimits})
 	t.Cleanup(e.gh.Close)
 	hosts, err := local.New(local.Options{Dir: filepath.Join(dir, "hosts"), GPUName: "NVIDIA A100-SXM4-80GB", Behavior: behave})
 	if err != nil {
@@ -168,7 +179,7 @@ classes:
     boot_timeout: %s
     idle_timeout: 5m
     max_lifetime: 30m
-`, e.dbPath, e.gh.TarballURLTemplate(), sum, filepath.Join(dir, "hosts"), bootTimeout)
+%s`, e.dbPath, e.gh.TarballURLTemplate(), sum, filepath.Join(dir, "hosts"), bootTimeout, extraConfig)
 	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
 	}

@@ -481,3 +481,13 @@ func (s *Server) initRate() {
 		stats:    map[[2]string]RequestCounts{},
 	}
 }
+
+// RateWindow is a credential's primary window now: requests used and when
+// it resets (a new window starts if the last one ended).
+func (s *Server) RateWindow(credential string) (used int, reset time.Time) {
+	st := &s.rate
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	w := st.windowLocked(credential, s.opts.RateLimits.Now(), s.opts.RateLimits.Window)
+	return w.used, w.reset
+}
