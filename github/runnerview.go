@@ -159,27 +159,30 @@ func (rv *runnerView) runnersSnapshot() (map[int64]provisioner.Runner, int, time
 }
 
 // Runner returns one runner, or provisioner.ErrNotFound, from the scope's
-// shared listing. Absent from it, the runner is gone if this process
-// registered it before the listing was asked for and the listing was one
-// page (pages can shift under a listing); otherwise a GET of the runner
+// shared listing (at most runnerViewMaxAge old). A runner this process
+// registered after that listing was asked for is not in it yet: it is
+// offline (it was registered offline, and is shown online only once its
+// host polls), which the next listing will tell. Absent from a listing
+// asked for after its registration, the runner is gone if the listing was
+// one page (pages can shift under a listing); otherwise, and for runners
+// this process did not register (after a restart), a GET of the runner
 // decides.
 func (c *Client) Runner(ctx context.Context, scope provisioner.Scope, id int64) (*provisioner.Runner, error) {
 	if _, err := parseScope(scope); err != nil {
 		return nil, err
 	}
-	notBefore := time.Now().Add(-runnerViewMaxAge)
 	regAt, known := c.views.registeredAt(id)
-	if known && regAt.After(notBefore) {
-		notBefore = regAt
-	}
-	runners, pages, started, err := c.listing(ctx, scope, notBefore)
+	runners, pages, started, err := c.listing(ctx, scope, time.Now().Add(-runnerViewMaxAge))
 	if err != nil {
 		return nil, fmt.Errorf("github: get runner %d in %s: %w", id, scope, err)
 	}
 	if r, ok := runners[id]; ok {
 		return &r, nil
 	}
-	if known && pages <= 1 && !started.Before(regAt) {
+	if known && started.Before(regAt) {
+		return &provisioner.Runner{ID: id, Status: "offline"}, nil
+	}
+	if known && pages <= 1 {
 		c.views.gone(id)
 		return nil, fmt.Errorf("github: runner %d in %s: %w", id, scope, provisioner.ErrNotFound)
 	}

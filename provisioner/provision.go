@@ -441,7 +441,7 @@ func (p *Provisioner) bootstrap(ctx context.Context, log *slog.Logger, l *Lease,
 			// job before it was seen online (its in_progress webhook may
 			// still be on the way). The host's work is over either way,
 			// and that is no failure of the host.
-			return p.releaseStarting(ctx, l.ID, "runner gone from GitHub after it started: its job is done")
+			return p.releaseStarting(ctx, l.ID, reasonRunnerDone)
 		case err != nil:
 			if until, budget := RetryAt(err); budget {
 				// Asking again before then is refused anyway.

@@ -111,5 +111,9 @@ func (p *Provisioner) recordError(ctx context.Context, id string, err error) {
 // so a DELETE would be a request spent for a 404; gc removes whatever an
 // exception leaves (an offline runner of a released lease).
 func runnerRemovedByGitHub(l *Lease) bool {
-	return l.ReleaseReason == "job completed" || l.ReleaseReason == reasonRunnerGone
+	return l.ReleaseReason == "job completed" || l.ReleaseReason == reasonRunnerGone || l.ReleaseReason == reasonRunnerDone
 }
+
+// reasonRunnerDone releases a starting lease whose runner GitHub no longer
+// has after a good bootstrap: it ran a short job before it was seen online.
+const reasonRunnerDone = "runner gone from GitHub after it started: its job is done"

@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/crabbox/crabbox-runner/github/githubtest"
+	"github.com/crabbox/crabbox-runner/provisioner"
 )
 
 func budgetJobs(t *testing.T, def int) int {
@@ -29,6 +30,20 @@ func budgetJobs(t *testing.T, def int) int {
 		return n
 	}
 	return def
+}
+
+// jobTime is how long each job runs: CRABBOX_BUDGET_JOB_TIME, 5 s by
+// default (a job that ends at once finishes before its in_progress webhook
+// is read, which no real job does).
+func jobTime(t *testing.T) time.Duration {
+	if v := os.Getenv("CRABBOX_BUDGET_JOB_TIME"); v != "" {
+		d, err := time.ParseDuration(v)
+		if err != nil {
+			t.Fatalf("CRABBOX_BUDGET_JOB_TIME=%q", v)
+		}
+		return d
+	}
+	return 5 * time.Second
 }
 
 // queueBurst queues one job in each of n repositories of acme.
@@ -101,7 +116,10 @@ func TestServeGitHubBudgetBurst(t *testing.T) {
 		t.Skip("a burst through serve")
 	}
 	n := budgetJobs(t, 20)
-	e := startServeWith(t, githubtest.Options{OnEvent: func(githubtest.Event) {}}, "", "180s", nil)
+	hosts := newMemHosts()
+	hosts.runners.jobTime = jobTime(t)
+	e := startServeWith(t, budgetSetup(hosts, githubtest.RateLimits{}))
+	t.Cleanup(hosts.runners.killAll)
 	var repos []string
 	for i := range n {
 		repos = append(repos, fmt.Sprintf("acme/repo-%03d", i))
@@ -119,7 +137,7 @@ func TestServeGitHubBudgetBurst(t *testing.T) {
 	ids := e.queueBurst(n, "echo trained")
 	jobs := e.waitJobs(ids, 5*time.Minute)
 	served := time.Since(start)
-	e.waitClean()
+	waitMemClean(e, hosts)
 	elapsed := time.Since(start)
 	st := e.gh.RequestStats()
 
@@ -137,6 +155,11 @@ func TestServeGitHubBudgetBurst(t *testing.T) {
 		st.Total.Counted, float64(st.Total.Counted)/float64(n), onTop, onTop/float64(n), serving, float64(serving)/float64(n),
 		st.Total.NotModified, st.Total.Refused, endpointTable(st, n))
 
+	reasons := map[string]int{}
+	for _, l := range e.leases() {
+		reasons[l.ReleaseReason]++
+	}
+	t.Logf("%d leases for %d jobs, released because: %v", len(e.leases()), n, reasons)
 	for _, j := range jobs {
 		if j.Conclusion != "success" {
 			t.Errorf("job %d: %s", j.ID, j.Conclusion)
@@ -148,9 +171,37 @@ func TestServeGitHubBudgetBurst(t *testing.T) {
 	if perJob := onTop / float64(n); perJob > 3 {
 		t.Errorf("%.2f counted requests per job on top of idle, want at most 3", perJob)
 	}
-	if len(e.hosts.Live()) != 0 {
-		t.Errorf("%d hosts left running", len(e.hosts.Live()))
+	if hosts.live() != 0 {
+		t.Errorf("%d hosts left running", hosts.live())
 	}
+}
+
+func budgetSetup(hosts *memHosts, rl githubtest.RateLimits) serveSetup {
+	return serveSetup{
+		ghOpts:      githubtest.Options{OnEvent: func(githubtest.Event) {}, RateLimits: rl},
+		bootTimeout: "180s",
+		hosts:       hosts,
+		bootstrapper: func(real provisioner.Bootstrapper) provisioner.Bootstrapper {
+			hosts.runners.Bootstrapper = real
+			return hosts.runners
+		},
+	}
+}
+
+// waitMemClean waits until every host is destroyed and every lease released.
+func waitMemClean(e *e2e, hosts *memHosts) {
+	e.t.Helper()
+	e.waitFor("every host destroyed and lease released", 2*time.Minute, func() bool {
+		if hosts.live() != 0 {
+			return false
+		}
+		for _, l := range e.leases() {
+			if l.State != provisioner.StateReleased {
+				return false
+			}
+		}
+		return true
+	})
 }
 
 // TestServeGitHubBudgetExhaustion: the budget runs out in the middle of a
@@ -163,10 +214,10 @@ func TestServeGitHubBudgetExhaustion(t *testing.T) {
 	}
 	n := budgetJobs(t, 12)
 	const window = 40 * time.Second
-	e := startServeWith(t, githubtest.Options{
-		OnEvent:    func(githubtest.Event) {},
-		RateLimits: githubtest.RateLimits{Token: 2000, Window: window},
-	}, "", "180s", nil)
+	hosts := newMemHosts()
+	hosts.runners.jobTime = jobTime(t)
+	e := startServeWith(t, budgetSetup(hosts, githubtest.RateLimits{Token: 2000, Window: window}))
+	t.Cleanup(hosts.runners.killAll)
 	var repos []string
 	for i := range n {
 		repos = append(repos, fmt.Sprintf("acme/repo-%03d", i))
@@ -192,17 +243,17 @@ func TestServeGitHubBudgetExhaustion(t *testing.T) {
 	e.waitFor("the budget to run out", window, func() bool {
 		used, _ := e.gh.RateWindow("token:1")
 		if used >= 2000 {
-			exhaustedAt, createdAtExhaustion = time.Now(), e.hosts.Created()
+			exhaustedAt, createdAtExhaustion = time.Now(), hosts.createdCount()
 			return true
 		}
 		return false
 	})
 	time.Sleep(time.Until(reset) - 500*time.Millisecond)
-	createdBeforeReset := e.hosts.Created()
+	createdBeforeReset := hosts.createdCount()
 	refusedWhileExhausted := e.gh.RequestStats().Total.RefusedPrimary
 
 	jobs := e.waitJobs(ids, window+3*time.Minute)
-	e.waitClean()
+	waitMemClean(e, hosts)
 	st := e.gh.RequestStats()
 
 	var late []time.Duration
@@ -234,8 +285,8 @@ func TestServeGitHubBudgetExhaustion(t *testing.T) {
 	if d := lastOr(late); d > time.Minute {
 		t.Errorf("the last job was served %s after the reset, want within a minute", d)
 	}
-	if len(e.hosts.Live()) != 0 {
-		t.Errorf("%d hosts left running", len(e.hosts.Live()))
+	if hosts.live() != 0 {
+		t.Errorf("%d hosts left running", hosts.live())
 	}
 }
 
