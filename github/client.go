@@ -71,6 +71,19 @@ type Config struct {
 	// (tests scale time with it); the scan's slower periods (the
 	// repository list, the installations) scale with it too.
 	BackgroundWindow time.Duration
+
+	// Observer, when set, is told about every request and each
+	// credential's budget (budget.go).
+	Observer Observer
+	// ReservePercent of each credential's budget is kept for the calls
+	// that serve jobs: below it, background calls are deferred.
+	// DefaultReservePercent when zero, no reserve when negative.
+	ReservePercent int
+	// Logf, when set, gets the budget's rare log lines (a deferral, odd
+	// rate-limit headers). Nothing secret is logged.
+	Logf func(format string, args ...any)
+	// Now is the budget's clock; time.Now when nil (tests).
+	Now func() time.Time
 }
 
 // DefaultJITPerMinute leaves headroom under GitHub's ~180 a minute.
@@ -114,6 +127,8 @@ type Client struct {
 	scans    map[string]*scanState // by lower-cased Scope.Key()
 	sweep    deliverySweep
 	scopes   scopesCache
+	budget   *budget     // budget.go
+	views    runnerViews // runnerview.go
 }
 
 var _ provisioner.GitHub = (*Client)(nil)
@@ -172,6 +187,11 @@ func New(cfg Config) (*Client, error) {
 	if c.groupID < 0 {
 		return nil, errors.New("github: runner group id must be positive")
 	}
+	if cfg.ReservePercent > 90 {
+		return nil, errors.New("github: the budget reserve must be at most 90 percent")
+	}
+	c.budget = newBudget(cfg, base.Path)
+	c.views.init()
 
 	transport := http.DefaultTransport
 	timeout := cfg.Timeout
@@ -199,11 +219,15 @@ func New(cfg Config) (*Client, error) {
 	}
 
 	if hasToken {
-		c.tokenClient = c.newGitHubClient(c.httpClient).WithAuthToken(token)
+		c.tokenClient = c.newGitHubClient(&http.Client{
+			Transport:     c.budget.transport(tokenCredential, transport),
+			Timeout:       timeout,
+			CheckRedirect: c.httpClient.CheckRedirect,
+		}).WithAuthToken(token)
 		return c, nil
 	}
 
-	apps, err := ghinstallation.NewAppsTransport(transport, cfg.AppID, cfg.AppPrivateKey)
+	apps, err := ghinstallation.NewAppsTransport(c.budget.transport(appCredential, transport), cfg.AppID, cfg.AppPrivateKey)
 	if err != nil {
 		// ghinstallation's message names the parse failure, never the key.
 		return nil, fmt.Errorf("github: CRABBOX_GITHUB_APP_PRIVATE_KEY: %w", err)
@@ -254,7 +278,7 @@ func (c *Client) clientFor(ctx context.Context, scope provisioner.Scope) (*gh.Cl
 	g = c.newGitHubClient(&http.Client{
 		Transport: &installationTransport{
 			itr:       itr,
-			base:      c.httpClient.Transport,
+			base:      c.budget.transport(installationCredential(id), c.httpClient.Transport),
 			refreshMu: &c.refreshMu,
 		},
 		Timeout:       c.httpClient.Timeout,

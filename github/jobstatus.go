@@ -26,6 +26,7 @@ var (
 // status (GET /repos/{owner}/{repo}/actions/jobs/{id}); ErrNotFound when
 // the job is gone.
 func (c *Client) JobStatus(ctx context.Context, scope provisioner.Scope, repo string, jobID int64) (*provisioner.JobEvent, error) {
+	ctx = provisioner.Background(ctx) // reconcile work gives way to jobs (budget.go)
 	owner, name, ok := strings.Cut(repo, "/")
 	if !ok || owner == "" || name == "" {
 		return nil, fmt.Errorf("github: repository %q is not owner/name", repo)
@@ -55,6 +56,7 @@ func (c *Client) JobStatus(ctx context.Context, scope provisioner.Scope, repo st
 // plain token there is nothing to list: github.scopes says where to look.
 // When a new listing fails, the last one is returned with the error.
 func (c *Client) Scopes(ctx context.Context) ([]provisioner.Scope, error) {
+	ctx = provisioner.Background(ctx) // reconcile work gives way to jobs (budget.go)
 	if c.tokenClient != nil {
 		return nil, nil
 	}
@@ -85,6 +87,7 @@ type redeliveries struct {
 // its previous sweep (sweep.go); since bounds the first. With a plain token there is no App hook:
 // nothing to do.
 func (c *Client) RedeliverFailed(ctx context.Context, since time.Time) (int, error) {
+	ctx = provisioner.Background(ctx) // reconcile work gives way to jobs (budget.go)
 	if c.tokenClient != nil {
 		return 0, nil
 	}

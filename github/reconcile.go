@@ -37,6 +37,7 @@ type repoRef struct {
 // returned wrapped (errors.As finds *github.RateLimitError or
 // *github.AbuseRateLimitError), so the caller can wait it out (§4.3).
 func (c *Client) QueuedJobs(ctx context.Context, scope provisioner.Scope) ([]provisioner.JobEvent, error) {
+	ctx = provisioner.Background(ctx) // reconcile work gives way to jobs (budget.go)
 	t, err := parseScope(scope)
 	if err != nil {
 		return nil, err

@@ -214,8 +214,8 @@ func TestBackgroundCeilingDefers(t *testing.T) {
 	if _, err := c.GenerateJITConfig(ctx, scope, "crabbox-x-1", []string{"gpu"}); err != nil {
 		t.Errorf("GenerateJITConfig over the background ceiling: %v", err)
 	}
-	if _, err := c.ListRunners(ctx, scope); err != nil {
-		t.Errorf("ListRunners over the background ceiling: %v", err)
+	if _, err := c.Runner(ctx, scope, 1); err != nil {
+		t.Errorf("Runner over the background ceiling: %v", err)
 	}
 }
 

@@ -33,9 +33,15 @@ type BudgetError struct {
 	Until      time.Time // when the credential may be used again
 	Reason     string    // "reserve", "exhausted", "secondary limit"
 	Deferred   bool
+	// Status is GitHub's answer (403, 429) when GitHub refused the call;
+	// 0 when it was refused before it was sent.
+	Status int
 }
 
 func (e *BudgetError) Error() string {
+	if e.Status != 0 {
+		return fmt.Sprintf("github: %s answered %d: %s budget: %s until %s", e.Endpoint, e.Status, e.Credential, e.Reason, e.Until.UTC().Format(time.RFC3339))
+	}
 	return fmt.Sprintf("github: %s not sent: %s budget: %s until %s", e.Endpoint, e.Credential, e.Reason, e.Until.UTC().Format(time.RFC3339))
 }
 
@@ -75,4 +81,37 @@ type RegistrationBudget interface {
 	// RegistrationWait is 0 when a registration can be made now, else how
 	// long until it can (the rate limit's reset, a back-off's end).
 	RegistrationWait(scope Scope) time.Duration
+}
+
+// budgetWait ends a provision run that must not rent a host yet: GitHub
+// could not take the runner's registration. The lease waits d (a River
+// snooze), without a host and without a failure.
+type budgetWait struct{ d time.Duration }
+
+func (e *budgetWait) Error() string {
+	return "GitHub cannot take a runner registration for " + e.d.String()
+}
+
+// maxBudgetWait bounds one snooze; the question is asked again after it.
+const maxBudgetWait = 10 * time.Minute
+
+// registrationBudget is nil when a runner can be registered in the lease's
+// scope now, else a *budgetWait until it can. A host rented earlier would
+// be billed while its registration waits, or fail its boot timeout.
+func (p *Provisioner) registrationBudget(log interface{ Info(string, ...any) }, l *Lease) error {
+	rb, ok := p.cfg.GitHub.(RegistrationBudget)
+	if !ok {
+		return nil
+	}
+	d := rb.RegistrationWait(l.Scope)
+	if d <= 0 {
+		p.budgetLogged.Delete(l.ID)
+		return nil
+	}
+	// A second past the reset: x-ratelimit-reset is in whole seconds.
+	d = min(d+time.Second, maxBudgetWait)
+	if _, logged := p.budgetLogged.LoadOrStore(l.ID, true); !logged {
+		log.Info("GitHub request budget used up; the lease waits before renting a host", "scope", l.Scope.Key(), "wait", d.Round(time.Second))
+	}
+	return &budgetWait{d: d}
 }

@@ -88,7 +88,9 @@ type Provisioner struct {
 	// touches the database. A lease whose keys were lost in a restart is
 	// failed and replaced.
 	creds sync.Map // lease ID → *Credentials
-	bad   badMachines
+	// budgetLogged: leases whose wait for the GitHub budget was logged (budget.go).
+	budgetLogged sync.Map
+	bad          badMachines
 	// bal balances outside the deliveries' transactions once started;
 	// before that (tests, one-shot use) deliveries balance in their own.
 	bal       *balancer

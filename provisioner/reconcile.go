@@ -363,6 +363,9 @@ func (p *Provisioner) Reconcile(ctx context.Context) (*ReconcileReport, error) {
 // job ends, moments before the completed webhook arrives.
 const runnerGrace = 30 * time.Second
 
+// reasonRunnerGone releases a lease whose runner GitHub no longer has.
+const reasonRunnerGone = "runner gone from GitHub"
+
 // releaseRunnerless releases idle and busy leases whose runner GitHub no
 // longer has. An ephemeral runner is removed after its one job: if the
 // completed webhook was lost, this is what ends the lease (and its bill)
@@ -375,15 +378,16 @@ func (p *Provisioner) releaseRunnerless(ctx context.Context, live []*Lease) (int
 		if (l.State != StateIdle && l.State != StateBusy) || l.RunnerID == 0 || now.Sub(l.StateChangedAt) < runnerGrace {
 			continue
 		}
-		_, err := p.cfg.GitHub.Runner(ctx, l.Scope, l.RunnerID)
+		// Background: under the budget's reserve it waits for a later pass.
+		_, err := p.cfg.GitHub.Runner(Background(ctx), l.Scope, l.RunnerID)
 		if !errors.Is(err, ErrNotFound) {
-			if err != nil {
+			if _, budget := RetryAt(err); err != nil && !budget {
 				errs = append(errs, fmt.Errorf("runner of lease %s: %w", l.ID, err))
 			}
 			continue
 		}
 		err = p.cfg.Store.InTx(ctx, func(tx Tx) error {
-			if err := p.requestRelease(ctx, tx, l.ID, "runner gone from GitHub", ""); err != nil {
+			if err := p.requestRelease(ctx, tx, l.ID, reasonRunnerGone, ""); err != nil {
 				return err
 			}
 			return p.balance(ctx, tx, l.Class, l.Scope)

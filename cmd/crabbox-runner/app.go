@@ -67,6 +67,10 @@ func newApp(ctx context.Context, cfg *config.Config, log *slog.Logger, opts appO
 		AppPrivateKey: cfg.GitHubAppKey, RunnerGroupID: cfg.GitHub.RunnerGroupID,
 		JITPerMinute: cfg.Limits.GitHubJITPerMinute, OnLimitWait: a.metrics.LimitWait,
 		BackgroundPerMinute: cfg.GitHub.BackgroundRequestsPerMinute,
+		// The request budget (issue 13): counted in metrics, its rare
+		// log lines in the log.
+		Observer: a.metrics.GitHub(), ReservePercent: cfg.Limits.GitHubBudgetReservePercent,
+		Logf: func(format string, args ...any) { log.Warn(fmt.Sprintf(format, args...), "component", "github") },
 	}
 	if opts.TuneGitHub != nil {
 		opts.TuneGitHub(&ghcfg)

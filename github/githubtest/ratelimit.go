@@ -189,7 +189,12 @@ func (s *Server) credential(r *http.Request) (string, int) {
 func (st *rateState) windowLocked(cred string, now time.Time, length time.Duration) *rateWindow {
 	w := st.windows[cred]
 	if w == nil || !now.Before(w.reset) {
-		w = &rateWindow{reset: now.Add(length)}
+		// x-ratelimit-reset is in epoch seconds: the window ends on one.
+		reset := now.Add(length)
+		if r := reset.Truncate(time.Second); !r.Equal(reset) {
+			reset = r.Add(time.Second)
+		}
+		w = &rateWindow{reset: reset}
 		st.windows[cred] = w
 	}
 	return w
@@ -475,4 +480,14 @@ func (s *Server) initRate() {
 		inflight: map[string]int{},
 		stats:    map[[2]string]RequestCounts{},
 	}
+}
+
+// RateWindow is a credential's primary window now: requests used and when
+// it resets (a new window starts if the last one ended).
+func (s *Server) RateWindow(credential string) (used int, reset time.Time) {
+	st := &s.rate
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	w := st.windowLocked(credential, s.opts.RateLimits.Now(), s.opts.RateLimits.Window)
+	return w.used, w.reset
 }

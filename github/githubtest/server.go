@@ -15,6 +15,10 @@
 // jobs sharing a RunID; see QueueRun) and their jobs, and it keeps the App
 // webhook's delivery log, with redelivery (reference §2).
 //
+// Its REST API keeps GitHub's rate limits (ratelimit.go): a primary budget
+// per credential with x-ratelimit-* headers, free 304s for a matching ETag,
+// secondary limits, and counters (RequestStats) for tests and benchmarks.
+//
 // Everything is in memory and safe for concurrent use; webhooks are sent
 // in order from one goroutine, with hooks to hold, reorder, duplicate or
 // drop them.

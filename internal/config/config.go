@@ -183,6 +183,12 @@ type LimitsConfig struct {
 	// GitHubJITPerMinute paces runner registrations (GitHub allows about
 	// 180 a minute per App); default 150, negative: no pacing.
 	GitHubJITPerMinute int `yaml:"github_jit_per_minute"`
+	// GitHubBudgetReservePercent of each GitHub credential's rate limit is
+	// kept for the calls that serve jobs (registrations, runner checks,
+	// removals): below it, background calls (reconcile listings, the
+	// deliveries sweep, job-status refreshes, gc) wait for the reset.
+	// Default 10, negative: no reserve, at most 90.
+	GitHubBudgetReservePercent int `yaml:"github_budget_reserve_percent"`
 }
 
 // ReconcileConfig sets how often serve's leader re-checks everything.

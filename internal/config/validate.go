@@ -119,6 +119,9 @@ func (c *Config) Validate(needs Needs) error {
 	if c.Limits.MaxLeases < 0 {
 		return errf("limits.max_leases", "must not be negative")
 	}
+	if c.Limits.GitHubBudgetReservePercent > 90 {
+		return errf("limits.github_budget_reserve_percent", "must be at most 90")
+	}
 	if c.Limits.MaxSpendPerHour < 0 {
 		return errf("limits.max_spend_per_hour", "must not be negative")
 	}
