@@ -13,6 +13,7 @@ package github
 import (
 	"fmt"
 	"net/http"
+	"slices"
 	"sync"
 	"time"
 
@@ -76,6 +77,28 @@ func (w *window) free() int {
 		}
 	}
 	return w.n - busy
+}
+
+// until is how long until at least k requests could go.
+func (w *window) until(k int) time.Duration {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	now := w.now()
+	var busy []time.Time
+	for _, t := range w.times {
+		if now.Before(t.Add(w.per)) {
+			busy = append(busy, t)
+		}
+	}
+	over := len(busy) - (w.n - k) // how many must age out first
+	if over <= 0 {
+		return 0
+	}
+	if over > len(busy) {
+		return w.per // k > n: never within one window
+	}
+	slices.SortFunc(busy, func(a, b time.Time) int { return a.Compare(b) })
+	return busy[over-1].Add(w.per).Sub(now)
 }
 
 // backgroundCap is the transport layer that holds background requests to

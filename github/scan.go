@@ -48,6 +48,21 @@ const (
 // scopes.
 const walkReserve = 4 // a quarter
 
+// walkWait: the walk waits at most a window/walkWait for room under the
+// ceiling before it leaves the rest to the next pass.
+const walkWait = 4
+
+func sleepCtx(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
 // scanState is what the scan remembers of one scope.
 type scanState struct {
 	mu       sync.Mutex // one scan of a scope at a time
@@ -179,8 +194,17 @@ func (c *Client) walk(ctx context.Context, g *gh.Client, st *scanState, org stri
 		reserve += c.bgWindow.n / walkReserve
 	}
 	for range len(st.list) {
-		if c.backgroundFree() < reserve {
-			return nil // resumes here on the next pass
+		if c.bgWindow != nil && c.backgroundFree() < reserve {
+			// Wait a little for older requests to age out of the window
+			// (the previous pass's, mostly); beyond that, resume here on
+			// the next pass.
+			wait := c.bgWindow.until(reserve)
+			if wait > c.minute/walkWait {
+				return nil
+			}
+			if err := sleepCtx(ctx, wait); err != nil {
+				return err
+			}
 		}
 		st.walkAt %= len(st.list)
 		r := st.list[st.walkAt]

@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -19,20 +20,83 @@ import (
 // background ceiling's window is scaled with it (60 requests a "minute").
 const pollInterval = time.Second
 
-// startPollServe runs `crabbox-runner serve` in poll mode against a fake
-// GitHub that delivers no webhook at all: no webhook secret is set, and
-// every delivery the fake makes is dropped before it leaves.
-func startPollServe(t *testing.T, repos int) *e2e {
+// reconcileSetup is a serve against a fake GitHub whose org acme holds
+// repos repositories, for the reconcile's cost and poll mode.
+type reconcileSetup struct {
+	poll  bool // github.mode: poll, no webhook secret, every delivery dropped
+	app   bool // a GitHub App installed on acme (else a token with scopes [acme])
+	repos int
+}
+
+// requestLog notes when the fake answered each API request.
+type requestLog struct {
+	mu    sync.Mutex
+	times []time.Time
+	lines []string
+}
+
+func (r *requestLog) logf(format string, args ...any) {
+	line := fmt.Sprintf(format, args...)
+	if !strings.HasPrefix(line, "fake github: ") || strings.Contains(line, " /_fake/") {
+		return
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.times = append(r.times, time.Now())
+	r.lines = append(r.lines, line)
+}
+
+// maxIn is the most requests answered in any span of length d since from.
+func (r *requestLog) maxIn(from time.Time, d time.Duration) int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	best, lo := 0, 0
+	var ts []time.Time
+	for _, t := range r.times {
+		if !t.Before(from) {
+			ts = append(ts, t)
+		}
+	}
+	for hi := range ts {
+		for ts[hi].Sub(ts[lo]) >= d {
+			lo++
+		}
+		best = max(best, hi-lo+1)
+	}
+	return best
+}
+
+// startReconcileServe runs `crabbox-runner serve` with the reconcile (or
+// poll) pass every pollInterval and the background ceiling's window scaled
+// to it: a second stands for a minute.
+func startReconcileServe(t *testing.T, rs reconcileSetup) (*e2e, *requestLog) {
 	t.Helper()
 	dir := t.TempDir()
-	e := &e2e{t: t, logs: &syncBuffer{}, spy: &secretSpy{}, token: testToken, exit: make(chan int, 1)}
-	e.gh = githubtest.New(githubtest.Options{Tokens: []string{testToken}, OnlineTimeout: 5 * time.Second,
-		OnEvent: func(ev githubtest.Event) { t.Logf("github: %s", ev) }})
+	reqs := &requestLog{}
+	e := &e2e{t: t, logs: &syncBuffer{}, spy: &secretSpy{}, token: testToken, secret: testSecret, exit: make(chan int, 1)}
+	opts := githubtest.Options{Tokens: []string{testToken}, OnlineTimeout: 5 * time.Second, Logf: reqs.logf,
+		OnEvent: func(ev githubtest.Event) { t.Logf("github: %s", ev) }}
+	env := map[string]string{"CRABBOX_GITHUB_TOKEN": testToken}
+	ghSection := "{scopes: [acme]}"
+	if rs.app {
+		key, keyPEM := doctorAppKey(t)
+		opts.AppID, opts.AppPublicKey, opts.Installations = doctorAppID, &key.PublicKey, map[string]int64{"acme": 11}
+		env = map[string]string{"CRABBOX_GITHUB_APP_ID": fmt.Sprint(doctorAppID), "CRABBOX_GITHUB_APP_PRIVATE_KEY": keyPEM}
+		ghSection = "{}"
+	}
+	if rs.poll {
+		ghSection = fmt.Sprintf("{mode: poll, poll_interval: %s, scopes: [acme]}", pollInterval)
+	} else {
+		env["CRABBOX_WEBHOOK_SECRET"] = testSecret
+	}
+	e.gh = githubtest.New(opts)
 	t.Cleanup(e.gh.Close)
-	e.gh.SetDropDeliveries(func(githubtest.Delivery) bool { return true })
+	if rs.poll {
+		e.gh.SetDropDeliveries(func(githubtest.Delivery) bool { return true })
+	}
 	var names []string
-	for i := range repos {
-		names = append(names, fmt.Sprintf("acme/repo%02d", i))
+	for i := range rs.repos {
+		names = append(names, fmt.Sprintf("acme/repo%04d", i))
 	}
 	if len(names) > 0 {
 		e.gh.AddRepos(names...)
@@ -52,11 +116,8 @@ func startPollServe(t *testing.T, repos int) *e2e {
 	cfg := fmt.Sprintf(`deployment: e2e
 database_url: sqlite:%s
 log: {level: debug, format: json}
-github:
-  mode: poll
-  poll_interval: %s
-  scopes: [acme]
-reconcile: {gc_interval: -1s}
+github: %s
+reconcile: {interval: %s, gc_interval: -1s}
 runner:
   version: "2.330.0"
   url: %s
@@ -72,15 +133,12 @@ classes:
     boot_timeout: 5m
     idle_timeout: 5m
     max_lifetime: 30m
-`, e.dbPath, pollInterval, e.gh.TarballURLTemplate(), sum, filepath.Join(dir, "hosts"))
+`, e.dbPath, ghSection, pollInterval, e.gh.TarballURLTemplate(), sum, filepath.Join(dir, "hosts"))
 	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	env := map[string]string{
-		"CRABBOX_CONFIG":         cfgPath,
-		"CRABBOX_GITHUB_TOKEN":   testToken,
-		"CRABBOX_GITHUB_API_URL": e.gh.URL(),
-	}
+	env["CRABBOX_CONFIG"] = cfgPath
+	env["CRABBOX_GITHUB_API_URL"] = e.gh.URL()
 	e.cfgPath, e.env = cfgPath, env
 	addr := freeAddr(t)
 	e.url = "http://" + addr
@@ -94,7 +152,7 @@ classes:
 	}
 	t.Cleanup(func() { serveHook = nil })
 	e.runServe(addr, env)
-	return e
+	return e, reqs
 }
 
 // TestServePollMode: no webhook ever arrives. The reconcile scan finds the
@@ -103,7 +161,7 @@ classes:
 // host is destroyed. Idle passes cost two run listings per repository.
 func TestServePollMode(t *testing.T) {
 	const repos = 5
-	e := startPollServe(t, repos)
+	e, _ := startReconcileServe(t, reconcileSetup{poll: true, repos: repos})
 
 	// Idle: let a few passes run, then count what a pass costs.
 	time.Sleep(3 * pollInterval)
