@@ -33,8 +33,8 @@ var _ provisioner.JobScanner = (*Client)(nil)
 // Periods of the scan, in background windows (a minute in production).
 const (
 	// repoListEvery: the list of an org's repositories is read again at
-	// most this often; a new repository's first jobs come through the
-	// webhook (or, in poll mode, wait this long at worst).
+	// least this often, and besides at the start of each round of the walk
+	// (at most once a window): a new repository is walked within a round.
 	repoListEvery = 10
 	// forgetEvery: a repository's memory is dropped this often, so that
 	// every job there is reported once more: an event the provisioner
@@ -182,12 +182,20 @@ func (c *Client) ScanJobs(ctx context.Context, scope provisioner.Scope, hot []st
 // walk looks at the org's repositories in turn from where the last walk
 // stopped, while the background ceiling leaves a reserve free.
 func (c *Client) walk(ctx context.Context, g *gh.Client, st *scanState, org string, done map[string]bool, look func(repoRef) error) error {
-	if st.list == nil || time.Since(st.listedAt) >= repoListEvery*c.minute {
+	// A fresh (conditional) listing starts each round of the walk, at most
+	// once a window, and at least every repoListEvery windows: a new
+	// repository joins within a round.
+	age := time.Since(st.listedAt)
+	if st.list == nil || age >= repoListEvery*c.minute || (st.walkAt >= len(st.list) && age >= c.minute) {
 		list, err := c.orgRepos(ctx, g, org)
 		if err != nil {
 			return fmt.Errorf("github: list the repositories of %s: %w", org, err)
 		}
 		st.list, st.listedAt = list, time.Now()
+		st.walkAt = 0
+	}
+	if len(st.list) == 0 {
+		return nil
 	}
 	reserve := 2 // the two run listings of one repository
 	if c.bgWindow != nil {
@@ -206,7 +214,9 @@ func (c *Client) walk(ctx context.Context, g *gh.Client, st *scanState, org stri
 				return err
 			}
 		}
-		st.walkAt %= len(st.list)
+		if st.walkAt >= len(st.list) {
+			st.walkAt = 0 // a new round; listed afresh on the next pass
+		}
 		r := st.list[st.walkAt]
 		if done[strings.ToLower(r.full)] {
 			st.walkAt++

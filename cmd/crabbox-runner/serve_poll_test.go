@@ -183,7 +183,7 @@ func TestServePollMode(t *testing.T) {
 	}
 
 	queuedAt := time.Now()
-	id := e.gh.QueueJob(githubtest.JobSpec{Repo: "acme/repo03", Org: "acme", Labels: []string{"self-hosted", "crabbox", "A100"},
+	id := e.gh.QueueJob(githubtest.JobSpec{Repo: "acme/repo0003", Org: "acme", Labels: []string{"self-hosted", "crabbox", "A100"},
 		Name: "train", Script: `echo trained`})
 	e.waitFor("a lease for the job", 10*pollInterval, func() bool { return len(e.leases()) == 1 })
 	latency := time.Since(queuedAt)
