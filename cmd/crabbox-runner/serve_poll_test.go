@@ -75,7 +75,11 @@ func startReconcileServe(t *testing.T, rs reconcileSetup) (*e2e, *requestLog) {
 	reqs := &requestLog{}
 	e := &e2e{t: t, logs: &syncBuffer{}, spy: &secretSpy{}, token: testToken, secret: testSecret, exit: make(chan int, 1)}
 	opts := githubtest.Options{Tokens: []string{testToken}, OnlineTimeout: 5 * time.Second, Logf: reqs.logf,
-		OnEvent: func(ev githubtest.Event) { t.Logf("github: %s", ev) }}
+		OnEvent: func(ev githubtest.Event) { t.Logf("github: %s", ev) },
+		// GitHub's limits on the scaled clock: the primary window (an
+		// hour) is 60 poll intervals, and the secondary limit's 900
+		// points a minute are 900 points an interval.
+		RateLimits: githubtest.RateLimits{Window: 60 * pollInterval, PointsPerMinute: 900 * int(time.Minute/pollInterval)}}
 	env := map[string]string{"CRABBOX_GITHUB_TOKEN": testToken}
 	ghSection := "{scopes: [acme]}"
 	if rs.app {
