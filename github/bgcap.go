@@ -26,7 +26,7 @@ const DefaultBackgroundPerMinute = 60
 
 // ceilingError is a background request refused before it was sent: a
 // provisioner.BudgetError that is ErrDeferred.
-func ceilingError(req *http.Request, w *window, wait time.Duration) error {
+func ceilingError(req *http.Request, w *window, wait time.Duration) *provisioner.BudgetError {
 	return &provisioner.BudgetError{
 		Endpoint: req.Method + " " + req.URL.Path, Until: time.Now().Add(wait), Deferred: true,
 		Reason: fmt.Sprintf("background ceiling (%d requests in any %s)", w.n, w.per),
@@ -102,19 +102,35 @@ func (w *window) until(k int) time.Duration {
 }
 
 // backgroundCap is the transport layer that holds background requests to
-// the window; everything else passes straight through.
+// the window; everything else passes straight through. It sits above the
+// budget layer (budget.go), which sees only what the ceiling lets through,
+// and tells the budget's observer what it refuses.
 type backgroundCap struct {
-	next http.RoundTripper
-	win  *window
+	next   http.RoundTripper
+	win    *window
+	cred   string
+	budget *budget
+}
+
+// capped puts the background ceiling (when there is one) above a
+// credential's transport.
+func (c *Client) capped(cred string, next http.RoundTripper) http.RoundTripper {
+	if c.bgWindow == nil {
+		return next
+	}
+	return &backgroundCap{next: next, win: c.bgWindow, cred: cred, budget: c.budget}
 }
 
 func (b *backgroundCap) RoundTrip(req *http.Request) (*http.Response, error) {
-	if b.win != nil && provisioner.IsBackground(req.Context()) {
+	if provisioner.IsBackground(req.Context()) {
 		if ok, wait := b.win.take(); !ok {
 			if req.Body != nil {
 				req.Body.Close()
 			}
-			return nil, ceilingError(req, b.win, wait)
+			err := ceilingError(req, b.win, wait)
+			err.Credential, err.Endpoint = b.cred, b.budget.route(req)
+			b.budget.obs.Refused(b.cred, err.Endpoint, "ceiling")
+			return nil, err
 		}
 	}
 	return b.next.RoundTrip(req)

@@ -207,7 +207,6 @@ func New(cfg Config) (*Client, error) {
 	c.scans = map[string]*scanState{}
 	if n := cmp.Or(cfg.BackgroundPerMinute, DefaultBackgroundPerMinute); n > 0 {
 		c.bgWindow = newWindow(n, c.minute)
-		transport = &backgroundCap{next: transport, win: c.bgWindow}
 	}
 	if timeout <= 0 {
 		timeout = DefaultTimeout
@@ -220,14 +219,14 @@ func New(cfg Config) (*Client, error) {
 
 	if hasToken {
 		c.tokenClient = c.newGitHubClient(&http.Client{
-			Transport:     c.budget.transport(tokenCredential, transport),
+			Transport:     c.capped(tokenCredential, c.budget.transport(tokenCredential, transport)),
 			Timeout:       timeout,
 			CheckRedirect: c.httpClient.CheckRedirect,
 		}).WithAuthToken(token)
 		return c, nil
 	}
 
-	apps, err := ghinstallation.NewAppsTransport(c.budget.transport(appCredential, transport), cfg.AppID, cfg.AppPrivateKey)
+	apps, err := ghinstallation.NewAppsTransport(c.capped(appCredential, c.budget.transport(appCredential, transport)), cfg.AppID, cfg.AppPrivateKey)
 	if err != nil {
 		// ghinstallation's message names the parse failure, never the key.
 		return nil, fmt.Errorf("github: CRABBOX_GITHUB_APP_PRIVATE_KEY: %w", err)
@@ -278,7 +277,7 @@ func (c *Client) clientFor(ctx context.Context, scope provisioner.Scope) (*gh.Cl
 	g = c.newGitHubClient(&http.Client{
 		Transport: &installationTransport{
 			itr:       itr,
-			base:      c.budget.transport(installationCredential(id), c.httpClient.Transport),
+			base:      c.capped(installationCredential(id), c.budget.transport(installationCredential(id), c.httpClient.Transport)),
 			refreshMu: &c.refreshMu,
 		},
 		Timeout:       c.httpClient.Timeout,
