@@ -5,9 +5,12 @@
 // with a plain token or as a GitHub App (one installation token per
 // installation, through ghinstallation).
 //
-// Because webhooks get lost, it also reads what they may have missed: the
-// jobs queued now (QueuedJobs) and, for an App, the webhook deliveries
-// that failed, which it can have redelivered (FailedDeliveries, Redeliver).
+// Because webhooks get lost, it also reads what they may have missed: what
+// changed in the repositories that can have changed (ScanJobs, which also
+// drives poll mode) and, for an App, the webhook deliveries that failed,
+// read from where the last sweep stopped, which it can have redelivered
+// (RedeliverFailed). Background requests share a per-minute ceiling
+// (bgcap.go).
 //
 // Nothing secret (the token, the App private key, a JIT config) ever appears
 // in an error returned from this package.

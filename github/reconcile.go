@@ -25,6 +25,11 @@ type repoRef struct {
 	visibility  string // provisioner.RepoVisibility of the listing; "" unknown
 }
 
+// QueuedJobs is the full walk: every repository, every pass. The
+// reconcile uses ScanJobs (scan.go), which looks only where something can
+// have changed; QueuedJobs stays for one-off questions and sources that
+// cannot scan.
+//
 // QueuedJobs returns the jobs queued in the scope now, as queued events
 // without a delivery id: for a repository scope its jobs, for an org scope
 // those of every repository the App installation sees (App mode) or the
