@@ -5,9 +5,12 @@
 // with a plain token or as a GitHub App (one installation token per
 // installation, through ghinstallation).
 //
-// Because webhooks get lost, it also reads what they may have missed: the
-// jobs queued now (QueuedJobs) and, for an App, the webhook deliveries
-// that failed, which it can have redelivered (FailedDeliveries, Redeliver).
+// Because webhooks get lost, it also reads what they may have missed: what
+// changed in the repositories that can have changed (ScanJobs, which also
+// drives poll mode) and, for an App, the webhook deliveries that failed,
+// read from where the last sweep stopped, which it can have redelivered
+// (RedeliverFailed). Background requests share a per-minute ceiling
+// (bgcap.go).
 //
 // Nothing secret (the token, the App private key, a JIT config) ever appears
 // in an error returned from this package.
@@ -70,6 +73,27 @@ type Config struct {
 	// Logger gets the few things worth a line (an odd runner-group
 	// answer); nothing when nil.
 	Logger *slog.Logger
+	// BackgroundPerMinute is the ceiling of background requests (the
+	// reconcile's; see provisioner.Background) in any BackgroundWindow;
+	// DefaultBackgroundPerMinute when zero, none when negative.
+	BackgroundPerMinute int
+	// BackgroundWindow is the span of that ceiling, a minute when zero
+	// (tests scale time with it); the scan's slower periods (the
+	// repository list, the installations) scale with it too.
+	BackgroundWindow time.Duration
+
+	// Observer, when set, is told about every request and each
+	// credential's budget (budget.go).
+	Observer Observer
+	// ReservePercent of each credential's budget is kept for the calls
+	// that serve jobs: below it, background calls are deferred.
+	// DefaultReservePercent when zero, no reserve when negative.
+	ReservePercent int
+	// Logf, when set, gets the budget's rare log lines (a deferral, odd
+	// rate-limit headers). Nothing secret is logged.
+	Logf func(format string, args ...any)
+	// Now is the budget's clock; time.Now when nil (tests).
+	Now func() time.Time
 }
 
 // DefaultJITPerMinute leaves headroom under GitHub's ~180 a minute.
@@ -107,6 +131,15 @@ type Client struct {
 	onLimitWait func(string, time.Duration)
 
 	groups runnerGroups // runnergroups.go
+	// The cheap reconcile (bgcap.go, scan.go, sweep.go).
+	bgWindow *window       // nil: no ceiling
+	minute   time.Duration // BackgroundWindow: a minute, or less in tests
+	scanMu   sync.Mutex
+	scans    map[string]*scanState // by lower-cased Scope.Key()
+	sweep    deliverySweep
+	scopes   scopesCache
+	budget   *budget     // budget.go
+	views    runnerViews // runnerview.go
 }
 
 var _ provisioner.GitHub = (*Client)(nil)
@@ -166,6 +199,11 @@ func New(cfg Config) (*Client, error) {
 	if c.groupID < 0 {
 		return nil, errors.New("github: runner group id must be positive")
 	}
+	if cfg.ReservePercent > 90 {
+		return nil, errors.New("github: the budget reserve must be at most 90 percent")
+	}
+	c.budget = newBudget(cfg, base.Path)
+	c.views.init()
 
 	transport := http.DefaultTransport
 	timeout := cfg.Timeout
@@ -177,6 +215,11 @@ func New(cfg Config) (*Client, error) {
 			timeout = cfg.HTTPClient.Timeout
 		}
 	}
+	c.minute = cmp.Or(cfg.BackgroundWindow, time.Minute)
+	c.scans = map[string]*scanState{}
+	if n := cmp.Or(cfg.BackgroundPerMinute, DefaultBackgroundPerMinute); n > 0 {
+		c.bgWindow = newWindow(n, c.minute)
+	}
 	if timeout <= 0 {
 		timeout = DefaultTimeout
 	}
@@ -187,11 +230,15 @@ func New(cfg Config) (*Client, error) {
 	}
 
 	if hasToken {
-		c.tokenClient = c.newGitHubClient(c.httpClient).WithAuthToken(token)
+		c.tokenClient = c.newGitHubClient(&http.Client{
+			Transport:     c.capped(tokenCredential, c.budget.transport(tokenCredential, transport)),
+			Timeout:       timeout,
+			CheckRedirect: c.httpClient.CheckRedirect,
+		}).WithAuthToken(token)
 		return c, nil
 	}
 
-	apps, err := ghinstallation.NewAppsTransport(transport, cfg.AppID, cfg.AppPrivateKey)
+	apps, err := ghinstallation.NewAppsTransport(c.capped(appCredential, c.budget.transport(appCredential, transport)), cfg.AppID, cfg.AppPrivateKey)
 	if err != nil {
 		// ghinstallation's message names the parse failure, never the key.
 		return nil, fmt.Errorf("github: CRABBOX_GITHUB_APP_PRIVATE_KEY: %w", err)
@@ -242,7 +289,7 @@ func (c *Client) clientFor(ctx context.Context, scope provisioner.Scope) (*gh.Cl
 	g = c.newGitHubClient(&http.Client{
 		Transport: &installationTransport{
 			itr:       itr,
-			base:      c.httpClient.Transport,
+			base:      c.capped(installationCredential(id), c.budget.transport(installationCredential(id), c.httpClient.Transport)),
 			refreshMu: &c.refreshMu,
 		},
 		Timeout:       c.httpClient.Timeout,

@@ -86,7 +86,10 @@ var modes = []mode{
 		fake := githubtest.New(githubtest.Options{Tokens: []string{testToken}, Logf: t.Logf})
 		t.Cleanup(fake.Close)
 		rec := &recorder{}
-		c, err := github.New(github.Config{APIURL: fake.URL(), Token: testToken, HTTPClient: &http.Client{Transport: rec}, JITPerMinute: -1})
+		// No background ceiling: these tests call background listings
+		// in bulk; the ceiling has tests of its own (scan_test.go).
+		c, err := github.New(github.Config{APIURL: fake.URL(), Token: testToken, HTTPClient: &http.Client{Transport: rec}, JITPerMinute: -1,
+			BackgroundPerMinute: -1})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -102,7 +105,8 @@ var modes = []mode{
 		})
 		t.Cleanup(fake.Close)
 		rec := &recorder{}
-		c, err := github.New(github.Config{APIURL: fake.URL() + "/", AppID: appID, AppPrivateKey: pemBytes, HTTPClient: &http.Client{Transport: rec}, JITPerMinute: -1})
+		c, err := github.New(github.Config{APIURL: fake.URL() + "/", AppID: appID, AppPrivateKey: pemBytes, HTTPClient: &http.Client{Transport: rec}, JITPerMinute: -1,
+			BackgroundPerMinute: -1})
 		if err != nil {
 			t.Fatal(err)
 		}

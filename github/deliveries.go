@@ -15,6 +15,8 @@ import (
 	"time"
 
 	gh "github.com/google/go-github/v62/github"
+
+	"github.com/crabbox/crabbox-runner/provisioner"
 )
 
 // Delivery is a webhook delivery that never succeeded: the latest failed
@@ -38,6 +40,7 @@ type Delivery struct {
 // redelivery asked for moments ago may not be listed yet either. A token
 // client gets ErrNeedsApp.
 func (c *Client) FailedDeliveries(ctx context.Context, since time.Time) ([]Delivery, error) {
+	ctx = provisioner.Background(ctx) // reconcile work gives way to jobs (budget.go)
 	if c.appClient == nil {
 		return nil, fmt.Errorf("github: list the App's webhook deliveries: %w", ErrNeedsApp)
 	}

@@ -26,10 +26,12 @@ var (
 // status (GET /repos/{owner}/{repo}/actions/jobs/{id}); ErrNotFound when
 // the job is gone.
 func (c *Client) JobStatus(ctx context.Context, scope provisioner.Scope, repo string, jobID int64) (*provisioner.JobEvent, error) {
+	ctx = provisioner.Background(ctx) // reconcile work gives way to jobs (budget.go)
 	owner, name, ok := strings.Cut(repo, "/")
 	if !ok || owner == "" || name == "" {
 		return nil, fmt.Errorf("github: repository %q is not owner/name", repo)
 	}
+	ctx = provisioner.Background(ctx) // the reconcile's refresh
 	g, err := c.clientFor(ctx, scope)
 	if err != nil {
 		return nil, err
@@ -50,16 +52,15 @@ func (c *Client) JobStatus(ctx context.Context, scope provisioner.Scope, repo st
 }
 
 // Scopes lists the orgs the App is installed on, to look for queued jobs
-// there. With a plain token there is nothing to list: github.scopes says
-// where to look.
+// there, from a list read again every few minutes (scopesEvery). With a
+// plain token there is nothing to list: github.scopes says where to look.
+// When a new listing fails, the last one is returned with the error.
 func (c *Client) Scopes(ctx context.Context) ([]provisioner.Scope, error) {
+	ctx = provisioner.Background(ctx) // reconcile work gives way to jobs (budget.go)
 	if c.tokenClient != nil {
 		return nil, nil
 	}
-	insts, err := c.Installations(ctx)
-	if err != nil {
-		return nil, err
-	}
+	insts, err := c.cachedInstallations(ctx)
 	var out []provisioner.Scope
 	for _, in := range insts {
 		// A user's installation covers that user's repositories, which
@@ -68,7 +69,7 @@ func (c *Client) Scopes(ctx context.Context) ([]provisioner.Scope, error) {
 			out = append(out, provisioner.Scope{Org: in.Account, InstallationID: in.ID})
 		}
 	}
-	return out, nil
+	return out, err
 }
 
 // redeliverSpacing keeps a delivery that keeps failing (a receiver bug)
@@ -82,13 +83,15 @@ type redeliveries struct {
 
 // RedeliverFailed asks GitHub to redeliver each App webhook delivery since
 // then that never got a 2xx (GitHub does not retry them itself), at most
-// once per GUID every 15 minutes. With a plain token there is no App hook:
+// once per GUID every 15 minutes. It reads only the deliveries made since
+// its previous sweep (sweep.go); since bounds the first. With a plain token there is no App hook:
 // nothing to do.
 func (c *Client) RedeliverFailed(ctx context.Context, since time.Time) (int, error) {
+	ctx = provisioner.Background(ctx) // reconcile work gives way to jobs (budget.go)
 	if c.tokenClient != nil {
 		return 0, nil
 	}
-	failed, err := c.FailedDeliveries(ctx, since)
+	failed, err := c.sweepDeliveries(ctx, since)
 	if err != nil {
 		return 0, err
 	}
@@ -113,8 +116,17 @@ func (c *Client) RedeliverFailed(ctx context.Context, since time.Time) (int, err
 	c.redelivered.mu.Unlock()
 	n := 0
 	var errs []error
+	ctx = provisioner.Background(ctx)
 	for _, d := range todo {
 		if err := c.Redeliver(ctx, d.ID); err != nil {
+			if redeliverGone(err) {
+				c.forgetDelivery(d.GUID)
+			} else {
+				// Not asked after all: the next pass tries again.
+				c.redelivered.mu.Lock()
+				delete(c.redelivered.last, d.GUID)
+				c.redelivered.mu.Unlock()
+			}
 			errs = append(errs, err)
 			continue
 		}

@@ -27,6 +27,11 @@ type repoRef struct {
 	visibility string
 }
 
+// QueuedJobs is the full walk: every repository, every pass. The
+// reconcile uses ScanJobs (scan.go), which looks only where something can
+// have changed; QueuedJobs stays for one-off questions and sources that
+// cannot scan.
+//
 // QueuedJobs returns the jobs queued in the scope now, as queued events
 // without a delivery id: for a repository scope its jobs, for an org scope
 // those of every repository the App installation sees (App mode) or the
@@ -39,6 +44,7 @@ type repoRef struct {
 // returned wrapped (errors.As finds *github.RateLimitError or
 // *github.AbuseRateLimitError), so the caller can wait it out (§4.3).
 func (c *Client) QueuedJobs(ctx context.Context, scope provisioner.Scope) ([]provisioner.JobEvent, error) {
+	ctx = provisioner.Background(ctx) // reconcile work gives way to jobs (budget.go)
 	t, err := parseScope(scope)
 	if err != nil {
 		return nil, err

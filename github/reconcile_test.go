@@ -13,8 +13,6 @@ import (
 	"testing"
 	"time"
 
-	gh "github.com/google/go-github/v62/github"
-
 	"github.com/crabbox/crabbox-runner/github"
 	"github.com/crabbox/crabbox-runner/github/githubtest"
 	"github.com/crabbox/crabbox-runner/provisioner"
@@ -268,15 +266,16 @@ func TestQueuedJobsStopsAtRateLimits(t *testing.T) {
 			}
 			ctx := ctxFor(t)
 			_, err = c.QueuedJobs(ctx, provisioner.Scope{Org: "acme"})
-			var rl *gh.RateLimitError
-			var ab *gh.AbuseRateLimitError
+			until, ok := provisioner.RetryAt(err)
 			switch {
 			case err == nil:
 				t.Fatal("QueuedJobs ignored a rate limit")
-			case !secondary && !errors.As(err, &rl):
-				t.Fatalf("error %v does not wrap *github.RateLimitError", err)
-			case secondary && (!errors.As(err, &ab) || ab.GetRetryAfter() != time.Minute):
-				t.Fatalf("error %v does not wrap *github.AbuseRateLimitError with Retry-After", err)
+			case !errors.Is(err, provisioner.ErrRateLimited) || !ok:
+				t.Fatalf("error %v is not a *provisioner.BudgetError", err)
+			case !secondary && until.Before(time.Now().Add(59*time.Minute)):
+				t.Fatalf("error %v: until %v, want the reset in an hour", err, until)
+			case secondary && (until.Before(time.Now().Add(59*time.Second)) || until.After(time.Now().Add(61*time.Second))):
+				t.Fatalf("error %v: until %v, want retry-after's minute", err, until)
 			}
 			if !strings.Contains(err.Error(), "acme/b") {
 				t.Errorf("error %q does not say where", err)
@@ -287,12 +286,14 @@ func TestQueuedJobsStopsAtRateLimits(t *testing.T) {
 			if secondary {
 				return
 			}
-			// go-github remembers the primary limit until its reset: the
-			// next walk is refused without a request.
+			// The budget remembers the primary limit until its reset: the
+			// next walk is refused without a request, with a typed error
+			// that says until when.
 			before := lim.seen.Load()
 			_, err = c.QueuedJobs(ctx, provisioner.Scope{Org: "acme"})
-			if !errors.As(err, &rl) || lim.seen.Load() != before {
-				t.Errorf("second walk: %v after %d more run requests", err, lim.seen.Load()-before)
+			until, ok = provisioner.RetryAt(err)
+			if !errors.Is(err, provisioner.ErrRateLimited) || !ok || until.Before(time.Now().Add(59*time.Minute)) || lim.seen.Load() != before {
+				t.Errorf("second walk: %v (until %v) after %d more run requests", err, until, lim.seen.Load()-before)
 			}
 		})
 	}

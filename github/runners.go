@@ -83,6 +83,7 @@ func (c *Client) GenerateJITConfig(ctx context.Context, scope provisioner.Scope,
 	if cfg.GetRunner().GetID() == 0 || cfg.GetEncodedJITConfig() == "" {
 		return nil, fmt.Errorf("github: generate JIT config for runner %q in %s: the answer lacks the runner or its config", name, scope)
 	}
+	c.views.noteRegistered(cfg.GetRunner().GetID(), time.Now())
 	return &provisioner.JITConfig{
 		RunnerID:   cfg.GetRunner().GetID(),
 		RunnerName: cfg.GetRunner().GetName(),
@@ -109,8 +110,9 @@ func (c *Client) generate(ctx context.Context, g *gh.Client, t target, name stri
 	return cfg, err
 }
 
-// Runner returns one runner, or provisioner.ErrNotFound.
-func (c *Client) Runner(ctx context.Context, scope provisioner.Scope, id int64) (*provisioner.Runner, error) {
+// runnerByID gets one runner (GET …/actions/runners/{id}), or
+// provisioner.ErrNotFound.
+func (c *Client) runnerByID(ctx context.Context, scope provisioner.Scope, id int64) (*provisioner.Runner, error) {
 	t, err := parseScope(scope)
 	if err != nil {
 		return nil, err
@@ -180,22 +182,28 @@ func runnerByName(ctx context.Context, g *gh.Client, t target, name string) (*pr
 }
 
 // ListRunners returns every self-hosted runner in the scope, following
-// pages of 100 to the end.
+// pages of 100 to the end. It is background work for the budget (gc).
 func (c *Client) ListRunners(ctx context.Context, scope provisioner.Scope) ([]provisioner.Runner, error) {
+	out, _, err := c.listAll(provisioner.Background(ctx), scope)
+	return out, err
+}
+
+// listAll lists the scope's runners and says how many pages it took.
+func (c *Client) listAll(ctx context.Context, scope provisioner.Scope) ([]provisioner.Runner, int, error) {
 	t, err := parseScope(scope)
 	if err != nil {
-		return nil, err
+		return nil, 0, err
 	}
 	g, err := c.clientFor(ctx, scope)
 	if err != nil {
-		return nil, err
+		return nil, 0, err
 	}
 	opts := &gh.ListRunnersOptions{ListOptions: gh.ListOptions{PerPage: 100, Page: 1}}
 	var out []provisioner.Runner
-	for {
+	for pages := 1; ; pages++ {
 		page, resp, err := listRunners(ctx, g, t, opts)
 		if err != nil {
-			return nil, fmt.Errorf("github: list runners in %s (page %d): %w", scope, opts.Page, err)
+			return nil, pages, fmt.Errorf("github: list runners in %s (page %d): %w", scope, opts.Page, err)
 		}
 		for _, r := range page.Runners {
 			out = append(out, toRunner(r))
@@ -206,7 +214,7 @@ func (c *Client) ListRunners(ctx context.Context, scope provisioner.Scope) ([]pr
 			next = opts.Page + 1
 		}
 		if next <= opts.Page {
-			return out, nil
+			return out, pages, nil
 		}
 		opts.Page = next
 	}
@@ -232,6 +240,7 @@ func (c *Client) RemoveRunner(ctx context.Context, scope provisioner.Scope, id i
 	if err := removeRunner(ctx, g, t, id); err != nil {
 		return fmt.Errorf("github: remove runner %d in %s: %w", id, scope, err)
 	}
+	c.views.removed(scope, id)
 	return nil
 }
 

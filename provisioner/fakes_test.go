@@ -191,6 +191,12 @@ func (g *memGitHub) setOnline(id int64) {
 	}
 }
 
+func (g *memGitHub) removedCount() int {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.removed
+}
+
 func (g *memGitHub) live() int {
 	g.mu.Lock()
 	defer g.mu.Unlock()

@@ -86,9 +86,12 @@ func (p *Provisioner) provision(ctx context.Context, id string, st stage) error 
 				err = p.bootstrap(ctx, log, l, class)
 			}
 		}
+		var bw *budgetWait
 		switch {
 		case errors.Is(err, errWaitLater):
 			return river.JobSnooze(p.cfg.PollInterval)
+		case errors.As(err, &bw):
+			return river.JobSnooze(bw.d)
 		case IsTransitionError(err):
 			// Someone else moved the lease (a job took the runner, a deadline
 			// took over); look again.
@@ -191,6 +194,9 @@ func (p *Provisioner) createHost(ctx context.Context, log *slog.Logger, l *Lease
 				}
 			})
 		}
+	}
+	if err := p.registrationBudget(log, l); err != nil {
+		return err
 	}
 	creds, err := p.credentials(l.ID, true)
 	if err != nil {
@@ -392,6 +398,12 @@ func (p *Provisioner) bootstrap(ctx context.Context, log *slog.Logger, l *Lease,
 	}
 	if l.BootstrappedAt.IsZero() {
 		jit, err := p.cfg.GitHub.GenerateJITConfig(ctx, l.Scope, l.RunnerName, class.Labels)
+		if until, budget := RetryAt(err); budget {
+			// The host is up but GitHub takes no registration before
+			// then: wait for it (within the boot deadline), not retry.
+			log.Info("GitHub request budget used up; the registration waits", "until", until)
+			return &budgetWait{d: min(max(until.Sub(p.now()), time.Second)+time.Second, maxBudgetWait)}
+		}
 		if err != nil {
 			return fmt.Errorf("registering runner %s: %w", l.RunnerName, err)
 		}
@@ -431,8 +443,12 @@ func (p *Provisioner) bootstrap(ctx context.Context, log *slog.Logger, l *Lease,
 			// job before it was seen online (its in_progress webhook may
 			// still be on the way). The host's work is over either way,
 			// and that is no failure of the host.
-			return p.releaseStarting(ctx, l.ID, "runner gone from GitHub after it started: its job is done")
+			return p.releaseStarting(ctx, l.ID, reasonRunnerDone)
 		case err != nil:
+			if until, budget := RetryAt(err); budget {
+				// Asking again before then is refused anyway.
+				return &budgetWait{d: min(max(until.Sub(p.now()), time.Second), maxBudgetWait)}
+			}
 			log.Warn("reading runner status", "error", err)
 		case r.Online() || r.Busy:
 			return p.becameIdle(ctx, log, l.ID, class)
@@ -509,10 +525,12 @@ func (p *Provisioner) releaseStarting(ctx context.Context, id, reason string) er
 		if !cur.State.Starting() {
 			return nil
 		}
-		if err := p.release(ctx, tx, cur, reason, ""); err != nil {
-			return err
-		}
-		return p.balance(ctx, tx, cur.Class, cur.Scope)
+		// No balance here: the runner took a job off the queue, and until
+		// that job's own event (its webhook, or in poll mode the next
+		// reconcile scan, which balances after it) says which, a balance
+		// would lease again for a job no longer waiting: a host paid for
+		// nothing.
+		return p.release(ctx, tx, cur, reason, "")
 	})
 }
 

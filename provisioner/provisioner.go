@@ -92,7 +92,9 @@ type Provisioner struct {
 	// touches the database. A lease whose keys were lost in a restart is
 	// failed and replaced.
 	creds sync.Map // lease ID → *Credentials
-	bad   badMachines
+	// budgetLogged: leases whose wait for the GitHub budget was logged (budget.go).
+	budgetLogged sync.Map
+	bad          badMachines
 	// bal balances outside the deliveries' transactions once started;
 	// before that (tests, one-shot use) deliveries balance in their own.
 	bal       *balancer
@@ -101,6 +103,9 @@ type Provisioner struct {
 	bootRuns atomic.Int64
 	// policy is PolicyHash(cfg.Classes), kept with every unservable mark.
 	policy string
+	// recent and deferred serve the cheap reconcile (scan.go).
+	recent   recentRepos
+	deferred deferredLog
 }
 
 // New checks the configuration and returns a provisioner. Call Start to run
@@ -351,6 +356,9 @@ func (p *Provisioner) HandleJobEvent(ctx context.Context, ev JobEvent) (Outcome,
 		return Ignored, err
 	}
 	p.notePolicy(notes)
+	if class != nil {
+		p.recent.note(p.scopeFor(ev), ev.Repo, p.now())
+	}
 	if mark != nil {
 		if mark.released != "" {
 			p.announce(ctx, ReleaseArgs{LeaseID: mark.released})

@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
+	"slices"
 	"time"
 
 	"github.com/riverqueue/river"
@@ -47,6 +49,11 @@ type ReconcileConfig struct {
 	Deliveries       Redeliverer
 	// Scopes are always looked at (github.scopes).
 	Scopes []Scope
+	// Walk has a JobScanner walk every repository of each scope, spread
+	// over passes, besides the hot ones (scan.go): on when nothing else
+	// finds what webhooks missed (poll mode, or a token, which has no
+	// delivery log to redeliver from).
+	Walk bool
 }
 
 // ReconcileArgs runs one lease pass.
@@ -177,8 +184,13 @@ func (p *Provisioner) periodicJobs() []*river.PeriodicJob {
 	var jobs []*river.PeriodicJob
 	rc := p.cfg.Reconcile
 	if rc.Interval >= 0 {
-		jobs = append(jobs, river.NewPeriodicJob(river.PeriodicInterval(cmpDur(rc.Interval, time.Minute)),
-			func() (river.JobArgs, *river.InsertOpts) { return ReconcileArgs{}, nil },
+		every := cmpDur(rc.Interval, time.Minute)
+		// One pass queued at a time, but no fewer passes than asked for:
+		// poll mode's interval may be shorter than the usual 10 s.
+		opts := ReconcileArgs{}.InsertOpts()
+		opts.UniqueOpts.ByPeriod = min(opts.UniqueOpts.ByPeriod, every)
+		jobs = append(jobs, river.NewPeriodicJob(river.PeriodicInterval(every),
+			func() (river.JobArgs, *river.InsertOpts) { return ReconcileArgs{}, &opts },
 			&river.PeriodicJobOpts{RunOnStart: true}))
 	}
 	if rc.DeadlineInterval >= 0 {
@@ -210,6 +222,9 @@ type ReconcileReport struct {
 	Redelivered      int
 	RunnerGone       int // idle or busy leases whose runner GitHub no longer has
 	Servable         int // jobs marked unservable whose mark was cleared
+	// Deferred: some background GitHub work was refused for budget
+	// (ErrDeferred) and waits for a later pass.
+	Deferred bool
 }
 
 // Reconcile runs one lease pass: every deadline of every live lease is
@@ -273,25 +288,54 @@ func (p *Provisioner) Reconcile(ctx context.Context) (*ReconcileReport, error) {
 		errs = append(errs, err)
 	}
 
+	// Background GitHub work refused for budget is not an error: it is
+	// done on a later pass (scan.go).
+	keep := func(err error) {
+		if errors.Is(err, ErrDeferred) {
+			rep.Deferred = true
+			return
+		}
+		errs = append(errs, err)
+	}
 	if src := p.cfg.Reconcile.Jobs; src != nil {
 		more, err := src.Scopes(ctx)
 		if err != nil {
-			errs = append(errs, fmt.Errorf("listing scopes: %w", err))
+			keep(fmt.Errorf("listing scopes: %w", err))
 		}
 		for _, s := range more {
 			scopes[s.Key()] = s
 		}
-		for _, s := range scopes {
-			n, err := p.catchUpScope(ctx, src, s)
-			rep.MissedJobs += n
-			if err != nil {
+		keys := slices.Sorted(maps.Keys(scopes))
+		sc, scanning := src.(JobScanner)
+		var hot map[string][]string
+		if scanning {
+			if hot, err = p.hotRepos(ctx, live, scopes); err != nil {
 				errs = append(errs, err)
+				scanning = false
 			}
 		}
-		n, err := p.refreshQueuedJobs(ctx, src)
+		for _, key := range keys {
+			var n int
+			if scanning {
+				n, err = p.scanScope(ctx, sc, scopes[key], hot[key])
+			} else {
+				n, err = p.catchUpScope(ctx, src, scopes[key])
+			}
+			rep.MissedJobs += n
+			if err != nil {
+				keep(err)
+			}
+		}
+		// The scan follows every queued job's repository on every pass;
+		// asking for each job then is only a backstop.
+		age := time.Minute
+		if scanning {
+			age = 10 * time.Minute
+		}
+		n, err := p.refreshQueuedJobs(ctx, src, age)
 		rep.StaleJobs += n
 		if err != nil {
-			errs = append(errs, err)
+			keep(err)
 		}
 	}
 	if d := p.cfg.Reconcile.Deliveries; d != nil {
@@ -299,7 +343,7 @@ func (p *Provisioner) Reconcile(ctx context.Context) (*ReconcileReport, error) {
 		n, err := d.RedeliverFailed(ctx, since)
 		rep.Redelivered = n
 		if err != nil {
-			errs = append(errs, fmt.Errorf("redelivering failed deliveries: %w", err))
+			keep(fmt.Errorf("redelivering failed deliveries: %w", err))
 		}
 	}
 	// Marked jobs whose back-off ran out or whose runner group may serve
@@ -307,14 +351,21 @@ func (p *Provisioner) Reconcile(ctx context.Context) (*ReconcileReport, error) {
 	n, err = p.ReviewUnservable(ctx, true)
 	rep.Servable = n
 	if err != nil {
-		errs = append(errs, err)
+		keep(err)
+	}
+	if rep.Deferred {
+		if p.deferred.note(now) {
+			p.log.Warn("GitHub request budget low: background reconcile work (scans, redeliveries, job refreshes) deferred to later passes; jobs are still served")
+		}
+	} else if n, since := p.deferred.clear(); n > 0 {
+		p.log.Info("GitHub request budget recovered: deferred reconcile work done", "deferred_passes", n, "since", since)
 	}
 	if err := p.balanceAll(ctx); err != nil {
 		errs = append(errs, err)
 	}
 	if rep.MissedJobs+rep.StaleJobs+rep.Redelivered+rep.Requeued+rep.RunnerGone+rep.Servable > 0 {
 		p.log.Info("reconciled", "missed_jobs", rep.MissedJobs, "stale_jobs", rep.StaleJobs,
-			"redelivered", rep.Redelivered, "requeued", rep.Requeued, "runner_gone", rep.RunnerGone)
+			"redelivered", rep.Redelivered, "requeued", rep.Requeued, "runner_gone", rep.RunnerGone, "servable_again", rep.Servable)
 	}
 	return rep, errors.Join(errs...)
 }
@@ -323,6 +374,9 @@ func (p *Provisioner) Reconcile(ctx context.Context) (*ReconcileReport, error) {
 // runner's absence on GitHub counts: GitHub removes a JIT runner once its
 // job ends, moments before the completed webhook arrives.
 const runnerGrace = 30 * time.Second
+
+// reasonRunnerGone releases a lease whose runner GitHub no longer has.
+const reasonRunnerGone = "runner gone from GitHub"
 
 // releaseRunnerless releases idle and busy leases whose runner GitHub no
 // longer has. An ephemeral runner is removed after its one job: if the
@@ -336,15 +390,16 @@ func (p *Provisioner) releaseRunnerless(ctx context.Context, live []*Lease) (int
 		if (l.State != StateIdle && l.State != StateBusy) || l.RunnerID == 0 || now.Sub(l.StateChangedAt) < runnerGrace {
 			continue
 		}
-		_, err := p.cfg.GitHub.Runner(ctx, l.Scope, l.RunnerID)
+		// Background: under the budget's reserve it waits for a later pass.
+		_, err := p.cfg.GitHub.Runner(Background(ctx), l.Scope, l.RunnerID)
 		if !errors.Is(err, ErrNotFound) {
-			if err != nil {
+			if _, budget := RetryAt(err); err != nil && !budget {
 				errs = append(errs, fmt.Errorf("runner of lease %s: %w", l.ID, err))
 			}
 			continue
 		}
 		err = p.cfg.Store.InTx(ctx, func(tx Tx) error {
-			if err := p.requestRelease(ctx, tx, l.ID, "runner gone from GitHub", ""); err != nil {
+			if err := p.requestRelease(ctx, tx, l.ID, reasonRunnerGone, ""); err != nil {
 				return err
 			}
 			return p.balance(ctx, tx, l.Class, l.Scope)
@@ -388,8 +443,8 @@ func (p *Provisioner) catchUpScope(ctx context.Context, src JobSource, s Scope) 
 // refreshQueuedJobs asks GitHub about jobs we still think queued for more
 // than a minute: a lost in_progress or completed would otherwise keep a
 // lease for them forever.
-func (p *Provisioner) refreshQueuedJobs(ctx context.Context, src JobSource) (int, error) {
-	queued, err := p.cfg.Store.QueuedJobs(ctx, p.now().Add(-time.Minute))
+func (p *Provisioner) refreshQueuedJobs(ctx context.Context, src JobSource, age time.Duration) (int, error) {
+	queued, err := p.cfg.Store.QueuedJobs(ctx, p.now().Add(-age))
 	if err != nil {
 		return 0, err
 	}
@@ -401,6 +456,10 @@ func (p *Provisioner) refreshQueuedJobs(ctx context.Context, src JobSource) (int
 			// Deleted with its run: nothing will ever take it.
 			ev = &JobEvent{Action: "completed", Status: "completed", Conclusion: "cancelled", JobID: j.ID, RunAttempt: j.RunAttempt,
 				Labels: j.Labels, Repo: j.Repo, Org: j.Scope.Org, InstallationID: j.Scope.InstallationID}
+		} else if errors.Is(err, ErrDeferred) {
+			// The rest waits for the budget too.
+			errs = append(errs, err)
+			break
 		} else if err != nil {
 			errs = append(errs, err)
 			continue

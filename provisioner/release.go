@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"time"
+
+	"github.com/riverqueue/river"
 )
 
 // releaseLease removes the lease's runner from GitHub and destroys its host,
@@ -29,7 +31,7 @@ func (p *Provisioner) releaseLease(ctx context.Context, id string) error {
 	// host is being destroyed. A failure here must not keep a host billed:
 	// destroy anyway and come back for the runner.
 	var runnerErr error
-	if l.RunnerID != 0 {
+	if l.RunnerID != 0 && !runnerRemovedByGitHub(l) {
 		if runnerErr = p.cfg.GitHub.RemoveRunner(ctx, l.Scope, l.RunnerID); runnerErr != nil {
 			log.Warn("removing runner failed; destroying the host first", "runner_id", l.RunnerID, "error", runnerErr)
 		}
@@ -50,6 +52,11 @@ func (p *Provisioner) releaseLease(ctx context.Context, id string) error {
 			log.Warn("runner still busy on GitHub after its host was destroyed; gc removes it later", "runner_name", l.RunnerName)
 		case err != nil:
 			p.recordError(ctx, l.ID, err)
+			if until, budget := RetryAt(err); budget {
+				// The host is gone, the bill stopped: the runner's removal
+				// waits for GitHub's budget, asked again then.
+				return river.JobSnooze(min(max(until.Sub(p.now()), time.Second)+time.Second, maxBudgetWait))
+			}
 			return fmt.Errorf("removing runner %s: %w", l.RunnerName, err)
 		}
 	}
@@ -97,3 +104,16 @@ func (p *Provisioner) recordError(ctx context.Context, id string, err error) {
 		p.log.Warn("recording error", "lease_id", id, "error", uerr)
 	}
 }
+
+// runnerRemovedByGitHub: the lease's runner ran its one job, or GitHub
+// already said it is gone. GitHub removes a just-in-time runner after its
+// job (docs: "JIT runners … are automatically removed"; reference §3.4),
+// so a DELETE would be a request spent for a 404; gc removes whatever an
+// exception leaves (an offline runner of a released lease).
+func runnerRemovedByGitHub(l *Lease) bool {
+	return l.ReleaseReason == "job completed" || l.ReleaseReason == reasonRunnerGone || l.ReleaseReason == reasonRunnerDone
+}
+
+// reasonRunnerDone releases a starting lease whose runner GitHub no longer
+// has after a good bootstrap: it ran a short job before it was seen online.
+const reasonRunnerDone = "runner gone from GitHub after it started: its job is done"

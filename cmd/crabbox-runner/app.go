@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"crypto/hmac"
+	"crypto/rand"
 	"crypto/sha256"
 	"errors"
 	"fmt"
@@ -39,6 +40,9 @@ type appOptions struct {
 	Providers map[string]provisioner.Provider
 	// Tune adjusts the provisioner's config before it is built.
 	Tune func(*provisioner.Config)
+	// TuneGitHub adjusts the GitHub client's config (tests scale the
+	// background window with it).
+	TuneGitHub func(*github.Config)
 }
 
 // newApp opens the store, builds every part, and listens; it does not start
@@ -58,12 +62,21 @@ func newApp(ctx context.Context, cfg *config.Config, log *slog.Logger, opts appO
 	for name, p := range a.providers {
 		a.providers[name] = a.metrics.Provider(p)
 	}
-	gh, err := github.New(github.Config{
+	ghcfg := github.Config{
 		APIURL: cfg.GitHub.APIURL, Token: cfg.GitHubToken, AppID: cfg.GitHub.AppID,
 		AppPrivateKey: cfg.GitHubAppKey, RunnerGroupID: cfg.GitHub.RunnerGroupID,
 		JITPerMinute: cfg.Limits.GitHubJITPerMinute, OnLimitWait: a.metrics.LimitWait,
+		BackgroundPerMinute: cfg.GitHub.BackgroundRequestsPerMinute,
+		// The request budget (issue 13): counted in metrics, its rare
+		// log lines in the log.
+		Observer: a.metrics.GitHub(), ReservePercent: cfg.Limits.GitHubBudgetReservePercent,
+		Logf:   func(format string, args ...any) { log.Warn(fmt.Sprintf(format, args...), "component", "github") },
 		Logger: log.With("component", "github"),
-	})
+	}
+	if opts.TuneGitHub != nil {
+		opts.TuneGitHub(&ghcfg)
+	}
+	gh, err := github.New(ghcfg)
 	if err != nil {
 		return nil, err
 	}
@@ -90,11 +103,7 @@ func newApp(ctx context.Context, cfg *config.Config, log *slog.Logger, opts appO
 		JobTimeout:         cfg.Work.JobTimeout,
 		RescueAfter:        cfg.Work.RescueAfter,
 		UnusedRetryBackoff: cfg.Reconcile.UnusedRunnerBackoff,
-		Reconcile: provisioner.ReconcileConfig{
-			Interval: cfg.Reconcile.Interval, GCInterval: cfg.Reconcile.GCInterval,
-			Scopes: cfg.GitHub.ScopeList(),
-			Jobs:   gh, Deliveries: gh,
-		},
+		Reconcile:          reconcileConfig(cfg, gh),
 	}
 	if opts.Tune != nil {
 		opts.Tune(&pcfg)
@@ -102,8 +111,19 @@ func newApp(ctx context.Context, cfg *config.Config, log *slog.Logger, opts appO
 	if a.prov, err = provisioner.New(pcfg); err != nil {
 		return nil, err
 	}
+	secret := cfg.WebhookSecret
+	if len(secret) == 0 {
+		// Poll mode without a secret (config refuses it otherwise): no
+		// delivery can be signed with a key nobody has, so /webhook
+		// refuses them all.
+		secret = make([]byte, 32)
+		if _, err := rand.Read(secret); err != nil {
+			return nil, err
+		}
+		log.Info("poll mode without a webhook secret: POST /webhook refuses every delivery")
+	}
 	hook, err := webhook.New(webhook.Config{
-		Secret: cfg.WebhookSecret, Events: a.prov, Ready: a.store.Ping,
+		Secret: secret, Events: a.prov, Ready: a.store.Ping,
 		MaxBody: cfg.Webhook.MaxBodyBytes, Logger: log.With("component", "webhook"),
 		Observe: a.metrics.Delivery,
 	})
@@ -123,6 +143,25 @@ func newApp(ctx context.Context, cfg *config.Config, log *slog.Logger, opts appO
 		IdleTimeout:       2 * time.Minute,
 	}
 	return a, nil
+}
+
+// reconcileConfig sets the reconcile passes for the mode. Webhook mode
+// scans the hot repositories each pass; the walk of every repository is
+// needed only without the App's delivery log (a token). Poll mode walks
+// every pass, at github.poll_interval, and has no deliveries to sweep.
+func reconcileConfig(cfg *config.Config, gh *github.Client) provisioner.ReconcileConfig {
+	rc := provisioner.ReconcileConfig{
+		Interval: cfg.Reconcile.Interval, GCInterval: cfg.Reconcile.GCInterval,
+		Scopes: cfg.GitHub.ScopeList(),
+		Jobs:   gh, Deliveries: gh,
+		Walk: !gh.IsApp(),
+	}
+	if cfg.GitHub.Polling() {
+		rc.Interval = cfg.GitHub.PollInterval
+		rc.Deliveries = nil
+		rc.Walk = true
+	}
+	return rc
 }
 
 func buildProviders(cfg *config.Config, log *slog.Logger, given map[string]provisioner.Provider) (map[string]provisioner.Provider, error) {

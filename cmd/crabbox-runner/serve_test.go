@@ -58,6 +58,15 @@ func (g spyGitHub) GenerateJITConfig(ctx context.Context, s provisioner.Scope, n
 	return j, err
 }
 
+// RegistrationWait passes the GitHub client's budget on: the wrapper must
+// not hide it from the provisioner.
+func (g spyGitHub) RegistrationWait(s provisioner.Scope) time.Duration {
+	if rb, ok := g.GitHub.(provisioner.RegistrationBudget); ok {
+		return rb.RegistrationWait(s)
+	}
+	return 0
+}
+
 type spyBootstrapper struct {
 	provisioner.Bootstrapper
 	spy *secretSpy
@@ -144,10 +153,33 @@ const (
 // GitHub and the loopback sshd provider.
 func startServe(t *testing.T, bootTimeout string, behave func(seq int, req provisioner.CreateRequest) local.Behavior) *e2e {
 	t.Helper()
+	return startServeWith(t, serveSetup{bootTimeout: bootTimeout, behave: behave})
+}
+
+// serveSetup is what startServeWith may change: the fake GitHub's rate
+// limits and event hook, config appended, and the hosts.
+type serveSetup struct {
+	ghOpts      githubtest.Options
+	extraConfig string
+	bootTimeout string
+	behave      func(seq int, req provisioner.CreateRequest) local.Behavior
+	// hosts, when set, is serve's "local" provider, and bootstrapper its
+	// Bootstrapper (wrapping the real one), instead of sshd hosts.
+	hosts        provisioner.Provider
+	bootstrapper func(real provisioner.Bootstrapper) provisioner.Bootstrapper
+}
+
+func startServeWith(t *testing.T, setup serveSetup) *e2e {
+	t.Helper()
+	ghOpts, extraConfig, bootTimeout, behave := setup.ghOpts, setup.extraConfig, setup.bootTimeout, setup.behave
 	dir := t.TempDir()
 	e := &e2e{t: t, logs: &syncBuffer{}, spy: &secretSpy{}, token: testToken, secret: testSecret, exit: make(chan int, 1)}
+	onEvent := ghOpts.OnEvent
+	if onEvent == nil {
+		onEvent = func(ev githubtest.Event) { t.Logf("github: %s", ev) }
+	}
 	e.gh = githubtest.New(githubtest.Options{Tokens: []string{testToken}, OnlineTimeout: 5 * time.Second,
-		OnEvent: func(ev githubtest.Event) { t.Logf("github: %s", ev) }})
+		OnEvent: onEvent, RateLimits: ghOpts.RateLimits})
 	t.Cleanup(e.gh.Close)
 	hosts, err := local.New(local.Options{Dir: filepath.Join(dir, "hosts"), GPUName: "NVIDIA A100-SXM4-80GB", Behavior: behave})
 	if err != nil {
@@ -179,7 +211,7 @@ classes:
     boot_timeout: %s
     idle_timeout: %s
     max_lifetime: 30m
-%s`, e.dbPath, e.gh.TarballURLTemplate(), sum, filepath.Join(dir, "hosts"), bootTimeout, e2eIdleTimeout, e2eExtraYAML)
+%s`, e.dbPath, e.gh.TarballURLTemplate(), sum, filepath.Join(dir, "hosts"), bootTimeout, e2eIdleTimeout, e2eExtraYAML+extraConfig)
 	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -194,12 +226,18 @@ classes:
 	e.url = "http://" + addr
 	serveHook = func(o *appOptions) {
 		o.Providers = map[string]provisioner.Provider{"local": hosts}
+		if setup.hosts != nil {
+			o.Providers = map[string]provisioner.Provider{"local": setup.hosts}
+		}
 		o.Tune = func(c *provisioner.Config) {
 			c.PollInterval = 100 * time.Millisecond
 			c.QueuePollInterval = 50 * time.Millisecond
 			c.GitHub = spyGitHub{c.GitHub, e.spy}
 			e.groups = c.RunnerGroups
 			c.Bootstrapper = spyBootstrapper{c.Bootstrapper, e.spy}
+			if setup.bootstrapper != nil {
+				c.Bootstrapper = setup.bootstrapper(c.Bootstrapper)
+			}
 			if e2eTune != nil {
 				e2eTune(c)
 			}

@@ -179,9 +179,9 @@ func (s *Server) handleApp(w http.ResponseWriter, r *http.Request) {
 }
 
 // handleRateLimit: GET /rate_limit. GitHub answers it without credentials
-// (the unauthenticated limit) and refuses credentials it does not know.
+// (the unauthenticated limit) and refuses credentials it does not know. It
+// shows the caller's primary window (ratelimit.go) and costs nothing.
 func (s *Server) handleRateLimit(w http.ResponseWriter, r *http.Request) {
-	limit := 60
 	if tok := credentials(r); tok != "" {
 		s.mu.Lock()
 		it, isInst := s.instTokens[tok]
@@ -191,14 +191,12 @@ func (s *Server) handleRateLimit(w http.ResponseWriter, r *http.Request) {
 			writeError(w, http.StatusUnauthorized, "Bad credentials")
 			return
 		}
-		limit = 5000
 	}
-	reset := time.Now().Add(time.Hour).Unix()
-	core := map[string]any{"limit": limit, "used": 1, "remaining": limit - 1, "reset": reset}
+	core := s.rateStatus(s.credential(r))
 	writeJSON(w, http.StatusOK, map[string]any{
 		"resources": map[string]any{
 			"core":   core,
-			"search": map[string]any{"limit": 30, "used": 0, "remaining": 30, "reset": reset},
+			"search": map[string]any{"limit": 30, "used": 0, "remaining": 30, "reset": core["reset"]},
 		},
 		"rate": core,
 	})

@@ -17,6 +17,10 @@
 // jobs sharing a RunID; see QueueRun) and their jobs, and it keeps the App
 // webhook's delivery log, with redelivery (reference §2).
 //
+// Its REST API keeps GitHub's rate limits (ratelimit.go): a primary budget
+// per credential with x-ratelimit-* headers, free 304s for a matching ETag,
+// secondary limits, and counters (RequestStats) for tests and benchmarks.
+//
 // Everything is in memory and safe for concurrent use; webhooks are sent
 // in order from one goroutine, with hooks to hold, reorder, duplicate or
 // drop them.
@@ -112,6 +116,9 @@ type Options struct {
 	// (@octokit/openapi-webhooks webhook-workflow-job-queued). A client
 	// must read a missing attempt as the first.
 	RESTOmitsRunAttempt bool
+	// RateLimits are the REST API's primary and secondary limits
+	// (ratelimit.go); the zero value is GitHub's.
+	RateLimits RateLimits
 
 	// HookID is the webhook's id (X-GitHub-Hook-ID); 1 when zero.
 	HookID int64
@@ -158,6 +165,7 @@ type Server struct {
 
 	groups  []*RunnerGroup    // groups.go
 	repoVis map[string]string // by lower-cased owner/name; private when absent
+	rate    rateState         // ratelimit.go
 
 	// ctx ends at Close; it aborts a webhook delivery in flight.
 	ctx       context.Context
@@ -223,6 +231,7 @@ func New(opts Options) *Server {
 		s.recon.repos[strings.ToLower(repo)] = repo
 	}
 
+	s.initRate()
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -307,27 +316,25 @@ func (s *Server) routes() http.Handler {
 	return s.logRequests(mux)
 }
 
-// logRequests adds GitHub's usual response headers and logs API requests.
-// Runner polls are not logged: there are two a second per runner.
-func (s *Server) logRequests(next http.Handler) http.Handler {
+// logRequests adds GitHub's usual response headers, holds API requests to
+// the rate limits (ratelimit.go) and logs them. Runner polls are not
+// logged: there are two a second per runner. The fake-only paths are not
+// GitHub's REST API (a real runner talks to other services) and cost
+// nothing.
+func (s *Server) logRequests(mux *http.ServeMux) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		h := w.Header()
 		h.Set("X-GitHub-Request-Id", fmt.Sprintf("FAKE:%d", time.Now().UnixNano()))
 		h.Set("X-GitHub-Media-Type", "github.v3; format=json")
-		if !strings.HasPrefix(r.URL.Path, "/_fake/") {
-			// Fixed, generous values: go-github stops sending requests on
-			// its own when remaining reaches 0.
-			h.Set("X-RateLimit-Limit", "5000")
-			h.Set("X-RateLimit-Remaining", "4999")
-			h.Set("X-RateLimit-Used", "1")
-			h.Set("X-RateLimit-Reset", fmt.Sprint(time.Now().Add(time.Hour).Unix()))
-			h.Set("X-RateLimit-Resource", "core")
+		sw := &statusWriter{ResponseWriter: w, status: http.StatusOK}
+		if strings.HasPrefix(r.URL.Path, "/_fake/") {
+			mux.ServeHTTP(sw, r)
+		} else {
 			if scopes, ok := s.tokenScopes(credentials(r)); ok {
 				h.Set("X-OAuth-Scopes", scopes)
 			}
+			s.rateLimited(mux, sw, r)
 		}
-		sw := &statusWriter{ResponseWriter: w, status: http.StatusOK}
-		next.ServeHTTP(sw, r)
 		if s.opts.Logf != nil && !strings.HasSuffix(r.URL.Path, "/poll") {
 			s.opts.Logf("fake github: %s %s -> %d", r.Method, r.URL.RequestURI(), sw.status)
 		}

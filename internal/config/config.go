@@ -80,7 +80,31 @@ type GitHubConfig struct {
 	// the reconcile loop look for runners and queued jobs, besides those of
 	// known leases and, with an App, its installations.
 	Scopes []string `yaml:"scopes"`
+	// Mode is "webhook" (the default: webhooks drive, the reconcile is a
+	// backup) or "poll" (no webhook endpoint: the reconcile scan finds
+	// queued jobs and learns when they start and end).
+	Mode string `yaml:"mode"`
+	// PollInterval is how often poll mode scans (default 1m); it replaces
+	// reconcile.interval there.
+	PollInterval time.Duration `yaml:"poll_interval"`
+	// BackgroundRequestsPerMinute caps the reconcile's GitHub requests in
+	// any minute, 304s included (default 60; negative: no cap).
+	BackgroundRequestsPerMinute int `yaml:"background_requests_per_minute"`
 }
+
+// GitHub modes.
+const (
+	ModeWebhook = "webhook"
+	ModePoll    = "poll"
+)
+
+// DefaultPollInterval is poll mode's scan interval: an org of 20
+// repositories then costs about 41 requests a minute, under the background
+// cap of 60, nearly all answered 304 (docs/configuration.md).
+const DefaultPollInterval = time.Minute
+
+// Polling reports whether serve runs in poll mode.
+func (g GitHubConfig) Polling() bool { return g.Mode == ModePoll }
 
 // ScopeList parses github.scopes.
 func (g GitHubConfig) ScopeList() []provisioner.Scope {
@@ -161,6 +185,12 @@ type LimitsConfig struct {
 	// GitHubJITPerMinute paces runner registrations (GitHub allows about
 	// 180 a minute per App); default 150, negative: no pacing.
 	GitHubJITPerMinute int `yaml:"github_jit_per_minute"`
+	// GitHubBudgetReservePercent of each GitHub credential's rate limit is
+	// kept for the calls that serve jobs (registrations, runner checks,
+	// removals): below it, background calls (reconcile listings, the
+	// deliveries sweep, job-status refreshes, gc) wait for the reset.
+	// Default 10, negative: no reserve, at most 90.
+	GitHubBudgetReservePercent int `yaml:"github_budget_reserve_percent"`
 }
 
 // ReconcileConfig sets how often serve's leader re-checks everything.
@@ -317,6 +347,10 @@ func (c *Config) ApplyDefaults() {
 	setDefault(&c.Runner.URL, DefaultRunnerURL)
 	if c.GitHub.RunnerGroupID == 0 {
 		c.GitHub.RunnerGroupID = 1
+	}
+	setDefault(&c.GitHub.Mode, ModeWebhook)
+	if c.GitHub.PollInterval == 0 {
+		c.GitHub.PollInterval = DefaultPollInterval
 	}
 	if c.Defaults.BootTimeout == 0 {
 		c.Defaults.BootTimeout = DefaultBootTimeout

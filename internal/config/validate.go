@@ -6,6 +6,7 @@ import (
 	"regexp"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/crabbox/crabbox-runner/internal/apiurl"
 	"github.com/crabbox/crabbox-runner/provisioner"
@@ -86,8 +87,17 @@ func (c *Config) Validate(needs Needs) error {
 			return errf("github", "no credentials: set CRABBOX_GITHUB_APP_ID with CRABBOX_GITHUB_APP_PRIVATE_KEY(_FILE), or CRABBOX_GITHUB_TOKEN")
 		}
 	}
-	if needs.Webhook && len(c.WebhookSecret) == 0 {
-		return errf("webhook.secret_file", "a webhook secret is required: set CRABBOX_WEBHOOK_SECRET or CRABBOX_WEBHOOK_SECRET_FILE")
+	switch c.GitHub.Mode {
+	case "", ModeWebhook, ModePoll:
+	default:
+		return errf("github.mode", "must be %q or %q, not %q", ModeWebhook, ModePoll, c.GitHub.Mode)
+	}
+	if c.GitHub.PollInterval < 0 || (c.GitHub.PollInterval > 0 && c.GitHub.PollInterval < time.Second) {
+		return errf("github.poll_interval", "must be at least 1s (default 1m), not %s", c.GitHub.PollInterval)
+	}
+	// Poll mode takes no webhooks: no secret to check them with.
+	if needs.Webhook && len(c.WebhookSecret) == 0 && !c.GitHub.Polling() {
+		return errf("webhook.secret_file", "a webhook secret is required: set CRABBOX_WEBHOOK_SECRET or CRABBOX_WEBHOOK_SECRET_FILE (or run without webhooks: github.mode: poll)")
 	}
 	if c.Webhook.MaxBodyBytes < 0 {
 		return errf("webhook.max_body_bytes", "must not be negative")
@@ -108,6 +118,9 @@ func (c *Config) Validate(needs Needs) error {
 	}
 	if c.Limits.MaxLeases < 0 {
 		return errf("limits.max_leases", "must not be negative")
+	}
+	if c.Limits.GitHubBudgetReservePercent > 90 {
+		return errf("limits.github_budget_reserve_percent", "must be at most 90")
 	}
 	if c.Limits.MaxSpendPerHour < 0 {
 		return errf("limits.max_spend_per_hour", "must not be negative")
