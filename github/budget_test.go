@@ -134,7 +134,7 @@ func TestBudgetExhaustedRefusesLocallyUntilReset(t *testing.T) {
 	if len(rec.requests) != sent || fake.RequestStats().Total.Refused != 0 {
 		t.Errorf("a request went out while exhausted: %d sent, fake refused %d", len(rec.requests)-sent, fake.RequestStats().Total.Refused)
 	}
-	if w := c.RegistrationWait(org); w <= 0 || w > 4*time.Second {
+	if w := c.RegistrationWait(ctx, org); w <= 0 || w > 4*time.Second {
 		t.Errorf("RegistrationWait = %v, want until the reset", w)
 	}
 	if o.get(o.refused, "token POST /orgs/{org}/actions/runners/generate-jitconfig exhausted") != 1 {
@@ -142,7 +142,7 @@ func TestBudgetExhaustedRefusesLocallyUntilReset(t *testing.T) {
 	}
 	// After the reset it goes on.
 	time.Sleep(time.Until(until) + 50*time.Millisecond)
-	if c.RegistrationWait(org) != 0 {
+	if c.RegistrationWait(ctx, org) != 0 {
 		t.Error("RegistrationWait after the reset")
 	}
 	if _, err := c.GenerateJITConfig(ctx, org, "r-late", []string{"gpu"}); err != nil {
@@ -218,7 +218,7 @@ func TestBudgetBacksOffAfterSecondaryLimits(t *testing.T) {
 	if !errors.Is(err, provisioner.ErrRateLimited) || time.Until(until) > 2*time.Second || len(rec.requests) != sent {
 		t.Fatalf("during retry-after: %v (until %v), %d sent", err, until, len(rec.requests)-sent)
 	}
-	if w := c.RegistrationWait(org); w <= 0 {
+	if w := c.RegistrationWait(ctx, org); w <= 0 {
 		t.Errorf("RegistrationWait during a back-off: %v", w)
 	}
 	if o.get(o.requests, "POST /orgs/{org}/actions/runners/generate-jitconfig secondary_limited") != 1 {
@@ -268,7 +268,7 @@ func TestBudgetToleratesOddRateHeaders(t *testing.T) {
 			t.Fatal("nil runner")
 		}
 	}
-	if c.RegistrationWait(provisioner.Scope{Org: "acme"}) != 0 {
+	if c.RegistrationWait(ctxFor(t), provisioner.Scope{Org: "acme"}) != 0 {
 		t.Error("odd headers made the budget wait")
 	}
 	if len(logs) != 1 || !strings.Contains(logs[0], "odd rate-limit headers") || strings.Contains(logs[0], testToken) {
