@@ -360,3 +360,37 @@ func TestRunnerChecksShareOneListing(t *testing.T) {
 		t.Errorf("%d GETs of single runners, want the one confirmation", c.Total())
 	}
 }
+
+// TestRegistrationWaitHoldsRoomForGrantedLeases: the leases let through
+// hold room for their registrations, and an old budget is read with the
+// free GET /rate_limit first.
+func TestRegistrationWaitHoldsRoomForGrantedLeases(t *testing.T) {
+	fake, c, _, _ := budgetClient(t, githubtest.RateLimits{Token: 100}, github.Config{})
+	ctx := ctxFor(t)
+	org := provisioner.Scope{Org: "acme"}
+	fake.SetRateRemaining("token:1", 5)
+	if w := c.RegistrationWait(ctx, org); w != 0 {
+		t.Fatalf("first lease waits %v", w)
+	}
+	if w := c.RegistrationWait(ctx, org); w != 0 {
+		t.Fatalf("second lease waits %v", w)
+	}
+	// 5 left, two registrations of 2 spoken for: a third would not fit.
+	if w := c.RegistrationWait(ctx, org); w <= 0 {
+		t.Fatal("third lease let through with the budget spoken for")
+	}
+	st := fake.RequestStats().ByEndpoint["GET /rate_limit"]
+	if st.Uncounted != 1 || st.Counted != 0 {
+		t.Errorf("GET /rate_limit: %+v, want one free request", st)
+	}
+	// A registration is sent: its room is used, and one more fits.
+	if _, err := c.GenerateJITConfig(ctx, org, "r-1", []string{"gpu"}); err != nil {
+		t.Fatal(err)
+	}
+	if w := c.RegistrationWait(ctx, org); w != 0 {
+		t.Fatalf("after a registration (4 left, one of 2 spoken for): waits %v", w)
+	}
+	if w := c.RegistrationWait(ctx, org); w <= 0 {
+		t.Fatal("let through with the budget spoken for")
+	}
+}
