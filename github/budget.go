@@ -30,6 +30,7 @@ import (
 	"container/list"
 	"io"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -111,7 +112,17 @@ type credBudget struct {
 	backoffUntil     time.Time // secondary limit
 	secondaryStreak  int
 	deferredLogged   time.Time // the reset of the window a deferral was logged in
+	// granted are registrations RegistrationWait let go ahead whose JIT
+	// call has not been sent yet (each expires at its time): their hosts
+	// are being rented, and the budget must still have room for them.
+	granted   []time.Time
+	seen      time.Time  // when the budget was last told
+	refreshMu sync.Mutex // one GET /rate_limit at a time
 }
+
+// grantTTL is how long a granted registration is held for its JIT call: a
+// host's boot, at most.
+const grantTTL = 15 * time.Minute
 
 func newBudget(cfg Config, prefix string) *budget {
 	b := &budget{
@@ -201,13 +212,26 @@ func (b *budget) wait(cred string, need int) time.Duration {
 	if now.Before(cs.backoffUntil) {
 		until = cs.backoffUntil
 	}
-	if cs.known && now.Before(cs.reset) && cs.remaining < need && cs.reset.After(until) {
+	cs.granted = slices.DeleteFunc(cs.granted, func(t time.Time) bool { return !now.Before(t) })
+	if cs.known && now.Before(cs.reset) && cs.remaining-len(cs.granted)*need < need && cs.reset.After(until) {
+		// Exhausted, or will be before this lease's registration: the
+		// leases already let through come first.
 		until = cs.reset
 	}
 	if until.IsZero() {
+		if cs.known && now.Before(cs.reset) {
+			cs.granted = append(cs.granted, now.Add(grantTTL))
+		}
 		return 0
 	}
 	return until.Sub(now)
+}
+
+// registering notes that a registration is being sent: one grant is used.
+func (b *budget) registeringLocked(cred string) {
+	if cs := b.creds[cred]; cs != nil && len(cs.granted) > 0 {
+		cs.granted = cs.granted[1:]
+	}
 }
 
 func (t *budgetTransport) RoundTrip(req *http.Request) (*http.Response, error) {
@@ -233,6 +257,9 @@ func (t *budgetTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 			b.obs.Refused(t.cred, endpoint, refused.Reason)
 			return nil, refused
 		}
+	}
+	if strings.HasSuffix(endpoint, "/generate-jitconfig") {
+		b.registeringLocked(t.cred)
 	}
 	var cached *etagEntry
 	if isGet {
@@ -291,9 +318,7 @@ func (t *budgetTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 			resp = b.store(key, resp, now)
 		}
 	}
-	if !free {
-		b.obs.Request(endpoint, outcome)
-	}
+	b.obs.Request(endpoint, outcome)
 	resp.Header.Set("X-From-Cache", "1") // see the file comment
 	return resp, nil
 }
@@ -321,12 +346,37 @@ func (b *budget) noteRate(cred string, h http.Header) {
 		}
 		return
 	}
-	reset := time.Unix(resetUnix, 0)
+	b.setRate(cred, limit, remaining, time.Unix(resetUnix, 0))
+}
+
+// setRate records a credential's budget.
+func (b *budget) setRate(cred string, limit, remaining int, reset time.Time) {
+	if limit <= 0 || remaining < 0 || remaining > limit || reset.IsZero() {
+		return
+	}
 	b.mu.Lock()
 	cs := b.credLocked(cred)
-	cs.known, cs.limit, cs.remaining, cs.reset = true, limit, remaining, reset
+	cs.known, cs.limit, cs.remaining, cs.reset, cs.seen = true, limit, remaining, reset, b.now()
 	b.mu.Unlock()
 	b.obs.Rate(cred, limit, remaining, reset)
+}
+
+// stale reports whether what is known of the credential's budget is older
+// than maxAge, or from a window that has ended, or nothing.
+func (b *budget) stale(cred string, maxAge time.Duration) bool {
+	now := b.now()
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	cs := b.creds[cred]
+	return cs == nil || !cs.known || now.Sub(cs.seen) > maxAge || !now.Before(cs.reset)
+}
+
+// refreshLock serialises the budget checks of one credential.
+func (b *budget) refreshLock(cred string) *sync.Mutex {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	cs := b.credLocked(cred)
+	return &cs.refreshMu
 }
 
 func (b *budget) credLocked(cred string) *credBudget {

@@ -134,7 +134,7 @@ func TestBudgetExhaustedRefusesLocallyUntilReset(t *testing.T) {
 	if len(rec.requests) != sent || fake.RequestStats().Total.Refused != 0 {
 		t.Errorf("a request went out while exhausted: %d sent, fake refused %d", len(rec.requests)-sent, fake.RequestStats().Total.Refused)
 	}
-	if w := c.RegistrationWait(org); w <= 0 || w > 4*time.Second {
+	if w := c.RegistrationWait(ctx, org); w <= 0 || w > 4*time.Second {
 		t.Errorf("RegistrationWait = %v, want until the reset", w)
 	}
 	if o.get(o.refused, "token POST /orgs/{org}/actions/runners/generate-jitconfig exhausted") != 1 {
@@ -142,7 +142,7 @@ func TestBudgetExhaustedRefusesLocallyUntilReset(t *testing.T) {
 	}
 	// After the reset it goes on.
 	time.Sleep(time.Until(until) + 50*time.Millisecond)
-	if c.RegistrationWait(org) != 0 {
+	if c.RegistrationWait(ctx, org) != 0 {
 		t.Error("RegistrationWait after the reset")
 	}
 	if _, err := c.GenerateJITConfig(ctx, org, "r-late", []string{"gpu"}); err != nil {
@@ -218,7 +218,7 @@ func TestBudgetBacksOffAfterSecondaryLimits(t *testing.T) {
 	if !errors.Is(err, provisioner.ErrRateLimited) || time.Until(until) > 2*time.Second || len(rec.requests) != sent {
 		t.Fatalf("during retry-after: %v (until %v), %d sent", err, until, len(rec.requests)-sent)
 	}
-	if w := c.RegistrationWait(org); w <= 0 {
+	if w := c.RegistrationWait(ctx, org); w <= 0 {
 		t.Errorf("RegistrationWait during a back-off: %v", w)
 	}
 	if o.get(o.requests, "POST /orgs/{org}/actions/runners/generate-jitconfig secondary_limited") != 1 {
@@ -268,7 +268,7 @@ func TestBudgetToleratesOddRateHeaders(t *testing.T) {
 			t.Fatal("nil runner")
 		}
 	}
-	if c.RegistrationWait(provisioner.Scope{Org: "acme"}) != 0 {
+	if c.RegistrationWait(ctxFor(t), provisioner.Scope{Org: "acme"}) != 0 {
 		t.Error("odd headers made the budget wait")
 	}
 	if len(logs) != 1 || !strings.Contains(logs[0], "odd rate-limit headers") || strings.Contains(logs[0], testToken) {
@@ -358,5 +358,39 @@ func TestRunnerChecksShareOneListing(t *testing.T) {
 	}
 	if c := fake.RequestStats().ByEndpoint["GET /orgs/{org}/actions/runners/{runner_id}"]; c.Total() != 1 {
 		t.Errorf("%d GETs of single runners, want the one confirmation", c.Total())
+	}
+}
+
+// TestRegistrationWaitHoldsRoomForGrantedLeases: the leases let through
+// hold room for their registrations, and an old budget is read with the
+// free GET /rate_limit first.
+func TestRegistrationWaitHoldsRoomForGrantedLeases(t *testing.T) {
+	fake, c, _, _ := budgetClient(t, githubtest.RateLimits{Token: 100}, github.Config{})
+	ctx := ctxFor(t)
+	org := provisioner.Scope{Org: "acme"}
+	fake.SetRateRemaining("token:1", 5)
+	if w := c.RegistrationWait(ctx, org); w != 0 {
+		t.Fatalf("first lease waits %v", w)
+	}
+	if w := c.RegistrationWait(ctx, org); w != 0 {
+		t.Fatalf("second lease waits %v", w)
+	}
+	// 5 left, two registrations of 2 spoken for: a third would not fit.
+	if w := c.RegistrationWait(ctx, org); w <= 0 {
+		t.Fatal("third lease let through with the budget spoken for")
+	}
+	st := fake.RequestStats().ByEndpoint["GET /rate_limit"]
+	if st.Uncounted != 1 || st.Counted != 0 {
+		t.Errorf("GET /rate_limit: %+v, want one free request", st)
+	}
+	// A registration is sent: its room is used, and one more fits.
+	if _, err := c.GenerateJITConfig(ctx, org, "r-1", []string{"gpu"}); err != nil {
+		t.Fatal(err)
+	}
+	if w := c.RegistrationWait(ctx, org); w != 0 {
+		t.Fatalf("after a registration (4 left, one of 2 spoken for): waits %v", w)
+	}
+	if w := c.RegistrationWait(ctx, org); w <= 0 {
+		t.Fatal("let through with the budget spoken for")
 	}
 }

@@ -79,8 +79,9 @@ func IsBackground(ctx context.Context) bool {
 // when GitHub cannot take the registration would be billed for nothing.
 type RegistrationBudget interface {
 	// RegistrationWait is 0 when a registration can be made now, else how
-	// long until it can (the rate limit's reset, a back-off's end).
-	RegistrationWait(scope Scope) time.Duration
+	// long until it can (the rate limit's reset, a back-off's end). It may
+	// ask GitHub for the budget with a request that costs none of it.
+	RegistrationWait(ctx context.Context, scope Scope) time.Duration
 }
 
 // budgetWait ends a provision run that must not rent a host yet: GitHub
@@ -98,12 +99,12 @@ const maxBudgetWait = 10 * time.Minute
 // registrationBudget is nil when a runner can be registered in the lease's
 // scope now, else a *budgetWait until it can. A host rented earlier would
 // be billed while its registration waits, or fail its boot timeout.
-func (p *Provisioner) registrationBudget(log interface{ Info(string, ...any) }, l *Lease) error {
+func (p *Provisioner) registrationBudget(ctx context.Context, log interface{ Info(string, ...any) }, l *Lease) error {
 	rb, ok := p.cfg.GitHub.(RegistrationBudget)
 	if !ok {
 		return nil
 	}
-	d := rb.RegistrationWait(l.Scope)
+	d := rb.RegistrationWait(ctx, l.Scope)
 	if d <= 0 {
 		p.budgetLogged.Delete(l.ID)
 		return nil

@@ -17,7 +17,7 @@ type budgetGitHub struct {
 	asked int
 }
 
-func (g *budgetGitHub) RegistrationWait(provisioner.Scope) time.Duration {
+func (g *budgetGitHub) RegistrationWait(context.Context, provisioner.Scope) time.Duration {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	g.asked++

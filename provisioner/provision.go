@@ -195,7 +195,7 @@ func (p *Provisioner) createHost(ctx context.Context, log *slog.Logger, l *Lease
 			})
 		}
 	}
-	if err := p.registrationBudget(log, l); err != nil {
+	if err := p.registrationBudget(ctx, log, l); err != nil {
 		return err
 	}
 	creds, err := p.credentials(l.ID, true)

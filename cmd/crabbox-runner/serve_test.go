@@ -60,9 +60,9 @@ func (g spyGitHub) GenerateJITConfig(ctx context.Context, s provisioner.Scope, n
 
 // RegistrationWait passes the GitHub client's budget on: the wrapper must
 // not hide it from the provisioner.
-func (g spyGitHub) RegistrationWait(s provisioner.Scope) time.Duration {
+func (g spyGitHub) RegistrationWait(ctx context.Context, s provisioner.Scope) time.Duration {
 	if rb, ok := g.GitHub.(provisioner.RegistrationBudget); ok {
-		return rb.RegistrationWait(s)
+		return rb.RegistrationWait(ctx, s)
 	}
 	return 0
 }
