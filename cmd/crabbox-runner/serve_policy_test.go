@@ -1,14 +1,13 @@
 package main
 
 import (
-	"context"
 	"encoding/json"
 	"os"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
+	"github.com/crabbox/crabbox-runner/github"
 	"github.com/crabbox/crabbox-runner/github/githubtest"
 	"github.com/crabbox/crabbox-runner/provisioner"
 )
@@ -93,8 +92,11 @@ func TestServePublicRepositoryRefusedThenAllowed(t *testing.T) {
 		t.Fatalf("%d log lines for the refusal, want 1", n)
 	}
 
-	// The class now allows public repositories: at start, the job is
-	// judged again and served.
+	// The class now allows public repositories, and so does the org's
+	// runner group (GitHub's default is not to; without it the group check
+	// would refuse the job next): at start, the job is judged again and
+	// served.
+	e.gh.SetRunnerGroup(githubtest.RunnerGroup{ID: 1, Name: "Default", Org: "acme", Default: true, AllowsPublicRepositories: true})
 	e.stop()
 	cfg := mustRead(t, e.cfgPath)
 	writeFile(t, e.cfgPath, strings.Replace(cfg, "    max_lifetime: 30m\n", "    max_lifetime: 30m\n    public_repositories: true\n", 1))
@@ -167,42 +169,40 @@ classes:
 
 // groupsStub is a RunnerGroups whose answer the test sets, until part D's
 // github implementation is wired in serve.
-type groupsStub struct {
-	mu     sync.Mutex
-	ok     bool
-	reason string
-}
-
-func (g *groupsStub) GroupServes(ctx context.Context, scope provisioner.Scope, repo, visibility string) (bool, string, error) {
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	return g.ok, g.reason, nil
-}
-
+// TestServeRunnerGroupCannotServe runs serve's own GitHub client against the
+// fake's runner groups: the org's default group is limited to selected
+// repositories without acme/vision, so the job gets no lease and the reason
+// is shown; once an admin opens the group, the next reconcile leases for it.
 func TestServeRunnerGroupCannotServe(t *testing.T) {
-	groups := &groupsStub{reason: `runner group "Default" (id 1) is "selected" and acme/vision is not among its repositories`}
-	withPolicy(t, "", "reconcile: {interval: 2s}\n", func(c *provisioner.Config) { c.RunnerGroups = groups })
-	e := startServe(t, "60s", nil)
+	withPolicy(t, "", "reconcile: {interval: 2s}\n", nil)
+	e := startServeWith(t, serveSetup{bootTimeout: "60s",
+		tuneGitHub: func(c *github.Config) { c.RunnerGroupTTL = time.Second }})
+	group := githubtest.RunnerGroup{ID: 1, Name: "Default", Org: "acme", Default: true,
+		Visibility: "selected", SelectedRepositories: []string{"acme/other"}}
+	e.gh.SetRunnerGroup(group)
 	id := e.queue("train")
 	e.waitFor("the reason listed", 20*time.Second, func() bool { return e.notServedKind(id) == "runner_group" })
 	for _, j := range e.notServed() {
-		if j.JobID == id && j.Reason != groups.reason {
+		if j.JobID == id && !strings.Contains(j.Reason, "acme/vision is not one of them") {
 			t.Fatalf("reason %q", j.Reason)
 		}
 	}
-	time.Sleep(3 * time.Second) // a reconcile pass goes by
+	time.Sleep(3 * time.Second) // a reconcile pass goes by, the group asked again
 	if n := len(e.leases()); n != 0 {
 		t.Fatalf("%d leases for a job the runner group cannot serve", n)
 	}
-	if page := e.get("/"); !strings.Contains(page, "is not among its repositories") {
+	if page := e.get("/"); !strings.Contains(page, "acme/vision is not one of them") {
 		t.Fatal("status page does not show the runner group's reason")
 	}
-	// The group now serves the repository: the next reconcile leases.
-	groups.mu.Lock()
-	groups.ok = true
-	groups.mu.Unlock()
+	// The admin adds the repository: the next reconcile leases, and the
+	// fake, which holds runners to their group, gives our runner the job.
+	group.SelectedRepositories = append(group.SelectedRepositories, "acme/vision")
+	e.gh.SetRunnerGroup(group)
 	if job := e.waitJob(id); job.Conclusion != "success" {
 		t.Fatalf("job: %+v", job)
+	}
+	if n := len(e.leases()); n != 1 {
+		t.Fatalf("%d leases, want 1", n)
 	}
 	e.waitClean()
 }

@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/crabbox/crabbox-runner/github"
 	"github.com/crabbox/crabbox-runner/github/githubtest"
 	"github.com/crabbox/crabbox-runner/providers/local"
 	"github.com/crabbox/crabbox-runner/provisioner"
@@ -167,6 +168,8 @@ type serveSetup struct {
 	// Bootstrapper (wrapping the real one), instead of sshd hosts.
 	hosts        provisioner.Provider
 	bootstrapper func(real provisioner.Bootstrapper) provisioner.Bootstrapper
+	// tuneGitHub adjusts serve's GitHub client config (cache times).
+	tuneGitHub func(*github.Config)
 }
 
 func startServeWith(t *testing.T, setup serveSetup) *e2e {
@@ -229,6 +232,7 @@ classes:
 		if setup.hosts != nil {
 			o.Providers = map[string]provisioner.Provider{"local": setup.hosts}
 		}
+		o.TuneGitHub = setup.tuneGitHub
 		o.Tune = func(c *provisioner.Config) {
 			c.PollInterval = 100 * time.Millisecond
 			c.QueuePollInterval = 50 * time.Millisecond
