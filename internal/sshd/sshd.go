@@ -427,7 +427,13 @@ func setEnvLine(env map[string]string, marker string) (string, error) {
 		names = append(names, k)
 	}
 	sort.Strings(names)
-	parts := []string{marker}
+	// Sessions run as the user running the tests, whose shell start-up
+	// files may run pyenv's rehash (ours do): it waits up to a minute for
+	// a lock that a session killed mid-rehash left behind, and every later
+	// SSH session of every test stalled on it. A rented host has no such
+	// files; a try at the lock without the wait keeps the developer's shell
+	// out of the timings.
+	parts := []string{marker, "PYENV_REHASH_TIMEOUT=0"}
 	for _, k := range names {
 		v := env[k]
 		if !envName.MatchString(k) || k == MarkerVar {
