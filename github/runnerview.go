@@ -82,8 +82,19 @@ func (v *runnerViews) removed(scope provisioner.Scope, id int64) {
 	v.mu.Unlock()
 	if rv != nil {
 		rv.mu.Lock()
-		delete(rv.runners, id)
-		rv.mu.Unlock()
+		defer rv.mu.Unlock()
+		if _, ok := rv.runners[id]; !ok {
+			return
+		}
+		// Callers read a listing's map without the lock: it is never
+		// changed once handed out, so a removal makes a new one.
+		m := make(map[int64]provisioner.Runner, len(rv.runners))
+		for k, r := range rv.runners {
+			if k != id {
+				m[k] = r
+			}
+		}
+		rv.runners = m
 	}
 }
 

@@ -188,7 +188,10 @@ func TestServePollMode(t *testing.T) {
 
 	queuedAt := time.Now()
 	id := e.gh.QueueJob(githubtest.JobSpec{Repo: "acme/repo0003", Org: "acme", Labels: []string{"self-hosted", "crabbox", "A100"},
-		Name: "train", Script: `echo trained`})
+		// The job outlasts a few poll intervals, as real jobs do, so a
+		// pass sees it in progress (a job that ends between two passes is
+		// seen completed only, and its lease never busy).
+		Name: "train", Script: `sleep 4; echo trained`})
 	e.waitFor("a lease for the job", 10*pollInterval, func() bool { return len(e.leases()) == 1 })
 	latency := time.Since(queuedAt)
 	t.Logf("queued → lease: %s (poll interval %s)", latency.Round(10*time.Millisecond), pollInterval)
