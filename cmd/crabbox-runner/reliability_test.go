@@ -286,7 +286,7 @@ classes:
     gpu: {name: A100, count: 1, min_memory_gb: 40}
     providers: [vast, lambda]
     max_price_per_hour: 3
-    boot_timeout: 15s
+    boot_timeout: 60s
     idle_timeout: 5m
     max_lifetime: 30m
 `, e.dbPath, e.gh.TarballURLTemplate(), sum)), 0o600)
