@@ -12,6 +12,11 @@ var (
 	ErrNotFound = errors.New("not found")
 	// ErrOfferUnavailable: the offer was taken or has no capacity; try another.
 	ErrOfferUnavailable = errors.New("offer unavailable")
+	// ErrCreateUncertain: a create call's answer was lost or too slow and
+	// the provider could not tell whether it rented a host. The host, if it
+	// exists, carries the lease's marker; the provisioner looks for it again
+	// soon (not only at the next gc) and destroys whatever is extra.
+	ErrCreateUncertain = errors.New("create outcome unknown")
 	// ErrNoOffer: no provider of the class has a fitting offer right now.
 	ErrNoOffer = errors.New("no fitting offer")
 	// ErrGPUCheck: the host's GPU check failed; the machine is bad.

@@ -70,6 +70,10 @@ type Offer struct {
 	// MachineID identifies the physical machine where the provider tells it,
 	// so a bad machine can be avoided for a while.
 	MachineID string
+	// Exclusive: the offer is one machine that one create takes (a Vast
+	// ask), so concurrent leases must not go after the same offer. Offers
+	// with capacity behind them (a Lambda type in a region) are not.
+	Exclusive bool
 }
 
 // CreateRequest is everything a provider needs to rent one host for a lease.

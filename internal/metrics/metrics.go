@@ -30,6 +30,7 @@ type Metrics struct {
 	spent         *prometheus.CounterVec
 	limitWaits    *prometheus.HistogramVec
 	policy        *policyMetrics
+	provider      *providerRequests
 }
 
 var _ provisioner.Observer = (*Metrics)(nil)
@@ -74,6 +75,7 @@ func New() *Metrics {
 	m.reg.MustRegister(m.deliveries, m.deliveryTime, m.phases, m.providerCalls, m.providerTime, m.spent, m.limitWaits,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	m.policy = newPolicyMetrics(m.reg)
+	m.provider = newProviderRequests(m.reg)
 	return m
 }
 
