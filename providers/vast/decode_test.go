@@ -10,48 +10,6 @@ import (
 	"github.com/crabbox/crabbox-runner/provisioner"
 )
 
-func TestGPUNames(t *testing.T) {
-	cases := []struct {
-		class string
-		want  []string // the known names it expands to
-		match []string // offer names it must match
-		miss  []string // and must not
-	}{
-		{"A100", []string{"A100 PCIE", "A100 SXM4"}, []string{"A100 PCIE", "A100 SXM4"}, []string{"A100X", "A10", "A800 PCIE"}},
-		{"a100_sxm4", []string{"A100 SXM4"}, []string{"A100 SXM4", "NVIDIA A100-SXM4"}, []string{"A100 PCIE"}},
-		{"RTX 4090", []string{"RTX 4090"}, []string{"RTX 4090"}, []string{"RTX 4090D", "RTX 4080"}},
-		{"4090", []string{"RTX 4090"}, []string{"RTX 4090"}, []string{"RTX 4090D"}},
-		{"H100", []string{"H100 NVL", "H100 PCIE", "H100 SXM"}, []string{"H100 SXM"}, []string{"GH200 SXM", "H200"}},
-		{"A6000", []string{"RTX A6000"}, []string{"RTX A6000"}, []string{"RTX 6000Ada"}},
-		{"V100", []string{"Tesla V100"}, []string{"Tesla V100"}, nil},
-		{"B300", nil, []string{"B300 SXM6"}, []string{"B200"}},
-	}
-	for _, tc := range cases {
-		got := vastGPUNames(tc.class)
-		if !slices.Equal(got, tc.want) {
-			t.Errorf("vastGPUNames(%q) = %q, want %q", tc.class, got, tc.want)
-		}
-		for _, n := range got {
-			if strings.Contains(n, "_") {
-				t.Errorf("%q expands to %q, a CLI-style name", tc.class, n)
-			}
-		}
-		for _, m := range tc.match {
-			if !gpuMatches(tc.class, m) {
-				t.Errorf("%q does not match offer GPU %q", tc.class, m)
-			}
-		}
-		for _, m := range tc.miss {
-			if gpuMatches(tc.class, m) {
-				t.Errorf("%q matches offer GPU %q", tc.class, m)
-			}
-		}
-	}
-	if got := restName("RTX_5090__Ti"); got != "RTX 5090 Ti" {
-		t.Errorf("restName = %q", got)
-	}
-}
-
 func TestImageCUDA(t *testing.T) {
 	for image, want := range map[string]float64{
 		"nvidia/cuda:12.4.1-devel-ubuntu22.04":    12.4,

@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/crabbox/crabbox-runner/internal/gpus"
 	"github.com/crabbox/crabbox-runner/provisioner"
 )
 
@@ -61,9 +62,10 @@ func (p *Provider) searchQuery(c provisioner.Class, gpuNames []string, limit int
 	}
 	f.Set("num_gpus", OpEq, max(c.GPU.Count, 1))
 	if c.GPU.MinMemoryGB > 0 {
-		// gpu_ram is MB per GPU; the CLI converts GB with ×1000, and so
-		// does GPUMemoryGB on the way back, so the two bounds agree.
-		f.Set("gpu_ram", OpGte, math.Ceil(c.GPU.MinMemoryGB*1000))
+		// gpu_ram is nvidia-smi's MiB, below the nominal size (46068 for
+		// a 48 GB L40S): the bound is loose enough for every card of the
+		// nominal size, and fits checks nominal GB exactly.
+		f.Set("gpu_ram", OpGte, gpus.MinMiB(c.GPU.MinMemoryGB))
 	}
 	if c.MaxPricePerHour > 0 {
 		f.Set("dph_total", OpLte, c.MaxPricePerHour)
@@ -156,8 +158,8 @@ func fits(o Offer, c provisioner.Class, pricePerHour float64) (bool, string) {
 		return false, "GPU " + o.GPUName
 	case o.NumGPUs != max(c.GPU.Count, 1):
 		return false, fmt.Sprintf("%d GPUs", o.NumGPUs)
-	case c.GPU.MinMemoryGB > 0 && o.GPURAM/1000 < c.GPU.MinMemoryGB:
-		return false, fmt.Sprintf("%.0f MB per GPU", o.GPURAM)
+	case c.GPU.MinMemoryGB > 0 && gpuMemoryGB(o) < c.GPU.MinMemoryGB:
+		return false, fmt.Sprintf("%.0f MiB per GPU (%g GB)", o.GPURAM, gpuMemoryGB(o))
 	case c.MaxPricePerHour > 0 && pricePerHour > c.MaxPricePerHour:
 		return false, fmt.Sprintf("$%.4f/h", pricePerHour)
 	case c.MinReliability > 0 && o.Reliability >= 0 && o.Reliability < c.MinReliability:
@@ -179,8 +181,8 @@ func fits(o Offer, c provisioner.Class, pricePerHour float64) (bool, string) {
 // Offers searches Vast for the class and returns the fitting offers,
 // cheapest first, priced with the class's disk.
 //
-// A class GPU name found in KnownGPUNames becomes an exact gpu_name filter
-// (eq or in). An unknown name is first tried as written (eq, spaces for
+// A class GPU name that matches names in KnownGPUNames becomes a gpu_name
+// filter (eq or in) of every real variant it matches (internal/gpus). An unknown name is first tried as written (eq, spaces for
 // underscores); when that finds nothing, one wider search without a name
 // filter is matched on our side, so a GPU newer than the list is still
 // found.
@@ -228,7 +230,7 @@ func (p *Provider) normalise(raw []Offer, c provisioner.Class) []provisioner.Off
 			ID:           strconv.FormatInt(o.ID, 10),
 			GPU:          o.GPUName,
 			GPUCount:     o.NumGPUs,
-			GPUMemoryGB:  o.GPURAM / 1000,
+			GPUMemoryGB:  gpuMemoryGB(o),
 			PricePerHour: pr,
 			Region:       o.Geolocation,
 			Reliability:  rel,

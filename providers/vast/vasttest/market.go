@@ -1,6 +1,7 @@
 package vasttest
 
 import (
+	"cmp"
 	"encoding/json"
 	"fmt"
 	"math"
@@ -31,6 +32,9 @@ type Offer struct {
 	CUDAMaxGood     float64
 	InetUpCost      float64
 	InetDownCost    float64
+	// CPUArch is the offer's cpu_arch: "amd64" when empty, "arm64" for a
+	// GH200 host.
+	CPUArch string
 }
 
 // DefaultOffers is a small market with the traps a client must avoid:
@@ -74,7 +78,7 @@ func (o Offer) row(disk float64, rented bool) map[string]any {
 		"machine_id": o.MachineID, "host_id": o.HostID,
 		"gpu_name": o.GPUName, "num_gpus": o.NumGPUs,
 		"gpu_ram": o.GPURAM, "gpu_total_ram": o.GPURAM * float64(o.NumGPUs),
-		"gpu_arch": "nvidia", "cpu_arch": "amd64",
+		"gpu_arch": "nvidia", "cpu_arch": cmp.Or(o.CPUArch, "amd64"),
 		"cpu_cores": nil, "cpu_cores_effective": 8.0, "cpu_ram": 64000,
 		"disk_space": o.DiskSpace, "dph_base": o.DphBase, "dph_total": total,
 		"storage_cost": o.StorageCost, "storage_total_cost": round6(o.StorageCost * disk / hoursPerMonth),
