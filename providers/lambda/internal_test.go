@@ -19,7 +19,7 @@ func TestFits(t *testing.T) {
 	a10 := typ("gpu_1x_a10", "A10 (24 GB PCIe)", 1, 1400)
 	h100 := typ("gpu_1x_h100_pcie", "H100 (80 GB PCIe)", 1, 1024)
 	h100sxm := typ("gpu_8x_h100_sxm5", "H100 (80 GB SXM5)", 8, 24780)
-	a6000 := typ("gpu_1x_a6000", "RTX A6000 (48 GB)", 1, 512)
+	a6000 := typ("gpu_1x_a6000", "A6000 (48 GB)", 1, 512) // Lambda's own words (recorded response, see gpus_test.go)
 	gh200 := typ("gpu_1x_gh200", "GH200 (96 GB)", 1, 4096)
 	cpu := typ("cpu_4x_general", "", 0, 100)
 	noMem := typ("gpu_1x_mystery", "Mystery GPU", 1, 100)
@@ -70,6 +70,7 @@ func TestOfferNaming(t *testing.T) {
 		mem        float64
 	}{
 		{"A100 (40 GB SXM4)", "A100 SXM4", 40},
+		{"A6000 (48 GB)", "A6000", 48},
 		{"RTX A6000 (48 GB)", "RTX A6000", 48},
 		{"H100 (80 GB PCIe)", "H100 PCIe", 80},
 		{"GH200 (96 GB)", "GH200", 96},

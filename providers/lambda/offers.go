@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/crabbox/crabbox-runner/internal/gpus"
 	"github.com/crabbox/crabbox-runner/provisioner"
 )
 
@@ -117,17 +118,23 @@ func parseOfferID(id string) (typeName, region string, err error) {
 
 // Fits reports whether an instance type fits the class. The rule:
 //
-//   - GPU name: every word of the class's GPU name (split on spaces, '-' and
-//     '_', case ignored) is a word of the type's gpu_description or name.
-//     A word matches the same word, or, when it is letters only, the same
-//     letters followed by digits: "A100" fits "A100 (40 GB SXM4)" but "A10"
-//     does not; "H100 SXM" fits "H100 (80 GB SXM5)".
+//   - GPU name: by model, with the catalog both providers share
+//     (internal/gpus, docs/providers/gpus.md): the type's GPU is gpuName of
+//     its gpu_description ("A6000 (48 GB)" is "A6000", the RTX A6000), and
+//     a class name means a family ("A100": the PCIe and SXM4 types, 40 and
+//     80 GB; "H100": PCIe and SXM5) or one model ("RTX A6000" ≡ "A6000";
+//     "H100 SXM" fits "H100 (80 GB SXM5)"). "A10" is not "A100". A name
+//     the catalog does not know falls back to words: every word of the
+//     class's name (split on spaces, '-' and '_', case ignored) is a word
+//     of the type's gpu_description or name; a word matches the same word,
+//     or, when it is letters only, the same letters followed by digits.
 //   - GPU count: exactly the class's count (specs.gpus), so a one-GPU class
 //     never rents an eight-GPU machine at eight times the price. A count of
 //     zero accepts any.
-//   - Memory per GPU: the "NN GB" in gpu_description is at least the class's
-//     min_memory_gb; a type whose memory cannot be read fits only classes
-//     that ask for none.
+//   - Memory per GPU: the nominal "NN GB" of gpu_description (what Vast's
+//     readings are turned into too, so a class compares like with like on
+//     both) is at least the class's min_memory_gb; a type whose memory
+//     cannot be read fits only classes that ask for none.
 //   - Disk: specs.storage_gib is at least the class's disk_gb (Lambda's disk
 //     is fixed per type and included in the price).
 //   - Types without GPUs never fit.
@@ -142,6 +149,9 @@ func Fits(t InstanceType, class provisioner.Class) bool {
 		return false
 	case class.DiskGB > 0 && t.Specs.StorageGiB > 0 && t.Specs.StorageGiB < class.DiskGB:
 		return false
+	}
+	if ok, known := gpus.Match(g.Name, gpuName(t)); known {
+		return ok
 	}
 	return nameMatches(g.Name, t)
 }
@@ -177,8 +187,10 @@ func words(s string) []string {
 
 var memoryRE = regexp.MustCompile(`(?i)(\d+(?:\.\d+)?)\s*GB`)
 
-// gpuMemoryGB reads the per-GPU memory from "A100 (80 GB SXM4)", falling
-// back to the description "8x A100 (80 GB SXM4)". Zero when absent.
+// gpuMemoryGB reads the per-GPU memory, nominal GB, from "A100 (80 GB
+// SXM4)", falling back to the description "8x A100 (80 GB SXM4)", then to
+// the catalog's size for the model when it is sold in one size only. Zero
+// when unknown.
 func gpuMemoryGB(t InstanceType) float64 {
 	for _, s := range []string{t.GPUDescription, t.Description} {
 		if m := memoryRE.FindStringSubmatch(s); m != nil {
@@ -187,12 +199,15 @@ func gpuMemoryGB(t InstanceType) float64 {
 			}
 		}
 	}
+	if m := gpus.Of(gpuName(t)); m != nil && len(m.GB) == 1 {
+		return m.GB[0]
+	}
 	return 0
 }
 
 // gpuName makes an offer's GPU name from gpu_description without the
-// memory: "A100 (40 GB SXM4)" becomes "A100 SXM4", "RTX A6000 (48 GB)"
-// becomes "RTX A6000".
+// memory: "A100 (40 GB SXM4)" becomes "A100 SXM4", "A6000 (48 GB)" becomes
+// "A6000" (Lambda's own words, which internal/gpus knows as the RTX A6000).
 func gpuName(t InstanceType) string {
 	d := strings.TrimSpace(t.GPUDescription)
 	if d == "" {
