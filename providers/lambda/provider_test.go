@@ -73,7 +73,10 @@ func TestOffers(t *testing.T) {
 		{"no capacity anywhere", provisioner.Class{GPU: provisioner.GPURequirement{Name: "H100", Count: 8}}, nil},
 		{"any 1-GPU card with 24 GB, cheapest first", provisioner.Class{GPU: provisioner.GPURequirement{Count: 1, MinMemoryGB: 24}},
 			[]string{"gpu_1x_a10@us-east-1", "gpu_1x_a10@us-west-1", "gpu_1x_a6000@us-south-1", "gpu_1x_a100_sxm4@us-east-1",
-				"gpu_1x_a100_sxm4@us-south-1", "gpu_1x_a100_sxm4@us-west-2", "gpu_1x_gh200@us-east-3", "gpu_1x_h100_pcie@us-south-2", "gpu_1x_h100_pcie@us-west-3"}},
+				"gpu_1x_a100_sxm4@us-south-1", "gpu_1x_a100_sxm4@us-west-2", "gpu_1x_gh200@us-east-3", "gpu_1x_h100_pcie@us-south-2", "gpu_1x_h100_pcie@us-west-3",
+				"gpu_1x_h100_sxm5@us-south-2", "gpu_1x_h100_sxm5@us-south-3"}},
+		{"RTX A6000 is Lambda's A6000", provisioner.Class{GPU: provisioner.GPURequirement{Name: "RTX A6000", Count: 1, MinMemoryGB: 48}},
+			[]string{"gpu_1x_a6000@us-south-1"}},
 	}
 	for _, tc := range cases {
 		offers, err := p.Offers(ctx, tc.class)
