@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -63,12 +64,15 @@ classes:
 		t.Fatalf("json: %v\n%s", err, out)
 	}
 	// gpu_8x_h100_sxm5 has no capacity anywhere and is not a 1-GPU type;
-	// the H100 PCIe is in two regions. GH200 is not an H100.
+	// the H100 PCIe and the H100 SXM5 are in two regions each. GH200 is
+	// not an H100.
 	wantJSON := []offerJSON{
 		{Provider: "lambda", OfferID: "gpu_1x_h100_pcie@us-south-2", GPU: "H100 PCIe", GPUCount: 1, GPUMemoryGB: 80, PricePerHour: 2.49, Region: "us-south-2", Reliability: 1},
 		{Provider: "lambda", OfferID: "gpu_1x_h100_pcie@us-west-3", GPU: "H100 PCIe", GPUCount: 1, GPUMemoryGB: 80, PricePerHour: 2.49, Region: "us-west-3", Reliability: 1},
+		{Provider: "lambda", OfferID: "gpu_1x_h100_sxm5@us-south-2", GPU: "H100 SXM5", GPUCount: 1, GPUMemoryGB: 80, PricePerHour: 3.29, Region: "us-south-2", Reliability: 1},
+		{Provider: "lambda", OfferID: "gpu_1x_h100_sxm5@us-south-3", GPU: "H100 SXM5", GPUCount: 1, GPUMemoryGB: 80, PricePerHour: 3.29, Region: "us-south-3", Reliability: 1},
 	}
-	if len(offers) != len(wantJSON) || offers[0] != wantJSON[0] || offers[1] != wantJSON[1] {
+	if !slices.Equal(offers, wantJSON) {
 		t.Fatalf("offers %+v\nwant %+v", offers, wantJSON)
 	}
 
