@@ -39,7 +39,9 @@ type Offer struct {
 
 // DefaultOffers is a small market with the traps a client must avoid:
 // cheaper offers that do not fit (wrong GPU, unverified, unreliable, no
-// direct ports, too little memory, two GPUs, old driver).
+// direct ports, too little memory, two GPUs, old driver). Names and
+// gpu_ram readings are real ones (sources in CatalogOffers; a V100 16 GB
+// reads 16160 MiB); CatalogOffers has every variant of the common GPUs.
 var DefaultOffers = []Offer{
 	{ID: 5000101, MachineID: 101, HostID: 11, GPUName: "RTX 4090", NumGPUs: 1, GPURAM: 24564, DphBase: 0.30, StorageCost: 0.15, Reliability: 0.995, Geolocation: "Texas, US", DirectPortCount: 100, DiskSpace: 500, CUDAMaxGood: 12.8},
 	{ID: 5000102, MachineID: 102, HostID: 12, GPUName: "RTX 4090", NumGPUs: 1, GPURAM: 24564, DphBase: 0.25, StorageCost: 0.10, Reliability: 0.99, Unverified: true, Geolocation: "Ontario, CA", DirectPortCount: 20, DiskSpace: 300, CUDAMaxGood: 12.8},
@@ -52,7 +54,7 @@ var DefaultOffers = []Offer{
 	{ID: 5000206, MachineID: 206, HostID: 25, GPUName: "A100X", NumGPUs: 1, GPURAM: 81920, DphBase: 0.90, StorageCost: 0.20, Reliability: 0.99, Geolocation: "Utah, US", DirectPortCount: 30, DiskSpace: 500, CUDAMaxGood: 12.8},
 	{ID: 5000207, MachineID: 207, HostID: 26, GPUName: "A100 PCIE", NumGPUs: 1, GPURAM: 40960, DphBase: 0.60, StorageCost: 0.20, Reliability: 0.99, Geolocation: "Texas, US", DirectPortCount: 30, DiskSpace: 500, CUDAMaxGood: 11.8},
 	{ID: 5000301, MachineID: 301, HostID: 31, GPUName: "H100 SXM", NumGPUs: 1, GPURAM: 81559, DphBase: 2.10, StorageCost: 0.25, Reliability: 0.999, Geolocation: "Finland, FI", DirectPortCount: 100, DiskSpace: 2000, CUDAMaxGood: 12.8},
-	{ID: 5000401, MachineID: 401, HostID: 41, GPUName: "Tesla V100", NumGPUs: 1, GPURAM: 16384, DphBase: 0.20, StorageCost: 0.10, Reliability: 0.97, Geolocation: "Germany, DE", DirectPortCount: 10, DiskSpace: 200, CUDAMaxGood: 12.2},
+	{ID: 5000401, MachineID: 401, HostID: 41, GPUName: "Tesla V100", NumGPUs: 1, GPURAM: 16160, DphBase: 0.20, StorageCost: 0.10, Reliability: 0.97, Geolocation: "Germany, DE", DirectPortCount: 10, DiskSpace: 200, CUDAMaxGood: 12.2},
 }
 
 // hoursPerMonth converts storage_cost to an hourly price (30 days).
