@@ -46,7 +46,7 @@ type Class struct {
 type GPURequirement struct {
 	Name        string // e.g. "A100", matched against offer GPU names
 	Count       int
-	MinMemoryGB float64 // per GPU
+	MinMemoryGB float64 // per GPU, nominal GB, compared with Offer.GPUMemoryGB
 }
 
 // Matches reports whether a job with these runs-on labels fits the class:

@@ -63,7 +63,7 @@ type Offer struct {
 	ID           string // provider's offer id (Vast ask id, Lambda "type@region")
 	GPU          string // e.g. "A100 SXM4"
 	GPUCount     int
-	GPUMemoryGB  float64 // per GPU
+	GPUMemoryGB  float64 // per GPU, nominal GB (the size the card is sold with; docs/providers/gpus.md)
 	PricePerHour float64 // USD, all hourly costs for the class included
 	Region       string
 	Reliability  float64 // 0..1; 1 when the provider does not report it
