@@ -14,16 +14,19 @@ package vasttest
 //   - RTX 4090 24564, RTX 3090 24576, RTX A6000 49140, RTX 5090 32607:
 //     vast-cli vastai/cli/commands/benchmarks.py DEFAULT_GPUS (per-card
 //     VRAM in the API's unit);
-//   - L40S, A40 and L40 46068 (48 GB with ECC on; issue #14, and nvidia-smi
-//     tables of those cards);
-//   - H100 SXM and PCIE 81559, A100 80 GB 81920, A100 40 GB 40960 (Vast
-//     search answers quoted in public client tests; the DefaultOffers use
-//     the same);
-//   - the rest (H100 NVL 95830, H200 143771, GH200 97871, RTX PRO 6000
-//     97887, RTX 6000Ada 49140, RTX 4500Ada 24570, A30 24576, A10 and A10g
-//     23028, L4 23034) are nvidia-smi totals of those cards; where no Vast
-//     answer was at hand the value is nvidia-smi's, which is what Vast's
-//     host agent reads.
+//   - L40S, A40 and L40 46068 (48 GB with ECC on): issue #14, and the
+//     "0MiB / 46068MiB" of nvidia-smi tables of L40S and A40 hosts in
+//     public repositories;
+//   - H100 SXM and PCIE 81559, A100 SXM4 80 GB 81920: Vast search rows
+//     ("gpu_name": "H100 SXM", "gpu_ram": 81559) quoted in public client
+//     tests found by code search (the repository was not recorded); an
+//     H100 80GB HBM3's nvidia-smi total is 81559 MiB;
+//   - the rest (A100 40 GB 40960, H100 NVL 95830, H200 143771, GH200
+//     97871, RTX PRO 6000 97887, RTX 6000Ada 49140, RTX 4500Ada 24570, A30
+//     24576, A10 and A10g 23028, L4 23034) are the nvidia-smi totals
+//     usually seen for those cards, not checked against a Vast answer; what
+//     matters to the client is that they sit below the nominal size by up
+//     to ECC's 1/16, which the fake keeps.
 //
 // Prices are plausible, not quoted; every offer is verified, reliable,
 // with direct ports, a recent driver and room for a 40 GB disk, so only the
