@@ -91,7 +91,13 @@ func (p *Provisioner) provision(ctx context.Context, id string, st stage) error 
 		case errors.Is(err, errWaitLater):
 			return river.JobSnooze(p.cfg.PollInterval)
 		case errors.Is(err, errOffersClaimed):
-			log.Debug("no offer left to this lease; waiting", "error", err)
+			if l.Error != errOffersClaimed.Error() {
+				// Said once, so that `leases` shows why it waits.
+				log.Info("no offer left to this lease; waiting", "error", err)
+				if _, uerr := p.updateLease(ctx, l.ID, func(l *Lease) { l.Error = errOffersClaimed.Error() }); uerr != nil {
+					log.Warn("recording error", "error", uerr)
+				}
+			}
 			return river.JobSnooze(p.offerWait())
 		case errors.As(err, &bw):
 			return river.JobSnooze(bw.d)
