@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"sync"
 	"time"
 
 	"github.com/riverqueue/river"
@@ -13,7 +14,7 @@ import (
 // (ErrCreateUncertain) may have rented a host that shows up later, while
 // the lease has gone on to another offer: two hosts billed for one lease.
 // Such a host carries the lease's marker, so a sweep that lists the
-// provider's instances finds it: it runs soon after the uncertain create
+// provider's instances finds it: it runs right after the uncertain create
 // and again every ExtraHostSweepInterval until ExtraHostWindow has passed,
 // and destroys every instance with the lease's marker that is not the
 // lease's own host. The sweep is durable work (River), so it survives a
@@ -70,9 +71,11 @@ func (w *sweepWorker) Work(ctx context.Context, job *river.Job[SweepArgs]) error
 // on the provider. If that cannot be recorded, gc is left to find the host.
 func (p *Provisioner) watchExtraHosts(ctx context.Context, log *slog.Logger, leaseID, provider string) {
 	args := SweepArgs{LeaseID: leaseID, Provider: provider, Until: p.now().Add(p.cfg.ExtraHostWindow)}
-	opts := args.InsertOpts()
-	opts.ScheduledAt = time.Now().Add(p.cfg.ExtraHostSweepInterval)
-	err := p.cfg.Store.InTx(context.WithoutCancel(ctx), func(tx Tx) error { return tx.Enqueue(ctx, args, &opts) })
+	// Due at once rather than scheduled: River moves scheduled work to
+	// the queue only every few seconds. Its first pass mostly finds the
+	// lease still creating and snoozes (a snooze is exact), at no call.
+	ctx = context.WithoutCancel(ctx)
+	err := p.cfg.Store.InTx(ctx, func(tx Tx) error { return tx.Enqueue(ctx, args, nil) })
 	if err != nil {
 		log.Error("scheduling the look for an extra host failed; gc will find it", "provider", provider, "error", err)
 	}
@@ -97,7 +100,7 @@ func (p *Provisioner) sweepExtraHosts(ctx context.Context, a SweepArgs) error {
 	}
 	creating := l != nil && l.InstanceID == "" && (l.State == StatePending || l.State == StateProvisioning)
 	if !creating {
-		owned, err := prov.ListOwned(ctx, p.cfg.Deployment)
+		owned, err := p.sweepListing(ctx, a.Provider, prov)
 		if err != nil {
 			return err
 		}
@@ -108,8 +111,13 @@ func (p *Provisioner) sweepExtraHosts(ctx context.Context, a SweepArgs) error {
 			if l != nil && l.Provider == a.Provider && l.InstanceID == inst.ID {
 				continue // the lease's own host; its release destroys it
 			}
-			inst.Provider = a.Provider
-			if err := prov.Destroy(ctx, inst); err != nil {
+			if !p.sweepLists.take(a.Provider, inst.ID) {
+				continue // another sweep of the lease destroyed it
+			}
+			extra := *inst // the listing is shared: not changed here
+			extra.Provider = a.Provider
+			if err := prov.Destroy(ctx, &extra); err != nil {
+				p.sweepLists.untake(a.Provider, inst.ID)
 				return err
 			}
 			own := ""
@@ -127,4 +135,75 @@ func (p *Provisioner) sweepExtraHosts(ctx context.Context, a SweepArgs) error {
 		return river.JobSnooze(p.cfg.ExtraHostSweepInterval)
 	}
 	return nil
+}
+
+// sweepLists shares one provider listing among the sweeps of a burst:
+// after a provider lost many create answers, each lease's sweep would list
+// the provider on its own every interval, against the listing endpoint's
+// rate limit. A listing is reused for half an interval, so a host shows
+// up in a sweep at most that much later.
+type sweepLists struct {
+	mu   sync.Mutex
+	last map[string]sweepList
+	// taken: provider/instance → when a sweep destroyed it. A lease with
+	// two uncertain creates has two sweeps, which must neither destroy
+	// nor count a host twice (the shared listing shows it until renewed).
+	taken map[string]time.Time
+}
+
+type sweepList struct {
+	at    time.Time
+	owned []*Instance
+}
+
+func (p *Provisioner) sweepListing(ctx context.Context, name string, prov Provider) ([]*Instance, error) {
+	c := &p.sweepLists
+	c.mu.Lock()
+	l, ok := c.last[name]
+	c.mu.Unlock()
+	if ok && time.Since(l.at) < p.cfg.ExtraHostSweepInterval/2 {
+		return l.owned, nil
+	}
+	at := time.Now()
+	owned, err := prov.ListOwned(ctx, p.cfg.Deployment)
+	if err != nil {
+		return nil, err
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.last == nil {
+		c.last = map[string]sweepList{}
+	}
+	c.last[name] = sweepList{at: at, owned: owned}
+	return owned, nil
+}
+
+// take reports whether the instance is this sweep's to destroy; the first
+// sweep to ask gets it.
+func (c *sweepLists) take(provider, id string) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	now := time.Now()
+	if c.taken == nil {
+		c.taken = map[string]time.Time{}
+	}
+	for k, at := range c.taken {
+		if now.Sub(at) > time.Hour {
+			delete(c.taken, k)
+		}
+	}
+	k := provider + "/" + id
+	if _, ok := c.taken[k]; ok {
+		return false
+	}
+	c.taken[k] = now
+	delete(c.last, provider) // it changed: the next sweep lists again
+	return true
+}
+
+// untake hands the instance back after a failed destroy, to be tried again.
+func (c *sweepLists) untake(provider, id string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	delete(c.taken, provider+"/"+id)
 }

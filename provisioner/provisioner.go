@@ -103,6 +103,8 @@ type Provisioner struct {
 	bad          badMachines
 	// book hands exclusive offers to one lease at a time (offerbook.go).
 	book offerBook
+	// sweepLists: provider listings shared by the extra-host sweeps.
+	sweepLists sweepLists
 	// bal balances outside the deliveries' transactions once started;
 	// before that (tests, one-shot use) deliveries balance in their own.
 	bal       *balancer
