@@ -380,3 +380,88 @@ func uncertainCreates(t testing.TB, n int) (marketCounts, int, time.Duration) {
 	}
 	return m.counts(), obs.destroyed("market"), swept
 }
+
+// The sweep destroys what is extra and nothing else: a host of a lease
+// that runs on another provider, a host whose lease is gone; not the
+// lease's own host, nor a host of a lease still being created (its create
+// may be making it; its next run looks by marker).
+func TestSweepDestroysOnlyExtraHosts(t *testing.T) {
+	m := newMarket(4, true)
+	obs := &extraObs{}
+	h := newHarness(t, func(c *provisioner.Config) {
+		c.Providers["market"] = m
+		c.Classes[0].Providers = []string{"mem", "market"}
+		c.Observer = obs
+		c.Logger = discardLog()
+		c.ExtraHostSweepInterval = 50 * time.Millisecond
+		c.ExtraHostWindow = 300 * time.Millisecond
+	})
+	ctx := context.Background()
+	marker := func(lease string) provisioner.Marker {
+		return provisioner.Marker{Deployment: "test", LeaseID: lease, Expires: time.Now().Add(time.Hour)}
+	}
+	create := func(i int, lease string) *provisioner.Instance {
+		inst, err := m.Create(ctx, provisioner.CreateRequest{Offer: m.offers[i], Marker: marker(lease)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return inst
+	}
+	// Lease "moved" runs on mem; a market host carries its marker too.
+	movedExtra := create(0, h.bootingLease("moved").ID)
+	// Lease "onmarket" runs on market: its own host stays, a second goes.
+	own := create(1, "onmarket")
+	second := create(2, "onmarket")
+	creating := create(3, "creating")
+	gone, err := m.Create(ctx, provisioner.CreateRequest{Offer: provisioner.Offer{Provider: "market", ID: "ask-x"}, Marker: marker("gone")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := h.store.InTx(ctx, func(tx provisioner.Tx) error {
+		for _, id := range []string{"onmarket", "creating"} {
+			if err := tx.InsertLease(ctx, &provisioner.Lease{ID: id, Class: "a100", Scope: provisioner.Scope{Org: "acme"},
+				State: provisioner.StatePending, RunnerName: "crabbox-test-" + id}); err != nil {
+				return err
+			}
+		}
+		if _, err := tx.Transition(ctx, "onmarket", provisioner.StateProvisioning, "test", func(l *provisioner.Lease) {
+			l.Attempts, l.Provider = 1, "market"
+			l.BootDeadline, l.ExpiresAt = time.Now().Add(time.Minute), time.Now().Add(time.Hour)
+		}); err != nil {
+			return err
+		}
+		if _, err := tx.Transition(ctx, "onmarket", provisioner.StateBooting, "test", func(l *provisioner.Lease) {
+			l.InstanceID, l.HostKey = own.ID, "ssh-ed25519 HOST"
+		}); err != nil {
+			return err
+		}
+		for _, id := range []string{"moved", "onmarket", "creating", "gone"} {
+			if err := tx.Enqueue(ctx, provisioner.SweepArgs{LeaseID: id, Provider: "market", Until: time.Now().Add(300 * time.Millisecond)}, nil); err != nil {
+				return err
+			}
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	h.waitFor("three extra hosts destroyed", func() bool { return obs.destroyed("market") == 3 })
+	time.Sleep(500 * time.Millisecond) // the window runs out; nothing more goes
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for _, c := range []struct {
+		inst *provisioner.Instance
+		want bool
+		why  string
+	}{
+		{movedExtra, false, "lease runs on another provider"}, {own, true, "the lease's own host"},
+		{second, false, "a second host of the lease"}, {creating, true, "the lease is being created"},
+		{gone, false, "no such lease"},
+	} {
+		if _, live := m.instances[c.inst.ID]; live != c.want {
+			t.Errorf("%s (%s): live %v, want %v", c.inst.ID, c.why, live, c.want)
+		}
+	}
+	if n := obs.destroyed("market"); n != 3 {
+		t.Errorf("%d extra hosts counted; want 3", n)
+	}
+}
