@@ -90,6 +90,15 @@ func (p *Provisioner) provision(ctx context.Context, id string, st stage) error 
 		switch {
 		case errors.Is(err, errWaitLater):
 			return river.JobSnooze(p.cfg.PollInterval)
+		case errors.Is(err, errOffersClaimed):
+			if l.Error != errOffersClaimed.Error() {
+				// Said once, so that `leases` shows why it waits.
+				log.Info("no offer left to this lease; waiting", "error", err)
+				if _, uerr := p.updateLease(ctx, l.ID, func(l *Lease) { l.Error = errOffersClaimed.Error() }); uerr != nil {
+					log.Warn("recording error", "error", uerr)
+				}
+			}
+			return river.JobSnooze(p.offerWait())
 		case errors.As(err, &bw):
 			return river.JobSnooze(bw.d)
 		case IsTransitionError(err):
@@ -163,8 +172,9 @@ func (p *Provisioner) createHost(ctx context.Context, log *slog.Logger, l *Lease
 		// Created before a crash but not yet moved on.
 		return p.toBooting(ctx, l.ID, "instance "+l.InstanceID+" created", nil)
 	}
-	if l.Attempts > 0 {
-		// A create call was made and its answer lost. With derived keys the
+	if l.Attempts > 0 && !p.book.attemptsSettled(l.ID, l.Attempts) {
+		// A create call was made and its answer lost (a crash, or the
+		// provider could not tell: ErrCreateUncertain). With derived keys the
 		// host it made is as good as a new one: adopt it. Without, nobody
 		// can log in to it any more: destroy it.
 		adopted, err := p.recoverByMarker(ctx, l, len(p.cfg.KeySecret) > 0)
@@ -207,26 +217,20 @@ func (p *Provisioner) createHost(ctx context.Context, log *slog.Logger, l *Lease
 		return err
 	}
 	var errs []string
+	skipped := 0
 	for _, offer := range offers {
-		prov := p.cfg.Providers[offer.Provider]
-		reserved, err := p.reserve(ctx, log, l.ID, offer, class)
-		if err != nil {
-			return err
+		// Exclusive offers go to one lease at a time, cheapest first
+		// among those left (offerbook.go).
+		if offer.Exclusive && p.book.claim(offer, l.ID, p.now()) != claimed {
+			skipped++
+			continue
 		}
-		// The expiry is set by the first reservation (pending → provisioning).
-		l.ExpiresAt = reserved.ExpiresAt
-		req, err := p.createRequest(offer, class, Marker{Deployment: p.cfg.Deployment, LeaseID: l.ID, Expires: l.ExpiresAt}, creds)
-		if err != nil {
-			return err
+		inst, err := p.createOn(ctx, log, l, class, offer, creds)
+		var fatal *fatalCreate
+		if errors.As(err, &fatal) {
+			return fatal.err
 		}
-		if l.Attempts == 0 {
-			p.cfg.Observer.Phase(l.Class, offer.Provider, PhaseQueuedToCreate, p.now().Sub(cmp.Or(l.QueuedAt, l.CreatedAt)))
-		}
-		l.Attempts++
-		log.Info("creating host", "provider", offer.Provider, "offer_id", offer.ID, "gpu", offer.GPU, "price_per_hour", offer.PricePerHour)
-		inst, err := prov.Create(ctx, req)
 		if err != nil {
-			log.Warn("create failed; trying the next offer", "provider", offer.Provider, "offer_id", offer.ID, "error", err)
 			errs = append(errs, fmt.Sprintf("%s offer %s: %v", offer.Provider, offer.ID, err))
 			continue
 		}
@@ -244,7 +248,72 @@ func (p *Provisioner) createHost(ctx context.Context, log *slog.Logger, l *Lease
 			l.HostKey = p.expectedHostKey(offer.Provider, creds)
 		})
 	}
+	if len(errs) == 0 && skipped > 0 {
+		// Nothing tried: every offer is another lease's now. Wait for
+		// claims to end and new offers to come, without a create that
+		// would be refused.
+		return errOffersClaimed
+	}
 	return fmt.Errorf("no offer could be created: %s", strings.Join(errs, "; "))
+}
+
+// fatalCreate ends createHost's offer loop: the error is not the offer's
+// (the lease moved on, a limit says wait).
+type fatalCreate struct{ err error }
+
+func (f *fatalCreate) Error() string { return f.err.Error() }
+
+// createOn makes one create call on one offer, recorded first. It ends the
+// offer's claim with what the call said: rented or refused, the offer is
+// taken for every lease; any other failure hands it to the next lease. An
+// uncertain create (ErrCreateUncertain) may have rented the machine: the
+// offer counts as taken, and the lease's hosts are looked at soon and for a
+// while (sweepExtraHosts), whatever offer it goes on to.
+func (p *Provisioner) createOn(ctx context.Context, log *slog.Logger, l *Lease, class *Class, offer Offer, creds *Credentials) (*Instance, error) {
+	taken := false
+	defer func() {
+		if offer.Exclusive {
+			p.book.end(offer, l.ID, taken, p.now())
+		}
+	}()
+	prov := p.cfg.Providers[offer.Provider]
+	reserved, err := p.reserve(ctx, log, l.ID, offer, class)
+	if err != nil {
+		return nil, &fatalCreate{err}
+	}
+	// The expiry is set by the first reservation (pending → provisioning).
+	l.ExpiresAt = reserved.ExpiresAt
+	req, err := p.createRequest(offer, class, Marker{Deployment: p.cfg.Deployment, LeaseID: l.ID, Expires: l.ExpiresAt}, creds)
+	if err != nil {
+		return nil, &fatalCreate{err}
+	}
+	if l.Attempts == 0 {
+		p.cfg.Observer.Phase(l.Class, offer.Provider, PhaseQueuedToCreate, p.now().Sub(cmp.Or(l.QueuedAt, l.CreatedAt)))
+	}
+	l.Attempts = reserved.Attempts
+	log.Info("creating host", "provider", offer.Provider, "offer_id", offer.ID, "gpu", offer.GPU, "price_per_hour", offer.PricePerHour)
+	inst, err := prov.Create(ctx, req)
+	switch {
+	case err == nil:
+		taken = true
+		p.book.forget(l.ID)
+		return inst, nil
+	case errors.Is(err, ErrCreateUncertain):
+		// Not a refused offer: it may be rented, by this lease.
+		taken = true
+		p.book.settle(l.ID, l.Attempts, true)
+		log.Warn("create outcome unknown; this lease's hosts are watched for an extra one, and the next offer is tried",
+			"provider", offer.Provider, "offer_id", offer.ID, "error", err)
+		p.watchExtraHosts(ctx, log, l.ID, offer.Provider)
+		return nil, err
+	case errors.Is(err, ErrOfferUnavailable):
+		// Refused: no host. Any other failure may hide one, which the
+		// lease's next run looks for by its marker.
+		taken = true
+		p.book.settle(l.ID, l.Attempts, false)
+	}
+	log.Warn("create failed; trying the next offer", "provider", offer.Provider, "offer_id", offer.ID, "error", err)
+	return nil, err
 }
 
 // recoverByMarker finds the instances an interrupted attempt created for

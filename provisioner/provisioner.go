@@ -69,6 +69,12 @@ type Config struct {
 	// and went unused waits for its second and last lease (default
 	// DefaultUnusedRetryBackoff; see unservable.go).
 	UnusedRetryBackoff time.Duration
+	// ExtraHostSweepInterval and ExtraHostWindow: after a create whose
+	// outcome is unknown (ErrCreateUncertain), the lease's hosts are looked
+	// at this often, for this long, and any extra one destroyed (defaults
+	// 20s and 5m; extrahosts.go).
+	ExtraHostSweepInterval time.Duration
+	ExtraHostWindow        time.Duration
 }
 
 // Limits cap leases and spend. Work beyond a limit waits, in order, and
@@ -95,6 +101,10 @@ type Provisioner struct {
 	// budgetLogged: leases whose wait for the GitHub budget was logged (budget.go).
 	budgetLogged sync.Map
 	bad          badMachines
+	// book hands exclusive offers to one lease at a time (offerbook.go).
+	book offerBook
+	// sweepLists: provider listings shared by the extra-host sweeps.
+	sweepLists sweepLists
 	// bal balances outside the deliveries' transactions once started;
 	// before that (tests, one-shot use) deliveries balance in their own.
 	bal       *balancer
@@ -152,6 +162,12 @@ func New(cfg Config) (*Provisioner, error) {
 	}
 	if cfg.UnusedRetryBackoff <= 0 {
 		cfg.UnusedRetryBackoff = DefaultUnusedRetryBackoff
+	}
+	if cfg.ExtraHostSweepInterval <= 0 {
+		cfg.ExtraHostSweepInterval = defaultExtraHostSweepInterval
+	}
+	if cfg.ExtraHostWindow <= 0 {
+		cfg.ExtraHostWindow = defaultExtraHostWindow
 	}
 	p := &Provisioner{cfg: cfg, log: cfg.Logger, now: cfg.Now, classes: map[string]*Class{}, policy: PolicyHash(cfg.Classes)}
 	p.bal = newBalancer(p)

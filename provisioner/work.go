@@ -94,6 +94,7 @@ func (p *Provisioner) workConfig() WorkConfig {
 	river.AddWorker(workers, &reconcileWorker{p: p})
 	river.AddWorker(workers, &gcWorker{p: p})
 	river.AddWorker(workers, &deadlinesWorker{p: p})
+	river.AddWorker(workers, &sweepWorker{p: p})
 	return WorkConfig{
 		Workers:      workers,
 		PeriodicJobs: p.periodicJobs(),

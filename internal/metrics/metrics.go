@@ -31,6 +31,7 @@ type Metrics struct {
 	limitWaits    *prometheus.HistogramVec
 	policy        *policyMetrics
 	provider      *providerRequests
+	extra         *extraHosts
 }
 
 var _ provisioner.Observer = (*Metrics)(nil)
@@ -76,6 +77,7 @@ func New() *Metrics {
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	m.policy = newPolicyMetrics(m.reg)
 	m.provider = newProviderRequests(m.reg)
+	m.extra = newExtraHosts(m.reg)
 	return m
 }
 

@@ -1,0 +1,134 @@
+//go:build vastmerge
+
+// The 50-lease Vast burst of docs/benchmarks.md ("Distinct offers in a
+// burst (#14)"), through the real Vast client and its strict fake. It needs
+// the Vast client of branch vastapi (Exclusive asks, PaceFactor,
+// CreateLookup), hence the build tag until the branches are merged:
+//
+//	go test -tags vastmerge -count=1 -v -run TestVastBurst ./provisioner/
+//
+// It is a test of the provisioner against a provider, so it lives with the
+// provisioner's harness; the package itself imports no provider.
+
+package provisioner_test
+
+import (
+	"crypto/ed25519"
+	"strings"
+	"testing"
+	"time"
+
+	"golang.org/x/crypto/ssh"
+
+	"github.com/crabbox/crabbox-runner/providers/vast"
+	"github.com/crabbox/crabbox-runner/providers/vast/vasttest"
+	"github.com/crabbox/crabbox-runner/provisioner"
+)
+
+// keyedBootstrapper gives real ed25519 client keys: vasttest refuses to
+// attach a malformed one.
+type keyedBootstrapper struct{ *memBootstrapper }
+
+func (b keyedBootstrapper) NewCredentials(seed []byte, withHostKey bool) (*provisioner.Credentials, error) {
+	c, err := b.memBootstrapper.NewCredentials(seed, withHostKey)
+	if err != nil {
+		return nil, err
+	}
+	pub, _, err := ed25519.GenerateKey(nil)
+	if err != nil {
+		return nil, err
+	}
+	sp, err := ssh.NewPublicKey(pub)
+	if err != nil {
+		return nil, err
+	}
+	c.ClientPublicKey = strings.TrimSpace(string(ssh.MarshalAuthorizedKey(sp)))
+	return c, nil
+}
+
+// TestVastBurst: 50 leases on 60 asks, Vast's documented per-endpoint
+// limits scaled by 0.01: no create refused, every lease online, never two
+// hosts for one lease.
+func TestVastBurst(t *testing.T) { vastBurst(t, false) }
+
+// TestVastBurstLostCreates: the same with every 5th create's answer lost
+// after the create took effect, and answers delayed up to 600 ms.
+func TestVastBurstLostCreates(t *testing.T) { vastBurst(t, true) }
+
+func vastBurst(t *testing.T, lose bool) {
+	const n = 50
+	var market []vasttest.Offer
+	for i := range 60 {
+		market = append(market, vasttest.Offer{ID: int64(6000000 + i), MachineID: int64(600 + i), HostID: int64(60 + i),
+			GPUName: "A100 SXM4", NumGPUs: 1, GPURAM: 81920, DphBase: 1.0 + float64(i)/200, StorageCost: 0.2, Reliability: 0.995,
+			Geolocation: "Oregon, US", DirectPortCount: 64, DiskSpace: 1000, CUDAMaxGood: 12.8})
+	}
+	opts := vasttest.Options{Dir: t.TempDir(), Offers: market, RateLimits: vasttest.DocumentedLimits(0.01)}
+	vc := vast.Config{PaceFactor: 0.01, Logger: discardLog()}
+	if lose {
+		opts.LoseCreate = func(k int) bool { return k%5 == 0 }
+		opts.CreateDelay = func(k int) time.Duration { return time.Duration(k%7) * 100 * time.Millisecond }
+		vc.CreateTimeout, vc.CreateLookup = time.Second, 500*time.Millisecond
+	}
+	fake := vasttest.New(opts)
+	t.Cleanup(fake.Close)
+	vc.APIKey, vc.APIURL = fake.APIKey(), fake.URL()
+	prov, err := vast.New(vc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := newHarness(t, func(c *provisioner.Config) {
+		c.Providers["vast"] = prov
+		c.Classes[0].Providers = []string{"vast"}
+		c.Classes[0].MaxPricePerHour = 5
+		c.Classes[0].BootTimeout = 2 * time.Minute
+		c.Logger = discardLog()
+		c.Bootstrapper = keyedBootstrapper{&memBootstrapper{gh: c.GitHub.(*memGitHub)}}
+		c.ExtraHostSweepInterval = 200 * time.Millisecond
+		c.ExtraHostWindow = 5 * time.Second
+	})
+	peak, worst := 0, 0
+	stop, done := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			select {
+			case <-stop:
+				return
+			case <-time.After(20 * time.Millisecond):
+			}
+			live := fake.Live()
+			peak = max(peak, len(live))
+			per := map[string]int{}
+			for _, in := range live {
+				per[in.Label]++
+				worst = max(worst, per[in.Label])
+			}
+		}
+	}()
+	start := time.Now()
+	h.queueJobs(n)
+	// Longer than waitFor's 20 s: creates are paced (45 ms apart here).
+	for deadline := time.Now().Add(2 * time.Minute); h.count(provisioner.StateIdle) < n; time.Sleep(50 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d of %d leases online after 2 minutes; leases: %s", h.count(provisioner.StateIdle), n, h.describe())
+		}
+	}
+	took := time.Since(start)
+	close(stop)
+	<-done
+	creates := fake.RequestsFor(vasttest.OpCreate)
+	statuses := map[int]int{}
+	for _, r := range creates {
+		statuses[r.Status]++
+	}
+	refused := statuses[404] + statuses[410]
+	t.Logf("%d Vast leases online in %s: %d create calls by status %v, %d requests (%.1f a lease), hosts at most %d, most hosts of one lease %d",
+		n, took.Round(time.Millisecond), len(creates), statuses, len(fake.Requests()), float64(len(fake.Requests()))/n, peak, worst)
+	if refused > len(creates)/10 {
+		t.Errorf("%d of %d creates refused; want at most 10%%", refused, len(creates))
+	}
+	if worst > 1 || peak > n {
+		t.Errorf("hosts at most %d, most of one lease %d; want at most %d and 1", peak, worst, n)
+	}
+}
