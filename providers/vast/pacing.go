@@ -45,7 +45,7 @@ const maxLearned = time.Minute
 type pacer struct {
 	// scale multiplies every interval (tests run Vast's limits faster);
 	// fixed, when non-zero, replaces the table: > 0 one interval for every
-	// endpoint, < 0 no pacing at all.
+	// endpoint, < 0 no pacing but for the retry policy's backoff on 429.
 	scale float64
 	fixed time.Duration
 	// margin is added to each interval: the server measures arrivals, the
@@ -91,9 +91,6 @@ func (p *pacer) endpoint(ep string) *endpointPace {
 
 // wait reserves the endpoint's next slot and sleeps until it comes.
 func (p *pacer) wait(ctx context.Context, ep string) error {
-	if p.fixed < 0 {
-		return ctx.Err()
-	}
 	p.mu.Lock()
 	e := p.endpoint(ep)
 	now := time.Now()
@@ -139,7 +136,8 @@ func (p *pacer) backoff(ep string, threshold, retryAfter, fallback time.Duration
 		}
 	}
 	wait := max(threshold, retryAfter)
-	if wait <= 0 {
+	if wait <= 0 || p.fixed < 0 {
+		// Unpaced (tests): back off by the retry policy alone.
 		wait = fallback
 	}
 	now := time.Now()
