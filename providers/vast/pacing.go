@@ -59,7 +59,15 @@ type pacer struct {
 type endpointPace struct {
 	interval time.Duration // current spacing, learned upwards from 429s
 	next     time.Time     // earliest start of the next call
+	// epoch counts 429s: a caller whose slot was reserved before one
+	// queues again behind the new pace rather than go at the old one.
+	epoch int
 }
+
+// jitterMargin is added to every interval: the server measures arrivals,
+// the client spaces departures, and a request that has to dial a new
+// connection arrives later than one on a warm connection.
+const jitterMargin = 20 * time.Millisecond
 
 func newPacer(fixed time.Duration, scale float64) *pacer {
 	if scale <= 0 {
@@ -78,7 +86,7 @@ func (p *pacer) endpoint(ep string) *endpointPace {
 				d = defaultInterval
 			}
 			iv = time.Duration(float64(d) * p.scale)
-			iv += iv / 20 // 5% over the threshold: arrivals jitter
+			iv += iv/10 + jitterMargin
 		}
 		if iv < 0 {
 			iv = 0
@@ -91,26 +99,34 @@ func (p *pacer) endpoint(ep string) *endpointPace {
 
 // wait reserves the endpoint's next slot and sleeps until it comes.
 func (p *pacer) wait(ctx context.Context, ep string) error {
-	p.mu.Lock()
-	e := p.endpoint(ep)
-	now := time.Now()
-	slot := now
-	if e.next.After(slot) {
-		slot = e.next
-	}
-	e.next = slot.Add(e.interval)
-	p.mu.Unlock()
-	d := time.Until(slot)
-	if d <= 0 {
-		return ctx.Err()
-	}
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-t.C:
-		return nil
+	for {
+		p.mu.Lock()
+		e := p.endpoint(ep)
+		slot := time.Now()
+		if e.next.After(slot) {
+			slot = e.next
+		}
+		e.next = slot.Add(e.interval)
+		epoch := e.epoch
+		p.mu.Unlock()
+		if d := time.Until(slot); d > 0 {
+			t := time.NewTimer(d)
+			select {
+			case <-ctx.Done():
+				t.Stop()
+				return ctx.Err()
+			case <-t.C:
+			}
+		}
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		p.mu.Lock()
+		again := e.epoch != epoch
+		p.mu.Unlock()
+		if !again {
+			return nil
+		}
 	}
 }
 
@@ -129,8 +145,9 @@ func (p *pacer) backoff(ep string, threshold, retryAfter, fallback time.Duration
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	e := p.endpoint(ep)
+	e.epoch++
 	if threshold > 0 && p.fixed >= 0 {
-		threshold = min(threshold+threshold/20, maxLearned)
+		threshold = min(threshold+threshold/10+jitterMargin, maxLearned)
 		if threshold > e.interval {
 			e.interval = threshold
 		}
