@@ -25,6 +25,7 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/cenkalti/backoff/v4"
@@ -139,7 +140,7 @@ type Client struct {
 	createTimeout time.Duration
 	pace          *pacer
 	retry         Retry
-	onRequest     func(endpoint string, status int)
+	onRequest     atomic.Pointer[func(endpoint string, status int)]
 	log           *slog.Logger
 }
 
@@ -180,7 +181,7 @@ func NewClient(cfg Config) (*Client, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Client{
+	c := &Client{
 		base: base,
 		key:  key,
 		// Each attempt gets its own deadline (send), as a create
@@ -193,9 +194,23 @@ func NewClient(cfg Config) (*Client, error) {
 		createTimeout: createTimeout,
 		pace:          newPacer(cfg.MinRequestInterval, cfg.PaceFactor),
 		retry:         cfg.Retry.withDefaults(),
-		onRequest:     cfg.OnRequest,
 		log:           log,
-	}, nil
+	}
+	if cfg.OnRequest != nil {
+		c.CountRequests(cfg.OnRequest)
+	}
+	return c, nil
+}
+
+// CountRequests sets the callback told of every HTTP attempt (see
+// Config.OnRequest), for a caller that has it only after the client was
+// built.
+func (c *Client) CountRequests(f func(endpoint string, status int)) {
+	if f == nil {
+		c.onRequest.Store(nil)
+		return
+	}
+	c.onRequest.Store(&f)
 }
 
 // APIError is an error answer from Vast: a non-2xx status, or a 2xx whose
@@ -395,12 +410,12 @@ func (c *Client) send(ctx context.Context, o callOpts, body []byte) ([]byte, err
 		req.Header.Set("Content-Type", "application/json")
 	}
 	resp, err := c.http.Do(req)
-	if c.onRequest != nil {
+	if f := c.onRequest.Load(); f != nil {
 		status := 0
 		if err == nil {
 			status = resp.StatusCode
 		}
-		c.onRequest(o.endpoint(), status)
+		(*f)(o.endpoint(), status)
 	}
 	if err != nil {
 		if errors.Is(err, context.DeadlineExceeded) && ctx.Err() != nil {

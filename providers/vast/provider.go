@@ -95,6 +95,11 @@ func New(cfg Config) (*Provider, error) {
 // Client is the provider's API client (and rate limiter).
 func (p *Provider) Client() *Client { return p.client }
 
+// CountRequests has every HTTP attempt of the provider's client reported
+// to f (endpoint as method and route template, status 0 when no answer
+// came): serve counts them in crabbox_provider_requests_total.
+func (p *Provider) CountRequests(f func(endpoint string, status int)) { p.client.CountRequests(f) }
+
 // Name implements provisioner.Provider.
 func (p *Provider) Name() string { return Name }
 
