@@ -162,6 +162,7 @@ func (p *Provider) Create(ctx context.Context, req provisioner.CreateRequest) (*
 		// is ours: adopt it.
 		found, ferr := p.resolveCreate(ctx, label)
 		if found == 0 {
+			p.searches.taken(offerID) // it may well be rented now
 			return nil, fmt.Errorf("vast: create on offer %d for lease %s: %w: %w (no instance with its label found: %v)",
 				offerID, req.Marker.LeaseID, provisioner.ErrCreateUncertain, err, ferr)
 		}
