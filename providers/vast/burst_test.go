@@ -6,7 +6,6 @@ import (
 	"crypto/rand"
 	"fmt"
 	"log/slog"
-	mrand "math/rand/v2"
 	"os"
 	"path/filepath"
 	"sort"
@@ -70,9 +69,7 @@ func vastBurst(t *testing.T, n int, slow bool) {
 	if slow {
 		// Every create answers after 30-90 s (scaled); every fifth takes
 		// effect and never answers.
-		opts.CreateDelay = func(int) time.Duration {
-			return time.Duration(scale * float64(30*time.Second+mrand.N(60*time.Second)))
-		}
+		opts.CreateDelay = vasttest.SlowCreates(scale)
 		opts.LoseCreate = func(k int) bool { return k%5 == 0 }
 	}
 	fake := vasttest.New(opts)

@@ -1,6 +1,7 @@
 package vasttest
 
 import (
+	mrand "math/rand/v2"
 	"net/http"
 	"net/http/httptest"
 	"strconv"
@@ -32,6 +33,18 @@ func DocumentedLimits(factor float64) map[Op]time.Duration {
 		OpManage:  s(1.0),
 		OpDestroy: s(3.0),
 		OpAttach:  s(2.0),
+	}
+}
+
+// SlowCreates answers every create after 30 to 90 s, scaled by factor:
+// the create answer times issue 14 reports from Vast (a client that gives
+// up at 30 s rents a host it does not know about). Use as CreateDelay.
+func SlowCreates(factor float64) func(n int) time.Duration {
+	if factor <= 0 {
+		factor = 1
+	}
+	return func(int) time.Duration {
+		return time.Duration(factor * float64(30*time.Second+mrand.N(60*time.Second)))
 	}
 }
 
