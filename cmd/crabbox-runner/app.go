@@ -59,6 +59,7 @@ func newApp(ctx context.Context, cfg *config.Config, log *slog.Logger, opts appO
 		return nil, err
 	}
 	a.metrics = metrics.New()
+	countProviderRequests(a.providers, a.metrics)
 	for name, p := range a.providers {
 		a.providers[name] = a.metrics.Provider(p)
 	}

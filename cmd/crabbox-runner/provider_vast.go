@@ -9,8 +9,11 @@ import (
 )
 
 // The Vast provider: VAST_API_KEY and providers.vast (api_url, ssh_user,
-// min_request_interval). One provider, and so one rate limiter, serves
-// every lease of the process.
+// min_request_interval: zero paces each endpoint at Vast's documented
+// threshold). One provider, and so one pacer per endpoint, one shared
+// listing and one shared search, serves every lease of the process. serve
+// counts its HTTP attempts in crabbox_provider_requests_total{provider=
+// "vast"} through Provider.CountRequests (countProviderRequests, app.go).
 func init() {
 	providerFactories[vast.Name] = func(cfg *config.Config, log *slog.Logger) (provisioner.Provider, error) {
 		return vast.New(vast.Config{

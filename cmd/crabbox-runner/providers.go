@@ -7,6 +7,7 @@ import (
 	"strings"
 
 	"github.com/crabbox/crabbox-runner/internal/config"
+	"github.com/crabbox/crabbox-runner/internal/metrics"
 	"github.com/crabbox/crabbox-runner/providers/local"
 	"github.com/crabbox/crabbox-runner/provisioner"
 )
@@ -36,4 +37,20 @@ func newProvider(name string, cfg *config.Config, log *slog.Logger) (provisioner
 		return nil, fmt.Errorf("provider %s: %w", name, err)
 	}
 	return p, nil
+}
+
+// requestCounter is a provider whose API client reports each HTTP attempt
+// (the Vast provider's CountRequests; see provider_vast.go).
+type requestCounter interface {
+	CountRequests(func(endpoint string, status int))
+}
+
+// countProviderRequests points every provider that reports its HTTP
+// attempts at crabbox_provider_requests_total, under its configured name.
+func countProviderRequests(providers map[string]provisioner.Provider, m *metrics.Metrics) {
+	for name, p := range providers {
+		if rc, ok := p.(requestCounter); ok {
+			rc.CountRequests(func(endpoint string, status int) { m.ProviderRequest(name, endpoint, status) })
+		}
+	}
 }

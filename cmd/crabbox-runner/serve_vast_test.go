@@ -147,6 +147,19 @@ func TestServeVast(t *testing.T) {
 		ls := e.leases()
 		return len(ls) == 2 && ls[0].State == provisioner.StateReleased && ls[1].State == provisioner.StateReleased
 	})
+	// Every HTTP attempt to Vast is counted by route template (#14): the
+	// vanished offer's 410, the two creates that rented, the 429.
+	metrics := e.get("/metrics")
+	for _, want := range []string{
+		`crabbox_provider_requests_total{endpoint="PUT /api/v0/asks/{id}/",provider="vast",status="410"} 1`,
+		`crabbox_provider_requests_total{endpoint="PUT /api/v0/asks/{id}/",provider="vast",status="200"} 2`,
+		`crabbox_provider_requests_total{endpoint="POST /api/v0/bundles/",provider="vast",status="429"} 1`,
+		`crabbox_provider_requests_total{endpoint="DELETE /api/v0/instances/{id}/",provider="vast",status="200"} 2`,
+	} {
+		if !strings.Contains(metrics, want) {
+			t.Errorf("/metrics lacks %s\n%s", want, grepLines(metrics, "crabbox_provider_requests_total"))
+		}
+	}
 	e.stop()
 	t.Logf("queued to completed: %s", took.Round(10*time.Millisecond))
 
@@ -179,12 +192,22 @@ func TestServeVast(t *testing.T) {
 		if !in.Destroyed || !ok || m.Deployment != "e2e" || m.LeaseID != lease.ID || !m.Expires.Equal(lease.ExpiresAt.Truncate(time.Second)) {
 			t.Errorf("instance %d: destroyed %v, label %q; lease %s expires %s", in.ID, in.Destroyed, in.Label, lease.ID, lease.ExpiresAt)
 		}
-		if !in.Direct || !strings.Contains(in.OnStart, ".no_auto_tmux") || len(in.Keys) != 1 || !strings.HasPrefix(in.Keys[0], "ssh-") {
+		// Vast (the strict fake) refuses a key until the container
+		// runs: the host that never booted never got one, the good host
+		// got its lease's key once running.
+		wantKeys := map[int]int{0: 0, 1: 1}[i]
+		if !in.Direct || !strings.Contains(in.OnStart, ".no_auto_tmux") || len(in.Keys) != wantKeys || (wantKeys == 1 && !strings.HasPrefix(in.Keys[0], "ssh-")) {
 			t.Errorf("instance %d: direct %v, keys %q, onstart %q", in.ID, in.Direct, in.Keys, in.OnStart)
 		}
 	}
-	if insts[0].Keys[0] == insts[1].Keys[0] {
-		t.Error("two leases got the same SSH key")
+	var refused int
+	for _, r := range e.vast.RequestsFor(vasttest.OpAttach) {
+		if r.Status == http.StatusBadRequest {
+			refused++
+		}
+	}
+	if refused < 2 {
+		t.Errorf("%d key attaches refused before running; want at least one per host", refused)
 	}
 	if insts[1].OnStartError != "" {
 		t.Errorf("onstart failed on the host: %s\n%s", insts[1].OnStartError, insts[1].OnStartOutput)

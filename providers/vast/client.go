@@ -6,9 +6,10 @@
 // The client follows what Vast's own CLI sends rather than its OpenAPI
 // document where the two disagree (trailing slashes, runtype spelling, env
 // as an object, units in MB), decodes Vast's loosely typed answers
-// tolerantly, spaces its calls with one rate limiter per provider and
-// retries 429 and 5xx with jittered exponential backoff, since Vast sends no
-// Retry-After. The API key travels only in the Authorization header and never
+// tolerantly, spaces its calls per endpoint at Vast's documented
+// thresholds (pacing.go), backs off a 429 as long as its text or its
+// Retry-After says, and retries 5xx with jittered exponential backoff. The
+// API key travels only in the Authorization header and never
 // appears in an error or a log line of this package.
 package vast
 
@@ -24,10 +25,10 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/cenkalti/backoff/v4"
-	"golang.org/x/time/rate"
 
 	"github.com/crabbox/crabbox-runner/internal/apiurl"
 )
@@ -35,13 +36,18 @@ import (
 // Defaults used when Config leaves a field zero.
 const (
 	DefaultAPIURL = "https://console.vast.ai"
-	// DefaultMinRequestInterval spaces calls across all leases. Vast limits
-	// each endpoint to a minimum interval per caller and answers 429 below
-	// it; its published thresholds are 1 to 5.5 (units unstated). Two calls
-	// a second, plus backoff on 429, stays clear of them for a provisioner
-	// polling a handful of booting hosts.
-	DefaultMinRequestInterval = 500 * time.Millisecond
-	DefaultTimeout            = 30 * time.Second
+	// DefaultTimeout bounds one HTTP attempt of any call but create.
+	DefaultTimeout = 30 * time.Second
+	// DefaultCreateTimeout bounds a create: Vast's own client waits 120 s
+	// for it ("Conservative enough for slow operations like log retrieval
+	// and instance creation", _DEFAULT_TIMEOUT_SECONDS in vast-ai/vast-cli
+	// vastai/api/client.py), and creates that answer after 30 s or more are
+	// seen. Giving up sooner leaves a host rented and unknown.
+	DefaultCreateTimeout = 120 * time.Second
+	// max429 bounds how many 429s one call waits out (each one as long as
+	// the answer says) before it gives up; they do not use the retry
+	// budget of Config.Retry, which is for failures.
+	max429 = 12
 )
 
 // Limits on what is read from Vast. Variables so tests can lower them.
@@ -83,12 +89,24 @@ type Config struct {
 	// APIURL is the API base, DefaultAPIURL when empty: https, or http on a
 	// loopback host; no user info, query or fragment.
 	APIURL string
-	// MinRequestInterval spaces API calls; DefaultMinRequestInterval when
-	// zero, no spacing when negative (tests).
+	// MinRequestInterval, when zero, spaces each endpoint's calls at Vast's
+	// documented threshold for it (pacing.go); when positive, at this
+	// interval instead (per endpoint); when negative, not at all (tests).
+	// A 429 naming a longer threshold raises an endpoint's spacing to it.
 	MinRequestInterval time.Duration
+	// PaceFactor scales the documented thresholds (tests against a fake
+	// whose limits run faster); 1 when zero.
+	PaceFactor float64
 	// Timeout bounds each HTTP attempt; DefaultTimeout when zero.
 	Timeout time.Duration
-	Retry   Retry
+	// CreateTimeout bounds a create's HTTP attempt; DefaultCreateTimeout
+	// when zero.
+	CreateTimeout time.Duration
+	Retry         Retry
+	// OnRequest, when set, is told of every HTTP attempt: the endpoint as
+	// method and route template ("PUT /api/v0/asks/{id}/") and the status,
+	// 0 when no answer came. It must not block.
+	OnRequest func(endpoint string, status int)
 	// HTTPClient supplies the transport; its redirect policy is replaced.
 	HTTPClient *http.Client
 	Logger     *slog.Logger
@@ -99,17 +117,31 @@ type Config struct {
 	SSHUser string
 	// OfferLimit is how many offers one search asks for; default 64.
 	OfferLimit int
+	// StatusTTL is how long one listing of the account's instances
+	// answers Get for every booting host; DefaultStatusTTL when zero, a
+	// GET per call when negative.
+	StatusTTL time.Duration
+	// SearchTTL is how long one offer search answers every lease of the
+	// same class; DefaultSearchTTL when zero, none when negative.
+	SearchTTL time.Duration
+	// CreateLookup is how long a create whose answer was lost is looked
+	// for by its label before it is called uncertain; DefaultCreateLookup
+	// when zero.
+	CreateLookup time.Duration
 }
 
-// Client is a Vast.ai REST client. It is safe for concurrent use; all its
-// calls share one rate limiter.
+// Client is a Vast.ai REST client. It is safe for concurrent use; its
+// calls share one pacer, which spaces each endpoint on its own.
 type Client struct {
-	base    *url.URL
-	key     string
-	http    *http.Client
-	limiter *rate.Limiter
-	retry   Retry
-	log     *slog.Logger
+	base          *url.URL
+	key           string
+	http          *http.Client
+	timeout       time.Duration
+	createTimeout time.Duration
+	pace          *pacer
+	retry         Retry
+	onRequest     atomic.Pointer[func(endpoint string, status int)]
+	log           *slog.Logger
 }
 
 // NewClient checks cfg and returns a Client. It does not contact Vast.
@@ -141,30 +173,44 @@ func NewClient(cfg Config) (*Client, error) {
 	if timeout <= 0 {
 		timeout = DefaultTimeout
 	}
-	interval := cfg.MinRequestInterval
-	if interval == 0 {
-		interval = DefaultMinRequestInterval
-	}
-	limit := rate.Inf
-	if interval > 0 {
-		limit = rate.Every(interval)
+	createTimeout := cfg.CreateTimeout
+	if createTimeout <= 0 {
+		createTimeout = DefaultCreateTimeout
 	}
 	log := cfg.Logger
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Client{
+	c := &Client{
 		base: base,
 		key:  key,
+		// Each attempt gets its own deadline (send), as a create
+		// waits longer than the other calls.
 		http: &http.Client{
 			Transport:     transport,
-			Timeout:       timeout,
 			CheckRedirect: apiurl.SameHostRedirects("vast", base, 5),
 		},
-		limiter: rate.NewLimiter(limit, 1),
-		retry:   cfg.Retry.withDefaults(),
-		log:     log,
-	}, nil
+		timeout:       timeout,
+		createTimeout: createTimeout,
+		pace:          newPacer(cfg.MinRequestInterval, cfg.PaceFactor),
+		retry:         cfg.Retry.withDefaults(),
+		log:           log,
+	}
+	if cfg.OnRequest != nil {
+		c.CountRequests(cfg.OnRequest)
+	}
+	return c, nil
+}
+
+// CountRequests sets the callback told of every HTTP attempt (see
+// Config.OnRequest), for a caller that has it only after the client was
+// built.
+func (c *Client) CountRequests(f func(endpoint string, status int)) {
+	if f == nil {
+		c.onRequest.Store(nil)
+		return
+	}
+	c.onRequest.Store(&f)
 }
 
 // APIError is an error answer from Vast: a non-2xx status, or a 2xx whose
@@ -175,6 +221,8 @@ type APIError struct {
 	Msg    string // human text, capped
 	Method string
 	Path   string
+	// RetryAfter is the answer's Retry-After, when it had one.
+	RetryAfter time.Duration
 }
 
 func (e *APIError) Error() string {
@@ -211,8 +259,13 @@ func IsAPIError(err error) (*APIError, bool) {
 type callOpts struct {
 	method string
 	path   string // under the base, with its trailing slash
-	query  url.Values
-	body   any // JSON-encoded when not nil
+	// route is the path's template ("/api/v0/asks/{id}/"): with the method,
+	// the endpoint Vast paces and OnRequest counts.
+	route string
+	// timeout bounds one attempt; the client's Timeout when zero.
+	timeout time.Duration
+	query   url.Values
+	body    any // JSON-encoded when not nil
 	// idempotent calls are retried on 5xx and transport errors; others
 	// (create) only on 429 and on failures to connect, where the server
 	// cannot have acted.
@@ -226,8 +279,12 @@ type errAmbiguous struct{ err error }
 func (e *errAmbiguous) Error() string { return e.err.Error() }
 func (e *errAmbiguous) Unwrap() error { return e.err }
 
-// call sends one API call with rate limiting and retries, and decodes a
-// successful JSON answer into out (when not nil).
+// call sends one API call, paced per endpoint, with retries, and decodes
+// a successful JSON answer into out (when not nil).
+//
+// A 429 is waited out as long as the answer says (its threshold or its
+// Retry-After) and tried again, up to max429 times, without using the
+// failure retries: a create held back by the rate limit has not failed.
 func (c *Client) call(ctx context.Context, o callOpts, out any) error {
 	var body []byte
 	if o.body != nil {
@@ -236,6 +293,7 @@ func (c *Client) call(ctx context.Context, o callOpts, out any) error {
 			return fmt.Errorf("vast: encoding %s %s: %w", o.method, o.path, err)
 		}
 	}
+	ep := o.endpoint()
 	eb := backoff.NewExponentialBackOff()
 	eb.InitialInterval = c.retry.Initial
 	eb.MaxInterval = c.retry.Max
@@ -244,21 +302,43 @@ func (c *Client) call(ctx context.Context, o callOpts, out any) error {
 	eb.RandomizationFactor = 0.5
 	policy := backoff.WithContext(backoff.WithMaxRetries(eb, uint64(max(c.retry.MaxRetries, 0))), ctx)
 
-	attempt := 0
+	attempt, limited := 0, 0
 	var last error
 	op := func() error {
-		attempt++
-		if err := c.limiter.Wait(ctx); err != nil {
-			return backoff.Permanent(err)
-		}
-		data, err := c.send(ctx, o, body)
-		if err != nil {
+		for {
+			attempt++
+			if err := c.pace.wait(ctx, ep); err != nil {
+				return backoff.Permanent(err)
+			}
+			data, err := c.send(ctx, o, body)
+			if err == nil {
+				if out == nil {
+					return nil
+				}
+				if err := json.Unmarshal(data, out); err != nil {
+					return backoff.Permanent(fmt.Errorf("vast: %s %s: decoding the answer: %w", o.method, o.path, err))
+				}
+				return nil
+			}
 			last = err
 			if ctx.Err() != nil {
 				return backoff.Permanent(ctx.Err())
 			}
-			if ae, ok := IsAPIError(err); ok {
-				if ae.Status == http.StatusTooManyRequests || (o.idempotent && ae.Status >= 500) {
+			ae, isAPI := IsAPIError(err)
+			if isAPI && ae.Status == http.StatusTooManyRequests {
+				limited++
+				fallback := min(c.retry.Initial<<min(limited-1, 10), c.retry.Max)
+				wait := c.pace.backoff(ep, parseThreshold(ae.Msg), ae.RetryAfter, fallback)
+				if limited > max429 || ae.RetryAfter > c.retry.MaxElapsed {
+					// A quota that resets hours away, or a limit that
+					// does not let up: give up rather than hold a lease.
+					return backoff.Permanent(err)
+				}
+				c.log.Debug("vast: rate limited; waiting", "endpoint", ep, "wait", wait.Round(time.Millisecond), "error", err)
+				continue
+			}
+			if isAPI {
+				if o.idempotent && ae.Status >= 500 {
 					return err
 				}
 				if ae.Status >= 500 {
@@ -272,13 +352,6 @@ func (c *Client) call(ctx context.Context, o callOpts, out any) error {
 			}
 			return backoff.Permanent(&errAmbiguous{err})
 		}
-		if out == nil {
-			return nil
-		}
-		if err := json.Unmarshal(data, out); err != nil {
-			return backoff.Permanent(fmt.Errorf("vast: %s %s: decoding the answer: %w", o.method, o.path, err))
-		}
-		return nil
 	}
 	notify := func(err error, wait time.Duration) {
 		c.log.Debug("vast: retrying", "method", o.method, "path", o.path, "attempt", attempt, "wait", wait.Round(time.Millisecond), "error", err)
@@ -291,6 +364,15 @@ func (c *Client) call(ctx context.Context, o callOpts, out any) error {
 		return fmt.Errorf("%w (last error: %v)", ctx.Err(), last)
 	}
 	return err
+}
+
+// endpoint is the call's method and route template.
+func (o callOpts) endpoint() string {
+	r := o.route
+	if r == "" {
+		r = o.path
+	}
+	return o.method + " " + r
 }
 
 // isDialError reports a failure to connect, after which the server cannot
@@ -311,6 +393,12 @@ func (c *Client) send(ctx context.Context, o callOpts, body []byte) ([]byte, err
 	if body != nil {
 		rd = bytes.NewReader(body)
 	}
+	timeout := o.timeout
+	if timeout <= 0 {
+		timeout = c.timeout
+	}
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, o.method, u.String(), rd)
 	if err != nil {
 		return nil, fmt.Errorf("vast: %s %s: %w", o.method, o.path, err)
@@ -322,13 +410,25 @@ func (c *Client) send(ctx context.Context, o callOpts, body []byte) ([]byte, err
 		req.Header.Set("Content-Type", "application/json")
 	}
 	resp, err := c.http.Do(req)
+	if f := c.onRequest.Load(); f != nil {
+		status := 0
+		if err == nil {
+			status = resp.StatusCode
+		}
+		(*f)(o.endpoint(), status)
+	}
 	if err != nil {
+		if errors.Is(err, context.DeadlineExceeded) && ctx.Err() != nil {
+			err = fmt.Errorf("no answer within %s: %w", timeout, err)
+		}
 		return nil, fmt.Errorf("vast: %s %s: %w", o.method, o.path, c.scrub(err))
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode < 200 || resp.StatusCode > 299 {
 		data, _ := io.ReadAll(io.LimitReader(resp.Body, maxErrorBytes))
-		return nil, c.apiError(o, resp.StatusCode, data)
+		e := c.apiError(o, resp.StatusCode, data)
+		e.RetryAfter = parseRetryAfter(resp.Header)
+		return nil, e
 	}
 	data, err := io.ReadAll(io.LimitReader(resp.Body, maxResponseBytes+1))
 	if err != nil {

@@ -66,6 +66,11 @@ func newProvider(t *testing.T, fake *vasttest.Server, mutate ...func(*vast.Confi
 		Retry:              fastRetry,
 		SSHUser:            currentUser(t),
 		Timeout:            10 * time.Second,
+		// Short: tests poll fast and count searches one by one; the
+		// shared listing and search have tests of their own.
+		StatusTTL:    5 * time.Millisecond,
+		SearchTTL:    -1,
+		CreateLookup: 300 * time.Millisecond,
 	}
 	for _, m := range mutate {
 		m(&cfg)

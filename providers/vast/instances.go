@@ -56,7 +56,7 @@ func (c *Client) CreateInstance(ctx context.Context, offerID int64, p CreatePara
 		NewContract flexInt `json:"new_contract"`
 	}
 	path := "/api/v0/asks/" + strconv.FormatInt(offerID, 10) + "/"
-	if err := c.call(ctx, callOpts{method: http.MethodPut, path: path, body: p}, &resp); err != nil {
+	if err := c.call(ctx, callOpts{method: http.MethodPut, path: path, route: "/api/v0/asks/{id}/", timeout: c.createTimeout, body: p}, &resp); err != nil {
 		return 0, err
 	}
 	if resp.NewContract <= 0 {
@@ -198,7 +198,7 @@ func (c *Client) GetInstance(ctx context.Context, id int64) (*Instance, error) {
 		Instances json.RawMessage `json:"instances"`
 	}
 	path := "/api/v0/instances/" + strconv.FormatInt(id, 10) + "/"
-	err := c.call(ctx, callOpts{method: http.MethodGet, path: path, query: url.Values{"owner": {"me"}}, idempotent: true}, &resp)
+	err := c.call(ctx, callOpts{method: http.MethodGet, path: path, route: "/api/v0/instances/{id}/", query: url.Values{"owner": {"me"}}, idempotent: true}, &resp)
 	if ae, ok := IsAPIError(err); ok && ae.Status == http.StatusNotFound {
 		return nil, fmt.Errorf("vast: instance %d: %w", id, provisioner.ErrNotFound)
 	}
@@ -271,7 +271,7 @@ func (c *Client) ListInstancesPage(ctx context.Context, filters Filters, after s
 		LabelCounts map[string]flexInt `json:"label_counts"`
 		NextToken   flexString         `json:"next_token"`
 	}
-	if err := c.call(ctx, callOpts{method: http.MethodGet, path: "/api/v1/instances/", query: q, idempotent: true}, &resp); err != nil {
+	if err := c.call(ctx, callOpts{method: http.MethodGet, path: "/api/v1/instances/", route: "/api/v1/instances/", query: q, idempotent: true}, &resp); err != nil {
 		return nil, err
 	}
 	p := &InstancePage{Instances: resp.Instances, Total: int(resp.Total), NextToken: strings.TrimSpace(string(resp.NextToken))}
@@ -314,7 +314,7 @@ func (c *Client) AttachSSHKey(ctx context.Context, id int64, publicKey string) e
 		return errors.New("vast: attach SSH key: want one authorized_keys line")
 	}
 	path := "/api/v0/instances/" + strconv.FormatInt(id, 10) + "/ssh/"
-	err := c.call(ctx, callOpts{method: http.MethodPost, path: path, body: map[string]string{"ssh_key": publicKey}, idempotent: true}, nil)
+	err := c.call(ctx, callOpts{method: http.MethodPost, path: path, route: "/api/v0/instances/{id}/ssh/", body: map[string]string{"ssh_key": publicKey}, idempotent: true}, nil)
 	if ae, ok := IsAPIError(err); ok && strings.Contains(strings.ToLower(ae.Msg), "already associated") {
 		return nil
 	}
@@ -330,7 +330,7 @@ func (c *Client) SetLabel(ctx context.Context, id int64, label string) error {
 		return errors.New("vast: label longer than 1024 characters")
 	}
 	path := "/api/v0/instances/" + strconv.FormatInt(id, 10) + "/"
-	err := c.call(ctx, callOpts{method: http.MethodPut, path: path, body: map[string]string{"label": label}, idempotent: true}, nil)
+	err := c.call(ctx, callOpts{method: http.MethodPut, path: path, route: "/api/v0/instances/{id}/", body: map[string]string{"label": label}, idempotent: true}, nil)
 	if ae, ok := IsAPIError(err); ok && ae.Status == http.StatusNotFound {
 		return fmt.Errorf("vast: instance %d: %w (%w)", id, provisioner.ErrNotFound, err)
 	}
@@ -341,7 +341,7 @@ func (c *Client) SetLabel(ctx context.Context, id int64, label string) error {
 // that is already gone (404, not_found) counts as destroyed.
 func (c *Client) DestroyInstance(ctx context.Context, id int64) error {
 	path := "/api/v0/instances/" + strconv.FormatInt(id, 10) + "/"
-	err := c.call(ctx, callOpts{method: http.MethodDelete, path: path, body: map[string]any{}, idempotent: true}, nil)
+	err := c.call(ctx, callOpts{method: http.MethodDelete, path: path, route: "/api/v0/instances/{id}/", body: map[string]any{}, idempotent: true}, nil)
 	if ae, ok := IsAPIError(err); ok && (ae.Status == http.StatusNotFound || ae.has("not_found") || ae.has("no_such_instance")) {
 		return nil
 	}

@@ -206,7 +206,7 @@ func (c *Client) SearchOffers(ctx context.Context, q SearchQuery) ([]Offer, erro
 	var resp struct {
 		Offers json.RawMessage `json:"offers"`
 	}
-	err := c.call(ctx, callOpts{method: http.MethodPost, path: "/api/v0/bundles/", body: q, idempotent: true}, &resp)
+	err := c.call(ctx, callOpts{method: http.MethodPost, path: "/api/v0/bundles/", route: "/api/v0/bundles/", body: q, idempotent: true}, &resp)
 	if err != nil {
 		return nil, err
 	}

@@ -34,14 +34,26 @@ type Provider struct {
 	sshUser    string
 	offerLimit int
 
+	createLookup time.Duration
+	statuses     statusCache
+	searches     searchCache
+
 	mu sync.Mutex
 	// keys holds the lease key of each instance created here until it has
 	// been attached to the running instance: the key is attached right
 	// after create, and again once the instance runs, because Vast does not
 	// say whether a key attached while the container is still loading
-	// survives its start.
+	// survives its start (and may refuse it then; see Create).
 	keys map[int64]string
+	// created is when each instance was created here: a listing asked for
+	// before that cannot know it.
+	created map[int64]time.Time
 }
+
+// DefaultCreateLookup is how long a create whose answer was lost is looked
+// for by its label. Vast's listing can lag a create by some seconds; the
+// window covers several listings (1 s apart at Vast's limit).
+const DefaultCreateLookup = 20 * time.Second
 
 var _ provisioner.Provider = (*Provider)(nil)
 
@@ -55,17 +67,38 @@ func New(cfg Config) (*Provider, error) {
 	if limit <= 0 {
 		limit = DefaultOfferLimit
 	}
+	statusTTL := cfg.StatusTTL
+	if statusTTL == 0 {
+		statusTTL = DefaultStatusTTL
+	}
+	searchTTL := cfg.SearchTTL
+	if searchTTL == 0 {
+		searchTTL = DefaultSearchTTL
+	}
+	lookup := cfg.CreateLookup
+	if lookup <= 0 {
+		lookup = DefaultCreateLookup
+	}
 	return &Provider{
-		client:     c,
-		log:        c.log,
-		sshUser:    strings.TrimSpace(cfg.SSHUser),
-		offerLimit: limit,
-		keys:       map[int64]string{},
+		client:       c,
+		log:          c.log,
+		sshUser:      strings.TrimSpace(cfg.SSHUser),
+		offerLimit:   limit,
+		createLookup: lookup,
+		statuses:     statusCache{ttl: statusTTL},
+		searches:     searchCache{ttl: searchTTL},
+		keys:         map[int64]string{},
+		created:      map[int64]time.Time{},
 	}, nil
 }
 
 // Client is the provider's API client (and rate limiter).
 func (p *Provider) Client() *Client { return p.client }
+
+// CountRequests has every HTTP attempt of the provider's client reported
+// to f (endpoint as method and route template, status 0 when no answer
+// came): serve counts them in crabbox_provider_requests_total.
+func (p *Provider) CountRequests(f func(endpoint string, status int)) { p.client.CountRequests(f) }
 
 // Name implements provisioner.Provider.
 func (p *Provider) Name() string { return Name }
@@ -109,39 +142,52 @@ func (p *Provider) Create(ctx context.Context, req provisioner.CreateRequest) (*
 		params.RunType = RunTypeSSHDirect
 	}
 
+	// One create per offer at a time in this process: a Vast offer is one
+	// machine, and a second create on it is answered no_such_ask.
+	if !p.searches.claim(offerID) {
+		return nil, fmt.Errorf("vast: offer %d is being rented by another lease: %w", offerID, provisioner.ErrOfferUnavailable)
+	}
+	defer p.searches.release(offerID)
 	id, err := p.client.CreateInstance(ctx, offerID, params)
 	var amb *errAmbiguous
 	switch {
 	case err == nil:
 	case offerGone(err):
+		p.searches.taken(offerID)
 		return nil, fmt.Errorf("vast: offer %d: %w (%w)", offerID, provisioner.ErrOfferUnavailable, err)
 	case errors.As(err, &amb):
-		// The create may have gone through: an instance carrying this
-		// lease's label is ours, so adopt it rather than leak it.
-		found, ferr := p.findByLabel(ctx, label)
-		if ferr != nil || found == 0 {
-			return nil, fmt.Errorf("%w (and no instance labelled for lease %s was found: %v)", err, req.Marker.LeaseID, ferr)
+		// The create may have gone through (its answer was lost or came
+		// too late): resolve it before anything else is tried, or one
+		// lease rents two hosts. An instance carrying this lease's label
+		// is ours: adopt it.
+		found, ferr := p.resolveCreate(ctx, label)
+		if found == 0 {
+			p.searches.taken(offerID) // it may well be rented now
+			return nil, fmt.Errorf("vast: create on offer %d for lease %s: %w: %w (no instance with its label found: %v)",
+				offerID, req.Marker.LeaseID, provisioner.ErrCreateUncertain, err, ferr)
 		}
 		p.log.Warn("vast: create answered with an error but the instance exists; adopting it", "instance_id", found, "offer_id", offerID, "error", err)
 		id = found
 	default:
 		return nil, err
 	}
+	p.searches.taken(offerID)
 	p.log.Info("vast: instance created", "instance_id", id, "offer_id", offerID, "machine_id", req.Offer.MachineID, "lease_id", req.Marker.LeaseID)
 
-	if err := p.client.AttachSSHKey(ctx, id, key); err != nil {
-		// Without the lease's key the host is of no use, and it is billed.
-		dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Minute)
-		defer cancel()
-		derr := p.client.DestroyInstance(dctx, id)
-		if derr != nil {
-			derr = fmt.Errorf("and destroying it failed: %w", derr)
-		}
-		return nil, errors.Join(fmt.Errorf("vast: attaching the lease's SSH key to instance %d: %w", id, err), derr)
-	}
 	p.mu.Lock()
 	p.keys[id] = key
+	p.created[id] = time.Now()
 	p.mu.Unlock()
+	if err := p.client.AttachSSHKey(ctx, id, key); err != nil {
+		if errors.Is(err, provisioner.ErrNotFound) {
+			p.forget(id)
+			return nil, fmt.Errorf("vast: instance %d vanished right after its create: %w", id, err)
+		}
+		// Vast may refuse a key before the container runs; the key stays
+		// pending and Get attaches it once the instance runs. The host is
+		// kept: destroying it for this would throw away a good rental.
+		p.log.Debug("vast: SSH key not attached yet; will attach once the instance runs", "instance_id", id, "error", err)
+	}
 	return &provisioner.Instance{
 		Provider:     Name,
 		ID:           strconv.FormatInt(id, 10),
@@ -162,6 +208,40 @@ func offerGone(err error) bool {
 		return false
 	}
 	return ae.Status == http.StatusNotFound || ae.Status == http.StatusGone || ae.has("no_such_ask")
+}
+
+// resolveCreate looks for the instance a create with an unknown outcome
+// made, by its label, a few times over p.createLookup since the listing
+// may lag the create. It returns 0 when none was found; err is the last
+// lookup error, if any.
+func (p *Provider) resolveCreate(ctx context.Context, label string) (int64, error) {
+	// The lease may be shutting down; the lookup still has to finish, or
+	// a host may be left rented and unknown.
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), p.createLookup+time.Minute)
+	defer cancel()
+	const tries = 4
+	gap := p.createLookup / (tries - 1)
+	var last error
+	for i := range tries {
+		if i > 0 {
+			t := time.NewTimer(gap)
+			select {
+			case <-ctx.Done():
+				t.Stop()
+				return 0, errors.Join(last, ctx.Err())
+			case <-t.C:
+			}
+		}
+		found, err := p.findByLabel(ctx, label)
+		if err != nil {
+			last = err
+			continue
+		}
+		if found != 0 {
+			return found, nil
+		}
+	}
+	return 0, last
 }
 
 // findByLabel looks for an instance with exactly this label (0 if none).
@@ -206,19 +286,31 @@ func parseID(id string) (int64, bool) {
 	return n, err == nil && n > 0
 }
 
-// Get returns the instance's state. Once Vast reports it running with SSH
-// details, the lease key is attached once more (see Provider.keys).
+// Get returns the instance's state, from one listing of the account's
+// instances shared by every booting host (statuses.go); an instance the
+// listing lacks is asked for by id before it is called gone. Once Vast
+// reports it running with SSH details, the lease key is attached (see
+// Provider.keys); until that succeeds the instance is reported pending.
 func (p *Provider) Get(ctx context.Context, id string) (*provisioner.Instance, error) {
 	n, ok := parseID(id)
 	if !ok {
 		return nil, fmt.Errorf("vast: instance %q: %w", id, provisioner.ErrNotFound)
 	}
-	in, err := p.client.GetInstance(ctx, n)
+	p.mu.Lock()
+	created := p.created[n]
+	p.mu.Unlock()
+	in, ok, err := p.statuses.lookup(ctx, p, n, created)
 	if err != nil {
-		if errors.Is(err, provisioner.ErrNotFound) {
-			p.forget(n)
+		p.log.Debug("vast: listing instances failed; asking for the one", "instance_id", n, "error", err)
+	}
+	if !ok {
+		in, err = p.client.GetInstance(ctx, n)
+		if err != nil {
+			if errors.Is(err, provisioner.ErrNotFound) {
+				p.forget(n)
+			}
+			return nil, err
 		}
-		return nil, err
 	}
 	out := p.convert(in)
 	if out.Status == provisioner.InstanceRunning {
@@ -228,8 +320,12 @@ func (p *Provider) Get(ctx context.Context, id string) (*provisioner.Instance, e
 		if pending {
 			if err := p.client.AttachSSHKey(ctx, n, key); err != nil {
 				p.log.Warn("vast: attaching the SSH key to the running instance failed; will try again", "instance_id", n, "error", err)
+				out.Status = provisioner.InstancePending
+				out.StatusMessage = describe("running, attaching the SSH key", out.StatusMessage)
 			} else {
-				p.forget(n)
+				p.mu.Lock()
+				delete(p.keys, n)
+				p.mu.Unlock()
 			}
 		}
 	}
@@ -239,7 +335,9 @@ func (p *Provider) Get(ctx context.Context, id string) (*provisioner.Instance, e
 func (p *Provider) forget(id int64) {
 	p.mu.Lock()
 	delete(p.keys, id)
+	delete(p.created, id)
 	p.mu.Unlock()
+	p.statuses.drop(id)
 }
 
 // ListOwned lists the instances whose label is this deployment's marker.

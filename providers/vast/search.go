@@ -193,14 +193,14 @@ func (p *Provider) Offers(ctx context.Context, c provisioner.Class) ([]provision
 	if !known {
 		names = []string{restName(c.GPU.Name)}
 	}
-	raw, err := p.client.SearchOffers(ctx, p.searchQuery(c, names, p.offerLimit))
+	raw, err := p.searches.search(ctx, p.client, p.searchQuery(c, names, p.offerLimit))
 	if err != nil {
 		return nil, err
 	}
 	out := p.normalise(raw, c)
 	if len(out) == 0 && !known {
 		p.log.Debug("vast: GPU name not known; searching without a name filter", "gpu", c.GPU.Name)
-		if raw, err = p.client.SearchOffers(ctx, p.searchQuery(c, nil, fallbackOfferLimit)); err != nil {
+		if raw, err = p.searches.search(ctx, p.client, p.searchQuery(c, nil, fallbackOfferLimit)); err != nil {
 			return nil, err
 		}
 		out = p.normalise(raw, c)
@@ -234,6 +234,8 @@ func (p *Provider) normalise(raw []Offer, c provisioner.Class) []provisioner.Off
 			PricePerHour: pr,
 			Region:       o.Geolocation,
 			Reliability:  rel,
+			// A Vast offer is one machine's ask: one create takes it.
+			Exclusive: true,
 		}
 		if o.MachineID > 0 {
 			of.MachineID = strconv.FormatInt(o.MachineID, 10)

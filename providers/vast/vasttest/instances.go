@@ -451,6 +451,15 @@ func (s *Server) handleAttach(w http.ResponseWriter, id int64, body []byte) int 
 	if !ok {
 		return write(w, jsonErr(404, map[string]any{"success": false, "error": "no_such_instance", "msg": "Instance not found"}))
 	}
+	if in.status != "running" && !s.opts.AttachAnyTime {
+		// Vast documents no answer for a key attached before the
+		// container runs; its spec lists 400 (Error schema), 401 and 404
+		// for attachSshKey (vast-ai/docs api-reference/openapi.yaml), and
+		// the key goes into the container's authorized_keys, which does
+		// not exist before it runs. The fake takes the stricter reading:
+		// a 400 until the container runs.
+		return write(w, badRequest("invalid_args", fmt.Sprintf("Instance %d is not running; SSH keys can be attached once it is", id)))
+	}
 	for _, k := range in.keys {
 		if have, _, _, _, err := ssh.ParseAuthorizedKey([]byte(k)); err == nil && bytes.Equal(have.Marshal(), pub.Marshal()) {
 			// Said to come back like this; a 200 that is not a success.

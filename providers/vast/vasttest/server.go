@@ -19,7 +19,6 @@ package vasttest
 
 import (
 	"encoding/json"
-	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -57,6 +56,20 @@ type Options struct {
 	// MinInterval, when set, answers 429 to a call that follows the
 	// previous call to the same endpoint sooner than this, as Vast does.
 	MinInterval time.Duration
+	// RateLimits sets the interval per endpoint (DocumentedLimits gives
+	// Vast's), over MinInterval.
+	RateLimits map[Op]time.Duration
+	// CreateDelay, when set, holds the answer of the n'th create (from 1,
+	// counting the calls that reached the create handler) this long after
+	// the create took effect.
+	CreateDelay func(n int) time.Duration
+	// LoseCreate, when it says so, makes the n'th create take effect and
+	// never answer: the connection hangs until the client gives up.
+	LoseCreate func(n int) bool
+	// AttachAnyTime accepts SSH keys before the container runs. By
+	// default the fake refuses them until then (see handleAttach); tests
+	// about something else may opt out.
+	AttachAnyTime bool
 	// Logf receives one line per event (t.Logf).
 	Logf func(format string, args ...any)
 }
@@ -132,15 +145,18 @@ type Server struct {
 	market []Offer
 	// rented maps an offer id to the time it is rentable again: far in
 	// the future while an instance holds it, RelistAfter past its destroy.
-	rented    map[int64]time.Time
-	vanish    map[int64]int // offer id → status of its next create
-	faults    map[Op][]Fault
-	lastCall  map[Op]time.Time
-	requests  []Request
-	instances map[int64]*instance
-	seq       int
-	nextID    int64
-	closed    bool
+	rented     map[int64]time.Time
+	vanish     map[int64]int // offer id → status of its next create
+	faults     map[Op][]Fault
+	limits     map[limitKey]time.Time
+	limited429 int
+	creates    int
+	quit       chan struct{}
+	requests   []Request
+	instances  map[int64]*instance
+	seq        int
+	nextID     int64
+	closed     bool
 }
 
 // New starts a fake on 127.0.0.1.
@@ -166,7 +182,8 @@ func New(opts Options) *Server {
 		rented:    map[int64]time.Time{},
 		vanish:    map[int64]int{},
 		faults:    map[Op][]Fault{},
-		lastCall:  map[Op]time.Time{},
+		limits:    map[limitKey]time.Time{},
+		quit:      make(chan struct{}),
 		instances: map[int64]*instance{},
 		nextID:    20000001,
 	}
@@ -183,6 +200,9 @@ func (s *Server) APIKey() string { return s.opts.APIKey }
 // Close destroys every instance and stops the server.
 func (s *Server) Close() {
 	s.mu.Lock()
+	if !s.closed {
+		close(s.quit) // answers held back (lost creates) end now
+	}
 	s.closed = true
 	var live []*instance
 	for _, in := range s.instances {
@@ -320,14 +340,9 @@ func (s *Server) handle(w http.ResponseWriter, r *http.Request, rec Request, id 
 	}
 
 	s.mu.Lock()
-	if s.opts.MinInterval > 0 {
-		// Only calls let through count, so a client that backs off gets in.
-		last, seen := s.lastCall[rec.Op]
-		if seen && rec.At.Sub(last) < s.opts.MinInterval {
-			s.mu.Unlock()
-			return write(w, &apiErr{status: 429, body: fmt.Sprintf("API requests too frequent endpoint threshold=%.2f", s.opts.MinInterval.Seconds())})
-		}
-		s.lastCall[rec.Op] = rec.At
+	if status, limited := s.limited(w, r, rec); limited {
+		s.mu.Unlock()
+		return status
 	}
 	var fault *Fault
 	if q := s.faults[rec.Op]; len(q) > 0 {
@@ -348,7 +363,17 @@ func (s *Server) handle(w http.ResponseWriter, r *http.Request, rec Request, id 
 	case OpSearch:
 		status = s.handleSearch(rw, rec.Body)
 	case OpCreate:
-		status = s.handleCreate(rw, id, rec.Body)
+		if fault != nil || (s.opts.CreateDelay == nil && s.opts.LoseCreate == nil) {
+			status = s.handleCreate(rw, id, rec.Body)
+			break
+		}
+		s.mu.Lock()
+		s.creates++
+		n := s.creates
+		s.mu.Unlock()
+		held := httptest.NewRecorder()
+		s.handleCreate(held, id, rec.Body)
+		return s.createAnswer(w, r, held, n)
 	case OpShow:
 		status = s.handleShow(rw, id)
 	case OpManage:
