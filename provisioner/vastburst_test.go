@@ -1,11 +1,7 @@
-//go:build vastmerge
-
 // The 50-lease Vast burst of docs/benchmarks.md ("Distinct offers in a
-// burst (#14)"), through the real Vast client and its strict fake. It needs
-// the Vast client of branch vastapi (Exclusive asks, PaceFactor,
-// CreateLookup), hence the build tag until the branches are merged:
+// burst (#14)"), through the real Vast client and its strict fake:
 //
-//	go test -tags vastmerge -count=1 -v -run TestVastBurst ./provisioner/
+//	go test -count=1 -v -run TestVastBurst ./provisioner/
 //
 // It is a test of the provisioner against a provider, so it lives with the
 // provisioner's harness; the package itself imports no provider.
