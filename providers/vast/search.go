@@ -232,6 +232,7 @@ func (p *Provider) normalise(raw []Offer, c provisioner.Class) []provisioner.Off
 			PricePerHour: pr,
 			Region:       o.Geolocation,
 			Reliability:  rel,
+			Image:        image(c),
 		}
 		if o.MachineID > 0 {
 			of.MachineID = strconv.FormatInt(o.MachineID, 10)
