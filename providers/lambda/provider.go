@@ -48,7 +48,7 @@ const (
 	DefaultKeyRetryInterval = 10 * time.Second
 	// DefaultKeyRetryFor bounds how long the SSH key of a terminated
 	// instance is retried: long past any termination Lambda takes.
-	DefaultKeyRetryFor = time.Hour
+	DefaultKeyRetryFor      = time.Hour
 	DefaultCapacityCooldown = 2 * time.Minute
 )
 
