@@ -81,8 +81,8 @@ func TestFakeLaunchChecksTheImage(t *testing.T) {
 	}{
 		{"gpu_1x_a10", "us-east-1", `,"image":{"family":"no-such-family"}`, 404},
 		{"gpu_1x_a100_sxm4", "us-east-1", `,"image":{"family":"lambda-stack-legacy-22-04"}`, 404}, // us-south only
-		{"gpu_1x_gh200", "us-east-3", `,"image":{"family":"gpu-base-24-04"}`, 404},              // no arm64 GPU Base
-		{"gpu_1x_a10", "us-east-1", `,"image":{"id":"` + armStack + `"}`, 404},                  // another region's arm64 id
+		{"gpu_1x_gh200", "us-east-3", `,"image":{"family":"gpu-base-24-04"}`, 404},                // no arm64 GPU Base
+		{"gpu_1x_a10", "us-east-1", `,"image":{"id":"` + armStack + `"}`, 404},                    // another region's arm64 id
 		{"gpu_1x_gh200", "us-east-3", `,"image":{"id":"` + armStack + `"}`, 200},
 		{"gpu_1x_a10", "us-east-1", `,"image":{"family":"gpu-base-24-04"}`, 200},
 		{"gpu_1x_gh200", "us-east-3", ``, 200}, // Lambda's default: its Lambda Stack
