@@ -60,7 +60,11 @@ func newApp(ctx context.Context, cfg *config.Config, log *slog.Logger, opts appO
 	}
 	a.metrics = metrics.New()
 	for name, p := range a.providers {
+		countRequests(name, p, a.metrics)
 		a.providers[name] = a.metrics.Provider(p)
+	}
+	for _, d := range cfg.Deprecations() {
+		log.Warn("config: " + d)
 	}
 	ghcfg := github.Config{
 		APIURL: cfg.GitHub.APIURL, Token: cfg.GitHubToken, AppID: cfg.GitHub.AppID,

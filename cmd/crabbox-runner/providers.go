@@ -7,6 +7,7 @@ import (
 	"strings"
 
 	"github.com/crabbox/crabbox-runner/internal/config"
+	"github.com/crabbox/crabbox-runner/internal/metrics"
 	"github.com/crabbox/crabbox-runner/providers/local"
 	"github.com/crabbox/crabbox-runner/provisioner"
 )
@@ -36,4 +37,19 @@ func newProvider(name string, cfg *config.Config, log *slog.Logger) (provisioner
 		return nil, fmt.Errorf("provider %s: %w", name, err)
 	}
 	return p, nil
+}
+
+// requestCounter is a provider whose client reports every HTTP attempt
+// (lambda.Provider; its OnRequest callback set after the fact, because
+// serve builds its metrics after its providers).
+type requestCounter interface {
+	CountRequests(func(endpoint string, status int))
+}
+
+// countRequests has the provider's HTTP attempts counted in
+// crabbox_provider_requests_total{provider=name}, if it reports them.
+func countRequests(name string, p provisioner.Provider, m *metrics.Metrics) {
+	if rc, ok := p.(requestCounter); ok {
+		rc.CountRequests(func(endpoint string, status int) { m.ProviderRequest(name, endpoint, status) })
+	}
 }
