@@ -1,7 +1,6 @@
 package main
 
 import (
-	"encoding/json"
 	"fmt"
 	"os"
 	"os/user"
@@ -207,8 +206,18 @@ classes:
 			t.Errorf("/metrics lacks %s", must)
 		}
 	}
-	out, _ := json.Marshal(byProvider)
-	t.Logf("leases: %s", out)
+	var counted []string
+	for _, line := range strings.Split(metrics, "\n") {
+		if strings.HasPrefix(line, "crabbox_provider_requests_total{") && strings.Contains(line, `provider="lambda"`) {
+			counted = append(counted, line)
+		}
+	}
+	t.Logf("Lambda requests for one host:\n%s", strings.Join(counted, "\n"))
+	for _, p := range []string{"vast", "lambda"} {
+		l := byProvider[p]
+		t.Logf("%s lease: queued→busy %s, busy→released %s, offer %s at $%.3f/h", p,
+			l.BusySince.Sub(l.QueuedAt).Round(10*time.Millisecond), l.ReleasedAt.Sub(l.BusySince).Round(10*time.Millisecond), l.OfferID, l.PricePerHour)
+	}
 }
 
 func indent(s, prefix string) string {
