@@ -165,6 +165,9 @@ func (p *Provider) images(ctx context.Context) ([]Image, error) {
 		return cached, nil
 	}
 	v, err, _ := p.imagesGroup.Do("images", func() (any, error) {
+		// Not the caller's context: the answer serves every waiter.
+		ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), p.client.http.Timeout)
+		defer cancel()
 		return p.client.Images(ctx)
 	})
 	if err != nil {
