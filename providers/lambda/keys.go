@@ -44,6 +44,14 @@ func (k *pendingKeys) add(p *Provider, names []string) {
 	}
 }
 
+// forget drops a name whose key is in use again: a later attempt of the
+// same lease registered it for its launch.
+func (k *pendingKeys) forget(name string) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	delete(k.since, name)
+}
+
 // PendingKeys returns the names of the SSH keys still waiting to be deleted.
 func (p *Provider) PendingKeys() []string {
 	p.keys.mu.Lock()

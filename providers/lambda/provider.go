@@ -206,6 +206,9 @@ func (p *Provider) Create(ctx context.Context, req provisioner.CreateRequest) (*
 		return nil, fmt.Errorf("lambda: registering the lease's SSH key: %w", err)
 	}
 	lr.SSHKeyNames = []string{key.Name}
+	// An earlier attempt of this lease may have left the key pending
+	// deletion (an uncertain launch); this launch needs it.
+	p.keys.forget(keyName)
 	id, err := p.client.Launch(ctx, lr)
 	uncertain := false
 	if err != nil && launchMayHaveHappened(err) {
