@@ -56,6 +56,9 @@ still listed, and the exit status is 1. Nothing is rented.
 				return err
 			}
 			log := newLogger(cmd.ErrOrStderr(), "warn", "text", cfg.VastAPIKey, cfg.LambdaAPIKey)
+			for _, d := range cfg.Deprecations() {
+				log.Warn("config: " + d)
+			}
 			providers := make([]provisioner.Provider, 0, len(class.Providers))
 			for _, name := range class.Providers {
 				p, err := newProvider(name, cfg, log)

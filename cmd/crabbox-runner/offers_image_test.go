@@ -29,6 +29,11 @@ classes:
     gpu: {name: GH200, count: 1}
     providers: [lambda]
     lambda_image: gpu-base-24-04
+  - name: old-style
+    labels: [self-hosted, linux, x64, crabbox, old-style]
+    gpu: {name: A100, count: 1}
+    providers: [lambda]
+    image: lambda-stack-22-04
 `), 0o600)
 	env := map[string]string{"CRABBOX_CONFIG": cfg, "LAMBDA_API_KEY": fake.APIKey(), "CRABBOX_LAMBDA_API_URL": fake.URL()}
 
@@ -51,6 +56,13 @@ classes:
 	t.Logf("offers --class gh200-gpu-base:\n%s", out)
 	if code != 0 || !strings.Contains(out, "no offer fits") {
 		t.Fatalf("a GPU Base GH200: exit %d %s %s", code, out, errs)
+	}
+	// A lambda-only class that names its Lambda image with image still
+	// works, with a deprecation naming lambda_image.
+	code, out, errs = runCLI(t, env, "offers", "--class", "old-style")
+	t.Logf("offers --class old-style:\n%s%s", out, errs)
+	if code != 0 || !strings.Contains(out, "lambda-stack-22-04@x86_64") || !strings.Contains(errs, "write it as lambda_image") {
+		t.Fatalf("old-style class: exit %d %s %s", code, out, errs)
 	}
 	if launches := fake.Launches(); len(launches) != 0 {
 		t.Fatalf("offers launched %d instances", len(launches))
