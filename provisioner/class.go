@@ -13,17 +13,12 @@ type Class struct {
 
 	MaxPricePerHour float64
 	DiskGB          int
-	// Image is the container image a Vast host runs (vast.DefaultImage
-	// when empty). It is never sent to Lambda.
-	Image string
-	// LambdaImage is the machine image a Lambda host boots: a family
-	// ("gpu-base-24-04"), "family:<name>" or "id:<uuid>"; empty is Lambda's
-	// GPU Base 24.04 on x86_64 and the region's arm64 image on GH200.
-	LambdaImage    string
-	Region         string // optional region filter
-	MinReliability float64
-	VerifiedOnly   bool
-	DirectSSH      bool
+	Image           string // container image of Vast hosts (never sent to Lambda)
+	LambdaImage     string // machine image of Lambda hosts: family, family:<name> or id:<uuid>; empty: see providers/lambda
+	Region          string // optional region filter
+	MinReliability  float64
+	VerifiedOnly    bool
+	DirectSSH       bool
 	// CheckGPU runs nvidia-smi on the host before the runner starts.
 	CheckGPU bool
 	// FirewallRulesets and FileSystems are attached at launch where the

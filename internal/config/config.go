@@ -216,26 +216,23 @@ type ClassDefaults struct {
 
 // ClassConfig is one class as written in YAML.
 type ClassConfig struct {
-	Name            string    `yaml:"name"`
-	Labels          []string  `yaml:"labels"`
-	GPU             GPUConfig `yaml:"gpu"`
-	Providers       []string  `yaml:"providers"`
-	MaxPricePerHour float64   `yaml:"max_price_per_hour"`
-	DiskGB          int       `yaml:"disk_gb"`
-	// Image is the container image of Vast hosts.
-	Image string `yaml:"image"`
-	// LambdaImage is the machine image of Lambda hosts: a family,
-	// family:<name> or id:<uuid>.
-	LambdaImage    string        `yaml:"lambda_image"`
-	Region         string        `yaml:"region"`
-	MinReliability float64       `yaml:"min_reliability"`
-	VerifiedOnly   *bool         `yaml:"verified_only"`
-	DirectSSH      *bool         `yaml:"direct_ssh"`
-	CheckGPU       *bool         `yaml:"check_gpu"`
-	BootTimeout    time.Duration `yaml:"boot_timeout"`
-	IdleTimeout    time.Duration `yaml:"idle_timeout"`
-	MaxLifetime    time.Duration `yaml:"max_lifetime"`
-	MaxLeases      int           `yaml:"max_leases"`
+	Name            string        `yaml:"name"`
+	Labels          []string      `yaml:"labels"`
+	GPU             GPUConfig     `yaml:"gpu"`
+	Providers       []string      `yaml:"providers"`
+	MaxPricePerHour float64       `yaml:"max_price_per_hour"`
+	DiskGB          int           `yaml:"disk_gb"`
+	Image           string        `yaml:"image"`        // Vast's container image
+	LambdaImage     string        `yaml:"lambda_image"` // Lambda's machine image: family, family:<name> or id:<uuid>
+	Region          string        `yaml:"region"`
+	MinReliability  float64       `yaml:"min_reliability"`
+	VerifiedOnly    *bool         `yaml:"verified_only"`
+	DirectSSH       *bool         `yaml:"direct_ssh"`
+	CheckGPU        *bool         `yaml:"check_gpu"`
+	BootTimeout     time.Duration `yaml:"boot_timeout"`
+	IdleTimeout     time.Duration `yaml:"idle_timeout"`
+	MaxLifetime     time.Duration `yaml:"max_lifetime"`
+	MaxLeases       int           `yaml:"max_leases"`
 	// Lambda only: firewall ruleset ids and file system names to attach.
 	FirewallRulesets []string `yaml:"firewall_rulesets"`
 	FileSystems      []string `yaml:"file_systems"`
