@@ -184,10 +184,12 @@ func (p *Provider) Capabilities() provisioner.Capabilities {
 }
 
 // Create registers the lease's client key and launches the offer's type in
-// the offer's region, named with the marker and tagged with it. No capacity
-// (or a file system or image the region lacks) is ErrOfferUnavailable, and
-// that offer is left out of Offers for a while. When the launch fails the
-// key is deleted again, so a lease that moves on leaves nothing behind.
+// the offer's region with the offer's image (by its id there), named with
+// the marker and tagged with it. No capacity, or a file system or image the
+// region lacks, is ErrOfferUnavailable (see launchRefused for what Offers
+// does next). When the launch fails the key is deleted again, so a lease
+// that moves on leaves nothing behind. A launch whose answer was lost and
+// whose instance is not found is ErrCreateUncertain.
 func (p *Provider) Create(ctx context.Context, req provisioner.CreateRequest) (*provisioner.Instance, error) {
 	typeName, region, err := parseOfferID(req.Offer.ID)
 	if err != nil {
