@@ -59,8 +59,8 @@ func newApp(ctx context.Context, cfg *config.Config, log *slog.Logger, opts appO
 		return nil, err
 	}
 	a.metrics = metrics.New()
+	countProviderRequests(a.providers, a.metrics)
 	for name, p := range a.providers {
-		countRequests(name, p, a.metrics)
 		a.providers[name] = a.metrics.Provider(p)
 	}
 	for _, d := range cfg.Deprecations() {

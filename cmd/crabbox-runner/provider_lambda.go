@@ -21,7 +21,7 @@ var lambdaHook func(*lambda.Options)
 // limits (about 1 request/s, 1 launch per 12 s), serves every lease of the
 // process. Its HTTP attempts are counted in crabbox_provider_requests_total
 // through lambda.Provider.CountRequests, which serve calls once its metrics
-// exist (countRequests in providers.go).
+// exist (countProviderRequests in providers.go).
 func init() {
 	providerFactories[lambda.Name] = func(cfg *config.Config, log *slog.Logger) (provisioner.Provider, error) {
 		opts := lambda.Options{

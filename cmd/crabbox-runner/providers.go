@@ -39,17 +39,18 @@ func newProvider(name string, cfg *config.Config, log *slog.Logger) (provisioner
 	return p, nil
 }
 
-// requestCounter is a provider whose client reports every HTTP attempt
-// (lambda.Provider; its OnRequest callback set after the fact, because
-// serve builds its metrics after its providers).
+// requestCounter is a provider whose API client reports each HTTP attempt
+// (the Vast provider's CountRequests; see provider_vast.go).
 type requestCounter interface {
 	CountRequests(func(endpoint string, status int))
 }
 
-// countRequests has the provider's HTTP attempts counted in
-// crabbox_provider_requests_total{provider=name}, if it reports them.
-func countRequests(name string, p provisioner.Provider, m *metrics.Metrics) {
-	if rc, ok := p.(requestCounter); ok {
-		rc.CountRequests(func(endpoint string, status int) { m.ProviderRequest(name, endpoint, status) })
+// countProviderRequests points every provider that reports its HTTP
+// attempts at crabbox_provider_requests_total, under its configured name.
+func countProviderRequests(providers map[string]provisioner.Provider, m *metrics.Metrics) {
+	for name, p := range providers {
+		if rc, ok := p.(requestCounter); ok {
+			rc.CountRequests(func(endpoint string, status int) { m.ProviderRequest(name, endpoint, status) })
+		}
 	}
 }
