@@ -13,7 +13,8 @@ type Class struct {
 
 	MaxPricePerHour float64
 	DiskGB          int
-	Image           string // container image (Vast) or image family/id (Lambda)
+	Image           string // container image of Vast hosts (never sent to Lambda)
+	LambdaImage     string // machine image of Lambda hosts: family, family:<name> or id:<uuid>; empty: see providers/lambda
 	Region          string // optional region filter
 	MinReliability  float64
 	VerifiedOnly    bool

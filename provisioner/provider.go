@@ -74,6 +74,10 @@ type Offer struct {
 	// ask), so concurrent leases must not go after the same offer. Offers
 	// with capacity behind them (a Lambda type in a region) are not.
 	Exclusive bool
+	// Image is what the host would run: the container image of a Vast
+	// offer, the machine image chosen for a Lambda offer's region and
+	// architecture ("<family>@<arch>", or the image id the class names).
+	Image string
 }
 
 // CreateRequest is everything a provider needs to rent one host for a lease.

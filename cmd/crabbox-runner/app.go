@@ -63,6 +63,9 @@ func newApp(ctx context.Context, cfg *config.Config, log *slog.Logger, opts appO
 	for name, p := range a.providers {
 		a.providers[name] = a.metrics.Provider(p)
 	}
+	for _, d := range cfg.Deprecations() {
+		log.Warn("config: " + d)
+	}
 	ghcfg := github.Config{
 		APIURL: cfg.GitHub.APIURL, Token: cfg.GitHubToken, AppID: cfg.GitHub.AppID,
 		AppPrivateKey: cfg.GitHubAppKey, RunnerGroupID: cfg.GitHub.RunnerGroupID,

@@ -56,6 +56,9 @@ still listed, and the exit status is 1. Nothing is rented.
 				return err
 			}
 			log := newLogger(cmd.ErrOrStderr(), "warn", "text", cfg.VastAPIKey, cfg.LambdaAPIKey)
+			for _, d := range cfg.Deprecations() {
+				log.Warn("config: " + d)
+			}
 			providers := make([]provisioner.Provider, 0, len(class.Providers))
 			for _, name := range class.Providers {
 				p, err := newProvider(name, cfg, log)
@@ -170,13 +173,16 @@ type offerJSON struct {
 	Region       string  `json:"region"`
 	Reliability  float64 `json:"reliability"`
 	MachineID    string  `json:"machine_id,omitempty"`
+	// Image is what the host would run: Vast's container image, Lambda's
+	// machine image for the offer's region and architecture.
+	Image string `json:"image,omitempty"`
 }
 
 func printOffers(w io.Writer, format string, class provisioner.Class, offers []provisioner.Offer) error {
 	if format == "json" {
 		out := make([]offerJSON, 0, len(offers))
 		for _, o := range offers {
-			out = append(out, offerJSON{o.Provider, o.ID, o.GPU, o.GPUCount, o.GPUMemoryGB, o.PricePerHour, o.Region, o.Reliability, o.MachineID})
+			out = append(out, offerJSON{o.Provider, o.ID, o.GPU, o.GPUCount, o.GPUMemoryGB, o.PricePerHour, o.Region, o.Reliability, o.MachineID, o.Image})
 		}
 		enc := json.NewEncoder(w)
 		enc.SetIndent("", "  ")
@@ -188,9 +194,9 @@ func printOffers(w io.Writer, format string, class provisioner.Class, offers []p
 	}
 	fmt.Fprintf(w, "Cheapest offers for %s\n", describeClass(class))
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "PROVIDER\tOFFER\tGPU\tMEM/GPU\t$/HOUR\tREGION\tRELIABILITY")
+	fmt.Fprintln(tw, "PROVIDER\tOFFER\tGPU\tMEM/GPU\t$/HOUR\tREGION\tRELIABILITY\tIMAGE")
 	for _, o := range offers {
-		fmt.Fprintf(tw, "%s\t%s\t%dx %s\t%.0f GB\t%.3f\t%s\t%.3f\n", o.Provider, o.ID, o.GPUCount, o.GPU, o.GPUMemoryGB, o.PricePerHour, o.Region, o.Reliability)
+		fmt.Fprintf(tw, "%s\t%s\t%dx %s\t%.0f GB\t%.3f\t%s\t%.3f\t%s\n", o.Provider, o.ID, o.GPUCount, o.GPU, o.GPUMemoryGB, o.PricePerHour, o.Region, o.Reliability, cmpOr(o.Image, "-"))
 	}
 	return tw.Flush()
 }

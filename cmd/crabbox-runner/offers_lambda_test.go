@@ -38,10 +38,10 @@ classes:
 	lines := strings.Split(strings.TrimSpace(out), "\n")
 	want := [][]string{
 		{"Cheapest offers for 1x A100 ≥40 GB ≤$2.00/h on lambda"},
-		{"PROVIDER", "OFFER", "GPU", "MEM/GPU", "$/HOUR", "REGION", "RELIABILITY"},
-		{"lambda", "gpu_1x_a100_sxm4@us-east-1", "1x A100 SXM4", "40 GB", "1.290", "us-east-1", "1.000"},
-		{"lambda", "gpu_1x_a100_sxm4@us-south-1", "1x A100 SXM4", "40 GB", "1.290", "us-south-1", "1.000"},
-		{"lambda", "gpu_1x_a100_sxm4@us-west-2", "1x A100 SXM4", "40 GB", "1.290", "us-west-2", "1.000"},
+		{"PROVIDER", "OFFER", "GPU", "MEM/GPU", "$/HOUR", "REGION", "RELIABILITY", "IMAGE"},
+		{"lambda", "gpu_1x_a100_sxm4@us-east-1", "1x A100 SXM4", "40 GB", "1.290", "us-east-1", "1.000", "gpu-base-24-04@x86_64"},
+		{"lambda", "gpu_1x_a100_sxm4@us-south-1", "1x A100 SXM4", "40 GB", "1.290", "us-south-1", "1.000", "gpu-base-24-04@x86_64"},
+		{"lambda", "gpu_1x_a100_sxm4@us-west-2", "1x A100 SXM4", "40 GB", "1.290", "us-west-2", "1.000", "gpu-base-24-04@x86_64"},
 	}
 	if len(lines) != len(want) {
 		t.Fatalf("table:\n%s", out)
@@ -67,10 +67,10 @@ classes:
 	// the H100 PCIe and the H100 SXM5 are in two regions each. GH200 is
 	// not an H100.
 	wantJSON := []offerJSON{
-		{Provider: "lambda", OfferID: "gpu_1x_h100_pcie@us-south-2", GPU: "H100 PCIe", GPUCount: 1, GPUMemoryGB: 80, PricePerHour: 2.49, Region: "us-south-2", Reliability: 1},
-		{Provider: "lambda", OfferID: "gpu_1x_h100_pcie@us-west-3", GPU: "H100 PCIe", GPUCount: 1, GPUMemoryGB: 80, PricePerHour: 2.49, Region: "us-west-3", Reliability: 1},
-		{Provider: "lambda", OfferID: "gpu_1x_h100_sxm5@us-south-2", GPU: "H100 SXM5", GPUCount: 1, GPUMemoryGB: 80, PricePerHour: 3.29, Region: "us-south-2", Reliability: 1},
-		{Provider: "lambda", OfferID: "gpu_1x_h100_sxm5@us-south-3", GPU: "H100 SXM5", GPUCount: 1, GPUMemoryGB: 80, PricePerHour: 3.29, Region: "us-south-3", Reliability: 1},
+		{Provider: "lambda", OfferID: "gpu_1x_h100_pcie@us-south-2", GPU: "H100 PCIe", GPUCount: 1, GPUMemoryGB: 80, PricePerHour: 2.49, Region: "us-south-2", Reliability: 1, Image: "gpu-base-24-04@x86_64"},
+		{Provider: "lambda", OfferID: "gpu_1x_h100_pcie@us-west-3", GPU: "H100 PCIe", GPUCount: 1, GPUMemoryGB: 80, PricePerHour: 2.49, Region: "us-west-3", Reliability: 1, Image: "gpu-base-24-04@x86_64"},
+		{Provider: "lambda", OfferID: "gpu_1x_h100_sxm5@us-south-2", GPU: "H100 SXM5", GPUCount: 1, GPUMemoryGB: 80, PricePerHour: 3.29, Region: "us-south-2", Reliability: 1, Image: "gpu-base-24-04@x86_64"},
+		{Provider: "lambda", OfferID: "gpu_1x_h100_sxm5@us-south-3", GPU: "H100 SXM5", GPUCount: 1, GPUMemoryGB: 80, PricePerHour: 3.29, Region: "us-south-3", Reliability: 1, Image: "gpu-base-24-04@x86_64"},
 	}
 	if !slices.Equal(offers, wantJSON) {
 		t.Fatalf("offers %+v\nwant %+v", offers, wantJSON)
@@ -80,7 +80,7 @@ classes:
 		t.Errorf("without a key: exit %d, %q", code, errs)
 	}
 	for _, r := range fake.Requests() {
-		if r.Method != "GET" || r.Path != "/api/v1/instance-types" || r.Status != 200 {
+		if r.Method != "GET" || (r.Path != "/api/v1/instance-types" && r.Path != "/api/v1/images") || r.Status != 200 {
 			t.Errorf("unexpected request %s %s (%d)", r.Method, r.Path, r.Status)
 		}
 	}

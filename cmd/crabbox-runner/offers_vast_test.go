@@ -39,7 +39,7 @@ classes:
 	lines := strings.Split(strings.TrimSpace(out), "\n")
 	want := [][]string{
 		{"Cheapest offers for 1x A100 ≥40 GB ≤$2.00/h, 40 GB disk on vast"},
-		{"PROVIDER", "OFFER", "GPU", "MEM/GPU", "$/HOUR", "REGION", "RELIABILITY"},
+		{"PROVIDER", "OFFER", "GPU", "MEM/GPU", "$/HOUR", "REGION", "RELIABILITY", "IMAGE"},
 		{"vast", "5000201", "1x A100 PCIE", "40 GB", "0.811", "Quebec, CA", "0.990"},
 		{"vast", "5000202", "1x A100 SXM4", "80 GB", "1.111", "Oregon, US", "0.995"},
 	}
@@ -66,7 +66,7 @@ classes:
 	// The unverified 4090 is cheaper but --gpu asks for verified hosts;
 	// 400 GB at $0.15/GB/month adds $0.0833/h to the $0.30 base.
 	if len(offers) != 1 || offers[0] != (offerJSON{Provider: "vast", OfferID: "5000101", GPU: "RTX 4090", GPUCount: 1, GPUMemoryGB: 24,
-		PricePerHour: 0.383333, Region: "Texas, US", Reliability: 0.995, MachineID: "101"}) {
+		PricePerHour: 0.383333, Region: "Texas, US", Reliability: 0.995, MachineID: "101", Image: "nvidia/cuda:12.4.1-devel-ubuntu22.04"}) {
 		t.Fatalf("offers %+v", offers)
 	}
 	if code, _, errs := runCLI(t, map[string]string{"CRABBOX_CONFIG": cfg}, "offers", "--class", "a100"); code == 0 || !strings.Contains(errs, "VAST_API_KEY") {

@@ -8,6 +8,8 @@ import (
 	"github.com/crabbox/crabbox-runner/provisioner"
 )
 
+var _ requestCounter = (*lambda.Provider)(nil)
+
 // lambdaHook lets in-process tests adjust the Lambda provider the factory
 // builds: the fake's hosts listen on loopback ports rather than port 22 of
 // their IP, and tests cannot wait 12 s between launches. It is nil in
@@ -17,7 +19,9 @@ var lambdaHook func(*lambda.Options)
 // The Lambda provider: LAMBDA_API_KEY and providers.lambda (api_url,
 // ssh_user, min_request_interval). One provider, and so one pair of rate
 // limits (about 1 request/s, 1 launch per 12 s), serves every lease of the
-// process.
+// process. Its HTTP attempts are counted in crabbox_provider_requests_total
+// through lambda.Provider.CountRequests, which serve calls once its metrics
+// exist (countProviderRequests in providers.go).
 func init() {
 	providerFactories[lambda.Name] = func(cfg *config.Config, log *slog.Logger) (provisioner.Provider, error) {
 		opts := lambda.Options{

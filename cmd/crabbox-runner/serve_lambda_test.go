@@ -85,6 +85,7 @@ classes:
 	lambdaHook = func(o *lambda.Options) {
 		o.SSHAddress = fake.SSHAddress
 		o.LaunchInterval = 50 * time.Millisecond
+		o.KeyRetryInterval = 100 * time.Millisecond // the key goes once Lambda no longer lists the instance
 		o.Retry = lambda.RetryPolicy{InitialInterval: 10 * time.Millisecond, MaxInterval: 100 * time.Millisecond}
 	}
 	serveHook = func(o *appOptions) {

@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"slices"
 	"strings"
 	"time"
 
@@ -221,7 +222,8 @@ type ClassConfig struct {
 	Providers       []string      `yaml:"providers"`
 	MaxPricePerHour float64       `yaml:"max_price_per_hour"`
 	DiskGB          int           `yaml:"disk_gb"`
-	Image           string        `yaml:"image"`
+	Image           string        `yaml:"image"`        // Vast's container image
+	LambdaImage     string        `yaml:"lambda_image"` // Lambda's machine image: family, family:<name> or id:<uuid>
 	Region          string        `yaml:"region"`
 	MinReliability  float64       `yaml:"min_reliability"`
 	VerifiedOnly    *bool         `yaml:"verified_only"`
@@ -450,6 +452,7 @@ func (c *Config) ProvisionerClasses() []provisioner.Class {
 			MaxPricePerHour: cc.MaxPricePerHour,
 			DiskGB:          cc.DiskGB,
 			Image:           cc.Image,
+			LambdaImage:     cc.lambdaImage(),
 			Region:          cc.Region,
 			MinReliability:  cc.MinReliability,
 			VerifiedOnly:    boolOr(cc.VerifiedOnly, true),
@@ -482,4 +485,33 @@ func durOr(d, def time.Duration) time.Duration {
 		return def
 	}
 	return d
+}
+
+// lambdaImage is the class's Lambda image: lambda_image, or, for a class
+// whose only provider is lambda and that sets image alone, image (the
+// meaning image had before lambda_image existed; see Deprecations). A
+// class with vast among its providers never sends image to Lambda.
+func (cc *ClassConfig) lambdaImage() string {
+	if cc.LambdaImage != "" || !cc.imageIsLambdas() {
+		return cc.LambdaImage
+	}
+	return cc.Image
+}
+
+func (cc *ClassConfig) imageIsLambdas() bool {
+	return cc.LambdaImage == "" && strings.TrimSpace(cc.Image) != "" && len(cc.Providers) > 0 &&
+		!slices.ContainsFunc(cc.Providers, func(p string) bool { return p != "lambda" })
+}
+
+// Deprecations are settings that still work but should be written another
+// way, one sentence each, for the log at start-up.
+func (c *Config) Deprecations() []string {
+	var out []string
+	for i, cc := range c.Classes {
+		if cc.imageIsLambdas() {
+			out = append(out, fmt.Sprintf("classes[%d] (%s): image %q is read as the Lambda image because lambda is the class's only provider; "+
+				"write it as lambda_image (image is the Vast container image)", i, cc.Name, cc.Image))
+		}
+	}
+	return out
 }

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/crabbox/crabbox-runner/internal/apiurl"
+	"github.com/crabbox/crabbox-runner/providers/lambda"
 	"github.com/crabbox/crabbox-runner/provisioner"
 )
 
@@ -215,6 +216,15 @@ func (c *Config) validateClass(i int, seen map[string]bool) error {
 	}
 	if cc.DiskGB < 0 {
 		return errf(key+".disk_gb", "must not be negative")
+	}
+	if cc.LambdaImage != "" || cc.imageIsLambdas() {
+		k, v := ".lambda_image", cc.LambdaImage
+		if cc.LambdaImage == "" {
+			k, v = ".image", cc.Image // a lambda-only class's image is its Lambda image
+		}
+		if _, err := lambda.ParseImage(v); err != nil {
+			return errf(key+k, "%v", err)
+		}
 	}
 	if cc.MinReliability < 0 || cc.MinReliability > 1 {
 		return errf(key+".min_reliability", "must be between 0 and 1")

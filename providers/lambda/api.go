@@ -147,6 +147,22 @@ type Instance struct {
 	Hostname         string                 `json:"hostname,omitempty"`
 	Tags             []Tag                  `json:"tags,omitempty"`
 	FirewallRulesets []FirewallRulesetEntry `json:"firewall_rulesets,omitempty"`
+	Actions          InstanceActions        `json:"actions"`
+}
+
+// InstanceActions says which operations the instance's state allows
+// (InstanceActionAvailability); crabbox-runner reads only terminate.
+type InstanceActions struct {
+	Terminate ActionAvailability `json:"terminate"`
+}
+
+// ActionAvailability is one operation's availability. ReasonCode is set
+// when it is not available: vm-has-not-launched, vm-is-too-old,
+// vm-is-terminating, or a code Lambda adds later.
+type ActionAvailability struct {
+	Available         bool   `json:"available"`
+	ReasonCode        string `json:"reason_code,omitempty"`
+	ReasonDescription string `json:"reason_description,omitempty"`
 }
 
 // terminateRequest is the body of POST /instance-operations/terminate.

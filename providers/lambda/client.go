@@ -12,6 +12,7 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/cenkalti/backoff/v4"
@@ -62,6 +63,11 @@ type ClientConfig struct {
 	// Retry is how 429s, 5xx answers and network errors are retried.
 	Retry  RetryPolicy
 	Logger *slog.Logger
+	// OnRequest, when set, is called after every HTTP attempt with the
+	// endpoint ("POST /api/v1/instance-operations/launch", ids replaced by
+	// {id}) and the answer's status, 0 when none came. It feeds
+	// crabbox_provider_requests_total.
+	OnRequest func(endpoint string, status int)
 }
 
 // RetryPolicy is a capped exponential backoff with jitter. Zero fields take
@@ -99,6 +105,8 @@ type Client struct {
 	limit *limiter
 	retry RetryPolicy
 	log   *slog.Logger
+
+	onRequest atomic.Pointer[func(endpoint string, status int)]
 }
 
 // NewClient checks cfg and returns a Client. It does not contact Lambda.
@@ -132,7 +140,7 @@ func NewClient(cfg ClientConfig) (*Client, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Client{
+	c := &Client{
 		base: base,
 		key:  key,
 		http: &http.Client{
@@ -143,7 +151,38 @@ func NewClient(cfg ClientConfig) (*Client, error) {
 		limit: newLimiter(interval(cfg.MinRequestInterval, DefaultMinRequestInterval), interval(cfg.LaunchInterval, DefaultLaunchInterval)),
 		retry: cfg.Retry.withDefaults(),
 		log:   log,
-	}, nil
+	}
+	c.CountRequests(cfg.OnRequest)
+	return c, nil
+}
+
+// CountRequests sets (or, with nil, clears) the OnRequest callback of
+// ClientConfig after the client is made: serve builds its metrics after
+// its providers.
+func (c *Client) CountRequests(f func(endpoint string, status int)) {
+	if f == nil {
+		c.onRequest.Store(nil)
+		return
+	}
+	c.onRequest.Store(&f)
+}
+
+// endpointOf is the route template of a call: the path with its ids
+// replaced by {id}, so that the metric's label values stay few.
+func endpointOf(cl call) string {
+	p := cl.path
+	for _, prefix := range []string{"/ssh-keys/", "/instances/"} {
+		if strings.HasPrefix(p, prefix) && len(p) > len(prefix) {
+			p = prefix + "{id}"
+		}
+	}
+	return cl.method + " " + apiPrefix + p
+}
+
+func (c *Client) count(cl call, status int) {
+	if f := c.onRequest.Load(); f != nil {
+		(*f)(endpointOf(cl), status)
+	}
 }
 
 // interval reads a configured spacing: zero is the default, negative none.
@@ -298,6 +337,7 @@ func (c *Client) once(ctx context.Context, cl call, body []byte) (time.Duration,
 	}
 	resp, err := c.http.Do(req)
 	if err != nil {
+		c.count(cl, 0)
 		// url.Error names the URL, which holds no secret: the key travels
 		// only in the header.
 		var re *redirectError
@@ -310,6 +350,7 @@ func (c *Client) once(ctx context.Context, cl call, body []byte) (time.Duration,
 		return 0, &networkError{fmt.Errorf("lambda: %s %s: %w", cl.method, apiPrefix+cl.path, err)}
 	}
 	defer resp.Body.Close()
+	c.count(cl, resp.StatusCode)
 	data, err := io.ReadAll(io.LimitReader(resp.Body, MaxResponseBytes+1))
 	if err != nil {
 		return 0, &networkError{fmt.Errorf("lambda: %s %s: reading the answer: %w", cl.method, apiPrefix+cl.path, err)}

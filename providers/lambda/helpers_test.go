@@ -62,7 +62,7 @@ func newProvider(t *testing.T, fake *lambdatest.Server, logs *logBuffer, tune ..
 		APIURL: fake.URL(), APIKey: fake.APIKey(),
 		MinRequestInterval: -1, LaunchInterval: -1, Retry: fastRetry,
 		SSHUser: lambdatest.CurrentUser(), SSHAddress: fake.SSHAddress,
-		OffersCacheTTL: -1,
+		OffersCacheTTL: -1, KeyRetryInterval: 20 * time.Millisecond,
 	}
 	if logs != nil {
 		opts.Logger = slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))

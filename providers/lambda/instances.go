@@ -103,8 +103,19 @@ func (p *Provider) ListOwned(ctx context.Context, deployment string) ([]*provisi
 	return out, nil
 }
 
-// Destroy terminates the instance (already gone counts as done) and deletes
-// the lease's SSH key, found by name: Lambda deletes keys by id only.
+// Destroy terminates the instance (already gone counts as done) and has the
+// lease's SSH key deleted, found by name (Lambda deletes keys by id only).
+//
+// Lambda refuses to terminate an instance whose VM has not launched yet
+// (its actions.terminate says vm-has-not-launched while it boots): Destroy
+// then returns an error and the provisioner tries again. An instance
+// already terminating counts as done.
+//
+// Lambda also refuses to delete a key that an instance still uses, and a
+// terminated instance is "terminating" for a while; so the key is deleted
+// at once only when the instance is already gone, and otherwise left to
+// the pending-key loop (keys.go), which deletes it once no instance lists
+// it. A key deletion never fails the destroy.
 func (p *Provider) Destroy(ctx context.Context, inst *provisioner.Instance) error {
 	if inst == nil || inst.ID == "" {
 		return nil
@@ -115,18 +126,24 @@ func (p *Provider) Destroy(ctx context.Context, inst *provisioner.Instance) erro
 	}
 	p.statuses.forget(inst.ID)
 	terminated, err := p.client.Terminate(ctx, inst.ID)
-	switch {
-	case notFound(err):
-		err = nil
-	case StatusOf(err) == http.StatusBadRequest:
-		// An id Lambda cannot even parse is not an instance of ours; make
-		// sure before calling it gone.
-		if _, gerr := p.Get(ctx, inst.ID); errors.Is(gerr, provisioner.ErrNotFound) {
-			err = nil
-		}
-	}
+	gone := false
 	if err != nil {
-		return fmt.Errorf("lambda: terminating %s: %w", inst.ID, err)
+		li, gerr := p.client.Instance(ctx, inst.ID)
+		switch {
+		case notFound(err), notFound(gerr):
+			gone = true
+		case gerr != nil:
+			return fmt.Errorf("lambda: terminating %s: %w", inst.ID, err)
+		case li.Status == StatusTerminated:
+			gone, terminated = true, []Instance{*li}
+		case li.Status == StatusTerminating:
+			terminated = []Instance{*li}
+		case li.Status == StatusBooting:
+			return fmt.Errorf("lambda: terminating %s: the instance is still booting and Lambda terminates it only once its VM has launched (%s); try again shortly: %w",
+				inst.ID, li.Actions.Terminate.ReasonCode, err)
+		default:
+			return fmt.Errorf("lambda: terminating %s (%s): %w", inst.ID, li.Status, err)
+		}
 	}
 	for _, li := range terminated {
 		m, ok := markerOf(&li)
@@ -143,9 +160,15 @@ func (p *Provider) Destroy(ctx context.Context, inst *provisioner.Instance) erro
 	if len(keyNames) == 0 {
 		return nil
 	}
-	if err := p.deleteKeysNamed(ctx, keyNames); err != nil {
-		return fmt.Errorf("lambda: instance %s terminated, but deleting its SSH key failed: %w", inst.ID, err)
+	pending := keyNames
+	if gone {
+		done, derr := p.deleteUnusedKeys(ctx, keyNames)
+		if derr != nil {
+			p.log.Warn("lambda: deleting the SSH key of a destroyed instance; retried later", "instance_id", inst.ID, "error", derr.Error())
+		}
+		pending = slices.DeleteFunc(slices.Clone(keyNames), func(n string) bool { return slices.Contains(done, n) })
 	}
+	p.keys.add(p, pending)
 	return nil
 }
 
@@ -199,23 +222,4 @@ func (p *Provider) deleteKey(ctx context.Context, id string) {
 	if err := p.client.DeleteSSHKey(ctx, id); err != nil {
 		p.log.Warn("lambda: deleting the SSH key of a failed launch", "key_id", id, "error", err.Error())
 	}
-}
-
-// deleteKeysNamed deletes every key with one of the names. A key that is
-// already gone is fine.
-func (p *Provider) deleteKeysNamed(ctx context.Context, names []string) error {
-	keys, err := p.client.SSHKeys(ctx)
-	if err != nil {
-		return err
-	}
-	var errs []error
-	for _, k := range keys {
-		if !slices.Contains(names, k.Name) {
-			continue
-		}
-		if err := p.client.DeleteSSHKey(ctx, k.ID); err != nil && !notFound(err) {
-			errs = append(errs, err)
-		}
-	}
-	return errors.Join(errs...)
 }

@@ -119,12 +119,12 @@ func TestRegionMatches(t *testing.T) {
 	}
 }
 
-func TestImageSpec(t *testing.T) {
+func TestParseImage(t *testing.T) {
 	cases := []struct {
 		in         string
 		id, family string
 	}{
-		{"", "", DefaultImageFamily},
+		{"", "", ""},
 		{"lambda-stack-22-04", "", "lambda-stack-22-04"},
 		{"43336648-096d-4cba-9aa2-f9bb7727639d", "43336648-096d-4cba-9aa2-f9bb7727639d", ""},
 		{"id:my-image", "my-image", ""},
@@ -132,9 +132,69 @@ func TestImageSpec(t *testing.T) {
 		{"  gpu-base-24-04 ", "", "gpu-base-24-04"},
 	}
 	for _, tc := range cases {
-		got := imageSpec(tc.in)
-		if got.ID != tc.id || got.Family != tc.family {
-			t.Errorf("imageSpec(%q) = %+v, want id %q family %q", tc.in, got, tc.id, tc.family)
+		got, err := ParseImage(tc.in)
+		if err != nil || got.ID != tc.id || got.Family != tc.family {
+			t.Errorf("ParseImage(%q) = %+v, %v; want id %q family %q", tc.in, got, err, tc.id, tc.family)
+		}
+	}
+	for _, bad := range []string{"id:", "id: ", "family:", "nvidia/cuda:12.4.1-devel-ubuntu22.04", "ubuntu:22.04", "GPU Base"} {
+		if _, err := ParseImage(bad); err == nil {
+			t.Errorf("ParseImage(%q) accepted", bad)
+		}
+	}
+	if _, err := ParseImage("nvidia/cuda:12.4.1-devel-ubuntu22.04"); err == nil || !strings.Contains(err.Error(), "container image") {
+		t.Errorf("a container image's error does not say so: %v", err)
+	}
+}
+
+// Architectures from the types' names: the superchips are arm64.
+func TestTypeArchitecture(t *testing.T) {
+	for name, want := range map[string]string{
+		"gpu_1x_gh200": ArchARM64, "gpu_8x_gb200": ArchARM64, "gpu_1x_a100_sxm4": ArchX86_64,
+		"gpu_1x_h100_pcie": ArchX86_64, "gpu_8x_b200_sxm6": ArchX86_64,
+	} {
+		if got := typeArchitecture(InstanceType{Name: name}); got != want {
+			t.Errorf("%s: %s, want %s", name, got, want)
+		}
+	}
+}
+
+// The image of a region: by architecture, newest version of a family,
+// defaults per architecture, pinned ids.
+func TestPickImage(t *testing.T) {
+	at := func(d int) time.Time { return time.Date(2025, 11, d, 0, 0, 0, 0, time.UTC) }
+	im := func(id, family, version, arch, region string, d int) Image {
+		return Image{ID: id, Family: family, Version: version, Architecture: arch, Region: Region{Name: region}, UpdatedTime: at(d)}
+	}
+	// Shaped like the recorded GET /images: us-east-3 has arm64 Lambda
+	// Stack only, listed in two versions.
+	images := []Image{
+		im("a", "gpu-base-24-04", "24.4.2-1459", ArchX86_64, "us-east-1", 1),
+		im("b", "lambda-stack-22-04", "22.4.5-1026", ArchX86_64, "us-east-1", 1),
+		im("c", "lambda-stack-22-04", "22.4.5-1459", ArchX86_64, "us-east-1", 2),
+		im("d", "lambda-stack-22-04", "22.4.5-1026", ArchARM64, "us-east-3", 1),
+		im("e", "lambda-stack-24-04", "24.4.2-1459", ArchARM64, "us-east-3", 1),
+	}
+	cases := []struct {
+		region, arch string
+		want         ImageChoice
+		id           string
+		ok           bool
+	}{
+		{"us-east-1", ArchX86_64, ImageChoice{}, "a", true},
+		{"us-east-1", ArchX86_64, ImageChoice{Family: "lambda-stack-22-04"}, "c", true},
+		{"us-east-3", ArchARM64, ImageChoice{}, "e", true},
+		{"us-east-3", ArchARM64, ImageChoice{Family: "lambda-stack-22-04"}, "d", true},
+		{"us-east-3", ArchARM64, ImageChoice{Family: "gpu-base-24-04"}, "", false},
+		{"us-east-3", ArchX86_64, ImageChoice{}, "", false},
+		{"us-east-1", ArchARM64, ImageChoice{}, "", false},
+		{"us-east-1", ArchX86_64, ImageChoice{ID: "b"}, "b", true},
+		{"us-east-3", ArchARM64, ImageChoice{ID: "b"}, "", false},
+	}
+	for _, tc := range cases {
+		got, ok := pickImage(images, tc.region, tc.arch, tc.want)
+		if ok != tc.ok || got.id != tc.id {
+			t.Errorf("pickImage(%s, %s, %+v) = %+v %v; want %q %v", tc.region, tc.arch, tc.want, got, ok, tc.id, tc.ok)
 		}
 	}
 }

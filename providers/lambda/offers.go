@@ -15,13 +15,22 @@ import (
 )
 
 // Offers turns the class into Lambda offers: every instance type that fits
-// (see Fits) times every region that has capacity for it now, priced from
-// price_cents_per_hour, cheapest first. An offer whose launch recently failed
+// (see Fits) times every region that has capacity for it now and has the
+// class's image for the type's architecture (GET /images, see pickImage),
+// priced from price_cents_per_hour, cheapest first. An offer whose launch recently failed
 // for lack of capacity is left out for Options.CapacityCooldown, because
 // instance-types keeps listing capacity it does not have and launch calls
 // are the scarcest thing Lambda gives (one per 12 s).
 func (p *Provider) Offers(ctx context.Context, class provisioner.Class) ([]provisioner.Offer, error) {
+	want, err := ParseImage(class.LambdaImage)
+	if err != nil {
+		return nil, fmt.Errorf("lambda: class %s: lambda_image %w", class.Name, err)
+	}
 	types, err := p.instanceTypes(ctx)
+	if err != nil {
+		return nil, err
+	}
+	images, err := p.images(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -37,12 +46,22 @@ func (p *Provider) Offers(ctx context.Context, class provisioner.Class) ([]provi
 			continue
 		}
 		gpu, mem := gpuName(t), gpuMemoryGB(t)
+		arch := typeArchitecture(t)
 		for _, r := range it.RegionsWithCapacity {
 			if !regionMatches(r.Name, class.Region) {
 				continue
 			}
 			id := offerID(t.Name, r.Name)
 			if p.coolingDown(id, now) {
+				continue
+			}
+			// A region without the class's image for the type's
+			// architecture would answer the launch 404, and each try costs
+			// one of Lambda's launch slots.
+			img, ok := pickImage(images, r.Name, arch, want)
+			if !ok {
+				p.log.Debug("lambda: offer left out: no image of the class in the region for the architecture",
+					"offer_id", id, "architecture", arch, "lambda_image", class.LambdaImage)
 				continue
 			}
 			out = append(out, provisioner.Offer{
@@ -54,6 +73,7 @@ func (p *Provider) Offers(ctx context.Context, class provisioner.Class) ([]provi
 				PricePerHour: price,
 				Region:       r.Name,
 				Reliability:  1,
+				Image:        img.label(want.ID != ""),
 			})
 		}
 	}

@@ -28,6 +28,8 @@ import (
 	"sync"
 	"time"
 
+	"golang.org/x/sync/singleflight"
+
 	"github.com/crabbox/crabbox-runner/provisioner"
 )
 
@@ -43,6 +45,10 @@ const (
 	// heavier Lambda Stack that Lambda would pick.
 	DefaultImageFamily      = "gpu-base-24-04"
 	DefaultOffersCacheTTL   = 5 * time.Second
+	DefaultKeyRetryInterval = 10 * time.Second
+	// DefaultKeyRetryFor bounds how long the SSH key of a terminated
+	// instance is retried: long past any termination Lambda takes.
+	DefaultKeyRetryFor      = time.Hour
 	DefaultCapacityCooldown = 2 * time.Minute
 )
 
@@ -72,6 +78,17 @@ type Options struct {
 	// listens on; port 22 of the IP when nil. Tests point it at the fake's
 	// loopback sshd.
 	SSHAddress func(ip string) (host string, port int)
+	// ImagesCacheTTL is how long GET /images is reused;
+	// DefaultImagesCacheTTL when zero, no reuse when negative.
+	ImagesCacheTTL time.Duration
+	// KeyRetryInterval spaces the retries of SSH key deletions that Lambda
+	// refused while the key's instance still existed;
+	// DefaultKeyRetryInterval when zero. KeyRetryFor bounds them
+	// (DefaultKeyRetryFor when zero).
+	KeyRetryInterval time.Duration
+	KeyRetryFor      time.Duration
+	// OnRequest, when set, is told of every HTTP attempt; see ClientConfig.
+	OnRequest func(endpoint string, status int)
 	// OffersCacheTTL is how long GET /instance-types is reused;
 	// DefaultOffersCacheTTL when zero, no reuse when negative.
 	OffersCacheTTL time.Duration
@@ -97,6 +114,13 @@ type Provider struct {
 	typesAt    time.Time
 	cooling    map[string]time.Time // offer id → end of its cooldown
 
+	imagesGroup singleflight.Group
+	imagesCache []Image
+	imagesAt    time.Time
+	imagesStale bool
+
+	keys pendingKeys
+
 	statuses statusCache
 }
 
@@ -111,7 +135,7 @@ func New(opts Options) (*Provider, error) {
 	c, err := NewClient(ClientConfig{
 		APIURL: opts.APIURL, APIKey: opts.APIKey, HTTPClient: opts.HTTPClient, Timeout: opts.Timeout,
 		MinRequestInterval: opts.MinRequestInterval, LaunchInterval: opts.LaunchInterval,
-		Retry: opts.Retry, Logger: log,
+		Retry: opts.Retry, Logger: log, OnRequest: opts.OnRequest,
 	})
 	if err != nil {
 		return nil, err
@@ -124,6 +148,14 @@ func New(opts Options) (*Provider, error) {
 	case opts.OffersCacheTTL < 0:
 		opts.OffersCacheTTL = 0
 	}
+	switch {
+	case opts.ImagesCacheTTL == 0:
+		opts.ImagesCacheTTL = DefaultImagesCacheTTL
+	case opts.ImagesCacheTTL < 0:
+		opts.ImagesCacheTTL = 0
+	}
+	opts.KeyRetryInterval = cmp.Or(max(opts.KeyRetryInterval, 0), DefaultKeyRetryInterval)
+	opts.KeyRetryFor = cmp.Or(max(opts.KeyRetryFor, 0), DefaultKeyRetryFor)
 	switch {
 	case opts.CapacityCooldown == 0:
 		opts.CapacityCooldown = DefaultCapacityCooldown
@@ -152,10 +184,12 @@ func (p *Provider) Capabilities() provisioner.Capabilities {
 }
 
 // Create registers the lease's client key and launches the offer's type in
-// the offer's region, named with the marker and tagged with it. No capacity
-// (or a file system or image the region lacks) is ErrOfferUnavailable, and
-// that offer is left out of Offers for a while. When the launch fails the
-// key is deleted again, so a lease that moves on leaves nothing behind.
+// the offer's region with the offer's image (by its id there), named with
+// the marker and tagged with it. No capacity, or a file system or image the
+// region lacks, is ErrOfferUnavailable (see launchRefused for what Offers
+// does next). When the launch fails the key is deleted again, so a lease
+// that moves on leaves nothing behind. A launch whose answer was lost and
+// whose instance is not found is ErrCreateUncertain.
 func (p *Provider) Create(ctx context.Context, req provisioner.CreateRequest) (*provisioner.Instance, error) {
 	typeName, region, err := parseOfferID(req.Offer.ID)
 	if err != nil {
@@ -165,23 +199,40 @@ func (p *Provider) Create(ctx context.Context, req provisioner.CreateRequest) (*
 	if err != nil {
 		return nil, err
 	}
+	if lr.Image, err = p.launchImage(ctx, req.Offer.Image, req.Class.LambdaImage, region, typeName); err != nil {
+		return nil, err
+	}
 	keyName := sshKeyName(req.Marker)
 	key, err := p.ensureKey(ctx, keyName, req.SSHPublicKey)
 	if err != nil {
 		return nil, fmt.Errorf("lambda: registering the lease's SSH key: %w", err)
 	}
 	lr.SSHKeyNames = []string{key.Name}
+	// An earlier attempt of this lease may have left the key pending
+	// deletion (an uncertain launch); this launch needs it.
+	p.keys.forget(keyName)
 	id, err := p.client.Launch(ctx, lr)
+	uncertain := false
 	if err != nil && launchMayHaveHappened(err) {
 		if found := p.findLaunched(ctx, lr.Name); found != "" {
 			p.log.Warn("lambda: the launch answered an error but the instance exists", "instance_id", found, "lease_id", req.Marker.LeaseID, "error", err.Error())
 			id, err = found, nil
+		} else {
+			uncertain = true
 		}
 	}
 	if err != nil {
+		if uncertain {
+			// The instance may yet show up under the lease's marker: the
+			// provisioner looks again and destroys it, and Destroy of
+			// the marker deletes the key then (Lambda refuses to delete a
+			// key a live instance uses).
+			p.keys.add(p, []string{keyName})
+			return nil, fmt.Errorf("lambda: %s: %w: %w", req.Offer.ID, provisioner.ErrCreateUncertain, err)
+		}
 		p.deleteKey(ctx, key.ID)
 		if unavailable(err) {
-			p.coolDown(req.Offer.ID)
+			p.launchRefused(ctx, req.Offer, region, typeName, err)
 			return nil, fmt.Errorf("lambda: %s: %w: %w", req.Offer.ID, provisioner.ErrOfferUnavailable, err)
 		}
 		return nil, err
@@ -235,8 +286,36 @@ func unavailable(err error) bool {
 	return IsCode(err, CodeInsufficientCapacity) || IsCode(err, CodeFileSystemWrongRegion) || IsCode(err, CodeNotFound)
 }
 
-// launchRequest builds the launch body from the request; SSHKeyNames is
-// filled in once the key is registered.
+// launchRefused handles a launch refused for the offer's sake. No capacity
+// (or a file system in another region) cools the offer down. A 404 is most
+// likely the image, which Lambda lists per region and changes now and
+// then: the image list is asked again at once, and the offer cools down
+// only when its image is still listed there (then the 404 was something
+// else, a file system or the key); otherwise the next Offers leaves the
+// region out by itself, without a cooldown that would also hide it once
+// the image is back.
+func (p *Provider) launchRefused(ctx context.Context, offer provisioner.Offer, region, typeName string, err error) {
+	if !IsCode(err, CodeNotFound) {
+		p.coolDown(offer.ID)
+		return
+	}
+	p.refreshImages()
+	family, arch, ok := strings.Cut(offer.Image, "@")
+	images, ierr := p.images(ctx)
+	if !ok || ierr != nil {
+		p.coolDown(offer.ID)
+		return
+	}
+	if _, listed := pickImage(images, region, arch, ImageChoice{Family: family}); listed {
+		p.coolDown(offer.ID)
+		return
+	}
+	p.log.Warn("lambda: the offer's image is no longer in its region; the offer is left out while it is missing",
+		"offer_id", offer.ID, "image", offer.Image, "instance_type", typeName)
+}
+
+// launchRequest builds the launch body from the request; Image and
+// SSHKeyNames are filled in by Create.
 func launchRequest(req provisioner.CreateRequest, typeName, region string) (LaunchRequest, error) {
 	if req.Marker.IsZero() {
 		return LaunchRequest{}, errors.New("lambda: refusing to create an instance without an ownership marker")
@@ -260,7 +339,6 @@ func launchRequest(req provisioner.CreateRequest, typeName, region string) (Laun
 		InstanceTypeName: typeName,
 		Name:             name,
 		Hostname:         hostname(req.Marker.LeaseID),
-		Image:            imageSpec(req.Class.Image),
 		UserData:         req.UserData,
 		Tags:             tags,
 		FileSystemNames:  req.Class.FileSystems,
@@ -272,24 +350,6 @@ func launchRequest(req provisioner.CreateRequest, typeName, region string) (Laun
 }
 
 var uuidRE = regexp.MustCompile(`^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$`)
-
-// imageSpec reads a class's image: "id:<id>" or "family:<family>" say which
-// it is; otherwise a UUID (the form of Lambda's image ids) is an id and
-// anything else a family. Empty means DefaultImageFamily.
-func imageSpec(s string) *ImageSpec {
-	s = strings.TrimSpace(s)
-	switch {
-	case s == "":
-		return &ImageSpec{Family: DefaultImageFamily}
-	case strings.HasPrefix(s, "id:"):
-		return &ImageSpec{ID: strings.TrimSpace(strings.TrimPrefix(s, "id:"))}
-	case strings.HasPrefix(s, "family:"):
-		return &ImageSpec{Family: strings.TrimSpace(strings.TrimPrefix(s, "family:"))}
-	case uuidRE.MatchString(s):
-		return &ImageSpec{ID: s}
-	}
-	return &ImageSpec{Family: s}
-}
 
 // hostnameRE is Lambda's hostname pattern.
 var hostnameRE = regexp.MustCompile(`^[a-z0-9][0-9a-z-]{0,62}$`)
@@ -387,3 +447,7 @@ func sshKeyName(m provisioner.Marker) string {
 }
 
 func keyPrefix(deployment string) string { return "crabbox-" + deployment + "-" }
+
+// CountRequests has every HTTP attempt of the provider's client reported
+// to f (see ClientConfig.OnRequest).
+func (p *Provider) CountRequests(f func(endpoint string, status int)) { p.client.CountRequests(f) }

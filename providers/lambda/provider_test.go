@@ -148,7 +148,7 @@ func TestCreateSendsTheSchemasLaunchBody(t *testing.T) {
 		"ssh_key_names":      `["crabbox-acme-gpu-lq7k2m9x4c8p"]`,
 		"name":               `"crabbox:acme-gpu:lq7k2m9x4c8p:1900000000"`,
 		"hostname":           `"crabbox-lq7k2m9x4c8p"`,
-		"image":              `{"family":"gpu-base-24-04"}`,
+		"image":              `{"id":"` + imageID(t, p, "gpu-base-24-04", "us-east-1") + `"}`,
 		"firewall_rulesets":  `[{"id":"c4d291f47f9d436fa39f58493ce3b50d"}]`,
 		"file_system_names":  `["datasets"]`,
 		"tags": `[{"key":"crabbox-deployment","value":"acme-gpu"},{"key":"crabbox-lease","value":"lq7k2m9x4c8p"},` +
@@ -198,9 +198,7 @@ func TestCreateWithoutCapacity(t *testing.T) {
 	if err := p.Destroy(ctx, inst); err != nil {
 		t.Fatal(err)
 	}
-	if keys := fake.Keys(); len(keys) != 0 {
-		t.Fatalf("keys after destroy: %v", keys)
-	}
+	waitFor(t, "no key left once the instance is gone", 30*time.Second, func() bool { return len(fake.Keys()) == 0 })
 }
 
 // Lambda's states as the provisioner sees them.
@@ -300,17 +298,15 @@ func TestListOwnedAndDestroy(t *testing.T) {
 	if err := p.Destroy(ctx, mine); err != nil {
 		t.Fatal(err)
 	}
-	if keys := fake.Keys(); !slices.Equal(keys, []string{"crabbox-other-l2", "alice"}) {
-		t.Fatalf("keys after destroying mine: %v", keys)
-	}
+	waitFor(t, "my key deleted, no other", 30*time.Second, func() bool {
+		return slices.Equal(fake.Keys(), []string{"crabbox-other-l2", "alice"})
+	})
 	// Without a marker (an instance known only by id) the key is found
 	// through the instance's own name and key names.
 	if err := p.Destroy(ctx, &provisioner.Instance{ID: theirs.ID}); err != nil {
 		t.Fatal(err)
 	}
-	if keys := fake.Keys(); !slices.Equal(keys, []string{"alice"}) {
-		t.Fatalf("keys after destroying theirs: %v", keys)
-	}
+	waitFor(t, "their key deleted, not alice's", 30*time.Second, func() bool { return slices.Equal(fake.Keys(), []string{"alice"}) })
 	waitFor(t, "hosts stopped", 30*time.Second, func() bool { return slices.Equal(fake.Live(), []string{notebook}) })
 	if owned, err := p.ListOwned(ctx, "acme-gpu"); err != nil || len(owned) != 0 {
 		t.Fatalf("ListOwned after destroy = %+v, %v", owned, err)
@@ -347,6 +343,7 @@ func TestCreateHandlesALeftoverKey(t *testing.T) {
 		if err := p.Destroy(ctx, inst); err != nil {
 			t.Fatal(err)
 		}
+		waitFor(t, "the key deleted", 30*time.Second, func() bool { return len(fake.Keys()) == 0 })
 	}
 }
 
@@ -498,12 +495,13 @@ func TestCreateFindsALaunchWhoseAnswerFailed(t *testing.T) {
 
 	fake.FailNext(1, lambdatest.Fault{Status: 500, Body: "{}", Path: "/launch"})
 	_, err = p.Create(ctx, createRequest(t, offers[0], a100, "acme-gpu", "l2"))
-	if lambda.StatusOf(err) != 500 {
-		t.Fatalf("Create after a launch that did not happen: %v", err)
+	if lambda.StatusOf(err) != 500 || !errors.Is(err, provisioner.ErrCreateUncertain) {
+		t.Fatalf("Create after a launch that did not happen = %v, want ErrCreateUncertain wrapping the 500", err)
 	}
-	if keys := fake.Keys(); !slices.Equal(keys, []string{"crabbox-acme-gpu-l1"}) {
-		t.Fatalf("keys %v", keys)
-	}
+	// Its key goes once no instance uses it: none does.
+	waitFor(t, "the uncertain launch's key deleted", 30*time.Second, func() bool {
+		return slices.Equal(fake.Keys(), []string{"crabbox-acme-gpu-l1"})
+	})
 	launches := 0
 	for _, r := range fake.Requests() {
 		if strings.HasSuffix(r.Path, "/launch") {
@@ -516,4 +514,21 @@ func TestCreateFindsALaunchWhoseAnswerFailed(t *testing.T) {
 	if err := p.Destroy(ctx, inst); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// imageID is the id GET /images gives the family's x86_64 image in the
+// region: what a launch there sends.
+func imageID(t *testing.T, p *lambda.Provider, family, region string) string {
+	t.Helper()
+	images, err := p.Client().Images(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, im := range images {
+		if im.Family == family && im.Region.Name == region && im.Architecture == lambda.ArchX86_64 {
+			return im.ID
+		}
+	}
+	t.Fatalf("no %s in %s", family, region)
+	return ""
 }

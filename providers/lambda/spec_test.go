@@ -52,7 +52,9 @@ func (c *capture) RoundTrip(r *http.Request) (*http.Response, error) {
 "price_cents_per_hour":75,"specs":{"vcpus":30,"memory_gib":200,"storage_gib":1400,"gpus":1}},
 "regions_with_capacity_available":[{"name":"us-east-1","description":"Virginia, USA"}]}}`
 	case p == "/api/v1/images":
-		data = `[]`
+		data = `[{"id":"5ca753ed-0408-480d-a749-c17935e83072","created_time":"2025-11-13T19:45:33.104000+00:00",
+"updated_time":"2025-11-13T19:45:33.104000+00:00","name":"GPU Base 24.04","description":"GPU Base 24.04",
+"family":"gpu-base-24-04","version":"24.4.2-1459","architecture":"x86_64","region":{"name":"us-east-1","description":"Virginia, USA"}}]`
 	case r.Method == http.MethodGet && p == "/api/v1/ssh-keys":
 		data = `[{"id":"k1","name":"crabbox-dep-l1","public_key":"ssh-ed25519 AAAA"}]`
 	case r.Method == http.MethodPost && p == "/api/v1/ssh-keys":
@@ -104,9 +106,9 @@ func TestEveryRequestMatchesTheOpenAPIDocument(t *testing.T) {
 	}
 	classes := []provisioner.Class{
 		{Name: "plain"},
-		{Name: "everything", Image: "43336648-096d-4cba-9aa2-f9bb7727639d",
+		{Name: "everything", LambdaImage: "43336648-096d-4cba-9aa2-f9bb7727639d",
 			FirewallRulesets: []string{"c4d291f47f9d436fa39f58493ce3b50d"}, FileSystems: []string{"datasets"}},
-		{Name: "family", Image: "family:lambda-stack-22-04"},
+		{Name: "family", LambdaImage: "family:lambda-stack-22-04"},
 	}
 	for _, class := range classes {
 		ud := "#cloud-config\nssh_authorized_keys:\n  - " + pub + "\n"
@@ -124,6 +126,14 @@ func TestEveryRequestMatchesTheOpenAPIDocument(t *testing.T) {
 		t.Fatal(err)
 	}
 	if _, err := c.AddSSHKey(ctx, "another", pub); err != nil {
+		t.Fatal(err)
+	}
+	// The destroyed lease's key is deleted once no instance uses it, in
+	// the background; the calls that does are made here.
+	if _, err := c.SSHKeys(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.DeleteSSHKey(ctx, "k1"); err != nil {
 		t.Fatal(err)
 	}
 

@@ -26,8 +26,8 @@ func TestOffersPickTheCheapestThatFit(t *testing.T) {
 	// 207 (cheaper, but CUDA 11.8 < the image's 12.4), 205 (unreliable),
 	// 204 (no direct port), 206 (A100X), 203 (two GPUs) do not fit.
 	want := []provisioner.Offer{
-		{Provider: "vast", ID: "5000201", GPU: "A100 PCIE", GPUCount: 1, GPUMemoryGB: 40, PricePerHour: 0.811111, Region: "Quebec, CA", Reliability: 0.99, MachineID: "201", Exclusive: true},
-		{Provider: "vast", ID: "5000202", GPU: "A100 SXM4", GPUCount: 1, GPUMemoryGB: 80, PricePerHour: 1.111111, Region: "Oregon, US", Reliability: 0.995, MachineID: "202", Exclusive: true},
+		{Provider: "vast", ID: "5000201", GPU: "A100 PCIE", GPUCount: 1, GPUMemoryGB: 40, PricePerHour: 0.811111, Region: "Quebec, CA", Reliability: 0.99, MachineID: "201", Exclusive: true, Image: vast.DefaultImage},
+		{Provider: "vast", ID: "5000202", GPU: "A100 SXM4", GPUCount: 1, GPUMemoryGB: 80, PricePerHour: 1.111111, Region: "Oregon, US", Reliability: 0.995, MachineID: "202", Exclusive: true, Image: vast.DefaultImage},
 	}
 	if len(offers) != len(want) {
 		t.Fatalf("offers %+v, want %+v", offers, want)

@@ -236,6 +236,7 @@ func (p *Provider) normalise(raw []Offer, c provisioner.Class) []provisioner.Off
 			Reliability:  rel,
 			// A Vast offer is one machine's ask: one create takes it.
 			Exclusive: true,
+			Image:     image(c),
 		}
 		if o.MachineID > 0 {
 			of.MachineID = strconv.FormatInt(o.MachineID, 10)

@@ -1,11 +1,8 @@
 package lambdatest
 
 import (
-	"crypto/sha256"
-	"encoding/hex"
 	"fmt"
 	"slices"
-	"time"
 )
 
 // InstanceType is one machine shape the fake offers.
@@ -84,58 +81,6 @@ func regionCodes() []string {
 
 func region(name string) wRegion {
 	return wRegion{Name: name, Description: regionDescriptions[name]}
-}
-
-// imageFamily is one image family the fake has in every region.
-type imageFamily struct {
-	family, name, description, version string
-}
-
-// imageFamilies are what GET /images lists, once per region.
-var imageFamilies = []imageFamily{
-	{"gpu-base-24-04", "GPU Base 24.04", "Ubuntu 24.04 with NVIDIA drivers and Docker", "24.04.3"},
-	{"lambda-stack-22-04", "Lambda Stack 22.04", "Ubuntu 22.04 with Lambda Stack", "22.04.5"},
-	{"ubuntu-lts", "Ubuntu 24.04 LTS", "Ubuntu LTS", "24.04.01"},
-}
-
-// imageID is a stable UUID-shaped id for a family in a region, as Lambda's
-// ids look.
-func imageID(family, region string) string {
-	sum := sha256.Sum256([]byte(family + "@" + region))
-	h := hex.EncodeToString(sum[:16])
-	return fmt.Sprintf("%s-%s-%s-%s-%s", h[:8], h[8:12], h[12:16], h[16:20], h[20:32])
-}
-
-var imageTime = time.Date(2025, 11, 13, 19, 45, 33, 104000000, time.UTC)
-
-func images() []wImage {
-	var out []wImage
-	for _, r := range regionCodes() {
-		for _, f := range imageFamilies {
-			out = append(out, wImage{
-				ID:           imageID(f.family, r),
-				CreatedTime:  imageTime.Format("2006-01-02T15:04:05.000000-07:00"),
-				UpdatedTime:  imageTime.Format("2006-01-02T15:04:05.000000-07:00"),
-				Name:         f.name,
-				Description:  f.description,
-				Family:       f.family,
-				Version:      f.version,
-				Architecture: "x86_64",
-				Region:       region(r),
-			})
-		}
-	}
-	return out
-}
-
-// imageExists reports whether the image (by id or family) is in the region.
-func imageExists(id, family, regionName string) bool {
-	for _, f := range imageFamilies {
-		if (family != "" && f.family == family) || (id != "" && imageID(f.family, regionName) == id) {
-			return true
-		}
-	}
-	return false
 }
 
 func (t InstanceType) wire() wInstanceType {

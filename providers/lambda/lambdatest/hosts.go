@@ -34,6 +34,10 @@ type instance struct {
 	done         chan struct{} // closed when the boot goroutine ends
 	stopOnce     sync.Once
 	terminatedAt time.Time
+	// vmLaunched: the instance's VM is up (its boot delay has passed),
+	// though the host may still be booting; only then may it be
+	// terminated.
+	vmLaunched bool
 }
 
 const maxUserData = 1_000_000
@@ -61,7 +65,11 @@ func (s *Server) launch(body []byte) answer {
 	if !found {
 		return fail(http.StatusNotFound, "global/object-does-not-exist", "SSH key not found.", "Add the key with POST /ssh-keys first.")
 	}
-	if req.Image != nil && !imageExists(req.Image.ID, req.Image.Family, req.RegionName) {
+	var imageID, imageFamily string
+	if req.Image != nil {
+		imageID, imageFamily = req.Image.ID, req.Image.Family
+	}
+	if !s.launchImageOK(imageID, imageFamily, req.RegionName, typ) {
 		return fail(http.StatusNotFound, "global/object-does-not-exist", "Image not found.", "List images with GET /images.")
 	}
 	for _, fs := range req.FileSystemNames {
@@ -101,7 +109,7 @@ func (s *Server) launch(body []byte) answer {
 			Region:          region(req.RegionName),
 			InstanceType:    typ.wire(),
 			Hostname:        req.Hostname,
-			Actions:         actions("booting"),
+			Actions:         actions("booting", false),
 			Tags:            slices.Clone(req.Tags),
 		},
 	}
@@ -181,10 +189,6 @@ func (s *Server) boot(in *instance, seq int) {
 	if delay == 0 {
 		delay = s.opts.BootDelay
 	}
-	if b.StuckBooting {
-		<-in.stop
-		return
-	}
 	if delay > 0 {
 		t := time.NewTimer(delay)
 		defer t.Stop()
@@ -193,6 +197,13 @@ func (s *Server) boot(in *instance, seq int) {
 			return
 		case <-t.C:
 		}
+	}
+	s.vmLaunched(in)
+	if b.StuckBooting {
+		// The VM runs but its system never comes up: booting for ever,
+		// with terminate available.
+		<-in.stop
+		return
 	}
 	switch {
 	case b.Unhealthy:
@@ -219,7 +230,7 @@ func (s *Server) boot(in *instance, seq int) {
 	in.api.Status = "active"
 	in.api.IP = fmt.Sprintf("127.77.%d.%d", seq/250, seq%250+1)
 	in.api.PrivateIP = fmt.Sprintf("10.77.%d.%d", seq/250, seq%250+1)
-	in.api.Actions = actions("active")
+	in.api.Actions = actions("active", true)
 }
 
 func (s *Server) startHost(in *instance) (*sshd.Server, error) {
@@ -276,8 +287,10 @@ func nvidiaSMI(t InstanceType, broken bool) string {
 	return script
 }
 
-// actions is the availability of instance operations in a status.
-func actions(status string) wActions {
+// actions is the availability of instance operations in a status, with
+// the reason codes of the document's InstanceActionUnavailableCode. A
+// booting instance whose VM has launched can be terminated, nothing else.
+func actions(status string, vmLaunched bool) wActions {
 	a := wAction{Available: true}
 	switch status {
 	case "booting":
@@ -285,14 +298,25 @@ func actions(status string) wActions {
 	case "terminating", "terminated":
 		a = wAction{Available: false, ReasonCode: "vm-is-terminating", ReasonDescription: "The instance is terminating."}
 	}
-	return wActions{Migrate: a, Rebuild: a, Restart: a, ColdReboot: a, Terminate: a}
+	out := wActions{Migrate: a, Rebuild: a, Restart: a, ColdReboot: a, Terminate: a}
+	if status == "booting" && vmLaunched {
+		out.Terminate = wAction{Available: true}
+	}
+	return out
 }
 
 func (s *Server) setStatus(in *instance, status string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	in.api.Status = status
-	in.api.Actions = actions(status)
+	in.api.Actions = actions(status, in.vmLaunched)
+}
+
+func (s *Server) vmLaunched(in *instance) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	in.vmLaunched = true
+	in.api.Actions = actions(in.api.Status, true)
 }
 
 // SetStatus changes an instance's status, as Lambda does when a host fails
@@ -306,7 +330,7 @@ func (s *Server) SetStatus(id, status string) error {
 		return errors.New("lambdatest: no instance " + id)
 	}
 	in.api.Status = status
-	in.api.Actions = actions(status)
+	in.api.Actions = actions(status, in.vmLaunched)
 	s.mu.Unlock()
 	if status != "active" && status != "booting" {
 		s.stopHost(in)
@@ -364,6 +388,16 @@ func (s *Server) getInstance(id string) answer {
 
 // terminate answers at once with the instances "terminating"; their hosts
 // stop in the background and they turn "terminated".
+//
+// An instance whose actions.terminate is not available is refused, and so
+// is the whole request: one whose VM has not launched (reason
+// vm-has-not-launched) and one already terminating (vm-is-terminating).
+// The document declares no 400 for terminate and does not say what
+// Lambda answers then; SkyPilot met the terminate of a terminating
+// instance answered "global/unknown: An unknown error occurred."
+// (skypilot-org/skypilot PR #3410, "[Lambda] Fix termination for
+// lambda"). The fake gives that error as a 400, the answer a client can
+// least take for "gone": it must look at the instance and try again.
 func (s *Server) terminate(body []byte) answer {
 	var req struct {
 		InstanceIDs []string `json:"instance_ids"`
@@ -379,13 +413,17 @@ func (s *Server) terminate(body []byte) answer {
 		if !ok || !s.visibleLocked(in) {
 			return fail(http.StatusNotFound, "global/object-does-not-exist", "Specified instance does not exist.", "")
 		}
+		if !in.api.Actions.Terminate.Available && in.api.Status != "terminated" {
+			return answer{status: http.StatusBadRequest, undocumented: true, err: &wError{Code: "global/unknown",
+				Message: "An unknown error occurred.", Suggestion: "Instance " + id + ": " + in.api.Actions.Terminate.ReasonCode}}
+		}
 		ins = append(ins, in)
 	}
 	out := []wInstance{}
 	for _, in := range ins {
 		if in.api.Status != "terminated" {
 			in.api.Status = "terminating"
-			in.api.Actions = actions("terminating")
+			in.api.Actions = actions("terminating", true)
 			go func() {
 				s.stopHost(in)
 				s.mu.Lock()

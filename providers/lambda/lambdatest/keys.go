@@ -74,12 +74,27 @@ func (s *Server) addKey(body []byte) answer {
 
 // deleteKey deletes by id. The document gives this operation no 404, so an
 // unknown id is a 400 invalid-parameters.
+//
+// A key that an instance not yet terminated (booting, active, terminating
+// …) lists in ssh_key_names is refused. The document does not say whether
+// Lambda allows it; it refuses to delete a file system or a firewall
+// ruleset that is in use (filesystems/filesystem-in-use,
+// firewall-rulesets/firewall-ruleset-in-use: "Terminate all instances that
+// are using the ruleset before deleting it."), and deleteSSHKey declares
+// only ApiErrorInvalidParameters for a 400, so the stricter plausible
+// answer is that: 400 global/invalid-parameters.
 func (s *Server) deleteKey(id string) answer {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	i := slices.IndexFunc(s.keys, func(k *wSSHKey) bool { return k.ID == id })
 	if i < 0 {
 		return fail(http.StatusBadRequest, "global/invalid-parameters", "SSH key not found.", "Check the key's id.")
+	}
+	for _, in := range s.instances {
+		if in.api.Status != "terminated" && slices.Contains(in.api.SSHKeyNames, s.keys[i].Name) {
+			return fail(http.StatusBadRequest, "global/invalid-parameters", "SSH key is in use by one or more instances.",
+				"Terminate all instances that are using the key before deleting it.")
+		}
 	}
 	s.keys = slices.Delete(s.keys, i, i+1)
 	return ok(struct{}{})
