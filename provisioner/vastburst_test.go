@@ -47,8 +47,9 @@ func (b keyedBootstrapper) NewCredentials(seed []byte, withHostKey bool) (*provi
 // hosts for one lease.
 func TestVastBurst(t *testing.T) { vastBurst(t, false) }
 
-// TestVastBurstLostCreates: the same with every 5th create's answer lost
-// after the create took effect, and answers delayed up to 600 ms.
+// TestVastBurstLostCreates: the same with creates answered after Vast's
+// 30-90 s (scaled by 0.01) and every 5th create's answer lost after the
+// create took effect.
 func TestVastBurstLostCreates(t *testing.T) { vastBurst(t, true) }
 
 func vastBurst(t *testing.T, lose bool) {
@@ -63,8 +64,9 @@ func vastBurst(t *testing.T, lose bool) {
 	vc := vast.Config{PaceFactor: 0.01, Logger: discardLog()}
 	if lose {
 		opts.LoseCreate = func(k int) bool { return k%5 == 0 }
-		opts.CreateDelay = func(k int) time.Duration { return time.Duration(k%7) * 100 * time.Millisecond }
-		vc.CreateTimeout, vc.CreateLookup = time.Second, 500*time.Millisecond
+		opts.CreateDelay = vasttest.SlowCreates(0.01)
+		// 120 s and the 20 s look-up window, scaled alike.
+		vc.CreateTimeout, vc.CreateLookup = 1200*time.Millisecond, 200*time.Millisecond
 	}
 	fake := vasttest.New(opts)
 	t.Cleanup(fake.Close)
@@ -111,6 +113,18 @@ func vastBurst(t *testing.T, lose bool) {
 		}
 	}
 	took := time.Since(start)
+	online := len(fake.Requests())
+	// Every job runs and completes: the leases release and their hosts
+	// are destroyed, so the requests counted below run from create to
+	// destroy.
+	for _, l := range h.leases(provisioner.StateIdle) {
+		h.runJob(l.JobID, l.RunnerName)
+	}
+	for deadline := time.Now().Add(time.Minute); len(fake.Live()) > 0 || h.count(provisioner.StateReleased) < n; time.Sleep(50 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d hosts still live, %d of %d leases released; leases: %s", len(fake.Live()), h.count(provisioner.StateReleased), n, h.describe())
+		}
+	}
 	close(stop)
 	<-done
 	creates := fake.RequestsFor(vasttest.OpCreate)
@@ -118,9 +132,18 @@ func vastBurst(t *testing.T, lose bool) {
 	for _, r := range creates {
 		statuses[r.Status]++
 	}
+	byOp := map[vasttest.Op]int{}
+	limited := 0
+	for _, r := range fake.Requests() {
+		byOp[r.Op]++
+		if r.Status == 429 {
+			limited++
+		}
+	}
+	all := len(fake.Requests())
 	refused := statuses[404] + statuses[410]
-	t.Logf("%d Vast leases online in %s: %d create calls by status %v, %d requests (%.1f a lease), hosts at most %d, most hosts of one lease %d",
-		n, took.Round(time.Millisecond), len(creates), statuses, len(fake.Requests()), float64(len(fake.Requests()))/n, peak, worst)
+	t.Logf("%d Vast leases online in %s, all destroyed: %d create calls by status %v (0: answer lost), %d answered 429 in all; %d requests to online (%.1f a lease), %d to destroyed (%.1f a lease) by endpoint %v; hosts at most %d, most hosts of one lease %d",
+		n, took.Round(time.Millisecond), len(creates), statuses, limited, online, float64(online)/n, all, float64(all)/n, byOp, peak, worst)
 	if refused > len(creates)/10 {
 		t.Errorf("%d of %d creates refused; want at most 10%%", refused, len(creates))
 	}
