@@ -142,12 +142,6 @@ func (p *Provider) Create(ctx context.Context, req provisioner.CreateRequest) (*
 		params.RunType = RunTypeSSHDirect
 	}
 
-	// One create per offer at a time in this process: a Vast offer is one
-	// machine, and a second create on it is answered no_such_ask.
-	if !p.searches.claim(offerID) {
-		return nil, fmt.Errorf("vast: offer %d is being rented by another lease: %w", offerID, provisioner.ErrOfferUnavailable)
-	}
-	defer p.searches.release(offerID)
 	id, err := p.client.CreateInstance(ctx, offerID, params)
 	var amb *errAmbiguous
 	switch {

@@ -20,7 +20,8 @@ const DefaultSearchTTL = 5 * time.Second
 // queries within the TTL get one answer, and concurrent identical queries
 // wait for one request together. Offers rented or found gone here are left
 // out of the answers for a while, since the search that listed them may be
-// older than the create that took them.
+// older than the create that took them. Which lease tries which offer is
+// the provisioner's to decide (Offer.Exclusive).
 type searchCache struct {
 	ttl   time.Duration
 	group singleflight.Group
@@ -28,10 +29,6 @@ type searchCache struct {
 	mu      sync.Mutex
 	entries map[string]searchEntry
 	gone    map[int64]time.Time // offer id → when it was taken
-	// claimed are the offers a create of this process is renting now:
-	// another lease's create on one of them could only be answered
-	// no_such_ask, at the price of a create call and its slot.
-	claimed map[int64]bool
 }
 
 type searchEntry struct {
@@ -114,26 +111,4 @@ func (c *searchCache) withoutGone(offers []Offer) []Offer {
 		}
 	}
 	return out
-}
-
-// claim reserves the offer for one create; false when another create of
-// this process holds it or rented it lately.
-func (c *searchCache) claim(offerID int64) bool {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.claimed == nil {
-		c.claimed = map[int64]bool{}
-	}
-	if at, ok := c.gone[offerID]; c.claimed[offerID] || (ok && time.Since(at) < 2*max(c.ttl, 0)) {
-		return false
-	}
-	c.claimed[offerID] = true
-	return true
-}
-
-// release ends a claim; taken (called first) keeps the offer out.
-func (c *searchCache) release(offerID int64) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	delete(c.claimed, offerID)
 }
