@@ -79,6 +79,7 @@ func (p *Provisioner) createHost(ctx context.Context, log *slog.Logger, l *Lease
 				if err := ad.Adopt(ctx, adopted, req); err != nil {
 					return err
 				}
+				p.followedUp.Store(l.ID, true)
 			}
 			return p.toBooting(ctx, l.ID, "instance "+adopted.ID+" found by its marker after a restart", func(l *Lease) {
 				l.InstanceID = adopted.ID
@@ -118,6 +119,7 @@ func (p *Provisioner) createHost(ctx context.Context, log *slog.Logger, l *Lease
 			errs = append(errs, fmt.Sprintf("%s offer %s: %v", offer.Provider, offer.ID, err))
 			continue
 		}
+		p.followedUp.Store(l.ID, true)
 		return p.toBooting(ctx, l.ID, "instance "+inst.ID+" created", func(l *Lease) {
 			l.InstanceID = inst.ID
 			// The boot clock runs from the host's creation: time spent
@@ -244,3 +246,32 @@ func (p *Provisioner) destroyByMarker(ctx context.Context, l *Lease) error {
 	return err
 }
 
+// adoptBooting hands a booting host that another process created (serve
+// restarted after the create) to its provider's Adopter, once per process:
+// a provider whose create takes more than one call keeps the rest in
+// memory (Vast attaches the lease's SSH key once the container runs), and
+// that memory died with the process that made the call. A failure is
+// logged and the boot goes on: the boot deadline decides, as for any host.
+func (p *Provisioner) adoptBooting(ctx context.Context, log *slog.Logger, l *Lease, prov Provider, class *Class) {
+	ad, ok := prov.(Adopter)
+	if !ok || l.InstanceID == "" {
+		return
+	}
+	if _, done := p.followedUp.LoadOrStore(l.ID, true); done {
+		return
+	}
+	creds, err := p.credentials(l.ID, false)
+	if err != nil {
+		return // waitBoot fails the lease for it
+	}
+	offer := Offer{Provider: l.Provider, ID: l.OfferID, GPU: l.GPU, PricePerHour: l.PricePerHour, MachineID: l.MachineID}
+	marker := Marker{Deployment: p.cfg.Deployment, LeaseID: l.ID, Expires: l.ExpiresAt}
+	req, err := p.createRequest(offer, class, marker, creds)
+	if err == nil {
+		err = ad.Adopt(ctx, &Instance{Provider: l.Provider, ID: l.InstanceID, Marker: marker}, req)
+	}
+	if err != nil {
+		p.followedUp.Delete(l.ID)
+		log.Warn("adopting a booting host created before a restart", "instance_id", l.InstanceID, "error", err)
+	}
+}

@@ -41,9 +41,12 @@ type Provider interface {
 }
 
 // Adopter is implemented by providers whose create takes more than one
-// call (Vast attaches the SSH key after creating the instance). Adopt
-// repeats the calls after the first for an instance that was found by its
-// marker after a crash cut the create short.
+// call (Vast attaches the SSH key after creating the instance, and again
+// once it runs). Adopt repeats the calls after the first for an instance
+// this process did not create: one found by its marker after a crash cut
+// the create short, or one still booting when the process restarted. It is
+// called once per instance and process, and may be called again for an
+// instance that already has everything.
 type Adopter interface {
 	Adopt(ctx context.Context, inst *Instance, req CreateRequest) error
 }

@@ -79,7 +79,7 @@ func (p *Provisioner) provision(ctx context.Context, id string, st stage) error 
 				return p.handOff(ctx, l.ID)
 			}
 			if l.State == StateBooting {
-				err = p.waitBoot(ctx, log, l)
+				err = p.waitBoot(ctx, log, l, class)
 			} else {
 				err = p.bootstrap(ctx, log, l, class)
 			}
@@ -189,7 +189,7 @@ var errCredentialsLost = errors.New("the lease's SSH key was lost in a restart")
 
 // waitBoot waits until the provider reports the host running with an SSH
 // endpoint and an SSH connection succeeds with the expected host key.
-func (p *Provisioner) waitBoot(ctx context.Context, log *slog.Logger, l *Lease) error {
+func (p *Provisioner) waitBoot(ctx context.Context, log *slog.Logger, l *Lease, class *Class) error {
 	creds, err := p.credentials(l.ID, false)
 	if err != nil {
 		return p.failLease(ctx, l, err.Error())
@@ -198,6 +198,7 @@ func (p *Provisioner) waitBoot(ctx context.Context, log *slog.Logger, l *Lease) 
 	if prov == nil {
 		return p.failLease(ctx, l, "provider "+l.Provider+" is no longer configured")
 	}
+	p.adoptBooting(ctx, log, l, prov, class)
 	until := p.waitUntil(l)
 	for {
 		inst, key, failure, err := p.checkBoot(ctx, prov, l.InstanceID, creds, l.HostKey)

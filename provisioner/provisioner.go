@@ -103,6 +103,9 @@ type Provisioner struct {
 	bad          badMachines
 	// book hands exclusive offers to one lease at a time (offerbook.go).
 	book offerBook
+	// followedUp: lease IDs whose host this process created or adopted, so
+	// the provider holds what its create set in motion (adoptBooting).
+	followedUp sync.Map
 	// sweepLists: provider listings shared by the extra-host sweeps.
 	sweepLists sweepLists
 	// bal balances outside the deliveries' transactions once started;
