@@ -150,4 +150,9 @@ func vastBurst(t *testing.T, lose bool) {
 	if worst > 1 || peak > n {
 		t.Errorf("hosts at most %d, most of one lease %d; want at most %d and 1", peak, worst, n)
 	}
+	// The target: at most 10 Vast requests per lease from create
+	// to destroy (listings are shared by all booting hosts).
+	if all > 10*n {
+		t.Errorf("%.1f Vast requests per lease; want at most 10", float64(all)/n)
+	}
 }
