@@ -63,13 +63,20 @@ func TestPacedPerEndpoint(t *testing.T) {
 		}
 	})
 	const n = 6
+	// One search for all: each lease takes its own offer, as the
+	// provisioner's offer claims hand them out (a search made after some
+	// creates no longer lists the offers they took, so indexes would shift).
+	offers, err := p.Offers(context.Background(), a100)
+	if err != nil || len(offers) < n {
+		t.Fatalf("Offers: %d, %v", len(offers), err)
+	}
 	var wg sync.WaitGroup
 	insts := make([]*provisioner.Instance, n)
 	for i := range n {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			insts[i] = createNth(t, p, i, marker("acme-gpu", "paced"+strconv.Itoa(i)))
+			insts[i] = createOn(t, p, offers[i], marker("acme-gpu", "paced"+strconv.Itoa(i)))
 		}()
 	}
 	wg.Wait()
@@ -120,16 +127,10 @@ func a100Market(n int) []vasttest.Offer {
 	return out
 }
 
-// createNth rents the i'th offer of the a100 class (distinct per lease,
-// as the provisioner hands them out).
-func createNth(t *testing.T, p *vast.Provider, i int, m provisioner.Marker) *provisioner.Instance {
+// createOn rents one offer for the a100 class.
+func createOn(t *testing.T, p *vast.Provider, offer provisioner.Offer, m provisioner.Marker) *provisioner.Instance {
 	t.Helper()
-	offers, err := p.Offers(context.Background(), a100)
-	if err != nil || len(offers) <= i {
-		t.Errorf("Offers: %d, %v", len(offers), err)
-		return nil
-	}
-	inst, err := p.Create(context.Background(), provisioner.CreateRequest{Offer: offers[i], Class: a100, Marker: m, SSHPublicKey: newLeaseKey(t).authorized})
+	inst, err := p.Create(context.Background(), provisioner.CreateRequest{Offer: offer, Class: a100, Marker: m, SSHPublicKey: newLeaseKey(t).authorized})
 	if err != nil {
 		t.Errorf("Create: %v", err)
 		return nil
