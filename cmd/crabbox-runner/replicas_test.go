@@ -89,7 +89,7 @@ runner: {version: "2.330.0", url: %q, sha256: %q}
 providers:
   vast: {ssh_user: %s, min_request_interval: 1ms}
 reconcile: {interval: 2s, gc_interval: 5s}
-work: {job_timeout: 10s, rescue_after: 20s}
+work: {job_timeout: 25s, rescue_after: 30s}
 classes:
   - name: gpu
     labels: [self-hosted, linux, x64, crabbox, gpu]
