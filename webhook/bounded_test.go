@@ -2,6 +2,7 @@ package webhook_test
 
 import (
 	"bufio"
+	"context"
 	"fmt"
 	"io"
 	"net"
@@ -195,4 +196,34 @@ func answerOrClosed(c net.Conn, within time.Duration) (time.Duration, error) {
 		return 0, fmt.Errorf("connection still open after %s", within)
 	}
 	return time.Since(start), nil
+}
+
+// slowRecorder takes longer than the body deadline to record a delivery
+// and fails if the request's context ends meanwhile.
+type slowRecorder struct{ took time.Duration }
+
+func (s slowRecorder) HandleJobEvent(ctx context.Context, ev provisioner.JobEvent) (provisioner.Outcome, error) {
+	select {
+	case <-time.After(s.took):
+		return provisioner.Accepted, nil
+	case <-ctx.Done():
+		return 0, ctx.Err()
+	}
+}
+
+// The body deadline bounds the body only: recording a delivery that
+// arrived in time is not cut short by it.
+func TestBodyDeadlineSparesTheRecording(t *testing.T) {
+	h, err := webhook.New(webhook.Config{Secret: secret, Events: slowRecorder{took: 700 * time.Millisecond},
+		BodyTimeout: 200 * time.Millisecond, Logger: discardLogger()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewUnstartedServer(h)
+	srv.Config = webhook.Server(h)
+	srv.Start()
+	t.Cleanup(srv.Close)
+	if code := signedQueued(t, srv.URL); code != http.StatusAccepted {
+		t.Fatalf("delivery recorded past the body deadline: %d, want 202", code)
+	}
 }
