@@ -167,11 +167,12 @@ func (h *Handler) readBody(w http.ResponseWriter, r *http.Request, want []byte) 
 		release()
 		return body{}, false, err
 	}
-	// The body is in, so the deadline has done its work. Left in place,
-	// the server's background read of the connection would hit it and
-	// cancel the request's context while the delivery is being recorded.
-	// (A failed read keeps it: it ends the connection the server would
-	// otherwise try to drain.)
+	// The body is in, so the deadline has done its work; it is lifted so
+	// that nothing reading the connection (net/http's background read)
+	// trips over it while the delivery is recorded. WriteTimeout still
+	// bounds the answer, and the server sets fresh deadlines for the next
+	// request. (A failed read keeps it: it ends the connection the server
+	// would otherwise try to drain.)
 	_ = http.NewResponseController(w).SetReadDeadline(time.Time{})
 	return body{buf: buf, release: release}, macEqual(mac, want), nil
 }
