@@ -43,11 +43,11 @@ const (
 	SmallBody = 64 << 10
 
 	// DefaultBodyTimeout bounds the time to receive a body. GitHub gives up
-	// on a delivery not answered in 10 s ("GitHub … will terminate the
-	// connection if a response is not received within 10 seconds",
-	// docs.github.com "Best practices for using webhooks" / "Handling
-	// webhook deliveries"), so a body still arriving after that is no
-	// delivery GitHub is waiting for.
+	// on a delivery not answered in time (docs.github.com, "Best practices
+	// for using webhooks", "Respond within 10 seconds": past it GitHub
+	// terminates the connection and counts the delivery failed; GitHub
+	// Enterprise Server's page says 30 seconds), so a body still arriving
+	// after 10 s is no delivery github.com is waiting for.
 	DefaultBodyTimeout = 10 * time.Second
 
 	// DefaultQueueWait is how long a request waits for budget before it is
