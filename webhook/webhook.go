@@ -1,5 +1,6 @@
-// Package webhook receives GitHub's workflow_job deliveries. It verifies the
-// signature on the raw body before parsing anything, decodes the event,
+// Package webhook receives GitHub's workflow_job deliveries. It bounds what
+// a stranger can make it hold (bounded.go), verifies the signature on the
+// raw body as it streams in, before parsing anything, decodes the event,
 // hands it to the provisioner (which records it and enqueues the work in one
 // transaction) and answers at once: no cloud or GitHub call happens while
 // GitHub waits for the response.
@@ -13,7 +14,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"mime"
 	"net/http"
@@ -39,9 +39,17 @@ type Config struct {
 	Secret []byte
 	Events EventHandler
 	// Ready reports whether the server can take work (for /readyz).
-	Ready   func(ctx context.Context) error
+	Ready func(ctx context.Context) error
+	// MaxBody caps a body (at most GitHubMaxPayload).
 	MaxBody int64
-	Logger  *slog.Logger
+	// MaxBuffered is the memory for bodies being read at once; requests
+	// past it wait QueueWait, then get 503 (bounded.go).
+	MaxBuffered int64
+	// BodyTimeout bounds the time to receive a body; QueueWait the time
+	// to wait for MaxBuffered. Zero means the defaults.
+	BodyTimeout time.Duration
+	QueueWait   time.Duration
+	Logger      *slog.Logger
 	// Observe, when set, is told every delivery's event, action, result
 	// and time to answer (metrics).
 	Observe func(event, action, result string, d time.Duration)
@@ -49,9 +57,10 @@ type Config struct {
 
 // Handler serves POST /webhook, GET /healthz and GET /readyz.
 type Handler struct {
-	cfg Config
-	mux *http.ServeMux
-	log *slog.Logger
+	cfg          Config
+	mux          *http.ServeMux
+	log          *slog.Logger
+	small, large *budget
 }
 
 // New returns the handler. It refuses an empty secret: an unsigned webhook
@@ -66,10 +75,29 @@ func New(cfg Config) (*Handler, error) {
 	if cfg.MaxBody <= 0 {
 		cfg.MaxBody = DefaultMaxBody
 	}
+	if cfg.MaxBody > GitHubMaxPayload {
+		return nil, fmt.Errorf("webhook: a body cap of %d bytes is above GitHub's payload cap of %d", cfg.MaxBody, GitHubMaxPayload)
+	}
+	if cfg.MaxBuffered <= 0 {
+		cfg.MaxBuffered = max(DefaultMaxBuffered, cfg.MaxBody)
+	}
+	if cfg.MaxBuffered < cfg.MaxBody {
+		return nil, fmt.Errorf("webhook: the read budget (%d bytes) is smaller than one body (%d bytes)", cfg.MaxBuffered, cfg.MaxBody)
+	}
+	if cfg.BodyTimeout <= 0 {
+		cfg.BodyTimeout = DefaultBodyTimeout
+	}
+	if cfg.QueueWait <= 0 {
+		cfg.QueueWait = DefaultQueueWait
+	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	h := &Handler{cfg: cfg, mux: http.NewServeMux(), log: cfg.Logger}
+	// A quarter of the budget (at least one small body) is kept for
+	// bodies of up to SmallBody, where GitHub's deliveries are.
+	small := max(cfg.MaxBuffered/4, SmallBody)
+	h := &Handler{cfg: cfg, mux: http.NewServeMux(), log: cfg.Logger,
+		small: newBudget(small), large: newBudget(max(cfg.MaxBuffered-small, cfg.MaxBody))}
 	h.mux.HandleFunc("POST /webhook", h.serveWebhook)
 	h.mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		reply(w, http.StatusOK, "ok")
@@ -108,25 +136,54 @@ func (h *Handler) serveWebhook(w http.ResponseWriter, r *http.Request) {
 		}
 	}()
 
-	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, h.cfg.MaxBody))
-	if err != nil {
-		var tooBig *http.MaxBytesError
-		if errors.As(err, &tooBig) {
-			log.Warn("delivery refused: body too large", "limit", h.cfg.MaxBody)
-			result = "too_large"
-			reply(w, http.StatusRequestEntityTooLarge, "body too large")
-			return
-		}
+	// Nothing is read from a sender that cannot have signed the body, nor
+	// from one whose declared body is over the cap.
+	want, ok := parseSignature(r.Header.Get("X-Hub-Signature-256"))
+	if !ok {
+		log.Warn("delivery refused: missing or malformed signature", "remote", r.RemoteAddr)
+		result = "unauthorized"
+		closeAfter(w)
+		reply(w, http.StatusUnauthorized, "bad or missing signature")
+		return
+	}
+	if r.ContentLength > h.cfg.MaxBody {
+		log.Warn("delivery refused: body too large", "limit", h.cfg.MaxBody, "content_length", r.ContentLength)
+		result = "too_large"
+		closeAfter(w)
+		reply(w, http.StatusRequestEntityTooLarge, "body too large")
+		return
+	}
+	b, verified, err := h.readBody(w, r, want)
+	switch {
+	case errors.Is(err, errBusy):
+		log.Warn("delivery refused: too many bodies being read", "remote", r.RemoteAddr)
+		result = "busy"
+		closeAfter(w)
+		w.Header().Set("Retry-After", "1")
+		reply(w, http.StatusServiceUnavailable, "busy")
+		return
+	case errors.Is(err, errTooLarge):
+		log.Warn("delivery refused: body too large", "limit", h.cfg.MaxBody)
+		result = "too_large"
+		closeAfter(w)
+		reply(w, http.StatusRequestEntityTooLarge, "body too large")
+		return
+	case err != nil:
+		// Includes the body deadline passing: the connection is closed,
+		// and this answer is for whoever still reads.
 		result = "malformed"
+		closeAfter(w)
 		reply(w, http.StatusBadRequest, "cannot read body")
 		return
 	}
-	if !Verify(h.cfg.Secret, body, r.Header.Get("X-Hub-Signature-256")) {
+	defer b.release()
+	if !verified {
 		log.Warn("delivery refused: bad or missing signature", "remote", r.RemoteAddr)
 		result = "unauthorized"
 		reply(w, http.StatusUnauthorized, "bad or missing signature")
 		return
 	}
+	body := b.Bytes()
 
 	switch event {
 	case "ping":
@@ -202,12 +259,8 @@ func boundedAction(a string) string {
 // Verify checks an X-Hub-Signature-256 header against the raw body in
 // constant time. Only sha256 is accepted, and a missing header fails.
 func Verify(secret, body []byte, header string) bool {
-	const prefix = "sha256="
-	if len(secret) == 0 || len(header) != len(prefix)+sha256.Size*2 || !strings.HasPrefix(header, prefix) {
-		return false
-	}
-	got, err := hex.DecodeString(header[len(prefix):])
-	if err != nil {
+	got, ok := parseSignature(header)
+	if len(secret) == 0 || !ok {
 		return false
 	}
 	m := hmac.New(sha256.New, secret)
@@ -308,6 +361,10 @@ func deref(s *string) string {
 	}
 	return *s
 }
+
+// closeAfter ends the connection after the answer: the body was not read
+// (or not to its end), so the connection cannot carry another request.
+func closeAfter(w http.ResponseWriter) { w.Header().Set("Connection", "close") }
 
 func reply(w http.ResponseWriter, code int, msg string) {
 	w.Header().Set("Content-Type", "application/json")

@@ -128,7 +128,8 @@ func newApp(ctx context.Context, cfg *config.Config, log *slog.Logger, opts appO
 	}
 	hook, err := webhook.New(webhook.Config{
 		Secret: secret, Events: a.prov, Ready: a.store.Ping,
-		MaxBody: cfg.Webhook.MaxBodyBytes, Logger: log.With("component", "webhook"),
+		MaxBody: cfg.Webhook.MaxBodyBytes, MaxBuffered: cfg.Webhook.MaxBufferedBytes,
+		Logger:  log.With("component", "webhook"),
 		Observe: a.metrics.Delivery,
 	})
 	if err != nil {
@@ -139,13 +140,7 @@ func newApp(ctx context.Context, cfg *config.Config, log *slog.Logger, opts appO
 	if a.listener, err = net.Listen("tcp", cfg.Listen); err != nil {
 		return nil, fmt.Errorf("listen %s: %w", cfg.Listen, err)
 	}
-	a.server = &http.Server{
-		Handler:           hook,
-		ReadHeaderTimeout: 5 * time.Second,
-		ReadTimeout:       15 * time.Second,
-		WriteTimeout:      15 * time.Second,
-		IdleTimeout:       2 * time.Minute,
-	}
+	a.server = webhook.Server(hook)
 	return a, nil
 }
 

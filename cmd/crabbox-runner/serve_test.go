@@ -525,7 +525,8 @@ func TestServeRefusesBadDeliveries(t *testing.T) {
 		{"unsigned", "", body, 401},
 		{"wrong secret", webhook.Sign([]byte("nope"), body), body, 401},
 		{"malformed", webhook.Sign([]byte(testSecret), body), body, 400},
-		{"too large", "", bytes.Repeat([]byte("x"), 2<<20), 413},
+		// Signed, or the missing signature would be refused first (401).
+		{"too large", webhook.Sign([]byte(testSecret), bytes.Repeat([]byte("x"), 2<<20)), bytes.Repeat([]byte("x"), 2<<20), 413},
 	}
 	for _, tc := range cases {
 		req, _ := http.NewRequest(http.MethodPost, e.url+"/webhook", bytes.NewReader(tc.body))

@@ -122,8 +122,12 @@ func (g GitHubConfig) ScopeList() []provisioner.Scope {
 
 // WebhookConfig configures POST /webhook.
 type WebhookConfig struct {
-	SecretFile   string `yaml:"secret_file"`
-	MaxBodyBytes int64  `yaml:"max_body_bytes"`
+	SecretFile string `yaml:"secret_file"`
+	// MaxBodyBytes caps a delivery's body: 1..25 MB (webhook.go).
+	MaxBodyBytes int64 `yaml:"max_body_bytes"`
+	// MaxBufferedBytes is the memory for bodies being read at once, before
+	// their signatures are known (webhook.go).
+	MaxBufferedBytes int64 `yaml:"max_buffered_bytes"`
 }
 
 // StatusConfig configures the status page at GET / (package status).

@@ -100,8 +100,8 @@ func (c *Config) Validate(needs Needs) error {
 	if needs.Webhook && len(c.WebhookSecret) == 0 && !c.GitHub.Polling() {
 		return errf("webhook.secret_file", "a webhook secret is required: set CRABBOX_WEBHOOK_SECRET or CRABBOX_WEBHOOK_SECRET_FILE (or run without webhooks: github.mode: poll)")
 	}
-	if c.Webhook.MaxBodyBytes < 0 {
-		return errf("webhook.max_body_bytes", "must not be negative")
+	if err := c.Webhook.validate(); err != nil {
+		return err
 	}
 	if err := checkStatusToken(c.StatusToken); err != nil {
 		return err

@@ -42,7 +42,7 @@ func New() *Metrics {
 		reg: prometheus.NewRegistry(),
 		deliveries: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "crabbox_webhook_deliveries_total",
-			Help: "Webhook deliveries by event, action and result (accepted, duplicate, ignored, unauthorized, malformed, too_large, error).",
+			Help: "Webhook deliveries by event, action and result (accepted, duplicate, ignored, unauthorized, malformed, too_large, busy, error).",
 		}, []string{"event", "action", "result"}),
 		deliveryTime: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name:    "crabbox_webhook_ack_seconds",
