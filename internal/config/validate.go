@@ -117,8 +117,8 @@ func (c *Config) Validate(needs Needs) error {
 	if err := CheckBaseURL("providers.lambda.api_url", c.Providers.Lambda.APIURL); err != nil {
 		return err
 	}
-	if c.Limits.MaxLeases < 0 {
-		return errf("limits.max_leases", "must not be negative")
+	if err := c.validateNumbers(); err != nil {
+		return err
 	}
 	if c.Limits.GitHubBudgetReservePercent > 90 {
 		return errf("limits.github_budget_reserve_percent", "must be at most 90")
@@ -201,6 +201,9 @@ func (c *Config) validateClass(i int, seen map[string]bool) error {
 		if p == "lambda" && c.LambdaAPIKey == "" {
 			return errf(pk, "lambda needs LAMBDA_API_KEY")
 		}
+	}
+	if err := cc.validateNumbers(key); err != nil {
+		return err
 	}
 	if cc.GPU.Count < 0 {
 		return errf(key+".gpu.count", "must be at least 1")
