@@ -1,8 +1,15 @@
 package main
 
 import (
+	"context"
+	"fmt"
+	"os"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/crabbox/crabbox-runner/provisioner"
+	"github.com/crabbox/crabbox-runner/store/sqlite"
 )
 
 const strictConfig = `deployment: e2e
@@ -44,5 +51,55 @@ func TestServeRefusesNaNCaps(t *testing.T) {
 		if code == 0 || !strings.Contains(errs, tc.key) {
 			t.Fatalf("%s: exit %d, %s", tc.extra, code, errs)
 		}
+	}
+}
+
+// TestServePrunesOldDeliveries: the database kept every delivery forever.
+// Through serve: deliveries and job events older than retention.deliveries
+// are deleted by the leader's reconcile pass, recent ones kept, and the
+// database file is 0600.
+func TestServePrunesOldDeliveries(t *testing.T) {
+	e := startServeWith(t, serveSetup{extraConfig: "reconcile: {interval: 1s}\nretention: {deliveries: 72h}\n"})
+	ctx := context.Background()
+	st, err := sqlite.Open(ctx, e.dbPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	now := time.Now()
+	err = st.InTx(ctx, func(tx provisioner.Tx) error {
+		for i := range 50 {
+			if _, err := tx.RecordDelivery(ctx, fmt.Sprintf("old-%d", i), "workflow_job", "queued", now.Add(-100*time.Hour)); err != nil {
+				return err
+			}
+			if _, err := tx.RecordJobEvent(ctx, int64(9000+i), 1, "completed", "", now.Add(-100*time.Hour)); err != nil {
+				return err
+			}
+		}
+		_, err := tx.RecordDelivery(ctx, "recent", "workflow_job", "queued", now.Add(-70*time.Hour))
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	count := func(q string) int {
+		var n int
+		if err := st.DB().QueryRowContext(ctx, q).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for count(`SELECT count(*) FROM crabbox_delivery WHERE guid LIKE 'old-%'`)+count(`SELECT count(*) FROM crabbox_job_event WHERE job_id >= 9000`) > 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("old deliveries and job events still there after 20 s of 1 s reconcile passes")
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	if count(`SELECT count(*) FROM crabbox_delivery WHERE guid = 'recent'`) != 1 {
+		t.Fatal("a delivery inside the retention was pruned")
+	}
+	if fi, err := os.Stat(e.dbPath); err != nil || fi.Mode().Perm() != 0o600 {
+		t.Fatalf("database file: %v %v, want mode 600", fi.Mode(), err)
 	}
 }
