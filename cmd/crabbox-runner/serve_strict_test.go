@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"os"
@@ -13,6 +14,8 @@ import (
 )
 
 const strictConfig = `deployment: e2e
+database_url: sqlite:DIR/serve.db
+providers: {local: {dir: DIR/hosts}}
 runner: {version: "2.330.0", sha256: "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"}
 classes:
   - name: a100
@@ -20,14 +23,34 @@ classes:
     providers: [local]
 `
 
+// writeStrictConfig writes strictConfig with extra appended, its files in a
+// directory of the test's own.
+func writeStrictConfig(t *testing.T, extra string) string {
+	dir := t.TempDir()
+	path := dir + "/c.yaml"
+	writeFile(t, path, strings.ReplaceAll(strictConfig, "DIR", dir)+extra)
+	return path
+}
+
+// runServeBounded runs the CLI as runCLI does, but stops it after 10 s: a
+// serve that should have refused to start and did not ends the test with
+// exit 0 instead of running on.
+func runServeBounded(t *testing.T, env map[string]string, args ...string) (code int, stdout, stderr string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	var out, errb bytes.Buffer
+	code = run(ctx, args, &out, &errb, func(k string) string { return env[k] })
+	return code, out.String(), errb.String()
+}
+
 // TestServeRefusesWeakWebhookSecret: serve used to start with
 // CRABBOX_WEBHOOK_SECRET=a. It now exits with how to make a secret, without
 // echoing the one it was given.
 func TestServeRefusesWeakWebhookSecret(t *testing.T) {
-	path := t.TempDir() + "/c.yaml"
-	writeFile(t, path, strictConfig)
+	path := writeStrictConfig(t, "")
 	weak := "short-secret"
-	code, _, errs := runCLI(t, map[string]string{"CRABBOX_CONFIG": path, "CRABBOX_WEBHOOK_SECRET": weak, "CRABBOX_GITHUB_TOKEN": "t"},
+	code, _, errs := runServeBounded(t, map[string]string{"CRABBOX_CONFIG": path, "CRABBOX_WEBHOOK_SECRET": weak, "CRABBOX_GITHUB_TOKEN": "t"},
 		"serve", "--listen", "127.0.0.1:0")
 	if code == 0 || !strings.Contains(errs, "webhook.secret_file") || !strings.Contains(errs, "openssl rand -hex 32") {
 		t.Fatalf("serve with a %d-byte secret: exit %d, %s", len(weak), code, errs)
@@ -44,9 +67,8 @@ func TestServeRefusesNaNCaps(t *testing.T) {
 		{"limits: {max_spend_per_hour: .nan}\n", "limits.max_spend_per_hour"},
 		{"retention: {deliveries: 1h}\n", "retention.deliveries"},
 	} {
-		path := t.TempDir() + "/c.yaml"
-		writeFile(t, path, strictConfig+tc.extra)
-		code, _, errs := runCLI(t, map[string]string{"CRABBOX_CONFIG": path, "CRABBOX_WEBHOOK_SECRET": "0123456789abcdef", "CRABBOX_GITHUB_TOKEN": "t"},
+		path := writeStrictConfig(t, tc.extra)
+		code, _, errs := runServeBounded(t, map[string]string{"CRABBOX_CONFIG": path, "CRABBOX_WEBHOOK_SECRET": "0123456789abcdef", "CRABBOX_GITHUB_TOKEN": "t"},
 			"serve", "--listen", "127.0.0.1:0")
 		if code == 0 || !strings.Contains(errs, tc.key) {
 			t.Fatalf("%s: exit %d, %s", tc.extra, code, errs)
