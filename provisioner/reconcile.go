@@ -54,6 +54,9 @@ type ReconcileConfig struct {
 	// finds what webhooks missed (poll mode, or a token, which has no
 	// delivery log to redeliver from).
 	Walk bool
+	// Retention is the age past which deliveries and job events are
+	// deleted, a batch per pass (default 30 days; negative: never).
+	Retention time.Duration
 }
 
 // ReconcileArgs runs one lease pass.
@@ -222,6 +225,7 @@ type ReconcileReport struct {
 	Redelivered      int
 	RunnerGone       int // idle or busy leases whose runner GitHub no longer has
 	Servable         int // jobs marked unservable whose mark was cleared
+	Pruned           int // deliveries and job events past the retention, deleted
 	// Deferred: some background GitHub work was refused for budget
 	// (ErrDeferred) and waits for a later pass.
 	Deferred bool
@@ -363,9 +367,12 @@ func (p *Provisioner) Reconcile(ctx context.Context) (*ReconcileReport, error) {
 	if err := p.balanceAll(ctx); err != nil {
 		errs = append(errs, err)
 	}
-	if rep.MissedJobs+rep.StaleJobs+rep.Redelivered+rep.Requeued+rep.RunnerGone+rep.Servable > 0 {
+	if rep.Pruned, err = p.pruneEvents(ctx, now); err != nil {
+		errs = append(errs, err)
+	}
+	if rep.MissedJobs+rep.StaleJobs+rep.Redelivered+rep.Requeued+rep.RunnerGone+rep.Servable+rep.Pruned > 0 {
 		p.log.Info("reconciled", "missed_jobs", rep.MissedJobs, "stale_jobs", rep.StaleJobs,
-			"redelivered", rep.Redelivered, "requeued", rep.Requeued, "runner_gone", rep.RunnerGone, "servable_again", rep.Servable)
+			"redelivered", rep.Redelivered, "requeued", rep.Requeued, "runner_gone", rep.RunnerGone, "servable_again", rep.Servable, "pruned", rep.Pruned)
 	}
 	return rep, errors.Join(errs...)
 }

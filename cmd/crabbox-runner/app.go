@@ -153,7 +153,8 @@ func reconcileConfig(cfg *config.Config, gh *github.Client) provisioner.Reconcil
 		Interval: cfg.Reconcile.Interval, GCInterval: cfg.Reconcile.GCInterval,
 		Scopes: cfg.GitHub.ScopeList(),
 		Jobs:   gh, Deliveries: gh,
-		Walk: !gh.IsApp(),
+		Walk:      !gh.IsApp(),
+		Retention: cfg.Retention.Deliveries,
 	}
 	if cfg.GitHub.Polling() {
 		rc.Interval = cfg.GitHub.PollInterval

@@ -309,10 +309,10 @@ func appliedMigrations(ctx context.Context, st provisioner.Store) (map[int]time.
 // weakSecrets are placeholders that find their way into real deployments.
 var weakSecrets = []string{"changeme", "change-me", "secret", "password", "webhook-secret", "webhooksecret", "test", "example", "github"}
 
-// checkWebhookSecret: missing fails (serve refuses to start); short or a
-// placeholder warns (it works, but can be guessed).
+// checkWebhookSecret: missing or short fails (serve refuses to start); a
+// placeholder or few distinct characters warns (it works, but can be guessed).
 func (d *doctor) checkWebhookSecret(cfg *config.Config) {
-	const minLen = 16
+	const minLen = config.MinWebhookSecretLen
 	s := cfg.WebhookSecret
 	const howto = "a random secret, e.g. from `openssl rand -hex 32`"
 	distinct := map[byte]bool{}
@@ -327,7 +327,7 @@ func (d *doctor) checkWebhookSecret(cfg *config.Config) {
 		d.warn("webhook secret", "a well-known placeholder: anyone can sign webhooks",
 			"replace it with "+howto+", here and in the GitHub App's webhook settings")
 	case len(s) < minLen:
-		d.warn("webhook secret", fmt.Sprintf("only %d bytes: short enough to guess", len(s)),
+		d.fail("webhook secret", fmt.Sprintf("only %d bytes: serve refuses to start with fewer than %d", len(s), minLen),
 			fmt.Sprintf("use at least %d bytes, %s, here and in the GitHub App's webhook settings", minLen, howto))
 	case len(distinct) < 4:
 		d.warn("webhook secret", fmt.Sprintf("%d bytes but only %s: easy to guess", len(s), plural(len(distinct), "different character", "different characters")),

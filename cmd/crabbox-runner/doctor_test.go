@@ -283,7 +283,7 @@ func TestDoctorWebhookSecret(t *testing.T) {
 		code                      int
 	}{
 		{"", "FAIL", "not set: serve refuses to start", "CRABBOX_WEBHOOK_SECRET_FILE", 1},
-		{"s3cret-s3cret", "WARN", "only 13 bytes", "at least 16 bytes", 0},
+		{"s3cret-s3cret", "FAIL", "only 13 bytes: serve refuses to start", "at least 16 bytes", 1},
 		{"changeme", "WARN", "well-known placeholder", "openssl rand -hex 32", 0},
 		{"aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa", "WARN", "only 1 different character:", "openssl rand -hex 32", 0},
 	} {

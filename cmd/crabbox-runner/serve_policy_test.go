@@ -160,7 +160,7 @@ classes:
     providers: [local]
     repositories: [acme/ml*]
 `)
-	code, _, errs := runCLI(t, map[string]string{"CRABBOX_CONFIG": path, "CRABBOX_WEBHOOK_SECRET": "s", "CRABBOX_GITHUB_TOKEN": "t"},
+	code, _, errs := runCLI(t, map[string]string{"CRABBOX_CONFIG": path, "CRABBOX_WEBHOOK_SECRET": "0123456789abcdef", "CRABBOX_GITHUB_TOKEN": "t"},
 		"serve", "--listen", "127.0.0.1:0")
 	if code == 0 || !strings.Contains(errs, "classes[0] (a100).repositories[0]") {
 		t.Fatalf("serve with a bad pattern: exit %d, %s", code, errs)

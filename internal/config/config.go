@@ -50,6 +50,7 @@ type Config struct {
 	Reconcile   ReconcileConfig `yaml:"reconcile"`
 	Limits      LimitsConfig    `yaml:"limits"`
 	Work        WorkConfig      `yaml:"work"`
+	Retention   RetentionConfig `yaml:"retention"`
 	Classes     []ClassConfig   `yaml:"classes"`
 
 	// Secrets, from the environment or files only.
@@ -366,6 +367,9 @@ func (c *Config) ApplyDefaults() {
 	}
 	if c.Defaults.MaxLifetime == 0 {
 		c.Defaults.MaxLifetime = DefaultMaxLifetime
+	}
+	if c.Retention.Deliveries == 0 {
+		c.Retention.Deliveries = DefaultRetention
 	}
 }
 

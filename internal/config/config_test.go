@@ -102,7 +102,7 @@ func TestUnknownKeyIsAnError(t *testing.T) {
 func TestSecretsFromEnvAndFiles(t *testing.T) {
 	dir := t.TempDir()
 	secretFile := filepath.Join(dir, "secret")
-	os.WriteFile(secretFile, []byte("from-file\n"), 0o600)
+	os.WriteFile(secretFile, []byte("from-file-0123456789\n"), 0o600)
 	path := writeFile(t, base)
 	c, err := config.Load(config.Overrides{ConfigFile: path}, env(map[string]string{
 		"CRABBOX_WEBHOOK_SECRET_FILE": secretFile, "CRABBOX_GITHUB_TOKEN": "ghp_x",
@@ -110,7 +110,7 @@ func TestSecretsFromEnvAndFiles(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if string(c.WebhookSecret) != "from-file" || c.GitHubToken != "ghp_x" {
+	if string(c.WebhookSecret) != "from-file-0123456789" || c.GitHubToken != "ghp_x" {
 		t.Fatalf("secrets: %q %q", c.WebhookSecret, c.GitHubToken)
 	}
 	if err := c.Validate(config.Needs{Webhook: true, GitHub: true, Classes: true, Runner: true, Deployment: true}); err != nil {
@@ -147,8 +147,8 @@ func TestValidationNamesTheKey(t *testing.T) {
 		{"http api", base, map[string]string{"CRABBOX_GITHUB_API_URL": "http://api.example.com"}, "github.api_url"},
 		{"api with userinfo", base, map[string]string{"CRABBOX_GITHUB_API_URL": "https://u:p@api.example.com"}, "github.api_url"},
 		{"no secret", base, map[string]string{"CRABBOX_GITHUB_TOKEN": "t"}, "webhook.secret_file"},
-		{"no github", base, map[string]string{"CRABBOX_WEBHOOK_SECRET": "s"}, "github"},
-		{"app without key", base, map[string]string{"CRABBOX_WEBHOOK_SECRET": "s", "CRABBOX_GITHUB_APP_ID": "12"}, "github.app_private_key_file"},
+		{"no github", base, map[string]string{"CRABBOX_WEBHOOK_SECRET": "0123456789abcdef"}, "github"},
+		{"app without key", base, map[string]string{"CRABBOX_WEBHOOK_SECRET": "0123456789abcdef", "CRABBOX_GITHUB_APP_ID": "12"}, "github.app_private_key_file"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -157,7 +157,7 @@ func TestValidationNamesTheKey(t *testing.T) {
 				e[k] = v
 			}
 			if tc.env == nil {
-				e["CRABBOX_WEBHOOK_SECRET"], e["CRABBOX_GITHUB_TOKEN"] = "s", "t"
+				e["CRABBOX_WEBHOOK_SECRET"], e["CRABBOX_GITHUB_TOKEN"] = "0123456789abcdef", "t"
 			}
 			c, err := config.Load(config.Overrides{}, env(e))
 			if err == nil {
@@ -189,5 +189,54 @@ func TestSecretsNotInErrors(t *testing.T) {
 		if strings.Contains(err.Error(), s) {
 			t.Fatalf("secret in error: %v", err)
 		}
+	}
+}
+
+// TestWeakWebhookSecretRefused: CRABBOX_WEBHOOK_SECRET=a used to start
+// serve. A secret under 16 bytes is refused in webhook mode with how to
+// make one, and never echoed; poll mode takes no webhooks and needs none.
+func TestWeakWebhookSecretRefused(t *testing.T) {
+	for _, secret := range []string{"a", "0123456789abcde"} {
+		e := map[string]string{"CRABBOX_CONFIG": writeFile(t, base), "CRABBOX_WEBHOOK_SECRET": secret, "CRABBOX_GITHUB_TOKEN": "t"}
+		c, err := config.Load(config.Overrides{}, env(e))
+		if err != nil {
+			t.Fatal(err)
+		}
+		err = c.Validate(config.Needs{Webhook: true, GitHub: true, Classes: true, Runner: true, Deployment: true})
+		var ce *config.Error
+		if !errors.As(err, &ce) || ce.Key != "webhook.secret_file" || !strings.Contains(err.Error(), "openssl rand -hex 32") {
+			t.Fatalf("secret of %d bytes: %v", len(secret), err)
+		}
+		if len(secret) > 1 && strings.Contains(err.Error(), secret) {
+			t.Fatalf("secret in error: %v", err)
+		}
+		// Commands that take no webhooks do not care.
+		if err := c.Validate(config.Needs{GitHub: true, Classes: true, Runner: true, Deployment: true}); err != nil {
+			t.Fatal(err)
+		}
+		// Poll mode needs no secret; one given there still derives the
+		// lease SSH keys, so a weak one is refused there too.
+		e["CRABBOX_CONFIG"] = writeFile(t, base+"github: {mode: poll}\n")
+		if c, err = config.Load(config.Overrides{}, env(e)); err != nil {
+			t.Fatal(err)
+		}
+		if err := c.Validate(config.Needs{Webhook: true, GitHub: true, Classes: true, Runner: true, Deployment: true}); !errors.As(err, &ce) || ce.Key != "webhook.secret_file" {
+			t.Fatalf("poll mode with a weak secret: %v", err)
+		}
+		delete(e, "CRABBOX_WEBHOOK_SECRET")
+		if c, err = config.Load(config.Overrides{}, env(e)); err != nil {
+			t.Fatal(err)
+		}
+		if err := c.Validate(config.Needs{Webhook: true, GitHub: true, Classes: true, Runner: true, Deployment: true}); err != nil {
+			t.Fatalf("poll mode without a secret: %v", err)
+		}
+	}
+	e := map[string]string{"CRABBOX_CONFIG": writeFile(t, base), "CRABBOX_WEBHOOK_SECRET": "0123456789abcdef", "CRABBOX_GITHUB_TOKEN": "t"}
+	c, err := config.Load(config.Overrides{}, env(e))
+	if err == nil {
+		err = c.Validate(config.Needs{Webhook: true, GitHub: true, Classes: true, Runner: true, Deployment: true})
+	}
+	if err != nil {
+		t.Fatalf("16 bytes: %v", err)
 	}
 }

@@ -12,7 +12,7 @@ func loadClasses(t *testing.T, classYAML string) (*config.Config, error) {
 	t.Helper()
 	body := strings.Replace(base, "    providers: [local]\n", classYAML, 1)
 	c, err := config.Load(config.Overrides{}, env(map[string]string{"CRABBOX_CONFIG": writeFile(t, body),
-		"CRABBOX_WEBHOOK_SECRET": "s", "CRABBOX_GITHUB_TOKEN": "t", "VAST_API_KEY": "v", "LAMBDA_API_KEY": "l"}))
+		"CRABBOX_WEBHOOK_SECRET": "0123456789abcdef", "CRABBOX_GITHUB_TOKEN": "t", "VAST_API_KEY": "v", "LAMBDA_API_KEY": "l"}))
 	if err != nil {
 		return nil, err
 	}

@@ -27,7 +27,7 @@ func TestRunnerChecksumForms(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			y := strings.Replace(base, `sha256: "`+sha+`"`, tc.sha256, 1)
 			c, err := config.Load(config.Overrides{}, env(map[string]string{"CRABBOX_CONFIG": writeFile(t, y),
-				"CRABBOX_WEBHOOK_SECRET": "s", "CRABBOX_GITHUB_TOKEN": "t"}))
+				"CRABBOX_WEBHOOK_SECRET": "0123456789abcdef", "CRABBOX_GITHUB_TOKEN": "t"}))
 			if err != nil {
 				t.Fatal(err)
 			}

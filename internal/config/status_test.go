@@ -35,7 +35,7 @@ func TestStatusTokenSources(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			e := map[string]string{"CRABBOX_CONFIG": writeFile(t, tc.yaml), "CRABBOX_WEBHOOK_SECRET": "s", "CRABBOX_GITHUB_TOKEN": "t"}
+			e := map[string]string{"CRABBOX_CONFIG": writeFile(t, tc.yaml), "CRABBOX_WEBHOOK_SECRET": "0123456789abcdef", "CRABBOX_GITHUB_TOKEN": "t"}
 			for k, v := range tc.env {
 				e[k] = v
 			}
@@ -84,7 +84,7 @@ func TestStatusTokenRefusals(t *testing.T) {
 		"not ascii":     "status-tökén-0123456789abcdef",
 		"control chars": "status-token-0123456789\x01abcdef",
 	} {
-		e := map[string]string{"CRABBOX_CONFIG": writeFile(t, base), "CRABBOX_WEBHOOK_SECRET": "s", "CRABBOX_GITHUB_TOKEN": "t",
+		e := map[string]string{"CRABBOX_CONFIG": writeFile(t, base), "CRABBOX_WEBHOOK_SECRET": "0123456789abcdef", "CRABBOX_GITHUB_TOKEN": "t",
 			"CRABBOX_STATUS_TOKEN": tok}
 		c, err := config.Load(config.Overrides{}, env(e))
 		if err != nil {

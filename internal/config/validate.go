@@ -100,6 +100,14 @@ func (c *Config) Validate(needs Needs) error {
 	if needs.Webhook && len(c.WebhookSecret) == 0 && !c.GitHub.Polling() {
 		return errf("webhook.secret_file", "a webhook secret is required: set CRABBOX_WEBHOOK_SECRET or CRABBOX_WEBHOOK_SECRET_FILE (or run without webhooks: github.mode: poll)")
 	}
+	// Poll mode needs no secret, but one given there still derives the
+	// lease SSH keys: as weak a secret is refused there too.
+	if needs.Webhook && len(c.WebhookSecret) > 0 && len(c.WebhookSecret) < MinWebhookSecretLen {
+		// Its length only: the secret itself never reaches an error.
+		return errf("webhook.secret_file", "the webhook secret has %d bytes, fewer than %d: anyone could guess it and sign webhooks. "+
+			"Make one with: openssl rand -hex 32 (set it by CRABBOX_WEBHOOK_SECRET, CRABBOX_WEBHOOK_SECRET_FILE or webhook.secret_file, "+
+			"and enter the same secret in the GitHub App's or the repository's webhook settings)", len(c.WebhookSecret), MinWebhookSecretLen)
+	}
 	if err := c.Webhook.validate(); err != nil {
 		return err
 	}
@@ -117,8 +125,8 @@ func (c *Config) Validate(needs Needs) error {
 	if err := CheckBaseURL("providers.lambda.api_url", c.Providers.Lambda.APIURL); err != nil {
 		return err
 	}
-	if c.Limits.MaxLeases < 0 {
-		return errf("limits.max_leases", "must not be negative")
+	if err := c.validateNumbers(); err != nil {
+		return err
 	}
 	if c.Limits.GitHubBudgetReservePercent > 90 {
 		return errf("limits.github_budget_reserve_percent", "must be at most 90")
@@ -202,6 +210,9 @@ func (c *Config) validateClass(i int, seen map[string]bool) error {
 			return errf(pk, "lambda needs LAMBDA_API_KEY")
 		}
 	}
+	if err := cc.validateNumbers(key); err != nil {
+		return err
+	}
 	if cc.GPU.Count < 0 {
 		return errf(key+".gpu.count", "must be at least 1")
 	}
@@ -243,6 +254,12 @@ func (c *Config) validateClass(i int, seen map[string]bool) error {
 	}
 	return nil
 }
+
+// MinWebhookSecretLen is the shortest webhook secret serve accepts: the
+// secret is all that stands between anyone who can reach /webhook and a
+// rented GPU, and with every accepted secret this long the log redactor
+// (which skips values under 8 bytes) always hides it.
+const MinWebhookSecretLen = 16
 
 // MinStatusTokenLen is the shortest status page token accepted.
 const MinStatusTokenLen = 16

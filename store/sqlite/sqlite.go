@@ -64,6 +64,9 @@ func Open(ctx context.Context, path string) (*Store, error) {
 	}
 	if path != ":memory:" {
 		q.Add("_pragma", "journal_mode(WAL)")
+		if err := restrictFiles(path); err != nil {
+			return nil, err
+		}
 	}
 	q.Set("_txlock", "immediate")
 	db := sql.OpenDB(connector{dsn: "file:" + path + "?" + q.Encode()})
