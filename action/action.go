@@ -64,8 +64,10 @@ var ErrFailed = errors.New("action failed")
 
 // runner is one run of the Action.
 type runner struct {
-	env     Env
-	ga      *githubactions.Action
+	env Env
+	ga  *githubactions.Action
+	// out is the redacting stdout, for what is written around ga.
+	out     io.Writer
 	secrets *secrets
 	log     *slog.Logger
 	in      *Inputs
@@ -74,7 +76,8 @@ type runner struct {
 }
 
 // Run runs the Action once. Its error is already redacted and reported as
-// an ::error:: annotation; the caller only sets the exit code.
+// an ::error:: annotation, and its text is inert (fence.go); the caller
+// only sets the exit code.
 func Run(ctx context.Context, env Env) error {
 	if env.Getenv == nil || env.Stdout == nil || env.Stderr == nil {
 		return errors.New("action: Getenv, Stdout and Stderr are required")
@@ -82,6 +85,8 @@ func Run(ctx context.Context, env Env) error {
 	if env.Now == nil {
 		env.Now = time.Now
 	}
+	// One lock for everything written to stdout (fence.go).
+	env.Stdout = &lockedWriter{w: env.Stdout}
 	s := newSecrets(env.Stdout)
 	raw := githubactions.New(githubactions.WithGetenv(env.Getenv))
 	// Before anything else is read or printed.
@@ -91,6 +96,7 @@ func Run(ctx context.Context, env Env) error {
 	r := &runner{
 		env:     env,
 		ga:      githubactions.New(githubactions.WithGetenv(env.Getenv), githubactions.WithWriter(s.Writer(env.Stdout))),
+		out:     s.Writer(env.Stdout),
 		secrets: s,
 		now:     env.Now,
 	}
@@ -98,13 +104,18 @@ func Run(ctx context.Context, env Env) error {
 	if env.Getenv("RUNNER_DEBUG") == "1" {
 		level = slog.LevelDebug
 	}
-	r.log = slog.New(slog.NewTextHandler(s.Writer(env.Stderr), &slog.HandlerOptions{Level: level}))
+	// The logs carry host output (a failing phase's stderr): inert, so no
+	// line of it is a workflow command (fence.go).
+	r.log = slog.New(slog.NewTextHandler(s.Writer(inertWriter{env.Stderr}), &slog.HandlerOptions{Level: level}))
 
 	err := r.safeRun(ctx)
 	if err != nil {
 		msg := s.Redact(err.Error())
+		// The annotation's message is escaped onto one line (the runner
+		// reads it as one ::error:: command, host text and all); the
+		// error, which the command prints to stderr, is made inert.
 		r.ga.Errorf("%s", msg)
-		return fmt.Errorf("%w: %s", ErrFailed, msg)
+		return fmt.Errorf("%w: %s", ErrFailed, inert(msg))
 	}
 	return nil
 }
@@ -228,4 +239,12 @@ func price(usd float64) string { return strconv.FormatFloat(usd, 'f', 3, 64) }
 // mdCell keeps a table cell on one line and its pipes literal.
 func mdCell(s string) string {
 	return strings.NewReplacer("|", `\|`, "\n", " ", "\r", " ").Replace(s)
+}
+
+// hostText writes a line that may carry what a host printed: between
+// stop-commands markers, so that none of it is a workflow command.
+func (r *runner) hostText(format string, args ...any) {
+	if _, err := io.WriteString(r.out, fenced(fmt.Sprintf(format, args...))); err != nil {
+		panic(fmt.Errorf("writing to stdout: %w", err))
+	}
 }

@@ -104,7 +104,9 @@ func (r *runner) start(ctx context.Context) error {
 	l, err := p.LeaseNow(ctx, provisioner.OneShotRequest{
 		LeaseID: names.LeaseID, Class: class, Scope: scope, RunnerName: names.RunnerName,
 		Labels: class.Labels, Expires: expires, Timeout: in.Timeout,
-		Progress: func(format string, args ...any) { r.ga.Infof(format, args...) },
+		// Progress carries host output (nvidia-smi's answer, a failed
+		// offer's error with the host's stderr): fenced.
+		Progress: r.hostText,
 	})
 	r.ga.EndGroup()
 	if err != nil {

@@ -375,6 +375,9 @@ func (p *Provisioner) HandleJobEvent(ctx context.Context, ev JobEvent) (Outcome,
 		return Ignored, err
 	}
 	p.notePolicy(notes)
+	if mark != nil && mark.foreign {
+		out = Ignored
+	}
 	if class != nil {
 		p.recent.note(p.scopeFor(ev), ev.Repo, p.now())
 	}
@@ -396,6 +399,9 @@ type balanceMark struct {
 	class    string
 	scope    Scope
 	released string
+	// foreign: the delivery named a runner of ours but not for its lease
+	// (identity.go); it is reported as ignored.
+	foreign bool
 }
 
 // applyJobEvent records what the event says, and calls for the balance of
@@ -431,14 +437,18 @@ func (p *Provisioner) applyJobEvent(ctx context.Context, tx Tx, ev JobEvent, sta
 	}
 
 	var lease *Lease
-	released := ""
+	released, foreign := "", false
 	if job.RunnerName != "" && (status == JobInProgress || status == JobCompleted) {
-		l, err := tx.LeaseByRunnerName(ctx, job.RunnerName)
+		l, other, err := p.leaseForEvent(ctx, tx, ev, job.RunnerName, job.ID)
 		switch {
 		case errors.Is(err, ErrNotFound):
 			// Another runner with the same labels took it.
 		case err != nil:
 			return nil, nil, err
+		case other:
+			// Named our runner without being about its lease (identity.go):
+			// the job's own record moves on, the lease is not touched.
+			foreign = true
 		default:
 			lease = l
 			job.LeaseID = l.ID
@@ -475,7 +485,7 @@ func (p *Provisioner) applyJobEvent(ctx context.Context, tx Tx, ev JobEvent, sta
 			}
 		}
 	}
-	mark := &balanceMark{released: released}
+	mark := &balanceMark{released: released, foreign: foreign}
 	later, err := p.balanceSoon(ctx, tx, class.Name, job.Scope)
 	if later {
 		mark.class, mark.scope = class.Name, job.Scope

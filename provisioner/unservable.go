@@ -332,12 +332,15 @@ func (p *Provisioner) refusedJobOnOurRunner(ctx context.Context, tx Tx, ev JobEv
 	if ev.RunnerName == "" || (status != JobInProgress && status != JobCompleted) {
 		return nil, nil
 	}
-	l, err := tx.LeaseByRunnerName(ctx, ev.RunnerName)
+	l, foreign, err := p.leaseForEvent(ctx, tx, ev, ev.RunnerName, ev.JobID)
 	if errors.Is(err, ErrNotFound) {
 		return nil, nil
 	}
 	if err != nil {
 		return nil, err
+	}
+	if foreign {
+		return &balanceMark{foreign: true}, nil
 	}
 	mark := &balanceMark{}
 	if status == JobInProgress {

@@ -65,6 +65,10 @@ type Behavior struct {
 	// A shim on the host's PATH answers it, so the host script and the
 	// fake runner see that architecture.
 	Machine string
+	// GPUOutput is printed by the fake nvidia-smi before its answer (or
+	// its failure): a hostile host's operator controls every byte a host
+	// prints, workflow commands included (issue #15).
+	GPUOutput string
 }
 
 // Provider implements provisioner.Provider on loopback.
@@ -248,6 +252,9 @@ func (p *Provider) prepareDir(dir string, offer provisioner.Offer, b Behavior) e
 		}
 	}
 	script := "#!/bin/sh\n# Fake nvidia-smi of the local provider.\n"
+	if b.GPUOutput != "" {
+		script += "cat <<'CRABBOX_GPU_OUTPUT_EOF'\n" + strings.TrimRight(b.GPUOutput, "\n") + "\nCRABBOX_GPU_OUTPUT_EOF\n"
+	}
 	if brokenGPU {
 		script += "echo \"NVIDIA-SMI has failed because it couldn't communicate with the NVIDIA driver. " +
 			"Make sure that the latest NVIDIA driver is installed and running.\"\nexit 1\n"
