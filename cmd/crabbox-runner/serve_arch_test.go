@@ -22,10 +22,7 @@ func startServeArch(t *testing.T, fake *lambdatest.Server, sha256 string) *lambd
 	t.Helper()
 	requireSSHDForServe(t)
 	dir := t.TempDir()
-	e := &e2e{t: t, logs: &syncBuffer{}, spy: &secretSpy{}, token: testToken, secret: testSecret, exit: make(chan int, 1)}
-	e.gh = githubtest.New(githubtest.Options{Tokens: []string{testToken}, OnlineTimeout: 5 * time.Second,
-		OnEvent: func(ev githubtest.Event) { t.Logf("github: %s", ev) }})
-	t.Cleanup(e.gh.Close)
+	e := newServeE2E(t)
 	e.dbPath = filepath.Join(dir, "serve.db")
 	cfgPath := filepath.Join(dir, "crabbox-runner.yaml")
 	cfg := fmt.Sprintf(`deployment: e2e

@@ -80,10 +80,7 @@ func TestServeReadmeClassOnVastAndLambda(t *testing.T) {
 	t.Cleanup(vfake.Close)
 	lfake := lambdatest.New(t, lambdatest.Options{APIKey: testLambdaKey, BootDelay: 200 * time.Millisecond})
 
-	e := &e2e{t: t, logs: &syncBuffer{}, spy: &secretSpy{}, token: testToken, secret: testSecret, exit: make(chan int, 1)}
-	e.gh = githubtest.New(githubtest.Options{Tokens: []string{testToken}, OnlineTimeout: 5 * time.Second,
-		OnEvent: func(ev githubtest.Event) { t.Logf("github: %s", ev) }})
-	t.Cleanup(e.gh.Close)
+	e := newServeE2E(t)
 	_, sum, err := githubtest.RunnerTarball("2.330.0")
 	if err != nil {
 		t.Fatal(err)

@@ -54,10 +54,7 @@ func startServeVast(t *testing.T, bootTimeout string, behave func(seq int, o vas
 	if err != nil {
 		t.Fatal(err)
 	}
-	e := &e2e{t: t, logs: &syncBuffer{}, spy: &secretSpy{}, token: testToken, secret: testSecret, exit: make(chan int, 1)}
-	e.gh = githubtest.New(githubtest.Options{Tokens: []string{testToken}, OnlineTimeout: 5 * time.Second,
-		OnEvent: func(ev githubtest.Event) { t.Logf("github: %s", ev) }})
-	t.Cleanup(e.gh.Close)
+	e := newServeE2E(t)
 	// A destroyed host's machine stays off the market for the test, as a
 	// real one does for a while, so the job is re-leased on another offer.
 	fake := vasttest.New(vasttest.Options{APIKey: testVastKey, Dir: filepath.Join(dir, "vast"), Offers: vastE2EMarket,
