@@ -57,6 +57,10 @@ type ReconcileConfig struct {
 	// Retention is the age past which deliveries and job events are
 	// deleted, a batch per pass (default 30 days; negative: never).
 	Retention time.Duration
+	// History is the age past which released leases (with their lease
+	// events) and completed jobs are deleted, a batch per pass (default
+	// 90 days; negative: never).
+	History time.Duration
 }
 
 // ReconcileArgs runs one lease pass.
@@ -225,7 +229,7 @@ type ReconcileReport struct {
 	Redelivered      int
 	RunnerGone       int // idle or busy leases whose runner GitHub no longer has
 	Servable         int // jobs marked unservable whose mark was cleared
-	Pruned           int // deliveries and job events past the retention, deleted
+	Pruned           int // deliveries, job events, released leases and completed jobs past their retention, deleted
 	// Deferred: some background GitHub work was refused for budget
 	// (ErrDeferred) and waits for a later pass.
 	Deferred bool
@@ -370,6 +374,10 @@ func (p *Provisioner) Reconcile(ctx context.Context) (*ReconcileReport, error) {
 	if rep.Pruned, err = p.pruneEvents(ctx, now); err != nil {
 		errs = append(errs, err)
 	}
+	if n, err = p.pruneHistory(ctx, now); err != nil {
+		errs = append(errs, err)
+	}
+	rep.Pruned += n
 	if rep.MissedJobs+rep.StaleJobs+rep.Redelivered+rep.Requeued+rep.RunnerGone+rep.Servable+rep.Pruned > 0 {
 		p.log.Info("reconciled", "missed_jobs", rep.MissedJobs, "stale_jobs", rep.StaleJobs,
 			"redelivered", rep.Redelivered, "requeued", rep.Requeued, "runner_gone", rep.RunnerGone, "servable_again", rep.Servable, "pruned", rep.Pruned)

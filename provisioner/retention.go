@@ -9,6 +9,12 @@ import (
 // ReconcileConfig.Retention is zero.
 const DefaultRetention = 30 * 24 * time.Hour
 
+// DefaultHistory is how long released leases and completed jobs are kept
+// when ReconcileConfig.History is zero: long enough for a month's cost
+// questions on the status page and in `leases`, short enough that the
+// database does not grow with every job ever run.
+const DefaultHistory = 90 * 24 * time.Hour
+
 // pruneBatch bounds the rows one pass deletes from each table, so the
 // transaction stays short; a backlog goes over the next passes.
 const pruneBatch = 5000
@@ -37,6 +43,35 @@ func (p *Provisioner) pruneEvents(ctx context.Context, now time.Time) (int, erro
 		}
 		var err error
 		n, err = pr.PruneEvents(ctx, now.Add(-keep), pruneBatch)
+		return err
+	})
+	return n, err
+}
+
+// HistoryPruner is a Tx that can delete released leases and completed jobs.
+type HistoryPruner interface {
+	// PruneHistory deletes at most limit released leases (and their lease
+	// events) released before the time, and at most limit completed jobs
+	// last updated before it that no unreleased lease was made for or is
+	// bound to, and says how many leases and jobs went.
+	PruneHistory(ctx context.Context, before time.Time, limit int) (int, error)
+}
+
+// pruneHistory deletes one batch of the released leases and completed jobs
+// older than the history retention. Nothing is pruned while it is negative.
+func (p *Provisioner) pruneHistory(ctx context.Context, now time.Time) (int, error) {
+	keep := cmpDur(p.cfg.Reconcile.History, DefaultHistory)
+	if keep < 0 {
+		return 0, nil
+	}
+	var n int
+	err := p.cfg.Store.InTx(ctx, func(tx Tx) error {
+		pr, ok := tx.(HistoryPruner)
+		if !ok {
+			return nil
+		}
+		var err error
+		n, err = pr.PruneHistory(ctx, now.Add(-keep), pruneBatch)
 		return err
 	})
 	return n, err

@@ -155,6 +155,7 @@ func reconcileConfig(cfg *config.Config, gh *github.Client) provisioner.Reconcil
 		Jobs:   gh, Deliveries: gh,
 		Walk:      !gh.IsApp(),
 		Retention: cfg.Retention.Deliveries,
+		History:   cfg.Retention.History,
 	}
 	if cfg.GitHub.Polling() {
 		rc.Interval = cfg.GitHub.PollInterval

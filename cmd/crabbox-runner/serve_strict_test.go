@@ -76,12 +76,13 @@ func TestServeRefusesNaNCaps(t *testing.T) {
 	}
 }
 
-// TestServePrunesOldDeliveries: the database kept every delivery forever.
-// Through serve: deliveries and job events older than retention.deliveries
+// TestServePrunesOldDeliveries: the database kept every delivery, lease
+// and job forever. Through serve: deliveries and job events older than
+// retention.deliveries, and released leases older than retention.history,
 // are deleted by the leader's reconcile pass, recent ones kept, and the
 // database file is 0600.
 func TestServePrunesOldDeliveries(t *testing.T) {
-	e := startServeWith(t, serveSetup{extraConfig: "reconcile: {interval: 1s}\nretention: {deliveries: 72h}\n"})
+	e := startServeWith(t, serveSetup{extraConfig: "reconcile: {interval: 1s}\nretention: {deliveries: 72h, history: 72h}\n"})
 	ctx := context.Background()
 	st, err := sqlite.Open(ctx, e.dbPath)
 	if err != nil {
@@ -95,6 +96,13 @@ func TestServePrunesOldDeliveries(t *testing.T) {
 				return err
 			}
 			if _, err := tx.RecordJobEvent(ctx, int64(9000+i), 1, "completed", "", now.Add(-100*time.Hour)); err != nil {
+				return err
+			}
+		}
+		for name, at := range map[string]time.Time{"old": now.Add(-100 * time.Hour), "recent": now.Add(-70 * time.Hour)} {
+			err := tx.InsertLease(ctx, &provisioner.Lease{ID: "hist-" + name, Class: "gpu", State: provisioner.StateReleased,
+				RunnerName: "crabbox-hist-" + name, CreatedAt: at.Add(-time.Hour), ReleasedAt: at, ReleaseReason: "job done"})
+			if err != nil {
 				return err
 			}
 		}
@@ -112,14 +120,18 @@ func TestServePrunesOldDeliveries(t *testing.T) {
 		return n
 	}
 	deadline := time.Now().Add(20 * time.Second)
-	for count(`SELECT count(*) FROM crabbox_delivery WHERE guid LIKE 'old-%'`)+count(`SELECT count(*) FROM crabbox_job_event WHERE job_id >= 9000`) > 0 {
+	for count(`SELECT count(*) FROM crabbox_delivery WHERE guid LIKE 'old-%'`)+count(`SELECT count(*) FROM crabbox_job_event WHERE job_id >= 9000`)+
+		count(`SELECT count(*) FROM crabbox_lease WHERE id = 'hist-old'`) > 0 {
 		if time.Now().After(deadline) {
-			t.Fatal("old deliveries and job events still there after 20 s of 1 s reconcile passes")
+			t.Fatal("old deliveries, job events or released leases still there after 20 s of 1 s reconcile passes")
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
 	if count(`SELECT count(*) FROM crabbox_delivery WHERE guid = 'recent'`) != 1 {
 		t.Fatal("a delivery inside the retention was pruned")
+	}
+	if count(`SELECT count(*) FROM crabbox_lease WHERE id = 'hist-recent'`) != 1 {
+		t.Fatal("a lease released inside retention.history was pruned")
 	}
 	if fi, err := os.Stat(e.dbPath); err != nil || fi.Mode().Perm() != 0o600 {
 		t.Fatalf("database file: %v %v, want mode 600", fi.Mode(), err)

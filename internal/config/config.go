@@ -371,6 +371,9 @@ func (c *Config) ApplyDefaults() {
 	if c.Retention.Deliveries == 0 {
 		c.Retention.Deliveries = DefaultRetention
 	}
+	if c.Retention.History == 0 {
+		c.Retention.History = DefaultHistory
+	}
 }
 
 // readSecrets takes each secret from its env var, or from the file named by

@@ -47,6 +47,7 @@ func TestNumbersRefused(t *testing.T) {
 		{"work: {rescue_after: -1m}\n", "work.rescue_after"},
 		{"reconcile: {interval: 9000h}\n", "reconcile.interval"},
 		{"retention: {deliveries: 1h}\n", "retention.deliveries"},
+		{"retention: {history: 24h}\n", "retention.history"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.key+" "+tc.yaml, func(t *testing.T) {
@@ -91,5 +92,8 @@ classes:
 	d.ApplyDefaults()
 	if d.Retention.Deliveries != config.DefaultRetention || !strings.HasPrefix(d.Retention.Deliveries.String(), "720h") {
 		t.Fatalf("default retention %s", d.Retention.Deliveries)
+	}
+	if d.Retention.History != config.DefaultHistory || !strings.HasPrefix(d.Retention.History.String(), "2160h") {
+		t.Fatalf("default history %s", d.Retention.History)
 	}
 }

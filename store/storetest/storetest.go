@@ -30,7 +30,8 @@ func Run(t *testing.T, newStore func(t *testing.T) provisioner.Store) {
 		"InsertLeases":         testInsertLeases,
 		"RecordEvent":          testRecordEvent,
 		"Unservable":           testUnservable,
-		"PruneEvents":          testPruneEvents, // retention.go
+		"PruneEvents":          testPruneEvents,  // retention.go
+		"PruneHistory":         testPruneHistory, // retention.go
 		// concurrency.go: what replicas sharing one database rely on.
 		"LockedLeaseWaits":     testLockedLeaseWaits,
 		"ConcurrentSameMove":   testConcurrentSameMove,

@@ -35,3 +35,39 @@ func (t *Tx) PruneEvents(ctx context.Context, before time.Time, limit int) (int,
 	}
 	return int(d + e), nil
 }
+
+// PruneHistory deletes at most limit released leases (with their lease
+// events) released before the given time, and at most limit completed jobs
+// last updated before it for which no lease that is not released was made,
+// oldest first, and returns how many leases and jobs went. A released
+// lease's host is gone or, should a destroy have failed, still carries its
+// marker: gc destroys an instance whose lease the store no longer has, so
+// forgetting a lease never leaves a host running.
+func (t *Tx) PruneHistory(ctx context.Context, before time.Time, limit int) (int, error) {
+	cut := Micros(before)
+	released := string(provisioner.StateReleased)
+	// Events first: they are found through the leases about to go.
+	if _, err := t.q.Exec(ctx, `DELETE FROM crabbox_lease_event WHERE lease_id IN (
+		SELECT id FROM crabbox_lease WHERE state = $1 AND released_at > 0 AND released_at < $2
+		ORDER BY released_at LIMIT $3)`, released, cut, limit); err != nil {
+		return 0, t.d.errorf("prune lease events: %w", err)
+	}
+	l, err := t.q.Exec(ctx, `DELETE FROM crabbox_lease WHERE id IN (
+		SELECT id FROM crabbox_lease WHERE state = $1 AND released_at > 0 AND released_at < $2
+		ORDER BY released_at LIMIT $3)`, released, cut, limit)
+	if err != nil {
+		return 0, t.d.errorf("prune leases: %w", err)
+	}
+	j, err := t.q.Exec(ctx, `DELETE FROM crabbox_job WHERE (id, run_attempt) IN (
+		SELECT j.id, j.run_attempt FROM crabbox_job j
+		WHERE j.status = $1 AND j.updated_at < $2
+		AND NOT EXISTS (SELECT 1 FROM crabbox_lease l
+			WHERE ((l.job_id = j.id AND l.run_attempt = j.run_attempt) OR l.bound_job_id = j.id)
+			AND l.state <> $3)
+		ORDER BY j.updated_at LIMIT $4)`,
+		string(provisioner.JobCompleted), cut, released, limit)
+	if err != nil {
+		return int(l), t.d.errorf("prune jobs: %w", err)
+	}
+	return int(l + j), nil
+}
