@@ -13,8 +13,19 @@ import (
 // acts on its lease only when the delivery comes from where the lease was
 // made for; anything else is ignored for that lease and logged.
 
-// leaseMismatch says why ev, about job jobID, cannot concern lease l, or
-// "" when it can:
+// ForeignEventObserver is told of every event that named a runner of ours
+// but was ignored for its lease (the metrics package implements it): a
+// steady count means another installation, org or repository is sending
+// deliveries that name our runners.
+type ForeignEventObserver interface {
+	// ForeignEvent: action is the event's, field the first thing that
+	// disagreed: installation, org, repository or job.
+	ForeignEvent(action, field string)
+}
+
+// leaseMismatch says what in ev, about job jobID, disagrees with lease l
+// (installation, org, repository or job) and why, or "" when it can
+// concern the lease:
 //   - the installation: when the lease was made through an App
 //     installation, the event must come from the same one;
 //   - the scope: an org lease's runner only takes jobs of that org's
@@ -24,25 +35,25 @@ import (
 //
 // Logins are compared without case: GitHub treats them so, and a scope
 // written in the config may not spell them as the API does.
-func leaseMismatch(l *Lease, ev JobEvent, jobID int64) string {
+func leaseMismatch(l *Lease, ev JobEvent, jobID int64) (field, why string) {
 	if l.Scope.InstallationID != 0 && ev.InstallationID != l.Scope.InstallationID {
-		return fmt.Sprintf("installation %d, not the lease's %d", ev.InstallationID, l.Scope.InstallationID)
+		return "installation", fmt.Sprintf("installation %d, not the lease's %d", ev.InstallationID, l.Scope.InstallationID)
 	}
 	owner, _, _ := strings.Cut(ev.Repo, "/")
 	if l.Scope.Org != "" {
 		// The repository's owner is the org for an org-owned repository;
 		// an event made up from a repository scope may not name the org.
 		if !strings.EqualFold(owner, l.Scope.Org) || (ev.Org != "" && !strings.EqualFold(ev.Org, l.Scope.Org)) {
-			return fmt.Sprintf("repository %q (org %q), not of the lease's org %q", ev.Repo, ev.Org, l.Scope.Org)
+			return "org", fmt.Sprintf("repository %q (org %q), not of the lease's org %q", ev.Repo, ev.Org, l.Scope.Org)
 		}
 	}
 	if l.Scope.Repo != "" && !strings.EqualFold(ev.Repo, l.Scope.Repo) {
-		return fmt.Sprintf("repository %q, not the lease's %q", ev.Repo, l.Scope.Repo)
+		return "repository", fmt.Sprintf("repository %q, not the lease's %q", ev.Repo, l.Scope.Repo)
 	}
 	if l.BoundJobID != 0 && jobID != l.BoundJobID {
-		return fmt.Sprintf("job %d, while the lease's runner took job %d", jobID, l.BoundJobID)
+		return "job", fmt.Sprintf("job %d, while the lease's runner took job %d", jobID, l.BoundJobID)
 	}
-	return ""
+	return "", ""
 }
 
 // leaseForEvent finds the lease of the runner an event names, when the
@@ -55,11 +66,14 @@ func (p *Provisioner) leaseForEvent(ctx context.Context, tx Tx, ev JobEvent, run
 	if err != nil {
 		return nil, false, err
 	}
-	if why := leaseMismatch(l, ev, jobID); why != "" {
+	if field, why := leaseMismatch(l, ev, jobID); why != "" {
 		// No payload text beyond ids and names: nothing secret is in them.
 		p.log.Warn("workflow job event names a runner of ours but does not match its lease: ignored for the lease",
 			"delivery_id", ev.DeliveryID, "action", ev.Action, "job_id", jobID, "repo", ev.Repo, "org", ev.Org,
 			"installation_id", ev.InstallationID, "lease_id", l.ID, "runner_name", runnerName, "reason", why)
+		if o, ok := p.cfg.Observer.(ForeignEventObserver); ok {
+			o.ForeignEvent(ev.Action, field)
+		}
 		return nil, true, nil
 	}
 	return l, false, nil

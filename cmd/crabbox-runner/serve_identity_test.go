@@ -60,6 +60,11 @@ func TestServeIgnoresForeignEventsNamingOurRunner(t *testing.T) {
 		if !strings.Contains(metrics, want) {
 			t.Errorf("/metrics lacks %s", want)
 		}
+		// mallory's repositories are not of the org our lease was made for.
+		want = `crabbox_foreign_events_total{action="` + action + `",field="org"} 1`
+		if !strings.Contains(metrics, want) {
+			t.Errorf("/metrics lacks %s", want)
+		}
 	}
 	e.stop()
 }
