@@ -18,7 +18,11 @@ type Class struct {
 	Region          string // optional region filter
 	MinReliability  float64
 	VerifiedOnly    bool
-	DirectSSH       bool
+	// DatacenterOnly takes only offers of datacenter providers where the
+	// cloud tells them apart (Vast's secure cloud); Lambda's hosts are all
+	// its own.
+	DatacenterOnly bool
+	DirectSSH      bool
 	// CheckGPU runs nvidia-smi on the host before the runner starts.
 	CheckGPU bool
 	// FirewallRulesets and FileSystems are attached at launch where the

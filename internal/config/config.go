@@ -232,6 +232,7 @@ type ClassConfig struct {
 	Region          string        `yaml:"region"`
 	MinReliability  float64       `yaml:"min_reliability"`
 	VerifiedOnly    *bool         `yaml:"verified_only"`
+	DatacenterOnly  bool          `yaml:"datacenter_only"`
 	DirectSSH       *bool         `yaml:"direct_ssh"`
 	CheckGPU        *bool         `yaml:"check_gpu"`
 	BootTimeout     time.Duration `yaml:"boot_timeout"`
@@ -467,6 +468,7 @@ func (c *Config) ProvisionerClasses() []provisioner.Class {
 			Region:          cc.Region,
 			MinReliability:  cc.MinReliability,
 			VerifiedOnly:    boolOr(cc.VerifiedOnly, true),
+			DatacenterOnly:  cc.DatacenterOnly,
 			DirectSSH:       boolOr(cc.DirectSSH, true),
 			CheckGPU:        boolOr(cc.CheckGPU, true),
 			BootTimeout:     durOr(cc.BootTimeout, c.Defaults.BootTimeout),

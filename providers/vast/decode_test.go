@@ -197,3 +197,32 @@ func TestOnStartScript(t *testing.T) {
 		t.Fatalf("the wrapped script does not run as the original: %v\n%.200s", err, out)
 	}
 }
+
+// TestDatacenterOnlyToleratesBothAnswers: whether search results carry a
+// datacenter field is not documented. An answer saying false is refused
+// for a datacenter-only class; an answer without the field is left to the
+// server-side filter.
+func TestDatacenterOnlyToleratesBothAnswers(t *testing.T) {
+	c := provisioner.Class{GPU: provisioner.GPURequirement{Name: "A100", Count: 1}, DatacenterOnly: true}
+	for _, tc := range []struct {
+		body string
+		fits bool
+	}{
+		{`{"id": 1, "gpu_name": "A100 SXM4", "num_gpus": 1, "rentable": true, "datacenter": false}`, false},
+		{`{"id": 1, "gpu_name": "A100 SXM4", "num_gpus": 1, "rentable": true, "datacenter": true}`, true},
+		{`{"id": 1, "gpu_name": "A100 SXM4", "num_gpus": 1, "rentable": true}`, true},
+	} {
+		var o Offer
+		if err := json.Unmarshal([]byte(tc.body), &o); err != nil {
+			t.Fatal(err)
+		}
+		if ok, why := fits(o, c, 1); ok != tc.fits {
+			t.Errorf("%s: fits %v (%s), want %v", tc.body, ok, why, tc.fits)
+		}
+		c2 := c
+		c2.DatacenterOnly = false
+		if ok, why := fits(o, c2, 1); !ok {
+			t.Errorf("%s without datacenter_only: refused (%s)", tc.body, why)
+		}
+	}
+}

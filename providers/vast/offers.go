@@ -100,25 +100,30 @@ func (q SearchQuery) MarshalJSON() ([]byte, error) {
 // Offer is one rentable machine from a search, with Vast's units: memory in
 // MB, prices in $/hour except StorageCost ($/GB/month).
 type Offer struct {
-	ID              int64
-	MachineID       int64
-	HostID          int64
-	GPUName         string // "RTX 4090", with spaces
-	NumGPUs         int
-	GPURAM          float64 // MB per GPU
-	GPUTotalRAM     float64 // MB
-	CPUCores        float64
-	CPURAM          float64 // MB
-	DiskSpace       float64 // GB available
-	DphBase         float64 // compute, $/h
-	DphTotal        float64 // compute + storage at the search's allocated_storage, $/h
-	StorageCost     float64 // $/GB/month
-	InetUpCost      float64 // $/GB
-	InetDownCost    float64 // $/GB
-	MinBid          float64
-	Reliability     float64 // 0..1
-	Verification    string  // "verified", "unverified", "deverified"
-	Verified        bool
+	ID           int64
+	MachineID    int64
+	HostID       int64
+	GPUName      string // "RTX 4090", with spaces
+	NumGPUs      int
+	GPURAM       float64 // MB per GPU
+	GPUTotalRAM  float64 // MB
+	CPUCores     float64
+	CPURAM       float64 // MB
+	DiskSpace    float64 // GB available
+	DphBase      float64 // compute, $/h
+	DphTotal     float64 // compute + storage at the search's allocated_storage, $/h
+	StorageCost  float64 // $/GB/month
+	InetUpCost   float64 // $/GB
+	InetDownCost float64 // $/GB
+	MinBid       float64
+	Reliability  float64 // 0..1
+	Verification string  // "verified", "unverified", "deverified"
+	Verified     bool
+	// NotDatacenter is set when the answer says datacenter: false. The
+	// field's presence in search results is not documented (the spec lists
+	// datacenter only as a filter, "Show only datacenter offers"), so an
+	// answer without it is trusted to the server-side filter.
+	NotDatacenter   bool
 	Rentable        bool
 	Rented          bool
 	Geolocation     string // free text, "Texas, US"
@@ -149,6 +154,7 @@ func (o *Offer) UnmarshalJSON(b []byte) error {
 		Reliability2    *flexFloat `json:"reliability2"`
 		Verification    flexString `json:"verification"`
 		Verified        *flexBool  `json:"verified"`
+		Datacenter      *flexBool  `json:"datacenter"`
 		Rentable        *flexBool  `json:"rentable"`
 		Rented          flexBool   `json:"rented"`
 		Geolocation     flexString `json:"geolocation"`
@@ -184,6 +190,7 @@ func (o *Offer) UnmarshalJSON(b []byte) error {
 	if w.Rentable != nil {
 		o.Rentable = bool(*w.Rentable)
 	}
+	o.NotDatacenter = w.Datacenter != nil && !bool(*w.Datacenter)
 	switch {
 	case w.Verified != nil:
 		o.Verified = bool(*w.Verified)

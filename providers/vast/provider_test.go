@@ -114,6 +114,7 @@ func TestOffersFilters(t *testing.T) {
 		{"old driver fits an image without a CUDA tag", func(c *provisioner.Class) { c.Image = "vastai/base-image:@vastai-automatic-tag" },
 			[]string{"5000207", "5000201", "5000202"}},
 		{"memory", func(c *provisioner.Class) { c.GPU.MinMemoryGB = 80 }, []string{"5000202"}},
+		{"datacenter only", func(c *provisioner.Class) { c.DatacenterOnly = true }, []string{"5000202"}},
 		{"two GPUs", func(c *provisioner.Class) { c.GPU.Count = 2; c.MaxPricePerHour = 3 }, []string{"5000203"}},
 		{"exact name", func(c *provisioner.Class) { c.GPU.Name = "A100_SXM4" }, []string{"5000202"}},
 		{"RTX 4090, verified only", func(c *provisioner.Class) {

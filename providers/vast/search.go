@@ -53,6 +53,11 @@ func (p *Provider) searchQuery(c provisioner.Class, gpuNames []string, limit int
 	if c.VerifiedOnly {
 		f.Set("verified", OpEq, true)
 	}
+	if c.DatacenterOnly {
+		// vast-openapi.yaml, search offers: "datacenter: Show only
+		// datacenter offers" (Vast's secure cloud, vetted providers).
+		f.Set("datacenter", OpEq, true)
+	}
 	switch len(gpuNames) {
 	case 0:
 	case 1:
@@ -166,6 +171,8 @@ func fits(o Offer, c provisioner.Class, pricePerHour float64) (bool, string) {
 		return false, fmt.Sprintf("reliability %.3f", o.Reliability)
 	case c.VerifiedOnly && !o.Verified:
 		return false, "not verified"
+	case c.DatacenterOnly && o.NotDatacenter:
+		return false, "not a datacenter offer"
 	case !o.Rentable || o.Rented:
 		return false, "not rentable"
 	case c.DirectSSH && o.DirectPortCount < 1:

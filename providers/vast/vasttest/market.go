@@ -22,10 +22,16 @@ type Offer struct {
 	GPURAM    float64 // MB per GPU
 	DphBase   float64 // $/h, compute
 	// StorageCost is $/GB/month; the disk adds StorageCost×GB/720 per hour.
-	StorageCost     float64
-	Reliability     float64
-	Unverified      bool
-	External        bool
+	StorageCost float64
+	Reliability float64
+	Unverified  bool
+	External    bool
+	// Datacenter marks a secure-cloud offer. vast-openapi.yaml has
+	// datacenter as a search filter ("Show only datacenter offers"); the
+	// result field of the same name is assumed (UNSURE: not in the spec's
+	// offer examples), so the fake answers it and the client also trusts
+	// the filter when a result lacks it.
+	Datacenter      bool
 	Geolocation     string // free text, "Texas, US"
 	DirectPortCount int
 	DiskSpace       float64 // GB available
@@ -47,7 +53,7 @@ var DefaultOffers = []Offer{
 	{ID: 5000102, MachineID: 102, HostID: 12, GPUName: "RTX 4090", NumGPUs: 1, GPURAM: 24564, DphBase: 0.25, StorageCost: 0.10, Reliability: 0.99, Unverified: true, Geolocation: "Ontario, CA", DirectPortCount: 20, DiskSpace: 300, CUDAMaxGood: 12.8},
 	{ID: 5000103, MachineID: 103, HostID: 13, GPUName: "RTX 3090", NumGPUs: 1, GPURAM: 24576, DphBase: 0.15, StorageCost: 0.10, Reliability: 0.98, Geolocation: "Poland, PL", DirectPortCount: 10, DiskSpace: 200, CUDAMaxGood: 12.4},
 	{ID: 5000201, MachineID: 201, HostID: 21, GPUName: "A100 PCIE", NumGPUs: 1, GPURAM: 40960, DphBase: 0.80, StorageCost: 0.20, Reliability: 0.99, Geolocation: "Quebec, CA", DirectPortCount: 50, DiskSpace: 800, CUDAMaxGood: 12.6},
-	{ID: 5000202, MachineID: 202, HostID: 22, GPUName: "A100 SXM4", NumGPUs: 1, GPURAM: 81920, DphBase: 1.10, StorageCost: 0.20, Reliability: 0.995, Geolocation: "Oregon, US", DirectPortCount: 64, DiskSpace: 1000, CUDAMaxGood: 12.8},
+	{ID: 5000202, MachineID: 202, HostID: 22, GPUName: "A100 SXM4", NumGPUs: 1, GPURAM: 81920, DphBase: 1.10, StorageCost: 0.20, Reliability: 0.995, Geolocation: "Oregon, US", DirectPortCount: 64, DiskSpace: 1000, CUDAMaxGood: 12.8, Datacenter: true},
 	{ID: 5000203, MachineID: 203, HostID: 22, GPUName: "A100 SXM4", NumGPUs: 2, GPURAM: 81920, DphBase: 2.20, StorageCost: 0.20, Reliability: 0.995, Geolocation: "Oregon, US", DirectPortCount: 64, DiskSpace: 2000, CUDAMaxGood: 12.8},
 	{ID: 5000204, MachineID: 204, HostID: 23, GPUName: "A100 SXM4", NumGPUs: 1, GPURAM: 81920, DphBase: 0.95, StorageCost: 0.20, Reliability: 0.99, Geolocation: "Virginia, US", DirectPortCount: 0, DiskSpace: 1000, CUDAMaxGood: 12.8},
 	{ID: 5000205, MachineID: 205, HostID: 24, GPUName: "A100 PCIE", NumGPUs: 1, GPURAM: 40960, DphBase: 0.70, StorageCost: 0.20, Reliability: 0.80, Geolocation: "Sweden, SE", DirectPortCount: 30, DiskSpace: 500, CUDAMaxGood: 12.6},
@@ -88,7 +94,7 @@ func (o Offer) row(disk float64, rented bool) map[string]any {
 		"min_bid": round6(o.DphBase * 0.6), "is_bid": false,
 		"reliability": o.Reliability, "reliability2": o.Reliability,
 		"verification": verification, "verified": !o.Unverified,
-		"rentable": true, "rented": rented, "external": o.External, "datacenter": false, "static_ip": false,
+		"rentable": true, "rented": rented, "external": o.External, "datacenter": o.Datacenter, "static_ip": false,
 		"geolocation": o.Geolocation, "public_ipaddr": "127.0.0.1",
 		"direct_port_count": o.DirectPortCount, "cuda_max_good": o.CUDAMaxGood,
 		"compute_cap": 800, "driver_version": "550.54.15", "inet_up": 900.5, "inet_down": 1800.2,
