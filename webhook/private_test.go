@@ -17,7 +17,9 @@ import (
 func TestAnswersNameNothingPrivate(t *testing.T) {
 	const private = "10.0.0.3:5432"
 	h, err := webhook.New(webhook.Config{Secret: secret, Events: &recorder{err: errors.New("dial tcp " + private + ": connection refused")},
-		Ready: func(context.Context) error { return errors.New("dial tcp " + private + ": connect: connection refused") },
+		Ready: func(context.Context) error {
+			return errors.New("dial tcp " + private + ": connect: connection refused")
+		},
 		Logger: discardLogger()})
 	if err != nil {
 		t.Fatal(err)
