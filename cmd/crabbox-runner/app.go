@@ -146,6 +146,8 @@ func newApp(ctx context.Context, cfg *config.Config, log *slog.Logger, opts appO
 	if a.listener, err = net.Listen("tcp", cfg.Listen); err != nil {
 		return nil, fmt.Errorf("listen %s: %w", cfg.Listen, err)
 	}
+	// Connections past the limit are closed at once, not queued (conns.go).
+	a.listener = webhook.LimitConns(a.listener, webhook.DefaultMaxConns, a.metrics.ConnectionShed)
 	a.gate = a.newGate()
 	hook.Handle("GET /metrics", a.gate.Wrap(a.metrics.Handler()))
 	if err := a.listenMetrics(); err != nil {
