@@ -146,8 +146,6 @@ func newApp(ctx context.Context, cfg *config.Config, log *slog.Logger, opts appO
 	if a.listener, err = net.Listen("tcp", cfg.Listen); err != nil {
 		return nil, fmt.Errorf("listen %s: %w", cfg.Listen, err)
 	}
-	// Connections past the limit are closed at once, not queued (conns.go).
-	a.listener = webhook.LimitConns(a.listener, webhook.DefaultMaxConns, a.metrics.ConnectionShed)
 	a.gate = a.newGate()
 	hook.Handle("GET /metrics", a.gate.Wrap(a.metrics.Handler()))
 	if err := a.listenMetrics(); err != nil {
@@ -222,7 +220,10 @@ func (a *app) run(ctx context.Context) error {
 		return err
 	}
 	errc := make(chan error, 2)
-	go func() { errc <- a.server.Serve(a.listener) }()
+	// At most webhook.DefaultMaxConns connections (webhook/conns.go); set
+	// here, after every route is added.
+	l := webhook.LimitConns(a.server, a.listener, webhook.DefaultMaxConns, a.metrics.ConnectionShed)
+	go func() { errc <- a.server.Serve(l) }()
 	if a.metricsServer != nil {
 		go func() { errc <- a.metricsServer.Serve(a.metricsListener) }()
 	}
