@@ -35,6 +35,14 @@ func fetch(t *testing.T, url, authorization string) (int, string) {
 	return resp.StatusCode, string(b)
 }
 
+// short is the start of a body, for a failure's message.
+func short(s string) string {
+	if len(s) > 200 {
+		return s[:200] + "…"
+	}
+	return s
+}
+
 // anyInterface is serve's listen address on every IPv4 interface, at the
 // port of the loopback address the test reaches it at.
 func anyInterface(loopback string) string {
@@ -72,7 +80,7 @@ func TestServeClosedWithoutToken(t *testing.T) {
 		for _, auth := range []string{"", "Bearer " + testStatusToken, "Basic b3BlcmF0b3I6c2VjcmV0"} {
 			code, body := fetch(t, e.url+path, auth)
 			if code != http.StatusForbidden || body != status.ClosedMessage {
-				t.Errorf("GET %s (%q): %d %q", path, auth, code, body)
+				t.Errorf("GET %s (%q): %d %q", path, auth, code, short(body))
 			}
 			for _, private := range []string{l.ID, "acme", "vision", "closed-page-job", "a100", "crabbox_"} {
 				if strings.Contains(body, private) {
@@ -94,7 +102,7 @@ func TestServeClosedWithoutToken(t *testing.T) {
 	}
 	for _, path := range []string{"/", "/healthz", "/webhook"} {
 		if code, body := fetch(t, "http://"+metricsAddr+path, ""); code != http.StatusNotFound || strings.Contains(body, l.ID) {
-			t.Errorf("metrics listener %s: %d %q", path, code, body)
+			t.Errorf("metrics listener %s: %d %q", path, code, short(body))
 		}
 	}
 	if !strings.Contains(e.logs.String(), "are closed (403)") {
@@ -114,7 +122,7 @@ func TestServeClosedOnEveryInterface(t *testing.T) {
 	}})
 	for _, path := range []string{"/", "/metrics"} {
 		if code, body := fetch(t, e.url+path, ""); code != http.StatusForbidden || body != status.ClosedMessage {
-			t.Errorf("GET %s: %d %q", path, code, body)
+			t.Errorf("GET %s: %d %q", path, code, short(body))
 		}
 	}
 }
@@ -126,7 +134,7 @@ func TestServeMetricsNeedTheToken(t *testing.T) {
 	for _, path := range []string{"/", "/metrics"} {
 		for _, auth := range []string{"", "Bearer wrong-token-0123456789", "Bearer "} {
 			if code, body := fetch(t, e.url+path, auth); code != http.StatusUnauthorized || strings.Contains(body, "crabbox_") {
-				t.Errorf("GET %s (%q): %d %q", path, auth, code, body)
+				t.Errorf("GET %s (%q): %d %q", path, auth, code, short(body))
 			}
 		}
 	}
