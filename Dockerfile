@@ -56,6 +56,9 @@ WORKDIR /data
 ENV CRABBOX_DATABASE_URL=sqlite:/data/crabbox-runner.db
 VOLUME ["/data"]
 # POST /webhook, GET /healthz, GET /readyz, GET /metrics (CRABBOX_LISTEN, default :8080).
+# On :8080 (every interface) the status page and /metrics answer 403 unless
+# CRABBOX_STATUS_TOKEN(_FILE) is set; CRABBOX_METRICS_LISTEN adds a port for
+# /metrics alone, without the token (docs/metrics.md#scraping).
 EXPOSE 8080
 ENTRYPOINT ["/usr/local/bin/crabbox-runner"]
 CMD ["serve"]

@@ -8,8 +8,10 @@
 // lease query per view plus a lease's history and job the first time they
 // are needed (both are then kept: neither changes once known). It shows no
 // secret: no JIT config, key, token or host key is on it, and log records
-// are reduced to their message and a few attributes. An optional token
-// guards it (Bearer or HTTP Basic with the token as password).
+// are reduced to their message and a few attributes. A Gate (gate.go)
+// guards it, and serve's /metrics with the same check: the token when one
+// is set (Bearer or HTTP Basic with the token as password), else open on a
+// loopback-only address and closed on any other.
 package status
 
 import (
@@ -17,7 +19,6 @@ import (
 	"cmp"
 	"context"
 	"crypto/sha256"
-	"crypto/subtle"
 	_ "embed"
 	"encoding/base64"
 	"errors"
@@ -61,8 +62,12 @@ type Config struct {
 	// Store is read for leases, their history and their jobs. Required.
 	Store Reader
 	// Token, when set, is required: "Authorization: Bearer <token>", or
-	// HTTP Basic with the token as password (any user name).
+	// HTTP Basic with the token as password (any user name). Used only
+	// when Gate is nil.
 	Token string
+	// Gate decides who may read the page; nil means NewGate(Token, true):
+	// the token when set, else open. serve always passes its own.
+	Gate *Gate
 	// WebURL is GitHub's web base for job links (github.WebURL of the API
 	// URL); default https://github.com.
 	WebURL string
@@ -77,10 +82,10 @@ type Config struct {
 
 // Handler serves the status page.
 type Handler struct {
-	cfg      Config
-	web      string
-	tokenSum [sha256.Size]byte
-	csp      string
+	cfg  Config
+	web  string
+	gate *Gate
+	csp  string
 
 	// mu makes views take turns, so that a burst of reloads costs the
 	// store no more than one view at a time, and guards the caches.
@@ -126,8 +131,9 @@ func New(cfg Config) (*Handler, error) {
 		cfg.Logger = slog.Default()
 	}
 	h := &Handler{cfg: cfg, web: web.String(), booting: map[string][]provisioner.Event{}, jobs: map[int64]*provisioner.Job{}}
-	if cfg.Token != "" {
-		h.tokenSum = sha256.Sum256([]byte(cfg.Token))
+	h.gate = cfg.Gate
+	if h.gate == nil {
+		h.gate = NewGate(cfg.Token, true)
 	}
 	styleSum := sha256.Sum256([]byte(styleCSS))
 	// Nothing but the page's own style may load or run.
@@ -148,9 +154,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "method not allowed", http.StatusMethodNotAllowed)
 		return
 	}
-	if !h.authorized(r) {
-		hd.Set("WWW-Authenticate", `Basic realm="crabbox-runner", charset="UTF-8"`)
-		http.Error(w, "unauthorized: this page needs the status token (Bearer, or as the Basic auth password)", http.StatusUnauthorized)
+	if !h.gate.Allow(w, r) {
 		return
 	}
 	data, err := h.build(r.Context())
@@ -171,26 +175,6 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	w.Write(buf.Bytes())
-}
-
-// authorized checks the token, when one is set, in constant time: both
-// sides are hashed first, so not even the length is compared directly.
-func (h *Handler) authorized(r *http.Request) bool {
-	if h.cfg.Token == "" {
-		return true
-	}
-	var given string
-	auth := r.Header.Get("Authorization")
-	if scheme, rest, ok := strings.Cut(auth, " "); ok && strings.EqualFold(scheme, "Bearer") {
-		given = strings.TrimSpace(rest)
-	} else if _, pw, ok := r.BasicAuth(); ok {
-		given = pw
-	}
-	if given == "" {
-		return false
-	}
-	sum := sha256.Sum256([]byte(given))
-	return subtle.ConstantTimeCompare(sum[:], h.tokenSum[:]) == 1
 }
 
 // view is what the template renders.

@@ -116,6 +116,8 @@ func (h *Handler) serveReady(w http.ResponseWriter, r *http.Request) {
 		ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
 		defer cancel()
 		if err := h.cfg.Ready(ctx); err != nil {
+			// The error may name the database's address: logged, never
+			// answered (anyone may call /readyz).
 			h.log.Warn("not ready", "error", err)
 			reply(w, http.StatusServiceUnavailable, "not ready")
 			return
@@ -210,9 +212,10 @@ func (h *Handler) serveWebhook(w http.ResponseWriter, r *http.Request) {
 	}
 	ev, err := Decode(payload)
 	if err != nil {
+		// The detail is for the log: answers stay generic, whoever signed.
 		log.Warn("delivery refused: malformed", "error", err)
 		result = "malformed"
-		reply(w, http.StatusBadRequest, err.Error())
+		reply(w, http.StatusBadRequest, "malformed payload")
 		return
 	}
 	ev.DeliveryID = delivery

@@ -17,6 +17,7 @@ import (
 	"github.com/crabbox/crabbox-runner/internal/config"
 	"github.com/crabbox/crabbox-runner/internal/metrics"
 	"github.com/crabbox/crabbox-runner/provisioner"
+	"github.com/crabbox/crabbox-runner/status"
 	"github.com/crabbox/crabbox-runner/store"
 	"github.com/crabbox/crabbox-runner/webhook"
 )
@@ -32,6 +33,12 @@ type app struct {
 	metrics   *metrics.Metrics
 	listener  net.Listener
 	server    *http.Server
+	// gate guards the status page and /metrics on listener (access.go).
+	gate *status.Gate
+	// metricsListener and metricsServer serve GET /metrics alone when
+	// metrics_listen is set; nil otherwise.
+	metricsListener net.Listener
+	metricsServer   *http.Server
 }
 
 // appOptions lets the demo and tests tune what production leaves default.
@@ -136,9 +143,13 @@ func newApp(ctx context.Context, cfg *config.Config, log *slog.Logger, opts appO
 		return nil, err
 	}
 	a.metrics.WatchStore(a.store)
-	hook.Handle("GET /metrics", a.metrics.Handler())
 	if a.listener, err = net.Listen("tcp", cfg.Listen); err != nil {
 		return nil, fmt.Errorf("listen %s: %w", cfg.Listen, err)
+	}
+	a.gate = a.newGate()
+	hook.Handle("GET /metrics", a.gate.Wrap(a.metrics.Handler()))
+	if err := a.listenMetrics(); err != nil {
+		return nil, err
 	}
 	a.server = webhook.Server(hook)
 	return a, nil
@@ -209,9 +220,16 @@ func (a *app) run(ctx context.Context) error {
 	if err := a.prov.Start(ctx); err != nil {
 		return err
 	}
-	errc := make(chan error, 1)
-	go func() { errc <- a.server.Serve(a.listener) }()
+	errc := make(chan error, 2)
+	// At most webhook.DefaultMaxConns connections (webhook/conns.go); set
+	// here, after every route is added.
+	l := webhook.LimitConns(a.server, a.listener, webhook.DefaultMaxConns, a.metrics.ConnectionShed)
+	go func() { errc <- a.server.Serve(l) }()
+	if a.metricsServer != nil {
+		go func() { errc <- a.metricsServer.Serve(a.metricsListener) }()
+	}
 	a.log.Info("serving", "addr", a.listener.Addr().String(), "deployment", a.cfg.Deployment, "classes", len(a.cfg.Classes))
+	a.logAccess()
 
 	var serveErr error
 	select {
@@ -223,6 +241,11 @@ func (a *app) run(ctx context.Context) error {
 	a.log.Info("shutting down")
 	if err := a.server.Shutdown(shutdownCtx); err != nil {
 		a.log.Warn("http shutdown", "error", err)
+	}
+	if a.metricsServer != nil {
+		if err := a.metricsServer.Shutdown(shutdownCtx); err != nil {
+			a.log.Warn("metrics listener shutdown", "error", err)
+		}
 	}
 	if err := a.prov.Stop(shutdownCtx); err != nil {
 		a.log.Warn("work shutdown", "error", err)
@@ -236,6 +259,9 @@ func (a *app) run(ctx context.Context) error {
 func (a *app) close() {
 	if a.listener != nil {
 		a.listener.Close()
+	}
+	if a.metricsListener != nil {
+		a.metricsListener.Close()
 	}
 	if a.store != nil {
 		a.store.Close()

@@ -74,6 +74,7 @@ with a "fix:" line under each problem saying what to do. It exits 1 if any check
 			log := newLogger(io.Discard, "error", "text")
 			d.checkDatabase(ctx, cfg)
 			d.checkWebhookSecret(cfg)
+			d.checkAccess(cfg)
 			d.checkGitHub(ctx, cfg)
 			d.checkProviders(ctx, cfg, log)
 			return d.result()

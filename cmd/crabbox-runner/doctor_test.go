@@ -193,6 +193,7 @@ func TestDoctorHealthyTokenDeployment(t *testing.T) {
 	wantCheck(t, out, "OK", "configuration", []string{"c.yaml", "deployment doc", "1 class a100"}, "")
 	wantCheck(t, out, "OK", "database", []string{"does not exist yet; serve creates it and applies"}, "")
 	wantCheck(t, out, "OK", "webhook secret", []string{"set, 32 bytes"}, "")
+	wantCheck(t, out, "OK", "status page and /metrics", []string{"closed (403) on :8080"}, "")
 	wantCheck(t, out, "OK", "GitHub token", []string{"classic token with scopes: repo, admin:org"}, "")
 	wantCheck(t, out, "OK", "GitHub token scopes", nil, "")
 	wantCheck(t, out, "OK", "runners in org:acme", []string{"0 runners listed"}, "")

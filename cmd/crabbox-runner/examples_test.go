@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -368,6 +369,29 @@ func TestExamplesKubernetes(t *testing.T) {
 	}
 	if cfg.Listen != ":8080" {
 		t.Errorf("serve would listen on %s, the container port is 8080", cfg.Listen)
+	}
+	// Closed by default: on :8080 without a status token, /metrics answers
+	// 403 there; Prometheus scrapes the metrics listener, which only it
+	// may reach.
+	if cfg.StatusToken == "" {
+		_, mport, _ := net.SplitHostPort(cfg.MetricsListen)
+		annotations := dig(dep, "spec", "template", "metadata", "annotations")
+		if digStr(c, "ports", 1, "name") != "metrics" || fmt.Sprint(dig(c, "ports", 1, "containerPort")) != mport ||
+			digStr(annotations, "prometheus.io/port") != mport {
+			t.Errorf("metrics_listen %q, ports %v, annotations %v: Prometheus must scrape the metrics listener's port",
+				cfg.MetricsListen, dig(c, "ports"), annotations)
+		}
+		np := objs["NetworkPolicy"]
+		if np == nil || !matches(dig(np, "spec", "podSelector", "matchLabels")) {
+			t.Fatal("no NetworkPolicy for the pods: the metrics port would be open to the cluster")
+		}
+		for _, rule := range anyList(dig(np, "spec", "ingress")) {
+			for _, p := range anyList(dig(rule, "ports")) {
+				if digStr(p, "port") == "metrics" && len(anyList(dig(rule, "from"))) == 0 {
+					t.Error("the NetworkPolicy lets anyone reach the metrics port")
+				}
+			}
+		}
 	}
 
 	if kubectl, err := exec.LookPath("kubectl"); err == nil {

@@ -25,8 +25,11 @@ every queued job whose labels match a class, bootstraps a one-job runner on it,
 and destroys it when the job completes or a deadline passes.
 
 Endpoints: POST /webhook, GET /healthz, GET /readyz, GET /metrics, and GET /, a
-read-only status page (live leases, today's spend, last errors), guarded by
-CRABBOX_STATUS_TOKEN(_FILE) when set (Bearer, or HTTP Basic with the token as password).
+read-only status page (live leases, today's spend, last errors). The page and
+/metrics need CRABBOX_STATUS_TOKEN(_FILE) when set (Bearer, or HTTP Basic with the
+token as password); without a token they are open when --listen is loopback only
+(127.0.0.1:8080) and closed (403) otherwise. metrics_listen (CRABBOX_METRICS_LISTEN)
+serves /metrics alone on a second address without the token.
 Secrets come from the environment or files only: CRABBOX_WEBHOOK_SECRET(_FILE),
 CRABBOX_GITHUB_APP_ID with CRABBOX_GITHUB_APP_PRIVATE_KEY(_FILE), or CRABBOX_GITHUB_TOKEN,
 VAST_API_KEY, LAMBDA_API_KEY, CRABBOX_STATUS_TOKEN(_FILE).`,
@@ -80,16 +83,13 @@ func (a *app) addStatusPage(recent *status.Recent) error {
 		return errors.New("serve: the HTTP handler takes no more routes; the status page cannot be served")
 	}
 	page, err := status.New(status.Config{
-		Store: a.store, Token: a.cfg.StatusToken, WebURL: github.WebURL(a.cfg.GitHub.APIURL),
+		Store: a.store, Gate: a.gate, WebURL: github.WebURL(a.cfg.GitHub.APIURL),
 		Deployment: a.cfg.Deployment, Recent: recent, Logger: a.log.With("component", "status"),
 	})
 	if err != nil {
 		return err
 	}
+	// Who reads it is a.gate's to say, logged when serve starts (access.go).
 	routes.Handle("GET /{$}", page)
-	if a.cfg.StatusToken == "" {
-		a.log.Warn("the status page at / has no token: anyone who reaches this address can read it; " +
-			"set CRABBOX_STATUS_TOKEN or CRABBOX_STATUS_TOKEN_FILE, or let only /webhook through to it")
-	}
 	return nil
 }

@@ -170,6 +170,11 @@ type serveSetup struct {
 	bootstrapper func(real provisioner.Bootstrapper) provisioner.Bootstrapper
 	// tuneGitHub adjusts serve's GitHub client config (cache times).
 	tuneGitHub func(*github.Config)
+	// listen, when set, turns the free loopback address the test reaches
+	// serve at into the one serve listens on (0.0.0.0:PORT).
+	listen func(loopback string) string
+	// env is added to serve's environment.
+	env map[string]string
 }
 
 func startServeWith(t *testing.T, setup serveSetup) *e2e {
@@ -224,9 +229,16 @@ classes:
 		"CRABBOX_GITHUB_TOKEN":   testToken,
 		"CRABBOX_GITHUB_API_URL": e.gh.URL(),
 	}
+	for k, v := range setup.env {
+		env[k] = v
+	}
 	e.cfgPath, e.env = cfgPath, env
 	addr := freeAddr(t)
 	e.url = "http://" + addr
+	listen := addr
+	if setup.listen != nil {
+		listen = setup.listen(addr)
+	}
 	serveHook = func(o *appOptions) {
 		o.Providers = map[string]provisioner.Provider{"local": hosts}
 		if setup.hosts != nil {
@@ -248,7 +260,7 @@ classes:
 		}
 	}
 	t.Cleanup(func() { serveHook = nil })
-	e.runServe(addr, env)
+	e.runServe(listen, env)
 	return e
 }
 

@@ -37,21 +37,25 @@ const (
 
 // Config is the whole configuration, after every source is applied.
 type Config struct {
-	Deployment  string          `yaml:"deployment"`
-	Listen      string          `yaml:"listen"`
-	DatabaseURL string          `yaml:"database_url"`
-	Log         LogConfig       `yaml:"log"`
-	GitHub      GitHubConfig    `yaml:"github"`
-	Webhook     WebhookConfig   `yaml:"webhook"`
-	Status      StatusConfig    `yaml:"status"`
-	Runner      RunnerConfig    `yaml:"runner"`
-	Providers   ProvidersConfig `yaml:"providers"`
-	Defaults    ClassDefaults   `yaml:"defaults"`
-	Reconcile   ReconcileConfig `yaml:"reconcile"`
-	Limits      LimitsConfig    `yaml:"limits"`
-	Work        WorkConfig      `yaml:"work"`
-	Retention   RetentionConfig `yaml:"retention"`
-	Classes     []ClassConfig   `yaml:"classes"`
+	Deployment string `yaml:"deployment"`
+	Listen     string `yaml:"listen"`
+	// MetricsListen, when set, is a second address serving only GET
+	// /metrics, without the status token (the operator's choice: a
+	// loopback port, or an address only the scraper reaches).
+	MetricsListen string          `yaml:"metrics_listen"`
+	DatabaseURL   string          `yaml:"database_url"`
+	Log           LogConfig       `yaml:"log"`
+	GitHub        GitHubConfig    `yaml:"github"`
+	Webhook       WebhookConfig   `yaml:"webhook"`
+	Status        StatusConfig    `yaml:"status"`
+	Runner        RunnerConfig    `yaml:"runner"`
+	Providers     ProvidersConfig `yaml:"providers"`
+	Defaults      ClassDefaults   `yaml:"defaults"`
+	Reconcile     ReconcileConfig `yaml:"reconcile"`
+	Limits        LimitsConfig    `yaml:"limits"`
+	Work          WorkConfig      `yaml:"work"`
+	Retention     RetentionConfig `yaml:"retention"`
+	Classes       []ClassConfig   `yaml:"classes"`
 
 	// Secrets, from the environment or files only.
 	WebhookSecret []byte `yaml:"-"`
@@ -59,7 +63,8 @@ type Config struct {
 	GitHubAppKey  []byte `yaml:"-"`
 	VastAPIKey    string `yaml:"-"`
 	LambdaAPIKey  string `yaml:"-"`
-	// StatusToken guards serve's status page; empty leaves it open.
+	// StatusToken guards serve's status page and /metrics; without it
+	// they are open on a loopback-only listen address, closed otherwise.
 	StatusToken string `yaml:"-"`
 
 	// Source is the config file that was read, if any.
@@ -300,6 +305,7 @@ func Load(flags Overrides, getenv Getenv) (*Config, error) {
 
 	// Environment over file.
 	setStr(&c.Listen, getenv("CRABBOX_LISTEN"))
+	setStr(&c.MetricsListen, getenv("CRABBOX_METRICS_LISTEN"))
 	setStr(&c.DatabaseURL, getenv("CRABBOX_DATABASE_URL"))
 	setStr(&c.Deployment, getenv("CRABBOX_DEPLOYMENT"))
 	setStr(&c.Log.Level, getenv("CRABBOX_LOG_LEVEL"))

@@ -131,6 +131,7 @@ func TestValidationNamesTheKey(t *testing.T) {
 		{"no deployment", strings.Replace(base, "deployment: acme-gpu", "", 1), nil, "deployment"},
 		{"bad deployment", strings.Replace(base, "acme-gpu", "Acme_GPU", 1), nil, "deployment"},
 		{"bad listen", strings.Replace(base, `":9000"`, `"nine"`, 1), nil, "listen"},
+		{"bad metrics listen", base, map[string]string{"CRABBOX_METRICS_LISTEN": "9090"}, "metrics_listen"},
 		{"bad database", strings.Replace(base, "sqlite:from-file.db", "mysql://x", 1), nil, "database_url"},
 		{"short sha", strings.Replace(base, sha, "abc", 1), nil, "runner.sha256.x64"},
 		{"short arm64 sha", strings.Replace(base, `sha256: "`+sha+`"`, `sha256: {x64: "`+sha+`", arm64: "abc"}`, 1), nil, "runner.sha256.arm64"},

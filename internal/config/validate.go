@@ -54,6 +54,11 @@ func (c *Config) Validate(needs Needs) error {
 	if _, _, err := net.SplitHostPort(c.Listen); err != nil {
 		return errf("listen", "%q is not host:port: %v", c.Listen, err)
 	}
+	if c.MetricsListen != "" {
+		if _, _, err := net.SplitHostPort(c.MetricsListen); err != nil {
+			return errf("metrics_listen", "%q is not host:port: %v", c.MetricsListen, err)
+		}
+	}
 	if err := checkDatabaseURL(c.DatabaseURL); err != nil {
 		return err
 	}

@@ -33,6 +33,8 @@ type Metrics struct {
 	provider      *providerRequests
 	extra         *extraHosts
 	foreign       *foreignEvents
+
+	shed          prometheus.Counter
 }
 
 var _ provisioner.Observer = (*Metrics)(nil)
@@ -80,6 +82,8 @@ func New() *Metrics {
 	m.provider = newProviderRequests(m.reg)
 	m.extra = newExtraHosts(m.reg)
 	m.foreign = newForeignEvents(m.reg)
+
+	m.shed = newConnsShed(m.reg)
 	return m
 }
 

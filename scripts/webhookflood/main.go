@@ -12,6 +12,13 @@
 // is sent every -every and its answer time kept. RSS is sampled throughout
 // and for -after once the flood stops. The child's event handler only
 // counts: this measures the HTTP and webhook layers, not the store.
+//
+// -conns adds that many connections that send half a request line and
+// nothing more, dialled again whenever closed: a connection flood, against
+// serve's cap on open connections (webhook.LimitConns, which the child
+// applies as serve does).
+//
+//	go run ./scripts/webhookflood -senders 0 -conns 6000 -flood 20s -after 5s
 package main
 
 import (
@@ -51,13 +58,15 @@ func main() {
 	flood := flag.Duration("flood", 30*time.Second, "how long the flood lasts")
 	after := flag.Duration("after", 20*time.Second, "how long RSS is sampled after the flood")
 	every := flag.Duration("every", 250*time.Millisecond, "interval of signed deliveries during the flood")
+	conns := flag.Int("conns", 0, "connections that send half a request line and hold it")
+	maxConns := flag.Int("maxconns", webhook.DefaultMaxConns, "the server's cap on open connections (0: none, for comparison)")
 	flag.Parse()
 	if *child {
-		serveChild()
+		serveChild(*maxConns)
 		return
 	}
 	secret := fmt.Sprintf("flood-%d-secret-not-a-real-one", time.Now().UnixNano())
-	cmd := exec.Command(os.Args[0], "-child")
+	cmd := exec.Command(os.Args[0], "-child", "-maxconns", strconv.Itoa(*maxConns))
 	cmd.Env = append(os.Environ(), secretEnv+"="+secret)
 	cmd.Stderr = os.Stderr
 	out, err := cmd.StdoutPipe()
@@ -106,6 +115,16 @@ func main() {
 		}()
 	}
 
+	for range *conns {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for ctx.Err() == nil {
+				count(holdConn(ctx, addr))
+			}
+		}()
+	}
+
 	var lat []time.Duration
 	codes := map[int]int{}
 	failures := 0
@@ -141,7 +160,7 @@ func main() {
 	later := rss(pid)
 
 	sort.Slice(lat, func(i, j int) bool { return lat[i] < lat[j] })
-	fmt.Printf("flood: %d senders × %d-byte bodies sent over %s, for %s\n", *senders, *bodySize, *trickle, *flood)
+	fmt.Printf("flood: %d senders × %d-byte bodies sent over %s, %d held connections, for %s\n", *senders, *bodySize, *trickle, *conns, *flood)
 	fmt.Print("unsigned requests:")
 	outcomes.Range(func(k, v any) bool { fmt.Printf(" %s=%d", k, v.(*atomic.Int64).Load()); return true })
 	fmt.Println()
@@ -199,6 +218,33 @@ func slowUnsigned(ctx context.Context, addr string, size int, trickle time.Durat
 	}
 }
 
+// holdConn opens a connection, sends half a request line and waits until
+// the server closes it or the flood ends.
+func holdConn(ctx context.Context, addr string) string {
+	c, err := net.DialTimeout("tcp", addr, 5*time.Second)
+	if err != nil {
+		time.Sleep(100 * time.Millisecond)
+		return "held_dial_error"
+	}
+	defer c.Close()
+	start := time.Now()
+	c.Write([]byte("GET /heal"))
+	closed := make(chan struct{})
+	go func() {
+		io.Copy(io.Discard, c)
+		close(closed)
+	}()
+	select {
+	case <-closed:
+		if time.Since(start) < time.Second {
+			return "held_closed_at_once"
+		}
+		return "held_timed_out"
+	case <-ctx.Done():
+		return "held_flood_over"
+	}
+}
+
 type counter struct{ n atomic.Int64 }
 
 func (c *counter) HandleJobEvent(context.Context, provisioner.JobEvent) (provisioner.Outcome, error) {
@@ -206,14 +252,18 @@ func (c *counter) HandleJobEvent(context.Context, provisioner.JobEvent) (provisi
 	return provisioner.Accepted, nil
 }
 
-func serveChild() {
+func serveChild(maxConns int) {
 	h, err := webhook.New(webhook.Config{Secret: []byte(os.Getenv(secretEnv)), Events: &counter{},
 		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
 	must(err)
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	must(err)
 	fmt.Println(l.Addr().String())
-	must(webhook.Server(h).Serve(l))
+	srv := webhook.Server(h)
+	if maxConns > 0 {
+		l = webhook.LimitConns(srv, l, maxConns, nil)
+	}
+	must(srv.Serve(l))
 }
 
 func rss(pid int) int64 {
