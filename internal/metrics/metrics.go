@@ -34,7 +34,7 @@ type Metrics struct {
 	extra         *extraHosts
 	foreign       *foreignEvents
 
-	shed          prometheus.Counter
+	shed prometheus.Counter
 }
 
 var _ provisioner.Observer = (*Metrics)(nil)
