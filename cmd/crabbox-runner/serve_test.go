@@ -150,6 +150,8 @@ var (
 const (
 	testToken  = "ghp_e2eTokenThatMustNeverBeLogged0001"
 	testSecret = "e2e-webhook-secret-never-logged"
+	// testStateKey is given where serve cannot make its own (PostgreSQL).
+	testStateKey = "e2e-state-key-never-logged-0123456789"
 )
 
 // startServe runs the real `crabbox-runner serve` in-process, with a config
