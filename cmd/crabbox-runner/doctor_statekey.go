@@ -38,7 +38,10 @@ func (d *doctor) checkStateKey(cfg *config.Config, getenv config.Getenv) {
 			return
 		}
 		if file != "" {
-			if st, err := os.Stat(file); err == nil && st.Mode().Perm()&^stateKeyFileMode != 0 {
+			// Group-readable is how secret mounts come (Kubernetes'
+			// defaultMode 0440 with the pod's fsGroup); readable by anyone
+			// is not.
+			if st, err := os.Stat(file); err == nil && st.Mode().Perm()&0o007 != 0 {
 				d.warn(what, fmt.Sprintf("the file of %s has mode %#o: others on this machine can read the key", source, st.Mode().Perm()),
 					"chmod 600 the file named by "+source+" (and if someone may have read it, replace the key: hosts still booting are then replaced)")
 				return

@@ -41,10 +41,10 @@ func TestDoctorStateKey(t *testing.T) {
 		wantCheck(t, out, "OK", "state key", []string{"set, 33 bytes, from CRABBOX_STATE_KEY"}, "")
 		delete(s.env, "CRABBOX_STATE_KEY")
 		file := filepath.Join(s.dir, "state-key")
-		os.WriteFile(file, []byte(key), 0o640)
+		os.WriteFile(file, []byte(key), 0o644)
 		s.env["CRABBOX_STATE_KEY_FILE"] = file
 		_, out = s.run()
-		wantCheck(t, out, "WARN", "state key", []string{"mode 0640"}, "chmod 600 the file")
+		wantCheck(t, out, "WARN", "state key", []string{"mode 0644"}, "chmod 600 the file")
 	})
 	t.Run("short", func(t *testing.T) {
 		s := newDoctorSetup(t)
