@@ -29,8 +29,9 @@ type Config struct {
 	Now func() time.Time
 	// KeySecret, when set, derives each lease's SSH keys from it and the
 	// lease id, so a restarted server can still reach the hosts it created
-	// (serve derives it from the webhook secret). Empty: random keys, and a
-	// lease whose process died is failed and replaced.
+	// (serve derives it from its state key, a secret of its own; never from
+	// anything an outsider can learn, as the lease id is public). Empty:
+	// random keys, and a lease whose process died is failed and replaced.
 	KeySecret []byte
 
 	// PollInterval is how often a booting host or a starting runner is
