@@ -14,6 +14,7 @@ import (
 
 	"github.com/crabbox/crabbox-runner/bootstrap"
 	"github.com/crabbox/crabbox-runner/github/githubtest"
+	"github.com/crabbox/crabbox-runner/providers/local"
 	"github.com/crabbox/crabbox-runner/provisioner"
 )
 
@@ -152,5 +153,44 @@ func TestServeStateKeyRefusals(t *testing.T) {
 	}
 	if strings.Contains(errs+out, short) {
 		t.Errorf("the state key is in serve's output: %s", errs)
+	}
+}
+
+// What docs/operations.md says of a rotation, through serve: a restart
+// with a new state key while a host boots leaves that host unreachable (its
+// sshd refuses the new key) until its boot deadline; the lease fails and
+// the job gets a new one, which runs it.
+func TestServeStateKeyRotationReplacesABootingHost(t *testing.T) {
+	e := startServe(t, "8s", func(seq int, req provisioner.CreateRequest) local.Behavior {
+		if seq == 1 {
+			return local.Behavior{BootDelay: 3 * time.Second}
+		}
+		return local.Behavior{}
+	})
+	old := e.stateKey
+	id := e.queue("train")
+	e.waitFor("the first host booting", 30*time.Second, func() bool {
+		ls := e.leases()
+		return len(ls) == 1 && ls[0].State == provisioner.StateBooting
+	})
+	e.stop()
+	e.env["CRABBOX_STATE_KEY"] = "rotated-state-key-0123456789abcdef"
+	e.runServe(strings.TrimPrefix(e.url, "http://"), e.env)
+	if e.stateKey == old {
+		t.Fatal("the rotated key was not taken")
+	}
+	if job := e.waitJob(id); job.Conclusion != "success" {
+		t.Fatalf("job: %q", job.Conclusion)
+	}
+	e.waitClean()
+	ls := e.leases()
+	if len(ls) != 2 || !strings.Contains(ls[0].Error, "boot timeout") || ls[1].BoundJobID != id {
+		for _, l := range ls {
+			t.Logf("lease %s %s %q", l.ID, l.State, l.Error)
+		}
+		t.Fatalf("%d leases: want the booting one failed on its boot deadline and a second one for the job", len(ls))
+	}
+	if !strings.Contains(e.logs.String(), "unable to authenticate") {
+		t.Error("the old host's refusals of the new key are not in the log")
 	}
 }
