@@ -33,6 +33,11 @@ type Config struct {
 	// anything an outsider can learn, as the lease id is public). Empty:
 	// random keys, and a lease whose process died is failed and replaced.
 	KeySecret []byte
+	// PreviousKeySecret, when set, is the KeySecret before a rotation: the
+	// client key it derives for a lease is offered too when logging in to
+	// a host (never installed on a new one), so hosts made before the
+	// rotation stay reachable.
+	PreviousKeySecret []byte
 
 	// PollInterval is how often a booting host or a starting runner is
 	// looked at (default 2s).

@@ -109,6 +109,7 @@ func newApp(ctx context.Context, cfg *config.Config, log *slog.Logger, opts appO
 		// configured runner group take it (github/runnergroups.go)?
 		RunnerGroups:       gh,
 		KeySecret:          leaseKeySecret(cfg.StateKey), // the state key's alone (statekey.go)
+		PreviousKeySecret:  leaseKeySecret(cfg.StateKeyPrevious),
 		Observer:           a.metrics,
 		Limits:             provisioner.Limits{MaxLeases: cfg.Limits.MaxLeases, MaxSpendPerHour: cfg.Limits.MaxSpendPerHour},
 		JobTimeout:         cfg.Work.JobTimeout,

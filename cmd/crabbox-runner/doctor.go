@@ -68,7 +68,7 @@ with a "fix:" line under each problem saying what to do. It exits 1 if any check
 			if cfg == nil {
 				return d.result()
 			}
-			d.secrets = append(d.secrets, string(cfg.WebhookSecret), cfg.GitHubToken, string(cfg.GitHubAppKey), cfg.VastAPIKey, cfg.LambdaAPIKey, string(cfg.StateKey))
+			d.secrets = append(d.secrets, string(cfg.WebhookSecret), cfg.GitHubToken, string(cfg.GitHubAppKey), cfg.VastAPIKey, cfg.LambdaAPIKey, string(cfg.StateKey), string(cfg.StateKeyPrevious))
 			if u, err := url.Parse(cfg.DatabaseURL); err == nil && u.User != nil {
 				if pw, ok := u.User.Password(); ok {
 					d.secrets = append(d.secrets, pw)

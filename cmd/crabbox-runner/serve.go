@@ -46,7 +46,7 @@ database when not given; required with PostgreSQL).`,
 			}
 			log := newLogger(cmd.ErrOrStderr(), cfg.Log.Level, cfg.Log.Format,
 				string(cfg.WebhookSecret), cfg.GitHubToken, string(cfg.GitHubAppKey), cfg.VastAPIKey, cfg.LambdaAPIKey, cfg.StatusToken,
-				string(cfg.StateKey))
+				string(cfg.StateKey), string(cfg.StateKeyPrevious))
 			if keyNote != "" {
 				log.Info(keyNote)
 			}

@@ -159,8 +159,47 @@ func TestServeStateKeyRefusals(t *testing.T) {
 // What docs/operations.md says of a rotation, through serve: a restart
 // with a new state key while a host boots leaves that host unreachable (its
 // sshd refuses the new key) until its boot deadline; the lease fails and
-// the job gets a new one, which runs it.
-func TestServeStateKeyRotationReplacesABootingHost(t *testing.T) {
+// the job gets a new one, which runs it. Given the old key as
+// CRABBOX_STATE_KEY_PREVIOUS, serve offers the lease's old key too: the
+// host is reached and runs the job, one lease only.
+func TestServeStateKeyRotation(t *testing.T) {
+	t.Run("replaces a booting host", func(t *testing.T) {
+		e, id, _ := rotateWhileBooting(t, false)
+		ls := e.leases()
+		if len(ls) != 2 || !strings.Contains(ls[0].Error, "boot timeout") || ls[1].BoundJobID != id {
+			for _, l := range ls {
+				t.Logf("lease %s %s %q", l.ID, l.State, l.Error)
+			}
+			t.Fatalf("%d leases: want the booting one failed on its boot deadline and a second one for the job", len(ls))
+		}
+		if !strings.Contains(e.logs.String(), "unable to authenticate") {
+			t.Error("the old host's refusals of the new key are not in the log")
+		}
+	})
+	t.Run("with the previous key loses nothing", func(t *testing.T) {
+		e, id, old := rotateWhileBooting(t, true)
+		ls := e.leases()
+		if len(ls) != 1 || ls[0].BoundJobID != id || ls[0].Error != "" {
+			for _, l := range ls {
+				t.Logf("lease %s %s %q", l.ID, l.State, l.Error)
+			}
+			t.Fatalf("%d leases: want the booting host to run the job", len(ls))
+		}
+		if e.hosts.Created() != 1 {
+			t.Fatalf("%d hosts created, want 1", e.hosts.Created())
+		}
+		e.stop()
+		if strings.Contains(e.logs.String(), old) {
+			t.Error("the previous state key appears in serve's logs")
+		}
+	})
+}
+
+// rotateWhileBooting runs serve, queues a job, and restarts serve with a
+// new state key (and the old one as the previous key, if asked) while the
+// job's host boots; it returns once the job succeeded and all is clean,
+// with the job and the old key.
+func rotateWhileBooting(t *testing.T, previous bool) (*e2e, int64, string) {
 	e := startServe(t, "8s", func(seq int, req provisioner.CreateRequest) local.Behavior {
 		if seq == 1 {
 			return local.Behavior{BootDelay: 3 * time.Second}
@@ -175,22 +214,16 @@ func TestServeStateKeyRotationReplacesABootingHost(t *testing.T) {
 	})
 	e.stop()
 	e.env["CRABBOX_STATE_KEY"] = "rotated-state-key-0123456789abcdef"
+	if previous {
+		e.env["CRABBOX_STATE_KEY_PREVIOUS_FILE"] = e.dbPath + ".state-key"
+	}
 	e.runServe(strings.TrimPrefix(e.url, "http://"), e.env)
-	if e.stateKey == old {
+	if e.stateKey == old || old == "" {
 		t.Fatal("the rotated key was not taken")
 	}
 	if job := e.waitJob(id); job.Conclusion != "success" {
 		t.Fatalf("job: %q", job.Conclusion)
 	}
 	e.waitClean()
-	ls := e.leases()
-	if len(ls) != 2 || !strings.Contains(ls[0].Error, "boot timeout") || ls[1].BoundJobID != id {
-		for _, l := range ls {
-			t.Logf("lease %s %s %q", l.ID, l.State, l.Error)
-		}
-		t.Fatalf("%d leases: want the booting one failed on its boot deadline and a second one for the job", len(ls))
-	}
-	if !strings.Contains(e.logs.String(), "unable to authenticate") {
-		t.Error("the old host's refusals of the new key are not in the log")
-	}
+	return e, id, old
 }

@@ -66,6 +66,8 @@ type Config struct {
 	// (CRABBOX_STATE_KEY(_FILE) or state.key_file). Empty: serve makes or
 	// reads one beside a SQLite database (cmd/crabbox-runner/statekey.go).
 	StateKey []byte `yaml:"-"`
+	// StateKeyPrevious is the state key before a rotation, if given.
+	StateKeyPrevious []byte `yaml:"-"`
 
 	// Source is the config file that was read, if any.
 	Source string `yaml:"-"`
@@ -148,6 +150,9 @@ type StatusConfig struct {
 // from anything an outsider can learn.
 type StateConfig struct {
 	KeyFile string `yaml:"key_file"`
+	// PreviousKeyFile holds the key before a rotation: its lease keys are
+	// offered too when logging in to a host, so boots under way survive.
+	PreviousKeyFile string `yaml:"previous_key_file"`
 }
 
 // RunnerConfig is the actions/runner release installed on each host.
@@ -418,6 +423,11 @@ func (c *Config) readSecrets(getenv Getenv) error {
 		return err
 	}
 	c.StateKey = []byte(stateKey)
+	previous, err := secretFrom(getenv, "CRABBOX_STATE_KEY_PREVIOUS", c.State.PreviousKeyFile)
+	if err != nil {
+		return err
+	}
+	c.StateKeyPrevious = []byte(previous)
 	return nil
 }
 

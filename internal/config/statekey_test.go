@@ -80,7 +80,18 @@ func TestStateKeyRefusals(t *testing.T) {
 			t.Errorf("the key is in the error: %v", err)
 		}
 	}
-	e := map[string]string{"CRABBOX_CONFIG": writeFile(t, base), "CRABBOX_STATE_KEY_FILE": filepath.Join(t.TempDir(), "nope")}
+	// The previous key (a rotation's old one) is held to the same.
+	e := map[string]string{"CRABBOX_CONFIG": writeFile(t, base), "CRABBOX_WEBHOOK_SECRET": "0123456789abcdef", "CRABBOX_GITHUB_TOKEN": "t",
+		"CRABBOX_STATE_KEY": stateKey, "CRABBOX_STATE_KEY_PREVIOUS": "short"}
+	c, err := config.Load(config.Overrides{}, env(e))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ce *config.Error
+	if err := c.Validate(serveNeeds); !errors.As(err, &ce) || ce.Key != "state.previous_key_file" || !strings.Contains(err.Error(), "CRABBOX_STATE_KEY_PREVIOUS") {
+		t.Errorf("short previous key: %v", err)
+	}
+	e = map[string]string{"CRABBOX_CONFIG": writeFile(t, base), "CRABBOX_STATE_KEY_FILE": filepath.Join(t.TempDir(), "nope")}
 	if _, err := config.Load(config.Overrides{}, env(e)); err == nil || !strings.Contains(err.Error(), "CRABBOX_STATE_KEY_FILE") {
 		t.Errorf("missing key file: %v", err)
 	}

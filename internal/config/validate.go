@@ -117,6 +117,9 @@ func (c *Config) Validate(needs Needs) error {
 	if err := CheckStateKey(c.StateKey); err != nil {
 		return err
 	}
+	if err := checkStateKeyAt("state.previous_key_file", "CRABBOX_STATE_KEY_PREVIOUS", c.StateKeyPrevious); err != nil {
+		return err
+	}
 	if needs.Runner {
 		if err := c.validateRunner(); err != nil {
 			return err
@@ -275,11 +278,15 @@ const MinStateKeyLen = 16
 // database, or refuses PostgreSQL) or one of at least MinStateKeyLen bytes.
 // The key itself is never part of the error, only its length.
 func CheckStateKey(key []byte) error {
-	if len(key) == 0 || len(key) >= MinStateKeyLen {
+	return checkStateKeyAt("state.key_file", "CRABBOX_STATE_KEY", key)
+}
+
+func checkStateKeyAt(key, env string, v []byte) error {
+	if len(v) == 0 || len(v) >= MinStateKeyLen {
 		return nil
 	}
-	return errf("state.key_file", "the state key has %d bytes, fewer than %d: it protects the SSH keys of every host and must not be guessable. "+
-		"Make one with: openssl rand -hex 32 (set it by CRABBOX_STATE_KEY, CRABBOX_STATE_KEY_FILE or state.key_file)", len(key), MinStateKeyLen)
+	return errf(key, "the state key has %d bytes, fewer than %d: it protects the SSH keys of every host and must not be guessable. "+
+		"Make one with: openssl rand -hex 32 (set it by %s, %s_FILE or %s)", len(v), MinStateKeyLen, env, env, key)
 }
 
 // checkStatusToken accepts no token (an open page) or one long enough not
