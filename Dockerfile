@@ -11,6 +11,10 @@
 #     -e CRABBOX_WEBHOOK_SECRET_FILE=/run/secrets/webhook-secret \
 #     -e VAST_API_KEY_FILE=/run/secrets/vast-api-key crabbox-runner
 #
+# The state key the lease SSH keys come from is made at first start beside
+# the database on the /data volume (crabbox-runner.db.state-key, 0600), or
+# given by -e CRABBOX_STATE_KEY_FILE=/run/secrets/state-key.
+#
 # Health: GET /healthz (liveness: the process answers) and GET /readyz
 # (readiness: the database answers) on port 8080. The image has no shell and
 # no curl, so it declares no HEALTHCHECK: probe over HTTP from outside

@@ -69,6 +69,18 @@ func (b *Bootstrapper) dial(ctx context.Context, req provisioner.ProbeRequest) (
 	if err != nil {
 		return nil, errors.New("bootstrap: the SSH client key is not a valid OpenSSH private key")
 	}
+	// The lease's key first; then any fallback (the key under the state key
+	// before a rotation), which a host made before the rotation holds.
+	signers := []ssh.Signer{signer}
+	secrets := []string{string(req.Credentials.ClientPrivatePEM)}
+	for _, pem := range req.Credentials.FallbackPrivatePEMs {
+		s, err := ssh.ParsePrivateKey(pem)
+		if err != nil {
+			return nil, errors.New("bootstrap: a fallback SSH client key is not a valid OpenSSH private key")
+		}
+		signers = append(signers, s)
+		secrets = append(secrets, string(pem))
+	}
 	var known ssh.PublicKey
 	if req.KnownHostKey != "" {
 		known, _, _, _, err = ssh.ParseAuthorizedKey([]byte(req.KnownHostKey))
@@ -88,7 +100,7 @@ func (b *Bootstrapper) dial(ctx context.Context, req provisioner.ProbeRequest) (
 	)
 	cfg := &ssh.ClientConfig{
 		User: user,
-		Auth: []ssh.AuthMethod{ssh.PublicKeys(signer)},
+		Auth: []ssh.AuthMethod{ssh.PublicKeys(signers...)},
 		HostKeyCallback: func(_ string, _ net.Addr, key ssh.PublicKey) error {
 			mu.Lock()
 			defer mu.Unlock()
@@ -140,7 +152,7 @@ func (b *Bootstrapper) dial(ctx context.Context, req provisioner.ProbeRequest) (
 		client:  ssh.NewClient(sc, chans, reqs),
 		addr:    addr,
 		hostKey: hostKey,
-		secrets: []string{string(req.Credentials.ClientPrivatePEM)},
+		secrets: secrets,
 		stop:    stop,
 	}, nil
 }

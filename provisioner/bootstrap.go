@@ -34,6 +34,9 @@ type Credentials struct {
 	ClientPublicKey  string // authorized_keys format
 	ClientPrivatePEM []byte // secret
 	HostKey          *HostKeyPair
+	// FallbackPrivatePEMs are further client keys offered when logging in
+	// (the lease's key under the previous KeySecret); secret.
+	FallbackPrivatePEMs [][]byte
 }
 
 // ProbeRequest says where and how to connect.

@@ -171,9 +171,7 @@ func (p *Provisioner) credentials(id string, create bool) (*Credentials, error) 
 	}
 	var seed []byte
 	if len(p.cfg.KeySecret) > 0 {
-		m := hmac.New(sha256.New, p.cfg.KeySecret)
-		m.Write([]byte("crabbox-runner lease keys\x00" + id))
-		seed = m.Sum(nil)
+		seed = leaseSeed(p.cfg.KeySecret, id)
 	} else if !create {
 		return nil, errCredentialsLost
 	}
@@ -181,8 +179,22 @@ func (p *Provisioner) credentials(id string, create bool) (*Credentials, error) 
 	if err != nil {
 		return nil, err
 	}
+	if len(p.cfg.PreviousKeySecret) > 0 {
+		prev, err := p.cfg.Bootstrapper.NewCredentials(leaseSeed(p.cfg.PreviousKeySecret, id), false)
+		if err != nil {
+			return nil, err
+		}
+		c.FallbackPrivatePEMs = [][]byte{prev.ClientPrivatePEM}
+	}
 	actual, _ := p.creds.LoadOrStore(id, c)
 	return actual.(*Credentials), nil
+}
+
+// leaseSeed is the seed of one lease's keys under a KeySecret.
+func leaseSeed(secret []byte, id string) []byte {
+	m := hmac.New(sha256.New, secret)
+	m.Write([]byte("crabbox-runner lease keys\x00" + id))
+	return m.Sum(nil)
 }
 
 var errCredentialsLost = errors.New("the lease's SSH key was lost in a restart")

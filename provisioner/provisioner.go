@@ -29,9 +29,15 @@ type Config struct {
 	Now func() time.Time
 	// KeySecret, when set, derives each lease's SSH keys from it and the
 	// lease id, so a restarted server can still reach the hosts it created
-	// (serve derives it from the webhook secret). Empty: random keys, and a
-	// lease whose process died is failed and replaced.
+	// (serve derives it from its state key, a secret of its own; never from
+	// anything an outsider can learn, as the lease id is public). Empty:
+	// random keys, and a lease whose process died is failed and replaced.
 	KeySecret []byte
+	// PreviousKeySecret, when set, is the KeySecret before a rotation: the
+	// client key it derives for a lease is offered too when logging in to
+	// a host (never installed on a new one), so hosts made before the
+	// rotation stay reachable.
+	PreviousKeySecret []byte
 
 	// PollInterval is how often a booting host or a starting runner is
 	// looked at (default 2s).

@@ -2,9 +2,7 @@ package main
 
 import (
 	"context"
-	"crypto/hmac"
 	"crypto/rand"
-	"crypto/sha256"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -99,6 +97,15 @@ func newApp(ctx context.Context, cfg *config.Config, log *slog.Logger, opts appO
 	if err != nil {
 		return nil, err
 	}
+	// Before the store opens: a PostgreSQL deployment without a state key
+	// is refused having touched nothing.
+	note, err := ensureStateKey(cfg)
+	if err != nil {
+		return nil, err
+	}
+	if note != "" {
+		log.Info(note)
+	}
 	if a.store, err = store.Open(ctx, cfg.DatabaseURL); err != nil {
 		return nil, err
 	}
@@ -108,7 +115,8 @@ func newApp(ctx context.Context, cfg *config.Config, log *slog.Logger, opts appO
 		// Asked before a host is rented for an org-scope job: can the
 		// configured runner group take it (github/runnergroups.go)?
 		RunnerGroups:       gh,
-		KeySecret:          leaseKeySecret(cfg.WebhookSecret),
+		KeySecret:          leaseKeySecret(cfg.StateKey), // the state key's alone (statekey.go)
+		PreviousKeySecret:  leaseKeySecret(cfg.StateKeyPrevious),
 		Observer:           a.metrics,
 		Limits:             provisioner.Limits{MaxLeases: cfg.Limits.MaxLeases, MaxSpendPerHour: cfg.Limits.MaxSpendPerHour},
 		JobTimeout:         cfg.Work.JobTimeout,
@@ -194,21 +202,6 @@ func buildProviders(cfg *config.Config, log *slog.Logger, given map[string]provi
 		}
 	}
 	return out, nil
-}
-
-// leaseKeySecret derives the secret from which every lease's SSH keys are
-// derived, so that a restarted serve reaches the hosts it created before.
-// It is bound to the webhook secret by a one-way function with its own
-// label: knowing it reveals nothing of the webhook secret. Rotating the
-// webhook secret makes hosts still booting unreachable after a restart;
-// those leases fail their boot deadline and are replaced.
-func leaseKeySecret(webhookSecret []byte) []byte {
-	if len(webhookSecret) == 0 {
-		return nil
-	}
-	m := hmac.New(sha256.New, webhookSecret)
-	m.Write([]byte("crabbox-runner lease key secret v1"))
-	return m.Sum(nil)
 }
 
 // URL is the base URL the server listens on.

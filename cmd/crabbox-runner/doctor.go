@@ -44,6 +44,9 @@ with a "fix:" line under each problem saying what to do. It exits 1 if any check
                    pending migrations as serve does at start; a SQLite file that does
                    not exist yet is left for serve to create)
   webhook secret   it is set (FAIL) and at least 16 bytes and not a placeholder (WARN)
+  state key        the key of the lease SSH keys: given (at least 16 bytes, its file
+                   0600), or made by serve beside a SQLite database (0600), or missing
+                   with PostgreSQL (FAIL: serve refuses to start); never printed
   GitHub App       the private key parses, GitHub accepts its JWT (GET /app), the App
                    asks for the permissions crabbox-runner needs and subscribes to
                    workflow_job, it is installed, and each installation was granted
@@ -65,7 +68,7 @@ with a "fix:" line under each problem saying what to do. It exits 1 if any check
 			if cfg == nil {
 				return d.result()
 			}
-			d.secrets = append(d.secrets, string(cfg.WebhookSecret), cfg.GitHubToken, string(cfg.GitHubAppKey), cfg.VastAPIKey, cfg.LambdaAPIKey)
+			d.secrets = append(d.secrets, string(cfg.WebhookSecret), cfg.GitHubToken, string(cfg.GitHubAppKey), cfg.VastAPIKey, cfg.LambdaAPIKey, string(cfg.StateKey), string(cfg.StateKeyPrevious))
 			if u, err := url.Parse(cfg.DatabaseURL); err == nil && u.User != nil {
 				if pw, ok := u.User.Password(); ok {
 					d.secrets = append(d.secrets, pw)
@@ -75,6 +78,7 @@ with a "fix:" line under each problem saying what to do. It exits 1 if any check
 			d.checkDatabase(ctx, cfg)
 			d.checkWebhookSecret(cfg)
 			d.checkAccess(cfg)
+			d.checkStateKey(cfg, getenv)
 			d.checkGitHub(ctx, cfg)
 			d.checkProviders(ctx, cfg, log)
 			return d.result()
@@ -189,6 +193,8 @@ func configFix(err error, source string) string {
 		return "set runner.version and runner.sha256 in " + in + " to an actions/runner release and the sha256 of its linux-x64 tarball, printed in the release notes"
 	case ce.Key == "classes":
 		return "add at least one class under classes: in " + in + " (name, labels, gpu, providers)"
+	case ce.Key == "state.key_file":
+		return "make a state key with `openssl rand -hex 32` into a file only serve's user can read, and name it by CRABBOX_STATE_KEY_FILE or state.key_file"
 	case ce.Key == "database_url":
 		return "set database_url in " + in + " (or CRABBOX_DATABASE_URL) to sqlite:PATH or postgres://USER@HOST/DB"
 	}

@@ -102,7 +102,10 @@ classes:
 `, gh.TarballURLTemplate(), sum, me.Username)), 0o600)
 	env := []string{"CRABBOX_TEST_MAIN=1", "CRABBOX_CONFIG=" + cfg, "CRABBOX_DATABASE_URL=" + dbURL,
 		"CRABBOX_WEBHOOK_SECRET=" + testSecret, "CRABBOX_GITHUB_TOKEN=" + testToken, "CRABBOX_GITHUB_API_URL=" + gh.URL(),
-		"VAST_API_KEY=" + vasttest.DefaultAPIKey, "CRABBOX_VAST_API_URL=" + vfake.URL()}
+		"VAST_API_KEY=" + vasttest.DefaultAPIKey, "CRABBOX_VAST_API_URL=" + vfake.URL(),
+		// One key for both replicas (PostgreSQL refuses to start without
+		// one): either reaches the hosts the other is bootstrapping.
+		"CRABBOX_STATE_KEY=" + testStateKey}
 
 	addrs := []string{freeAddr(t), freeAddr(t)}
 	procs := make([]*exec.Cmd, len(addrs))

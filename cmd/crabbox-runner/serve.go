@@ -32,15 +32,27 @@ token as password); without a token they are open when --listen is loopback only
 serves /metrics alone on a second address without the token.
 Secrets come from the environment or files only: CRABBOX_WEBHOOK_SECRET(_FILE),
 CRABBOX_GITHUB_APP_ID with CRABBOX_GITHUB_APP_PRIVATE_KEY(_FILE), or CRABBOX_GITHUB_TOKEN,
-VAST_API_KEY, LAMBDA_API_KEY, CRABBOX_STATUS_TOKEN(_FILE).`,
+VAST_API_KEY, LAMBDA_API_KEY, CRABBOX_STATUS_TOKEN(_FILE), and CRABBOX_STATE_KEY(_FILE),
+the key of every lease's SSH keys (with SQLite, made at first start beside the
+database when not given; required with PostgreSQL).`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			cfg, err := loadConfig(g, getenv, config.Needs{Webhook: true, GitHub: true, Classes: true, Runner: true, Deployment: true})
 			if err != nil {
 				return err
 			}
+			// The state key is settled before the logger exists, so a key
+			// serve made is among the secrets the redactor hides too.
+			keyNote, err := ensureStateKey(cfg)
+			if err != nil {
+				return err
+			}
 			log := newLogger(cmd.ErrOrStderr(), cfg.Log.Level, cfg.Log.Format,
-				string(cfg.WebhookSecret), cfg.GitHubToken, string(cfg.GitHubAppKey), cfg.VastAPIKey, cfg.LambdaAPIKey, cfg.StatusToken)
+				string(cfg.WebhookSecret), cfg.GitHubToken, string(cfg.GitHubAppKey), cfg.VastAPIKey, cfg.LambdaAPIKey, cfg.StatusToken,
+				string(cfg.StateKey), string(cfg.StateKeyPrevious))
+			if keyNote != "" {
+				log.Info(keyNote)
+			}
 			recent := status.NewRecent(status.DefaultRecentSize)
 			log = withRecent(log, recent)
 			opts := appOptions{}

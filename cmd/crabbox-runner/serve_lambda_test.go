@@ -173,8 +173,8 @@ func TestServeLambdaEndToEnd(t *testing.T) {
 	}
 
 	logs := e.logs.String()
-	secrets := append(e.spy.all(), testSecret, testToken, testLambdaKey)
-	if len(secrets) < 6 {
+	secrets := append(e.spy.all(), testSecret, testToken, testLambdaKey, e.stateKey)
+	if len(secrets) < 7 || e.stateKey == "" {
 		t.Fatalf("the spy saw only %d secrets; the check below would prove little", len(secrets))
 	}
 	for _, s := range secrets {

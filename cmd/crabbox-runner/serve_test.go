@@ -133,6 +133,9 @@ type e2e struct {
 	exit    chan int
 	// groups is what serve gave the provisioner as RunnerGroups.
 	groups provisioner.RunnerGroups
+	// stateKey is the key serve derives lease SSH keys from: the one it
+	// was given, or the one it made beside the database (runServe).
+	stateKey string
 }
 
 // What a test may change of startServe's configuration (serve_policy_test.go):
@@ -147,6 +150,8 @@ var (
 const (
 	testToken  = "ghp_e2eTokenThatMustNeverBeLogged0001"
 	testSecret = "e2e-webhook-secret-never-logged"
+	// testStateKey is given where serve cannot make its own (PostgreSQL).
+	testStateKey = "e2e-state-key-never-logged-0123456789"
 )
 
 // startServe runs the real `crabbox-runner serve` in-process, with a config
@@ -291,6 +296,10 @@ func (e *e2e) runServe(addr string, env map[string]string) {
 		return resp.StatusCode == 200
 	})
 	e.gh.SetWebhook(e.url+"/webhook", []byte(testSecret))
+	e.stateKey = env["CRABBOX_STATE_KEY"]
+	if b, err := os.ReadFile(e.dbPath + ".state-key"); e.stateKey == "" && err == nil {
+		e.stateKey = strings.TrimSpace(string(b))
+	}
 }
 
 func freeAddr(t *testing.T) string {
@@ -441,8 +450,8 @@ func TestServeEndToEnd(t *testing.T) {
 	// Nothing secret reached the logs: not the webhook secret, not the
 	// token, not a JIT config, not a private key.
 	logs := e.logs.String()
-	secrets := append(e.spy.all(), testSecret, testToken)
-	if len(secrets) < 5 {
+	secrets := append(e.spy.all(), testSecret, testToken, e.stateKey)
+	if len(secrets) < 6 || e.stateKey == "" {
 		t.Fatalf("the spy saw only %d secrets; the check below would prove little", len(secrets))
 	}
 	for _, s := range secrets {

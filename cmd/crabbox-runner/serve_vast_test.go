@@ -217,7 +217,10 @@ func TestServeVast(t *testing.T) {
 
 	// The key never reached the logs, not even redacted: nothing tried.
 	logs := e.logs.String()
-	for _, s := range append(e.spy.all(), testVastKey, testToken, testSecret) {
+	if e.stateKey == "" {
+		t.Error("serve made no state key beside its database")
+	}
+	for _, s := range append(e.spy.all(), testVastKey, testToken, testSecret, e.stateKey) {
 		if strings.Contains(logs, s) {
 			t.Errorf("a secret (%.6s…) appears in serve's logs", s)
 		}

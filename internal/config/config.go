@@ -48,6 +48,7 @@ type Config struct {
 	GitHub        GitHubConfig    `yaml:"github"`
 	Webhook       WebhookConfig   `yaml:"webhook"`
 	Status        StatusConfig    `yaml:"status"`
+	State         StateConfig     `yaml:"state"`
 	Runner        RunnerConfig    `yaml:"runner"`
 	Providers     ProvidersConfig `yaml:"providers"`
 	Defaults      ClassDefaults   `yaml:"defaults"`
@@ -66,6 +67,12 @@ type Config struct {
 	// StatusToken guards serve's status page and /metrics; without it
 	// they are open on a loopback-only listen address, closed otherwise.
 	StatusToken string `yaml:"-"`
+	// StateKey is the secret every lease's SSH keys are derived from
+	// (CRABBOX_STATE_KEY(_FILE) or state.key_file). Empty: serve makes or
+	// reads one beside a SQLite database (cmd/crabbox-runner/statekey.go).
+	StateKey []byte `yaml:"-"`
+	// StateKeyPrevious is the state key before a rotation, if given.
+	StateKeyPrevious []byte `yaml:"-"`
 
 	// Source is the config file that was read, if any.
 	Source string `yaml:"-"`
@@ -141,6 +148,16 @@ type StatusConfig struct {
 	// TokenFile holds the token the page asks for (Bearer, or HTTP Basic
 	// with the token as password); no token leaves the page open.
 	TokenFile string `yaml:"token_file"`
+}
+
+// StateConfig names the state key's file. The key protects the SSH keys of
+// every lease and nothing else: it is never the webhook secret nor derived
+// from anything an outsider can learn.
+type StateConfig struct {
+	KeyFile string `yaml:"key_file"`
+	// PreviousKeyFile holds the key before a rotation: its lease keys are
+	// offered too when logging in to a host, so boots under way survive.
+	PreviousKeyFile string `yaml:"previous_key_file"`
 }
 
 // RunnerConfig is the actions/runner release installed on each host.
@@ -411,6 +428,16 @@ func (c *Config) readSecrets(getenv Getenv) error {
 	if c.StatusToken, err = secretFrom(getenv, "CRABBOX_STATUS_TOKEN", c.Status.TokenFile); err != nil {
 		return err
 	}
+	stateKey, err := secretFrom(getenv, "CRABBOX_STATE_KEY", c.State.KeyFile)
+	if err != nil {
+		return err
+	}
+	c.StateKey = []byte(stateKey)
+	previous, err := secretFrom(getenv, "CRABBOX_STATE_KEY_PREVIOUS", c.State.PreviousKeyFile)
+	if err != nil {
+		return err
+	}
+	c.StateKeyPrevious = []byte(previous)
 	return nil
 }
 

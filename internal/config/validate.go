@@ -105,8 +105,8 @@ func (c *Config) Validate(needs Needs) error {
 	if needs.Webhook && len(c.WebhookSecret) == 0 && !c.GitHub.Polling() {
 		return errf("webhook.secret_file", "a webhook secret is required: set CRABBOX_WEBHOOK_SECRET or CRABBOX_WEBHOOK_SECRET_FILE (or run without webhooks: github.mode: poll)")
 	}
-	// Poll mode needs no secret, but one given there still derives the
-	// lease SSH keys: as weak a secret is refused there too.
+	// Poll mode needs no secret, but one given there still checks every
+	// POST /webhook: as weak a secret is refused there too.
 	if needs.Webhook && len(c.WebhookSecret) > 0 && len(c.WebhookSecret) < MinWebhookSecretLen {
 		// Its length only: the secret itself never reaches an error.
 		return errf("webhook.secret_file", "the webhook secret has %d bytes, fewer than %d: anyone could guess it and sign webhooks. "+
@@ -117,6 +117,12 @@ func (c *Config) Validate(needs Needs) error {
 		return err
 	}
 	if err := checkStatusToken(c.StatusToken); err != nil {
+		return err
+	}
+	if err := CheckStateKey(c.StateKey); err != nil {
+		return err
+	}
+	if err := checkStateKeyAt("state.previous_key_file", "CRABBOX_STATE_KEY_PREVIOUS", c.StateKeyPrevious); err != nil {
 		return err
 	}
 	if needs.Runner {
@@ -268,6 +274,25 @@ const MinWebhookSecretLen = 16
 
 // MinStatusTokenLen is the shortest status page token accepted.
 const MinStatusTokenLen = 16
+
+// MinStateKeyLen is the shortest state key accepted: whoever has the key
+// logs in as root on every host serve is bootstrapping.
+const MinStateKeyLen = 16
+
+// CheckStateKey accepts no key (serve then makes one beside a SQLite
+// database, or refuses PostgreSQL) or one of at least MinStateKeyLen bytes.
+// The key itself is never part of the error, only its length.
+func CheckStateKey(key []byte) error {
+	return checkStateKeyAt("state.key_file", "CRABBOX_STATE_KEY", key)
+}
+
+func checkStateKeyAt(key, env string, v []byte) error {
+	if len(v) == 0 || len(v) >= MinStateKeyLen {
+		return nil
+	}
+	return errf(key, "the state key has %d bytes, fewer than %d: it protects the SSH keys of every host and must not be guessable. "+
+		"Make one with: openssl rand -hex 32 (set it by %s, %s_FILE or %s)", len(v), MinStateKeyLen, env, env, key)
+}
 
 // checkStatusToken accepts no token (an open page) or one long enough not
 // to be guessed, made of what a browser's login prompt and an
