@@ -32,6 +32,9 @@ type Config struct {
 	// (serve derives it from the webhook secret). Empty: random keys, and a
 	// lease whose process died is failed and replaced.
 	KeySecret []byte
+	// Endpoints says where SSH may connect: public addresses only, unless
+	// a provider is allowed private ones (endpoint.go).
+	Endpoints EndpointPolicy
 
 	// PollInterval is how often a booting host or a starting runner is
 	// looked at (default 2s).
