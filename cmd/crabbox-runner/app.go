@@ -108,6 +108,7 @@ func newApp(ctx context.Context, cfg *config.Config, log *slog.Logger, opts appO
 		RescueAfter:        cfg.Work.RescueAfter,
 		UnusedRetryBackoff: cfg.Reconcile.UnusedRunnerBackoff,
 		Reconcile:          reconcileConfig(cfg, gh),
+		Endpoints:          endpointPolicy(cfg),
 	}
 	if opts.Tune != nil {
 		opts.Tune(&pcfg)

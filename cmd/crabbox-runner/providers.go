@@ -54,3 +54,17 @@ func countProviderRequests(providers map[string]provisioner.Provider, m *metrics
 		}
 	}
 }
+
+// endpointPolicy is where serve may SSH to: public addresses, and private
+// ones for the providers whose config allows them. The local provider's
+// hosts are sshd on 127.0.0.1 by nature (tests, demo), so it always may.
+func endpointPolicy(cfg *config.Config) provisioner.EndpointPolicy {
+	return provisioner.EndpointPolicy{
+		AllowPrivate: map[string]bool{
+			"local":  true,
+			"vast":   cfg.Providers.Vast.AllowPrivateEndpoints,
+			"lambda": cfg.Providers.Lambda.AllowPrivateEndpoints,
+		},
+		Hint: func(provider string) string { return "providers." + provider + ".allow_private_endpoints" },
+	}
+}

@@ -32,6 +32,7 @@ type Metrics struct {
 	policy        *policyMetrics
 	provider      *providerRequests
 	extra         *extraHosts
+	endpoints     *endpointsRefused
 }
 
 var _ provisioner.Observer = (*Metrics)(nil)
@@ -78,6 +79,7 @@ func New() *Metrics {
 	m.policy = newPolicyMetrics(m.reg)
 	m.provider = newProviderRequests(m.reg)
 	m.extra = newExtraHosts(m.reg)
+	m.endpoints = newEndpointsRefused(m.reg)
 	return m
 }
 
