@@ -68,3 +68,14 @@ func endpointPolicy(cfg *config.Config) provisioner.EndpointPolicy {
 		Hint: func(provider string) string { return "providers." + provider + ".allow_private_endpoints" },
 	}
 }
+
+// warnPrivateEndpoints says at start when a cloud's hosts may name private
+// addresses: right for a private network or a test, a hole otherwise.
+func warnPrivateEndpoints(cfg *config.Config, log *slog.Logger) {
+	for name, on := range map[string]bool{"vast": cfg.Providers.Vast.AllowPrivateEndpoints, "lambda": cfg.Providers.Lambda.AllowPrivateEndpoints} {
+		if on {
+			log.Warn("config: providers." + name + ".allow_private_endpoints is on: a " + name +
+				" host may name a loopback or private address and crabbox-runner will connect there")
+		}
+	}
+}

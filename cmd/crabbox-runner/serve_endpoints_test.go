@@ -103,6 +103,9 @@ func TestServeRefusesPrivateSSHEndpoint(t *testing.T) {
 	if !strings.Contains(e.logs.String(), "a loopback address; crabbox-runner connects only to public addresses") {
 		t.Errorf("the log does not say why the leases failed")
 	}
+	if strings.Contains(e.logs.String(), "allow_private_endpoints is on") {
+		t.Error("serve warned of an allowance the config does not make")
+	}
 	if m := e.get("/metrics"); !strings.Contains(m, `crabbox_ssh_endpoints_refused_total{provider="vast"} 4`) {
 		t.Errorf("/metrics: %s", grepLines(m, "crabbox_ssh_endpoints_refused_total"))
 	}
@@ -125,5 +128,8 @@ func TestServeAllowsPrivateSSHEndpointWhenConfigured(t *testing.T) {
 		if strings.Contains(l.Error, "connects only to public addresses") {
 			t.Fatalf("lease %s refused: %s", l.ID, l.Error)
 		}
+	}
+	if !strings.Contains(e.logs.String(), "providers.vast.allow_private_endpoints is on") {
+		t.Error("serve did not warn at start that Vast hosts may name private addresses")
 	}
 }
