@@ -210,11 +210,27 @@ func (r *runner) provisioner(gh provisioner.GitHub, boot provisioner.Bootstrappe
 	cfg := provisioner.Config{
 		Deployment: r.in.Deployment, Providers: providers,
 		GitHub: gh, Bootstrapper: boot, Logger: r.log, Now: r.now,
+		Endpoints: r.endpointPolicy(),
 	}
 	if r.env.Tune != nil {
 		r.env.Tune(&cfg)
 	}
 	return provisioner.New(cfg)
+}
+
+// endpointPolicy: the Action connects to public addresses only, as serve
+// does. Its tests run hosts on loopback: the local provider's always, the
+// fake clouds' with CRABBOX_ALLOW_PRIVATE_ENDPOINTS=true, a variable for
+// tests only and no input of action.yml.
+func (r *runner) endpointPolicy() provisioner.EndpointPolicy {
+	allow := map[string]bool{"local": true}
+	if v, _ := strconv.ParseBool(r.env.Getenv("CRABBOX_ALLOW_PRIVATE_ENDPOINTS")); v {
+		allow["vast"], allow["lambda"] = true, true
+	}
+	return provisioner.EndpointPolicy{
+		AllowPrivate: allow,
+		Hint:         func(string) string { return "CRABBOX_ALLOW_PRIVATE_ENDPOINTS=true (tests only)" },
+	}
 }
 
 // setOutputs writes outputs; the values are never secret, and checked.

@@ -375,3 +375,25 @@ func assertNotInCmdlines(t *testing.T, secret string) {
 		t.Fatal("no process command lines could be read")
 	}
 }
+
+// The bootstrapper dials only the address the provisioner checked: a name
+// would be looked up a second time, and DNS could answer differently.
+func TestDialRefusesHostNames(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, nil)
+	b := e.bootstrapper(t, "https://example.com/{version}/{arch}.tar.gz", strings.Repeat("a", 64))
+	creds := newCreds(t, b)
+	inst := e.host(t, creds)
+	ep := inst.SSH
+	ep.Host = "localhost"
+	_, err := b.Probe(context.Background(), provisioner.ProbeRequest{Endpoint: ep, Credentials: creds, KnownHostKey: creds.HostKey.PublicKey})
+	if err == nil || !strings.Contains(err.Error(), "is not an IP address") {
+		t.Fatalf("Probe of %s: %v", ep.Addr(), err)
+	}
+	named := *inst
+	named.SSH = ep
+	_, err = b.Bootstrap(context.Background(), request(&named, creds, newJIT(t, "r1"), false))
+	if err == nil || !strings.Contains(err.Error(), "is not an IP address") {
+		t.Fatalf("Bootstrap of %s: %v", ep.Addr(), err)
+	}
+}

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/netip"
 	"strings"
 	"sync"
 	"time"
@@ -60,6 +61,12 @@ func (b *Bootstrapper) dial(ctx context.Context, req provisioner.ProbeRequest) (
 	addr := req.Endpoint.Addr()
 	if addr == "" {
 		return nil, errors.New("bootstrap: the host has no SSH endpoint")
+	}
+	// The provisioner resolved the provider's endpoint and checked every
+	// address (provisioner/endpoint.go); a name here would be looked up
+	// again, and its second answer need not be the one checked.
+	if _, err := netip.ParseAddr(req.Endpoint.Host); err != nil {
+		return nil, fmt.Errorf("bootstrap: SSH endpoint %s is not an IP address; names are resolved and checked before a connection", addr)
 	}
 	if req.Credentials == nil || len(req.Credentials.ClientPrivatePEM) == 0 {
 		return nil, errors.New("bootstrap: no SSH client key")

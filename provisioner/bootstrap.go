@@ -41,6 +41,8 @@ type Credentials struct {
 
 // ProbeRequest says where and how to connect.
 type ProbeRequest struct {
+	// Endpoint's Host is an IP address the provisioner checked
+	// (endpoint.go); the bootstrapper dials it as is and refuses a name.
 	Endpoint    Endpoint
 	Credentials *Credentials
 	// KnownHostKey is the expected host key (authorized_keys format); empty

@@ -28,6 +28,9 @@ type memProvider struct {
 type memBehavior struct {
 	neverBoot bool
 	createErr error
+	// sshHost, when set, is the host the instance reports instead of
+	// 127.0.0.1 (endpoint_test.go).
+	sshHost string
 }
 
 type memInstance struct {
@@ -83,6 +86,9 @@ func (m *memProvider) Get(ctx context.Context, id string) (*provisioner.Instance
 	if mi.polls >= 2 && !mi.behavior.neverBoot {
 		mi.inst.Status = provisioner.InstanceRunning
 		mi.inst.SSH = provisioner.Endpoint{Host: "127.0.0.1", Port: 22, User: "root"}
+		if mi.behavior.sshHost != "" {
+			mi.inst.SSH.Host = mi.behavior.sshHost
+		}
 	}
 	inst := mi.inst
 	return &inst, nil
@@ -211,6 +217,8 @@ type memBootstrapper struct {
 	n      int
 	// hold, when set, keeps every bootstrap waiting until it is closed.
 	hold chan struct{}
+	// dialled lists the endpoint of every Probe and Bootstrap.
+	dialled []string
 }
 
 func (b *memBootstrapper) NewCredentials(seed []byte, withHostKey bool) (*provisioner.Credentials, error) {
@@ -225,10 +233,21 @@ func (b *memBootstrapper) UserData(c *provisioner.Credentials) (string, error) {
 }
 func (b *memBootstrapper) OnStart(c *provisioner.Credentials) string { return "true" }
 func (b *memBootstrapper) Probe(ctx context.Context, req provisioner.ProbeRequest) (string, error) {
+	b.mu.Lock()
+	b.dialled = append(b.dialled, req.Endpoint.Addr())
+	b.mu.Unlock()
 	return "ssh-ed25519 HOST", nil
 }
+
+func (b *memBootstrapper) dials() []string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return append([]string(nil), b.dialled...)
+}
+
 func (b *memBootstrapper) Bootstrap(ctx context.Context, req provisioner.BootstrapRequest) (*provisioner.BootstrapResult, error) {
 	b.mu.Lock()
+	b.dialled = append(b.dialled, req.Endpoint.Addr())
 	b.n++
 	n, hold := b.n, b.hold
 	b.mu.Unlock()
@@ -278,6 +297,8 @@ func newHarness(t testing.TB, tweak func(*provisioner.Config)) *harness {
 		PollInterval: 10 * time.Millisecond, InlineWait: 300 * time.Millisecond, QueuePollInterval: 20 * time.Millisecond,
 		Logger:    testLogger(t),
 		Reconcile: provisioner.ReconcileConfig{Interval: -1, GCInterval: -1, DeadlineInterval: 100 * time.Millisecond},
+		// The fakes' hosts are on loopback (endpoint_test.go takes this away).
+		Endpoints: provisioner.EndpointPolicy{AllowPrivate: map[string]bool{"mem": true, "market": true, "vast": true}},
 	}
 	if tweak != nil {
 		tweak(&cfg)

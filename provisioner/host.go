@@ -45,7 +45,7 @@ func (p *Provisioner) expectedHostKey(provider string, creds *Credentials) strin
 // host key once SSH works with the expected key; a failure when the host
 // will never come up (gone, failed, wrong host key); or neither, with the
 // reason it is not ready yet in err.
-func (p *Provisioner) checkBoot(ctx context.Context, prov Provider, id string, creds *Credentials, knownHostKey string) (inst *Instance, hostKey string, failure, err error) {
+func (p *Provisioner) checkBoot(ctx context.Context, provider string, prov Provider, id string, creds *Credentials, knownHostKey string) (inst *Instance, hostKey string, failure, err error) {
 	inst, err = prov.Get(ctx, id)
 	switch {
 	case errors.Is(err, ErrNotFound):
@@ -57,7 +57,17 @@ func (p *Provisioner) checkBoot(ctx context.Context, prov Provider, id string, c
 	case inst.Status != InstanceRunning || inst.SSH.Host == "":
 		return nil, "", nil, fmt.Errorf("instance %s is %s", inst.ID, inst.Status)
 	}
-	key, err := p.cfg.Bootstrapper.Probe(ctx, ProbeRequest{Endpoint: inst.SSH, Credentials: creds, KnownHostKey: knownHostKey})
+	// The endpoint is checked, and resolved once, before any connection:
+	// a refused one is never dialled, and the host is given up.
+	ep, err := p.dialEndpoint(ctx, provider, inst.SSH)
+	if errors.Is(err, ErrEndpointRefused) {
+		return nil, "", err, nil
+	}
+	if err != nil {
+		return nil, "", nil, err
+	}
+	inst.SSH = ep
+	key, err := p.cfg.Bootstrapper.Probe(ctx, ProbeRequest{Endpoint: ep, Credentials: creds, KnownHostKey: knownHostKey})
 	if errors.Is(err, ErrHostKeyMismatch) {
 		return nil, "", err, nil
 	}

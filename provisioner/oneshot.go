@@ -121,7 +121,7 @@ func (p *Provisioner) oneShotHost(ctx context.Context, l *Lease, class *Class, o
 	progress("instance %s created; waiting for SSH", inst.ID)
 	known := p.expectedHostKey(offer.Provider, creds)
 	for {
-		ready, key, failure, notYet := p.checkBoot(ctx, prov, inst.ID, creds, known)
+		ready, key, failure, notYet := p.checkBoot(ctx, offer.Provider, prov, inst.ID, creds, known)
 		if failure != nil {
 			return failure
 		}
@@ -140,8 +140,12 @@ func (p *Provisioner) oneShotHost(ctx context.Context, l *Lease, class *Class, o
 		return fmt.Errorf("registering runner: %w", err)
 	}
 	l.RunnerID = jit.RunnerID
+	ep, err := p.dialEndpoint(ctx, offer.Provider, l.SSH)
+	if err != nil {
+		return err
+	}
 	res, err := p.cfg.Bootstrapper.Bootstrap(ctx, BootstrapRequest{
-		ProbeRequest: ProbeRequest{Endpoint: l.SSH, Credentials: creds, KnownHostKey: l.HostKey},
+		ProbeRequest: ProbeRequest{Endpoint: ep, Credentials: creds, KnownHostKey: l.HostKey},
 		JIT:          jit, CheckGPU: class.CheckGPU, Scope: l.Scope,
 	})
 	if err != nil {

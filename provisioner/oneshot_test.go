@@ -18,6 +18,7 @@ func oneShot(t *testing.T) (*provisioner.Provisioner, *memProvider, *memGitHub, 
 		Deployment: "act", Classes: []provisioner.Class{testClass()},
 		Providers: map[string]provisioner.Provider{"mem": prov}, GitHub: gh, Bootstrapper: boot,
 		PollInterval: 5 * time.Millisecond, Logger: testLogger(t),
+		Endpoints: provisioner.EndpointPolicy{AllowPrivate: map[string]bool{"mem": true}},
 	})
 	if err != nil {
 		t.Fatal(err)

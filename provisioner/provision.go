@@ -213,7 +213,7 @@ func (p *Provisioner) waitBoot(ctx context.Context, log *slog.Logger, l *Lease, 
 	p.adoptBooting(ctx, log, l, prov, class)
 	until := p.waitUntil(l)
 	for {
-		inst, key, failure, err := p.checkBoot(ctx, prov, l.InstanceID, creds, l.HostKey)
+		inst, key, failure, err := p.checkBoot(ctx, l.Provider, prov, l.InstanceID, creds, l.HostKey)
 		switch {
 		case failure != nil:
 			if !errors.Is(failure, ErrHostKeyMismatch) {
@@ -263,9 +263,18 @@ func (p *Provisioner) bootstrap(ctx context.Context, log *slog.Logger, l *Lease,
 		if l, err = p.updateLease(ctx, l.ID, func(l *Lease) { l.RunnerID = jit.RunnerID }); err != nil {
 			return err
 		}
+		ep, err := p.dialEndpoint(ctx, l.Provider, l.SSH)
+		if errors.Is(err, ErrEndpointRefused) {
+			// Recorded by an earlier version, or allowed by a config since changed.
+			p.markBadMachine(l, "SSH endpoint refused")
+			return p.failLease(ctx, l, err.Error())
+		}
+		if err != nil {
+			return err
+		}
 		started := p.now()
 		res, err := p.cfg.Bootstrapper.Bootstrap(ctx, BootstrapRequest{
-			ProbeRequest: ProbeRequest{Endpoint: l.SSH, Credentials: creds, KnownHostKey: l.HostKey},
+			ProbeRequest: ProbeRequest{Endpoint: ep, Credentials: creds, KnownHostKey: l.HostKey},
 			JIT:          jit,
 			CheckGPU:     class.CheckGPU,
 			Scope:        l.Scope,

@@ -39,6 +39,10 @@ type Config struct {
 	// rotation stay reachable.
 	PreviousKeySecret []byte
 
+	// Endpoints says where SSH may connect: public addresses only, unless
+	// a provider is allowed private ones (endpoint.go).
+	Endpoints EndpointPolicy
+
 	// PollInterval is how often a booting host or a starting runner is
 	// looked at (default 2s).
 	PollInterval time.Duration

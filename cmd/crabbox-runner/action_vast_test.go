@@ -32,7 +32,9 @@ func TestActionWithVast(t *testing.T) {
 	fake := vasttest.New(vasttest.Options{APIKey: actionVastKey, Dir: filepath.Join(w.dir, "vast"), Offers: market, Logf: t.Logf})
 	t.Cleanup(fake.Close)
 	w.provider = "vast"
-	w.env = map[string]string{"CRABBOX_VAST_API_URL": fake.URL()}
+	// The fake's hosts are on loopback, which the Action refuses otherwise
+	// (action_endpoints_test.go).
+	w.env = map[string]string{"CRABBOX_VAST_API_URL": fake.URL(), "CRABBOX_ALLOW_PRIVATE_ENDPOINTS": "true"}
 	actionConfigHook = func(c *config.Config) {
 		c.Providers.Vast.SSHUser = u.Username // the fake's hosts are this user's sshd
 		c.Providers.Vast.MinRequestInterval = 2 * time.Millisecond

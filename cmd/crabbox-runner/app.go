@@ -71,6 +71,7 @@ func newApp(ctx context.Context, cfg *config.Config, log *slog.Logger, opts appO
 	for _, d := range cfg.Deprecations() {
 		log.Warn("config: " + d)
 	}
+	warnPrivateEndpoints(cfg, log)
 	ghcfg := github.Config{
 		APIURL: cfg.GitHub.APIURL, Token: cfg.GitHubToken, AppID: cfg.GitHub.AppID,
 		AppPrivateKey: cfg.GitHubAppKey, RunnerGroupID: cfg.GitHub.RunnerGroupID,
@@ -123,6 +124,7 @@ func newApp(ctx context.Context, cfg *config.Config, log *slog.Logger, opts appO
 		RescueAfter:        cfg.Work.RescueAfter,
 		UnusedRetryBackoff: cfg.Reconcile.UnusedRunnerBackoff,
 		Reconcile:          reconcileConfig(cfg, gh),
+		Endpoints:          endpointPolicy(cfg),
 	}
 	if opts.Tune != nil {
 		opts.Tune(&pcfg)

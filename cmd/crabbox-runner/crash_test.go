@@ -218,7 +218,7 @@ database_url: sqlite:%s
 log: {level: debug, format: json}
 runner: {version: "2.330.0", url: %q, sha256: %q}
 providers:
-  vast: {ssh_user: %s, min_request_interval: 1ms}
+  vast: {ssh_user: %s, min_request_interval: 1ms, allow_private_endpoints: true}
 reconcile: {interval: 2s, gc_interval: -1s}
 # A queued webhook sent while serve is down is lost (GitHub does not retry);
 # the reconcile pass finds the job by asking GitHub about these scopes.

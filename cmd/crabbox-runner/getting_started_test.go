@@ -222,7 +222,11 @@ func setYAML(t *testing.T, path string, values map[string]string) {
 				node.Content = append(node.Content, &yaml.Node{Kind: yaml.ScalarNode, Tag: "!!str", Value: p}, next)
 			}
 			if i == len(parts)-1 {
-				*next = yaml.Node{Kind: yaml.ScalarNode, Tag: "!!str", Value: value}
+				tag := "!!str"
+				if value == "true" || value == "false" {
+					tag = "!!bool"
+				}
+				*next = yaml.Node{Kind: yaml.ScalarNode, Tag: tag, Value: value}
 			}
 			node = next
 		}
@@ -451,6 +455,8 @@ func TestGettingStarted(t *testing.T) {
 				"runner.url":              gh.TarballURLTemplate(),
 				"runner.sha256":           tarballSum,
 				"providers.vast.ssh_user": me.Username,
+				// The fake's hosts are on loopback.
+				"providers.vast.allow_private_endpoints": "true",
 			})
 		},
 		"crabbox-runner serve": func(string) {

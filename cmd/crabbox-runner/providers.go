@@ -54,3 +54,28 @@ func countProviderRequests(providers map[string]provisioner.Provider, m *metrics
 		}
 	}
 }
+
+// endpointPolicy is where serve may SSH to: public addresses, and private
+// ones for the providers whose config allows them. The local provider's
+// hosts are sshd on 127.0.0.1 by nature (tests, demo), so it always may.
+func endpointPolicy(cfg *config.Config) provisioner.EndpointPolicy {
+	return provisioner.EndpointPolicy{
+		AllowPrivate: map[string]bool{
+			"local":  true,
+			"vast":   cfg.Providers.Vast.AllowPrivateEndpoints,
+			"lambda": cfg.Providers.Lambda.AllowPrivateEndpoints,
+		},
+		Hint: func(provider string) string { return "providers." + provider + ".allow_private_endpoints" },
+	}
+}
+
+// warnPrivateEndpoints says at start when a cloud's hosts may name private
+// addresses: right for a private network or a test, a hole otherwise.
+func warnPrivateEndpoints(cfg *config.Config, log *slog.Logger) {
+	for name, on := range map[string]bool{"vast": cfg.Providers.Vast.AllowPrivateEndpoints, "lambda": cfg.Providers.Lambda.AllowPrivateEndpoints} {
+		if on {
+			log.Warn("config: providers." + name + ".allow_private_endpoints is on: a " + name +
+				" host may name a loopback or private address and crabbox-runner will connect there")
+		}
+	}
+}

@@ -280,6 +280,7 @@ log: {level: debug, format: json}
 runner: {version: "2.330.0", url: %q, sha256: %q}
 github: {scopes: [acme], background_requests_per_minute: -1}
 reconcile: {interval: 1s, gc_interval: 3s}
+providers: {vast: {allow_private_endpoints: true}, lambda: {allow_private_endpoints: true}}
 classes:
   - name: a100
     labels: [self-hosted, linux, x64, crabbox, a100]

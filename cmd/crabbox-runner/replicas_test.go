@@ -87,7 +87,7 @@ func TestReplicasOnPostgres(t *testing.T) {
 log: {level: debug, format: json}
 runner: {version: "2.330.0", url: %q, sha256: %q}
 providers:
-  vast: {ssh_user: %s, min_request_interval: 1ms}
+  vast: {ssh_user: %s, min_request_interval: 1ms, allow_private_endpoints: true}
 reconcile: {interval: 2s, gc_interval: 5s}
 work: {job_timeout: 25s, rescue_after: 30s}
 classes:

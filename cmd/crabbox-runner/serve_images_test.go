@@ -95,8 +95,8 @@ runner:
   url: %s
   sha256: %q
 providers:
-  vast: {ssh_user: %s, min_request_interval: 2ms}
-  lambda: {ssh_user: %s, min_request_interval: 5ms}
+  vast: {ssh_user: %s, min_request_interval: 2ms, allow_private_endpoints: true}
+  lambda: {ssh_user: %s, min_request_interval: 5ms, allow_private_endpoints: true}
 classes:
 %s`, e.dbPath, e.gh.TarballURLTemplate(), sum, me.Username, lambdatest.CurrentUser(), indent(string(classYAML), "  "))
 	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {

@@ -55,7 +55,7 @@ runner:
   url: %s
   sha256: %q
 providers:
-  lambda: {ssh_user: %s, min_request_interval: 5ms}
+  lambda: {ssh_user: %s, min_request_interval: 5ms, allow_private_endpoints: true}
 classes:
   - name: a100
     labels: [self-hosted, linux, x64, crabbox, a100]

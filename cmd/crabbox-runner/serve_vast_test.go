@@ -43,6 +43,14 @@ var vastE2EMarket = []vasttest.Offer{
 // fake, and the provider is built by its factory from the config.
 func startServeVast(t *testing.T, bootTimeout string, behave func(seq int, o vasttest.Offer) vasttest.Behavior) *vastE2E {
 	t.Helper()
+	return startServeVastWith(t, bootTimeout, behave, true)
+}
+
+// startServeVastWith is startServeVast with providers.vast.allow_private_endpoints
+// as given: the fake's hosts are on loopback, so without it none is dialled
+// (serve_endpoints_test.go).
+func startServeVastWith(t *testing.T, bootTimeout string, behave func(seq int, o vasttest.Offer) vasttest.Behavior, allowPrivate bool) *vastE2E {
+	t.Helper()
 	if _, err := os.Stat("/usr/sbin/sshd"); err != nil {
 		if os.Getenv("CI") != "" {
 			t.Fatal("/usr/sbin/sshd missing in CI: install openssh-server")
@@ -77,6 +85,7 @@ providers:
   vast:
     ssh_user: %s
     min_request_interval: 2ms
+    allow_private_endpoints: %t
 classes:
   - name: a100
     labels: [self-hosted, linux, x64, crabbox, a100]
@@ -88,7 +97,7 @@ classes:
     boot_timeout: %s
     idle_timeout: 5m
     max_lifetime: 30m
-`, e.dbPath, e.gh.TarballURLTemplate(), sum, u.Username, bootTimeout)
+`, e.dbPath, e.gh.TarballURLTemplate(), sum, u.Username, allowPrivate, bootTimeout)
 	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -100,6 +109,7 @@ classes:
 		"VAST_API_KEY":           testVastKey,
 		"CRABBOX_VAST_API_URL":   fake.URL(),
 	}
+	e.cfgPath, e.env = cfgPath, env
 	addr := freeAddr(t)
 	e.url = "http://" + addr
 	serveHook = func(o *appOptions) {

@@ -189,6 +189,10 @@ type APIProviderConfig struct {
 	// LaunchInterval spaces launches (Lambda: one per 12 s); zero means
 	// the provider's documented default.
 	LaunchInterval time.Duration `yaml:"launch_interval"`
+	// AllowPrivateEndpoints lets crabbox-runner connect to hosts whose SSH
+	// endpoint is loopback, private or otherwise not public (a private
+	// cloud, tests). Off: such a host is refused and destroyed.
+	AllowPrivateEndpoints bool `yaml:"allow_private_endpoints"`
 }
 
 // LocalProviderConfig configures the loopback sshd provider (tests, demo).

@@ -35,6 +35,8 @@ type Metrics struct {
 	foreign       *foreignEvents
 
 	shed prometheus.Counter
+
+	endpoints *endpointsRefused
 }
 
 var _ provisioner.Observer = (*Metrics)(nil)
@@ -84,6 +86,8 @@ func New() *Metrics {
 	m.foreign = newForeignEvents(m.reg)
 
 	m.shed = newConnsShed(m.reg)
+
+	m.endpoints = newEndpointsRefused(m.reg)
 	return m
 }
 

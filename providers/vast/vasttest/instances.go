@@ -7,6 +7,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"net"
 	"net/http"
 	"slices"
 	"sort"
@@ -307,6 +308,13 @@ func (in *instance) view() map[string]any {
 			}
 			v["direct_port_start"] = in.host.srv.Port()
 			v["direct_port_end"] = in.host.srv.Port()
+		}
+		if host, port, err := net.SplitHostPort(in.behavior.SSHAt); err == nil {
+			n, _ := strconv.Atoi(port)
+			v["ssh_host"], v["ssh_port"], v["public_ipaddr"] = host, n, host+"\n"
+			if in.direct {
+				v["ports"] = map[string]any{"22/tcp": []map[string]string{{"HostIp": "0.0.0.0", "HostPort": port}}}
+			}
 		}
 	}
 	return v

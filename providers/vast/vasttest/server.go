@@ -82,6 +82,14 @@ type Behavior struct {
 	FailStatus string
 	OCIError   bool // stays "created" with an OCI runtime error in status_msg
 	BrokenGPU  bool // boots, but nvidia-smi fails as with a missing driver
+	// SSHAt ("host:port"), when set, is the SSH endpoint the running
+	// instance reports, as ssh_host/ssh_port and as public_ipaddr with its
+	// 22/tcp port, instead of the fake's proxy and sshd: a machine whose
+	// operator points its answer elsewhere. Direct SSH dials public_ipaddr
+	// and ports["22/tcp"] as the instance reports them (vast-cli's ssh-url;
+	// /work/shared/reference/vast-api.md, "How to connect"): the machine's
+	// own network decides that address, and no document says Vast checks it.
+	SSHAt string
 }
 
 // OCIMessage is the status_msg of an instance whose container cannot start.
