@@ -28,26 +28,6 @@ type EventPruner interface {
 	PruneEvents(ctx context.Context, before time.Time, limit int) (int, error)
 }
 
-// pruneEvents deletes one batch of the deliveries and job events older than
-// the retention. Nothing is pruned while it is negative.
-func (p *Provisioner) pruneEvents(ctx context.Context, now time.Time) (int, error) {
-	keep := cmpDur(p.cfg.Reconcile.Retention, DefaultRetention)
-	if keep < 0 {
-		return 0, nil
-	}
-	var n int
-	err := p.cfg.Store.InTx(ctx, func(tx Tx) error {
-		pr, ok := tx.(EventPruner)
-		if !ok {
-			return nil
-		}
-		var err error
-		n, err = pr.PruneEvents(ctx, now.Add(-keep), pruneBatch)
-		return err
-	})
-	return n, err
-}
-
 // HistoryPruner is a Tx that can delete released leases and completed jobs.
 type HistoryPruner interface {
 	// PruneHistory deletes at most limit released leases (and their lease
@@ -57,21 +37,38 @@ type HistoryPruner interface {
 	PruneHistory(ctx context.Context, before time.Time, limit int) (int, error)
 }
 
+// pruneEvents deletes one batch of the deliveries and job events older than
+// the retention. Nothing is pruned while it is negative.
+func (p *Provisioner) pruneEvents(ctx context.Context, now time.Time) (int, error) {
+	return p.pruneBefore(ctx, now, cmpDur(p.cfg.Reconcile.Retention, DefaultRetention), func(tx Tx, before time.Time) (int, error) {
+		if pr, ok := tx.(EventPruner); ok {
+			return pr.PruneEvents(ctx, before, pruneBatch)
+		}
+		return 0, nil
+	})
+}
+
 // pruneHistory deletes one batch of the released leases and completed jobs
 // older than the history retention. Nothing is pruned while it is negative.
 func (p *Provisioner) pruneHistory(ctx context.Context, now time.Time) (int, error) {
-	keep := cmpDur(p.cfg.Reconcile.History, DefaultHistory)
+	return p.pruneBefore(ctx, now, cmpDur(p.cfg.Reconcile.History, DefaultHistory), func(tx Tx, before time.Time) (int, error) {
+		if pr, ok := tx.(HistoryPruner); ok {
+			return pr.PruneHistory(ctx, before, pruneBatch)
+		}
+		return 0, nil
+	})
+}
+
+// pruneBefore runs one pruning transaction for rows older than keep; a
+// negative keep prunes nothing.
+func (p *Provisioner) pruneBefore(ctx context.Context, now time.Time, keep time.Duration, prune func(Tx, time.Time) (int, error)) (int, error) {
 	if keep < 0 {
 		return 0, nil
 	}
 	var n int
 	err := p.cfg.Store.InTx(ctx, func(tx Tx) error {
-		pr, ok := tx.(HistoryPruner)
-		if !ok {
-			return nil
-		}
 		var err error
-		n, err = pr.PruneHistory(ctx, now.Add(-keep), pruneBatch)
+		n, err = prune(tx, now.Add(-keep))
 		return err
 	})
 	return n, err

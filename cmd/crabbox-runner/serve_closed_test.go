@@ -8,7 +8,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/crabbox/crabbox-runner/provisioner"
 	"github.com/crabbox/crabbox-runner/status"
 )
 
@@ -61,11 +60,7 @@ func TestServeClosedWithoutToken(t *testing.T) {
 	id := e.queue("closed-page-job")
 	e.waitJob(id)
 	e.waitClean()
-	e.waitFor("lease released", 30*time.Second, func() bool {
-		ls := e.leases()
-		return len(ls) == 1 && ls[0].State == provisioner.StateReleased
-	})
-	l := e.leases()[0]
+	l := e.waitReleased()
 	accepted := 0
 	for _, d := range e.gh.Deliveries() {
 		if d.StatusCode == http.StatusAccepted {

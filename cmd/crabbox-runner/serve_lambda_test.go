@@ -120,10 +120,7 @@ func TestServeLambdaEndToEnd(t *testing.T) {
 	e.waitFor("instance terminated, key deleted, runner removed", 60*time.Second, func() bool {
 		return len(fake.Live()) == 0 && len(fake.Keys()) == 0 && len(e.gh.Runners()) == 0
 	})
-	e.waitFor("lease released", 30*time.Second, func() bool {
-		ls := e.leases()
-		return len(ls) == 1 && ls[0].State == provisioner.StateReleased
-	})
+	e.waitReleased()
 	metrics := e.get("/metrics")
 	for _, want := range []string{
 		`crabbox_provider_calls_total{operation="create",provider="lambda",status="unavailable"} 1`,

@@ -212,10 +212,7 @@ func TestServePollMode(t *testing.T) {
 		t.Fatalf("job: conclusion %q runner %q", job.Conclusion, job.RunnerName)
 	}
 	e.waitClean()
-	e.waitFor("lease released", 30*time.Second, func() bool {
-		ls := e.leases()
-		return len(ls) == 1 && ls[0].State == provisioner.StateReleased
-	})
+	e.waitReleased()
 	e.stop()
 
 	l := e.leases()[0]

@@ -7,9 +7,7 @@ import (
 	"net/http"
 	"strings"
 	"testing"
-	"time"
 
-	"github.com/crabbox/crabbox-runner/provisioner"
 	"github.com/crabbox/crabbox-runner/status"
 )
 
@@ -43,11 +41,7 @@ func TestServeStatusPage(t *testing.T) {
 	id := e.queue("status <b>page</b>")
 	e.waitJob(id)
 	e.waitClean()
-	e.waitFor("lease released", 30*time.Second, func() bool {
-		ls := e.leases()
-		return len(ls) == 1 && ls[0].State == provisioner.StateReleased
-	})
-	l := e.leases()[0]
+	l := e.waitReleased()
 
 	code, body := e.getStatus("")
 	if code != 200 {

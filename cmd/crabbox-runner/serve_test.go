@@ -392,6 +392,22 @@ func (e *e2e) waitJob(id int64) githubtest.Job {
 	return j
 }
 
+// waitReleased waits until the one lease serve made is released, and
+// returns it.
+func (e *e2e) waitReleased() *provisioner.Lease {
+	e.t.Helper()
+	var l *provisioner.Lease
+	e.waitFor("lease released", 30*time.Second, func() bool {
+		ls := e.leases()
+		if len(ls) == 1 && ls[0].State == provisioner.StateReleased {
+			l = ls[0]
+			return true
+		}
+		return false
+	})
+	return l
+}
+
 // waitClean waits until no host runs and no runner is registered.
 func (e *e2e) waitClean() {
 	e.t.Helper()
@@ -408,10 +424,7 @@ func TestServeEndToEnd(t *testing.T) {
 		t.Fatalf("job: conclusion %q runner %q", job.Conclusion, job.RunnerName)
 	}
 	e.waitClean()
-	e.waitFor("lease released", 30*time.Second, func() bool {
-		ls := e.leases()
-		return len(ls) == 1 && ls[0].State == provisioner.StateReleased
-	})
+	e.waitReleased()
 	// Spend is counted just after the lease is marked released.
 	var metrics string
 	e.waitFor("spend in /metrics", 10*time.Second, func() bool {
@@ -517,10 +530,7 @@ func TestServeDuplicateAndReorderedDeliveries(t *testing.T) {
 	})
 	e.gh.HoldDeliveries(false)
 	e.waitClean()
-	e.waitFor("lease released", 30*time.Second, func() bool {
-		ls := e.leases()
-		return len(ls) == 1 && ls[0].State == provisioner.StateReleased
-	})
+	e.waitReleased()
 	e.stop()
 	if n := len(e.leases()); n != 1 {
 		t.Fatalf("%d leases for one job", n)

@@ -2,7 +2,6 @@ package config_test
 
 import (
 	"errors"
-	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -15,42 +14,10 @@ const stateKey = "state-key-0123456789abcdef0123456789"
 
 // The state key comes, like the webhook secret, from the env, a file named
 // in the env, or a file named in the config file, in that order; never
-// from the YAML itself.
+// from the YAML itself. None given: serve makes or refuses one.
 func TestStateKeySources(t *testing.T) {
-	dir := t.TempDir()
-	fromEnvFile := filepath.Join(dir, "env-file")
-	fromConfig := filepath.Join(dir, "config-file")
-	os.WriteFile(fromEnvFile, []byte("from-env-file-0123456789\n"), 0o600)
-	os.WriteFile(fromConfig, []byte("from-config-file-0123456789\n"), 0o600)
-	withFile := base + "state:\n  key_file: " + fromConfig + "\n"
-	cases := []struct {
-		name, yaml string
-		env        map[string]string
-		want       string
-	}{
-		{"none: serve makes or refuses one", base, nil, ""},
-		{"env", withFile, map[string]string{"CRABBOX_STATE_KEY": stateKey, "CRABBOX_STATE_KEY_FILE": fromEnvFile}, stateKey},
-		{"env file", withFile, map[string]string{"CRABBOX_STATE_KEY_FILE": fromEnvFile}, "from-env-file-0123456789"},
-		{"config file", withFile, nil, "from-config-file-0123456789"},
-	}
-	for _, tc := range cases {
-		t.Run(tc.name, func(t *testing.T) {
-			e := map[string]string{"CRABBOX_CONFIG": writeFile(t, tc.yaml), "CRABBOX_WEBHOOK_SECRET": "0123456789abcdef", "CRABBOX_GITHUB_TOKEN": "t"}
-			for k, v := range tc.env {
-				e[k] = v
-			}
-			c, err := config.Load(config.Overrides{}, env(e))
-			if err != nil {
-				t.Fatal(err)
-			}
-			if string(c.StateKey) != tc.want {
-				t.Fatalf("state key %q, want %q", c.StateKey, tc.want)
-			}
-			if err := c.Validate(serveNeeds); err != nil {
-				t.Fatal(err)
-			}
-		})
-	}
+	testSecretSources(t, secretSource{env: "CRABBOX_STATE_KEY", section: "state", fileKey: "key_file",
+		get: func(c *config.Config) string { return string(c.StateKey) }}, stateKey)
 	if _, err := config.Load(config.Overrides{ConfigFile: writeFile(t, base+"state:\n  key: "+stateKey+"\n")}, env(nil)); err == nil {
 		t.Error("state.key (a secret in the YAML) was accepted")
 	}

@@ -17,20 +17,35 @@ var serveNeeds = config.Needs{Webhook: true, GitHub: true, Classes: true, Runner
 // The status page token comes, like the webhook secret, from the env, a
 // file named in the env, or a file named in the config file, in that order.
 func TestStatusTokenSources(t *testing.T) {
+	testSecretSources(t, secretSource{env: "CRABBOX_STATUS_TOKEN", section: "status", fileKey: "token_file",
+		get: func(c *config.Config) string { return c.StatusToken }}, statusToken)
+}
+
+// secretSource is one secret read like the webhook secret: its variable
+// (the file variant is env+"_FILE") and the config key naming its file.
+type secretSource struct {
+	env, section, fileKey string
+	get                   func(*config.Config) string
+}
+
+// testSecretSources checks the order of a secret's sources, env over the
+// env's file over the config's file, and that none of them is required.
+func testSecretSources(t *testing.T, s secretSource, value string) {
+	t.Helper()
 	dir := t.TempDir()
 	fromEnvFile := filepath.Join(dir, "env-file")
 	fromConfig := filepath.Join(dir, "config-file")
 	os.WriteFile(fromEnvFile, []byte("from-env-file-0123456789\n"), 0o600)
 	os.WriteFile(fromConfig, []byte("from-config-file-0123456789\n"), 0o600)
-	withFile := base + "status:\n  token_file: " + fromConfig + "\n"
+	withFile := base + s.section + ":\n  " + s.fileKey + ": " + fromConfig + "\n"
 	cases := []struct {
 		name, yaml string
 		env        map[string]string
 		want       string
 	}{
-		{"none: the page is open", base, nil, ""},
-		{"env", withFile, map[string]string{"CRABBOX_STATUS_TOKEN": statusToken, "CRABBOX_STATUS_TOKEN_FILE": fromEnvFile}, statusToken},
-		{"env file", withFile, map[string]string{"CRABBOX_STATUS_TOKEN_FILE": fromEnvFile}, "from-env-file-0123456789"},
+		{"none", base, nil, ""},
+		{"env", withFile, map[string]string{s.env: value, s.env + "_FILE": fromEnvFile}, value},
+		{"env file", withFile, map[string]string{s.env + "_FILE": fromEnvFile}, "from-env-file-0123456789"},
 		{"config file", withFile, nil, "from-config-file-0123456789"},
 	}
 	for _, tc := range cases {
@@ -43,8 +58,8 @@ func TestStatusTokenSources(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if c.StatusToken != tc.want {
-				t.Fatalf("token %q, want %q", c.StatusToken, tc.want)
+			if got := s.get(c); got != tc.want {
+				t.Fatalf("%s %q, want %q", s.env, got, tc.want)
 			}
 			if err := c.Validate(serveNeeds); err != nil {
 				t.Fatal(err)
