@@ -48,9 +48,6 @@ type pacer struct {
 	// endpoint, < 0 no pacing but for the retry policy's backoff on 429.
 	scale float64
 	fixed time.Duration
-	// margin is added to each interval: the server measures arrivals, the
-	// client spaces departures, and the two differ by network jitter.
-	margin time.Duration
 
 	mu  sync.Mutex
 	eps map[string]*endpointPace
