@@ -20,6 +20,9 @@ type Fake struct {
 	// Authorization header is redacted).
 	Authorize func(*http.Request)
 	Shape     ShapeOptions
+	// ShapeFor, when set, gives the options for one exchange's answer
+	// (an object keyed by data in one answer is a record in another).
+	ShapeFor func(e *Exchange) ShapeOptions
 	// IDFields are the JSON field names whose values are ids the fake
 	// issues on its own ("id", "new_contract", "instance_ids"): learnt
 	// from each pair of answers (recorded value → fake value) and
@@ -73,7 +76,11 @@ func CompareWithFake(ctx context.Context, rec *Recording, f Fake) ([]string, err
 			diffs = append(diffs, fmt.Sprintf("%s: recorded status %d, fake %d (%s)", at, e.Status, status, clipText(body)))
 			continue
 		}
-		for _, d := range CompareShapes(e.ResponseBytes(), body, f.Shape) {
+		shape := f.Shape
+		if f.ShapeFor != nil {
+			shape = f.ShapeFor(e)
+		}
+		for _, d := range CompareShapes(e.ResponseBytes(), body, shape) {
 			diffs = append(diffs, at+": "+d)
 		}
 		if rv, ok := decode(e.ResponseBytes()); ok {
