@@ -51,6 +51,7 @@ func CompareWithFake(ctx context.Context, rec *Recording, f Fake) ([]string, err
 		hc = &http.Client{Timeout: 30 * time.Second}
 	}
 	ids := map[string]string{}
+	unreachable := map[string]bool{}
 	var diffs []string
 	for i := range rec.Exchanges {
 		e := &rec.Exchanges[i]
@@ -65,7 +66,13 @@ func CompareWithFake(ctx context.Context, rec *Recording, f Fake) ([]string, err
 		if f.State != nil && e.Method == http.MethodGet && len(e.RespBody) > 0 {
 			want := f.State(e.RespBody)
 			deadline := time.Now().Add(f.StateWait)
-			for status == e.Status && f.State(body) != want && time.Now().Before(deadline) {
+			for status == e.Status && f.State(body) != want && !unreachable[want] {
+				if time.Now().After(deadline) {
+					// A state the fake went past (or never has): a
+					// recording polls it many times; wait for it once.
+					unreachable[want] = true
+					break
+				}
 				time.Sleep(20 * time.Millisecond)
 				if status, body, err = sendToFake(ctx, hc, f, e, ids); err != nil {
 					return diffs, fmt.Errorf("%s: %w", at, err)
