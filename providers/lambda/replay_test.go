@@ -1,6 +1,7 @@
 package lambda_test
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -36,21 +37,23 @@ func replayFake(t *testing.T) *lambdatest.Server {
 	return lambdatest.New(t, lambdatest.Options{BootDelay: 300 * time.Millisecond})
 }
 
-// TestRecordFakeLifecycle writes testdata/recorded/lambda/fake-lifecycle.jsonl
-// from one lifecycle against the fake: instance types, images, the key
-// registered, launch, polls until active, terminate, the key deleted.
+// TestRecordFakeLifecycle records one lifecycle against the fake:
+// instance types, images, the key registered, launch, polls until active,
+// terminate, the key deleted. The recording goes to a temporary directory and is replayed at once;
+// with -update it replaces testdata/recorded/lambda/fake-lifecycle.jsonl.
 func TestRecordFakeLifecycle(t *testing.T) {
-	if !*update {
-		t.Skip("run with -update to regenerate the recording")
-	}
 	fake := replayFake(t)
-	file := filepath.Join(recordedDir, "fake-lifecycle.jsonl")
-	if err := os.Remove(file); err != nil && !errors.Is(err, os.ErrNotExist) {
-		t.Fatal(err)
+	dir := t.TempDir()
+	if *update {
+		dir = recordedDir
+		if err := os.Remove(filepath.Join(dir, "fake-lifecycle.jsonl")); err != nil && !errors.Is(err, os.ErrNotExist) {
+			t.Fatal(err)
+		}
 	}
 	pub, priv := keyPair(t, "crabbox")
-	rec, err := exchange.New(exchange.Options{Dir: recordedDir, File: "fake-lifecycle.jsonl", Provider: "lambda", Source: exchange.SourceFake,
-		Secrets: [][]byte{[]byte(fake.APIKey()), priv}, Note: "made by go test ./providers/lambda -run TestRecordFakeLifecycle -update"})
+	secrets := [][]byte{[]byte(fake.APIKey()), priv}
+	rec, err := exchange.New(exchange.Options{Dir: dir, File: "fake-lifecycle.jsonl", Provider: "lambda", Source: exchange.SourceFake,
+		Secrets: secrets, Note: "made by go test ./providers/lambda -run TestRecordFakeLifecycle -update"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -85,6 +88,33 @@ func TestRecordFakeLifecycle(t *testing.T) {
 	if err := rec.Close(); err != nil {
 		t.Fatal(err)
 	}
+	checkFreshRecording(t, rec.Path(), secrets...)
+}
+
+// checkFreshRecording holds a recording just made to what the suite
+// holds the shipped ones to, so the generator and the fake cannot drift
+// apart unnoticed, and searches it for the run's secrets.
+func checkFreshRecording(t *testing.T, path string, secrets ...[]byte) {
+	t.Helper()
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range secrets {
+		if bytes.Contains(data, s) {
+			t.Errorf("the recording holds a secret of the run")
+		}
+	}
+	rec, err := exchange.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Run("client", func(t *testing.T) { replayClient(t, rec) })
+	t.Run("fake", func(t *testing.T) {
+		if diffs := compareFake(t, rec); len(diffs) > 0 {
+			t.Errorf("the fake disagrees with its own recording:\n  %s", strings.Join(diffs, "\n  "))
+		}
+	})
 }
 
 func TestReplayRecorded(t *testing.T) {

@@ -43,20 +43,23 @@ func replayFake(t *testing.T) *vasttest.Server {
 	return newFake(t, vasttest.Options{LoadingAfter: 150 * time.Millisecond, RunningAfter: 300 * time.Millisecond})
 }
 
-// TestRecordFakeLifecycle writes testdata/recorded/vast/fake-lifecycle.jsonl
-// from one lifecycle against the fake: search, create, key attach, polls
-// until running, destroy, and the show that finds it gone.
+// TestRecordFakeLifecycle records one lifecycle against the fake:
+// search, create, key attach, polls until running, destroy, and the show
+// that finds it gone. The recording goes to a temporary directory and is
+// replayed at once;
+// with -update it replaces testdata/recorded/vast/fake-lifecycle.jsonl.
 func TestRecordFakeLifecycle(t *testing.T) {
-	if !*update {
-		t.Skip("run with -update to regenerate the recording")
-	}
 	fake := replayFake(t)
-	file := filepath.Join(recordedDir, "fake-lifecycle.jsonl")
-	if err := os.Remove(file); err != nil && !errors.Is(err, os.ErrNotExist) {
-		t.Fatal(err)
+	dir := t.TempDir()
+	if *update {
+		dir = recordedDir
+		if err := os.Remove(filepath.Join(dir, "fake-lifecycle.jsonl")); err != nil && !errors.Is(err, os.ErrNotExist) {
+			t.Fatal(err)
+		}
 	}
-	rec, err := exchange.New(exchange.Options{Dir: recordedDir, File: "fake-lifecycle.jsonl", Provider: "vast", Source: exchange.SourceFake,
-		Secrets: [][]byte{[]byte(fake.APIKey())}, Note: "made by go test ./providers/vast -run TestRecordFakeLifecycle -update"})
+	secrets := [][]byte{[]byte(fake.APIKey())}
+	rec, err := exchange.New(exchange.Options{Dir: dir, File: "fake-lifecycle.jsonl", Provider: "vast", Source: exchange.SourceFake,
+		Secrets: secrets, Note: "made by go test ./providers/vast -run TestRecordFakeLifecycle -update"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -84,6 +87,33 @@ func TestRecordFakeLifecycle(t *testing.T) {
 	if err := rec.Close(); err != nil {
 		t.Fatal(err)
 	}
+	checkFreshRecording(t, rec.Path(), secrets...)
+}
+
+// checkFreshRecording holds a recording just made to what the suite
+// holds the shipped ones to, so the generator and the fake cannot drift
+// apart unnoticed, and searches it for the run's secrets.
+func checkFreshRecording(t *testing.T, path string, secrets ...[]byte) {
+	t.Helper()
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range secrets {
+		if bytes.Contains(data, s) {
+			t.Errorf("the recording holds a secret of the run")
+		}
+	}
+	rec, err := exchange.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Run("client", func(t *testing.T) { replayClient(t, rec) })
+	t.Run("fake", func(t *testing.T) {
+		if diffs := compareFake(t, rec); len(diffs) > 0 {
+			t.Errorf("the fake disagrees with its own recording:\n  %s", strings.Join(diffs, "\n  "))
+		}
+	})
 }
 
 func recordings(t *testing.T) []string {
