@@ -39,8 +39,9 @@ func replayFake(t *testing.T) *lambdatest.Server {
 
 // TestRecordFakeLifecycle records one lifecycle against the fake:
 // instance types, images, the key registered, launch, polls until active,
-// terminate, the key deleted. The recording goes to a temporary directory and is replayed at once;
-// with -update it replaces testdata/recorded/lambda/fake-lifecycle.jsonl.
+// terminate, the key deleted. The recording goes to a temporary directory
+// and is replayed at once; with -update it replaces
+// testdata/recorded/lambda/fake-lifecycle.jsonl.
 func TestRecordFakeLifecycle(t *testing.T) {
 	fake := replayFake(t)
 	dir := t.TempDir()

@@ -46,8 +46,8 @@ func replayFake(t *testing.T) *vasttest.Server {
 // TestRecordFakeLifecycle records one lifecycle against the fake:
 // search, create, key attach, polls until running, destroy, and the show
 // that finds it gone. The recording goes to a temporary directory and is
-// replayed at once;
-// with -update it replaces testdata/recorded/vast/fake-lifecycle.jsonl.
+// replayed at once; with -update it replaces
+// testdata/recorded/vast/fake-lifecycle.jsonl.
 func TestRecordFakeLifecycle(t *testing.T) {
 	fake := replayFake(t)
 	dir := t.TempDir()
