@@ -52,6 +52,7 @@ func CompareWithFake(ctx context.Context, rec *Recording, f Fake) ([]string, err
 	}
 	ids := map[string]string{}
 	unreachable := map[string]bool{}
+	seen, repeats := map[string]int{}, map[int]int{}
 	var diffs []string
 	for i := range rec.Exchanges {
 		e := &rec.Exchanges[i]
@@ -88,6 +89,14 @@ func CompareWithFake(ctx context.Context, rec *Recording, f Fake) ([]string, err
 			shape = f.ShapeFor(e)
 		}
 		for _, d := range CompareShapes(e.ResponseBytes(), body, shape) {
+			// A recording polls the same answer many times: each field's
+			// difference is told once, with how often it recurred.
+			key := e.Method + " " + d
+			if n, ok := seen[key]; ok {
+				repeats[n]++
+				continue
+			}
+			seen[key] = len(diffs)
 			diffs = append(diffs, at+": "+d)
 		}
 		if rv, ok := decode(e.ResponseBytes()); ok {
@@ -95,6 +104,9 @@ func CompareWithFake(ctx context.Context, rec *Recording, f Fake) ([]string, err
 				learnIDs(rv, fv, f.IDFields, false, ids)
 			}
 		}
+	}
+	for i, n := range repeats {
+		diffs[i] += fmt.Sprintf(" (and in %d later exchanges)", n)
 	}
 	return diffs, nil
 }
