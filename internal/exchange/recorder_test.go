@@ -53,12 +53,13 @@ func TestRecordingRedactsEverySecret(t *testing.T) {
 					"private_key": unconfigured[0], "api_key": unconfigured[1],
 					"jit_config": unconfigured[2], "encoded_jit_config": unconfigured[3],
 				},
-				"instances": []any{map[string]any{"id": 7, "jupyter_token": unconfigured[4]}},
+				"instances": []any{map[string]any{"id": 7, "jupyter_token": unconfigured[4], "jupyter_url": "https://j.example/?token=" + unconfigured[4]}},
 			})
 		case strings.HasPrefix(r.URL.Path, "/text/"):
 			w.Header().Set("Content-Type", "text/plain")
 			w.WriteHeader(http.StatusUnauthorized)
-			io.WriteString(w, "key "+apiKey+" rejected; state "+stateKey+"\n"+privateKey)
+			// And a value first seen in a secret field of an earlier answer.
+			io.WriteString(w, "key "+apiKey+" rejected; state "+stateKey+"\n"+privateKey+"\njupyter "+unconfigured[4])
 		case r.URL.Path == "/hang":
 			// Drop the connection: a transport error naming the URL.
 			hj, _ := w.(http.Hijacker)

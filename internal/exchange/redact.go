@@ -7,6 +7,7 @@ import (
 	"net/url"
 	"sort"
 	"strings"
+	"sync"
 )
 
 // Redacted replaces every secret in a recording.
@@ -39,7 +40,9 @@ var keptHeaders = []string{"Authorization", "Content-Type", "Accept", "User-Agen
 // redactor replaces the run's secrets, in every form they can take in a
 // request or an answer.
 type redactor struct {
+	mu      sync.Mutex
 	needles [][]byte // longest first
+	seen    map[string]bool
 }
 
 // minLinePart is how long one line of a multi-line secret (a PEM key)
@@ -47,14 +50,23 @@ type redactor struct {
 const minLinePart = 16
 
 func newRedactor(secrets [][]byte) *redactor {
-	seen := map[string]bool{}
-	var needles [][]byte
+	r := &redactor{seen: map[string]bool{}}
+	r.learn(secrets)
+	return r
+}
+
+// learn adds secrets to search for: the configured ones, and values found
+// in secret fields of answers (a token echoed elsewhere, say in a URL, in
+// the same answer or a later one).
+func (r *redactor) learn(secrets [][]byte) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
 	add := func(s string) {
-		if strings.TrimSpace(s) == "" || seen[s] {
+		if strings.TrimSpace(s) == "" || r.seen[s] {
 			return
 		}
-		seen[s] = true
-		needles = append(needles, []byte(s))
+		r.seen[s] = true
+		r.needles = append(r.needles, []byte(s))
 	}
 	for _, sec := range secrets {
 		s := string(sec)
@@ -73,11 +85,12 @@ func newRedactor(secrets [][]byte) *redactor {
 			}
 		}
 	}
-	sort.Slice(needles, func(i, j int) bool { return len(needles[i]) > len(needles[j]) })
-	return &redactor{needles: needles}
+	sort.Slice(r.needles, func(i, j int) bool { return len(r.needles[i]) > len(r.needles[j]) })
 }
 
 func (r *redactor) bytes(b []byte) []byte {
+	r.mu.Lock()
+	defer r.mu.Unlock()
 	for _, n := range r.needles {
 		if bytes.Contains(b, n) {
 			b = bytes.ReplaceAll(b, n, []byte(Redacted))
@@ -117,7 +130,9 @@ func (r *redactor) body(b []byte) (json.RawMessage, string) {
 	dec.UseNumber()
 	var v any
 	if err := dec.Decode(&v); err == nil && !dec.More() {
-		blank(v)
+		var found [][]byte
+		blank(v, &found)
+		r.learn(found)
 		if out, err := json.Marshal(v); err == nil {
 			out = r.bytes(out)
 			if json.Valid(out) {
@@ -128,20 +143,31 @@ func (r *redactor) body(b []byte) (json.RawMessage, string) {
 	return nil, r.string(string(b))
 }
 
-// blank replaces the string values of secret fields, recursively.
-func blank(v any) {
+// learnable reports whether a secret field's value is searched for
+// elsewhere too: not a short or all-digit one, which would blank
+// unrelated text and numbers.
+func learnable(s string) bool {
+	return len(s) >= 8 && s != Redacted && strings.ContainsFunc(s, func(r rune) bool { return r < '0' || r > '9' })
+}
+
+// blank replaces the string values of secret fields, recursively, and
+// collects them.
+func blank(v any, found *[][]byte) {
 	switch x := v.(type) {
 	case map[string]any:
 		for k, val := range x {
 			if s, ok := val.(string); ok && secretField(k) && s != "" {
 				x[k] = Redacted
+				if learnable(s) {
+					*found = append(*found, []byte(s))
+				}
 				continue
 			}
-			blank(val)
+			blank(val, found)
 		}
 	case []any:
 		for _, e := range x {
-			blank(e)
+			blank(e, found)
 		}
 	}
 }
