@@ -231,6 +231,7 @@ func (s *Server) boot(in *instance, seq int) {
 	in.api.IP = fmt.Sprintf("127.77.%d.%d", seq/250, seq%250+1)
 	in.api.PrivateIP = fmt.Sprintf("10.77.%d.%d", seq/250, seq%250+1)
 	in.api.Actions = actions("active", true)
+	in.jupyter()
 }
 
 func (s *Server) startHost(in *instance) (*sshd.Server, error) {
@@ -310,6 +311,17 @@ func (s *Server) setStatus(in *instance, status string) {
 	defer s.mu.Unlock()
 	in.api.Status = status
 	in.api.Actions = actions(status, in.vmLaunched)
+	if status == "active" {
+		in.jupyter()
+	}
+}
+
+// jupyter fills the JupyterLab fields an active instance shows (wire.go).
+func (in *instance) jupyter() {
+	if in.api.JupyterToken == "" {
+		in.api.JupyterToken = strings.ReplaceAll(newID(), "-", "")
+		in.api.JupyterURL = "https://jupyter-" + strings.ReplaceAll(in.api.ID, "-", "") + ".lambdaspaces.com/?token=" + in.api.JupyterToken
+	}
 }
 
 func (s *Server) vmLaunched(in *instance) {

@@ -75,19 +75,27 @@ type RulesetRef struct {
 }
 
 type wInstance struct {
-	ID               string        `json:"id"`
-	Name             string        `json:"name,omitempty"`
-	IP               string        `json:"ip,omitempty"`
-	PrivateIP        string        `json:"private_ip,omitempty"`
-	Status           string        `json:"status"`
-	SSHKeyNames      []string      `json:"ssh_key_names"`
-	FileSystemNames  []string      `json:"file_system_names"`
-	Region           wRegion       `json:"region"`
-	InstanceType     wInstanceType `json:"instance_type"`
-	Hostname         string        `json:"hostname,omitempty"`
-	Actions          wActions      `json:"actions"`
-	Tags             []Tag         `json:"tags,omitempty"`
-	FirewallRulesets []RulesetRef  `json:"firewall_rulesets,omitempty"`
+	ID              string        `json:"id"`
+	Name            string        `json:"name,omitempty"`
+	IP              string        `json:"ip,omitempty"`
+	PrivateIP       string        `json:"private_ip,omitempty"`
+	Status          string        `json:"status"`
+	SSHKeyNames     []string      `json:"ssh_key_names"`
+	FileSystemNames []string      `json:"file_system_names"`
+	Region          wRegion       `json:"region"`
+	InstanceType    wInstanceType `json:"instance_type"`
+	Hostname        string        `json:"hostname,omitempty"`
+	// JupyterToken and JupyterURL: lambda-openapi.json Instance (not
+	// required); the recorded GET /instances
+	// (alexandervaneck/lambda-ai-cloud-api-client tests/data/
+	// m_instances_response.json) has both on a running instance, the token
+	// repeated in the URL's query. When they first appear is not said:
+	// the fake shows them once the instance is active.
+	JupyterToken     string       `json:"jupyter_token,omitempty"`
+	JupyterURL       string       `json:"jupyter_url,omitempty"`
+	Actions          wActions     `json:"actions"`
+	Tags             []Tag        `json:"tags,omitempty"`
+	FirewallRulesets []RulesetRef `json:"firewall_rulesets,omitempty"`
 }
 
 type wError struct {
