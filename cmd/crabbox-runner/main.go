@@ -86,6 +86,7 @@ Configuration: flags > environment (CRABBOX_*) > config file (crabbox-runner.yam
 		newDoctorCmd(g, getenv),
 		newVersionCmd(),
 		newActionCmd(g, getenv),
+		newSmokeCmd(g, getenv),
 	)
 	return root
 }
