@@ -70,7 +70,9 @@ func (r smokeResult) code() int {
 	return smokeExitFailed
 }
 
-func blocked(reason string) smokeResult { return smokeResult{class: "environment_blocked", reason: reason} }
+func blocked(reason string) smokeResult {
+	return smokeResult{class: "environment_blocked", reason: reason}
+}
 func failed(stage, reason string) smokeResult {
 	return smokeResult{class: "failed", stage: stage, reason: reason}
 }
