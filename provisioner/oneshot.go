@@ -91,7 +91,11 @@ func (p *Provisioner) LeaseNow(ctx context.Context, req OneShotRequest) (*Lease,
 		if failure == nil {
 			l.State = StateIdle
 			l.IdleSince = p.now()
-			progress("runner %s online after %s", l.RunnerName, p.now().Sub(started).Round(time.Second))
+			if req.InstallOnly {
+				progress("host checked and runner %s installed after %s", l.RunnerName, p.now().Sub(started).Round(time.Second))
+			} else {
+				progress("runner %s online after %s", l.RunnerName, p.now().Sub(started).Round(time.Second))
+			}
 			return l, nil
 		}
 		failures = append(failures, fmt.Sprintf("%s %s: %v", offer.Provider, offer.ID, failure))

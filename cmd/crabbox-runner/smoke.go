@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -183,7 +184,7 @@ func (s *smoke) run(ctx context.Context, g *globalFlags, getenv config.Getenv, s
 		return res
 	}
 	most := s.offer.PricePerHour * s.opts.MaxMinutes / 60
-	s.printf("plan: %s offer %s, %dx %s in %s at $%.3f/h; at most %s: at most $%.2f",
+	s.printf("plan: %s offer %s, %dx %s in %s at $%.3f/h; for at most %s it costs at most $%.2f (price x --max-minutes)",
 		s.offer.Provider, s.offer.ID, s.offer.GPUCount, s.offer.GPU, orDash(s.offer.Region), s.offer.PricePerHour,
 		minutes(s.opts.MaxMinutes), most)
 	if !s.opts.Yes {
@@ -369,15 +370,7 @@ func (s *smoke) pickOffer(ctx context.Context) (smokeResult, bool) {
 		s.stageFailed("offer", began, err.Error())
 		return s.apiBlocked(ctx, "offer", err), false
 	}
-	slices.SortStableFunc(offers, func(a, b provisioner.Offer) int {
-		switch {
-		case a.PricePerHour < b.PricePerHour:
-			return -1
-		case a.PricePerHour > b.PricePerHour:
-			return 1
-		}
-		return 0
-	})
+	slices.SortStableFunc(offers, func(a, b provisioner.Offer) int { return cmp.Compare(a.PricePerHour, b.PricePerHour) })
 	var fit []provisioner.Offer
 	for _, of := range offers {
 		if of.PricePerHour <= s.class.MaxPricePerHour {
@@ -385,18 +378,33 @@ func (s *smoke) pickOffer(ctx context.Context) (smokeResult, bool) {
 		}
 	}
 	if len(fit) == 0 {
-		detail := "no offer fits the class"
-		if len(offers) > 0 {
-			detail = fmt.Sprintf("%d offer(s) fit the class, the cheapest at $%.3f/h, over $%.2f/h (--max-price)",
-				len(offers), offers[0].PricePerHour, s.class.MaxPricePerHour)
-		}
-		s.stageFailed("offer", began, detail)
+		s.stageFailed("offer", began, s.noOfferDetail(ctx, offers))
 		return blocked("no_offer_under_max_price"), false
 	}
 	s.offer = fit[0]
 	s.stageOK("offer", began, fmt.Sprintf("%d offer(s) under $%.2f/h; the cheapest: %s %dx %s at $%.3f/h",
 		len(fit), s.class.MaxPricePerHour, s.offer.ID, s.offer.GPUCount, s.offer.GPU, s.offer.PricePerHour))
 	return smokeResult{}, true
+}
+
+// noOfferDetail says what the cap left out: the cheapest offer of the
+// class at any price (one more read-only search, as a provider may filter
+// by price itself).
+func (s *smoke) noOfferDetail(ctx context.Context, under []provisioner.Offer) string {
+	all := under
+	if len(all) == 0 {
+		anyPrice := s.class
+		anyPrice.MaxPricePerHour = 0
+		cctx, cancel := context.WithTimeout(ctx, time.Minute)
+		all, _ = s.prov.Offers(cctx, anyPrice)
+		cancel()
+	}
+	if len(all) == 0 {
+		return fmt.Sprintf("no offer of %s fits the class at any price right now", s.opts.Provider)
+	}
+	cheapest := slices.MinFunc(all, func(a, b provisioner.Offer) int { return cmp.Compare(a.PricePerHour, b.PricePerHour) })
+	return fmt.Sprintf("no offer under $%.2f/h (--max-price); the cheapest that fits the class: %s %dx %s at $%.3f/h",
+		s.class.MaxPricePerHour, cheapest.ID, cheapest.GPUCount, cheapest.GPU, cheapest.PricePerHour)
 }
 
 func minutes(m float64) string {

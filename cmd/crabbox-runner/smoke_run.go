@@ -116,8 +116,11 @@ func (s *smoke) live(ctx context.Context) smokeResult {
 			LeaseID: names.LeaseID, Class: s.class, Scope: scope, RunnerName: names.RunnerName,
 			Labels: append([]string{label}, s.class.Labels...), Expires: deadline, Timeout: timeout,
 			Attempts: 1, Smoke: true, InstallOnly: gh == nil,
-			Stage:    clock.enter,
-			Progress: func(format string, args ...any) { s.printf("          %s", oneLine(fmt.Sprintf(format, args...))) },
+			Stage: clock.enter,
+			Progress: func(format string, args ...any) {
+				stage, _, _ := clock.current()
+				s.printf("      %-10s %s", stage, oneLine(fmt.Sprintf(format, args...)))
+			},
 		})
 		stage, began, _ := clock.current()
 		if err != nil {
@@ -149,7 +152,11 @@ func (s *smoke) live(ctx context.Context) smokeResult {
 	if derr != nil {
 		s.stageFailed("destroy", began, derr.Error())
 	} else {
-		s.stageOK("destroy", began, "runner removed and instance destroyed (whatever existed of lease "+lease.ID+")")
+		what := "instance destroyed"
+		if ghClient != nil {
+			what = "runner removed and instance destroyed"
+		}
+		s.stageOK("destroy", began, what+" (whatever existed of lease "+lease.ID+")")
 	}
 	began = time.Now()
 	if verr := s.verifyGone(cctx, lease.ID, ghClient, scope, lease.RunnerName); verr != nil {
