@@ -111,7 +111,7 @@ See docs/live-smoke.md.`,
 			res := runSmoke(cmd.Context(), g, getenv, o, cmd.OutOrStdout(), cmd.ErrOrStderr())
 			if res.code() != 0 {
 				// Already printed as the last line of the transcript.
-				return exitError{code: res.code(), err: errors.New(res.String())}
+				return exitError{code: res.code(), err: errors.New(res.String()), quiet: true}
 			}
 			return nil
 		},
@@ -179,6 +179,12 @@ func (s *smoke) run(ctx context.Context, g *globalFlags, getenv config.Getenv, s
 		s.class.Name, s.class.MaxPricePerHour, minutes(s.opts.MaxMinutes))
 	if res, ok := s.checkKey(ctx); !ok {
 		return res
+	}
+	if s.opts.Yes {
+		// Before the offers: a leftover may hold the very machine.
+		if res, ok := s.destroyLeftovers(context.WithoutCancel(ctx)); !ok {
+			return res
+		}
 	}
 	if res, ok := s.pickOffer(ctx); !ok {
 		return res

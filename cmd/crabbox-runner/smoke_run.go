@@ -58,9 +58,6 @@ func (s *smoke) live(ctx context.Context) smokeResult {
 	// the start must not cut it short.
 	cleanCtx := context.WithoutCancel(ctx)
 
-	if res, ok := s.destroyLeftovers(cleanCtx); !ok {
-		return res
-	}
 	var gh provisioner.GitHub
 	var ghClient *github.Client
 	var scope provisioner.Scope

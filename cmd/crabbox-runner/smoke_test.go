@@ -5,8 +5,10 @@ import (
 	"fmt"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -80,6 +82,12 @@ runner:
 providers:
   vast: {ssh_user: %s, min_request_interval: 2ms, allow_private_endpoints: true}
   lambda: {ssh_user: %s, min_request_interval: 5ms, allow_private_endpoints: true}
+classes:
+  - name: a100
+    labels: [self-hosted, linux, crabbox, a100]
+    gpu: {name: A100, count: 1}
+    providers: [vast, lambda]
+    max_price_per_hour: 2.50
 `, r.gh.TarballURLTemplate(), sum, user, user)
 	if err := os.WriteFile(r.cfg, []byte(yaml), 0o600); err != nil {
 		t.Fatal(err)
@@ -272,4 +280,102 @@ func TestSmokeClassifications(t *testing.T) {
 			}
 		})
 	}
+}
+
+// smokeChild runs `crabbox-runner smoke` as a child process (the test
+// binary as crabbox-runner, see TestMain), so it can be signalled.
+func (r *smokeRig) smokeChild(args ...string) (*exec.Cmd, *syncBuffer) {
+	r.t.Helper()
+	cmd := exec.Command(os.Args[0], append([]string{"smoke"}, args...)...)
+	cmd.Env = append(os.Environ(), "CRABBOX_TEST_MAIN=1")
+	for k, v := range r.env {
+		cmd.Env = append(cmd.Env, k+"="+v)
+	}
+	out := &syncBuffer{}
+	cmd.Stdout, cmd.Stderr = out, out
+	if err := cmd.Start(); err != nil {
+		r.t.Fatal(err)
+	}
+	r.t.Cleanup(func() {
+		if cmd.ProcessState == nil {
+			cmd.Process.Kill()
+			cmd.Wait()
+		}
+	})
+	return cmd, out
+}
+
+func (r *smokeRig) waitVastLive(n int, out *syncBuffer) []vasttest.Instance {
+	r.t.Helper()
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		if live := r.vast.Live(); len(live) == n {
+			return live
+		}
+		if time.Now().After(deadline) {
+			r.t.Fatalf("no %d live Vast instance(s) within a minute; the smoke printed:\n%s", n, out.String())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// SIGINT after the create: the host is destroyed before the smoke exits.
+// SIGKILL after the create: the host stays, carrying the smoke mark; gc
+// sees it as the deployment's, and the next smoke destroys it first.
+func TestSmokeSignals(t *testing.T) {
+	// The first two hosts never boot: each smoke is signalled while it
+	// waits for SSH, after its create.
+	r := newSmokeRig(t, smokeRigOptions{vastBehavior: func(seq int, _ vasttest.Offer) vasttest.Behavior {
+		return vasttest.Behavior{NeverBoot: seq <= 2}
+	}})
+	// The class of the config file (gc below covers the providers the
+	// classes name), under the smoke's cap: min(2.50, --max-price 2).
+	args := []string{"--provider", "vast", "--class", "a100", "--max-price", "2", "--yes"}
+
+	cmd, out := r.smokeChild(args...)
+	r.waitVastLive(1, out)
+	if err := cmd.Process.Signal(syscall.SIGINT); err != nil {
+		t.Fatal(err)
+	}
+	cmd.Wait()
+	left := r.vast.Live() // at once: destroyed before exit, not after
+	t.Logf("SIGINT transcript:\n%s", out.String())
+	if code := cmd.ProcessState.ExitCode(); code != 1 || lastLine(out.String()) != "classification=failed stage=boot reason=interrupted" {
+		t.Fatalf("after SIGINT: exit %d, last line %q", code, lastLine(out.String()))
+	}
+	if len(left) != 0 {
+		t.Fatalf("after SIGINT the smoke exited leaving %+v", left)
+	}
+	r.noSecrets(out.String(), 0)
+
+	// Killed: nothing runs its cleanup. Its marker expires at its
+	// --max-minutes (6 s here), after which gc destroys it.
+	cmd, out = r.smokeChild(append(args, "--max-minutes", "0.1")...)
+	live := r.waitVastLive(1, out)
+	cmd.Process.Signal(syscall.SIGKILL)
+	cmd.Wait()
+	m, ok := provisioner.ParseMarker(live[0].Label)
+	if !ok || !m.Smoke || m.Deployment != "smk" || !strings.HasSuffix(live[0].Label, ":smoke") {
+		t.Fatalf("the killed smoke's host carries label %q", live[0].Label)
+	}
+	time.Sleep(time.Until(m.Expires.Add(time.Second)))
+	gcEnv := map[string]string{"CRABBOX_GITHUB_TOKEN": testToken, "CRABBOX_GITHUB_API_URL": r.gh.URL(), "CRABBOX_DATABASE_URL": "sqlite:" + filepath.Join(r.dir, "none.db")}
+	for k, v := range r.env {
+		gcEnv[k] = v
+	}
+	code, gcOut, gcErr := runCLI(t, gcEnv, "gc", "--no-store")
+	if code != 0 || !strings.Contains(gcOut, fmt.Sprint(live[0].ID)) {
+		t.Fatalf("gc (dry run) does not list the killed smoke's host %d: exit %d\n%s\n%s", live[0].ID, code, gcOut, gcErr)
+	}
+
+	code, text, errs := r.smoke(context.Background(), args...)
+	t.Logf("next smoke:\n%s", text)
+	if code != 0 || lastLine(text) != "classification=passed" {
+		t.Fatalf("next smoke: exit %d\n%s", code, errs)
+	}
+	if !strings.Contains(text, fmt.Sprintf("found instance %d of lease %s, left by an earlier smoke", live[0].ID, m.LeaseID)) ||
+		!strings.Contains(text, "stage leftovers") {
+		t.Errorf("the next smoke does not say it destroyed the leftover host first")
+	}
+	r.nothingLeft()
 }
