@@ -225,6 +225,25 @@ func TestSmokePassed(t *testing.T) {
 					t.Errorf("transcript lacks %q", w)
 				}
 			}
+			// The host carried the smoke mark: in Vast's label, in
+			// Lambda's name and tags.
+			switch tc.provider {
+			case "vast":
+				insts := r.vast.Instances()
+				if len(insts) != 1 || !strings.HasSuffix(insts[0].Label, ":smoke") {
+					t.Errorf("vast instances %+v", insts)
+				}
+			case "lambda":
+				ls := r.lambda.Launches()
+				m, ok := provisioner.ParseMarker(ls[len(ls)-1].Name)
+				var tagged bool
+				for _, tag := range ls[len(ls)-1].Tags {
+					tagged = tagged || (tag.Key == lambda.TagSmoke && tag.Value == "true")
+				}
+				if !ok || !m.Smoke || !tagged {
+					t.Errorf("lambda launch %q, tags %+v", ls[len(ls)-1].Name, ls[len(ls)-1].Tags)
+				}
+			}
 			r.nothingLeft()
 			made := 1 // the lease's SSH private key
 			if tc.github {
