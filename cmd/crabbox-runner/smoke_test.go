@@ -260,18 +260,26 @@ func TestSmokeClassifications(t *testing.T) {
 	neverBoots := func(int, vasttest.Offer) vasttest.Behavior { return vasttest.Behavior{NeverBoot: true} }
 	brokenGPU := func(int, vasttest.Offer) vasttest.Behavior { return vasttest.Behavior{BrokenGPU: true} }
 	for _, tc := range []struct {
-		name  string
-		rig   smokeRigOptions
-		env   map[string]string // over the rig's; "" unsets
-		args  []string
-		want  string
-		code  int
-		after func(t *testing.T, r *smokeRig)
+		name     string
+		provider string // vast when empty
+		rig      smokeRigOptions
+		env      map[string]string // over the rig's; "" unsets
+		setup    func(r *smokeRig)
+		args     []string
+		want     string
+		code     int
 	}{
 		{name: "no key", env: map[string]string{"VAST_API_KEY": ""},
 			want: "classification=environment_blocked reason=VAST_API_KEY_missing", code: 3},
 		{name: "key rejected", env: map[string]string{"VAST_API_KEY": "vast-a-key-that-vast-does-not-know-0002"},
 			want: "classification=environment_blocked reason=key_rejected", code: 3},
+		{name: "lambda key rejected", provider: "lambda", env: map[string]string{"LAMBDA_API_KEY": "secret_aLambdaKeyLambdaDoesNotKnow0003"},
+			want: "classification=environment_blocked reason=key_rejected", code: 3},
+		// The provider's answers echo the key: the transcript must not.
+		{name: "create refused, echoing the key", setup: func(r *smokeRig) {
+			r.vast.FailNext(vasttest.OpCreate, vasttest.Fault{Status: 400, ContentType: "application/json",
+				Body: `{"success": false, "error": "invalid_args", "msg": "bad request from key ` + smokeVastKey + `"}`})
+		}, want: "classification=failed stage=create reason=provider_error", code: 1},
 		{name: "no offer under the price", args: []string{"--max-price", "0.10"},
 			want: "classification=environment_blocked reason=no_offer_under_max_price", code: 3},
 		{name: "host never boots", rig: smokeRigOptions{vastBehavior: neverBoots}, args: []string{"--max-minutes", "0.08"},
@@ -286,7 +294,14 @@ func TestSmokeClassifications(t *testing.T) {
 			for k, v := range tc.env {
 				r.env[k] = v
 			}
-			args := append([]string{"--provider", "vast", "--gpu", "A100", "--max-price", "2", "--yes"}, tc.args...)
+			if tc.setup != nil {
+				tc.setup(r)
+			}
+			provider := tc.provider
+			if provider == "" {
+				provider = "vast"
+			}
+			args := append([]string{"--provider", provider, "--gpu", "A100", "--max-price", "2", "--yes"}, tc.args...)
 			code, out, errs := r.smoke(context.Background(), args...)
 			t.Logf("transcript:\n%s", out)
 			if code != tc.code || lastLine(out) != tc.want {
@@ -294,8 +309,10 @@ func TestSmokeClassifications(t *testing.T) {
 			}
 			r.nothingLeft()
 			r.noSecrets(out+errs, 0)
-			if k := tc.env["VAST_API_KEY"]; k != "" && strings.Contains(out+errs, k) {
-				t.Errorf("the rejected key appears in the output")
+			for _, k := range tc.env {
+				if k != "" && strings.Contains(out+errs, k) {
+					t.Errorf("the rejected key appears in the output")
+				}
 			}
 		})
 	}
