@@ -32,6 +32,10 @@ type smokeOptions struct {
 	// HTTPClient, when set, carries every request to the provider's API
 	// (the recording transport of --record DIR).
 	HTTPClient *http.Client
+	// OnSecret, when set, is told each secret of the run as the smoke
+	// learns it (keys and tokens at the start, then each SSH private key
+	// and JIT config), so a recording can redact them too.
+	OnSecret func(secret string)
 }
 
 // smokeHook lets tests adjust the provisioner the smoke builds (faster
@@ -151,7 +155,7 @@ type smoke struct {
 // runSmoke runs the smoke and prints its transcript, ending with the
 // classification; it returns that classification.
 func runSmoke(ctx context.Context, g *globalFlags, getenv config.Getenv, o smokeOptions, stdout, stderr io.Writer) smokeResult {
-	s := &smoke{opts: o, red: &redactor{}, start: time.Now(), poll: 2 * time.Second, cleanupBudget: 5 * time.Minute}
+	s := &smoke{opts: o, red: &redactor{onAdd: o.OnSecret}, start: time.Now(), poll: 2 * time.Second, cleanupBudget: 5 * time.Minute}
 	s.out = s.red.writer(stdout)
 	res := s.run(ctx, g, getenv, stderr)
 	fmt.Fprintln(s.out, res.String())

@@ -18,6 +18,7 @@ import (
 )
 
 type redactor struct {
+	onAdd   func(string) // told each secret learnt; may be nil
 	mu      sync.Mutex
 	secrets []string
 	r       *strings.Replacer
@@ -35,6 +36,9 @@ func (r *redactor) add(vals ...string) {
 			continue
 		}
 		r.secrets = append(r.secrets, v)
+		if r.onAdd != nil {
+			r.onAdd(v)
+		}
 		if strings.Contains(v, "\n") {
 			for _, line := range strings.Split(v, "\n") {
 				if line = strings.TrimSpace(line); len(line) >= 16 && !strings.HasPrefix(line, "-----") {
