@@ -225,9 +225,6 @@ func (s *smoke) setup(g *globalFlags, getenv config.Getenv, stderr io.Writer) (s
 		return usage("--max-minutes must be more than 0")
 	}
 	cfg, err := config.Load(g.Overrides, getenv)
-	if err == nil {
-		err = cfg.Validate(config.Needs{})
-	}
 	if err != nil {
 		s.printf("smoke: %v", err)
 		return blocked("config_invalid"), false
@@ -235,6 +232,25 @@ func (s *smoke) setup(g *globalFlags, getenv config.Getenv, stderr io.Writer) (s
 	s.cfg = cfg
 	s.red.add(cfg.VastAPIKey, cfg.LambdaAPIKey, cfg.GitHubToken, string(cfg.GitHubAppKey), string(cfg.WebhookSecret),
 		cfg.StatusToken, string(cfg.StateKey), string(cfg.StateKeyPrevious))
+	keyVar, _ := providerEnv(o.Provider)
+	if (o.Provider == vast.Name && cfg.VastAPIKey == "") || (o.Provider == lambda.Name && cfg.LambdaAPIKey == "") {
+		s.printf("smoke: no %s key: set %s (or %s_FILE)", o.Provider, keyVar, keyVar)
+		return blocked(keyVar + "_missing"), false
+	}
+	// The smoke uses one provider and at most one class: the other classes
+	// and the other provider's key are none of its business.
+	check := *cfg
+	check.Classes = nil
+	for _, cc := range cfg.Classes {
+		if cc.Name == o.Class {
+			cc.Providers = []string{o.Provider}
+			check.Classes = append(check.Classes, cc)
+		}
+	}
+	if err := check.Validate(config.Needs{}); err != nil {
+		s.printf("smoke: %v", err)
+		return blocked("config_invalid"), false
+	}
 	level, format := g.LogLevel, g.LogFormat
 	if level == "" {
 		level = "warn" // the transcript says what happens; the log only what goes wrong
@@ -244,11 +260,6 @@ func (s *smoke) setup(g *globalFlags, getenv config.Getenv, stderr io.Writer) (s
 	}
 	s.log = newLogger(s.red.writer(stderr), level, format)
 
-	keyVar, _ := providerEnv(o.Provider)
-	if (o.Provider == vast.Name && cfg.VastAPIKey == "") || (o.Provider == lambda.Name && cfg.LambdaAPIKey == "") {
-		s.printf("smoke: no %s key: set %s (or %s_FILE)", o.Provider, keyVar, keyVar)
-		return blocked(keyVar + "_missing"), false
-	}
 	s.deployment = cfg.Deployment
 	if s.deployment == "" {
 		s.deployment = "smoke"

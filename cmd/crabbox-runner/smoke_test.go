@@ -194,6 +194,14 @@ func TestSmokePlanReadsOnly(t *testing.T) {
 	if len(r.vast.Requests()) == 0 || len(r.lambda.Requests()) == 0 {
 		t.Fatal("plan mode asked neither fake anything")
 	}
+
+	// A class of the config file that names both providers, with the
+	// key of the smoke's provider only: the other key is not needed.
+	r.env["LAMBDA_API_KEY"] = ""
+	code, out, errs := r.smoke(context.Background(), "--provider", "vast", "--class", "a100")
+	if code != 0 || lastLine(out) != "classification=planned" || !strings.Contains(out, "class a100, at most $1.00/h") {
+		t.Fatalf("plan of class a100 with VAST_API_KEY alone: exit %d\n%s\n%s", code, out, errs)
+	}
 }
 
 // The whole lifecycle passes on Vast and on Lambda, with GitHub (JIT runner
