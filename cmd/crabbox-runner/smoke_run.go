@@ -159,9 +159,8 @@ func (s *smoke) live(ctx context.Context) smokeResult {
 	if verr := s.verifyGone(cctx, lease.ID, ghClient, scope, lease.RunnerName); verr != nil {
 		s.stageFailed("verify", began, verr.Error())
 		s.printf("LEFT BEHIND: see docs/live-smoke.md, \"If something is left running\"; gc --yes (deployment %s) removes it", s.deployment)
-		if res.class != "failed" || res.stage != "verify" {
-			res = failed("verify", leftReason(verr))
-		}
+		// Whatever failed before, what is left is what the user must know.
+		res = failed("verify", leftReason(verr))
 	} else {
 		what := "the provider no longer lists the instance"
 		if s.opts.Provider == lambda.Name {
