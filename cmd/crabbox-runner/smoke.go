@@ -145,6 +145,10 @@ type smoke struct {
 	class      provisioner.Class
 	offer      provisioner.Offer
 	leftovers  []*provisioner.Instance
+	// runnerBlocked is why no runner could be installed, if so
+	// (checkRunnerSource), and runnerBlockedWhy the sentence saying it.
+	runnerBlocked    smokeResult
+	runnerBlockedWhy string
 
 	// poll spaces the checks that cleanup finished; cleanupBudget bounds
 	// them and the destroy (tests shorten both through smokeHook).
@@ -184,6 +188,10 @@ func (s *smoke) run(ctx context.Context, g *globalFlags, getenv config.Getenv, s
 	if res, ok := s.checkKey(ctx); !ok {
 		return res
 	}
+	if s.runnerBlocked.reason != "" && s.opts.Yes {
+		s.printf("smoke: %s", s.runnerBlockedWhy)
+		return s.runnerBlocked // nothing rented, nothing destroyed
+	}
 	if s.opts.Yes {
 		// Before the offers: a leftover may hold the very machine.
 		if res, ok := s.destroyLeftovers(context.WithoutCancel(ctx)); !ok {
@@ -200,6 +208,10 @@ func (s *smoke) run(ctx context.Context, g *globalFlags, getenv config.Getenv, s
 	if !s.opts.Yes {
 		for _, inst := range s.leftovers {
 			s.printf("plan: would first destroy instance %s, left by an earlier smoke (lease %s)", inst.ID, inst.Marker.LeaseID)
+		}
+		if s.runnerBlocked.reason != "" {
+			s.printf("plan only, and --yes would stop here: %s", s.runnerBlockedWhy)
+			return s.runnerBlocked
 		}
 		s.printf("plan only: nothing was created or changed; run again with --yes to rent it")
 		return smokeResult{class: "planned"}
@@ -272,9 +284,9 @@ func (s *smoke) setup(g *globalFlags, getenv config.Getenv, stderr io.Writer) (s
 	if res, ok := s.pickClass(); !ok {
 		return res, false
 	}
-	if res, ok := s.checkRunnerSource(); !ok {
-		return res, false
-	}
+	// Checked now, told after the read-only stages: the plan is worth
+	// seeing (is the key good, is there an offer) before the fix.
+	s.runnerBlocked, _ = s.checkRunnerSource()
 	prov, err := newProviderHTTP(o.Provider, cfg, s.log, o.HTTPClient)
 	if err != nil {
 		s.printf("smoke: %v", err)
@@ -315,23 +327,25 @@ func (s *smoke) pickClass() (smokeResult, bool) {
 // from the config file or from GitHub's runners/downloads.
 func (s *smoke) checkRunnerSource() (smokeResult, bool) {
 	cfg := s.cfg
-	if s.githubGiven() {
+	why := ""
+	res := smokeResult{}
+	switch {
+	case s.githubGiven():
 		if err := cfg.Validate(config.Needs{GitHub: true}); err != nil {
-			s.printf("smoke: %v", err)
-			return blocked("github_credentials_invalid"), false
+			why, res = err.Error(), blocked("github_credentials_invalid")
+		} else if s.opts.Scope == "" && len(cfg.GitHub.Scopes) == 0 {
+			why, res = "GitHub credentials are given but no scope: give --scope acme or --scope acme/ml (or github.scopes)", blocked("github_scope_missing")
 		}
-		if s.opts.Scope == "" && len(cfg.GitHub.Scopes) == 0 {
-			s.printf("smoke: GitHub credentials are given but no scope: give --scope acme or --scope acme/ml (or github.scopes)")
-			return blocked("github_scope_missing"), false
-		}
-		return smokeResult{}, true
+	case cfg.Runner.Version == "" || len(cfg.Runner.SHA256) == 0:
+		why = "without GitHub credentials the runner release comes from the config file: set runner.version and runner.sha256 " +
+			"(or give CRABBOX_GITHUB_TOKEN and --scope, and GitHub names it)"
+		res = blocked("runner_release_missing")
 	}
-	if cfg.Runner.Version == "" || len(cfg.Runner.SHA256) == 0 {
-		s.printf("smoke: without GitHub credentials the runner release comes from the config file: set runner.version and runner.sha256 " +
-			"(or give CRABBOX_GITHUB_TOKEN and --scope, and GitHub names it)")
-		return blocked("runner_release_missing"), false
+	if why != "" {
+		s.runnerBlockedWhy = why
+		return res, false
 	}
-	return smokeResult{}, true
+	return res, true
 }
 
 func (s *smoke) githubGiven() bool {

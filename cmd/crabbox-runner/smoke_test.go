@@ -288,6 +288,19 @@ func TestSmokeClassifications(t *testing.T) {
 			r.vast.FailNext(vasttest.OpCreate, vasttest.Fault{Status: 400, ContentType: "application/json",
 				Body: `{"success": false, "error": "invalid_args", "msg": "bad request from key ` + smokeVastKey + `"}`})
 		}, want: "classification=failed stage=create reason=provider_error", code: 1},
+		// No GitHub and no runner release in the config: told after the
+		// read-only stages, and nothing is rented.
+		{name: "no runner release", setup: func(r *smokeRig) {
+			data, err := os.ReadFile(r.cfg)
+			if err != nil {
+				r.t.Fatal(err)
+			}
+			text := string(data)
+			text = text[:strings.Index(text, "runner:")] + text[strings.Index(text, "providers:"):]
+			if err := os.WriteFile(r.cfg, []byte(text), 0o600); err != nil {
+				r.t.Fatal(err)
+			}
+		}, want: "classification=environment_blocked reason=runner_release_missing", code: 3},
 		{name: "no offer under the price", args: []string{"--max-price", "0.10"},
 			want: "classification=environment_blocked reason=no_offer_under_max_price", code: 3},
 		{name: "host never boots", rig: smokeRigOptions{vastBehavior: neverBoots}, args: []string{"--max-minutes", "0.08"},
@@ -316,6 +329,13 @@ func TestSmokeClassifications(t *testing.T) {
 				t.Fatalf("exit %d, last line %q; want %d, %q\n%s", code, lastLine(out), tc.code, tc.want, errs)
 			}
 			r.nothingLeft()
+			if tc.code == 3 {
+				for _, req := range r.vast.Requests() {
+					if req.Op == vasttest.OpCreate {
+						t.Errorf("blocked, yet it sent %s %s", req.Method, req.Path)
+					}
+				}
+			}
 			r.noSecrets(out+errs, 0)
 			for _, k := range tc.env {
 				if k != "" && strings.Contains(out+errs, k) {
