@@ -160,7 +160,7 @@ func (b *Bootstrapper) Probe(ctx context.Context, req provisioner.ProbeRequest) 
 // SSH session over one connection: arch, gpu-check (when asked), install,
 // start.
 func (b *Bootstrapper) Bootstrap(ctx context.Context, req provisioner.BootstrapRequest) (*provisioner.BootstrapResult, error) {
-	if req.JIT == nil || req.JIT.Encoded == "" {
+	if req.JIT == nil || (req.JIT.Encoded == "" && !req.InstallOnly) {
 		return nil, errors.New("bootstrap: no JIT config")
 	}
 	name := req.JIT.RunnerName
@@ -201,6 +201,10 @@ func (b *Bootstrapper) Bootstrap(ctx context.Context, req provisioner.BootstrapR
 		return nil, err
 	}
 	res.Arch, res.RunnerVersion, res.RunnerSHA256 = arch, rel.Version, rel.SHA256
+	if req.InstallOnly {
+		b.log.Info("bootstrap: runner installed, not started", "endpoint", req.Endpoint.Addr(), "duration", time.Since(start).Round(time.Millisecond))
+		return res, nil
+	}
 	if _, err := c.run(ctx, "start", script("start", name), strings.NewReader(req.JIT.Encoded+"\n")); err != nil {
 		return nil, err
 	}

@@ -59,6 +59,10 @@ type BootstrapRequest struct {
 	// there which runner release (and checksum) a host of its architecture
 	// should install.
 	Scope Scope
+	// InstallOnly checks the host and installs the runner but does not
+	// start it: JIT names the runner and carries no config (a smoke
+	// without GitHub credentials).
+	InstallOnly bool
 }
 
 // BootstrapResult is what the host reported.

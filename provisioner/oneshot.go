@@ -25,7 +25,28 @@ type OneShotRequest struct {
 	Timeout time.Duration
 	// Progress, when set, gets one readable line per step.
 	Progress func(format string, args ...any)
+	// Stage, when set, is told when each stage of a host's start begins
+	// (the Stage* names), so a caller can time them and say which failed.
+	Stage func(stage string)
+	// Attempts bounds the offers tried; 0 tries offers until Timeout.
+	Attempts int
+	// Smoke puts the smoke mark on the instance's marker (Marker.Smoke).
+	Smoke bool
+	// InstallOnly checks the host and installs the runner without
+	// registering or starting it: for a smoke without GitHub credentials.
+	// The provisioner then needs no GitHub.
+	InstallOnly bool
 }
+
+// The stages of a one-shot host's start, in order, as OneShotRequest.Stage
+// names them. register and online are skipped with InstallOnly.
+const (
+	StageCreate    = "create"    // Provider.Create with the marker
+	StageBoot      = "boot"      // until SSH answers with the expected host key
+	StageRegister  = "register"  // the JIT runner registered at GitHub
+	StageBootstrap = "bootstrap" // host checks (architecture, GPU), runner installed and verified
+	StageOnline    = "online"    // until GitHub shows the runner online
+)
 
 // LeaseNow creates a host for the request, bootstraps its runner and waits
 // until GitHub shows the runner online. Offers are tried cheapest first; a
@@ -36,12 +57,15 @@ func (p *Provisioner) LeaseNow(ctx context.Context, req OneShotRequest) (*Lease,
 	if req.LeaseID == "" || req.RunnerName == "" || len(req.Labels) == 0 {
 		return nil, errors.New("provisioner: LeaseNow needs a lease id, a runner name and labels")
 	}
-	if p.cfg.Bootstrapper == nil || p.cfg.GitHub == nil {
+	if p.cfg.Bootstrapper == nil || (p.cfg.GitHub == nil && !req.InstallOnly) {
 		return nil, errors.New("provisioner: LeaseNow needs GitHub and a bootstrapper")
 	}
 	progress := req.Progress
 	if progress == nil {
 		progress = func(string, ...any) {}
+	}
+	if req.Stage == nil {
+		req.Stage = func(string) {}
 	}
 	ctx, cancel := context.WithTimeout(ctx, req.Timeout)
 	defer cancel()
@@ -67,7 +91,11 @@ func (p *Provisioner) LeaseNow(ctx context.Context, req OneShotRequest) (*Lease,
 		if failure == nil {
 			l.State = StateIdle
 			l.IdleSince = p.now()
-			progress("runner %s online after %s", l.RunnerName, p.now().Sub(started).Round(time.Second))
+			if req.InstallOnly {
+				progress("host checked and runner %s installed after %s", l.RunnerName, p.now().Sub(started).Round(time.Second))
+			} else {
+				progress("runner %s online after %s", l.RunnerName, p.now().Sub(started).Round(time.Second))
+			}
 			return l, nil
 		}
 		failures = append(failures, fmt.Sprintf("%s %s: %v", offer.Provider, offer.ID, failure))
@@ -79,6 +107,9 @@ func (p *Provisioner) LeaseNow(ctx context.Context, req OneShotRequest) (*Lease,
 		cleanCancel()
 		if cerr != nil {
 			return nil, fmt.Errorf("%w; cleaning up failed too: %v", p.oneShotFailed(l, failures, failure), cerr)
+		}
+		if req.Attempts > 0 && attempt >= req.Attempts {
+			return nil, p.oneShotFailed(l, failures[:len(failures)-1], failure)
 		}
 		if ctx.Err() != nil {
 			return nil, p.oneShotFailed(l, failures, ctx.Err())
@@ -104,7 +135,8 @@ func (p *Provisioner) oneShotFailed(l *Lease, failures []string, last error) err
 // It fills the lease as it goes, so that ReleaseNow can undo every step.
 func (p *Provisioner) oneShotHost(ctx context.Context, l *Lease, class *Class, offer Offer, creds *Credentials, req OneShotRequest, progress func(string, ...any)) error {
 	prov := p.cfg.Providers[offer.Provider]
-	cr, err := p.createRequest(offer, class, Marker{Deployment: p.cfg.Deployment, LeaseID: l.ID, Expires: l.ExpiresAt}, creds)
+	req.Stage(StageCreate)
+	cr, err := p.createRequest(offer, class, Marker{Deployment: p.cfg.Deployment, LeaseID: l.ID, Expires: l.ExpiresAt, Smoke: req.Smoke}, creds)
 	if err != nil {
 		return err
 	}
@@ -119,6 +151,7 @@ func (p *Provisioner) oneShotHost(ctx context.Context, l *Lease, class *Class, o
 		l.PricePerHour = inst.PricePerHour
 	}
 	progress("instance %s created; waiting for SSH", inst.ID)
+	req.Stage(StageBoot)
 	known := p.expectedHostKey(offer.Provider, creds)
 	for {
 		ready, key, failure, notYet := p.checkBoot(ctx, offer.Provider, prov, inst.ID, creds, known)
@@ -134,19 +167,25 @@ func (p *Provisioner) oneShotHost(ctx context.Context, l *Lease, class *Class, o
 		}
 	}
 	l.State = StateBootstrapping
-	progress("SSH up at %s; registering runner %s and installing it", l.SSH.Addr(), l.RunnerName)
-	jit, err := p.cfg.GitHub.GenerateJITConfig(ctx, l.Scope, l.RunnerName, req.Labels)
-	if err != nil {
-		return fmt.Errorf("registering runner: %w", err)
+	jit := &JITConfig{RunnerName: l.RunnerName}
+	if req.InstallOnly {
+		progress("SSH up at %s; checking the host and installing runner %s (not registered: no GitHub)", l.SSH.Addr(), l.RunnerName)
+	} else {
+		progress("SSH up at %s; registering runner %s and installing it", l.SSH.Addr(), l.RunnerName)
+		req.Stage(StageRegister)
+		if jit, err = p.cfg.GitHub.GenerateJITConfig(ctx, l.Scope, l.RunnerName, req.Labels); err != nil {
+			return fmt.Errorf("registering runner: %w", err)
+		}
+		l.RunnerID = jit.RunnerID
 	}
-	l.RunnerID = jit.RunnerID
+	req.Stage(StageBootstrap)
 	ep, err := p.dialEndpoint(ctx, offer.Provider, l.SSH)
 	if err != nil {
 		return err
 	}
 	res, err := p.cfg.Bootstrapper.Bootstrap(ctx, BootstrapRequest{
 		ProbeRequest: ProbeRequest{Endpoint: ep, Credentials: creds, KnownHostKey: l.HostKey},
-		JIT:          jit, CheckGPU: class.CheckGPU, Scope: l.Scope,
+		JIT:          jit, CheckGPU: class.CheckGPU, Scope: l.Scope, InstallOnly: req.InstallOnly,
 	})
 	if err != nil {
 		return err
@@ -154,6 +193,13 @@ func (p *Provisioner) oneShotHost(ctx context.Context, l *Lease, class *Class, o
 	if res.GPUInfo != "" {
 		progress("GPU: %s", res.GPUInfo)
 	}
+	if res.RunnerVersion != "" {
+		progress("host %s; runner %s installed, its tarball's sha256 verified (%s)", res.Arch, res.RunnerVersion, res.RunnerSHA256)
+	}
+	if req.InstallOnly {
+		return nil
+	}
+	req.Stage(StageOnline)
 	progress("runner started; waiting for GitHub to show it online")
 	for {
 		r, err := p.cfg.GitHub.Runner(ctx, l.Scope, l.RunnerID)
@@ -175,11 +221,14 @@ func (p *Provisioner) oneShotHost(ctx context.Context, l *Lease, class *Class, o
 // only those can run it; everything already gone counts as done.
 func (p *Provisioner) ReleaseNow(ctx context.Context, l *Lease) error {
 	var errs []error
-	if l.RunnerID != 0 {
+	switch {
+	case p.cfg.GitHub == nil:
+		// An InstallOnly lease registered no runner.
+	case l.RunnerID != 0:
 		if err := p.cfg.GitHub.RemoveRunner(ctx, l.Scope, l.RunnerID); err != nil {
 			errs = append(errs, fmt.Errorf("removing runner %s: %w", l.RunnerName, err))
 		}
-	} else if l.RunnerName != "" {
+	case l.RunnerName != "":
 		r, err := p.cfg.GitHub.RunnerByName(ctx, l.Scope, l.RunnerName)
 		switch {
 		case errors.Is(err, ErrNotFound):

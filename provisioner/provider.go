@@ -140,30 +140,44 @@ type Marker struct {
 	Deployment string
 	LeaseID    string
 	Expires    time.Time
+	// Smoke marks the host of a `crabbox-runner smoke` run: the next smoke
+	// destroys any such host it finds, as one a killed smoke left behind.
+	// gc treats it as any other lease's host.
+	Smoke bool
 }
 
-const markerPrefix = "crabbox"
+const (
+	markerPrefix = "crabbox"
+	markerSmoke  = "smoke"
+)
 
-// String encodes the marker as a single label: crabbox:<deployment>:<lease>:<expiry unix>.
-// It fits Vast's label and Lambda's instance name (64 characters) for
-// deployment names up to 24 characters.
+// String encodes the marker as a single label:
+// crabbox:<deployment>:<lease>:<expiry unix>, with ":smoke" after it for a
+// smoke's host. It fits Vast's label and Lambda's instance name (64
+// characters) for deployment names up to 24 characters (18 for a smoke).
 func (m Marker) String() string {
-	return fmt.Sprintf("%s:%s:%s:%d", markerPrefix, m.Deployment, m.LeaseID, m.Expires.Unix())
+	s := fmt.Sprintf("%s:%s:%s:%d", markerPrefix, m.Deployment, m.LeaseID, m.Expires.Unix())
+	if m.Smoke {
+		s += ":" + markerSmoke
+	}
+	return s
 }
 
 // IsZero reports whether the marker is unset.
 func (m Marker) IsZero() bool { return m.Deployment == "" && m.LeaseID == "" }
 
 // ParseMarker decodes a label written by Marker.String. ok is false for any
-// label crabbox-runner did not write.
+// label crabbox-runner did not write. Markers written before the smoke
+// mark existed (four fields) stay valid.
 func ParseMarker(label string) (m Marker, ok bool) {
 	parts := strings.Split(strings.TrimSpace(label), ":")
-	if len(parts) != 4 || parts[0] != markerPrefix || parts[1] == "" || parts[2] == "" {
+	smoke := len(parts) == 5 && parts[4] == markerSmoke
+	if (len(parts) != 4 && !smoke) || parts[0] != markerPrefix || parts[1] == "" || parts[2] == "" {
 		return Marker{}, false
 	}
 	exp, err := strconv.ParseInt(parts[3], 10, 64)
 	if err != nil || exp <= 0 {
 		return Marker{}, false
 	}
-	return Marker{Deployment: parts[1], LeaseID: parts[2], Expires: time.Unix(exp, 0).UTC()}, true
+	return Marker{Deployment: parts[1], LeaseID: parts[2], Expires: time.Unix(exp, 0).UTC(), Smoke: smoke}, true
 }

@@ -85,6 +85,16 @@ func TestMarker(t *testing.T) {
 	if len(m.String()) > 64 {
 		t.Errorf("marker %q longer than Lambda's 64-character name", m.String())
 	}
+	// A smoke's marker carries a fifth field; the four-field markers
+	// written before it existed still parse, as not a smoke's.
+	s := m
+	s.Smoke = true
+	if got, ok := provisioner.ParseMarker(s.String()); !ok || got != s || !strings.HasSuffix(s.String(), ":smoke") {
+		t.Fatalf("smoke round trip %q → %+v %v", s.String(), got, ok)
+	}
+	if got, ok := provisioner.ParseMarker("crabbox:acme-gpu:labc:1700000000"); !ok || got.Smoke || got.LeaseID != "labc" {
+		t.Fatalf("old marker → %+v %v", got, ok)
+	}
 }
 
 func TestDuplicateDeliveriesOneLease(t *testing.T) {

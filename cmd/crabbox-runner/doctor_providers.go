@@ -135,14 +135,7 @@ func (d *doctor) checkProviderKey(ctx context.Context, name string, cfg *config.
 // providerProblem tells a rejected key from an API that did not answer.
 func providerProblem(name string, cfg *config.Config, err error) (string, string) {
 	keyVar, urlVar := providerEnv(name)
-	status, code := 0, ""
-	if ae, ok := vast.IsAPIError(err); ok {
-		status, code = ae.Status, ae.Code
-	}
-	var le *lambda.APIError
-	if errors.As(err, &le) {
-		status, code = le.Status, le.Code
-	}
+	status, code := providerAPIStatus(err)
 	apiURL := cfg.Providers.Vast.APIURL
 	if name == lambda.Name {
 		apiURL = cfg.Providers.Lambda.APIURL
@@ -163,4 +156,17 @@ func providerProblem(name string, cfg *config.Config, err error) (string, string
 		return "no answer in time from " + apiURL + ": " + err.Error(), "check " + urlVar + ", DNS, the firewall and any proxy"
 	}
 	return "the API is unreachable at " + apiURL + ": " + err.Error(), "check " + urlVar + ", DNS, the firewall and any proxy"
+}
+
+// providerAPIStatus is the HTTP status and error code a provider's API
+// answered with, when err carries one (0 and "" otherwise).
+func providerAPIStatus(err error) (status int, code string) {
+	if ae, ok := vast.IsAPIError(err); ok {
+		status, code = ae.Status, ae.Code
+	}
+	var le *lambda.APIError
+	if errors.As(err, &le) {
+		status, code = le.Status, le.Code
+	}
+	return status, code
 }

@@ -38,8 +38,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, getenv co
 	root := newRootCmd(stdout, stderr, getenv)
 	root.SetArgs(args)
 	if err := root.ExecuteContext(ctx); err != nil {
-		fmt.Fprintln(stderr, "crabbox-runner:", err)
 		var ee exitError
+		if !errors.As(err, &ee) || !ee.quiet {
+			fmt.Fprintln(stderr, "crabbox-runner:", err)
+		}
 		if errors.As(err, &ee) {
 			return ee.code
 		}
@@ -48,10 +50,12 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, getenv co
 	return 0
 }
 
-// exitError carries an exit code other than 1.
+// exitError carries an exit code other than 1. quiet: the command has
+// already said why (smoke's classification must stay the last line).
 type exitError struct {
-	code int
-	err  error
+	code  int
+	err   error
+	quiet bool
 }
 
 func (e exitError) Error() string { return e.err.Error() }
@@ -86,6 +90,7 @@ Configuration: flags > environment (CRABBOX_*) > config file (crabbox-runner.yam
 		newDoctorCmd(g, getenv),
 		newVersionCmd(),
 		newActionCmd(g, getenv),
+		newSmokeCmd(g, getenv),
 	)
 	return root
 }

@@ -2,6 +2,7 @@ package main
 
 import (
 	"log/slog"
+	"net/http"
 
 	"github.com/crabbox/crabbox-runner/internal/config"
 	"github.com/crabbox/crabbox-runner/providers/lambda"
@@ -23,13 +24,14 @@ var lambdaHook func(*lambda.Options)
 // through lambda.Provider.CountRequests, which serve calls once its metrics
 // exist (countProviderRequests in providers.go).
 func init() {
-	providerFactories[lambda.Name] = func(cfg *config.Config, log *slog.Logger) (provisioner.Provider, error) {
+	providerFactories[lambda.Name] = func(cfg *config.Config, log *slog.Logger, hc *http.Client) (provisioner.Provider, error) {
 		opts := lambda.Options{
 			APIKey:             cfg.LambdaAPIKey,
 			APIURL:             cfg.Providers.Lambda.APIURL,
 			SSHUser:            cfg.Providers.Lambda.SSHUser,
 			MinRequestInterval: cfg.Providers.Lambda.MinRequestInterval,
 			LaunchInterval:     cfg.Providers.Lambda.LaunchInterval,
+			HTTPClient:         hc,
 			Logger:             log.With("component", "lambda"),
 		}
 		if lambdaHook != nil {

@@ -2,6 +2,7 @@ package main
 
 import (
 	"log/slog"
+	"net/http"
 
 	"github.com/crabbox/crabbox-runner/internal/config"
 	"github.com/crabbox/crabbox-runner/providers/vast"
@@ -15,12 +16,13 @@ import (
 // counts its HTTP attempts in crabbox_provider_requests_total{provider=
 // "vast"} through Provider.CountRequests (countProviderRequests, app.go).
 func init() {
-	providerFactories[vast.Name] = func(cfg *config.Config, log *slog.Logger) (provisioner.Provider, error) {
+	providerFactories[vast.Name] = func(cfg *config.Config, log *slog.Logger, hc *http.Client) (provisioner.Provider, error) {
 		return vast.New(vast.Config{
 			APIKey:             cfg.VastAPIKey,
 			APIURL:             cfg.Providers.Vast.APIURL,
 			SSHUser:            cfg.Providers.Vast.SSHUser,
 			MinRequestInterval: cfg.Providers.Vast.MinRequestInterval,
+			HTTPClient:         hc,
 			Logger:             log.With("component", "vast"),
 		})
 	}

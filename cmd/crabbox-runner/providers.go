@@ -3,6 +3,7 @@ package main
 import (
 	"fmt"
 	"log/slog"
+	"net/http"
 	"sort"
 	"strings"
 
@@ -13,16 +14,23 @@ import (
 )
 
 // providerFactory builds a provider from the configuration. Each provider
-// registers its factory from its own file (provider_<name>.go).
-type providerFactory func(cfg *config.Config, log *slog.Logger) (provisioner.Provider, error)
+// registers its factory from its own file (provider_<name>.go). hc, when
+// not nil, carries the provider's API requests (the smoke's --record).
+type providerFactory func(cfg *config.Config, log *slog.Logger, hc *http.Client) (provisioner.Provider, error)
 
 var providerFactories = map[string]providerFactory{
-	"local": func(cfg *config.Config, log *slog.Logger) (provisioner.Provider, error) {
+	"local": func(cfg *config.Config, log *slog.Logger, _ *http.Client) (provisioner.Provider, error) {
 		return local.New(local.Options{Dir: cfg.Providers.Local.Dir, Logger: log.With("component", "local")})
 	},
 }
 
 func newProvider(name string, cfg *config.Config, log *slog.Logger) (provisioner.Provider, error) {
+	return newProviderHTTP(name, cfg, log, nil)
+}
+
+// newProviderHTTP is newProvider with the provider's API requests sent
+// through hc (nil: the provider's own client).
+func newProviderHTTP(name string, cfg *config.Config, log *slog.Logger, hc *http.Client) (provisioner.Provider, error) {
 	f, ok := providerFactories[name]
 	if !ok {
 		names := make([]string, 0, len(providerFactories))
@@ -32,7 +40,7 @@ func newProvider(name string, cfg *config.Config, log *slog.Logger) (provisioner
 		sort.Strings(names)
 		return nil, fmt.Errorf("provider %s is not available (available: %s)", name, strings.Join(names, ", "))
 	}
-	p, err := f(cfg, log)
+	p, err := f(cfg, log, hc)
 	if err != nil {
 		return nil, fmt.Errorf("provider %s: %w", name, err)
 	}

@@ -58,6 +58,9 @@ const (
 	TagLease      = "crabbox-lease"
 	TagExpires    = "crabbox-expires"
 	TagClass      = "crabbox-class"
+	// TagSmoke marks a `crabbox-runner smoke` host (provisioner.Marker's
+	// Smoke), so the mark survives a renamed instance as the rest does.
+	TagSmoke = "crabbox-smoke"
 )
 
 // Options configure a Provider.
@@ -385,6 +388,9 @@ func markerTags(m provisioner.Marker, class string) ([]Tag, error) {
 	if class != "" {
 		tags = append(tags, Tag{TagClass, class})
 	}
+	if m.Smoke {
+		tags = append(tags, Tag{TagSmoke, "true"})
+	}
 	for _, t := range tags {
 		if !tagKeyRE.MatchString(t.Key) || len(t.Key) > 55 || len(t.Value) > 128 {
 			return nil, fmt.Errorf("lambda: tag %s=%q does not fit Lambda's limits", t.Key, t.Value)
@@ -405,6 +411,8 @@ func markerFromTags(tags []Tag) (provisioner.Marker, bool) {
 			m.LeaseID = t.Value
 		case TagExpires:
 			exp = t.Value
+		case TagSmoke:
+			m.Smoke = t.Value == "true"
 		}
 	}
 	e, err := time.Parse(time.RFC3339, exp)
@@ -426,6 +434,7 @@ func markerOf(li *Instance) (provisioner.Marker, bool) {
 		if byName.Deployment != byTags.Deployment || byName.LeaseID != byTags.LeaseID {
 			return provisioner.Marker{}, false
 		}
+		byName.Smoke = byName.Smoke || byTags.Smoke
 		return byName, true
 	case okName:
 		return byName, true
