@@ -12,6 +12,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/crabbox/crabbox-runner/internal/config"
+	"github.com/crabbox/crabbox-runner/internal/exchange"
 	"github.com/crabbox/crabbox-runner/providers/lambda"
 	"github.com/crabbox/crabbox-runner/providers/vast"
 	"github.com/crabbox/crabbox-runner/provisioner"
@@ -82,6 +83,7 @@ func failed(stage, reason string) smokeResult {
 
 func newSmokeCmd(g *globalFlags, getenv config.Getenv) *cobra.Command {
 	o := smokeOptions{}
+	var record string
 	cmd := &cobra.Command{
 		Use:   "smoke",
 		Short: "One real lease on one provider, bounded in money and time, as proof that it works",
@@ -110,6 +112,18 @@ The last line is the classification:
 See docs/live-smoke.md.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if record != "" {
+				rec, err := startRecording(record, o.Provider, &o)
+				if err != nil {
+					return err
+				}
+				defer func() {
+					if err := rec.Close(); err != nil {
+						fmt.Fprintf(cmd.ErrOrStderr(), "smoke: recording %s: %v\n", rec.Path(), err)
+					}
+				}()
+				fmt.Fprintf(cmd.ErrOrStderr(), "smoke: recording every %s API exchange, redacted, to %s\n", o.Provider, rec.Path())
+			}
 			res := runSmoke(cmd.Context(), g, getenv, o, cmd.OutOrStdout(), cmd.ErrOrStderr())
 			if res.code() != 0 {
 				// Already printed as the last line of the transcript.
@@ -126,7 +140,31 @@ See docs/live-smoke.md.`,
 	f.Float64Var(&o.MaxMinutes, "max-minutes", 15, "the host is destroyed by this many minutes after the start")
 	f.StringVar(&o.Scope, "scope", "", "where the JIT runner registers: an org (acme) or a repository (acme/ml); default github.scopes[0]")
 	f.BoolVar(&o.Yes, "yes", false, "rent the host; without it only read-only calls are made and the plan printed")
+	f.StringVar(&record, "record", "", "write every provider API request and answer, redacted, to a JSON Lines file in this directory (docs/live-smoke.md#recordings)")
 	return cmd
+}
+
+// startRecording makes the smoke's provider requests go through a
+// recorder, which learns every secret the smoke learns (the keys at the
+// start, then each SSH private key and JIT config) before any request
+// that could carry it.
+func startRecording(dir, provider string, o *smokeOptions) (*exchange.Recorder, error) {
+	if provider == "" {
+		return nil, errors.New("smoke: --record needs --provider")
+	}
+	rec, err := exchange.New(exchange.Options{Dir: dir, Provider: provider, Tool: "crabbox-runner " + version})
+	if err != nil {
+		return nil, err
+	}
+	o.HTTPClient = rec.Client(o.HTTPClient)
+	learn := o.OnSecret
+	o.OnSecret = func(secret string) {
+		rec.Learn(secret)
+		if learn != nil {
+			learn(secret)
+		}
+	}
+	return rec, nil
 }
 
 // smoke is one run.

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"net/http"
@@ -214,7 +215,8 @@ func TestSmokePassed(t *testing.T) {
 	}{{"vast", true}, {"lambda", true}, {"vast", false}} {
 		t.Run(fmt.Sprintf("%s/github=%v", tc.provider, tc.github), func(t *testing.T) {
 			r := newSmokeRig(t, smokeRigOptions{github: tc.github})
-			args := []string{"--provider", tc.provider, "--gpu", "A100", "--max-price", "2", "--yes"}
+			recDir := t.TempDir()
+			args := []string{"--provider", tc.provider, "--gpu", "A100", "--max-price", "2", "--yes", "--record", recDir}
 			if tc.github {
 				args = append(args, "--scope", actionRepo)
 			}
@@ -258,6 +260,27 @@ func TestSmokePassed(t *testing.T) {
 				made = 2 // and the JIT config
 			}
 			r.noSecrets(out+errs, made)
+			// --record: every provider exchange, from the key check to
+			// the verification that the host is gone, and no secret of
+			// the run in the file.
+			files, _ := filepath.Glob(filepath.Join(recDir, tc.provider+"-*.jsonl"))
+			if len(files) != 1 {
+				t.Fatalf("recordings in %s: %v, want one", recDir, files)
+			}
+			rec, err := os.ReadFile(files[0])
+			if err != nil {
+				t.Fatal(err)
+			}
+			wantCalls := map[string][]string{
+				"vast":   {`"method":"PUT","path":"/api/v0/asks/`, `"method":"DELETE","path":"/api/v0/instances/`},
+				"lambda": {`"method":"POST","path":"/api/v1/instance-operations/launch"`, `"path":"/api/v1/instance-operations/terminate"`},
+			}[tc.provider]
+			for _, w := range append(wantCalls, `"source":"real"`, `"tool":"crabbox-runner `) {
+				if !bytes.Contains(rec, []byte(w)) {
+					t.Errorf("the recording lacks %s", w)
+				}
+			}
+			r.noSecrets(string(rec), made)
 		})
 	}
 }

@@ -148,6 +148,11 @@ func (r *Recorder) writeLine(v any) error {
 	return nil
 }
 
+// Learn adds a secret the run made after the recording began (a lease's
+// SSH private key, a JIT config): it is redacted from every exchange
+// recorded after this call.
+func (r *Recorder) Learn(secret string) { r.red.learn([][]byte{[]byte(secret)}) }
+
 // record redacts and appends one exchange.
 func (r *Recorder) record(e *Exchange) {
 	r.mu.Lock()
