@@ -1,7 +1,6 @@
 package lambda_test
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -12,11 +11,11 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
-	"strings"
 	"testing"
 	"time"
 
 	"github.com/crabbox/crabbox-runner/internal/exchange"
+	"github.com/crabbox/crabbox-runner/internal/exchange/replaytest"
 	"github.com/crabbox/crabbox-runner/providers/lambda"
 	"github.com/crabbox/crabbox-runner/providers/lambda/lambdatest"
 	"github.com/crabbox/crabbox-runner/provisioner"
@@ -89,86 +88,21 @@ func TestRecordFakeLifecycle(t *testing.T) {
 	if err := rec.Close(); err != nil {
 		t.Fatal(err)
 	}
-	checkFreshRecording(t, rec.Path(), secrets...)
+	suite.CheckFresh(t, rec.Path(), secrets...)
 }
 
-// checkFreshRecording holds a recording just made to what the suite
-// holds the shipped ones to, so the generator and the fake cannot drift
-// apart unnoticed, and searches it for the run's secrets.
-func checkFreshRecording(t *testing.T, path string, secrets ...[]byte) {
-	t.Helper()
-	data, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, s := range secrets {
-		if bytes.Contains(data, s) {
-			t.Errorf("the recording holds a secret of the run")
-		}
-	}
-	rec, err := exchange.ReadFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Run("client", func(t *testing.T) { replayClient(t, rec) })
-	t.Run("fake", func(t *testing.T) {
-		if diffs := compareFake(t, rec); len(diffs) > 0 {
-			t.Errorf("the fake disagrees with its own recording:\n  %s", strings.Join(diffs, "\n  "))
-		}
-	})
-}
+// suite is this provider's replay suite (internal/exchange/replaytest).
+var suite = replaytest.Suite{Provider: "lambda", Dir: recordedDir, Client: replayClient, Fake: compareFake}
 
-func TestReplayRecorded(t *testing.T) {
-	files, err := filepath.Glob(filepath.Join(recordedDir, "*.jsonl"))
-	if err != nil || len(files) == 0 {
-		t.Fatalf("no recordings under %s (%v)", recordedDir, err)
-	}
-	for _, file := range files {
-		t.Run(filepath.Base(file), func(t *testing.T) {
-			rec, err := exchange.ReadFile(file)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if rec.Header.Provider != "lambda" {
-				t.Fatalf("provider %q in the lambda directory", rec.Header.Provider)
-			}
-			t.Run("client", func(t *testing.T) { replayClient(t, rec) })
-			t.Run("fake", func(t *testing.T) {
-				if diffs := compareFake(t, rec); len(diffs) > 0 {
-					t.Errorf("the fake disagrees with the %s recording:\n  %s", rec.Header.Source, strings.Join(diffs, "\n  "))
-				}
-			})
-		})
-	}
-}
+func TestReplayRecorded(t *testing.T) { suite.RunAll(t) }
 
 // TestReplayNamesAChangedField changes one field of a recorded answer and
 // expects the comparison with the fake to name it.
 func TestReplayNamesAChangedField(t *testing.T) {
-	rec, err := exchange.ReadFile(filepath.Join(recordedDir, "fake-lifecycle.jsonl"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	changed := false
-	for i, e := range rec.Exchanges {
-		if e.Method == http.MethodGet && e.Path == "/api/v1/instance-types" && e.Status == 200 {
-			// price_cents_per_hour: an integer at Lambda, now a string.
-			body := regexp.MustCompile(`"price_cents_per_hour":\d+`).ReplaceAll(e.RespBody, []byte(`"price_cents_per_hour":"129"`))
-			rec.Exchanges[i].RespBody, changed = body, string(body) != string(e.RespBody)
-			break
-		}
-	}
-	if !changed {
-		t.Fatal("no instance-types answer in the recording")
-	}
-	diffs := compareFake(t, rec)
-	want := "instance_type.price_cents_per_hour: recorded string, fake number"
-	for _, d := range diffs {
-		if strings.Contains(d, want) {
-			return
-		}
-	}
-	t.Fatalf("the comparison did not name the changed field (%q); it said:\n%s", want, strings.Join(diffs, "\n"))
+	// price_cents_per_hour: an integer at Lambda, made a string.
+	suite.NamesAChangedField(t, "fake-lifecycle.jsonl", func(e *exchange.Exchange) bool {
+		return e.Method == http.MethodGet && e.Path == "/api/v1/instance-types" && e.Status == 200
+	}, regexp.MustCompile(`"price_cents_per_hour":\d+`), `"price_cents_per_hour":"129"`, "instance_type.price_cents_per_hour: recorded string, fake number")
 }
 
 func compareFake(t *testing.T, rec *exchange.Recording) []string {

@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/crabbox/crabbox-runner/internal/exchange"
+	"github.com/crabbox/crabbox-runner/internal/exchange/replaytest"
 	"github.com/crabbox/crabbox-runner/providers/vast"
 	"github.com/crabbox/crabbox-runner/providers/vast/vasttest"
 	"github.com/crabbox/crabbox-runner/provisioner"
@@ -87,94 +88,21 @@ func TestRecordFakeLifecycle(t *testing.T) {
 	if err := rec.Close(); err != nil {
 		t.Fatal(err)
 	}
-	checkFreshRecording(t, rec.Path(), secrets...)
+	suite.CheckFresh(t, rec.Path(), secrets...)
 }
 
-// checkFreshRecording holds a recording just made to what the suite
-// holds the shipped ones to, so the generator and the fake cannot drift
-// apart unnoticed, and searches it for the run's secrets.
-func checkFreshRecording(t *testing.T, path string, secrets ...[]byte) {
-	t.Helper()
-	data, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, s := range secrets {
-		if bytes.Contains(data, s) {
-			t.Errorf("the recording holds a secret of the run")
-		}
-	}
-	rec, err := exchange.ReadFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Run("client", func(t *testing.T) { replayClient(t, rec) })
-	t.Run("fake", func(t *testing.T) {
-		if diffs := compareFake(t, rec); len(diffs) > 0 {
-			t.Errorf("the fake disagrees with its own recording:\n  %s", strings.Join(diffs, "\n  "))
-		}
-	})
-}
+// suite is this provider's replay suite (internal/exchange/replaytest).
+var suite = replaytest.Suite{Provider: "vast", Dir: recordedDir, Client: replayClient, Fake: compareFake}
 
-func recordings(t *testing.T) []string {
-	t.Helper()
-	files, err := filepath.Glob(filepath.Join(recordedDir, "*.jsonl"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(files) == 0 {
-		t.Fatalf("no recordings under %s", recordedDir)
-	}
-	return files
-}
-
-func TestReplayRecorded(t *testing.T) {
-	for _, file := range recordings(t) {
-		t.Run(filepath.Base(file), func(t *testing.T) {
-			rec, err := exchange.ReadFile(file)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if rec.Header.Provider != "vast" {
-				t.Fatalf("provider %q in the vast directory", rec.Header.Provider)
-			}
-			t.Run("client", func(t *testing.T) { replayClient(t, rec) })
-			t.Run("fake", func(t *testing.T) {
-				if diffs := compareFake(t, rec); len(diffs) > 0 {
-					t.Errorf("the fake disagrees with the %s recording:\n  %s", rec.Header.Source, strings.Join(diffs, "\n  "))
-				}
-			})
-		})
-	}
-}
+func TestReplayRecorded(t *testing.T) { suite.RunAll(t) }
 
 // TestReplayNamesAChangedField changes one field of a recorded answer and
 // expects the comparison with the fake to name it.
 func TestReplayNamesAChangedField(t *testing.T) {
-	rec, err := exchange.ReadFile(filepath.Join(recordedDir, "fake-lifecycle.jsonl"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	changed := false
-	for i, e := range rec.Exchanges {
-		if e.Method == http.MethodPost && e.Path == "/api/v0/bundles/" && e.Status == 200 {
-			// dph_total: a number at Vast, now a string.
-			body := regexp.MustCompile(`"dph_total":[0-9.e+-]+`).ReplaceAll(e.RespBody, []byte(`"dph_total":"0.5"`))
-			rec.Exchanges[i].RespBody, changed = body, !bytes.Equal(body, e.RespBody)
-			break
-		}
-	}
-	if !changed {
-		t.Fatal("no search answer with dph_total in the recording")
-	}
-	diffs := compareFake(t, rec)
-	want := "offers[0].dph_total: recorded string, fake number"
-	for _, d := range diffs {
-		if strings.Contains(d, want) {
-			return
-		}
-	}
-	t.Fatalf("the comparison did not name the changed field (%q); it said:\n%s", want, strings.Join(diffs, "\n"))
+	// dph_total: a number at Vast, made a string.
+	suite.NamesAChangedField(t, "fake-lifecycle.jsonl", func(e *exchange.Exchange) bool {
+		return e.Method == http.MethodPost && e.Path == "/api/v0/bundles/" && e.Status == 200
+	}, regexp.MustCompile(`"dph_total":[0-9.e+-]+`), `"dph_total":"0.5"`, "offers[0].dph_total: recorded string, fake number")
 }
 
 func compareFake(t *testing.T, rec *exchange.Recording) []string {
