@@ -224,7 +224,7 @@ func (p *Provisioner) recoverByMarker(ctx context.Context, l *Lease, adopt bool)
 			if inst.Marker.LeaseID != l.ID {
 				continue
 			}
-			if adopt && kept == nil && inst.Status != InstanceFailed && inst.Status != InstanceGone {
+			if adopt && kept == nil && !inst.Status.Ended() {
 				inst.Provider = name
 				kept = inst
 				p.log.Info("adopting instance created before a restart", "lease_id", l.ID, "instance_id", inst.ID)

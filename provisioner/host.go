@@ -52,7 +52,7 @@ func (p *Provisioner) checkBoot(ctx context.Context, provider string, prov Provi
 		return nil, "", fmt.Errorf("instance %s disappeared while booting", id), nil
 	case err != nil:
 		return nil, "", nil, err
-	case inst.Status == InstanceFailed || inst.Status == InstanceGone:
+	case inst.Status.Ended():
 		return nil, "", fmt.Errorf("instance %s failed to boot: %s", inst.ID, inst.StatusMessage), nil
 	case inst.Status != InstanceRunning || inst.SSH.Host == "":
 		return nil, "", nil, fmt.Errorf("instance %s is %s", inst.ID, inst.Status)

@@ -24,6 +24,7 @@ func (p *Provisioner) reserve(ctx context.Context, log *slog.Logger, id string, 
 	attempt := func(l *Lease) {
 		l.Attempts++
 		l.Provider, l.OfferID, l.GPU, l.PricePerHour, l.Region = offer.Provider, offer.ID, offer.GPU, offer.PricePerHour, offer.Region
+		l.Interruptible = offer.Interruptible
 		l.MachineID = offer.MachineID
 	}
 	err := p.cfg.Store.InTx(ctx, func(tx Tx) error {

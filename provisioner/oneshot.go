@@ -141,6 +141,7 @@ func (p *Provisioner) oneShotHost(ctx context.Context, l *Lease, class *Class, o
 		return err
 	}
 	l.Provider, l.OfferID, l.GPU, l.PricePerHour, l.Region, l.MachineID = offer.Provider, offer.ID, offer.GPU, offer.PricePerHour, offer.Region, offer.MachineID
+	l.Interruptible = offer.Interruptible
 	l.Attempts++
 	inst, err := prov.Create(ctx, cr)
 	if err != nil {

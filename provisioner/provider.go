@@ -77,6 +77,12 @@ type Offer struct {
 	// ask), so concurrent leases must not go after the same offer. Offers
 	// with capacity behind them (a Lambda type in a region) are not.
 	Exclusive bool
+	// Interruptible: the offer is a bid (Vast interruptible instance) at
+	// BidPerHour; PricePerHour is that bid plus the hourly storage. The
+	// market may take the host back mid-job (InstanceOutbid).
+	Interruptible bool
+	// BidPerHour is the bid sent with the create, USD per machine-hour.
+	BidPerHour float64
 	// Image is what the host would run: the container image of a Vast
 	// offer, the machine image chosen for a Lambda offer's region and
 	// architecture ("<family>@<arch>", or the image id the class names).
@@ -110,12 +116,33 @@ type HostKeyPair struct {
 type InstanceStatus string
 
 // Instance states. Failed instances never become running on their own.
+// Outbid, preempted and stopped hosts are lost to the job they hold (the
+// provider may resume them later, without its processes); an unreachable
+// host may be a heartbeat blip and counts as lost only once it stays so
+// (hostwatch.go). While a host boots, every state that is not pending or
+// running fails the boot (Ended).
 const (
 	InstancePending InstanceStatus = "pending"
 	InstanceRunning InstanceStatus = "running"
 	InstanceFailed  InstanceStatus = "failed"
 	InstanceGone    InstanceStatus = "gone"
+	// InstanceOutbid: an interruptible host stopped because a higher bid
+	// or an on-demand rental took its GPUs (Vast).
+	InstanceOutbid InstanceStatus = "outbid"
+	// InstancePreempted: the provider took the host back (Lambda's
+	// "preempted").
+	InstancePreempted InstanceStatus = "preempted"
+	// InstanceStopped: the host was stopped or terminated by the provider
+	// or the machine's owner, not by us.
+	InstanceStopped InstanceStatus = "stopped"
+	// InstanceUnreachable: the provider has no recent word from the host
+	// (Vast's unknown, offline).
+	InstanceUnreachable InstanceStatus = "unreachable"
 )
+
+// Ended reports whether an instance in this state will not serve a job:
+// anything but pending and running.
+func (s InstanceStatus) Ended() bool { return s != InstancePending && s != InstanceRunning }
 
 // Instance is one rented host.
 type Instance struct {

@@ -129,6 +129,9 @@ type Provisioner struct {
 	// recent and deferred serve the cheap reconcile (scan.go).
 	recent   recentRepos
 	deferred deferredLog
+	// unreachable: since when each lease's host has been unreachable
+	// (hostwatch.go).
+	unreachable unreachableSince
 }
 
 // New checks the configuration and returns a provisioner. Call Start to run

@@ -61,6 +61,10 @@ type ReconcileConfig struct {
 	// events) and completed jobs are deleted, a batch per pass (default
 	// 90 days; negative: never).
 	History time.Duration
+	// UnreachableGrace is how long an idle or busy lease's host may stay
+	// unreachable before it counts as lost (default
+	// DefaultUnreachableGrace; hostwatch.go).
+	UnreachableGrace time.Duration
 }
 
 // ReconcileArgs runs one lease pass.
@@ -228,6 +232,7 @@ type ReconcileReport struct {
 	StaleJobs        int // jobs we thought queued that GitHub has moved on
 	Redelivered      int
 	RunnerGone       int // idle or busy leases whose runner GitHub no longer has
+	HostsLost        int // idle or busy leases whose host was lost (hostwatch.go)
 	Servable         int // jobs marked unservable whose mark was cleared
 	Pruned           int // deliveries, job events, released leases and completed jobs past their retention, deleted
 	// Deferred: some background GitHub work was refused for budget
@@ -290,6 +295,16 @@ func (p *Provisioner) Reconcile(ctx context.Context) (*ReconcileReport, error) {
 		}
 	}
 
+	// The host watch goes before the runner check: a host lost mid-job
+	// takes its runner with it, and the lease must say why (LostReason).
+	lost, err := p.watchHosts(ctx, live)
+	rep.HostsLost = len(lost)
+	if err != nil {
+		errs = append(errs, err)
+	}
+	if len(lost) > 0 {
+		live = slices.DeleteFunc(slices.Clone(live), func(l *Lease) bool { return lost[l.ID] })
+	}
 	n, err := p.releaseRunnerless(ctx, live)
 	rep.RunnerGone = n
 	if err != nil {
@@ -378,9 +393,10 @@ func (p *Provisioner) Reconcile(ctx context.Context) (*ReconcileReport, error) {
 		errs = append(errs, err)
 	}
 	rep.Pruned += n
-	if rep.MissedJobs+rep.StaleJobs+rep.Redelivered+rep.Requeued+rep.RunnerGone+rep.Servable+rep.Pruned > 0 {
+	if rep.MissedJobs+rep.StaleJobs+rep.Redelivered+rep.Requeued+rep.RunnerGone+rep.HostsLost+rep.Servable+rep.Pruned > 0 {
 		p.log.Info("reconciled", "missed_jobs", rep.MissedJobs, "stale_jobs", rep.StaleJobs,
-			"redelivered", rep.Redelivered, "requeued", rep.Requeued, "runner_gone", rep.RunnerGone, "servable_again", rep.Servable, "pruned", rep.Pruned)
+			"redelivered", rep.Redelivered, "requeued", rep.Requeued, "runner_gone", rep.RunnerGone, "hosts_lost", rep.HostsLost,
+			"servable_again", rep.Servable, "pruned", rep.Pruned)
 	}
 	return rep, errors.Join(errs...)
 }
