@@ -12,12 +12,18 @@ type Class struct {
 	Providers []string // candidates, in no particular order: the cheapest fitting offer wins
 
 	MaxPricePerHour float64
-	DiskGB          int
-	Image           string // container image of Vast hosts (never sent to Lambda)
-	LambdaImage     string // machine image of Lambda hosts: family, family:<name> or id:<uuid>; empty: see providers/lambda
-	Region          string // optional region filter
-	MinReliability  float64
-	VerifiedOnly    bool
+	// InterruptibleBid, when set, lets the class run on interruptible
+	// (bid) hosts where the provider has a bid market (Vast): it bids this
+	// multiple of an offer's current minimum bid, and such offers compete
+	// on price with the on-demand ones, so the class falls back to
+	// on-demand when no bid fits. 0: on-demand only.
+	InterruptibleBid float64
+	DiskGB           int
+	Image            string // container image of Vast hosts (never sent to Lambda)
+	LambdaImage      string // machine image of Lambda hosts: family, family:<name> or id:<uuid>; empty: see providers/lambda
+	Region           string // optional region filter
+	MinReliability   float64
+	VerifiedOnly     bool
 	// DatacenterOnly takes only offers of datacenter providers where the
 	// cloud tells them apart (Vast's secure cloud); Lambda's hosts are all
 	// its own.

@@ -247,24 +247,27 @@ type ClassDefaults struct {
 
 // ClassConfig is one class as written in YAML.
 type ClassConfig struct {
-	Name            string        `yaml:"name"`
-	Labels          []string      `yaml:"labels"`
-	GPU             GPUConfig     `yaml:"gpu"`
-	Providers       []string      `yaml:"providers"`
-	MaxPricePerHour float64       `yaml:"max_price_per_hour"`
-	DiskGB          int           `yaml:"disk_gb"`
-	Image           string        `yaml:"image"`        // Vast's container image
-	LambdaImage     string        `yaml:"lambda_image"` // Lambda's machine image: family, family:<name> or id:<uuid>
-	Region          string        `yaml:"region"`
-	MinReliability  float64       `yaml:"min_reliability"`
-	VerifiedOnly    *bool         `yaml:"verified_only"`
-	DatacenterOnly  bool          `yaml:"datacenter_only"`
-	DirectSSH       *bool         `yaml:"direct_ssh"`
-	CheckGPU        *bool         `yaml:"check_gpu"`
-	BootTimeout     time.Duration `yaml:"boot_timeout"`
-	IdleTimeout     time.Duration `yaml:"idle_timeout"`
-	MaxLifetime     time.Duration `yaml:"max_lifetime"`
-	MaxLeases       int           `yaml:"max_leases"`
+	Name            string    `yaml:"name"`
+	Labels          []string  `yaml:"labels"`
+	GPU             GPUConfig `yaml:"gpu"`
+	Providers       []string  `yaml:"providers"`
+	MaxPricePerHour float64   `yaml:"max_price_per_hour"`
+	// Interruptible, when set, lets the class run on interruptible (bid)
+	// Vast hosts (docs/providers/vast.md#interruptible-hosts).
+	Interruptible  *InterruptibleConfig `yaml:"interruptible"`
+	DiskGB         int                  `yaml:"disk_gb"`
+	Image          string               `yaml:"image"`        // Vast's container image
+	LambdaImage    string               `yaml:"lambda_image"` // Lambda's machine image: family, family:<name> or id:<uuid>
+	Region         string               `yaml:"region"`
+	MinReliability float64              `yaml:"min_reliability"`
+	VerifiedOnly   *bool                `yaml:"verified_only"`
+	DatacenterOnly bool                 `yaml:"datacenter_only"`
+	DirectSSH      *bool                `yaml:"direct_ssh"`
+	CheckGPU       *bool                `yaml:"check_gpu"`
+	BootTimeout    time.Duration        `yaml:"boot_timeout"`
+	IdleTimeout    time.Duration        `yaml:"idle_timeout"`
+	MaxLifetime    time.Duration        `yaml:"max_lifetime"`
+	MaxLeases      int                  `yaml:"max_leases"`
 	// Lambda only: firewall ruleset ids and file system names to attach.
 	FirewallRulesets []string `yaml:"firewall_rulesets"`
 	FileSystems      []string `yaml:"file_systems"`
@@ -275,6 +278,14 @@ type ClassConfig struct {
 	// PublicRepositories lets jobs of public repositories spend on this
 	// class (default false: anyone can open a pull request on one).
 	PublicRepositories bool `yaml:"public_repositories"`
+}
+
+// InterruptibleConfig is a class's bid rule for interruptible hosts.
+type InterruptibleConfig struct {
+	// Bid is the multiple of an offer's current minimum bid (Vast's
+	// min_bid) to bid, from 1 to 10; the bid plus storage must still be
+	// within max_price_per_hour.
+	Bid float64 `yaml:"bid"`
 }
 
 // GPUConfig is a class's GPU requirement.
@@ -494,23 +505,24 @@ func (c *Config) ProvisionerClasses() []provisioner.Class {
 	out := make([]provisioner.Class, 0, len(c.Classes))
 	for _, cc := range c.Classes {
 		out = append(out, provisioner.Class{
-			Name:            cc.Name,
-			Labels:          cc.Labels,
-			GPU:             provisioner.GPURequirement{Name: cc.GPU.Name, Count: max(cc.GPU.Count, 1), MinMemoryGB: cc.GPU.MinMemoryGB},
-			Providers:       cc.Providers,
-			MaxPricePerHour: cc.MaxPricePerHour,
-			DiskGB:          cc.DiskGB,
-			Image:           cc.Image,
-			LambdaImage:     cc.lambdaImage(),
-			Region:          cc.Region,
-			MinReliability:  cc.MinReliability,
-			VerifiedOnly:    boolOr(cc.VerifiedOnly, true),
-			DatacenterOnly:  cc.DatacenterOnly,
-			DirectSSH:       boolOr(cc.DirectSSH, true),
-			CheckGPU:        boolOr(cc.CheckGPU, true),
-			BootTimeout:     durOr(cc.BootTimeout, c.Defaults.BootTimeout),
-			IdleTimeout:     durOr(cc.IdleTimeout, c.Defaults.IdleTimeout),
-			MaxLifetime:     durOr(cc.MaxLifetime, c.Defaults.MaxLifetime),
+			Name:             cc.Name,
+			Labels:           cc.Labels,
+			GPU:              provisioner.GPURequirement{Name: cc.GPU.Name, Count: max(cc.GPU.Count, 1), MinMemoryGB: cc.GPU.MinMemoryGB},
+			Providers:        cc.Providers,
+			MaxPricePerHour:  cc.MaxPricePerHour,
+			InterruptibleBid: cc.interruptibleBid(),
+			DiskGB:           cc.DiskGB,
+			Image:            cc.Image,
+			LambdaImage:      cc.lambdaImage(),
+			Region:           cc.Region,
+			MinReliability:   cc.MinReliability,
+			VerifiedOnly:     boolOr(cc.VerifiedOnly, true),
+			DatacenterOnly:   cc.DatacenterOnly,
+			DirectSSH:        boolOr(cc.DirectSSH, true),
+			CheckGPU:         boolOr(cc.CheckGPU, true),
+			BootTimeout:      durOr(cc.BootTimeout, c.Defaults.BootTimeout),
+			IdleTimeout:      durOr(cc.IdleTimeout, c.Defaults.IdleTimeout),
+			MaxLifetime:      durOr(cc.MaxLifetime, c.Defaults.MaxLifetime),
 
 			MaxLeases:        cc.MaxLeases,
 			FirewallRulesets: cc.FirewallRulesets,
@@ -535,6 +547,13 @@ func durOr(d, def time.Duration) time.Duration {
 		return def
 	}
 	return d
+}
+
+func (cc *ClassConfig) interruptibleBid() float64 {
+	if cc.Interruptible == nil {
+		return 0
+	}
+	return cc.Interruptible.Bid
 }
 
 // lambdaImage is the class's Lambda image: lambda_image, or, for a class

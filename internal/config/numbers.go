@@ -12,6 +12,7 @@ import (
 // dollars an hour, with GPUs of at most a few hundred GB.
 const (
 	MaxPricePerHourCeiling = 1000.0   // classes[].max_price_per_hour, USD per host-hour
+	MaxBidMultiple         = 10.0     // classes[].interruptible.bid, × the offer's minimum bid
 	MaxSpendPerHourCeiling = 100000.0 // limits.max_spend_per_hour, USD per hour
 	MaxGPUCountCeiling     = 64       // classes[].gpu.count
 	MaxGPUMemoryGBCeiling  = 10000.0  // classes[].gpu.min_memory_gb, per GPU
@@ -93,6 +94,7 @@ func (cc *ClassConfig) validateNumbers(key string) error {
 		checkInt(key+".gpu.count", int64(cc.GPU.Count), MaxGPUCountCeiling),
 		checkFloat(key+".gpu.min_memory_gb", cc.GPU.MinMemoryGB, MaxGPUMemoryGBCeiling),
 		checkFloat(key+".max_price_per_hour", cc.MaxPricePerHour, MaxPricePerHourCeiling),
+		checkFloat(key+".interruptible.bid", cc.interruptibleBid(), MaxBidMultiple),
 		checkFloat(key+".min_reliability", cc.MinReliability, 0),
 		checkInt(key+".max_leases", int64(cc.MaxLeases), 0),
 		checkInt(key+".disk_gb", int64(cc.DiskGB), MaxDiskGBCeiling),

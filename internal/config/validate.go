@@ -236,6 +236,17 @@ func (c *Config) validateClass(i int, seen map[string]bool) error {
 	if cc.MaxLeases < 0 {
 		return errf(key+".max_leases", "must not be negative")
 	}
+	if cc.Interruptible != nil {
+		// A bid under the minimum is refused by Vast (400 invalid_price);
+		// Lambda has no bid market, so a class on Lambda alone cannot use
+		// it, while a class on both bids on Vast only.
+		if b := cc.Interruptible.Bid; b < 1 || b > MaxBidMultiple {
+			return errf(key+".interruptible.bid", "must be from 1 to %g: the multiple of an offer's minimum bid to bid (1.2 bids 20%% over it)", MaxBidMultiple)
+		}
+		if !slices.Contains(cc.Providers, "vast") {
+			return errf(key+".interruptible", "only Vast has interruptible (bid) hosts; add vast to providers or remove interruptible (Lambda has no bid market)")
+		}
+	}
 	if cc.DiskGB < 0 {
 		return errf(key+".disk_gb", "must not be negative")
 	}

@@ -20,8 +20,9 @@ import (
 const cleanupTimeout = 30 * time.Second
 
 // Get returns the instance's state: booting is pending; active with an IP is
-// running with SSH on port 22 of that IP; unhealthy, terminating,
-// terminated and preempted are failed (none of them ever serves a job);
+// running with SSH on port 22 of that IP; unhealthy is failed, preempted
+// preempted, terminating and terminated stopped (none of them ever serves
+// a job again);
 // unknown states are pending, so a state Lambda adds later runs into the
 // boot timeout rather than a wrong decision. 404 is ErrNotFound.
 //
@@ -70,7 +71,15 @@ func (p *Provider) toInstance(li *Instance) *provisioner.Instance {
 			host, port = p.opts.SSHAddress(li.IP)
 		}
 		inst.SSH = provisioner.Endpoint{Host: host, Port: port, User: p.opts.SSHUser}
-	case StatusUnhealthy, StatusTerminating, StatusTerminated, StatusPreempted:
+	case StatusPreempted:
+		// Lambda took the host back (lambda-openapi.json InstanceStatus
+		// enum; lambda-cloud-api.md §6): the market, not the machine.
+		inst.Status, inst.StatusMessage = provisioner.InstancePreempted, "Lambda reports the instance "+li.Status
+	case StatusTerminating, StatusTerminated:
+		// Not by us when the provisioner still holds the lease: Lambda or
+		// the account's console ended it.
+		inst.Status, inst.StatusMessage = provisioner.InstanceStopped, "Lambda reports the instance "+li.Status
+	case StatusUnhealthy:
 		inst.Status, inst.StatusMessage = provisioner.InstanceFailed, "Lambda reports the instance "+li.Status
 	default:
 		inst.Status, inst.StatusMessage = provisioner.InstancePending, fmt.Sprintf("unknown Lambda status %q", li.Status)

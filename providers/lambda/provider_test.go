@@ -225,7 +225,7 @@ func TestStatusMapping(t *testing.T) {
 		return inst
 	}
 	waitFor(t, "instances settled", 30*time.Second, func() bool {
-		return get(ids[1]).Status == provisioner.InstanceFailed && get(ids[2]).Status == provisioner.InstanceFailed &&
+		return get(ids[1]).Status == provisioner.InstanceFailed && get(ids[2]).Status == provisioner.InstancePreempted &&
 			get(ids[3]).Status == provisioner.InstanceRunning
 	})
 	if inst := get(ids[0]); inst.Status != provisioner.InstancePending || inst.SSH.Host != "" {
@@ -247,7 +247,7 @@ func TestStatusMapping(t *testing.T) {
 	if err := fake.SetStatus(ids[3], "preempted"); err != nil {
 		t.Fatal(err)
 	}
-	if inst := get(ids[3]); inst.Status != provisioner.InstanceFailed {
+	if inst := get(ids[3]); inst.Status != provisioner.InstancePreempted {
 		t.Errorf("preempted after running: %+v", inst)
 	}
 	if _, err := p.Get(ctx, "ffffffffffffffffffffffffffffffff"); !errors.Is(err, provisioner.ErrNotFound) {
@@ -467,7 +467,7 @@ func TestGetSharesOneListing(t *testing.T) {
 	if err := p.Destroy(ctx, &provisioner.Instance{ID: ids[0]}); err != nil {
 		t.Fatal(err)
 	}
-	if inst, err := p.Get(ctx, ids[0]); err == nil && inst.Status != provisioner.InstanceFailed {
+	if inst, err := p.Get(ctx, ids[0]); err == nil && !inst.Status.Ended() {
 		t.Fatalf("Get after Destroy answered from the old listing: %+v", inst)
 	}
 	for _, id := range append(ids[1:], late.ID) {

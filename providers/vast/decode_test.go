@@ -158,11 +158,19 @@ func TestInstanceStatus(t *testing.T) {
 		{"running jupyter proxy", running(Instance{SSHHost: "ssh5.vast.ai", SSHPort: 10600, ImageRunType: "jupyter_proxy ssh_proxy"}),
 			provisioner.InstanceRunning, provisioner.Endpoint{Host: "ssh5.vast.ai", Port: 10601, User: "runner"}, ""},
 		{"exited", Instance{ActualStatus: "exited", StatusMsg: "code 1"}, provisioner.InstanceFailed, provisioner.Endpoint{}, "instance exited: code 1"},
-		{"offline", Instance{ActualStatus: "offline"}, provisioner.InstanceFailed, provisioner.Endpoint{}, "offline"},
-		{"unknown", Instance{ActualStatus: "unknown"}, provisioner.InstanceFailed, provisioner.Endpoint{}, "unknown"},
+		{"offline", Instance{ActualStatus: "offline"}, provisioner.InstanceUnreachable, provisioner.Endpoint{}, "offline"},
+		{"unknown", Instance{ActualStatus: "unknown"}, provisioner.InstanceUnreachable, provisioner.Endpoint{}, "unknown"},
+		// Outbid (vast-cli vastai/SKILL.md: "When outbid, the instance moves
+		// to `stopped`"), whichever of actual_status and cur_state says so.
+		{"outbid", Instance{ActualStatus: "stopped", IntendedStatus: "running", IsBid: true}, provisioner.InstanceOutbid, provisioner.Endpoint{}, "outbid"},
+		{"outbid by cur_state", Instance{ActualStatus: "running", IntendedStatus: "running", CurState: "stopped", IsBid: true},
+			provisioner.InstanceOutbid, provisioner.Endpoint{}, "outbid"},
+		{"on-demand stopped by its host", Instance{ActualStatus: "stopped", IntendedStatus: "running"}, provisioner.InstanceStopped, provisioner.Endpoint{}, "stopped"},
+		{"frozen", Instance{ActualStatus: "frozen"}, provisioner.InstanceStopped, provisioner.Endpoint{}, "frozen"},
+		{"bid stopped by us", Instance{ActualStatus: "stopped", IntendedStatus: "stopped", IsBid: true}, provisioner.InstanceStopped, provisioner.Endpoint{}, "stopped"},
 		{"OCI error while created", Instance{ActualStatus: "created", StatusMsg: "Error response from daemon: OCI runtime create failed: x"},
 			provisioner.InstanceFailed, provisioner.Endpoint{}, "OCI runtime create failed"},
-		{"stopped by someone", Instance{ActualStatus: "loading", IntendedStatus: "stopped"}, provisioner.InstanceFailed, provisioner.Endpoint{}, "stopped"},
+		{"stopped by someone", Instance{ActualStatus: "loading", IntendedStatus: "stopped"}, provisioner.InstanceStopped, provisioner.Endpoint{}, "stopped"},
 	}
 	for _, tc := range cases {
 		in := tc.in

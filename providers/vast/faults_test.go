@@ -49,8 +49,8 @@ func TestVanishedOfferIsUnavailable(t *testing.T) {
 	}
 }
 
-// TestHostsThatFail: every way a Vast host fails to boot ends as
-// InstanceFailed with Vast's message, or (never boots) stays pending for
+// TestHostsThatFail: every way a Vast host fails to boot ends in a state
+// that is not pending or running (Ended) with Vast's message, or (never boots) stays pending for
 // the boot timeout to catch.
 func TestHostsThatFail(t *testing.T) {
 	cases := []struct {
@@ -60,7 +60,7 @@ func TestHostsThatFail(t *testing.T) {
 		msg      string
 	}{
 		{"exits", vasttest.Behavior{FailStatus: "exited"}, provisioner.InstanceFailed, "instance exited"},
-		{"goes offline", vasttest.Behavior{FailStatus: "offline"}, provisioner.InstanceFailed, "instance offline"},
+		{"goes offline", vasttest.Behavior{FailStatus: "offline"}, provisioner.InstanceUnreachable, "instance offline"},
 		{"OCI runtime error", vasttest.Behavior{OCIError: true}, provisioner.InstanceFailed, "OCI runtime create failed"},
 	}
 	for _, tc := range cases {
@@ -103,7 +103,7 @@ func TestHostsThatFail(t *testing.T) {
 		waitStatus(t, p, inst.ID, provisioner.InstanceRunning)
 		id, _ := strconv.ParseInt(inst.ID, 10, 64)
 		fake.SetStatus(id, "offline", "host disconnected")
-		if got := waitStatus(t, p, inst.ID, provisioner.InstanceFailed); !strings.Contains(got.StatusMessage, "host disconnected") {
+		if got := waitStatus(t, p, inst.ID, provisioner.InstanceUnreachable); !strings.Contains(got.StatusMessage, "host disconnected") {
 			t.Fatalf("%+v", got)
 		}
 	})

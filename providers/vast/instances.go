@@ -27,6 +27,9 @@ type CreateParams struct {
 	OnStart       string            `json:"onstart,omitempty"`
 	Env           map[string]string `json:"env,omitempty"`
 	CancelUnavail bool              `json:"cancel_unavail"`
+	// Price, when set, makes the instance interruptible at this bid, USD
+	// per machine-hour (bids.go); unset, it is rented on demand.
+	Price *float64 `json:"price,omitempty"`
 }
 
 // Runtypes, in the space-separated token form Vast's CLI sends and its

@@ -141,6 +141,13 @@ func (p *Provider) Create(ctx context.Context, req provisioner.CreateRequest) (*
 	if req.Class.DirectSSH {
 		params.RunType = RunTypeSSHDirect
 	}
+	if req.Offer.Interruptible {
+		if req.Offer.BidPerHour <= 0 {
+			return nil, fmt.Errorf("vast: offer %d: an interruptible offer without a bid", offerID)
+		}
+		bid := req.Offer.BidPerHour
+		params.Price = &bid
+	}
 
 	id, err := p.client.CreateInstance(ctx, offerID, params)
 	var amb *errAmbiguous
@@ -149,6 +156,10 @@ func (p *Provider) Create(ctx context.Context, req provisioner.CreateRequest) (*
 	case offerGone(err):
 		p.searches.taken(offerID)
 		return nil, fmt.Errorf("vast: offer %d: %w (%w)", offerID, provisioner.ErrOfferUnavailable, err)
+	case params.Price != nil && bidRefused(err):
+		// The minimum bid rose since the search: no host, and the machine
+		// may still be rented on demand (the next offer, when it fits).
+		return nil, fmt.Errorf("vast: bid $%.4f/h on offer %d refused (the minimum bid rose since the search): %w", *params.Price, offerID, err)
 	case errors.As(err, &amb):
 		// The create may have gone through (its answer was lost or came
 		// too late): resolve it before anything else is tried, or one
@@ -202,6 +213,13 @@ func offerGone(err error) bool {
 		return false
 	}
 	return ae.Status == http.StatusNotFound || ae.Status == http.StatusGone || ae.has("no_such_ask")
+}
+
+// bidRefused reports Vast's answer to a bid it will not take: 400
+// invalid_price (vast-openapi.yaml createInstance, 400 error enum).
+func bidRefused(err error) bool {
+	ae, ok := IsAPIError(err)
+	return ok && ae.Status == http.StatusBadRequest && ae.has("invalid_price")
 }
 
 // resolveCreate looks for the instance a create with an unknown outcome

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"math"
 	"slices"
-	"strconv"
 	"strings"
 
 	"github.com/crabbox/crabbox-runner/internal/gpus"
@@ -212,7 +211,40 @@ func (p *Provider) Offers(ctx context.Context, c provisioner.Class) ([]provision
 		}
 		out = p.normalise(raw, c)
 	}
+	// Interruptible offers compete on price with the on-demand ones: the
+	// same machine may be in both lists, bid first when cheaper, so a
+	// refused bid falls back to renting it on demand.
+	if len(out) > 0 || known {
+		bids, err := p.bidOffers(ctx, c, names)
+		if err != nil {
+			if len(out) == 0 {
+				return nil, err
+			}
+			p.log.Warn("vast: bid search failed; on-demand offers only", "error", err)
+		}
+		out = append(out, bids...)
+		sortOffers(out)
+	}
 	return out, nil
+}
+
+// sortOffers puts the cheapest first; ties go to the shorter, then lower
+// id, and on-demand before a bid of the same price.
+func sortOffers(out []provisioner.Offer) {
+	slices.SortStableFunc(out, func(a, b provisioner.Offer) int {
+		return cmp.Or(cmp.Compare(a.PricePerHour, b.PricePerHour), cmp.Compare(len(a.ID), len(b.ID)), cmp.Compare(a.ID, b.ID),
+			boolCmp(a.Interruptible, b.Interruptible))
+	})
+}
+
+func boolCmp(a, b bool) int {
+	switch {
+	case a == b:
+		return 0
+	case !a:
+		return -1
+	}
+	return 1
 }
 
 func (p *Provider) normalise(raw []Offer, c provisioner.Class) []provisioner.Offer {
@@ -228,30 +260,8 @@ func (p *Provider) normalise(raw []Offer, c provisioner.Class) []provisioner.Off
 			continue
 		}
 		seen[o.ID] = true
-		rel := o.Reliability
-		if rel < 0 {
-			rel = 1 // unreported, as provisioner.Offer documents
-		}
-		of := provisioner.Offer{
-			Provider:     Name,
-			ID:           strconv.FormatInt(o.ID, 10),
-			GPU:          o.GPUName,
-			GPUCount:     o.NumGPUs,
-			GPUMemoryGB:  gpuMemoryGB(o),
-			PricePerHour: pr,
-			Region:       o.Geolocation,
-			Reliability:  rel,
-			// A Vast offer is one machine's ask: one create takes it.
-			Exclusive: true,
-			Image:     image(c),
-		}
-		if o.MachineID > 0 {
-			of.MachineID = strconv.FormatInt(o.MachineID, 10)
-		}
-		out = append(out, of)
+		out = append(out, p.offer(o, c, pr))
 	}
-	slices.SortStableFunc(out, func(a, b provisioner.Offer) int {
-		return cmp.Or(cmp.Compare(a.PricePerHour, b.PricePerHour), cmp.Compare(len(a.ID), len(b.ID)), cmp.Compare(a.ID, b.ID))
-	})
+	sortOffers(out)
 	return out
 }

@@ -21,16 +21,38 @@ var fatalMessages = []string{
 
 // instanceStatus maps Vast's actual_status (and status_msg) to the
 // provisioner's states. Running needs SSH details as well; see convert.
+//
+// A host lost after it ran is told apart by kind (provisioner/hostwatch.go):
+//   - stopped on an interruptible (is_bid) instance is an outbid: "If another
+//     user places a higher bid or creates an on demand rental for the same
+//     resources then your instance will be stopped" (vast-ai/docs
+//     instances/rental-types.mdx); "When outbid, the instance moves to
+//     `stopped` (not destroyed) and storage charges continue"
+//     (vast-ai/vast-cli vastai/SKILL.md). Whether cur_state or only
+//     actual_status says stopped is not documented: either counts.
+//   - stopped or frozen otherwise: we never stop an instance, so the host
+//     (a contract that ran out, maintenance) or Vast did.
+//   - exited: the container's process exited unexpectedly (docs
+//     show-instance; SKILL.md): the host failed.
+//   - unknown, offline: no recent heartbeat, host disconnected: maybe a
+//     blip; the host watch waits before counting it lost.
 func instanceStatus(in *Instance) (provisioner.InstanceStatus, string) {
 	st := strings.ToLower(in.ActualStatus)
 	msg := in.StatusMsg
-	switch st {
-	case "running":
+	stopped := st == "stopped" || st == "frozen" || strings.EqualFold(in.CurState, "stopped")
+	switch {
+	case in.IsBid && stopped && !strings.EqualFold(in.IntendedStatus, "stopped"):
+		return provisioner.InstanceOutbid, describe("interruptible instance stopped (outbid)", msg)
+	case st == "running":
 		return provisioner.InstanceRunning, msg
-	case "exited", "offline", "unknown", "stopped", "frozen":
-		// Dead ends during provisioning: they do not come back on their
-		// own (stopped and frozen only by a call we never make).
-		return provisioner.InstanceFailed, describe("instance "+st, msg)
+	case st == "exited":
+		return provisioner.InstanceFailed, describe("instance exited", msg)
+	case st == "offline" || st == "unknown":
+		return provisioner.InstanceUnreachable, describe("instance "+st, msg)
+	case st == "stopped" || st == "frozen":
+		// They do not come back on their own (stopped and frozen only by
+		// a call we never make).
+		return provisioner.InstanceStopped, describe("instance "+st, msg)
 	}
 	lower := strings.ToLower(msg)
 	for _, f := range fatalMessages {
@@ -38,8 +60,8 @@ func instanceStatus(in *Instance) (provisioner.InstanceStatus, string) {
 			return provisioner.InstanceFailed, describe("container failed to start", msg)
 		}
 	}
-	if in.IntendedStatus == "stopped" || in.CurState == "unloaded" {
-		return provisioner.InstanceFailed, describe("instance stopped (intended "+in.IntendedStatus+", state "+in.CurState+")", msg)
+	if in.IntendedStatus == "stopped" || in.CurState == "unloaded" || in.CurState == "stopped" {
+		return provisioner.InstanceStopped, describe("instance stopped (intended "+in.IntendedStatus+", state "+in.CurState+")", msg)
 	}
 	// null (provisioning), created, loading, rebooting, restarting,
 	// scheduling, and anything new: wait, and let the boot timeout decide.

@@ -120,6 +120,48 @@ func (s *Server) Instance(id int64) (Instance, bool) {
 	return in.snapshot(), true
 }
 
+// Outbid stops an interruptible instance as a higher bid (or an on-demand
+// rental of the same GPUs) does: "your instance will be stopped. Stopping
+// an instance kills the running processes" (vast-ai/docs
+// instances/rental-types.mdx); "When outbid, the instance moves to
+// `stopped` (not destroyed) and storage charges continue" (vast-ai/vast-cli
+// vastai/SKILL.md). actual_status and cur_state say stopped, intended_status
+// stays running (the renter still wants it: it resumes when its priority
+// returns), status_msg is left null (its text is not documented), SSH
+// details go, and the host's processes (the runner) die with its sshd.
+// It returns false for an instance that is not a running bid.
+func (s *Server) Outbid(id int64) bool {
+	s.mu.Lock()
+	in, ok := s.live(id)
+	if !ok || in.params.Price == nil || in.status != "running" {
+		s.mu.Unlock()
+		return false
+	}
+	in.status, in.curState, in.statusMsg = "stopped", "stopped", ""
+	h := in.host
+	in.host = nil
+	s.mu.Unlock()
+	if h != nil {
+		if err := h.close(); err != nil {
+			s.logf("instance %d: stopping host: %v", id, err)
+		}
+	}
+	s.logf("instance %d outbid: stopped", id)
+	return true
+}
+
+// SetMinBid changes an offer's current min_bid, as other renters' bids
+// move it.
+func (s *Server) SetMinBid(offerID int64, minBid float64) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for i := range s.market {
+		if s.market[i].ID == offerID {
+			s.market[i].MinBid = minBid
+		}
+	}
+}
+
 // SetStatus changes an instance's actual_status and status_msg, as when a
 // running host goes offline.
 func (s *Server) SetStatus(id int64, status, msg string) {
@@ -229,6 +271,19 @@ func (s *Server) handleCreate(w http.ResponseWriter, offerID int64, body []byte)
 		return write(w, offerGone(http.StatusNotFound, offerID))
 	}
 	offer := s.market[idx]
+	if b.Price != nil {
+		// price: "Bid price per machine (in $/hour). Only for interruptible
+		// instances", minimum 0.001, maximum 128 (vast-openapi.yaml
+		// createInstance); a bid under the offer's min_bid is refused with
+		// 400 invalid_price (the spec's error enum for create; its message
+		// text is not documented, so the client must not read it).
+		switch p := *b.Price; {
+		case p < 0.001 || p > 128:
+			return write(w, badRequest("invalid_price", fmt.Sprintf("Invalid price: bid %.4f is outside 0.001–128 $/hr", p)))
+		case p < offer.MinBidPrice():
+			return write(w, badRequest("invalid_price", fmt.Sprintf("Invalid price: bid %.4f $/hr is below the current minimum bid %.4f $/hr", p, offer.MinBidPrice())))
+		}
+	}
 	disk := 8.0
 	if b.Disk != nil {
 		disk = *b.Disk
@@ -281,13 +336,18 @@ func (in *instance) view() map[string]any {
 		"extra_env": [][]string{}, "onstart": in.params.OnStart,
 		"gpu_name": o.GPUName, "num_gpus": o.NumGPUs, "gpu_ram": o.GPURAM, "gpu_totalram": o.GPURAM * float64(o.NumGPUs),
 		"cpu_cores": 16, "cpu_cores_effective": 8.0, "cpu_ram": 64000, "disk_space": in.disk,
-		"dph_total": o.DphTotal(in.disk), "dph_base": o.DphBase, "is_bid": in.params.Price != nil, "min_bid": round6(o.DphBase * 0.6),
+		"dph_total": o.DphTotal(in.disk), "dph_base": o.DphBase, "is_bid": in.params.Price != nil, "min_bid": o.MinBidPrice(),
 		"start_date": float64(in.created.UnixNano()) / 1e9, "end_date": float64(in.created.Add(30 * 24 * time.Hour).Unix()),
 		"duration": time.Since(in.created).Seconds(), "uptime_mins": nil,
 		"geolocation": o.Geolocation, "verification": map[bool]string{false: "verified", true: "unverified"}[o.Unverified],
 		"reliability2": o.Reliability, "direct_port_count": o.DirectPortCount,
 		"public_ipaddr": "127.0.0.1\n", "local_ipaddrs": "127.0.0.1 172.17.0.2\n",
 		"ssh_host": nil, "ssh_port": nil, "ssh_idx": nil, "ports": nil, "jupyter_token": "0f1e2d3c",
+	}
+	if in.params.Price != nil {
+		// A bid instance is billed at its bid plus its storage.
+		v["dph_base"] = *in.params.Price
+		v["dph_total"] = round6(*in.params.Price + o.StorageCost*in.disk/hoursPerMonth)
 	}
 	if in.status != "" {
 		v["actual_status"] = in.status

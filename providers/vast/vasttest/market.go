@@ -41,6 +41,18 @@ type Offer struct {
 	// CPUArch is the offer's cpu_arch: "amd64" when empty, "arm64" for a
 	// GH200 host.
 	CPUArch string
+	// MinBid is the offer's min_bid, $/h per machine ("current minimum bid
+	// price in $/hr for interruptible", vast-ai/vast-cli vast.py search
+	// offers help); 0: 60% of DphBase, as the fake always answered.
+	MinBid float64
+}
+
+// MinBidPrice is the offer's current min_bid.
+func (o Offer) MinBidPrice() float64 {
+	if o.MinBid > 0 {
+		return round6(o.MinBid)
+	}
+	return round6(o.DphBase * 0.6)
 }
 
 // DefaultOffers is a small market with the traps a client must avoid:
@@ -75,12 +87,23 @@ func round6(x float64) float64 { return math.Round(x*1e6) / 1e6 }
 
 // row is the offer as Vast's search answers it. Numbers are mixed ints and
 // floats, and some fields are null, as on the real service.
-func (o Offer) row(disk float64, rented bool) map[string]any {
+//
+// A bid search (type "bid": "Show 'on-demand', 'reserved', or
+// 'bid'(interruptible) pricing", vast-cli vast.py search offers) answers
+// the same machines with interruptible pricing: compute at min_bid and
+// is_bid true. How the real answer fills dph_base and dph_total for a bid
+// search is not documented; this is the plausible reading, and the client
+// prices a bid from min_bid and storage_cost alone.
+func (o Offer) row(disk float64, rented, bid bool) map[string]any {
 	verification := "verified"
 	if o.Unverified {
 		verification = "unverified"
 	}
-	total := o.DphTotal(disk)
+	total, base := o.DphTotal(disk), o.DphBase
+	if bid {
+		base = o.MinBidPrice()
+		total = round6(base + o.StorageCost*disk/hoursPerMonth)
+	}
 	return map[string]any{
 		"id": o.ID, "ask_contract_id": o.ID, "bundle_id": o.ID + 900000000,
 		"machine_id": o.MachineID, "host_id": o.HostID,
@@ -88,10 +111,10 @@ func (o Offer) row(disk float64, rented bool) map[string]any {
 		"gpu_ram": o.GPURAM, "gpu_total_ram": o.GPURAM * float64(o.NumGPUs),
 		"gpu_arch": "nvidia", "cpu_arch": cmp.Or(o.CPUArch, "amd64"),
 		"cpu_cores": nil, "cpu_cores_effective": 8.0, "cpu_ram": 64000,
-		"disk_space": o.DiskSpace, "dph_base": o.DphBase, "dph_total": total,
+		"disk_space": o.DiskSpace, "dph_base": base, "dph_total": total,
 		"storage_cost": o.StorageCost, "storage_total_cost": round6(o.StorageCost * disk / hoursPerMonth),
 		"inet_up_cost": o.InetUpCost, "inet_down_cost": o.InetDownCost,
-		"min_bid": round6(o.DphBase * 0.6), "is_bid": false,
+		"min_bid": o.MinBidPrice(), "is_bid": bid,
 		"reliability": o.Reliability, "reliability2": o.Reliability,
 		"verification": verification, "verified": !o.Unverified,
 		"rentable": true, "rented": rented, "external": o.External, "datacenter": o.Datacenter, "static_ip": false,
@@ -100,7 +123,7 @@ func (o Offer) row(disk float64, rented bool) map[string]any {
 		"compute_cap": 800, "driver_version": "550.54.15", "inet_up": 900.5, "inet_down": 1800.2,
 		"score": 100.0 / math.Max(total, 0.01), "dlperf": 30.5, "total_flops": 19.5,
 		"duration": 2592000.0, "end_date": 1893456000,
-		"search": map[string]any{"gpuCostPerHour": o.DphBase, "diskHour": round6(o.StorageCost * disk / hoursPerMonth), "totalHour": total},
+		"search": map[string]any{"gpuCostPerHour": base, "diskHour": round6(o.StorageCost * disk / hoursPerMonth), "totalHour": total},
 	}
 }
 
@@ -144,6 +167,7 @@ type searchRequest struct {
 	order   [][2]string
 	limit   int
 	disk    float64
+	bid     bool // type "bid"
 }
 
 // parseSearch checks a search body the way a strict server would: known
@@ -162,6 +186,7 @@ func parseSearch(body []byte) (*searchRequest, *apiErr) {
 			if json.Unmarshal(val, &t) != nil || (t != "on-demand" && t != "ondemand" && t != "bid" && t != "reserved") {
 				return nil, badRequest("invalid_request", "type must be one of on-demand, bid, reserved")
 			}
+			req.bid = t == "bid"
 		case "limit":
 			var n float64
 			if json.Unmarshal(val, &n) != nil || n < 1 || n != math.Trunc(n) {
@@ -365,7 +390,7 @@ func toFloat(v any) (float64, bool) {
 func search(req *searchRequest, market []Offer, rented func(int64) bool) []map[string]any {
 	var rows []map[string]any
 	for _, o := range market {
-		row := o.row(req.disk, rented(o.ID))
+		row := o.row(req.disk, rented(o.ID), req.bid)
 		if req.matches(row) {
 			rows = append(rows, row)
 		}
