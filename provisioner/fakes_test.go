@@ -23,6 +23,8 @@ type memProvider struct {
 	// behave, when set, decides per create (1-based).
 	behave func(n int) memBehavior
 	offers []provisioner.Offer
+	lists  int // ListOwned calls
+	gets   int // Get calls
 }
 
 type memBehavior struct {
@@ -78,6 +80,7 @@ func (m *memProvider) Create(ctx context.Context, req provisioner.CreateRequest)
 func (m *memProvider) Get(ctx context.Context, id string) (*provisioner.Instance, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	m.gets++
 	mi, ok := m.instances[id]
 	if !ok {
 		return nil, provisioner.ErrNotFound
@@ -97,6 +100,7 @@ func (m *memProvider) Get(ctx context.Context, id string) (*provisioner.Instance
 func (m *memProvider) ListOwned(ctx context.Context, deployment string) ([]*provisioner.Instance, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	m.lists++
 	var out []*provisioner.Instance
 	for _, mi := range m.instances {
 		if mi.inst.Marker.Deployment == deployment {
@@ -115,6 +119,29 @@ func (m *memProvider) Destroy(ctx context.Context, inst *provisioner.Instance) e
 		m.destroyed++
 	}
 	return nil
+}
+
+// lose puts a running instance in a lost state (outbid, preempted, …),
+// as the provider would show it from then on; gone removes it.
+func (m *memProvider) lose(id string, status provisioner.InstanceStatus) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	mi, ok := m.instances[id]
+	if !ok {
+		return
+	}
+	if status == provisioner.InstanceGone {
+		delete(m.instances, id)
+		return
+	}
+	mi.behavior.neverBoot = true
+	mi.inst.Status, mi.inst.StatusMessage, mi.inst.SSH = status, "test: "+string(status), provisioner.Endpoint{}
+}
+
+func (m *memProvider) requests() (lists, gets int) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.lists, m.gets
 }
 
 func (m *memProvider) counts() (live, created, destroyed int) {

@@ -158,6 +158,11 @@ func (p *Provisioner) watchHosts(ctx context.Context, live []*Lease) (map[string
 					continue
 				}
 			}
+			if bad {
+				// Before the release: its balance may start the
+				// replacement lease at once, which must skip the machine.
+				p.markBadMachine(l, "host lost mid-lease: "+reason)
+			}
 			ok, err := p.loseHost(ctx, l, reason, inst.StatusMessage)
 			if err != nil {
 				errs = append(errs, err)
@@ -168,9 +173,6 @@ func (p *Provisioner) watchHosts(ctx context.Context, live []*Lease) (map[string
 			}
 			released[l.ID] = true
 			delete(unreachable, l.ID)
-			if bad {
-				p.markBadMachine(l, "host lost mid-lease: "+reason)
-			}
 		}
 	}
 	p.unreachable.keep(unreachable)
