@@ -115,26 +115,30 @@ func stateNames() string {
 }
 
 type leaseJSON struct {
-	ID            string    `json:"id"`
-	State         string    `json:"state"`
-	Class         string    `json:"class"`
-	Scope         string    `json:"scope"`
-	Provider      string    `json:"provider,omitempty"`
-	OfferID       string    `json:"offer_id,omitempty"`
-	GPU           string    `json:"gpu,omitempty"`
-	PricePerHour  float64   `json:"price_per_hour"`
-	Region        string    `json:"region,omitempty"`
-	InstanceID    string    `json:"instance_id,omitempty"`
-	SSH           string    `json:"ssh,omitempty"`
-	RunnerName    string    `json:"runner_name"`
-	RunnerID      int64     `json:"runner_id,omitempty"`
-	JobID         int64     `json:"job_id,omitempty"`
-	BoundJobID    int64     `json:"bound_job_id,omitempty"`
-	ReleaseReason string    `json:"release_reason,omitempty"`
-	Error         string    `json:"error,omitempty"`
-	CreatedAt     time.Time `json:"created_at"`
-	ExpiresAt     time.Time `json:"expires_at,omitzero"`
-	ReleasedAt    time.Time `json:"released_at,omitzero"`
+	ID            string  `json:"id"`
+	State         string  `json:"state"`
+	Class         string  `json:"class"`
+	Scope         string  `json:"scope"`
+	Provider      string  `json:"provider,omitempty"`
+	OfferID       string  `json:"offer_id,omitempty"`
+	GPU           string  `json:"gpu,omitempty"`
+	PricePerHour  float64 `json:"price_per_hour"`
+	Region        string  `json:"region,omitempty"`
+	InstanceID    string  `json:"instance_id,omitempty"`
+	SSH           string  `json:"ssh,omitempty"`
+	RunnerName    string  `json:"runner_name"`
+	RunnerID      int64   `json:"runner_id,omitempty"`
+	JobID         int64   `json:"job_id,omitempty"`
+	BoundJobID    int64   `json:"bound_job_id,omitempty"`
+	ReleaseReason string  `json:"release_reason,omitempty"`
+	Error         string  `json:"error,omitempty"`
+	// Interruptible: the host is a bid instance (classes[].interruptible).
+	Interruptible bool `json:"interruptible,omitempty"`
+	// LostReason: the host was lost while the runner was idle or busy.
+	LostReason string    `json:"lost_reason,omitempty"`
+	CreatedAt  time.Time `json:"created_at"`
+	ExpiresAt  time.Time `json:"expires_at,omitzero"`
+	ReleasedAt time.Time `json:"released_at,omitzero"`
 
 	// AgeSeconds is the time since the lease was created.
 	AgeSeconds float64 `json:"age_seconds"`
@@ -209,6 +213,7 @@ func printLeases(w io.Writer, format string, rows []leaseRow, now time.Time) err
 				InstanceID: l.InstanceID, SSH: l.SSH.Addr(), RunnerName: l.RunnerName, RunnerID: l.RunnerID,
 				JobID: l.JobID, BoundJobID: l.BoundJobID, ReleaseReason: l.ReleaseReason, Error: l.Error,
 				CreatedAt: l.CreatedAt, ExpiresAt: l.ExpiresAt, ReleasedAt: l.ReleasedAt,
+				Interruptible: l.Interruptible, LostReason: l.LostReason,
 				AgeSeconds: r.age(now).Seconds(), CostSoFar: r.cost, JobURL: r.url}
 			if r.job != nil {
 				j.JobRepo, j.JobRunID = r.job.Repo, r.job.RunID
@@ -246,7 +251,11 @@ func printLeases(w io.Writer, format string, rows []leaseRow, now time.Time) err
 			rate += l.PricePerHour
 		}
 		spent += r.cost
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%.2f\t%.3f\t%s\t%s\t%s\n", l.ID, l.Class, dash(l.Provider), dash(l.InstanceID),
+		provider := dash(l.Provider)
+		if l.Interruptible {
+			provider += "/bid" // an interruptible host, which may be outbid
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%.2f\t%.3f\t%s\t%s\t%s\n", l.ID, l.Class, provider, dash(l.InstanceID),
 			l.State, formatAge(r.age(now)), l.PricePerHour, r.cost, job, dash(r.url), note)
 	}
 	if err := tw.Flush(); err != nil {

@@ -66,6 +66,9 @@ classes:
     idle_timeout: 5m
     max_lifetime: 30m
 `, e.dbPath, e.gh.TarballURLTemplate(), sum, lambdatest.CurrentUser())
+	if e2eConfigTweak != nil {
+		cfg = e2eConfigTweak(cfg)
+	}
 	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
 	}

@@ -98,6 +98,9 @@ classes:
     idle_timeout: 5m
     max_lifetime: 30m
 `, e.dbPath, e.gh.TarballURLTemplate(), sum, u.Username, allowPrivate, bootTimeout)
+	if e2eConfigTweak != nil {
+		cfg = e2eConfigTweak(cfg)
+	}
 	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
 	}
