@@ -176,13 +176,20 @@ type offerJSON struct {
 	// Image is what the host would run: Vast's container image, Lambda's
 	// machine image for the offer's region and architecture.
 	Image string `json:"image,omitempty"`
+	// Interruptible: a bid (Vast) at BidPerHour; price_per_hour is the bid
+	// plus storage.
+	Interruptible bool    `json:"interruptible,omitempty"`
+	BidPerHour    float64 `json:"bid_per_hour,omitempty"`
 }
 
 func printOffers(w io.Writer, format string, class provisioner.Class, offers []provisioner.Offer) error {
 	if format == "json" {
 		out := make([]offerJSON, 0, len(offers))
 		for _, o := range offers {
-			out = append(out, offerJSON{o.Provider, o.ID, o.GPU, o.GPUCount, o.GPUMemoryGB, o.PricePerHour, o.Region, o.Reliability, o.MachineID, o.Image})
+			j := offerJSON{Provider: o.Provider, OfferID: o.ID, GPU: o.GPU, GPUCount: o.GPUCount, GPUMemoryGB: o.GPUMemoryGB,
+				PricePerHour: o.PricePerHour, Region: o.Region, Reliability: o.Reliability, MachineID: o.MachineID, Image: o.Image}
+			j.Interruptible, j.BidPerHour = o.Interruptible, o.BidPerHour
+			out = append(out, j)
 		}
 		enc := json.NewEncoder(w)
 		enc.SetIndent("", "  ")
@@ -196,7 +203,11 @@ func printOffers(w io.Writer, format string, class provisioner.Class, offers []p
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "PROVIDER\tOFFER\tGPU\tMEM/GPU\t$/HOUR\tREGION\tRELIABILITY\tIMAGE")
 	for _, o := range offers {
-		fmt.Fprintf(tw, "%s\t%s\t%dx %s\t%.0f GB\t%.3f\t%s\t%.3f\t%s\n", o.Provider, o.ID, o.GPUCount, o.GPU, o.GPUMemoryGB, o.PricePerHour, o.Region, o.Reliability, cmpOr(o.Image, "-"))
+		provider := o.Provider
+		if o.Interruptible {
+			provider += "/bid" // interruptible: may be outbid mid-job
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%dx %s\t%.0f GB\t%.3f\t%s\t%.3f\t%s\n", provider, o.ID, o.GPUCount, o.GPU, o.GPUMemoryGB, o.PricePerHour, o.Region, o.Reliability, cmpOr(o.Image, "-"))
 	}
 	return tw.Flush()
 }
