@@ -250,6 +250,13 @@ func TestStatusMapping(t *testing.T) {
 	if inst := get(ids[3]); inst.Status != provisioner.InstancePreempted {
 		t.Errorf("preempted after running: %+v", inst)
 	}
+	// Terminated by Lambda (or a person), not by us: stopped by provider.
+	if err := fake.SetStatus(ids[3], "terminated"); err != nil {
+		t.Fatal(err)
+	}
+	if inst := get(ids[3]); inst.Status != provisioner.InstanceStopped || !strings.Contains(inst.StatusMessage, "terminated") {
+		t.Errorf("terminated after running: %+v", inst)
+	}
 	if _, err := p.Get(ctx, "ffffffffffffffffffffffffffffffff"); !errors.Is(err, provisioner.ErrNotFound) {
 		t.Errorf("Get(unknown) = %v", err)
 	}

@@ -332,8 +332,11 @@ func (s *Server) vmLaunched(in *instance) {
 }
 
 // SetStatus changes an instance's status, as Lambda does when a host fails
-// ("unhealthy") or is taken back ("preempted"). Any status but active and
-// booting stops the instance's sshd.
+// ("unhealthy"), is taken back ("preempted") or is ended by Lambda or the
+// account's console ("terminating", "terminated"): the InstanceStatus enum
+// of lambda-openapi.json (1.8.3) has all of them; lambda-cloud-api.md §6.
+// Any status but active and booting stops the instance's sshd, killing
+// what runs on it (the runner): a preempted host does not go on serving.
 func (s *Server) SetStatus(id, status string) error {
 	s.mu.Lock()
 	in, ok := s.instances[id]
