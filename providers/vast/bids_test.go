@@ -158,7 +158,7 @@ func TestInterruptibleCreateAndOutbid(t *testing.T) {
 		t.Fatalf("create body without a bid: %s", reqs[len(reqs)-1].Body)
 	}
 	running := waitStatus(t, p, inst.ID, provisioner.InstanceRunning)
-	if out, err := sshRun(t, running.SSH, key, "echo up"); err != nil || strings.TrimSpace(out) != "up" {
+	if out, err := sshRun(t, running.SSH, key, "echo up"); err != nil || !strings.HasSuffix(strings.TrimSpace(out), "up") {
 		t.Fatalf("ssh: %q %v", out, err)
 	}
 	id, _ := strconv.ParseInt(inst.ID, 10, 64)
