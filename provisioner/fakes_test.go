@@ -21,10 +21,11 @@ type memProvider struct {
 	created   int
 	destroyed int
 	// behave, when set, decides per create (1-based).
-	behave func(n int) memBehavior
-	offers []provisioner.Offer
-	lists  int // ListOwned calls
-	gets   int // Get calls
+	behave  func(n int) memBehavior
+	offers  []provisioner.Offer
+	lists   int   // ListOwned calls
+	gets    int   // Get calls
+	listErr error // ListOwned fails with it when set
 }
 
 type memBehavior struct {
@@ -101,6 +102,9 @@ func (m *memProvider) ListOwned(ctx context.Context, deployment string) ([]*prov
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	m.lists++
+	if m.listErr != nil {
+		return nil, m.listErr
+	}
 	var out []*provisioner.Instance
 	for _, mi := range m.instances {
 		if mi.inst.Marker.Deployment == deployment {

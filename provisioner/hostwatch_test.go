@@ -2,6 +2,7 @@ package provisioner_test
 
 import (
 	"context"
+	"errors"
 	"sync"
 	"testing"
 	"time"
@@ -146,5 +147,29 @@ func TestHostWatchUnreachableGrace(t *testing.T) {
 	got, _ := h.store.Lease(ctx, l.ID)
 	if got.LostReason != provisioner.LostUnreachable {
 		t.Fatalf("lost reason %q", got.LostReason)
+	}
+}
+
+// A provider whose listing fails releases nothing and does not fail the
+// pass (a retried pass would repeat its GitHub scans); the next pass that
+// lists finds the lost host.
+func TestHostWatchListingFails(t *testing.T) {
+	h := newHarness(t, nil)
+	ctx := context.Background()
+	h.event("queued", 1, "g1")
+	h.waitFor("idle", func() bool { return len(h.leases(provisioner.StateIdle)) == 1 })
+	l := h.leases()[0]
+	h.prov.lose(l.InstanceID, provisioner.InstancePreempted)
+	h.prov.mu.Lock()
+	h.prov.listErr = errors.New("429 too many requests")
+	h.prov.mu.Unlock()
+	if rep, err := h.p.Reconcile(ctx); err != nil || rep.HostsLost != 0 {
+		t.Fatalf("pass with a failed listing: %+v %v", rep, err)
+	}
+	h.prov.mu.Lock()
+	h.prov.listErr = nil
+	h.prov.mu.Unlock()
+	if rep, err := h.p.Reconcile(ctx); err != nil || rep.HostsLost != 1 {
+		t.Fatalf("next pass: %+v %v", rep, err)
 	}
 }
