@@ -161,6 +161,12 @@ func (p *Provisioner) watchHosts(ctx context.Context, live []*Lease) (map[string
 			if bad {
 				// Before the release: its balance may start the
 				// replacement lease at once, which must skip the machine.
+				// Only while the lease still holds the host: one released
+				// meanwhile (a deadline) was ended by us, not by the host.
+				cur, err := p.cfg.Store.Lease(ctx, l.ID)
+				if err != nil || (cur.State != StateIdle && cur.State != StateBusy) || cur.InstanceID != l.InstanceID {
+					continue
+				}
 				p.markBadMachine(l, "host lost mid-lease: "+reason)
 			}
 			ok, err := p.loseHost(ctx, l, reason, inst.StatusMessage)
