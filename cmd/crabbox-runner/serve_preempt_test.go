@@ -208,3 +208,36 @@ func TestServeLambdaPreemptedMidJob(t *testing.T) {
 	e.stop()
 	t.Logf("preempted → lost_reason set: %s (reconcile every %s)", detected.Round(10*time.Millisecond), hostWatchInterval)
 }
+
+// Bids refused at create (400 invalid_price: the minimum bid rose since
+// the search) are not "offer taken": the lease goes on to the next offer,
+// here the first machine on demand, cheaper than the third machine's bid.
+func TestServeVastRefusedBidsFallBackToOnDemand(t *testing.T) {
+	withClass(t, "    interruptible: {bid: 1.2}\n")
+	e := startServeVast(t, "60s", nil)
+	// vast-openapi.yaml createInstance: 400 with error invalid_price.
+	refused := vasttest.Fault{Status: 400, ContentType: "application/json",
+		Body: `{"success": false, "error": "invalid_price", "msg": "bid below the current minimum"}`}
+	e.vast.FailNext(vasttest.OpCreate, refused, refused)
+	id := e.queue("train")
+	if job := e.waitJob(id); job.Conclusion != "success" {
+		t.Fatalf("job %+v", job)
+	}
+	var l *provisioner.Lease
+	for _, x := range e.leases() {
+		if x.BoundJobID == id {
+			l = x
+		}
+	}
+	if l == nil || l.Interruptible || l.OfferID != "8000001" || l.PricePerHour != 0.561111 {
+		t.Fatalf("lease %+v", l)
+	}
+	var paths []string
+	for _, r := range e.vast.RequestsFor(vasttest.OpCreate) {
+		paths = append(paths, fmt.Sprintf("%s %v", r.Path, strings.Contains(string(r.Body), `"price"`)))
+	}
+	if want := "/api/v0/asks/8000001/ true,/api/v0/asks/8000002/ true,/api/v0/asks/8000001/ false"; strings.Join(paths, ",") != want {
+		t.Fatalf("creates %v, want %s", paths, want)
+	}
+	e.stop()
+}
