@@ -241,3 +241,37 @@ func TestServeVastRefusedBidsFallBackToOnDemand(t *testing.T) {
 	}
 	e.stop()
 }
+
+// An on-demand Vast host whose container exits mid-job (actual_status
+// exited: "container process exited unexpectedly", vast-api.md §6): the
+// lease is released with lost_reason "host failed", the instance
+// destroyed, and its machine avoided, unlike an outbid one.
+func TestServeVastHostDiesMidJob(t *testing.T) {
+	withClass(t, "")
+	e := startServeVast(t, "60s", nil)
+	id := longJob(e.e2e)
+	var l *provisioner.Lease
+	e.waitFor("the job's lease busy", 90*time.Second, func() bool {
+		for _, x := range e.leases() {
+			if x.BoundJobID == id && x.State == provisioner.StateBusy {
+				l = x
+				return true
+			}
+		}
+		return false
+	})
+	n, _ := strconv.ParseInt(l.InstanceID, 10, 64)
+	e.vast.SetStatus(n, "exited", "container exited with code 137")
+	got, _ := waitLost(e.e2e, l.ID, time.Now())
+	if got.LostReason != provisioner.LostFailed || got.Interruptible || !strings.Contains(got.Error, "code 137") {
+		t.Fatalf("lease: lost %q error %q", got.LostReason, got.Error)
+	}
+	e.waitFor("the instance destroyed", 30*time.Second, func() bool { return len(e.vast.Live()) == 0 })
+	if logs := e.logs.String(); !strings.Contains(logs, `"msg":"avoiding machine"`) || !strings.Contains(logs, `"machine_id":"801"`) {
+		t.Errorf("machine 801 not avoided: %s", grepLines(logs, "avoiding"))
+	}
+	if m := e.get("/metrics"); !strings.Contains(m, `crabbox_hosts_lost_total{provider="vast",reason="host failed"} 1`) {
+		t.Errorf("/metrics: %s", grepLines(m, "crabbox_hosts_lost"))
+	}
+	e.stop()
+}
