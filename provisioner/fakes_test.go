@@ -129,6 +129,9 @@ type memGitHub struct {
 	seq     int64
 	runners map[int64]*provisioner.Runner
 	removed int
+	// reruns are the jobs RerunJob was asked for; rerunErr its answer.
+	reruns   []int64
+	rerunErr error
 }
 
 func newMemGitHub() *memGitHub { return &memGitHub{runners: map[int64]*provisioner.Runner{}} }
@@ -187,6 +190,13 @@ func (g *memGitHub) RemoveRunner(ctx context.Context, s provisioner.Scope, id in
 		g.removed++
 	}
 	return nil
+}
+
+func (g *memGitHub) RerunJob(ctx context.Context, s provisioner.Scope, repo string, jobID int64) error {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.reruns = append(g.reruns, jobID)
+	return g.rerunErr
 }
 
 func (g *memGitHub) setOnline(id int64) {

@@ -116,6 +116,10 @@ type Lease struct {
 	ReleaseReason string
 	// Error is the last failure seen, for people reading `leases`.
 	Error string
+	// LostReason, when set, says the host was lost while the lease was
+	// idle or busy ("preempted", "outbid", "stopped by provider", "host
+	// gone"); set in the transaction that asks for its release.
+	LostReason string
 	// Attempts counts create attempts (offers tried).
 	Attempts int
 

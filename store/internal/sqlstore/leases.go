@@ -16,7 +16,7 @@ var leaseColumns = []string{"id", "class", "scope_key", "scope_org", "scope_repo
 	"provider", "offer_id", "gpu", "price_per_hour", "region", "instance_id", "machine_id", "ssh_host", "ssh_port",
 	"ssh_user", "host_key", "runner_name", "runner_id", "job_id", "run_attempt", "bound_job_id", "release_reason",
 	"error", "attempts", "created_at", "updated_at", "state_changed_at", "boot_deadline", "bootstrapped_at",
-	"expires_at", "idle_since", "busy_since", "released_at", "queued_at"}
+	"expires_at", "idle_since", "busy_since", "released_at", "queued_at", "lost_reason"}
 
 var (
 	selectLease     = `SELECT ` + strings.Join(leaseColumns, ", ") + ` FROM crabbox_lease`
@@ -29,7 +29,7 @@ func leaseArgs(l *provisioner.Lease) []any {
 		l.HostKey, l.RunnerName, l.RunnerID, l.JobID, l.RunAttempt, l.BoundJobID, l.ReleaseReason, l.Error,
 		l.Attempts, Micros(l.CreatedAt), Micros(l.UpdatedAt), Micros(l.StateChangedAt), Micros(l.BootDeadline),
 		Micros(l.BootstrappedAt), Micros(l.ExpiresAt), Micros(l.IdleSince), Micros(l.BusySince), Micros(l.ReleasedAt),
-		Micros(l.QueuedAt)}
+		Micros(l.QueuedAt), l.LostReason}
 }
 
 func scanLease(row Row) (*provisioner.Lease, error) {
@@ -39,7 +39,7 @@ func scanLease(row Row) (*provisioner.Lease, error) {
 	err := row.Scan(&l.ID, &l.Class, &scopeKey, &l.Scope.Org, &l.Scope.Repo, &l.Scope.InstallationID, &state,
 		&l.Provider, &l.OfferID, &l.GPU, &l.PricePerHour, &l.Region, &l.InstanceID, &l.MachineID, &l.SSH.Host, &l.SSH.Port,
 		&l.SSH.User, &l.HostKey, &l.RunnerName, &l.RunnerID, &l.JobID, &l.RunAttempt, &l.BoundJobID,
-		&l.ReleaseReason, &l.Error, &l.Attempts, &created, &updated, &changed, &boot, &bootstrapped, &expires, &idle, &busy, &released, &queued)
+		&l.ReleaseReason, &l.Error, &l.Attempts, &created, &updated, &changed, &boot, &bootstrapped, &expires, &idle, &busy, &released, &queued, &l.LostReason)
 	if err != nil {
 		return nil, err
 	}
@@ -248,6 +248,16 @@ func (t *Tx) save(ctx context.Context, l, before *provisioner.Lease) error {
 		return t.d.errorf("save lease %s: changed concurrently", l.ID)
 	}
 	return nil
+}
+
+// NoteLease records an event that changes nothing: the lease stays in its
+// state (from and to are both its state) and the reason tells what happened.
+func (t *Tx) NoteLease(ctx context.Context, id, reason string) error {
+	l, err := getLease(ctx, t.q, t.d, `id = $1`, "", id)
+	if err != nil {
+		return err
+	}
+	return t.event(ctx, id, l.State, l.State, reason)
 }
 
 func (t *Tx) event(ctx context.Context, id string, from, to provisioner.State, reason string) error {
