@@ -331,12 +331,12 @@ type pollAnswer struct {
 func (s *Server) jobAnswer(j *Job) pollAnswer {
 	return pollAnswer{
 		RenewInterval: strconv.FormatFloat(s.renewInterval().Seconds(), 'f', -1, 64),
-		Action:     "job",
-		JobID:      j.ID,
-		RunID:      j.RunID,
-		Repository: j.Repo,
-		JobName:    j.Name,
-		Script:     base64.StdEncoding.EncodeToString([]byte(j.Script)),
+		Action:        "job",
+		JobID:         j.ID,
+		RunID:         j.RunID,
+		Repository:    j.Repo,
+		JobName:       j.Name,
+		Script:        base64.StdEncoding.EncodeToString([]byte(j.Script)),
 	}
 }
 
