@@ -66,4 +66,3 @@ func TestRerunJobWithoutActionsWrite(t *testing.T) {
 		t.Fatal("the fake re-ran the job")
 	}
 }
-
