@@ -162,6 +162,17 @@ func (s *Server) RerunJob(id int64) (int64, error) {
 	return nid, err
 }
 
+// Jobs returns a snapshot of every job, in id order.
+func (s *Server) Jobs() []Job {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make([]Job, 0, len(s.jobs))
+	for _, id := range sortedKeys(s.jobs) {
+		out = append(out, s.jobs[id].clone())
+	}
+	return out
+}
+
 // Reruns returns, in order, the ids of the jobs that were re-run.
 func (s *Server) Reruns() []int64 {
 	s.mu.Lock()
