@@ -195,3 +195,74 @@ func (p *Provisioner) MarkHostLost(ctx context.Context, leaseID, why string) err
 	}
 	return err
 }
+
+// DefaultLostJobAfter is ReconcileConfig.LostJobAfter's default.
+const DefaultLostJobAfter = 15 * time.Minute
+
+// catchLostJobs is the backstop for a lost job's completed event that never
+// came: the job of a lease released as lost, in a class that re-runs lost
+// jobs, still not completed in our records a while after the release, is
+// asked for on GitHub; once GitHub says completed, the event is made up
+// from that and takes the usual way (planRerun). One request per such
+// job per pass, only within rerunWindow of the release.
+func (p *Provisioner) catchLostJobs(ctx context.Context, src JobSource) (int, error) {
+	rerun := false
+	for _, c := range p.cfg.Classes {
+		rerun = rerun || c.RerunLostJobs
+	}
+	if !rerun {
+		return 0, nil
+	}
+	after := p.cfg.Reconcile.LostJobAfter
+	if after <= 0 {
+		after = DefaultLostJobAfter
+	}
+	now := p.now()
+	ls, err := p.cfg.Store.Leases(ctx, LeaseFilter{States: []State{StateReleased}, ReleasedSince: now.Add(-rerunWindow)})
+	if err != nil {
+		return 0, err
+	}
+	n := 0
+	var errs []error
+	for _, l := range ls {
+		class := p.classes[l.Class]
+		if l.LostReason == "" || l.BoundJobID == 0 || class == nil || !class.RerunLostJobs || now.Sub(l.ReleasedAt) < after {
+			continue
+		}
+		j, err := p.cfg.Store.LatestJob(ctx, l.BoundJobID)
+		if err != nil {
+			if !errors.Is(err, ErrNotFound) {
+				errs = append(errs, err)
+			}
+			continue
+		}
+		if j.Status == JobCompleted || j.LeaseID != "" && j.LeaseID != l.ID {
+			continue
+		}
+		ev, err := src.JobStatus(ctx, j.Scope, j.Repo, j.ID)
+		if errors.Is(err, ErrDeferred) {
+			errs = append(errs, err)
+			break
+		}
+		if err != nil || ev.Action != "completed" || RunAttempt(ev.RunAttempt) != RunAttempt(j.RunAttempt) {
+			if err != nil && !errors.Is(err, ErrNotFound) {
+				errs = append(errs, err)
+			}
+			continue
+		}
+		ev.RunAttempt = j.RunAttempt
+		if ev.RunnerName == "" {
+			ev.RunnerName = l.RunnerName
+		}
+		p.log.Info("lost job's completed event never came; taken from GitHub", "job_id", j.ID, "lease_id", l.ID, "conclusion", ev.Conclusion)
+		out, err := p.HandleJobEvent(ctx, *ev)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		if out == Accepted {
+			n++
+		}
+	}
+	return n, errors.Join(errs...)
+}

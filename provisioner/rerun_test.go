@@ -6,6 +6,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/crabbox/crabbox-runner/provisioner"
 )
@@ -157,5 +158,40 @@ func TestRerunRefusedIsRecorded(t *testing.T) {
 	})
 	if got := h.reruns(); len(got) != 1 {
 		t.Fatalf("asked %d times, want once (a refusal is final)", len(got))
+	}
+}
+
+// The lost job's completed event never comes: reconcile asks GitHub for
+// the job of a lease released as lost, and re-runs it once GitHub says it
+// failed.
+func TestReconcileCatchesLostJobWithoutItsWebhook(t *testing.T) {
+	src := &memJobs{jobs: map[int64]provisioner.JobEvent{}, scopes: []provisioner.Scope{{Org: "acme"}}}
+	h := newHarness(t, func(c *provisioner.Config) {
+		c.Classes[0].RerunLostJobs = true
+		c.Reconcile = provisioner.ReconcileConfig{Interval: -1, GCInterval: -1, Jobs: src, LostJobAfter: time.Millisecond}
+	})
+	ctx := context.Background()
+	l := h.busyThenLost(1, 1, "a")
+	running := jobEvent("in_progress", 1)
+	running.RunnerName = l.RunnerName
+	src.set(running)
+	if _, err := h.p.Reconcile(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if len(h.reruns()) != 0 {
+		t.Fatal("re-run before GitHub failed the job")
+	}
+	failed := jobEvent("completed", 1)
+	failed.RunnerName, failed.Conclusion = l.RunnerName, "failure"
+	src.set(failed)
+	if _, err := h.p.Reconcile(ctx); err != nil {
+		t.Fatal(err)
+	}
+	h.waitFor("re-run asked", func() bool { return len(h.reruns()) == 1 })
+	if _, err := h.p.Reconcile(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if got := h.reruns(); len(got) != 1 {
+		t.Fatalf("re-ran %v after a second pass", got)
 	}
 }
