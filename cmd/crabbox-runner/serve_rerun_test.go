@@ -118,15 +118,35 @@ func (r *rerunServe) rerunOf(id int64) int64 {
 // answering, crabbox-runner re-runs it once, the re-run gets a new host;
 // lost again, the re-run is not re-run.
 func TestServeRerunsLostJobOnce(t *testing.T) {
-	r := startRerunServe(t, true, serveSetup{})
+	// When the fake failed the job and queued its re-run, for the figures
+	// in docs/benchmarks.md.
+	var mu sync.Mutex
+	var failedAt, rerunAt time.Time
+	onEvent := func(ev githubtest.Event) {
+		t.Logf("github: %s", ev)
+		mu.Lock()
+		defer mu.Unlock()
+		switch {
+		case ev.Kind == githubtest.EventJobCompleted && failedAt.IsZero() && ev.Detail == "failure":
+			failedAt = ev.At
+		case ev.Kind == githubtest.EventJobQueued && rerunAt.IsZero() && strings.Contains(ev.Detail, "re-run of"):
+			rerunAt = ev.At
+		}
+	}
+	r := startRerunServe(t, true, serveSetup{ghOpts: githubtest.Options{OnEvent: onEvent}})
 	id := r.queueLong()
 	lost := r.loseHostOf(id)
+	lostAt := time.Now()
 
 	j := r.waitJob(id)
 	if j.Conclusion != "failure" || !strings.Contains(j.Annotation, lost.RunnerName+" lost communication with the server") {
 		t.Fatalf("the lost job: %s %q", j.Conclusion, j.Annotation)
 	}
 	again := r.rerunOf(id)
+	mu.Lock()
+	t.Logf("figures: host lost → job failed on the fake %s (its lost-runner timeout %s); job failed → re-run queued %s; host lost → re-run queued %s",
+		failedAt.Sub(lostAt).Round(time.Millisecond), lostJobTimeout, rerunAt.Sub(failedAt).Round(time.Millisecond), rerunAt.Sub(lostAt).Round(time.Millisecond))
+	mu.Unlock()
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
 	j2, err := r.gh.WaitJob(ctx, again, githubtest.StatusInProgress)
@@ -160,6 +180,10 @@ func TestServeRerunsLostJobOnce(t *testing.T) {
 		t.Fatalf("re-runs %v, want only job %d", got, id)
 	}
 	r.waitClean()
+	// One request to GitHub per re-run.
+	if c := r.gh.RequestStats().ByEndpoint["POST /repos/{owner}/{repo}/actions/jobs/{job_id}/rerun"]; c.Counted != 1 {
+		t.Errorf("%d re-run requests, want 1", c.Counted)
+	}
 	metrics := r.get("/metrics")
 	for _, want := range []string{
 		`crabbox_jobs_rerun_total{class="a100",result="requested"} 1`,
