@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -163,6 +164,20 @@ func TestServeRerunsLostJobOnce(t *testing.T) {
 		if l.ID == lost.ID && (l.State != provisioner.StateReleased || l.LostReason != "preempted") {
 			t.Fatalf("the lost lease: %s lost_reason %q", l.State, l.LostReason)
 		}
+	}
+	// `leases` shows the job's re-run on the lost lease.
+	code, out, errs := runCLI(t, r.env, "leases", "--all", "--output", "json")
+	var rows []leaseJSON
+	if err := json.Unmarshal([]byte(out), &rows); code != 0 || err != nil {
+		t.Fatalf("leases: %d %v %s", code, err, errs)
+	}
+	for _, row := range rows {
+		if row.ID == lost.ID && (row.JobRerun != "host lost: preempted" || row.JobRerunAt.IsZero()) {
+			t.Fatalf("leases shows the lost lease as %+v", row)
+		}
+	}
+	if _, out, _ := runCLI(t, r.env, "leases", "--all"); !strings.Contains(out, "(job re-run)") {
+		t.Fatalf("leases table lacks the re-run:\n%s", out)
 	}
 	if r.hosts.Created() != 2 {
 		t.Fatalf("%d hosts created, want 2 (the lost one and the re-run's)", r.hosts.Created())
