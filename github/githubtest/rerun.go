@@ -19,7 +19,14 @@ package githubtest
 // empty object, 403 basic-error). It creates the run's next attempt, in
 // which the job is queued again under a new job id (reference
 // github-runners.md §open questions 7: believed new per attempt; clients
-// key on (job id, run_attempt) anyway), with its queued webhook.
+// key on (job id, run_attempt) anyway), with its queued webhook. Any job of
+// a completed run may be re-run, not only a failed one, for 30 days
+// (github/docs content/actions/managing-workflow-runs/
+// re-running-workflows-and-jobs.md: "specific jobs in a workflow run up to
+// 30 days after its initial run"); the stricter reading of what is refused
+// while the run runs is kept (refused until the whole run completed). The
+// endpoint also re-runs the job's dependent jobs; the fake's runs have no
+// `needs:`, so there are none to re-run.
 
 import (
 	"encoding/json"
