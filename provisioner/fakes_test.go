@@ -129,9 +129,11 @@ type memGitHub struct {
 	seq     int64
 	runners map[int64]*provisioner.Runner
 	removed int
-	// reruns are the jobs RerunJob was asked for; rerunErr its answer.
-	reruns   []int64
-	rerunErr error
+	// reruns are the jobs RerunJob was asked for; rerunErrs its first
+	// answers, in order, then rerunErr.
+	reruns    []int64
+	rerunErrs []error
+	rerunErr  error
 }
 
 func newMemGitHub() *memGitHub { return &memGitHub{runners: map[int64]*provisioner.Runner{}} }
@@ -196,6 +198,11 @@ func (g *memGitHub) RerunJob(ctx context.Context, s provisioner.Scope, repo stri
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	g.reruns = append(g.reruns, jobID)
+	if len(g.rerunErrs) > 0 {
+		err := g.rerunErrs[0]
+		g.rerunErrs = g.rerunErrs[1:]
+		return err
+	}
 	return g.rerunErr
 }
 

@@ -195,3 +195,21 @@ func TestReconcileCatchesLostJobWithoutItsWebhook(t *testing.T) {
 		t.Fatalf("re-ran %v after a second pass", got)
 	}
 }
+
+// GitHub re-runs a job only once its whole run completed: while the run's
+// other jobs still run, the re-run is asked again later.
+func TestRerunWaitsForTheRun(t *testing.T) {
+	h := rerunHarness(t, true)
+	h.gh.mu.Lock()
+	h.gh.rerunErrs = []error{fmt.Errorf("github: re-run of job 1: The workflow run containing this job is already running: %w", provisioner.ErrRerunNotYet)}
+	h.gh.mu.Unlock()
+	l := h.busyThenLost(1, 1, "a")
+	h.failed(1, 1, "a-c", l)
+	h.waitFor("re-run asked again", func() bool { return len(h.reruns()) == 2 })
+	h.waitFor("lease says re-run", func() bool {
+		return strings.Contains(h.eventReasons(l.ID), "job re-run (attempt 2): host lost: preempted")
+	})
+	if r := h.eventReasons(l.ID); strings.Contains(r, "not re-run") {
+		t.Fatalf("a refusal for now was taken as final: %s", r)
+	}
+}
