@@ -31,6 +31,7 @@ var routes = []string{
 	"/repos/{owner}/{repo}/actions/runs",
 	"/repos/{owner}/{repo}/actions/runs/{run_id}/jobs",
 	"/repos/{owner}/{repo}/actions/jobs/{job_id}",
+	"/repos/{owner}/{repo}/actions/jobs/{job_id}/rerun",
 }
 
 var routeSegments = func() [][]string {

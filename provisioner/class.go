@@ -51,6 +51,10 @@ type Class struct {
 	BootTimeout time.Duration // create call to runner online
 	IdleTimeout time.Duration // runner online without a job
 	MaxLifetime time.Duration // hard cap on the host's life
+
+	// RerunLostJobs: a job that failed because its host was lost under it
+	// (Lease.LostReason) is re-run once through GitHub's API (rerun.go).
+	RerunLostJobs bool
 }
 
 // GPURequirement is what a class needs in GPUs.

@@ -25,6 +25,12 @@ var (
 	ErrHostKeyMismatch = errors.New("SSH host key mismatch")
 	// ErrRunnerBusy: GitHub refused to remove a runner that runs a job.
 	ErrRunnerBusy = errors.New("the runner may be busy running a job")
+	// ErrRerunNotYet: GitHub refused to re-run a job because its workflow
+	// run still has jobs queued or running; asking again later may work.
+	ErrRerunNotYet = errors.New("the job's workflow run is still running")
+	// ErrRerunRefused: GitHub refused to re-run a job for good (no
+	// permission, a run too old, an attempt that is not the latest).
+	ErrRerunRefused = errors.New("GitHub refused to re-run the job")
 	// ErrQueueNotStarted: work was enqueued before the store's queue started.
 	ErrQueueNotStarted = errors.New("work queue not started")
 )

@@ -160,6 +160,11 @@ type memGitHub struct {
 	seq     int64
 	runners map[int64]*provisioner.Runner
 	removed int
+	// reruns are the jobs RerunJob was asked for; rerunErrs its first
+	// answers, in order, then rerunErr.
+	reruns    []int64
+	rerunErrs []error
+	rerunErr  error
 }
 
 func newMemGitHub() *memGitHub { return &memGitHub{runners: map[int64]*provisioner.Runner{}} }
@@ -218,6 +223,18 @@ func (g *memGitHub) RemoveRunner(ctx context.Context, s provisioner.Scope, id in
 		g.removed++
 	}
 	return nil
+}
+
+func (g *memGitHub) RerunJob(ctx context.Context, s provisioner.Scope, repo string, jobID int64) error {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.reruns = append(g.reruns, jobID)
+	if len(g.rerunErrs) > 0 {
+		err := g.rerunErrs[0]
+		g.rerunErrs = g.rerunErrs[1:]
+		return err
+	}
+	return g.rerunErr
 }
 
 func (g *memGitHub) setOnline(id int64) {

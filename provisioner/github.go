@@ -23,6 +23,14 @@ type GitHub interface {
 	// RemoveRunner deletes a runner. A runner that is already gone counts as
 	// removed (nil error).
 	RemoveRunner(ctx context.Context, scope Scope, id int64) error
+
+	// RerunJob asks GitHub to re-run the job (a new run attempt). Errors:
+	// ErrRerunNotYet while the job's workflow run still runs (ask again
+	// later), ErrRerunRefused when GitHub will not (a missing permission,
+	// named in the error), ErrNotFound when the job is gone, and
+	// *BudgetError when the request budget holds the call back.
+	// (rerun_lost_jobs; rerun.go)
+	RerunJob(ctx context.Context, scope Scope, repo string, jobID int64) error
 }
 
 // JITConfig is a just-in-time runner registration.

@@ -496,6 +496,9 @@ func (p *Provisioner) applyJobEvent(ctx context.Context, tx Tx, ev JobEvent, sta
 			if cur, err := tx.Lease(ctx, lease.ID); err == nil && cur.State == StateReleasing && lease.State != StateReleasing {
 				released = lease.ID
 			}
+			if _, err := p.planRerun(ctx, tx, job, lease, class); err != nil {
+				return nil, nil, err
+			}
 		}
 	}
 	mark := &balanceMark{released: released, foreign: foreign}

@@ -65,6 +65,12 @@ type ReconcileConfig struct {
 	// unreachable before it counts as lost (default
 	// DefaultUnreachableGrace; hostwatch.go).
 	UnreachableGrace time.Duration
+
+	// LostJobAfter is how long after a lost lease's release its job is
+	// asked for on GitHub when its completed event has not come
+	// (rerun_lost_jobs; rerun.go). GitHub fails such a job about ten
+	// minutes after the runner's last renewal; default 15m.
+	LostJobAfter time.Duration
 }
 
 // ReconcileArgs runs one lease pass.
@@ -358,6 +364,11 @@ func (p *Provisioner) Reconcile(ctx context.Context) (*ReconcileReport, error) {
 			age = 10 * time.Minute
 		}
 		n, err := p.refreshQueuedJobs(ctx, src, age)
+		rep.StaleJobs += n
+		if err != nil {
+			keep(err)
+		}
+		n, err = p.catchLostJobs(ctx, src)
 		rep.StaleJobs += n
 		if err != nil {
 			keep(err)

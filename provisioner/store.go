@@ -63,6 +63,11 @@ type Tx interface {
 	Job(ctx context.Context, id, runAttempt int64) (*Job, error)
 	// PutJob inserts or replaces a workflow job.
 	PutJob(ctx context.Context, j *Job) error
+	// RerunBefore returns an attempt of the job that crabbox-runner
+	// already re-run (RerunAt set): any attempt of the same job id, or a
+	// job of the same workflow run and name in the repository (a re-run's
+	// attempt may get a new job id), or nil.
+	RerunBefore(ctx context.Context, j *Job) (*Job, error)
 
 	// Demand counts, for one class in one scope, the jobs still queued and
 	// not marked unservable, and the leases that can still take one
@@ -87,6 +92,10 @@ type Tx interface {
 	Transition(ctx context.Context, id string, to State, reason string, mut func(*Lease)) (*Lease, error)
 	// UpdateLease applies mut to the lease without changing its state.
 	UpdateLease(ctx context.Context, id string, mut func(*Lease)) (*Lease, error)
+	// NoteLease adds an event to the lease's history that changes nothing
+	// (from and to are its state): something that happened after it, such
+	// as the re-run of the job it lost.
+	NoteLease(ctx context.Context, id, reason string) error
 
 	// Enqueue inserts durable work in this transaction.
 	Enqueue(ctx context.Context, args river.JobArgs, opts *river.InsertOpts) error
@@ -191,6 +200,11 @@ type Job struct {
 	// UnusedLeases counts the leases made for this job whose runner came
 	// online and went unused while the job stayed queued (no lease loop).
 	UnusedLeases int
+
+	// RerunAt is when crabbox-runner decided to re-run this attempt
+	// because its host was lost (rerun.go), RerunReason why; zero: never.
+	RerunAt     time.Time
+	RerunReason string
 }
 
 // Unservable is why a job gets no lease, since when, and until when.

@@ -95,6 +95,7 @@ func (p *Provisioner) workConfig() WorkConfig {
 	river.AddWorker(workers, &gcWorker{p: p})
 	river.AddWorker(workers, &deadlinesWorker{p: p})
 	river.AddWorker(workers, &sweepWorker{p: p})
+	river.AddWorker(workers, &rerunWorker{p: p})
 	return WorkConfig{
 		Workers:      workers,
 		PeriodicJobs: p.periodicJobs(),

@@ -48,6 +48,9 @@ type appOptions struct {
 	// TuneGitHub adjusts the GitHub client's config (tests scale the
 	// background window with it).
 	TuneGitHub func(*github.Config)
+	// Provisioner, when set, is given the provisioner once built (tests
+	// play a lost host through it until detection is in place).
+	Provisioner func(*provisioner.Provisioner)
 }
 
 // newApp opens the store, builds every part, and listens; it does not start
@@ -129,7 +132,10 @@ func newApp(ctx context.Context, cfg *config.Config, log *slog.Logger, opts appO
 	if opts.Tune != nil {
 		opts.Tune(&pcfg)
 	}
-	if a.prov, err = provisioner.New(pcfg); err != nil {
+	if a.prov, err = provisioner.New(pcfg); err == nil && opts.Provisioner != nil {
+		opts.Provisioner(a.prov)
+	}
+	if err != nil {
 		return nil, err
 	}
 	secret := cfg.WebhookSecret

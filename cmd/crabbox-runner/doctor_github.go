@@ -122,11 +122,11 @@ func (g *ghCheck) checkApp(ctx context.Context) ([]provisioner.Scope, bool) {
 	if !github.Satisfies(app.Permissions["organization_self_hosted_runners"], "write") && !github.Satisfies(app.Permissions["administration"], "write") {
 		want = append(want, github.Permission{Name: "organization_self_hosted_runners", Level: "write"})
 	}
-	if !github.Satisfies(app.Permissions["actions"], "read") {
-		want = append(want, github.Permission{Name: "actions", Level: "read"})
+	if actions := g.actionsLevel(); !github.Satisfies(app.Permissions["actions"], actions) {
+		want = append(want, github.Permission{Name: "actions", Level: actions})
 	}
 	if len(want) > 0 {
-		d.fail("GitHub App permissions", "the App does not ask for "+permList(want, nil),
+		d.fail("GitHub App permissions", "the App does not ask for "+permList(want, nil)+g.rerunNote(want),
 			fmt.Sprintf("grant %s at %s/permissions (Administration: Read and write instead, if runners register at repositories), then accept the change on each installation",
 				permTitles(want), g.appSettings))
 	} else {
@@ -196,10 +196,10 @@ func (g *ghCheck) checkInstallation(in github.InstallationDetail) bool {
 		return false
 	}
 	ok := true
-	need := github.NeededPermissions(in.AccountType)
+	need := g.neededPermissions(in.AccountType)
 	if missing := github.MissingPermissions(in.Permissions, need); len(missing) > 0 {
 		ok = false
-		problem := "lacks " + permList(missing, in.Permissions)
+		problem := "lacks " + permList(missing, in.Permissions) + g.rerunNote(missing)
 		if len(github.MissingPermissions(g.app.Permissions, missing)) == 0 {
 			d.fail(what+" permissions", problem+": the App asks for it, the installation has not accepted it",
 				"an owner of "+in.Account+" must review and accept the App's new permissions at "+page)
@@ -281,6 +281,11 @@ func (g *ghCheck) checkToken(ctx context.Context) bool {
 	}
 	if !info.ScopesListed {
 		d.ok("GitHub token", "GitHub accepts it (not a classic token, so no scopes to list: the runner listings below show what it may do)")
+		if classes := g.rerunClasses(); len(classes) > 0 {
+			d.warn("GitHub token: re-running lost jobs", "rerun_lost_jobs is set on "+strings.Join(classes, ", ")+
+				", which needs the Actions write permission; a fine-grained token's permissions cannot be read, so doctor cannot check it",
+				"give the token Repository permissions → Actions: Read and write on the repositories whose jobs run here (at "+tokens+")")
+		}
 	} else {
 		d.ok("GitHub token", "GitHub accepts it; classic token with scopes: "+cmpOr(strings.Join(info.Scopes, ", "), "none"))
 		var missing []string
@@ -295,6 +300,9 @@ func (g *ghCheck) checkToken(ctx context.Context) bool {
 		}
 		if len(scopes) == 0 && !info.HasScope("admin:org", "manage_runners:org", "repo") {
 			missing = append(missing, "admin:org (org runners) or repo (repository runners)")
+		}
+		if classes := g.rerunClasses(); len(classes) > 0 && !info.HasScope("repo") {
+			missing = append(missing, "repo (re-running lost jobs: rerun_lost_jobs on "+strings.Join(classes, ", ")+")")
 		}
 		if len(missing) > 0 {
 			d.fail("GitHub token scopes", "lacks "+strings.Join(missing, ", "),
@@ -376,4 +384,48 @@ func (g *ghCheck) runnersProblem(err error, s provisioner.Scope) (string, string
 			"check the spelling in github.scopes, and that the credentials reach " + cmpOr(s.Repo, s.Org)
 	}
 	return answered(err), "GitHub had trouble; run doctor again in a few minutes"
+}
+
+// rerunClasses names the classes with rerun_lost_jobs: they need the
+// Actions write permission (POST …/actions/jobs/{job_id}/rerun; docs
+// "Permissions required for GitHub Apps": Actions, write), where every
+// other call needs only read.
+func (g *ghCheck) rerunClasses() []string {
+	var out []string
+	for _, c := range g.cfg.Classes {
+		if c.RerunLostJobs {
+			out = append(out, c.Name)
+		}
+	}
+	return out
+}
+
+// actionsLevel is the Actions permission crabbox-runner needs.
+func (g *ghCheck) actionsLevel() string {
+	if len(g.rerunClasses()) > 0 {
+		return "write"
+	}
+	return "read"
+}
+
+// neededPermissions is github.NeededPermissions with Actions raised to
+// write for rerun_lost_jobs.
+func (g *ghCheck) neededPermissions(accountType string) []github.Permission {
+	need := github.NeededPermissions(accountType)
+	for i := range need {
+		if need[i].Name == "actions" {
+			need[i].Level = g.actionsLevel()
+		}
+	}
+	return need
+}
+
+// rerunNote says why Actions write is wanted, when it is among missing.
+func (g *ghCheck) rerunNote(missing []github.Permission) string {
+	for _, p := range missing {
+		if p.Name == "actions" && p.Level == "write" {
+			return " (write: rerun_lost_jobs on " + strings.Join(g.rerunClasses(), ", ") + " re-runs lost jobs through the API)"
+		}
+	}
+	return ""
 }

@@ -150,6 +150,10 @@ type leaseJSON struct {
 	JobRepo  string `json:"job_repo,omitempty"`
 	JobRunID int64  `json:"job_run_id,omitempty"`
 	JobURL   string `json:"job_url,omitempty"`
+	// JobRerun says why the shown job was re-run, when crabbox-runner
+	// re-ran it after losing its host (rerun_lost_jobs).
+	JobRerun   string    `json:"job_rerun,omitempty"`
+	JobRerunAt time.Time `json:"job_rerun_at,omitzero"`
 }
 
 // leaseRow is a lease with what leases shows beside it.
@@ -217,6 +221,7 @@ func printLeases(w io.Writer, format string, rows []leaseRow, now time.Time) err
 				AgeSeconds: r.age(now).Seconds(), CostSoFar: r.cost, JobURL: r.url}
 			if r.job != nil {
 				j.JobRepo, j.JobRunID = r.job.Repo, r.job.RunID
+				j.JobRerun, j.JobRerunAt = r.job.RerunReason, r.job.RerunAt
 			}
 			out = append(out, j)
 		}
@@ -246,6 +251,9 @@ func printLeases(w io.Writer, format string, rows []leaseRow, now time.Time) err
 		}
 		if len(note) > 60 {
 			note = note[:57] + "..."
+		}
+		if r.job != nil && !r.job.RerunAt.IsZero() {
+			note += " (job re-run)"
 		}
 		if l.InstanceID != "" && l.State != provisioner.StateReleased {
 			rate += l.PricePerHour

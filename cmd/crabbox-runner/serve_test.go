@@ -180,6 +180,11 @@ type serveSetup struct {
 	listen func(loopback string) string
 	// env is added to serve's environment.
 	env map[string]string
+	// app runs serve as the GitHub App doctorAppID installed on acme (11),
+	// with ghOpts' InstallationPermissions, instead of with a token.
+	app bool
+	// provisioner is given serve's provisioner once built.
+	provisioner func(*provisioner.Provisioner)
 }
 
 func startServeWith(t *testing.T, setup serveSetup) *e2e {
@@ -191,8 +196,16 @@ func startServeWith(t *testing.T, setup serveSetup) *e2e {
 	if onEvent == nil {
 		onEvent = func(ev githubtest.Event) { t.Logf("github: %s", ev) }
 	}
-	e.gh = githubtest.New(githubtest.Options{Tokens: []string{testToken}, OnlineTimeout: 5 * time.Second,
-		OnEvent: onEvent, RateLimits: ghOpts.RateLimits})
+	fakeOpts := githubtest.Options{Tokens: []string{testToken}, OnlineTimeout: 5 * time.Second,
+		OnEvent: onEvent, RateLimits: ghOpts.RateLimits, LostRunnerTimeout: ghOpts.LostRunnerTimeout}
+	var appKeyPEM string
+	if setup.app {
+		key, keyPEM := doctorAppKey(t)
+		fakeOpts.AppID, fakeOpts.AppPublicKey, fakeOpts.Installations = doctorAppID, &key.PublicKey, map[string]int64{"acme": 11}
+		fakeOpts.AppPermissions, fakeOpts.InstallationPermissions = ghOpts.AppPermissions, ghOpts.InstallationPermissions
+		appKeyPEM = keyPEM
+	}
+	e.gh = githubtest.New(fakeOpts)
 	t.Cleanup(e.gh.Close)
 	hosts, err := local.New(local.Options{Dir: filepath.Join(dir, "hosts"), GPUName: "NVIDIA A100-SXM4-80GB", Behavior: behave})
 	if err != nil {
@@ -234,6 +247,10 @@ classes:
 		"CRABBOX_GITHUB_TOKEN":   testToken,
 		"CRABBOX_GITHUB_API_URL": e.gh.URL(),
 	}
+	if setup.app {
+		delete(env, "CRABBOX_GITHUB_TOKEN")
+		env["CRABBOX_GITHUB_APP_ID"], env["CRABBOX_GITHUB_APP_PRIVATE_KEY"] = fmt.Sprint(doctorAppID), appKeyPEM
+	}
 	for k, v := range setup.env {
 		env[k] = v
 	}
@@ -250,6 +267,7 @@ classes:
 			o.Providers = map[string]provisioner.Provider{"local": setup.hosts}
 		}
 		o.TuneGitHub = setup.tuneGitHub
+		o.Provisioner = setup.provisioner
 		o.Tune = func(c *provisioner.Config) {
 			c.PollInterval = 100 * time.Millisecond
 			c.QueuePollInterval = 50 * time.Millisecond

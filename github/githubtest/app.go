@@ -137,6 +137,10 @@ func (s *Server) missingPermission(tok string, sc scope, r *http.Request) (perm,
 		if r.Method == http.MethodGet {
 			level = "read"
 		}
+	case r.Method == http.MethodPost && strings.HasSuffix(path, "/rerun"):
+		// Re-running needs Actions write (docs "Permissions required for
+		// GitHub Apps", Actions: POST …/actions/jobs/{job_id}/rerun).
+		perm, level = "actions", "write"
 	case strings.Contains(path, "/actions/runs"), strings.Contains(path, "/actions/jobs"):
 		perm, level = "actions", "read"
 	default:

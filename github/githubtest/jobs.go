@@ -65,6 +65,14 @@ type Job struct {
 	RunnerGroupName string
 
 	CreatedAt, StartedAt, CompletedAt time.Time
+
+	// Annotation is the error GitHub shows on the job's page, set when the
+	// job failed because its runner stopped answering (LostRunnerMessage).
+	Annotation string
+	// RerunOf is the job this one re-runs (rerun.go); zero for a first run.
+	RerunOf int64
+
+	renewedAt time.Time // the runner's last renewal of the job (rerun.go)
 }
 
 func (j *Job) clone() Job {
@@ -241,6 +249,7 @@ func (s *Server) assignLocked(rn *runner, now time.Time) *Job {
 		s.queue = slices.Delete(s.queue, i, i+1)
 		j.Status = StatusInProgress
 		j.StartedAt = now.UTC().Truncate(time.Second)
+		j.renewedAt = now
 		j.RunnerID = rn.id
 		j.RunnerName = rn.name
 		j.RunnerGroupID = rn.groupID
@@ -314,16 +323,20 @@ type pollAnswer struct {
 	Repository string `json:"repository,omitempty"`
 	JobName    string `json:"job_name,omitempty"`
 	Script     string `json:"script,omitempty"` // base64
+	// RenewInterval is how often, in seconds, the runner renews the job
+	// while it runs (rerun.go).
+	RenewInterval string `json:"renew_interval,omitempty"`
 }
 
-func jobAnswer(j *Job) pollAnswer {
+func (s *Server) jobAnswer(j *Job) pollAnswer {
 	return pollAnswer{
-		Action:     "job",
-		JobID:      j.ID,
-		RunID:      j.RunID,
-		Repository: j.Repo,
-		JobName:    j.Name,
-		Script:     base64.StdEncoding.EncodeToString([]byte(j.Script)),
+		RenewInterval: strconv.FormatFloat(s.renewInterval().Seconds(), 'f', -1, 64),
+		Action:        "job",
+		JobID:         j.ID,
+		RunID:         j.RunID,
+		Repository:    j.Repo,
+		JobName:       j.Name,
+		Script:        base64.StdEncoding.EncodeToString([]byte(j.Script)),
 	}
 }
 

@@ -6,6 +6,7 @@ package githubtest
 //
 //	POST /_fake/runner/{id}/poll                 -> {"action":"idle"|"job"|"exit", ...}
 //	POST /_fake/runner/{id}/jobs/{job}/done      {"exit_code":N} -> 204
+//	POST /_fake/runner/{id}/jobs/{job}/renew     -> 200 while the job runs (rerun.go)
 //
 // Both carry "Authorization: Bearer <token>", the token from .credentials.
 // A poll marks the runner online. An unknown or deleted runner gets 404 and
@@ -54,10 +55,10 @@ func (s *Server) pollLocked(id int64, tok string, now time.Time) (int, any) {
 			return http.StatusOK, pollAnswer{Action: "exit"}
 		}
 		// Polling again with a job means our last answer was lost.
-		return http.StatusOK, jobAnswer(j)
+		return http.StatusOK, s.jobAnswer(j)
 	}
 	if j := s.assignLocked(rn, now); j != nil {
-		return http.StatusOK, jobAnswer(j)
+		return http.StatusOK, s.jobAnswer(j)
 	}
 	return http.StatusOK, pollAnswer{Action: "idle"}
 }

@@ -328,12 +328,19 @@ func (rn run) conclusion() string {
 }
 
 // runsLocked returns the repository's runs, newest first, as GitHub
-// lists them.
+// lists them, each as its latest attempt (jobs a re-run replaced are left
+// out; rerun.go).
 func (s *Server) runsLocked(repo string) []run {
 	byID := map[int64]*run{}
+	replaced := map[int64]bool{}
+	for _, j := range s.jobs {
+		if j.RerunOf != 0 {
+			replaced[j.RerunOf] = true
+		}
+	}
 	for _, id := range sortedKeys(s.jobs) {
 		j := s.jobs[id]
-		if !strings.EqualFold(j.Repo, repo) {
+		if !strings.EqualFold(j.Repo, repo) || replaced[j.ID] {
 			continue
 		}
 		if byID[j.RunID] == nil {
@@ -384,8 +391,10 @@ func (s *Server) runJSONLocked(rn run) map[string]any {
 	first := rn.jobs[0]
 	var conclusion *string
 	updated := first.CreatedAt
+	attempt := first.RunAttempt
 	for _, j := range rn.jobs {
 		updated = maxTime(updated, j.StartedAt, j.CompletedAt)
+		attempt = max(attempt, j.RunAttempt)
 	}
 	st := rn.status()
 	if st == StatusCompleted {
@@ -401,7 +410,7 @@ func (s *Server) runJSONLocked(rn run) map[string]any {
 		"head_branch":    first.HeadBranch,
 		"head_sha":       first.HeadSHA,
 		"run_number":     rn.id,
-		"run_attempt":    first.RunAttempt,
+		"run_attempt":    attempt,
 		"event":          "push",
 		"status":         st,
 		"conclusion":     conclusion,

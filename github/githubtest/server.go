@@ -104,6 +104,10 @@ type Options struct {
 	// OnlineTimeout: a runner is online if it polled within this time.
 	// 10s when zero.
 	OnlineTimeout time.Duration
+	// LostRunnerTimeout: a running job whose runner has not renewed it
+	// for this long fails with LostRunnerMessage (rerun.go).
+	// DefaultLostRunnerTimeout when zero.
+	LostRunnerTimeout time.Duration
 
 	// RunnerVersion is the runner release that GET …/actions/runners/downloads
 	// offers, served from the fake's own tarball; DefaultRunnerVersion when
@@ -178,6 +182,9 @@ type Server struct {
 func New(opts Options) *Server {
 	if opts.OnlineTimeout <= 0 {
 		opts.OnlineTimeout = 10 * time.Second
+	}
+	if opts.LostRunnerTimeout <= 0 {
+		opts.LostRunnerTimeout = DefaultLostRunnerTimeout
 	}
 	if opts.HookID == 0 {
 		opts.HookID = 1
@@ -286,6 +293,7 @@ func (s *Server) routes() http.Handler {
 		mux.HandleFunc("GET "+prefix+"/actions/runners/downloads", s.scoped(s.handleRunnerDownloads))
 	}
 	mux.HandleFunc("GET /repos/{owner}/{repo}/actions/jobs/{job_id}", s.scoped(s.handleGetJob))
+	mux.HandleFunc("POST /repos/{owner}/{repo}/actions/jobs/{job_id}/rerun", s.scoped(s.handleRerunJob))
 
 	// Runner groups (groups.go); organizations only.
 	mux.HandleFunc("GET /orgs/{org}/actions/runner-groups", s.scoped(s.handleListGroups))
@@ -308,6 +316,7 @@ func (s *Server) routes() http.Handler {
 	// Fake-only: the runner protocol and the runner release download.
 	mux.HandleFunc("POST /_fake/runner/{id}/poll", s.handlePoll)
 	mux.HandleFunc("POST /_fake/runner/{id}/jobs/{job}/done", s.handleJobDone)
+	mux.HandleFunc("POST /_fake/runner/{id}/jobs/{job}/renew", s.handleRenew)
 	mux.HandleFunc("GET /_fake/runner-releases/{tag}/{file}", s.handleTarball)
 
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
@@ -378,9 +387,10 @@ func (s *Server) notifyLocked() {
 	s.changed = make(chan struct{})
 }
 
-// sweep marks runners offline once they stop polling.
+// sweep marks runners offline once they stop polling, and fails the jobs
+// of runners that stopped renewing them (rerun.go).
 func (s *Server) sweep() {
-	every := min(max(s.opts.OnlineTimeout/5, 10*time.Millisecond), time.Second)
+	every := min(max(min(s.opts.OnlineTimeout, s.opts.LostRunnerTimeout)/5, 10*time.Millisecond), time.Second)
 	t := time.NewTicker(every)
 	defer t.Stop()
 	for {
@@ -396,6 +406,9 @@ func (s *Server) sweep() {
 					s.emitLocked(Event{Kind: EventRunnerOffline, RunnerID: rn.id, RunnerName: rn.name, Scope: rn.scope.String()})
 					s.notifyLocked()
 				}
+			}
+			if s.failLostLocked(now) {
+				s.notifyLocked()
 			}
 			s.mu.Unlock()
 		}

@@ -278,6 +278,9 @@ type ClassConfig struct {
 	// PublicRepositories lets jobs of public repositories spend on this
 	// class (default false: anyone can open a pull request on one).
 	PublicRepositories bool `yaml:"public_repositories"`
+	// RerunLostJobs re-runs, once, a job that failed because its host was
+	// lost under it (webhook mode; needs the Actions write permission).
+	RerunLostJobs bool `yaml:"rerun_lost_jobs"`
 }
 
 // InterruptibleConfig is a class's bid rule for interruptible hosts.
@@ -530,6 +533,7 @@ func (c *Config) ProvisionerClasses() []provisioner.Class {
 
 			Repositories:       cc.Repositories,
 			PublicRepositories: cc.PublicRepositories,
+			RerunLostJobs:      cc.RerunLostJobs,
 		})
 	}
 	return out

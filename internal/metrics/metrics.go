@@ -30,6 +30,7 @@ type Metrics struct {
 	spent         *prometheus.CounterVec
 	limitWaits    *prometheus.HistogramVec
 	policy        *policyMetrics
+	rerun         *prometheus.CounterVec
 	provider      *providerRequests
 	extra         *extraHosts
 	foreign       *foreignEvents
@@ -82,6 +83,7 @@ func New() *Metrics {
 	m.reg.MustRegister(m.deliveries, m.deliveryTime, m.phases, m.providerCalls, m.providerTime, m.spent, m.limitWaits,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	m.policy = newPolicyMetrics(m.reg)
+	m.rerun = newRerunMetrics(m.reg)
 	m.provider = newProviderRequests(m.reg)
 	m.extra = newExtraHosts(m.reg)
 	m.foreign = newForeignEvents(m.reg)

@@ -30,6 +30,7 @@ func Run(t *testing.T, newStore func(t *testing.T) provisioner.Store) {
 		"InsertLeases":         testInsertLeases,
 		"RecordEvent":          testRecordEvent,
 		"Unservable":           testUnservable,
+		"Rerun":                testRerun,        // rerun.go
 		"PruneEvents":          testPruneEvents,  // retention.go
 		"PruneHistory":         testPruneHistory, // retention.go
 		"LostReason":           testLostReason,   // lost.go

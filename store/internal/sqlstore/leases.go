@@ -260,6 +260,16 @@ func (t *Tx) save(ctx context.Context, l, before *provisioner.Lease) error {
 	return nil
 }
 
+// NoteLease records an event that changes nothing: the lease stays in its
+// state (from and to are both its state) and the reason tells what happened.
+func (t *Tx) NoteLease(ctx context.Context, id, reason string) error {
+	l, err := getLease(ctx, t.q, t.d, `id = $1`, "", id)
+	if err != nil {
+		return err
+	}
+	return t.event(ctx, id, l.State, l.State, reason)
+}
+
 func (t *Tx) event(ctx context.Context, id string, from, to provisioner.State, reason string) error {
 	_, err := t.q.Exec(ctx, `INSERT INTO crabbox_lease_event (lease_id, at, from_state, to_state, reason)
 		VALUES ($1, $2, $3, $4, $5)`, id, Micros(t.now()), string(from), string(to), reason)

@@ -122,7 +122,8 @@ func (t *Tx) RecordEvent(ctx context.Context, e provisioner.EventRecord) (provis
 
 const jobColumns = `id, run_attempt, run_id, name, workflow_name, repo, scope_key, scope_org, scope_repo,
 	installation_id, class, labels, status, conclusion, runner_name, lease_id, created_at, updated_at,
-	visibility, unservable_kind, unservable_reason, unservable_at, unservable_until, policy_hash, unused_leases`
+	visibility, unservable_kind, unservable_reason, unservable_at, unservable_until, policy_hash, unused_leases,
+	rerun_at, rerun_reason`
 
 // servable is the SQL condition of a job that demand counts: queued and
 // not marked unservable (the SQLite triggers of 004_unservable say the
@@ -142,7 +143,7 @@ func (t *Tx) PutJob(ctx context.Context, j *provisioner.Job) error {
 	}
 	j.UpdatedAt = now
 	u := j.Unservable
-	_, err := t.q.Exec(ctx, `INSERT INTO crabbox_job (`+jobColumns+`) VALUES (`+marks(1, 25)+`)
+	_, err := t.q.Exec(ctx, `INSERT INTO crabbox_job (`+jobColumns+`) VALUES (`+marks(1, 27)+`)
 		ON CONFLICT (id, run_attempt) DO UPDATE SET
 			run_id = excluded.run_id, name = excluded.name, workflow_name = excluded.workflow_name,
 			repo = excluded.repo, scope_key = excluded.scope_key, scope_org = excluded.scope_org,
@@ -153,11 +154,13 @@ func (t *Tx) PutJob(ctx context.Context, j *provisioner.Job) error {
 			visibility = excluded.visibility, unservable_kind = excluded.unservable_kind,
 			unservable_reason = excluded.unservable_reason, unservable_at = excluded.unservable_at,
 			unservable_until = excluded.unservable_until, policy_hash = excluded.policy_hash,
-			unused_leases = excluded.unused_leases`,
+			unused_leases = excluded.unused_leases, rerun_at = excluded.rerun_at,
+			rerun_reason = excluded.rerun_reason`,
 		j.ID, j.RunAttempt, j.RunID, j.Name, j.WorkflowName, j.Repo, j.Scope.Key(), j.Scope.Org, j.Scope.Repo,
 		j.Scope.InstallationID, j.Class, strings.Join(j.Labels, "\n"), string(j.Status), j.Conclusion,
 		j.RunnerName, j.LeaseID, Micros(j.CreatedAt), Micros(j.UpdatedAt),
-		j.Visibility, string(u.Kind), u.Reason, Micros(u.At), Micros(u.Until), u.Policy, j.UnusedLeases)
+		j.Visibility, string(u.Kind), u.Reason, Micros(u.At), Micros(u.Until), u.Policy, j.UnusedLeases,
+		Micros(j.RerunAt), j.RerunReason)
 	if err != nil {
 		return t.d.errorf("put job %d: %w", j.ID, err)
 	}
@@ -178,10 +181,11 @@ func getJob(ctx context.Context, q Querier, d *Dialect, id, runAttempt int64) (*
 func scanJob(row Row) (*provisioner.Job, error) {
 	var j provisioner.Job
 	var scopeKey, labels, status, kind string
-	var created, updated, uAt, uUntil int64
+	var created, updated, uAt, uUntil, rerunAt int64
 	err := row.Scan(&j.ID, &j.RunAttempt, &j.RunID, &j.Name, &j.WorkflowName, &j.Repo, &scopeKey, &j.Scope.Org, &j.Scope.Repo,
 		&j.Scope.InstallationID, &j.Class, &labels, &status, &j.Conclusion, &j.RunnerName, &j.LeaseID, &created, &updated,
-		&j.Visibility, &kind, &j.Unservable.Reason, &uAt, &uUntil, &j.Unservable.Policy, &j.UnusedLeases)
+		&j.Visibility, &kind, &j.Unservable.Reason, &uAt, &uUntil, &j.Unservable.Policy, &j.UnusedLeases,
+		&rerunAt, &j.RerunReason)
 	if err != nil {
 		return nil, err
 	}
@@ -192,6 +196,7 @@ func scanJob(row Row) (*provisioner.Job, error) {
 	}
 	j.Status = provisioner.JobStatus(status)
 	j.CreatedAt, j.UpdatedAt = FromMicros(created), FromMicros(updated)
+	j.RerunAt = FromMicros(rerunAt)
 	return &j, nil
 }
 
@@ -297,4 +302,19 @@ func (t *Tx) EnqueueMany(ctx context.Context, params []river.InsertManyParams) e
 		return t.d.errorf("enqueue %d %s jobs: %w", len(params), params[0].Args.Kind(), err)
 	}
 	return nil
+}
+
+// RerunBefore returns an attempt of j's job that was re-run already: the
+// same job id, or the same run and name in the same repository.
+func (t *Tx) RerunBefore(ctx context.Context, j *provisioner.Job) (*provisioner.Job, error) {
+	out, err := scanJob(t.q.QueryRow(ctx, `SELECT `+jobColumns+` FROM crabbox_job
+		WHERE rerun_at <> 0 AND (id = $1 OR (repo = $2 AND run_id = $3 AND run_id <> 0 AND name = $4))
+		ORDER BY run_attempt LIMIT 1`, j.ID, j.Repo, j.RunID, j.Name))
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, t.d.errorf("re-run of job %d: %w", j.ID, err)
+	}
+	return out, nil
 }
