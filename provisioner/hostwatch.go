@@ -223,6 +223,15 @@ func (p *Provisioner) loseHost(ctx context.Context, l *Lease, reason, detail str
 		done = false
 		return false, err
 	}
+	p.noteHostLost(ctx, l, reason)
+	p.log.Warn("host lost; releasing the lease", "lease_id", l.ID, "class", l.Class, "provider", l.Provider,
+		"instance_id", l.InstanceID, "machine_id", l.MachineID, "interruptible", l.Interruptible, "state", string(l.State),
+		"reason", reason, "detail", detail, "job_id", l.BoundJobID)
+	return true, nil
+}
+
+// noteHostLost counts a lost host and the seconds it had been billed.
+func (p *Provisioner) noteHostLost(ctx context.Context, l *Lease, reason string) {
 	var served time.Duration
 	if events, err := p.cfg.Store.LeaseEvents(ctx, l.ID); err == nil {
 		if from, to, ok := Billed(l, events, p.now()); ok {
@@ -232,10 +241,6 @@ func (p *Provisioner) loseHost(ctx context.Context, l *Lease, reason, detail str
 	if o, ok := p.cfg.Observer.(HostLossObserver); ok {
 		o.HostLost(l.Provider, reason, served)
 	}
-	p.log.Warn("host lost; releasing the lease", "lease_id", l.ID, "class", l.Class, "provider", l.Provider,
-		"instance_id", l.InstanceID, "machine_id", l.MachineID, "interruptible", l.Interruptible, "state", string(l.State),
-		"reason", reason, "detail", detail, "job_id", l.BoundJobID, "served", served.Round(time.Second))
-	return true, nil
 }
 
 func sortedKeys[V any](m map[string]V) []string {

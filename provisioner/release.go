@@ -37,6 +37,7 @@ func (p *Provisioner) releaseLease(ctx context.Context, id string) error {
 		}
 	}
 
+	p.confirmLoss(ctx, l)
 	if err := p.destroyHost(ctx, l); err != nil {
 		p.recordError(ctx, l.ID, err)
 		return fmt.Errorf("destroying host of lease %s: %w", l.ID, err)

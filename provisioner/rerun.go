@@ -166,31 +166,21 @@ func (p *Provisioner) rerunJob(ctx context.Context, args RerunArgs, attempt int)
 	})
 }
 
-// MarkHostLost records that a lease's host was lost while it was idle or
-// busy (why: "preempted", "outbid", "stopped by provider", "host gone") and
-// asks for its release, in one transaction: the seam part preempt's
-// detection fills in. A lease already on its way out keeps its reason.
+// MarkHostLost declares that a lease's host was lost while it was idle or
+// busy (why: one of the Lost* reasons), as the host watch does when the
+// provider says so: LostReason and the release in one transaction. Tests
+// use it to lose a host that no provider status can show (the local
+// provider). A lease already on its way out keeps its reason.
 func (p *Provisioner) MarkHostLost(ctx context.Context, leaseID, why string) error {
-	var released bool
-	err := p.cfg.Store.InTx(ctx, func(tx Tx) error {
-		released = false
-		l, err := tx.Lease(ctx, leaseID)
-		if err != nil {
-			return err
-		}
-		if l.State != StateIdle && l.State != StateBusy {
-			return nil
-		}
-		if _, err := tx.UpdateLease(ctx, l.ID, func(l *Lease) { l.LostReason = why }); err != nil {
-			return err
-		}
-		if err := p.requestRelease(ctx, tx, l.ID, "host lost: "+why, "host lost: "+why); err != nil {
-			return err
-		}
-		released = true
-		return p.balance(ctx, tx, l.Class, l.Scope)
-	})
-	if err == nil && released {
+	l, err := p.cfg.Store.Lease(ctx, leaseID)
+	if err != nil {
+		return err
+	}
+	if l.State != StateIdle && l.State != StateBusy {
+		return nil
+	}
+	ok, err := p.loseHost(ctx, l, why, "")
+	if err == nil && ok {
 		p.announce(ctx, ReleaseArgs{LeaseID: leaseID})
 	}
 	return err

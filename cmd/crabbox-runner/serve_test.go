@@ -601,10 +601,15 @@ func TestServeRefusesBadDeliveries(t *testing.T) {
 
 // newServeE2E is the harness of the serve tests that need nothing special
 // of the fake GitHub: a token, runners online within 5 s, events logged.
+// e2eLostRunnerTimeout, when set, is the fake GitHub's lost-runner timeout
+// in the harnesses built on newServeE2E (the Vast and Lambda ones).
+var e2eLostRunnerTimeout time.Duration
+
 func newServeE2E(t *testing.T) *e2e {
 	e := &e2e{t: t, logs: &syncBuffer{}, spy: &secretSpy{}, token: testToken, secret: testSecret, exit: make(chan int, 1)}
 	e.gh = githubtest.New(githubtest.Options{Tokens: []string{testToken}, OnlineTimeout: 5 * time.Second,
-		OnEvent: func(ev githubtest.Event) { t.Logf("github: %s", ev) }})
+		LostRunnerTimeout: e2eLostRunnerTimeout,
+		OnEvent:           func(ev githubtest.Event) { t.Logf("github: %s", ev) }})
 	t.Cleanup(e.gh.Close)
 	return e
 }

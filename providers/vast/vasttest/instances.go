@@ -150,6 +150,31 @@ func (s *Server) Outbid(id int64) bool {
 	return true
 }
 
+// Crash kills a running instance's host (its sshd, the runner with it)
+// and leaves its status as it was: a machine that dies says nothing, and
+// Vast marks it unknown only once its daemon's heartbeat lapses
+// (vast-api.md §6: unknown is "no recent heartbeat from host"; the lapse
+// is not documented, so the fake never gets there by itself: SetStatus
+// does). It returns false for an instance that is not running.
+func (s *Server) Crash(id int64) bool {
+	s.mu.Lock()
+	in, ok := s.live(id)
+	if !ok || in.status != "running" || in.host == nil {
+		s.mu.Unlock()
+		return false
+	}
+	// The instance keeps its SSH details, as Vast's record would; only
+	// the machine behind them is gone (sshd stopped; Stop is idempotent,
+	// so the destroy's close later is harmless).
+	srv := in.host.srv
+	s.mu.Unlock()
+	if err := srv.Stop(); err != nil {
+		s.logf("instance %d: stopping host: %v", id, err)
+	}
+	s.logf("instance %d crashed: host gone, status still running", id)
+	return true
+}
+
 // SetMinBid changes an offer's current min_bid, as other renters' bids
 // move it.
 func (s *Server) SetMinBid(offerID int64, minBid float64) {
