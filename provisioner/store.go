@@ -33,6 +33,10 @@ type Store interface {
 	// leases that can still take one: what balancing must look at.
 	ClassScopes(ctx context.Context) ([]ClassScope, error)
 
+	// BadMachines lists the machines whose mark has not run out at now
+	// (badmachines.go), by provider and machine.
+	BadMachines(ctx context.Context, now time.Time) ([]BadMachine, error)
+
 	// Ping checks the database answers (readiness).
 	Ping(ctx context.Context) error
 
@@ -87,6 +91,11 @@ type Tx interface {
 	Transition(ctx context.Context, id string, to State, reason string, mut func(*Lease)) (*Lease, error)
 	// UpdateLease applies mut to the lease without changing its state.
 	UpdateLease(ctx context.Context, id string, mut func(*Lease)) (*Lease, error)
+
+	// MarkBadMachine records that a machine failed a lease: a new row, or
+	// one more mark on the machine's row (which keeps the later end and the
+	// first mark's time; a row whose mark ran out starts over).
+	MarkBadMachine(ctx context.Context, m BadMachine) error
 
 	// Enqueue inserts durable work in this transaction.
 	Enqueue(ctx context.Context, args river.JobArgs, opts *river.InsertOpts) error
