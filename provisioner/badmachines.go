@@ -60,8 +60,6 @@ type BadMachineObserver interface {
 	// ("skipped") or put behind the others ("tried_last", for pools), on
 	// one look at the offers.
 	OffersAvoided(provider, how string, n int)
-	// BadMachinesKnown says how many machines of a provider are avoided.
-	BadMachinesKnown(provider string, n int)
 }
 
 // How an offer on a bad machine is avoided.
@@ -184,7 +182,6 @@ func (p *Provisioner) markBadMachine(l *Lease, why string) {
 	} else {
 		p.log.Warn("avoiding machine", "provider", l.Provider, "machine_id", l.MachineID, "for", ttl, "why", why, "lease_id", l.ID)
 	}
-	p.observeBadMachines()
 	if p.cfg.Store == nil {
 		return
 	}
@@ -252,9 +249,7 @@ func (p *Provisioner) refreshBadMachines(ctx context.Context) {
 	p.bad.mu.Unlock()
 	if err != nil {
 		p.log.Warn("reading bad machines from the store; using the marks known here", "error", err)
-		return
 	}
-	p.observeBadMachines()
 }
 
 // badMachine returns the machine's mark, from this process's or the
@@ -305,25 +300,6 @@ func (p *Provisioner) BadMachines(ctx context.Context) []BadMachine {
 		return cmp.Or(cmp.Compare(a.Provider, b.Provider), cmp.Compare(a.Machine, b.Machine))
 	})
 	return out
-}
-
-// observeBadMachines tells the observer how many machines of each
-// configured provider are avoided.
-func (p *Provisioner) observeBadMachines() {
-	o, ok := p.cfg.Observer.(BadMachineObserver)
-	if !ok {
-		return
-	}
-	now := p.now()
-	n := map[string]int{}
-	for _, m := range p.badMachineSet() {
-		if now.Before(m.Until) {
-			n[m.Provider]++
-		}
-	}
-	for name := range p.cfg.Providers {
-		o.BadMachinesKnown(name, n[name])
-	}
 }
 
 // observeAvoided counts the offers avoided on one look at the offers.

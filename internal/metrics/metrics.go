@@ -33,6 +33,7 @@ type Metrics struct {
 	provider      *providerRequests
 	extra         *extraHosts
 	foreign       *foreignEvents
+	avoided       *offersAvoided
 
 	shed prometheus.Counter
 
@@ -84,6 +85,7 @@ func New() *Metrics {
 	m.provider = newProviderRequests(m.reg)
 	m.extra = newExtraHosts(m.reg)
 	m.foreign = newForeignEvents(m.reg)
+	m.avoided = newOffersAvoided(m.reg)
 
 	m.shed = newConnsShed(m.reg)
 
