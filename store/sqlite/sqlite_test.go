@@ -6,6 +6,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -13,6 +14,7 @@ import (
 	"github.com/riverqueue/river"
 
 	"github.com/crabbox/crabbox-runner/provisioner"
+	"github.com/crabbox/crabbox-runner/store/schema"
 	"github.com/crabbox/crabbox-runner/store/sqlite"
 	"github.com/crabbox/crabbox-runner/store/storetest"
 )
@@ -56,7 +58,18 @@ func TestOpensDatabaseCreatedByMigration001(t *testing.T) {
 	if err := s.DB().QueryRow(`SELECT group_concat(version), group_concat(name) FROM crabbox_migration`).Scan(&versions, &names); err != nil {
 		t.Fatal(err)
 	}
-	if versions != "1,2,3,4,5" || names != "001_init.up.sql,002_queued_at.up.sql,003_demand.up.sql,004_unservable.up.sql,005_retention.up.sql" {
+	// Every migration, in order: the list follows store/schema, so a new
+	// migration does not have to be added here too.
+	ms, err := schema.Migrations(schema.SQLite)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wantVersions, wantNames []string
+	for _, m := range ms {
+		wantVersions, wantNames = append(wantVersions, strconv.Itoa(m.Version)), append(wantNames, m.Name)
+	}
+	if !strings.HasPrefix(names, "001_init.up.sql,002_queued_at.up.sql,003_demand.up.sql,004_unservable.up.sql,005_retention.up.sql") ||
+		versions != strings.Join(wantVersions, ",") || names != strings.Join(wantNames, ",") {
 		t.Fatalf("crabbox_migration: %s %s", versions, names)
 	}
 	l, err := s.Lease(ctx, "legacy1")

@@ -32,6 +32,7 @@ func Run(t *testing.T, newStore func(t *testing.T) provisioner.Store) {
 		"Unservable":           testUnservable,
 		"PruneEvents":          testPruneEvents,  // retention.go
 		"PruneHistory":         testPruneHistory, // retention.go
+		"BadMachines":          testBadMachines,  // badmachines.go
 		// concurrency.go: what replicas sharing one database rely on.
 		"LockedLeaseWaits":     testLockedLeaseWaits,
 		"ConcurrentSameMove":   testConcurrentSameMove,
