@@ -113,9 +113,15 @@ type AvoidedOffer struct {
 // offers on no bad machine, then those on bad pools), and those skipped.
 // pools says whether a provider's machine ids name capacity pools.
 func AvoidBadMachines(offers []Offer, bad BadMachineSet, pools func(provider string) bool, now time.Time) (try []Offer, avoided []AvoidedOffer) {
+	return avoidBadMachines(offers, func(provider, machine string) (BadMachine, bool) { return bad.Lookup(provider, machine, now) }, pools)
+}
+
+// avoidBadMachines is AvoidBadMachines with the marks looked up by lookup.
+func avoidBadMachines(offers []Offer, lookup func(provider, machine string) (BadMachine, bool), pools func(provider string) bool) (try []Offer, avoided []AvoidedOffer) {
+	try = make([]Offer, 0, len(offers))
 	var last []Offer
 	for _, o := range offers {
-		m, ok := bad.Lookup(o.Provider, o.MachineID, now)
+		m, ok := lookup(o.Provider, o.MachineID)
 		switch {
 		case !ok:
 			try = append(try, o)

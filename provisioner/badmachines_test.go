@@ -2,6 +2,7 @@ package provisioner_test
 
 import (
 	"context"
+	"fmt"
 	"strings"
 	"sync"
 	"testing"
@@ -224,5 +225,28 @@ func TestAvoidBadMachines(t *testing.T) {
 	if len(avoided) != 2 || avoided[0].Offer.ID != "1" || avoided[0].How != provisioner.AvoidSkipped || avoided[0].Mark.Reason != "boot timeout" ||
 		avoided[1].Offer.ID != "t@r" || avoided[1].How != provisioner.AvoidTriedLast {
 		t.Fatalf("avoided %+v", avoided)
+	}
+}
+
+// BenchmarkAvoidBadMachines: one look at a large market against many marks,
+// what every create attempt pays (docs/benchmarks.md, "Bad machines").
+func BenchmarkAvoidBadMachines(b *testing.B) {
+	now := time.Date(2026, 12, 7, 2, 0, 0, 0, time.UTC)
+	offers := make([]provisioner.Offer, 1000)
+	for i := range offers {
+		offers[i] = provisioner.Offer{Provider: "vast", ID: fmt.Sprint(8000000 + i), MachineID: fmt.Sprint(i), PricePerHour: float64(i)}
+	}
+	marks := make([]provisioner.BadMachine, 10000)
+	for i := range marks {
+		marks[i] = provisioner.BadMachine{Provider: "vast", Machine: fmt.Sprint(i * 7), Until: now.Add(time.Hour)}
+	}
+	bad := provisioner.NewBadMachineSet(marks)
+	pools := func(string) bool { return false }
+	b.ResetTimer()
+	for b.Loop() {
+		try, avoided := provisioner.AvoidBadMachines(offers, bad, pools, now)
+		if len(try)+len(avoided) != len(offers) {
+			b.Fatal(len(try), len(avoided))
+		}
 	}
 }

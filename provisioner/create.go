@@ -39,7 +39,7 @@ func (p *Provisioner) offers(ctx context.Context, class *Class) ([]Offer, error)
 	sort.SliceStable(all, func(i, j int) bool { return all[i].PricePerHour < all[j].PricePerHour })
 	// Offers on bad machines are left out; those on bad capacity pools go
 	// behind the others (badmachines.go).
-	all, avoided := AvoidBadMachines(all, p.badMachineSet(), p.machinePools, p.now())
+	all, avoided := avoidBadMachines(all, p.badMachine, p.machinePools)
 	p.observeAvoided(avoided)
 	if len(all) == 0 {
 		if len(errs) > 0 {
