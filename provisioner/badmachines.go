@@ -181,6 +181,13 @@ func (p *Provisioner) markBadMachine(l *Lease, why string) {
 	if p.bad.local == nil {
 		p.bad.local = BadMachineSet{}
 	}
+	// Marks that ran out go, so a long-running process keeps only a
+	// day's worth (the store's are pruned by the retention pass).
+	for k, old := range p.bad.local {
+		if !now.Before(old.Until) {
+			delete(p.bad.local, k)
+		}
+	}
 	p.bad.local.add(m)
 	p.bad.mu.Unlock()
 	if pool {

@@ -2,13 +2,17 @@ package provisioner_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"log/slog"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/crabbox/crabbox-runner/provisioner"
+	"github.com/crabbox/crabbox-runner/store/sqlite"
 )
 
 // avoidObserver records the offers avoided (provisioner.BadMachineObserver).
@@ -249,4 +253,67 @@ func BenchmarkAvoidBadMachines(b *testing.B) {
 			b.Fatal(len(try), len(avoided))
 		}
 	}
+}
+
+// failMarkStore is a store whose bad-machine writes fail.
+type failMarkStore struct {
+	*sqlite.Store
+	tried atomic.Int32
+}
+
+type failMarkTx struct {
+	provisioner.Tx
+	s *failMarkStore
+}
+
+func (t failMarkTx) MarkBadMachine(context.Context, provisioner.BadMachine) error {
+	t.s.tried.Add(1)
+	return errors.New("database is locked")
+}
+
+func (s *failMarkStore) InTx(ctx context.Context, fn func(tx provisioner.Tx) error) error {
+	return s.Store.InTx(ctx, func(tx provisioner.Tx) error { return fn(failMarkTx{tx, s}) })
+}
+
+// A mark the store refuses is logged and still holds in the process.
+func TestBadMachineStoreErrorKeepsTheMark(t *testing.T) {
+	var logs syncLog
+	var fs *failMarkStore
+	h := newHarness(t, func(c *provisioner.Config) {
+		fs = &failMarkStore{Store: c.Store.(*sqlite.Store)}
+		c.Store = fs
+		c.Logger = slog.New(slog.NewTextHandler(&logs, nil))
+	})
+	h.boot.gpuBad = func(_ provisioner.Endpoint, n int) bool { return n == 1 }
+	h.event("queued", 1, "g1")
+	h.waitFor("online", func() bool { return len(h.leases(provisioner.StateIdle)) == 1 })
+	if ok := h.leases(provisioner.StateIdle)[0]; ok.MachineID != "m-dear" {
+		t.Fatalf("replacement on %s: the mark did not hold in memory", ok.MachineID)
+	}
+	h.waitFor("the write tried", func() bool {
+		return fs.tried.Load() == 1 && strings.Contains(logs.String(), "avoided by this process only")
+	})
+	if got, _ := h.store.BadMachines(context.Background(), time.Now()); len(got) != 0 {
+		t.Fatalf("marks in the store %+v", got)
+	}
+	if got := h.p.BadMachines(context.Background()); len(got) != 1 || got[0].Machine != "m-cheap" {
+		t.Fatalf("the process avoids %+v", got)
+	}
+}
+
+type syncLog struct {
+	mu  sync.Mutex
+	buf strings.Builder
+}
+
+func (l *syncLog) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.buf.Write(p)
+}
+
+func (l *syncLog) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.buf.String()
 }

@@ -32,6 +32,9 @@ func readBadMachines(ctx context.Context, cfg *config.Config, w io.Writer) provi
 		fmt.Fprintf(w, "note: no database at %s (database_url): machines serve avoids after a failure are not known here, and none is skipped\n", cfg.DatabaseURL)
 		return nil
 	}
+	// A database that does not answer must not hold up the listing.
+	ctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+	defer cancel()
 	st, err := store.Open(ctx, cfg.DatabaseURL)
 	if err != nil {
 		fmt.Fprintf(w, "note: machines serve avoids after a failure are not known here, and none is skipped: %v\n", err)
