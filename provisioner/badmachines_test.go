@@ -317,3 +317,28 @@ func (l *syncLog) String() string {
 	defer l.mu.Unlock()
 	return l.buf.String()
 }
+
+// Another replica on the same database sees a mark within the copy's
+// refresh (5 s), without a restart.
+func TestBadMachineSeenByAnotherReplica(t *testing.T) {
+	h := newHarness(t, nil)
+	other, err := provisioner.New(provisioner.Config{Deployment: "test", Classes: []provisioner.Class{h.class},
+		Providers: map[string]provisioner.Provider{"mem": h.prov}, Store: h.store, Logger: discardLog()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := other.BadMachines(context.Background()); len(got) != 0 {
+		t.Fatalf("marks before any failure: %+v", got)
+	}
+	h.boot.gpuBad = func(_ provisioner.Endpoint, n int) bool { return n == 1 }
+	h.event("queued", 1, "g1")
+	h.waitFor("online", func() bool { return len(h.leases(provisioner.StateIdle)) == 1 })
+	marked := time.Now()
+	h.waitFor("the other replica sees the mark", func() bool {
+		got := other.BadMachines(context.Background())
+		return len(got) == 1 && got[0].Machine == "m-cheap"
+	})
+	if d := time.Since(marked); d > 15*time.Second { // 5 s, and room for a loaded machine
+		t.Fatalf("seen after %s, want within the 5 s refresh", d)
+	}
+}
