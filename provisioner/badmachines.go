@@ -172,7 +172,7 @@ func (p *Provisioner) markBadMachine(l *Lease, why string) {
 	}
 	ttl, pool := p.badMachineTTL(l.Provider)
 	if ttl < 0 {
-		p.log.Info("machine failed a lease; not avoided (bad_machines.avoid_for is negative)", "provider", l.Provider, "machine_id", l.MachineID, "why", why, "lease_id", l.ID)
+		p.log.Info("machine failed a lease; not avoided (bad_machines.avoid_for or avoid_pool_for is negative)", "provider", l.Provider, "machine_id", l.MachineID, "why", why, "lease_id", l.ID)
 		return
 	}
 	now := p.now()
