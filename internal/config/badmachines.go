@@ -1,14 +1,18 @@
 package config
 
-import "time"
+import (
+	"time"
+
+	"github.com/crabbox/crabbox-runner/provisioner"
+)
 
 // DefaultBadMachineAvoidFor is how long a machine whose host failed a
-// lease is avoided (provisioner.DefaultBadMachineTTL).
-const DefaultBadMachineAvoidFor = 24 * time.Hour
+// lease is avoided.
+const DefaultBadMachineAvoidFor = provisioner.DefaultBadMachineTTL
 
 // DefaultBadPoolAvoidFor is how long a capacity pool whose host failed a
-// lease is tried last (provisioner.DefaultBadPoolTTL).
-const DefaultBadPoolAvoidFor = time.Hour
+// lease is tried last.
+const DefaultBadPoolAvoidFor = provisioner.DefaultBadPoolTTL
 
 // BadMachinesConfig says how long a machine whose host failed a lease (boot
 // timeout, a refused SSH endpoint, a failed GPU check or host key) is
