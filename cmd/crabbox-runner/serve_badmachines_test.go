@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/crabbox/crabbox-runner/providers/lambda/lambdatest"
 	"github.com/crabbox/crabbox-runner/providers/vast/vasttest"
 	"github.com/crabbox/crabbox-runner/provisioner"
 	"github.com/crabbox/crabbox-runner/store/sqlite"
@@ -147,5 +148,70 @@ func TestServeVastBadMachineAcrossRestarts(t *testing.T) {
 		t.Fatalf("creates %q: after avoid_for the machine was not rented again", got)
 	}
 	e.waitVastClean()
+	e.stop()
+}
+
+// TestServeLambdaBadPoolTriedLast: Lambda names no machine, so a host that
+// fails its GPU check marks its instance type in its region, a pool. The
+// next leases launch in the other regions first; when those have no
+// capacity, the bad pool is still launched in rather than the job left
+// waiting.
+func TestServeLambdaBadPoolTriedLast(t *testing.T) {
+	fake := lambdatest.New(t, lambdatest.Options{APIKey: testLambdaKey, BootDelay: 200 * time.Millisecond,
+		Behavior: func(seq int, req lambdatest.LaunchRequest) lambdatest.Behavior {
+			return lambdatest.Behavior{BrokenGPU: seq == 1}
+		}})
+	e := startServeLambda(t, fake)
+	regions := func() string {
+		var out []string
+		for _, l := range fake.Launches() {
+			out = append(out, l.RegionName)
+		}
+		return strings.Join(out, " ")
+	}
+	waitLambdaClean := func() {
+		e.waitFor("instances terminated, runners removed", 60*time.Second, func() bool {
+			return len(fake.Live()) == 0 && len(e.gh.Runners()) == 0
+		})
+	}
+
+	// The three A100 SXM4 regions cost the same and are tried in id order:
+	// us-east-1 first. Its host's GPU is broken; the job goes to us-south-1.
+	if job := e.waitJob(e.queue("train")); job.Conclusion != "success" {
+		t.Fatalf("job 1: %+v", job)
+	}
+	if got := regions(); got != "us-east-1 us-south-1" {
+		t.Fatalf("launches in %q", got)
+	}
+	var marks []provisioner.BadMachine
+	e.waitFor("the pool recorded", 10*time.Second, func() bool { marks = e.badMarks(); return len(marks) == 1 })
+	if m := marks[0]; m.Provider != "lambda" || m.Machine != "gpu_1x_a100_sxm4@us-east-1" || m.Until.Sub(m.LastAt) != provisioner.DefaultBadPoolTTL {
+		t.Fatalf("mark %+v", m)
+	}
+	waitLambdaClean()
+
+	// The next job: the bad pool goes after the others.
+	if job := e.waitJob(e.queue("train-2")); job.Conclusion != "success" {
+		t.Fatalf("job 2: %+v", job)
+	}
+	if got := regions(); got != "us-east-1 us-south-1 us-south-1" {
+		t.Fatalf("launches in %q: the bad pool was not put last", got)
+	}
+	waitLambdaClean()
+
+	// No capacity elsewhere: the bad pool is tried, not skipped.
+	fake.NoCapacity("gpu_1x_a100_sxm4", "us-south-1")
+	fake.NoCapacity("gpu_1x_a100_sxm4", "us-west-2")
+	if job := e.waitJob(e.queue("train-3")); job.Conclusion != "success" {
+		t.Fatalf("job 3: %+v", job)
+	}
+	if got := regions(); got != "us-east-1 us-south-1 us-south-1 us-south-1 us-west-2 us-east-1" {
+		t.Fatalf("launches in %q: want the two refused for capacity, then the bad pool", got)
+	}
+	if metrics := e.get("/metrics"); !strings.Contains(metrics, `crabbox_offers_avoided_total{how="tried_last",provider="lambda"}`) ||
+		strings.Contains(metrics, `crabbox_offers_avoided_total{how="skipped",provider="lambda"}`) {
+		t.Errorf("/metrics:\n%s", grepLines(metrics, "avoided"))
+	}
+	waitLambdaClean()
 	e.stop()
 }
