@@ -19,6 +19,7 @@ import (
 // first. A provider that fails is skipped so that one cloud's outage does
 // not stop the others.
 func (p *Provisioner) offers(ctx context.Context, class *Class) ([]Offer, error) {
+	p.refreshBadMachines(ctx)
 	var all []Offer
 	var errs []error
 	for _, name := range class.Providers {
@@ -32,16 +33,20 @@ func (p *Provisioner) offers(ctx context.Context, class *Class) ([]Offer, error)
 			if class.MaxPricePerHour > 0 && o.PricePerHour > class.MaxPricePerHour {
 				continue
 			}
-			if p.isBadMachine(o.Provider, o.MachineID) {
-				continue
-			}
 			all = append(all, o)
 		}
 	}
 	sort.SliceStable(all, func(i, j int) bool { return all[i].PricePerHour < all[j].PricePerHour })
+	// Offers on bad machines are left out; those on bad capacity pools go
+	// behind the others (badmachines.go).
+	all, avoided := avoidBadMachines(all, p.badMachine, p.machinePools)
+	p.observeAvoided(avoided)
 	if len(all) == 0 {
 		if len(errs) > 0 {
 			return nil, errors.Join(errs...)
+		}
+		if len(avoided) > 0 {
+			return nil, fmt.Errorf("class %s: %w (%d on machines avoided as bad)", class.Name, ErrNoOffer, len(avoided))
 		}
 		return nil, fmt.Errorf("class %s: %w", class.Name, ErrNoOffer)
 	}

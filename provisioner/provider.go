@@ -58,6 +58,11 @@ type Capabilities struct {
 	// HostKeyInjection: the host uses the host key given at create, so the
 	// first SSH connection is verified rather than trusted.
 	HostKeyInjection bool
+	// MachinePools: the provider's Offer.MachineID names a capacity pool
+	// (Lambda: an instance type in a region), not one physical machine.
+	// A pool whose host failed is tried after the other offers for a
+	// while, never skipped (badmachines.go).
+	MachinePools bool
 }
 
 // Offer is a host that can be rented now, normalised across providers.

@@ -85,6 +85,12 @@ type Config struct {
 	// 20s and 5m; extrahosts.go).
 	ExtraHostSweepInterval time.Duration
 	ExtraHostWindow        time.Duration
+	// BadMachineTTL is how long a machine whose host failed a lease is
+	// avoided (default DefaultBadMachineTTL; negative: not avoided), and
+	// BadPoolTTL how long a capacity pool is tried last (default
+	// DefaultBadPoolTTL; negative: never); badmachines.go.
+	BadMachineTTL time.Duration
+	BadPoolTTL    time.Duration
 }
 
 // Limits cap leases and spend. Work beyond a limit waits, in order, and
@@ -244,7 +250,10 @@ func (p *Provisioner) Stop(ctx context.Context) error {
 	if p.balancing.CompareAndSwap(true, false) {
 		p.bal.close()
 	}
-	return p.cfg.Store.StopWork(ctx)
+	err := p.cfg.Store.StopWork(ctx)
+	// A bad machine marked by the last work is on its way to the store.
+	p.waitBadMachineWrites(ctx)
+	return err
 }
 
 // Classes returns the configured classes.

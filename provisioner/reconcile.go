@@ -240,7 +240,7 @@ type ReconcileReport struct {
 	RunnerGone       int // idle or busy leases whose runner GitHub no longer has
 	HostsLost        int // idle or busy leases whose host was lost (hostwatch.go)
 	Servable         int // jobs marked unservable whose mark was cleared
-	Pruned           int // deliveries, job events, released leases and completed jobs past their retention, deleted
+	Pruned           int // deliveries, job events, released leases and completed jobs past their retention, and bad-machine marks that ran out, deleted
 	// Deferred: some background GitHub work was refused for budget
 	// (ErrDeferred) and waits for a later pass.
 	Deferred bool
@@ -403,6 +403,10 @@ func (p *Provisioner) Reconcile(ctx context.Context) (*ReconcileReport, error) {
 		errs = append(errs, err)
 	}
 	if n, err = p.pruneHistory(ctx, now); err != nil {
+		errs = append(errs, err)
+	}
+	rep.Pruned += n
+	if n, err = p.pruneBadMachines(ctx, now); err != nil {
 		errs = append(errs, err)
 	}
 	rep.Pruned += n

@@ -33,6 +33,10 @@ type Store interface {
 	// leases that can still take one: what balancing must look at.
 	ClassScopes(ctx context.Context) ([]ClassScope, error)
 
+	// BadMachines lists the machines whose mark has not run out at now
+	// (badmachines.go), by provider and machine.
+	BadMachines(ctx context.Context, now time.Time) ([]BadMachine, error)
+
 	// Ping checks the database answers (readiness).
 	Ping(ctx context.Context) error
 
@@ -96,6 +100,11 @@ type Tx interface {
 	// (from and to are its state): something that happened after it, such
 	// as the re-run of the job it lost.
 	NoteLease(ctx context.Context, id, reason string) error
+
+	// MarkBadMachine records that a machine failed a lease: a new row, or
+	// one more mark on the machine's row (which keeps the later end and the
+	// first mark's time; a row whose mark ran out starts over).
+	MarkBadMachine(ctx context.Context, m BadMachine) error
 
 	// Enqueue inserts durable work in this transaction.
 	Enqueue(ctx context.Context, args river.JobArgs, opts *river.InsertOpts) error

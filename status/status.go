@@ -205,6 +205,11 @@ type view struct {
 	NotServedMore  bool
 	// UnusedToday is what hosts whose runner never got its job cost today.
 	UnusedToday float64
+
+	// Machines avoided after a failure (badmachines.go).
+	BadShown bool
+	Bad      []provisioner.BadMachine
+	BadMore  bool
 }
 
 type stateCount struct {
@@ -367,6 +372,9 @@ func (h *Handler) build(ctx context.Context) (*view, error) {
 			State: string(l.State), Error: cut(l.Error, maxErrorLen)})
 	}
 	if err := h.notServed(ctx, v); err != nil {
+		return nil, err
+	}
+	if err := h.badMachines(ctx, v); err != nil {
 		return nil, err
 	}
 	for _, rec := range h.cfg.Recent.Records() {

@@ -128,6 +128,8 @@ func newApp(ctx context.Context, cfg *config.Config, log *slog.Logger, opts appO
 		UnusedRetryBackoff: cfg.Reconcile.UnusedRunnerBackoff,
 		Reconcile:          reconcileConfig(cfg, gh),
 		Endpoints:          endpointPolicy(cfg),
+		BadMachineTTL:      cfg.BadMachines.AvoidFor,
+		BadPoolTTL:         cfg.BadMachines.AvoidPoolFor,
 	}
 	if opts.Tune != nil {
 		opts.Tune(&pcfg)

@@ -9,6 +9,7 @@ import (
 	"sort"
 	"strings"
 	"text/tabwriter"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -39,6 +40,12 @@ prints them cheapest first with their price per hour (disk included). With --cla
 no --provider it asks every provider of the class and merges their offers into one list,
 each with its provider. A provider that fails is named on stderr, the others' offers are
 still listed, and the exit status is 1. Nothing is rented.
+
+Offers on machines serve avoids after a failure (a host that did not boot, failed its GPU
+check or gave a refused SSH endpoint) are listed apart, with the reason and until when:
+serve skips them (bad_machines.avoid_for), or, for a Lambda type in a region, tries them
+after the others (bad_machines.avoid_pool_for). The marks are read from database_url;
+without a database a note on stderr says none is known.
 
   crabbox-runner offers --provider vast --class a100
   crabbox-runner offers --provider lambda --gpu H100 --count 8 --max-price 30 --output json`,
@@ -85,13 +92,21 @@ still listed, and the exit status is 1. Nothing is rented.
 				}
 			}
 			sort.SliceStable(all, func(i, j int) bool { return all[i].PricePerHour < all[j].PricePerHour })
-			if o.limit > 0 && len(all) > o.limit {
-				all = all[:o.limit]
-			}
 			if len(failed) == len(providers) {
 				return errors.Join(failed...)
 			}
-			if err := printOffers(cmd.OutOrStdout(), o.output, class, all); err != nil {
+			// As serve would: offers on machines marked bad are left out,
+			// those on bad pools put last (offers_bad.go).
+			pools := map[string]bool{}
+			for _, p := range providers {
+				pools[p.Name()] = p.Capabilities().MachinePools
+			}
+			bad := readBadMachines(cmd.Context(), cfg, cmd.ErrOrStderr())
+			all, avoided := provisioner.AvoidBadMachines(all, bad, func(p string) bool { return pools[p] }, time.Now())
+			if o.limit > 0 && len(all) > o.limit {
+				all = all[:o.limit]
+			}
+			if err := printOffers(cmd.OutOrStdout(), o.output, class, all, avoided); err != nil {
 				return err
 			}
 			if len(failed) > 0 {
@@ -180,16 +195,31 @@ type offerJSON struct {
 	// plus storage.
 	Interruptible bool    `json:"interruptible,omitempty"`
 	BidPerHour    float64 `json:"bid_per_hour,omitempty"`
+	// BadMachine, when set, is why serve skips the offer or tries it last.
+	BadMachine *badMachinesJSON `json:"bad_machine,omitempty"`
 }
 
-func printOffers(w io.Writer, format string, class provisioner.Class, offers []provisioner.Offer) error {
+// printOffers prints the offers in the order serve tries them, then those
+// on machines marked bad: in JSON, with their mark, skipped ones at the end.
+func printOffers(w io.Writer, format string, class provisioner.Class, offers []provisioner.Offer, avoided []provisioner.AvoidedOffer) error {
 	if format == "json" {
+		marks := map[string]*badMachinesJSON{}
+		for _, a := range avoided {
+			marks[a.Offer.Provider+"/"+a.Offer.ID] = &badMachinesJSON{How: a.How, Reason: a.Mark.Reason, Until: a.Mark.Until.UTC(), Marks: a.Mark.Marks}
+		}
 		out := make([]offerJSON, 0, len(offers))
+		add := func(o provisioner.Offer) {
+			out = append(out, offerJSON{Provider: o.Provider, OfferID: o.ID, GPU: o.GPU, GPUCount: o.GPUCount, GPUMemoryGB: o.GPUMemoryGB,
+				PricePerHour: o.PricePerHour, Region: o.Region, Reliability: o.Reliability, MachineID: o.MachineID, Image: o.Image,
+				Interruptible: o.Interruptible, BidPerHour: o.BidPerHour, BadMachine: marks[o.Provider+"/"+o.ID]})
+		}
 		for _, o := range offers {
-			j := offerJSON{Provider: o.Provider, OfferID: o.ID, GPU: o.GPU, GPUCount: o.GPUCount, GPUMemoryGB: o.GPUMemoryGB,
-				PricePerHour: o.PricePerHour, Region: o.Region, Reliability: o.Reliability, MachineID: o.MachineID, Image: o.Image}
-			j.Interruptible, j.BidPerHour = o.Interruptible, o.BidPerHour
-			out = append(out, j)
+			add(o)
+		}
+		for _, a := range avoided {
+			if a.How == provisioner.AvoidSkipped {
+				add(a.Offer)
+			}
 		}
 		enc := json.NewEncoder(w)
 		enc.SetIndent("", "  ")
@@ -197,7 +227,7 @@ func printOffers(w io.Writer, format string, class provisioner.Class, offers []p
 	}
 	if len(offers) == 0 {
 		fmt.Fprintf(w, "no offer fits %s right now\n", describeClass(class))
-		return nil
+		return printAvoided(w, avoided)
 	}
 	fmt.Fprintf(w, "Cheapest offers for %s\n", describeClass(class))
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
@@ -209,7 +239,10 @@ func printOffers(w io.Writer, format string, class provisioner.Class, offers []p
 		}
 		fmt.Fprintf(tw, "%s\t%s\t%dx %s\t%.0f GB\t%.3f\t%s\t%.3f\t%s\n", provider, o.ID, o.GPUCount, o.GPU, o.GPUMemoryGB, o.PricePerHour, o.Region, o.Reliability, cmpOr(o.Image, "-"))
 	}
-	return tw.Flush()
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	return printAvoided(w, avoided)
 }
 
 func describeClass(c provisioner.Class) string {

@@ -65,12 +65,13 @@ classes:
 	}
 	// gpu_8x_h100_sxm5 has no capacity anywhere and is not a 1-GPU type;
 	// the H100 PCIe and the H100 SXM5 are in two regions each. GH200 is
-	// not an H100.
+	// not an H100. The machine id is the pool, type@region (Lambda names
+	// no physical machine; providers/lambda/offers.go).
 	wantJSON := []offerJSON{
-		{Provider: "lambda", OfferID: "gpu_1x_h100_pcie@us-south-2", GPU: "H100 PCIe", GPUCount: 1, GPUMemoryGB: 80, PricePerHour: 2.49, Region: "us-south-2", Reliability: 1, Image: "gpu-base-24-04@x86_64"},
-		{Provider: "lambda", OfferID: "gpu_1x_h100_pcie@us-west-3", GPU: "H100 PCIe", GPUCount: 1, GPUMemoryGB: 80, PricePerHour: 2.49, Region: "us-west-3", Reliability: 1, Image: "gpu-base-24-04@x86_64"},
-		{Provider: "lambda", OfferID: "gpu_1x_h100_sxm5@us-south-2", GPU: "H100 SXM5", GPUCount: 1, GPUMemoryGB: 80, PricePerHour: 3.29, Region: "us-south-2", Reliability: 1, Image: "gpu-base-24-04@x86_64"},
-		{Provider: "lambda", OfferID: "gpu_1x_h100_sxm5@us-south-3", GPU: "H100 SXM5", GPUCount: 1, GPUMemoryGB: 80, PricePerHour: 3.29, Region: "us-south-3", Reliability: 1, Image: "gpu-base-24-04@x86_64"},
+		{Provider: "lambda", OfferID: "gpu_1x_h100_pcie@us-south-2", GPU: "H100 PCIe", GPUCount: 1, GPUMemoryGB: 80, PricePerHour: 2.49, Region: "us-south-2", Reliability: 1, MachineID: "gpu_1x_h100_pcie@us-south-2", Image: "gpu-base-24-04@x86_64"},
+		{Provider: "lambda", OfferID: "gpu_1x_h100_pcie@us-west-3", GPU: "H100 PCIe", GPUCount: 1, GPUMemoryGB: 80, PricePerHour: 2.49, Region: "us-west-3", Reliability: 1, MachineID: "gpu_1x_h100_pcie@us-west-3", Image: "gpu-base-24-04@x86_64"},
+		{Provider: "lambda", OfferID: "gpu_1x_h100_sxm5@us-south-2", GPU: "H100 SXM5", GPUCount: 1, GPUMemoryGB: 80, PricePerHour: 3.29, Region: "us-south-2", Reliability: 1, MachineID: "gpu_1x_h100_sxm5@us-south-2", Image: "gpu-base-24-04@x86_64"},
+		{Provider: "lambda", OfferID: "gpu_1x_h100_sxm5@us-south-3", GPU: "H100 SXM5", GPUCount: 1, GPUMemoryGB: 80, PricePerHour: 3.29, Region: "us-south-3", Reliability: 1, MachineID: "gpu_1x_h100_sxm5@us-south-3", Image: "gpu-base-24-04@x86_64"},
 	}
 	if !slices.Equal(offers, wantJSON) {
 		t.Fatalf("offers %+v\nwant %+v", offers, wantJSON)

@@ -51,6 +51,24 @@ func startServeVast(t *testing.T, bootTimeout string, behave func(seq int, o vas
 // (serve_endpoints_test.go).
 func startServeVastWith(t *testing.T, bootTimeout string, behave func(seq int, o vasttest.Offer) vasttest.Behavior, allowPrivate bool) *vastE2E {
 	t.Helper()
+	return startServeVastOpts(t, vastE2EOptions{bootTimeout: bootTimeout, behave: behave, allowPrivate: allowPrivate, relistAfter: time.Minute})
+}
+
+// vastE2EOptions are startServeVastOpts's settings.
+type vastE2EOptions struct {
+	bootTimeout  string
+	behave       func(seq int, o vasttest.Offer) vasttest.Behavior
+	allowPrivate bool
+	// relistAfter is the fake's vasttest.Options.RelistAfter.
+	relistAfter time.Duration
+	// extraConfig is appended to the config file (top-level keys).
+	extraConfig string
+}
+
+// startServeVastOpts is startServeVast with every setting given.
+func startServeVastOpts(t *testing.T, o vastE2EOptions) *vastE2E {
+	t.Helper()
+	bootTimeout, behave, allowPrivate := o.bootTimeout, o.behave, o.allowPrivate
 	if _, err := os.Stat("/usr/sbin/sshd"); err != nil {
 		if os.Getenv("CI") != "" {
 			t.Fatal("/usr/sbin/sshd missing in CI: install openssh-server")
@@ -63,10 +81,11 @@ func startServeVastWith(t *testing.T, bootTimeout string, behave func(seq int, o
 		t.Fatal(err)
 	}
 	e := newServeE2E(t)
-	// A destroyed host's machine stays off the market for the test, as a
-	// real one does for a while, so the job is re-leased on another offer.
+	// A destroyed host's machine stays off the market for a while
+	// (startServeVastWith: for the test), as a real one does, so the job
+	// is re-leased on another offer.
 	fake := vasttest.New(vasttest.Options{APIKey: testVastKey, Dir: filepath.Join(dir, "vast"), Offers: vastE2EMarket,
-		Behavior: behave, RelistAfter: time.Minute, Logf: t.Logf})
+		Behavior: behave, RelistAfter: o.relistAfter, Logf: t.Logf})
 	t.Cleanup(fake.Close)
 	_, sum, err := githubtest.RunnerTarball("2.330.0")
 	if err != nil {
@@ -97,7 +116,7 @@ classes:
     boot_timeout: %s
     idle_timeout: 5m
     max_lifetime: 30m
-`, e.dbPath, e.gh.TarballURLTemplate(), sum, u.Username, allowPrivate, bootTimeout)
+`, e.dbPath, e.gh.TarballURLTemplate(), sum, u.Username, allowPrivate, bootTimeout) + o.extraConfig
 	if e2eConfigTweak != nil {
 		cfg = e2eConfigTweak(cfg)
 	}

@@ -42,21 +42,22 @@ type Config struct {
 	// MetricsListen, when set, is a second address serving only GET
 	// /metrics, without the status token (the operator's choice: a
 	// loopback port, or an address only the scraper reaches).
-	MetricsListen string          `yaml:"metrics_listen"`
-	DatabaseURL   string          `yaml:"database_url"`
-	Log           LogConfig       `yaml:"log"`
-	GitHub        GitHubConfig    `yaml:"github"`
-	Webhook       WebhookConfig   `yaml:"webhook"`
-	Status        StatusConfig    `yaml:"status"`
-	State         StateConfig     `yaml:"state"`
-	Runner        RunnerConfig    `yaml:"runner"`
-	Providers     ProvidersConfig `yaml:"providers"`
-	Defaults      ClassDefaults   `yaml:"defaults"`
-	Reconcile     ReconcileConfig `yaml:"reconcile"`
-	Limits        LimitsConfig    `yaml:"limits"`
-	Work          WorkConfig      `yaml:"work"`
-	Retention     RetentionConfig `yaml:"retention"`
-	Classes       []ClassConfig   `yaml:"classes"`
+	MetricsListen string            `yaml:"metrics_listen"`
+	DatabaseURL   string            `yaml:"database_url"`
+	Log           LogConfig         `yaml:"log"`
+	GitHub        GitHubConfig      `yaml:"github"`
+	Webhook       WebhookConfig     `yaml:"webhook"`
+	Status        StatusConfig      `yaml:"status"`
+	State         StateConfig       `yaml:"state"`
+	Runner        RunnerConfig      `yaml:"runner"`
+	Providers     ProvidersConfig   `yaml:"providers"`
+	Defaults      ClassDefaults     `yaml:"defaults"`
+	Reconcile     ReconcileConfig   `yaml:"reconcile"`
+	Limits        LimitsConfig      `yaml:"limits"`
+	Work          WorkConfig        `yaml:"work"`
+	Retention     RetentionConfig   `yaml:"retention"`
+	BadMachines   BadMachinesConfig `yaml:"bad_machines"`
+	Classes       []ClassConfig     `yaml:"classes"`
 
 	// Secrets, from the environment or files only.
 	WebhookSecret []byte `yaml:"-"`
@@ -415,6 +416,12 @@ func (c *Config) ApplyDefaults() {
 	}
 	if c.Retention.History == 0 {
 		c.Retention.History = DefaultHistory
+	}
+	if c.BadMachines.AvoidFor == 0 {
+		c.BadMachines.AvoidFor = DefaultBadMachineAvoidFor
+	}
+	if c.BadMachines.AvoidPoolFor == 0 {
+		c.BadMachines.AvoidPoolFor = DefaultBadPoolAvoidFor
 	}
 }
 

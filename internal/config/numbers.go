@@ -79,6 +79,7 @@ func (c *Config) validateNumbers() error {
 		checkInt("limits.max_leases", int64(c.Limits.MaxLeases), 0),
 		checkFloat("limits.max_spend_per_hour", c.Limits.MaxSpendPerHour, MaxSpendPerHourCeiling),
 		c.Retention.validate(),
+		c.BadMachines.validate(),
 	}
 	for _, err := range checks {
 		if err != nil {

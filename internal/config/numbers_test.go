@@ -48,6 +48,8 @@ func TestNumbersRefused(t *testing.T) {
 		{"reconcile: {interval: 9000h}\n", "reconcile.interval"},
 		{"retention: {deliveries: 1h}\n", "retention.deliveries"},
 		{"retention: {history: 24h}\n", "retention.history"},
+		{"bad_machines: {avoid_for: 10000h}\n", "bad_machines.avoid_for"},
+		{"bad_machines: {avoid_pool_for: 9000h}\n", "bad_machines.avoid_pool_for"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.key+" "+tc.yaml, func(t *testing.T) {
@@ -72,6 +74,7 @@ github: {background_requests_per_minute: -1}
 limits: {max_spend_per_hour: 500, github_jit_per_minute: -1, github_budget_reserve_percent: -1}
 reconcile: {interval: -1s, gc_interval: -1s}
 retention: {deliveries: -1s}
+bad_machines: {avoid_for: -1s, avoid_pool_for: 10m}
 classes:
   - name: a100
     labels: [crabbox, a100]
@@ -95,5 +98,8 @@ classes:
 	}
 	if d.Retention.History != config.DefaultHistory || !strings.HasPrefix(d.Retention.History.String(), "2160h") {
 		t.Fatalf("default history %s", d.Retention.History)
+	}
+	if d.BadMachines.AvoidFor.String() != "24h0m0s" || d.BadMachines.AvoidPoolFor.String() != "1h0m0s" {
+		t.Fatalf("default bad_machines %+v", d.BadMachines)
 	}
 }

@@ -36,6 +36,8 @@ type Metrics struct {
 	foreign       *foreignEvents
 	lost          *hostsLost
 
+	avoided       *offersAvoided
+
 	shed prometheus.Counter
 
 	endpoints *endpointsRefused
@@ -88,6 +90,8 @@ func New() *Metrics {
 	m.extra = newExtraHosts(m.reg)
 	m.foreign = newForeignEvents(m.reg)
 	m.lost = newHostsLost(m.reg)
+
+	m.avoided = newOffersAvoided(m.reg)
 
 	m.shed = newConnsShed(m.reg)
 

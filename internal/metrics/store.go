@@ -17,6 +17,7 @@ type storeCollector struct {
 	spend   *prometheus.Desc
 	waiting *prometheus.Desc
 	up      *prometheus.Desc
+	bad     *prometheus.Desc
 }
 
 // WatchStore adds the lease gauges, read from the store at each scrape.
@@ -30,6 +31,8 @@ func (m *Metrics) WatchStore(s provisioner.Store) {
 		waiting: prometheus.NewDesc("crabbox_leases_waiting", "Leases created but not yet given a host (the provisioning queue).",
 			[]string{"class"}, nil),
 		up: prometheus.NewDesc("crabbox_store_up", "1 when the last scrape could read the store.", nil, nil),
+		bad: prometheus.NewDesc("crabbox_bad_machines", "Machines (Lambda: instance types in a region) avoided now because a host there failed a lease, by provider.",
+			[]string{"provider"}, nil),
 	})
 }
 
@@ -38,6 +41,7 @@ func (c *storeCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- c.spend
 	ch <- c.waiting
 	ch <- c.up
+	ch <- c.bad
 }
 
 var liveStates = []provisioner.State{provisioner.StatePending, provisioner.StateProvisioning, provisioner.StateBooting,
@@ -73,5 +77,16 @@ func (c *storeCollector) Collect(ch chan<- prometheus.Metric) {
 	}
 	for class, n := range waiting {
 		ch <- prometheus.MustNewConstMetric(c.waiting, prometheus.GaugeValue, float64(n), class)
+	}
+	// The marks every replica shares (provisioner/badmachines.go). A
+	// failed read leaves the gauge out rather than claim zero.
+	if bad, err := c.store.BadMachines(ctx, time.Now()); err == nil {
+		byProvider := map[string]int{}
+		for _, m := range bad {
+			byProvider[m.Provider]++
+		}
+		for p, n := range byProvider {
+			ch <- prometheus.MustNewConstMetric(c.bad, prometheus.GaugeValue, float64(n), p)
+		}
 	}
 }

@@ -73,7 +73,14 @@ func (p *Provider) Offers(ctx context.Context, class provisioner.Class) ([]provi
 				PricePerHour: price,
 				Region:       r.Name,
 				Reliability:  1,
-				Image:        img.label(want.ID != ""),
+				// Lambda names no physical machine: an Instance has an id
+				// and a hostname, "which resolves to the instance's IP"
+				// (lambda-openapi.json, components.schemas.Instance), and
+				// nothing of the host under it. The type in the region is
+				// the pool a bad host came from, tried last for a while
+				// after one failed (Capabilities.MachinePools).
+				MachineID: id,
+				Image:     img.label(want.ID != ""),
 			})
 		}
 	}

@@ -183,7 +183,7 @@ func (p *Provider) Name() string { return Name }
 // Capabilities implements provisioner.Provider: Lambda runs cloud-init, so
 // the host key crabbox-runner generates is installed before sshd starts.
 func (p *Provider) Capabilities() provisioner.Capabilities {
-	return provisioner.Capabilities{CloudInit: true, HostKeyInjection: true}
+	return provisioner.Capabilities{CloudInit: true, HostKeyInjection: true, MachinePools: true}
 }
 
 // Create registers the lease's client key and launches the offer's type in
