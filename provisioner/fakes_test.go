@@ -214,6 +214,8 @@ type memBootstrapper struct {
 	gh     *memGitHub
 	mu     sync.Mutex
 	gpuBad func(host provisioner.Endpoint, n int) bool
+	// gpu, when set, is the GPU report of the nth bootstrap.
+	gpu func(n int) *provisioner.GPUReport
 	n      int
 	// hold, when set, keeps every bootstrap waiting until it is closed.
 	hold chan struct{}
@@ -261,8 +263,19 @@ func (b *memBootstrapper) Bootstrap(ctx context.Context, req provisioner.Bootstr
 	if b.gpuBad != nil && b.gpuBad(req.Endpoint, n) {
 		return nil, fmt.Errorf("nvidia-smi: %w", provisioner.ErrGPUCheck)
 	}
-	b.gh.setOnline(req.JIT.RunnerID)
-	return &provisioner.BootstrapResult{HostKey: "ssh-ed25519 HOST"}, nil
+	res := &provisioner.BootstrapResult{HostKey: "ssh-ed25519 HOST"}
+	if req.CheckGPU && b.gpu != nil {
+		res.GPU = b.gpu(n)
+	}
+	jit := req.JIT
+	if req.Ready != nil {
+		var err error
+		if jit, err = req.Ready(ctx, res); err != nil {
+			return nil, err
+		}
+	}
+	b.gh.setOnline(jit.RunnerID)
+	return res, nil
 }
 
 type harness struct {

@@ -122,7 +122,14 @@ func (g *goRunners) Probe(ctx context.Context, req provisioner.ProbeRequest) (st
 }
 
 func (g *goRunners) Bootstrap(ctx context.Context, req provisioner.BootstrapRequest) (*provisioner.BootstrapResult, error) {
-	id, server, token, err := decodeJITForRunner(req.JIT.Encoded)
+	jit := req.JIT
+	if req.Ready != nil {
+		var err error
+		if jit, err = req.Ready(ctx, &provisioner.BootstrapResult{}); err != nil {
+			return nil, err
+		}
+	}
+	id, server, token, err := decodeJITForRunner(jit.Encoded)
 	if err != nil {
 		return nil, err
 	}

@@ -56,7 +56,7 @@ func TestOpensDatabaseCreatedByMigration001(t *testing.T) {
 	if err := s.DB().QueryRow(`SELECT group_concat(version), group_concat(name) FROM crabbox_migration`).Scan(&versions, &names); err != nil {
 		t.Fatal(err)
 	}
-	if versions != "1,2,3,4,5" || names != "001_init.up.sql,002_queued_at.up.sql,003_demand.up.sql,004_unservable.up.sql,005_retention.up.sql" {
+	if versions != "1,2,3,4,5,6" || names != "001_init.up.sql,002_queued_at.up.sql,003_demand.up.sql,004_unservable.up.sql,005_retention.up.sql,006_gpu_gate.up.sql" {
 		t.Fatalf("crabbox_migration: %s %s", versions, names)
 	}
 	l, err := s.Lease(ctx, "legacy1")
