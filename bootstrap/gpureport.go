@@ -150,6 +150,13 @@ func ParseGPUReport(out string) *provisioner.GPUReport {
 			r.Lost = append(r.Lost, "nvidia-smi exited with status "+strconv.Itoa(st))
 		}
 	}
+	seen := map[string]bool{}
+	for _, s := range said {
+		if !seen[s] && len(r.Said) < 20 {
+			seen[s] = true
+			r.Said = append(r.Said, s)
+		}
+	}
 	if st, ok := exits["health"]; ok && st != 0 && len(r.Lost) == 0 {
 		for _, s := range said {
 			if !strings.Contains(s, "is not a valid field") {

@@ -32,6 +32,9 @@ type GPUReport struct {
 	// NoGPU says why nvidia-smi reported no GPU at all (missing driver,
 	// no nvidia-smi); empty otherwise.
 	NoGPU string
+	// Said are the other lines nvidia-smi printed (a few, each once), for
+	// people: the host's operator controls them.
+	Said []string
 }
 
 // GPUFound is one GPU that answered.

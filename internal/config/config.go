@@ -247,24 +247,28 @@ type ClassDefaults struct {
 
 // ClassConfig is one class as written in YAML.
 type ClassConfig struct {
-	Name            string        `yaml:"name"`
-	Labels          []string      `yaml:"labels"`
-	GPU             GPUConfig     `yaml:"gpu"`
-	Providers       []string      `yaml:"providers"`
-	MaxPricePerHour float64       `yaml:"max_price_per_hour"`
-	DiskGB          int           `yaml:"disk_gb"`
-	Image           string        `yaml:"image"`        // Vast's container image
-	LambdaImage     string        `yaml:"lambda_image"` // Lambda's machine image: family, family:<name> or id:<uuid>
-	Region          string        `yaml:"region"`
-	MinReliability  float64       `yaml:"min_reliability"`
-	VerifiedOnly    *bool         `yaml:"verified_only"`
-	DatacenterOnly  bool          `yaml:"datacenter_only"`
-	DirectSSH       *bool         `yaml:"direct_ssh"`
-	CheckGPU        *bool         `yaml:"check_gpu"`
-	BootTimeout     time.Duration `yaml:"boot_timeout"`
-	IdleTimeout     time.Duration `yaml:"idle_timeout"`
-	MaxLifetime     time.Duration `yaml:"max_lifetime"`
-	MaxLeases       int           `yaml:"max_leases"`
+	Name            string    `yaml:"name"`
+	Labels          []string  `yaml:"labels"`
+	GPU             GPUConfig `yaml:"gpu"`
+	Providers       []string  `yaml:"providers"`
+	MaxPricePerHour float64   `yaml:"max_price_per_hour"`
+	DiskGB          int       `yaml:"disk_gb"`
+	Image           string    `yaml:"image"`        // Vast's container image
+	LambdaImage     string    `yaml:"lambda_image"` // Lambda's machine image: family, family:<name> or id:<uuid>
+	Region          string    `yaml:"region"`
+	MinReliability  float64   `yaml:"min_reliability"`
+	VerifiedOnly    *bool     `yaml:"verified_only"`
+	DatacenterOnly  bool      `yaml:"datacenter_only"`
+	DirectSSH       *bool     `yaml:"direct_ssh"`
+	CheckGPU        *bool     `yaml:"check_gpu"`
+	// MinCUDA and MinDriver ("12.4", "550.54") are the GPU gate's lowest
+	// CUDA version and driver version; empty: any.
+	MinCUDA     string        `yaml:"min_cuda"`
+	MinDriver   string        `yaml:"min_driver"`
+	BootTimeout time.Duration `yaml:"boot_timeout"`
+	IdleTimeout time.Duration `yaml:"idle_timeout"`
+	MaxLifetime time.Duration `yaml:"max_lifetime"`
+	MaxLeases   int           `yaml:"max_leases"`
 	// Lambda only: firewall ruleset ids and file system names to attach.
 	FirewallRulesets []string `yaml:"firewall_rulesets"`
 	FileSystems      []string `yaml:"file_systems"`
@@ -508,6 +512,8 @@ func (c *Config) ProvisionerClasses() []provisioner.Class {
 			DatacenterOnly:  cc.DatacenterOnly,
 			DirectSSH:       boolOr(cc.DirectSSH, true),
 			CheckGPU:        boolOr(cc.CheckGPU, true),
+			MinCUDA:         cc.MinCUDA,
+			MinDriver:       cc.MinDriver,
 			BootTimeout:     durOr(cc.BootTimeout, c.Defaults.BootTimeout),
 			IdleTimeout:     durOr(cc.IdleTimeout, c.Defaults.IdleTimeout),
 			MaxLifetime:     durOr(cc.MaxLifetime, c.Defaults.MaxLifetime),

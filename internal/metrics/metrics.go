@@ -32,6 +32,7 @@ type Metrics struct {
 	policy        *policyMetrics
 	provider      *providerRequests
 	extra         *extraHosts
+	gate          *gpuGate
 	foreign       *foreignEvents
 
 	shed prometheus.Counter
@@ -83,6 +84,7 @@ func New() *Metrics {
 	m.policy = newPolicyMetrics(m.reg)
 	m.provider = newProviderRequests(m.reg)
 	m.extra = newExtraHosts(m.reg)
+	m.gate = newGPUGate(m.reg)
 	m.foreign = newForeignEvents(m.reg)
 
 	m.shed = newConnsShed(m.reg)
