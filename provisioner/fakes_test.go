@@ -216,7 +216,7 @@ type memBootstrapper struct {
 	gpuBad func(host provisioner.Endpoint, n int) bool
 	// gpu, when set, is the GPU report of the nth bootstrap.
 	gpu func(n int) *provisioner.GPUReport
-	n      int
+	n   int
 	// hold, when set, keeps every bootstrap waiting until it is closed.
 	hold chan struct{}
 	// dialled lists the endpoint of every Probe and Bootstrap.

@@ -76,7 +76,9 @@ const (
 )
 
 func (s State) withDefaults() State {
-	s.Count = cmp.Or(s.Count, 1)
+	if s.Count == 0 {
+		s.Count = 1
+	}
 	s.Name = strings.NewReplacer("'", "", "\n", " ", ",", " ").Replace(cmp.Or(s.Name, DefaultName))
 	s.MemMiB = cmp.Or(s.MemMiB, DefaultMemMiB)
 	s.Driver = cmp.Or(s.Driver, DefaultDriver)
@@ -104,6 +106,12 @@ func Script(st State) string {
 	b.WriteString("#!/bin/sh\n# Fake nvidia-smi (internal/fakegpu): see that package for the sources of each answer.\n")
 	if s.Extra != "" {
 		b.WriteString("cat <<'CRABBOX_GPU_OUTPUT_EOF'\n" + strings.TrimRight(s.Extra, "\n") + "\nCRABBOX_GPU_OUTPUT_EOF\n")
+	}
+	if s.Count < 0 {
+		// A host whose only GPU is gone (nvidia-smi(1): return code 6, "A
+		// query to find an object was unsuccessful").
+		b.WriteString("echo 'No devices were found'\nexit 6\n")
+		return b.String()
 	}
 	if s.NoDriver {
 		b.WriteString(`echo "NVIDIA-SMI has failed because it couldn't communicate with the NVIDIA driver. Make sure that the latest NVIDIA driver is installed and running."` + "\nexit 9\n")
@@ -245,4 +253,50 @@ func b01(b bool) string {
 		return "1"
 	}
 	return "0"
+}
+
+// Fault is one way a rented host's GPUs are not what was sold, for the
+// fakes' Behavior.
+type Fault string
+
+// The faults the fakes can show.
+const (
+	FewerGPUs    Fault = "fewer_gpus"    // one GPU missing (none left of one: "No devices were found")
+	OtherModel   Fault = "other_model"   // an RTX 3090 where the offer said otherwise
+	LessMemory   Fault = "less_memory"   // half the memory per GPU
+	OldDriver    Fault = "old_driver"    // driver 470.103.01, CUDA 11.4 (a pair a real host showed, nvidia-smi -q)
+	ECCErrors    Fault = "ecc_errors"    // uncorrected volatile ECC errors on GPU 0
+	RetiredPages Fault = "retired_pages" // retired pages pending on GPU 0
+	RowRemap     Fault = "row_remap"     // a row-remap failure on GPU 0
+	LostGPU      Fault = "lost_gpu"      // the last GPU fell off the bus
+	NoDriver     Fault = "no_driver"     // nvidia-smi cannot reach the driver
+)
+
+// With returns the state with the fault.
+func (s State) With(f Fault) State {
+	s = s.withDefaults()
+	switch f {
+	case FewerGPUs:
+		s.Count--
+		if s.Count == 0 {
+			s.Count = -1 // none: withDefaults reads 0 as 1
+		}
+	case OtherModel:
+		s.Name, s.MemMiB = "NVIDIA GeForce RTX 3090", 24576
+	case LessMemory:
+		s.MemMiB /= 2
+	case OldDriver:
+		s.Driver, s.CUDA = "470.103.01", "11.4"
+	case ECCErrors:
+		s.UncorrectedECC = 4
+	case RetiredPages:
+		s.RetiredPending = true
+	case RowRemap:
+		s.RemapFailure = true
+	case LostGPU:
+		s.LostGPU = s.Count
+	case NoDriver:
+		s.NoDriver = true
+	}
+	return s
 }
