@@ -129,6 +129,8 @@ type memGitHub struct {
 	seq     int64
 	runners map[int64]*provisioner.Runner
 	removed int
+	// jits names every runner registered, in order.
+	jits []string
 }
 
 func newMemGitHub() *memGitHub { return &memGitHub{runners: map[int64]*provisioner.Runner{}} }
@@ -142,6 +144,7 @@ func (g *memGitHub) GenerateJITConfig(ctx context.Context, s provisioner.Scope, 
 		}
 	}
 	g.seq++
+	g.jits = append(g.jits, name)
 	g.runners[g.seq] = &provisioner.Runner{ID: g.seq, Name: name, Status: "offline", Labels: labels}
 	return &provisioner.JITConfig{RunnerID: g.seq, RunnerName: name, Encoded: "secret-jit"}, nil
 }

@@ -245,12 +245,15 @@ func modelFits(want, have string) bool {
 // words and memory sizes, so that "NVIDIA A100-SXM4-80GB" is [A100 SXM4].
 func nameWords(name string) []string {
 	var out []string
-	for _, t := range strings.FieldsFunc(strings.ToUpper(name), func(r rune) bool {
+	toks := strings.FieldsFunc(strings.ToUpper(name), func(r rune) bool {
 		return !(r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '.')
-	}) {
+	})
+	for i, t := range toks {
 		switch {
 		case t == "NVIDIA" || t == "GEFORCE" || t == "TESLA":
 		case strings.HasSuffix(t, "GB") && isDigits(strings.TrimSuffix(t, "GB")):
+		case isDigits(t) && i+1 < len(toks) && toks[i+1] == "GB":
+		case t == "GB" && i > 0 && isDigits(toks[i-1]):
 		default:
 			out = append(out, t)
 		}
