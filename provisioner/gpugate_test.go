@@ -39,17 +39,29 @@ func TestJudgeGPU(t *testing.T) {
 		{"a GPU not answering a value", func(r *provisioner.GPUReport) *provisioner.GPUReport { r.GPUs[1].Answered = false; return r }, nil, provisioner.GateGPULost},
 		{"one more than sold", func(r *provisioner.GPUReport) *provisioner.GPUReport { return a100s(3, r.GPUs[0].Name, 81920) }, nil, provisioner.GateGPUCount},
 		{"one fewer", func(r *provisioner.GPUReport) *provisioner.GPUReport { r.GPUs = r.GPUs[:1]; return r }, nil, provisioner.GateGPUCount},
-		{"PCIe for SXM4", func(r *provisioner.GPUReport) *provisioner.GPUReport { r.GPUs[1].Name = "NVIDIA A100 80GB PCIe"; return r }, nil, provisioner.GateGPUModel},
+		{"PCIe for SXM4", func(r *provisioner.GPUReport) *provisioner.GPUReport {
+			r.GPUs[1].Name = "NVIDIA A100 80GB PCIe"
+			return r
+		}, nil, provisioner.GateGPUModel},
 		{"another family", func(r *provisioner.GPUReport) *provisioner.GPUReport {
 			return a100s(2, "NVIDIA GeForce RTX 3090", 24576)
 		}, nil, provisioner.GateGPUModel},
 		{"unknown names by words", func(r *provisioner.GPUReport) *provisioner.GPUReport { return a100s(2, "NVIDIA Z9000 Ultra", 81920) },
-			func(w provisioner.GateWant) provisioner.GateWant { w.OfferGPU, w.ClassGPU = "Z9000 Ultra (80 GB)", "Z9000"; return w }, ""},
+			func(w provisioner.GateWant) provisioner.GateWant {
+				w.OfferGPU, w.ClassGPU = "Z9000 Ultra (80 GB)", "Z9000"
+				return w
+			}, ""},
 		{"unknown names, another word", func(r *provisioner.GPUReport) *provisioner.GPUReport { return a100s(2, "NVIDIA Z9000", 81920) },
-			func(w provisioner.GateWant) provisioner.GateWant { w.OfferGPU, w.ClassGPU = "Z9000 Ultra", ""; return w }, provisioner.GateGPUModel},
+			func(w provisioner.GateWant) provisioner.GateWant {
+				w.OfferGPU, w.ClassGPU = "Z9000 Ultra", ""
+				return w
+			}, provisioner.GateGPUModel},
 		{"40GB for 80GB", func(r *provisioner.GPUReport) *provisioner.GPUReport { return a100s(2, "NVIDIA A100-SXM4-40GB", 40960) }, nil, provisioner.GateGPUMemory},
 		{"ECC-reduced reading is the nominal size", func(r *provisioner.GPUReport) *provisioner.GPUReport { return a100s(2, "NVIDIA L40S", 46068) },
-			func(w provisioner.GateWant) provisioner.GateWant { w.OfferGPU, w.ClassGPU, w.MinMemoryGB = "L40S", "L40S", 48; return w }, ""},
+			func(w provisioner.GateWant) provisioner.GateWant {
+				w.OfferGPU, w.ClassGPU, w.MinMemoryGB = "L40S", "L40S", 48
+				return w
+			}, ""},
 		{"old driver", func(r *provisioner.GPUReport) *provisioner.GPUReport { r.Driver = "535.104.05"; return r }, nil, provisioner.GateDriver},
 		{"driver not reported", func(r *provisioner.GPUReport) *provisioner.GPUReport { r.Driver = ""; return r }, nil, provisioner.GateDriver},
 		{"driver newer by a part", func(r *provisioner.GPUReport) *provisioner.GPUReport { r.Driver = "550.100"; return r }, nil, ""},
@@ -58,7 +70,10 @@ func TestJudgeGPU(t *testing.T) {
 		{"no minimums, no versions", func(r *provisioner.GPUReport) *provisioner.GPUReport { r.Driver, r.CUDA = "", ""; return r },
 			func(w provisioner.GateWant) provisioner.GateWant { w.MinCUDA, w.MinDriver = "", ""; return w }, ""},
 		{"ECC", func(r *provisioner.GPUReport) *provisioner.GPUReport { r.GPUs[1].Health.UncorrectedECC = 1; return r }, nil, provisioner.GateECC},
-		{"ECC not reported", func(r *provisioner.GPUReport) *provisioner.GPUReport { r.GPUs[1].Health = provisioner.NoHealth; return r }, nil, ""},
+		{"ECC not reported", func(r *provisioner.GPUReport) *provisioner.GPUReport {
+			r.GPUs[1].Health = provisioner.NoHealth
+			return r
+		}, nil, ""},
 		{"retired pages", func(r *provisioner.GPUReport) *provisioner.GPUReport { r.GPUs[0].Health.RetiredPending = 1; return r }, nil, provisioner.GateRetiredPages},
 		{"row remap pending", func(r *provisioner.GPUReport) *provisioner.GPUReport { r.GPUs[0].Health.RemapPending = 1; return r }, nil, provisioner.GateRowRemap},
 		{"row remap failure", func(r *provisioner.GPUReport) *provisioner.GPUReport { r.GPUs[0].Health.RemapFailure = 1; return r }, nil, provisioner.GateRowRemap},
