@@ -115,26 +115,30 @@ func stateNames() string {
 }
 
 type leaseJSON struct {
-	ID            string    `json:"id"`
-	State         string    `json:"state"`
-	Class         string    `json:"class"`
-	Scope         string    `json:"scope"`
-	Provider      string    `json:"provider,omitempty"`
-	OfferID       string    `json:"offer_id,omitempty"`
-	GPU           string    `json:"gpu,omitempty"`
-	PricePerHour  float64   `json:"price_per_hour"`
-	Region        string    `json:"region,omitempty"`
-	InstanceID    string    `json:"instance_id,omitempty"`
-	SSH           string    `json:"ssh,omitempty"`
-	RunnerName    string    `json:"runner_name"`
-	RunnerID      int64     `json:"runner_id,omitempty"`
-	JobID         int64     `json:"job_id,omitempty"`
-	BoundJobID    int64     `json:"bound_job_id,omitempty"`
-	ReleaseReason string    `json:"release_reason,omitempty"`
-	Error         string    `json:"error,omitempty"`
-	CreatedAt     time.Time `json:"created_at"`
-	ExpiresAt     time.Time `json:"expires_at,omitzero"`
-	ReleasedAt    time.Time `json:"released_at,omitzero"`
+	ID            string  `json:"id"`
+	State         string  `json:"state"`
+	Class         string  `json:"class"`
+	Scope         string  `json:"scope"`
+	Provider      string  `json:"provider,omitempty"`
+	OfferID       string  `json:"offer_id,omitempty"`
+	GPU           string  `json:"gpu,omitempty"`
+	PricePerHour  float64 `json:"price_per_hour"`
+	Region        string  `json:"region,omitempty"`
+	InstanceID    string  `json:"instance_id,omitempty"`
+	SSH           string  `json:"ssh,omitempty"`
+	RunnerName    string  `json:"runner_name"`
+	RunnerID      int64   `json:"runner_id,omitempty"`
+	JobID         int64   `json:"job_id,omitempty"`
+	BoundJobID    int64   `json:"bound_job_id,omitempty"`
+	ReleaseReason string  `json:"release_reason,omitempty"`
+	Error         string  `json:"error,omitempty"`
+	// GPUCount is the offer's GPU count; GPUCheck the GPU gate's verdict
+	// ("passed: …" or "<rule>: found …, wanted …").
+	GPUCount   int       `json:"gpu_count,omitempty"`
+	GPUCheck   string    `json:"gpu_check,omitempty"`
+	CreatedAt  time.Time `json:"created_at"`
+	ExpiresAt  time.Time `json:"expires_at,omitzero"`
+	ReleasedAt time.Time `json:"released_at,omitzero"`
 
 	// AgeSeconds is the time since the lease was created.
 	AgeSeconds float64 `json:"age_seconds"`
@@ -208,6 +212,7 @@ func printLeases(w io.Writer, format string, rows []leaseRow, now time.Time) err
 				Provider: l.Provider, OfferID: l.OfferID, GPU: l.GPU, PricePerHour: l.PricePerHour, Region: l.Region,
 				InstanceID: l.InstanceID, SSH: l.SSH.Addr(), RunnerName: l.RunnerName, RunnerID: l.RunnerID,
 				JobID: l.JobID, BoundJobID: l.BoundJobID, ReleaseReason: l.ReleaseReason, Error: l.Error,
+				GPUCount: l.GPUCount, GPUCheck: l.GPUCheck,
 				CreatedAt: l.CreatedAt, ExpiresAt: l.ExpiresAt, ReleasedAt: l.ReleasedAt,
 				AgeSeconds: r.age(now).Seconds(), CostSoFar: r.cost, JobURL: r.url}
 			if r.job != nil {
@@ -224,7 +229,7 @@ func printLeases(w io.Writer, format string, rows []leaseRow, now time.Time) err
 		return nil
 	}
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "LEASE\tCLASS\tPROVIDER\tINSTANCE\tSTATE\tAGE\t$/H\tCOST\tJOB\tURL\tNOTE")
+	fmt.Fprintln(tw, "LEASE\tCLASS\tPROVIDER\tINSTANCE\tSTATE\tAGE\t$/H\tCOST\tJOB\tURL\tGPU\tNOTE")
 	rate, spent := 0.0, 0.0
 	for _, r := range rows {
 		l := r.Lease
@@ -246,14 +251,22 @@ func printLeases(w io.Writer, format string, rows []leaseRow, now time.Time) err
 			rate += l.PricePerHour
 		}
 		spent += r.cost
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%.2f\t%.3f\t%s\t%s\t%s\n", l.ID, l.Class, dash(l.Provider), dash(l.InstanceID),
-			l.State, formatAge(r.age(now)), l.PricePerHour, r.cost, job, dash(r.url), note)
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%.2f\t%.3f\t%s\t%s\t%s\t%s\n", l.ID, l.Class, dash(l.Provider), dash(l.InstanceID),
+			l.State, formatAge(r.age(now)), l.PricePerHour, r.cost, job, dash(r.url), gateColumn(l.GPUCheck), note)
 	}
 	if err := tw.Flush(); err != nil {
 		return err
 	}
 	fmt.Fprintf(w, "%d leases; hosts running now cost $%.2f/hour; these leases cost $%.2f so far\n", len(rows), rate, spent)
 	return nil
+}
+
+// gateColumn is the GPU gate's verdict in a word: "passed", the failed
+// rule, or "-" when the host was not checked (yet). The whole verdict is in
+// the JSON output and, for a failure, in the note.
+func gateColumn(check string) string {
+	rule, _, _ := strings.Cut(check, ":")
+	return dash(rule)
 }
 
 // formatAge is a duration to the second, shortest first: 45s, 12m5s, 3h2m, 2d4h.
