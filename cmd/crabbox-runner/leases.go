@@ -35,7 +35,9 @@ func newLeasesCmd(g *globalFlags, getenv config.Getenv) *cobra.Command {
 		Short: "List leases: what runs, what it costs, what failed",
 		Long: `leases lists the leases in the store: lease, class, provider, instance, state, age,
 price per hour, what the host has cost so far, the job it serves with the job's page on
-GitHub, and the last error. By default only leases that are not released; --all includes
+GitHub, the GPU gate's verdict on its host (passed, or the rule it failed: gpu_count,
+gpu_model, gpu_memory, driver, cuda, ecc, retired_pages, row_remap, gpu_lost, no_gpu;
+the whole verdict is in --output json), and the last error. By default only leases that are not released; --all includes
 released ones. --not-served lists instead the queued jobs that get no host and why: refused
 by a class's policy (repositories, public_repositories, default labels only), a runner group
 that cannot serve the repository, or runners GitHub never gave the job.
