@@ -183,6 +183,13 @@ func (p *Provisioner) oneShotHost(ctx context.Context, l *Lease, class *Class, o
 		g, err := p.judgeHost(p.log.With("lease_id", l.ID), l, class, res)
 		if class.CheckGPU {
 			l.GPUCheck = g.String()
+			if res.GPU != nil {
+				// nvidia-smi's other words (the host's operator chooses
+				// them): shown as they were said, for the person reading.
+				for _, s := range res.GPU.Said {
+					progress("nvidia-smi said: %s", s)
+				}
+			}
 			progress("GPU gate %s", g.String())
 		}
 		if err != nil {
