@@ -1,6 +1,7 @@
 package main
 
 import (
+	"encoding/json"
 	"fmt"
 	"os"
 	"os/user"
@@ -204,7 +205,8 @@ func TestServeGPUGate(t *testing.T) {
 			if !strings.Contains(out, " "+tc.rule+" ") || !strings.Contains(out, " passed ") {
 				t.Errorf("leases does not show the rule %s:\n%s", tc.rule, out)
 			}
-			t.Logf("queued → completed with one failed gate (%s): %s", tc.rule, took.Round(10*time.Millisecond))
+			t.Logf("queued → completed with one failed gate (%s): %s; the failed lease lived %s (created → released), its gpu-check phase %s",
+				tc.rule, took.Round(10*time.Millisecond), bad.ReleasedAt.Sub(bad.CreatedAt).Round(10*time.Millisecond), phaseTimes(e.logs.String(), "gpu-check"))
 		})
 	}
 }
@@ -238,4 +240,21 @@ func TestServeGPUGateLambda(t *testing.T) {
 	if m := e.get("/metrics"); !strings.Contains(m, `crabbox_gpu_gate_total{provider="lambda",result="cuda"} 1`) {
 		t.Errorf("/metrics: %s", grepLines(m, "crabbox_gpu_gate_total"))
 	}
+}
+
+// phaseTimes lists the durations the bootstrap logged for a phase.
+func phaseTimes(logs, phase string) []time.Duration {
+	var out []time.Duration
+	for _, line := range strings.Split(logs, "\n") {
+		if !strings.Contains(line, `"msg":"bootstrap: phase done"`) || !strings.Contains(line, `"phase":"`+phase+`"`) {
+			continue
+		}
+		var rec struct {
+			Duration time.Duration `json:"duration"`
+		}
+		if json.Unmarshal([]byte(line), &rec) == nil {
+			out = append(out, rec.Duration.Round(time.Millisecond))
+		}
+	}
+	return out
 }
