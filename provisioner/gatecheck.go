@@ -56,5 +56,5 @@ func (p *Provisioner) failGate(ctx context.Context, l *Lease, g GateResult) erro
 		return err
 	}
 	p.markBadMachine(l, "GPU gate: "+g.Rule)
-	return p.failLease(ctx, l, "GPU gate failed: "+g.String())
+	return p.failLease(ctx, l, (&GateError{Result: g}).Error())
 }

@@ -111,7 +111,7 @@ func (r GateResult) String() string {
 // ErrGPUCheck.
 type GateError struct{ Result GateResult }
 
-func (e *GateError) Error() string { return "GPU gate failed: " + e.Result.String() }
+func (e *GateError) Error() string { return "GPU check failed: " + e.Result.String() }
 
 // Is makes a GateError an ErrGPUCheck.
 func (e *GateError) Is(target error) bool { return target == ErrGPUCheck }

@@ -118,7 +118,7 @@ func TestGateFailsBeforeRegistration(t *testing.T) {
 		t.Fatalf("failed leases: %s", h.describe())
 	}
 	f := failed[0]
-	if !strings.HasPrefix(f.GPUCheck, "gpu_count: found 2× NVIDIA A100-SXM4-80GB") || !strings.Contains(f.Error, "GPU gate failed: gpu_count") {
+	if !strings.HasPrefix(f.GPUCheck, "gpu_count: found 2× NVIDIA A100-SXM4-80GB") || !strings.Contains(f.Error, "GPU check failed: gpu_count") {
 		t.Fatalf("failed lease: gpu_check %q, error %q", f.GPUCheck, f.Error)
 	}
 	if f.RunnerID != 0 {

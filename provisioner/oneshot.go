@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 )
@@ -188,6 +189,15 @@ func (p *Provisioner) oneShotHost(ctx context.Context, l *Lease, class *Class, o
 				// them): shown as they were said, for the person reading.
 				for _, s := range res.GPU.Said {
 					progress("nvidia-smi said: %s", s)
+				}
+				var names []string
+				for _, gpu := range res.GPU.GPUs {
+					if !slices.Contains(names, gpu.Name) {
+						names = append(names, gpu.Name)
+					}
+				}
+				if len(names) > 0 {
+					progress("GPU: %s", strings.Join(names, ", "))
 				}
 			}
 			progress("GPU gate %s", g.String())

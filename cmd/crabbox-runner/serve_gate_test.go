@@ -152,7 +152,7 @@ func TestServeGPUGate(t *testing.T) {
 			}
 			bad, good := ls[0], ls[1]
 			if bad.MachineID != "971" || !strings.HasPrefix(bad.GPUCheck, tc.rule+": found ") ||
-				!strings.Contains(bad.Error, "GPU gate failed: "+tc.rule) || bad.RunnerID != 0 {
+				!strings.Contains(bad.Error, "GPU check failed: "+tc.rule) || bad.RunnerID != 0 {
 				t.Fatalf("failed lease: machine %s gpu_check %q error %q runner %d", bad.MachineID, bad.GPUCheck, bad.Error, bad.RunnerID)
 			}
 			if good.MachineID != "972" || !strings.HasPrefix(good.GPUCheck, "passed: 2× NVIDIA A100 SXM4 (81920 MiB), driver 570.124.06, CUDA 12.8") ||
