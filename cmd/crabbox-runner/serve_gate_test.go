@@ -187,10 +187,12 @@ func TestServeGPUGate(t *testing.T) {
 			// The next job: the bad machine's ask is still the cheapest
 			// offer not taken, but the lease goes to another machine.
 			e.waitFor("the first job's host destroyed", 60*time.Second, func() bool { return len(e.vast.Live()) == 0 })
+			started2 := time.Now()
 			id2 := e.queue("train-again")
 			if j := e.waitJob(id2); j.Conclusion != "success" {
 				t.Fatalf("second job: %q", j.Conclusion)
 			}
+			took2 := time.Since(started2)
 			ls = e.leases()
 			if len(ls) != 3 || ls[2].MachineID != "973" {
 				t.Fatalf("the second job's lease went to machine %s (want 973): %d leases", ls[len(ls)-1].MachineID, len(ls))
@@ -205,8 +207,9 @@ func TestServeGPUGate(t *testing.T) {
 			if !strings.Contains(out, " "+tc.rule+" ") || !strings.Contains(out, " passed ") {
 				t.Errorf("leases does not show the rule %s:\n%s", tc.rule, out)
 			}
-			t.Logf("queued → completed with one failed gate (%s): %s; the failed lease lived %s (created → released), its gpu-check phase %s",
-				tc.rule, took.Round(10*time.Millisecond), bad.ReleasedAt.Sub(bad.CreatedAt).Round(10*time.Millisecond), phaseTimes(e.logs.String(), "gpu-check"))
+			t.Logf("queued → completed with one failed gate (%s): %s, the next job without one: %s; the failed lease lived %s (created → released); gpu-check phases %s",
+				tc.rule, took.Round(10*time.Millisecond), took2.Round(10*time.Millisecond), bad.ReleasedAt.Sub(bad.CreatedAt).Round(10*time.Millisecond),
+				phaseTimes(e.logs.String(), "gpu-check"))
 		})
 	}
 }
@@ -240,6 +243,8 @@ func TestServeGPUGateLambda(t *testing.T) {
 	if m := e.get("/metrics"); !strings.Contains(m, `crabbox_gpu_gate_total{provider="lambda",result="cuda"} 1`) {
 		t.Errorf("/metrics: %s", grepLines(m, "crabbox_gpu_gate_total"))
 	}
+	t.Logf("the failed lease lived %s (created → released); gpu-check phases %s",
+		ls[0].ReleasedAt.Sub(ls[0].CreatedAt).Round(10*time.Millisecond), phaseTimes(e.logs.String(), "gpu-check"))
 }
 
 // phaseTimes lists the durations the bootstrap logged for a phase.
