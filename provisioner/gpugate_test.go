@@ -1,6 +1,7 @@
 package provisioner_test
 
 import (
+	"context"
 	"slices"
 	"strings"
 	"testing"
@@ -123,6 +124,15 @@ func TestGateFailsBeforeRegistration(t *testing.T) {
 	}
 	if f.RunnerID != 0 {
 		t.Fatalf("the failed lease has runner %d", f.RunnerID)
+	}
+	events, err := h.store.LeaseEvents(context.Background(), f.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.ContainsFunc(events, func(e provisioner.Event) bool {
+		return e.To == provisioner.StateFailed && strings.HasPrefix(e.Reason, "GPU check failed: gpu_count: found 2×")
+	}) {
+		t.Fatalf("no failed event names the rule: %+v", events)
 	}
 	h.gh.mu.Lock()
 	jits := slices.Clone(h.gh.jits)
