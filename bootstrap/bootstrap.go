@@ -157,10 +157,11 @@ func (b *Bootstrapper) Probe(ctx context.Context, req provisioner.ProbeRequest) 
 }
 
 // Bootstrap uploads the host script and runs its phases, each in its own
-// SSH session over one connection: arch, gpu-check (when asked), install,
+// SSH session over one connection: arch, gpu-check (when asked), then
+// req.Ready (the gate's verdict and the runner's registration), install,
 // start.
 func (b *Bootstrapper) Bootstrap(ctx context.Context, req provisioner.BootstrapRequest) (*provisioner.BootstrapResult, error) {
-	if req.JIT == nil || (req.JIT.Encoded == "" && !req.InstallOnly) {
+	if req.JIT == nil || (req.JIT.Encoded == "" && !req.InstallOnly && req.Ready == nil) {
 		return nil, errors.New("bootstrap: no JIT config")
 	}
 	name := req.JIT.RunnerName
@@ -175,7 +176,9 @@ func (b *Bootstrapper) Bootstrap(ctx context.Context, req provisioner.BootstrapR
 	defer c.Close()
 	// Output of the start phase could echo what it was given; keep the JIT
 	// config out of every error whatever the host prints.
-	c.secrets = append(c.secrets, req.JIT.Encoded)
+	if req.JIT.Encoded != "" {
+		c.secrets = append(c.secrets, req.JIT.Encoded)
+	}
 
 	res := &provisioner.BootstrapResult{HostKey: c.hostKey}
 	if _, err := c.run(ctx, "upload", uploadCommand, strings.NewReader(string(hostScript))); err != nil {
@@ -188,10 +191,35 @@ func (b *Bootstrapper) Bootstrap(ctx context.Context, req provisioner.BootstrapR
 	arch = strings.TrimSpace(arch)
 	if req.CheckGPU {
 		out, err := c.run(ctx, "gpu-check", script("gpu-check"), nil)
+		switch {
+		case errors.Is(err, provisioner.ErrGPUCheck):
+			// No nvidia-smi at all: a finding for the gate like any other.
+			res.GPU = &provisioner.GPUReport{NoGPU: "nvidia-smi not found on PATH"}
+		case err != nil:
+			return nil, err
+		default:
+			res.GPU = ParseGPUReport(out)
+		}
+		res.GPUInfo = res.GPU.Summary()
+		if req.Ready == nil {
+			// Without a judge, a host with no GPU answering still fails.
+			if g := provisioner.JudgeGPU(res.GPU, provisioner.GateWant{}); !g.Passed && (g.Rule == provisioner.GateNoGPU || g.Rule == provisioner.GateGPULost) {
+				return nil, &provisioner.GateError{Result: g}
+			}
+		}
+	}
+	if req.Ready != nil {
+		// The host is judged and the runner registered only now, so that
+		// a host that fails its check never has a runner on GitHub.
+		jit, err := req.Ready(ctx, res)
 		if err != nil {
 			return nil, err
 		}
-		res.GPUInfo = strings.TrimSpace(out)
+		if jit == nil || (jit.Encoded == "" && !req.InstallOnly) || !runnerNameRE.MatchString(jit.RunnerName) {
+			return nil, errors.New("bootstrap: no JIT config from the registration")
+		}
+		req.JIT, name = jit, jit.RunnerName
+		c.secrets = append(c.secrets, jit.Encoded)
 	}
 	rel, err := b.release(ctx, req.Scope, arch)
 	if err != nil {

@@ -12,6 +12,7 @@ import (
 	"testing"
 
 	"github.com/crabbox/crabbox-runner/bootstrap"
+	"github.com/crabbox/crabbox-runner/internal/fakegpu"
 	"github.com/crabbox/crabbox-runner/providers/local"
 	"github.com/crabbox/crabbox-runner/provisioner"
 )
@@ -79,8 +80,9 @@ func TestBootstrapStartsTheRunnerDetachedWithTheJITConfigOnStdin(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if res.GPUInfo != "NVIDIA A100 PCIE, 40960 MiB" {
-		t.Errorf("GPUInfo = %q", res.GPUInfo)
+	if res.GPUInfo != "1× NVIDIA A100 PCIE (40960 MiB), driver 550.54.15, CUDA 12.4" || res.GPU == nil || len(res.GPU.GPUs) != 1 ||
+		res.GPU.GPUs[0].BusID != "00000000:4F:00.0" || res.GPU.GPUs[0].Health.UncorrectedECC != 0 {
+		t.Errorf("GPUInfo = %q, report %+v", res.GPUInfo, res.GPU)
 	}
 	if !strings.HasPrefix(creds.HostKey.PublicKey, res.HostKey+" ") {
 		t.Errorf("HostKey = %q, want the injected key", res.HostKey)
@@ -206,6 +208,51 @@ func TestBootstrapGPUCheck(t *testing.T) {
 	}
 	if res.GPUInfo != "" {
 		t.Errorf("GPUInfo = %q without a GPU check", res.GPUInfo)
+	}
+}
+
+// TestBootstrapReadyJudgesBeforeInstall: with Ready, the host's GPU report
+// reaches the judge before anything is installed; a judge's error ends the
+// bootstrap as it is, with nothing downloaded; a JIT config it returns is
+// the one the runner starts with.
+func TestBootstrapReadyJudgesBeforeInstall(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, func(int, provisioner.CreateRequest) local.Behavior {
+		return local.Behavior{GPUFault: fakegpu.ECCErrors}
+	})
+	body, sum := tarball(t, fakeRunSh)
+	srv := serveTarball(t, body)
+	b := e.bootstrapper(t, srv.urlTemplate(), sum)
+	creds := newCreds(t, b)
+	inst := e.host(t, creds)
+	ctx := context.Background()
+
+	refused := errors.New("refused by the judge")
+	req := request(inst, creds, &provisioner.JITConfig{RunnerName: "r1"}, true)
+	var seen *provisioner.GPUReport
+	req.Ready = func(_ context.Context, res *provisioner.BootstrapResult) (*provisioner.JITConfig, error) {
+		seen = res.GPU
+		return nil, refused
+	}
+	if _, err := b.Bootstrap(ctx, req); !errors.Is(err, refused) {
+		t.Fatalf("err = %v, want the judge's", err)
+	}
+	if seen == nil || len(seen.GPUs) != 1 || seen.GPUs[0].Health.UncorrectedECC != 4 {
+		t.Fatalf("the judge saw %+v", seen)
+	}
+	if srv.requests.Load() != 0 {
+		t.Error("the runner was downloaded before the judge said yes")
+	}
+
+	jit := newJIT(t, "r2")
+	req = request(inst, creds, &provisioner.JITConfig{RunnerName: "r2"}, true)
+	req.Ready = func(context.Context, *provisioner.BootstrapResult) (*provisioner.JITConfig, error) { return jit, nil }
+	if _, err := b.Bootstrap(ctx, req); err != nil {
+		t.Fatal(err)
+	}
+	want := sha256.Sum256([]byte(jit.Encoded))
+	if got := strings.TrimSpace(waitFile(t, filepath.Join(e.runnerDir(inst, "r2"), "jit.sha256"))); got != hex.EncodeToString(want[:]) {
+		t.Errorf("the runner started with a JIT config of sha256 %s, want the judge's %x", got, want)
 	}
 }
 

@@ -3,7 +3,7 @@
 # one phase per SSH session:
 #
 #   host.sh arch                                    print x64 or arm64
-#   host.sh gpu-check                               print nvidia-smi's GPU list
+#   host.sh gpu-check                               report what nvidia-smi tells of the GPUs
 #   host.sh install URL VERSION SHA256 ARCH NAME    fetch, verify, unpack the runner
 #   host.sh start NAME                              start it; JIT config on stdin
 #
@@ -45,16 +45,70 @@ phase_arch() {
 	esac
 }
 
+# phase_gpu_check prints what nvidia-smi tells of the GPUs as tagged lines,
+# for the Go side (bootstrap/gpureport.go) to judge; only a host without
+# nvidia-smi at all fails here. Every GPU failure (a GPU that does not
+# answer, nvidia-smi exiting non-zero, a field the driver does not know)
+# is a finding reported, not a crash:
+#
+#   gpu <index>, <name>, <memory.total MiB>, <driver_version>, <pci.bus_id>
+#   health <index>, <ecc uncorrected volatile>, <retired pending>, <remap pending>, <remap failure>
+#   field <name> <index>, <value>     (health field by field, old drivers)
+#   cuda <X.Y>                        (from nvidia-smi's header)
+#   say <line>                        (anything else nvidia-smi printed)
+#   exit <query> <status>             (each call's exit status)
 phase_gpu_check() {
-	local out rc=0
 	command -v nvidia-smi >/dev/null 2>&1 || die "$EXIT_GPU" "nvidia-smi not found on PATH"
-	out=$(nvidia-smi --query-gpu=name,memory.total --format=csv,noheader 2>&1) || rc=$?
-	if [ "$rc" -ne 0 ]; then
-		printf '%s\n' "$out" >&2
-		die "$EXIT_GPU" "nvidia-smi exited with status $rc"
+	echo "crabbox-gpu-report 1"
+	local out rc=0
+	out=$(nvidia-smi --query-gpu=index,name,memory.total,driver_version,pci.bus_id --format=csv,noheader,nounits 2>&1) || rc=$?
+	tag gpu "$out"
+	echo "exit gpu $rc"
+	[ "$rc" -eq 0 ] || return 0
+
+	# Memory health, where the GPU keeps it. Drivers before the Ampere
+	# generation's do not know remapped_rows.*: the whole query then fails
+	# naming the field, so each field is asked alone.
+	local health=ecc.errors.uncorrected.volatile.total,retired_pages.pending,remapped_rows.pending,remapped_rows.failure
+	rc=0
+	out=$(nvidia-smi --query-gpu="index,$health" --format=csv,noheader,nounits 2>&1) || rc=$?
+	if [ "$rc" -ne 0 ] && [[ $out == *"is not a valid field"* ]]; then
+		local f
+		for f in ${health//,/ }; do
+			rc=0
+			out=$(nvidia-smi --query-gpu="index,$f" --format=csv,noheader,nounits 2>&1) || rc=$?
+			tag "field $f" "$out"
+			echo "exit $f $rc"
+		done
+	else
+		tag health "$out"
+		echo "exit health $rc"
 	fi
-	[ -n "${out//[[:space:]]/}" ] || die "$EXIT_GPU" "nvidia-smi reported no GPU"
-	printf '%s\n' "$out"
+
+	# The CUDA version the driver supports is no --query-gpu field; the
+	# header of the plain output carries it ("CUDA Version: 12.4"), and
+	# `nvidia-smi -q` a line "CUDA Version : 12.4".
+	local cuda
+	cuda=$(nvidia-smi 2>/dev/null | sed -n 's/.*CUDA Version: *\([0-9][0-9.]*\).*/\1/p' | sed -n 1p) || true
+	if [ -z "$cuda" ]; then
+		cuda=$(nvidia-smi -q 2>/dev/null | sed -n 's/^CUDA Version *: *\([0-9][0-9.]*\).*/\1/p' | sed -n 1p) || true
+	fi
+	[ -z "$cuda" ] || echo "cuda $cuda"
+}
+
+# tag prints each line of its second argument after the tag: lines that
+# look like a query's answer (they start with an index) as they are, and
+# any other line (nvidia-smi's errors) as "say".
+tag() {
+	local t=$1 line
+	while IFS= read -r line; do
+		[ -n "${line//[[:space:]]/}" ] || continue
+		if [[ $line =~ ^[0-9]+, ]]; then
+			printf '%s %s\n' "$t" "$line"
+		else
+			printf 'say %s\n' "$line"
+		fi
+	done <<<"$2"
 }
 
 download() {
@@ -179,8 +233,8 @@ phase_start() {
 
 	# A runner that cannot start (missing libraries, bad config) exits at
 	# once; one that is alive after this is connecting to GitHub.
-	local i
-	for i in 1 2 3 4 5 6 7 8 9 10; do
+	local _
+	for _ in 1 2 3 4 5 6 7 8 9 10; do
 		sleep 0.3
 		if ! kill -0 "$pid" 2>/dev/null; then
 			# A runner that connected may take a job at once and, a JIT

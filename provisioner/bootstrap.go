@@ -53,8 +53,15 @@ type ProbeRequest struct {
 // BootstrapRequest is one bootstrap of one host.
 type BootstrapRequest struct {
 	ProbeRequest
+	// JIT is the runner's config; with Ready it only names the runner,
+	// and Ready returns the config.
 	JIT      *JITConfig
 	CheckGPU bool
+	// Ready, when set, is called once the host has been checked (res.GPU
+	// holds the GPU report when CheckGPU) and before anything is installed:
+	// it judges the host and registers the runner, returning the JIT config
+	// to start it with. Its error ends the bootstrap as it is.
+	Ready func(ctx context.Context, res *BootstrapResult) (*JITConfig, error)
 	// Scope is where the runner registers; the bootstrapper may ask GitHub
 	// there which runner release (and checksum) a host of its architecture
 	// should install.
@@ -68,7 +75,9 @@ type BootstrapRequest struct {
 // BootstrapResult is what the host reported.
 type BootstrapResult struct {
 	HostKey string
-	GPUInfo string // nvidia-smi's summary when the GPU was checked
+	GPUInfo string // the GPU report's summary when the GPU was checked
+	// GPU is what nvidia-smi told when the GPU was checked.
+	GPU *GPUReport
 	// Arch is the host's architecture ("x64", "arm64"); RunnerVersion
 	// and RunnerSHA256 the runner tarball installed for it.
 	Arch, RunnerVersion, RunnerSHA256 string

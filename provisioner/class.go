@@ -29,8 +29,13 @@ type Class struct {
 	// its own.
 	DatacenterOnly bool
 	DirectSSH      bool
-	// CheckGPU runs nvidia-smi on the host before the runner starts.
+	// CheckGPU runs the GPU gate (gpugate.go) on the host before a runner
+	// is registered for it.
 	CheckGPU bool
+	// MinCUDA and MinDriver ("12.4", "550.54"), when set, are the lowest
+	// CUDA version the host's driver must support and the lowest driver
+	// version: checked by the gate, and on offers that tell them.
+	MinCUDA, MinDriver string
 	// FirewallRulesets and FileSystems are attached at launch where the
 	// provider supports them (Lambda: ruleset ids, file system names).
 	FirewallRulesets []string

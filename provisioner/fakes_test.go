@@ -165,6 +165,8 @@ type memGitHub struct {
 	reruns    []int64
 	rerunErrs []error
 	rerunErr  error
+	// jits names every runner registered, in order.
+	jits []string
 }
 
 func newMemGitHub() *memGitHub { return &memGitHub{runners: map[int64]*provisioner.Runner{}} }
@@ -178,6 +180,7 @@ func (g *memGitHub) GenerateJITConfig(ctx context.Context, s provisioner.Scope, 
 		}
 	}
 	g.seq++
+	g.jits = append(g.jits, name)
 	g.runners[g.seq] = &provisioner.Runner{ID: g.seq, Name: name, Status: "offline", Labels: labels}
 	return &provisioner.JITConfig{RunnerID: g.seq, RunnerName: name, Encoded: "secret-jit"}, nil
 }
@@ -262,7 +265,9 @@ type memBootstrapper struct {
 	gh     *memGitHub
 	mu     sync.Mutex
 	gpuBad func(host provisioner.Endpoint, n int) bool
-	n      int
+	// gpu, when set, is the GPU report of the nth bootstrap.
+	gpu func(n int) *provisioner.GPUReport
+	n   int
 	// hold, when set, keeps every bootstrap waiting until it is closed.
 	hold chan struct{}
 	// dialled lists the endpoint of every Probe and Bootstrap.
@@ -309,8 +314,19 @@ func (b *memBootstrapper) Bootstrap(ctx context.Context, req provisioner.Bootstr
 	if b.gpuBad != nil && b.gpuBad(req.Endpoint, n) {
 		return nil, fmt.Errorf("nvidia-smi: %w", provisioner.ErrGPUCheck)
 	}
-	b.gh.setOnline(req.JIT.RunnerID)
-	return &provisioner.BootstrapResult{HostKey: "ssh-ed25519 HOST"}, nil
+	res := &provisioner.BootstrapResult{HostKey: "ssh-ed25519 HOST"}
+	if req.CheckGPU && b.gpu != nil {
+		res.GPU = b.gpu(n)
+	}
+	jit := req.JIT
+	if req.Ready != nil {
+		var err error
+		if jit, err = req.Ready(ctx, res); err != nil {
+			return nil, err
+		}
+	}
+	b.gh.setOnline(jit.RunnerID)
+	return res, nil
 }
 
 type harness struct {

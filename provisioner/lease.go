@@ -127,6 +127,14 @@ type Lease struct {
 	// Attempts counts create attempts (offers tried).
 	Attempts int
 
+	// GPUCount and GPUMemoryGB are the offer's (per GPU, nominal GB): what
+	// the GPU gate holds the host to.
+	GPUCount    int
+	GPUMemoryGB float64
+	// GPUCheck is the GPU gate's verdict (GateResult.String), empty until
+	// the host was checked.
+	GPUCheck string
+
 	// QueuedAt is when the delivery of the job the lease was made for
 	// arrived; zero for a lease made for no particular job.
 	QueuedAt       time.Time

@@ -26,6 +26,7 @@ func (p *Provisioner) reserve(ctx context.Context, log *slog.Logger, id string, 
 		l.Provider, l.OfferID, l.GPU, l.PricePerHour, l.Region = offer.Provider, offer.ID, offer.GPU, offer.PricePerHour, offer.Region
 		l.Interruptible = offer.Interruptible
 		l.MachineID = offer.MachineID
+		l.GPUCount, l.GPUMemoryGB = offer.GPUCount, offer.GPUMemoryGB
 	}
 	err := p.cfg.Store.InTx(ctx, func(tx Tx) error {
 		me, err := tx.Lease(ctx, id)

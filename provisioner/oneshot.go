@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 )
@@ -142,6 +143,7 @@ func (p *Provisioner) oneShotHost(ctx context.Context, l *Lease, class *Class, o
 	}
 	l.Provider, l.OfferID, l.GPU, l.PricePerHour, l.Region, l.MachineID = offer.Provider, offer.ID, offer.GPU, offer.PricePerHour, offer.Region, offer.MachineID
 	l.Interruptible = offer.Interruptible
+	l.GPUCount, l.GPUMemoryGB = offer.GPUCount, offer.GPUMemoryGB
 	l.Attempts++
 	inst, err := prov.Create(ctx, cr)
 	if err != nil {
@@ -168,31 +170,61 @@ func (p *Provisioner) oneShotHost(ctx context.Context, l *Lease, class *Class, o
 		}
 	}
 	l.State = StateBootstrapping
-	jit := &JITConfig{RunnerName: l.RunnerName}
 	if req.InstallOnly {
 		progress("SSH up at %s; checking the host and installing runner %s (not registered: no GitHub)", l.SSH.Addr(), l.RunnerName)
 	} else {
-		progress("SSH up at %s; registering runner %s and installing it", l.SSH.Addr(), l.RunnerName)
-		req.Stage(StageRegister)
-		if jit, err = p.cfg.GitHub.GenerateJITConfig(ctx, l.Scope, l.RunnerName, req.Labels); err != nil {
-			return fmt.Errorf("registering runner: %w", err)
-		}
-		l.RunnerID = jit.RunnerID
+		progress("SSH up at %s; checking the host, then registering runner %s and installing it", l.SSH.Addr(), l.RunnerName)
 	}
 	req.Stage(StageBootstrap)
 	ep, err := p.dialEndpoint(ctx, offer.Provider, l.SSH)
 	if err != nil {
 		return err
 	}
+	// The runner is registered only once the host passed its GPU gate.
+	ready := func(ctx context.Context, res *BootstrapResult) (*JITConfig, error) {
+		g, err := p.judgeHost(p.log.With("lease_id", l.ID), l, class, res)
+		if class.CheckGPU {
+			l.GPUCheck = g.String()
+			if res.GPU != nil {
+				// nvidia-smi's other words (the host's operator chooses
+				// them): shown as they were said, for the person reading.
+				for _, s := range res.GPU.Said {
+					progress("nvidia-smi said: %s", s)
+				}
+				var names []string
+				for _, gpu := range res.GPU.GPUs {
+					if !slices.Contains(names, gpu.Name) {
+						names = append(names, gpu.Name)
+					}
+				}
+				if len(names) > 0 {
+					progress("GPU: %s", strings.Join(names, ", "))
+				}
+			}
+			progress("GPU gate %s", g.String())
+		}
+		if err != nil {
+			return nil, err
+		}
+		if req.InstallOnly {
+			return &JITConfig{RunnerName: l.RunnerName}, nil
+		}
+		req.Stage(StageRegister)
+		jit, err := p.cfg.GitHub.GenerateJITConfig(ctx, l.Scope, l.RunnerName, req.Labels)
+		if err != nil {
+			return nil, fmt.Errorf("registering runner: %w", err)
+		}
+		l.RunnerID = jit.RunnerID
+		req.Stage(StageBootstrap)
+		return jit, nil
+	}
 	res, err := p.cfg.Bootstrapper.Bootstrap(ctx, BootstrapRequest{
 		ProbeRequest: ProbeRequest{Endpoint: ep, Credentials: creds, KnownHostKey: l.HostKey},
-		JIT:          jit, CheckGPU: class.CheckGPU, Scope: l.Scope, InstallOnly: req.InstallOnly,
+		JIT:          &JITConfig{RunnerName: l.RunnerName}, CheckGPU: class.CheckGPU, Scope: l.Scope, InstallOnly: req.InstallOnly,
+		Ready: ready,
 	})
 	if err != nil {
 		return err
-	}
-	if res.GPUInfo != "" {
-		progress("GPU: %s", res.GPUInfo)
 	}
 	if res.RunnerVersion != "" {
 		progress("host %s; runner %s installed, its tarball's sha256 verified (%s)", res.Arch, res.RunnerVersion, res.RunnerSHA256)

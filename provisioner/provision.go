@@ -240,29 +240,15 @@ func (p *Provisioner) waitBoot(ctx context.Context, log *slog.Logger, l *Lease, 
 	}
 }
 
-// bootstrap registers the JIT runner, installs and starts it on the host,
-// and waits until GitHub shows it online.
+// bootstrap checks the host (the GPU gate), registers the JIT runner,
+// installs and starts it on the host, and waits until GitHub shows it
+// online.
 func (p *Provisioner) bootstrap(ctx context.Context, log *slog.Logger, l *Lease, class *Class) error {
 	creds, err := p.credentials(l.ID, false)
 	if err != nil {
 		return p.failLease(ctx, l, err.Error())
 	}
 	if l.BootstrappedAt.IsZero() {
-		jit, err := p.cfg.GitHub.GenerateJITConfig(ctx, l.Scope, l.RunnerName, class.Labels)
-		if until, budget := RetryAt(err); budget {
-			// The host is up but GitHub takes no registration before
-			// then: wait for it (within the boot deadline), not retry.
-			log.Info("GitHub request budget used up; the registration waits", "until", until)
-			return &budgetWait{d: min(max(until.Sub(p.now()), time.Second)+time.Second, maxBudgetWait)}
-		}
-		if err != nil {
-			return fmt.Errorf("registering runner %s: %w", l.RunnerName, err)
-		}
-		// The runner exists on GitHub from now on: record it before anything
-		// else so a release removes it whatever happens next.
-		if l, err = p.updateLease(ctx, l.ID, func(l *Lease) { l.RunnerID = jit.RunnerID }); err != nil {
-			return err
-		}
 		ep, err := p.dialEndpoint(ctx, l.Provider, l.SSH)
 		if errors.Is(err, ErrEndpointRefused) {
 			// Recorded by an earlier version, or allowed by a config since changed.
@@ -273,13 +259,49 @@ func (p *Provisioner) bootstrap(ctx context.Context, log *slog.Logger, l *Lease,
 			return err
 		}
 		started := p.now()
+		// The runner is registered only once the host passed its GPU
+		// gate (ready), within the one SSH connection of the bootstrap.
+		ready := func(ctx context.Context, res *BootstrapResult) (*JITConfig, error) {
+			g, err := p.judgeHost(log, l, class, res)
+			if err != nil {
+				return nil, err
+			}
+			if class.CheckGPU {
+				if l, err = p.updateLease(ctx, l.ID, func(l *Lease) { l.GPUCheck = g.String() }); err != nil {
+					return nil, err
+				}
+			}
+			jit, err := p.cfg.GitHub.GenerateJITConfig(ctx, l.Scope, l.RunnerName, class.Labels)
+			if until, budget := RetryAt(err); budget {
+				// The host is up but GitHub takes no registration before
+				// then: wait for it (within the boot deadline), not retry.
+				log.Info("GitHub request budget used up; the registration waits", "until", until)
+				return nil, &budgetWait{d: min(max(until.Sub(p.now()), time.Second)+time.Second, maxBudgetWait)}
+			}
+			if err != nil {
+				return nil, fmt.Errorf("registering runner %s: %w", l.RunnerName, err)
+			}
+			// The runner exists on GitHub from now on: record it before
+			// anything else so a release removes it whatever happens next.
+			if l, err = p.updateLease(ctx, l.ID, func(l *Lease) { l.RunnerID = jit.RunnerID }); err != nil {
+				return nil, err
+			}
+			return jit, nil
+		}
 		res, err := p.cfg.Bootstrapper.Bootstrap(ctx, BootstrapRequest{
 			ProbeRequest: ProbeRequest{Endpoint: ep, Credentials: creds, KnownHostKey: l.HostKey},
-			JIT:          jit,
+			JIT:          &JITConfig{RunnerName: l.RunnerName},
 			CheckGPU:     class.CheckGPU,
 			Scope:        l.Scope,
+			Ready:        ready,
 		})
+		var bw *budgetWait
+		if g, failed := GateFailure(err); failed {
+			return p.failGate(ctx, l, g)
+		}
 		switch {
+		case errors.As(err, &bw):
+			return err
 		case errors.Is(err, ErrGPUCheck), errors.Is(err, ErrHostKeyMismatch):
 			p.markBadMachine(l, "GPU check or host key failed")
 			return p.failLease(ctx, l, err.Error())

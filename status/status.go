@@ -220,12 +220,15 @@ type stateCount struct {
 type leaseRow struct {
 	ID, Class, State, Note string
 	Provider, GPU          string
-	Price                  float64
-	Job                    jobCell
-	Created, Released      time.Time
-	Age                    time.Duration
-	Cost                   float64
-	Billed                 bool
+	// GPUCheck is the GPU gate's verdict on the host ("passed: …" or
+	// "<rule>: found …, wanted …"); empty until checked.
+	GPUCheck          string
+	Price             float64
+	Job               jobCell
+	Created, Released time.Time
+	Age               time.Duration
+	Cost              float64
+	Billed            bool
 }
 
 type jobCell struct {
@@ -450,7 +453,8 @@ func (h *Handler) forgetJobs(used map[int64]bool) {
 
 func (h *Handler) row(ctx context.Context, l *provisioner.Lease, cost float64, now time.Time) (leaseRow, error) {
 	r := leaseRow{ID: l.ID, Class: l.Class, State: string(l.State), Provider: l.Provider, GPU: l.GPU,
-		Price: l.PricePerHour, Created: l.CreatedAt, Released: l.ReleasedAt, Cost: cost, Billed: billedNow(l)}
+		Price: l.PricePerHour, Created: l.CreatedAt, Released: l.ReleasedAt, Cost: cost, Billed: billedNow(l),
+		GPUCheck: cut(l.GPUCheck, 200)}
 	end := now
 	if l.State == provisioner.StateReleased && !l.ReleasedAt.IsZero() {
 		end = l.ReleasedAt

@@ -126,7 +126,7 @@ func runDemo(ctx context.Context, stdout, stderr io.Writer, o demoOptions) error
 		sums[arch] = sum
 	}
 
-	hosts, err := local.New(local.Options{Dir: filepath.Join(dir, "hosts"), GPUName: "NVIDIA A100-PCIE-40GB",
+	hosts, err := local.New(local.Options{Dir: filepath.Join(dir, "hosts"),
 		Logger: slog.New(slog.NewTextHandler(logFile, nil))})
 	if err != nil {
 		return err

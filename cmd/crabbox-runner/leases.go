@@ -35,7 +35,9 @@ func newLeasesCmd(g *globalFlags, getenv config.Getenv) *cobra.Command {
 		Short: "List leases: what runs, what it costs, what failed",
 		Long: `leases lists the leases in the store: lease, class, provider, instance, state, age,
 price per hour, what the host has cost so far, the job it serves with the job's page on
-GitHub, and the last error. By default only leases that are not released; --all includes
+GitHub, the GPU gate's verdict on its host (passed, or the rule it failed: gpu_count,
+gpu_model, gpu_memory, driver, cuda, ecc, retired_pages, row_remap, gpu_lost, no_gpu;
+the whole verdict is in --output json), and the last error. By default only leases that are not released; --all includes
 released ones. --not-served lists instead the queued jobs that get no host and why: refused
 by a class's policy (repositories, public_repositories, default labels only), a runner group
 that cannot serve the repository, or runners GitHub never gave the job.
@@ -136,6 +138,10 @@ type leaseJSON struct {
 	Interruptible bool `json:"interruptible,omitempty"`
 	// LostReason: the host was lost while the runner was idle or busy.
 	LostReason string    `json:"lost_reason,omitempty"`
+	// GPUCount is the offer's GPU count; GPUCheck the GPU gate's verdict
+	// ("passed: …" or "<rule>: found …, wanted …").
+	GPUCount   int       `json:"gpu_count,omitempty"`
+	GPUCheck   string    `json:"gpu_check,omitempty"`
 	CreatedAt  time.Time `json:"created_at"`
 	ExpiresAt  time.Time `json:"expires_at,omitzero"`
 	ReleasedAt time.Time `json:"released_at,omitzero"`
@@ -216,6 +222,7 @@ func printLeases(w io.Writer, format string, rows []leaseRow, now time.Time) err
 				Provider: l.Provider, OfferID: l.OfferID, GPU: l.GPU, PricePerHour: l.PricePerHour, Region: l.Region,
 				InstanceID: l.InstanceID, SSH: l.SSH.Addr(), RunnerName: l.RunnerName, RunnerID: l.RunnerID,
 				JobID: l.JobID, BoundJobID: l.BoundJobID, ReleaseReason: l.ReleaseReason, Error: l.Error,
+				GPUCount: l.GPUCount, GPUCheck: l.GPUCheck,
 				CreatedAt: l.CreatedAt, ExpiresAt: l.ExpiresAt, ReleasedAt: l.ReleasedAt,
 				Interruptible: l.Interruptible, LostReason: l.LostReason,
 				AgeSeconds: r.age(now).Seconds(), CostSoFar: r.cost, JobURL: r.url}
@@ -234,7 +241,7 @@ func printLeases(w io.Writer, format string, rows []leaseRow, now time.Time) err
 		return nil
 	}
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "LEASE\tCLASS\tPROVIDER\tINSTANCE\tSTATE\tAGE\t$/H\tCOST\tJOB\tURL\tNOTE")
+	fmt.Fprintln(tw, "LEASE\tCLASS\tPROVIDER\tINSTANCE\tSTATE\tAGE\t$/H\tCOST\tJOB\tURL\tGPU\tNOTE")
 	rate, spent := 0.0, 0.0
 	for _, r := range rows {
 		l := r.Lease
@@ -263,14 +270,22 @@ func printLeases(w io.Writer, format string, rows []leaseRow, now time.Time) err
 		if l.Interruptible {
 			provider += "/bid" // an interruptible host, which may be outbid
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%.2f\t%.3f\t%s\t%s\t%s\n", l.ID, l.Class, provider, dash(l.InstanceID),
-			l.State, formatAge(r.age(now)), l.PricePerHour, r.cost, job, dash(r.url), note)
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%.2f\t%.3f\t%s\t%s\t%s\t%s\n", l.ID, l.Class, provider, dash(l.InstanceID),
+			l.State, formatAge(r.age(now)), l.PricePerHour, r.cost, job, dash(r.url), gateColumn(l.GPUCheck), note)
 	}
 	if err := tw.Flush(); err != nil {
 		return err
 	}
 	fmt.Fprintf(w, "%d leases; hosts running now cost $%.2f/hour; these leases cost $%.2f so far\n", len(rows), rate, spent)
 	return nil
+}
+
+// gateColumn is the GPU gate's verdict in a word: "passed", the failed
+// rule, or "-" when the host was not checked (yet). The whole verdict is in
+// the JSON output and, for a failure, in the note.
+func gateColumn(check string) string {
+	rule, _, _ := strings.Cut(check, ":")
+	return dash(rule)
 }
 
 // formatAge is a duration to the second, shortest first: 45s, 12m5s, 3h2m, 2d4h.

@@ -214,9 +214,9 @@ func TestLeasesCostAndJobURL(t *testing.T) {
 	t.Logf("leases:\n%s", out)
 	lines := strings.Split(strings.TrimSpace(out), "\n")
 	want := [][]string{
-		{"LEASE", "CLASS", "PROVIDER", "INSTANCE", "STATE", "AGE", "$/H", "COST", "JOB", "URL", "NOTE"},
-		{"lbusy", "a100", "local", "i-lbusy", "busy", "2h", "1.50", "COST", "100002", "https://github.com/acme/vision/actions/runs/900002/job/100002"},
-		{"lwait", "a100", "-", "-", "pending", "1m", "0.00", "0.000", "(100003)", "https://github.com/acme/tools/actions/runs/900003/job/100003"},
+		{"LEASE", "CLASS", "PROVIDER", "INSTANCE", "STATE", "AGE", "$/H", "COST", "JOB", "URL", "GPU", "NOTE"},
+		{"lbusy", "a100", "local", "i-lbusy", "busy", "2h", "1.50", "COST", "100002", "https://github.com/acme/vision/actions/runs/900002/job/100002", "-"},
+		{"lwait", "a100", "-", "-", "pending", "1m", "0.00", "0.000", "(100003)", "https://github.com/acme/tools/actions/runs/900003/job/100003", "-"},
 		{"2 leases; hosts running now cost $1.50/hour; these leases cost $"},
 	}
 	if len(lines) != len(want) {

@@ -30,8 +30,8 @@ type lambdaE2E struct {
 // the fake, providers.lambda.ssh_user is the current user (the fake's sshd
 // runs as it), and the provider is built by its factory from the config.
 // lambdaHook only maps the fake's IPs to its loopback sshd ports and
-// shortens the 12 s launch spacing.
-func startServeLambda(t *testing.T, fake *lambdatest.Server) *lambdaE2E {
+// shortens the 12 s launch spacing. classLines are added to the class.
+func startServeLambda(t *testing.T, fake *lambdatest.Server, classLines ...string) *lambdaE2E {
 	t.Helper()
 	if _, err := os.Stat("/usr/sbin/sshd"); err != nil {
 		if os.Getenv("CI") != "" {
@@ -65,7 +65,7 @@ classes:
     boot_timeout: 60s
     idle_timeout: 5m
     max_lifetime: 30m
-`, e.dbPath, e.gh.TarballURLTemplate(), sum, lambdatest.CurrentUser())
+`, e.dbPath, e.gh.TarballURLTemplate(), sum, lambdatest.CurrentUser()) + strings.Join(append(classLines, ""), "\n")
 	if e2eConfigTweak != nil {
 		cfg = e2eConfigTweak(cfg)
 	}

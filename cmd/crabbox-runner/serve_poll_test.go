@@ -105,7 +105,7 @@ func startReconcileServe(t *testing.T, rs reconcileSetup) (*e2e, *requestLog) {
 	if len(names) > 0 {
 		e.gh.AddRepos(names...)
 	}
-	hosts, err := local.New(local.Options{Dir: filepath.Join(dir, "hosts"), GPUName: "NVIDIA A100-SXM4-80GB"})
+	hosts, err := local.New(local.Options{Dir: filepath.Join(dir, "hosts")})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -207,7 +207,7 @@ func startServeWith(t *testing.T, setup serveSetup) *e2e {
 	}
 	e.gh = githubtest.New(fakeOpts)
 	t.Cleanup(e.gh.Close)
-	hosts, err := local.New(local.Options{Dir: filepath.Join(dir, "hosts"), GPUName: "NVIDIA A100-SXM4-80GB", Behavior: behave})
+	hosts, err := local.New(local.Options{Dir: filepath.Join(dir, "hosts"), Behavior: behave})
 	if err != nil {
 		t.Fatal(err)
 	}

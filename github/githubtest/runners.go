@@ -50,6 +50,15 @@ type Runner struct {
 	LastSeen time.Time
 }
 
+// Registered returns the name of every runner ever registered through
+// generate-jitconfig, in order, removed ones included: a test can tell
+// that no runner was ever registered for a host.
+func (s *Server) Registered() []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return slices.Clone(s.registered)
+}
+
 // Runners returns the registered runners, by id. Runners that were
 // deleted, or that ran their one job, are gone.
 func (s *Server) Runners() []Runner {
@@ -218,6 +227,7 @@ func (s *Server) handleGenerateJIT(w http.ResponseWriter, r *http.Request, sc sc
 	}
 	s.nextRunnerID++
 	s.runners[rn.id] = rn
+	s.registered = append(s.registered, name)
 	encoded, err := s.encodeJITConfig(rn)
 	if err != nil {
 		delete(s.runners, rn.id)

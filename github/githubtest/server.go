@@ -147,12 +147,14 @@ type Server struct {
 
 	nextRunnerID, nextJobID, nextRunID, nextLabelID, nextRepoID int64
 
-	runners  map[int64]*runner // registered and not removed
-	retired  map[int64]*runner // ran their one job; their poll says exit
-	labelIDs map[string]int64  // by lower-cased label name
-	repoIDs  map[string]int64  // by lower-cased owner/name or org login
-	jobs     map[int64]*Job
-	queue    []int64 // queued job ids, oldest first
+	runners map[int64]*runner // registered and not removed
+	// registered names every runner registered, in order.
+	registered []string
+	retired    map[int64]*runner // ran their one job; their poll says exit
+	labelIDs   map[string]int64  // by lower-cased label name
+	repoIDs    map[string]int64  // by lower-cased owner/name or org login
+	jobs       map[int64]*Job
+	queue      []int64 // queued job ids, oldest first
 
 	instTokens map[string]installationToken
 

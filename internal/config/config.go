@@ -265,10 +265,14 @@ type ClassConfig struct {
 	DatacenterOnly bool                 `yaml:"datacenter_only"`
 	DirectSSH      *bool                `yaml:"direct_ssh"`
 	CheckGPU       *bool                `yaml:"check_gpu"`
-	BootTimeout    time.Duration        `yaml:"boot_timeout"`
-	IdleTimeout    time.Duration        `yaml:"idle_timeout"`
-	MaxLifetime    time.Duration        `yaml:"max_lifetime"`
-	MaxLeases      int                  `yaml:"max_leases"`
+	// MinCUDA and MinDriver ("12.4", "550.54") are the GPU gate's lowest
+	// CUDA version and driver version; empty: any.
+	MinCUDA     string        `yaml:"min_cuda"`
+	MinDriver   string        `yaml:"min_driver"`
+	BootTimeout time.Duration `yaml:"boot_timeout"`
+	IdleTimeout time.Duration `yaml:"idle_timeout"`
+	MaxLifetime time.Duration `yaml:"max_lifetime"`
+	MaxLeases   int           `yaml:"max_leases"`
 	// Lambda only: firewall ruleset ids and file system names to attach.
 	FirewallRulesets []string `yaml:"firewall_rulesets"`
 	FileSystems      []string `yaml:"file_systems"`
@@ -530,6 +534,8 @@ func (c *Config) ProvisionerClasses() []provisioner.Class {
 			DatacenterOnly:   cc.DatacenterOnly,
 			DirectSSH:        boolOr(cc.DirectSSH, true),
 			CheckGPU:         boolOr(cc.CheckGPU, true),
+			MinCUDA:          cc.MinCUDA,
+			MinDriver:        cc.MinDriver,
 			BootTimeout:      durOr(cc.BootTimeout, c.Defaults.BootTimeout),
 			IdleTimeout:      durOr(cc.IdleTimeout, c.Defaults.IdleTimeout),
 			MaxLifetime:      durOr(cc.MaxLifetime, c.Defaults.MaxLifetime),

@@ -29,6 +29,10 @@ func TestNumbersRefused(t *testing.T) {
 		{cls("gpu: {min_memory_gb: 1e9}"), "classes[0] (a100).gpu.min_memory_gb"},
 		{cls("gpu: {count: 100000}"), "classes[0] (a100).gpu.count"},
 		{cls("gpu: {count: -1}"), "classes[0] (a100).gpu.count"},
+		{cls("min_cuda: twelve"), "classes[0] (a100).min_cuda"},
+		{cls("min_cuda: 12"), "classes[0] (a100).min_cuda"},
+		{cls(`min_driver: "550.54.15.1"`), "classes[0] (a100).min_driver"},
+		{cls(`min_driver: "550.54"` + "\n    check_gpu: false"), "classes[0] (a100).check_gpu"},
 		{cls("disk_gb: -5"), "classes[0] (a100).disk_gb"},
 		{cls("disk_gb: 9999999999"), "classes[0] (a100).disk_gb"},
 		{cls("max_leases: -1"), "classes[0] (a100).max_leases"},
@@ -101,5 +105,23 @@ classes:
 	}
 	if d.BadMachines.AvoidFor.String() != "24h0m0s" || d.BadMachines.AvoidPoolFor.String() != "1h0m0s" {
 		t.Fatalf("default bad_machines %+v", d.BadMachines)
+	}
+}
+
+// TestGateVersions: min_cuda and min_driver reach the class as written,
+// quoted or not (YAML reads 12.4 as a number; the key keeps its text).
+func TestGateVersions(t *testing.T) {
+	var c config.Config
+	y := "deployment: acme\nclasses:\n  - name: a100\n    labels: [crabbox, a100]\n    providers: [local]\n    min_cuda: 12.4\n    min_driver: \"550.54.15\"\n"
+	if err := config.Parse([]byte(y), &c); err != nil {
+		t.Fatal(err)
+	}
+	c.ApplyDefaults()
+	if err := c.Validate(config.Needs{}); err != nil {
+		t.Fatal(err)
+	}
+	pc := c.ProvisionerClasses()[0]
+	if pc.MinCUDA != "12.4" || pc.MinDriver != "550.54.15" || !pc.CheckGPU {
+		t.Fatalf("class: min_cuda %q, min_driver %q, check_gpu %v", pc.MinCUDA, pc.MinDriver, pc.CheckGPU)
 	}
 }

@@ -262,6 +262,14 @@ func (c *Config) validateClass(i int, seen map[string]bool) error {
 	if cc.MinReliability < 0 || cc.MinReliability > 1 {
 		return errf(key+".min_reliability", "must be between 0 and 1")
 	}
+	for _, v := range []struct{ name, v, eg string }{{"min_cuda", cc.MinCUDA, "12.4"}, {"min_driver", cc.MinDriver, "550.54"}} {
+		if v.v != "" && !provisioner.ValidVersion(v.v) {
+			return errf(key+"."+v.name, "%q: want a version like %q (quote it in YAML)", v.v, v.eg)
+		}
+	}
+	if (cc.MinCUDA != "" || cc.MinDriver != "") && cc.CheckGPU != nil && !*cc.CheckGPU {
+		return errf(key+".check_gpu", "min_cuda and min_driver need the GPU gate: leave check_gpu on")
+	}
 	pc := c.ProvisionerClasses()[i]
 	for _, d := range []struct {
 		name string

@@ -37,7 +37,9 @@ var catalog = []Model{
 	{Name: "B200", GB: gb(180, 192), Names: []string{"B200 SXM6"}},                  // Lambda "B200 (180 GB SXM6)"
 	{Name: "GH200 SXM", Family: "GH200", GB: gb(96, 144), Names: []string{"GH200"}}, // Lambda "GH200 (96 GB)"
 	{Name: "H100 PCIE", Family: "H100", GB: gb(80)},                                 // Lambda "H100 (80 GB PCIe)"
-	{Name: "H100 SXM", Family: "H100", GB: gb(80), Names: []string{"H100 SXM5"}},    // Lambda "H100 (80 GB SXM5)"
+	// nvidia-smi names the SXM part "NVIDIA H100 80GB HBM3" (the memory
+	// total 81559 MiB of providers/vast/vasttest/catalog.go is its reading).
+	{Name: "H100 SXM", Family: "H100", GB: gb(80), Names: []string{"H100 SXM5", "H100 HBM3"}}, // Lambda "H100 (80 GB SXM5)"
 	{Name: "H100 NVL", Family: "H100", GB: gb(94)},
 	{Name: "H200", Family: "H200", GB: gb(141), Names: []string{"H200 SXM"}},
 	{Name: "H200 NVL", Family: "H200", GB: gb(141)},

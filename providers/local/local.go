@@ -23,6 +23,8 @@ import (
 
 	"github.com/crabbox/crabbox-runner/internal/sshd"
 	"github.com/crabbox/crabbox-runner/provisioner"
+
+	"github.com/crabbox/crabbox-runner/internal/fakegpu"
 )
 
 // Name is the provider's name in configuration.
@@ -69,6 +71,9 @@ type Behavior struct {
 	// its failure): a hostile host's operator controls every byte a host
 	// prints, workflow commands included (issue #15).
 	GPUOutput string
+	// GPUFault gives the host GPUs that are not what the offer says, or
+	// broken ones (internal/fakegpu).
+	GPUFault fakegpu.Fault
 }
 
 // Provider implements provisioner.Provider on loopback.
@@ -251,24 +256,21 @@ func (p *Provider) prepareDir(dir string, offer provisioner.Offer, b Behavior) e
 			return fmt.Errorf("local: %w", err)
 		}
 	}
-	script := "#!/bin/sh\n# Fake nvidia-smi of the local provider.\n"
-	if b.GPUOutput != "" {
-		script += "cat <<'CRABBOX_GPU_OUTPUT_EOF'\n" + strings.TrimRight(b.GPUOutput, "\n") + "\nCRABBOX_GPU_OUTPUT_EOF\n"
+	// The fake nvidia-smi (internal/fakegpu): the offer's GPUs, or the
+	// behaviour's fault.
+	st := fakegpu.State{
+		Count:  max(offer.GPUCount, 1),
+		Name:   fakegpu.NameFor(cmp.Or(p.opts.GPUName, offer.GPU, "A100 SXM4")),
+		MemMiB: int(cmp.Or(offer.GPUMemoryGB, 80) * 1024),
+		Extra:  b.GPUOutput,
 	}
 	if brokenGPU {
-		script += "echo \"NVIDIA-SMI has failed because it couldn't communicate with the NVIDIA driver. " +
-			"Make sure that the latest NVIDIA driver is installed and running.\"\nexit 1\n"
-	} else {
-		// nvidia-smi's names carry the vendor: "NVIDIA A100-SXM4-80GB".
-		name := cmp.Or(p.opts.GPUName, offer.GPU, "A100 SXM4")
-		if !strings.HasPrefix(name, "NVIDIA ") {
-			name = "NVIDIA " + name
-		}
-		mem := int(cmp.Or(offer.GPUMemoryGB, 80) * 1024)
-		for range max(offer.GPUCount, 1) {
-			script += fmt.Sprintf("echo '%s, %d MiB'\n", strings.ReplaceAll(name, "'", ""), mem)
-		}
+		st = st.With(fakegpu.NoDriver)
 	}
+	if b.GPUFault != "" {
+		st = st.With(b.GPUFault)
+	}
+	script := fakegpu.Script(st)
 	if err := os.WriteFile(filepath.Join(dir, "bin", "nvidia-smi"), []byte(script), 0o755); err != nil {
 		return fmt.Errorf("local: %w", err)
 	}

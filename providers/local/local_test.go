@@ -247,7 +247,8 @@ func TestBehaviors(t *testing.T) {
 
 	inst := waitStatus(t, p, delayed.ID, provisioner.InstanceRunning)
 	out, _, status, hostKey := c.run(t, inst, `nvidia-smi --query-gpu=name,memory.total --format=csv,noheader`)
-	if status != 1 || !strings.Contains(out, "couldn't communicate with the NVIDIA driver") {
+	// 9: "NVIDIA driver is not loaded" (nvidia-smi(1), internal/fakegpu).
+	if status != 9 || !strings.Contains(out, "couldn't communicate with the NVIDIA driver") {
 		t.Errorf("broken nvidia-smi exited %d saying %q", status, out)
 	}
 	if hostKey == "" || hostKey == c.hostPub {

@@ -1,11 +1,13 @@
 package vast
 
 import (
+	"fmt"
 	"regexp"
 	"strconv"
 	"strings"
 
 	"github.com/crabbox/crabbox-runner/internal/gpus"
+	"github.com/crabbox/crabbox-runner/provisioner"
 )
 
 // KnownGPUNames are the gpu_name values Vast's search uses, as the official
@@ -126,6 +128,30 @@ func imageCUDA(image string) float64 {
 	v, err := strconv.ParseFloat(m[1]+"."+m[2], 64)
 	if err != nil {
 		return 0
+	}
+	return v
+}
+
+// driverVersion reads an offer's driver_version: "535.86.05" as it is, or
+// the zero-padded integer the CLI sends in filters (535086005) back into
+// that form. Anything else is "" (unknown: the GPU gate checks the host).
+func driverVersion(v string) string {
+	if provisioner.ValidVersion(v) {
+		return v
+	}
+	n, err := strconv.ParseInt(v, 10, 64)
+	if err != nil || n < 1_000_000 {
+		return ""
+	}
+	return fmt.Sprintf("%d.%02d.%02d", n/1_000_000, n/1000%1000, n%1000)
+}
+
+// classCUDA is the lowest cuda_max_good an offer needs: the class's
+// min_cuda or the image's CUDA, whichever is higher.
+func classCUDA(c provisioner.Class) float64 {
+	v := imageCUDA(image(c))
+	if m, err := strconv.ParseFloat(c.MinCUDA, 64); err == nil && provisioner.ValidVersion(c.MinCUDA) && strings.Count(c.MinCUDA, ".") == 1 {
+		v = max(v, m)
 	}
 	return v
 }

@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	"github.com/crabbox/crabbox-runner/internal/gpus"
+	"github.com/crabbox/crabbox-runner/provisioner"
 )
 
 // TestGPUNames: a class GPU name expands into every real Vast variant and
@@ -105,3 +106,39 @@ func TestOfferMemoryIsNominal(t *testing.T) {
 		}
 	}
 }
+
+// TestOffersBelowMinCUDAOrDriver: an offer that says its cuda_max_good or
+// driver_version (vast-api.md §3.1) and says less than the class's
+// min_cuda or min_driver is not rented; one that does not say is (the GPU
+// gate checks the host).
+func TestOffersBelowMinCUDAOrDriver(t *testing.T) {
+	c := provisioner.Class{GPU: provisioner.GPURequirement{Name: "A100", Count: 1}, MinCUDA: "12.4", MinDriver: "550.54"}
+	base := Offer{ID: 1, GPUName: "A100 SXM4", NumGPUs: 1, GPURAM: 81920, Rentable: true, Verified: true, DirectPortCount: 1, Reliability: 1}
+	for _, tt := range []struct {
+		cuda   float64
+		driver string
+		ok     bool
+	}{
+		{12.8, "550.54.15", true},
+		{12.4, "550.54", true},
+		{0, "", true},
+		{12.2, "550.54.15", false},
+		{12.8, "535.86.05", false},
+		{12.8, driverVersion("535086005"), false},
+		{12.8, driverVersion("570124006"), true},
+	} {
+		o := base
+		o.CUDAMaxGood, o.DriverVersion = tt.cuda, tt.driver
+		if ok, why := fits(o, c, 1); ok != tt.ok {
+			t.Errorf("cuda %g driver %q: fits %v (%s), want %v", tt.cuda, tt.driver, ok, why, tt.ok)
+		}
+	}
+	if got := driverVersion("535086005"); got != "535.86.05" {
+		t.Errorf("driver 535086005 read as %q", got)
+	}
+	if q := searchQueryCUDA(c); q != 12.4 {
+		t.Errorf("cuda_max_good filter %v, want 12.4", q)
+	}
+}
+
+func searchQueryCUDA(c provisioner.Class) float64 { return classCUDA(c) }

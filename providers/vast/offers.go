@@ -129,7 +129,11 @@ type Offer struct {
 	Geolocation     string // free text, "Texas, US"
 	DirectPortCount int
 	CUDAMaxGood     float64
-	PublicIPAddr    string
+	// DriverVersion is the machine's NVIDIA driver, "535.86.05" (Vast's
+	// search takes it as the integer 535086005: vast-api.md §3.1); empty
+	// when the answer lacks it.
+	DriverVersion string
+	PublicIPAddr  string
 }
 
 func (o *Offer) UnmarshalJSON(b []byte) error {
@@ -160,6 +164,7 @@ func (o *Offer) UnmarshalJSON(b []byte) error {
 		Geolocation     flexString `json:"geolocation"`
 		DirectPortCount flexFloat  `json:"direct_port_count"`
 		CUDAMaxGood     flexFloat  `json:"cuda_max_good"`
+		DriverVersion   flexString `json:"driver_version"`
 		PublicIPAddr    flexString `json:"public_ipaddr"`
 	}
 	if err := json.Unmarshal(b, &w); err != nil {
@@ -178,7 +183,8 @@ func (o *Offer) UnmarshalJSON(b []byte) error {
 		Rented:          bool(w.Rented),
 		Geolocation:     strings.TrimSpace(string(w.Geolocation)),
 		DirectPortCount: int(w.DirectPortCount), CUDAMaxGood: float64(w.CUDAMaxGood),
-		PublicIPAddr: strings.TrimSpace(string(w.PublicIPAddr)),
+		PublicIPAddr:  strings.TrimSpace(string(w.PublicIPAddr)),
+		DriverVersion: driverVersion(strings.TrimSpace(string(w.DriverVersion))),
 	}
 	// Absent reliability is "unknown" (-1), not 0: the provider decides.
 	switch {

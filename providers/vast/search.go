@@ -85,7 +85,7 @@ func (p *Provider) searchQuery(c provisioner.Class, gpuNames []string, limit int
 	} else if len(codes) > 1 {
 		f.Set("geolocation", OpIn, codes)
 	}
-	if v := imageCUDA(image(c)); v > 0 {
+	if v := classCUDA(c); v > 0 {
 		f.Set("cuda_max_good", OpGte, v)
 	}
 	return SearchQuery{
@@ -180,6 +180,10 @@ func fits(o Offer, c provisioner.Class, pricePerHour float64) (bool, string) {
 		return false, "location " + o.Geolocation
 	case o.DiskSpace > 0 && o.DiskSpace < diskGB(c):
 		return false, fmt.Sprintf("%.0f GB disk", o.DiskSpace)
+	case o.CUDAMaxGood > 0 && o.CUDAMaxGood+1e-9 < classCUDA(c):
+		return false, fmt.Sprintf("CUDA %g", o.CUDAMaxGood)
+	case c.MinDriver != "" && o.DriverVersion != "" && provisioner.CompareVersions(o.DriverVersion, c.MinDriver) < 0:
+		return false, "driver " + o.DriverVersion
 	}
 	return true, ""
 }

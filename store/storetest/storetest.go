@@ -68,6 +68,7 @@ func sampleLease(id string) *provisioner.Lease {
 		InstanceID: "i-1", SSH: provisioner.Endpoint{Host: "127.0.0.1", Port: 2222, User: "root"},
 		HostKey: "ssh-ed25519 AAAA", RunnerName: "crabbox-x-" + id, RunnerID: 77, JobID: 42, RunAttempt: 1,
 		Attempts: 2, CreatedAt: t0, BootDeadline: t0.Add(time.Minute), ExpiresAt: t0.Add(time.Hour),
+		GPUCount: 4, GPUMemoryGB: 80, GPUCheck: "gpu_count: found 3× NVIDIA A100-SXM4-80GB (81920 MiB), wanted 4 GPU(s), as the offer says",
 	}
 }
 

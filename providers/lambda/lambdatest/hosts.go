@@ -20,6 +20,8 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/crabbox/crabbox-runner/internal/sshd"
+
+	"github.com/crabbox/crabbox-runner/internal/fakegpu"
 )
 
 // instance is one launched instance and the sshd behind it.
@@ -241,7 +243,7 @@ func (s *Server) startHost(in *instance) (*sshd.Server, error) {
 			return nil, err
 		}
 	}
-	if err := os.WriteFile(filepath.Join(dir, "bin", "nvidia-smi"), []byte(nvidiaSMI(in.typ, in.behavior.BrokenGPU)), 0o755); err != nil {
+	if err := os.WriteFile(filepath.Join(dir, "bin", "nvidia-smi"), []byte(nvidiaSMI(in.typ, in.behavior)), 0o755); err != nil {
 		return nil, err
 	}
 	if in.typ.Machine != "" {
@@ -270,22 +272,26 @@ func (s *Server) startHost(in *instance) (*sshd.Server, error) {
 
 var gbRE = regexp.MustCompile(`(\d+)\s*GB`)
 
-// nvidiaSMI is a fake nvidia-smi printing the type's GPUs the way
-// `nvidia-smi --query-gpu=name,memory.total --format=csv,noheader` does.
-func nvidiaSMI(t InstanceType, broken bool) string {
-	script := "#!/bin/sh\n# Fake nvidia-smi of lambdatest.\n"
-	if broken {
-		return script + "echo \"NVIDIA-SMI has failed because it couldn't communicate with the NVIDIA driver.\"\nexit 9\n"
-	}
-	name, _, _ := strings.Cut(t.GPUDescription, " (")
+// nvidiaSMI is the host's nvidia-smi (internal/fakegpu): the type's GPUs
+// named as the vendor does ("NVIDIA A100 SXM4" for "A100 (40 GB SXM4)"),
+// with the nominal memory in MiB, or the behaviour's fault. Lambda does not
+// say which driver its images carry: the fake's default (550.54.15, CUDA
+// 12.4) stands for a current one.
+func nvidiaSMI(t InstanceType, b Behavior) string {
+	base, inner, _ := strings.Cut(t.GPUDescription, "(")
 	mem := 80
-	if m := gbRE.FindStringSubmatch(t.GPUDescription); m != nil {
+	if m := gbRE.FindStringSubmatch(inner); m != nil {
 		mem, _ = strconv.Atoi(m[1])
 	}
-	for range max(t.GPUs, 1) {
-		script += fmt.Sprintf("echo 'NVIDIA %s, %d MiB'\n", strings.ReplaceAll(name, "'", ""), mem*1024)
+	form := strings.TrimSpace(gbRE.ReplaceAllString(strings.TrimSuffix(strings.TrimSpace(inner), ")"), ""))
+	st := fakegpu.State{Count: max(t.GPUs, 1), Name: fakegpu.NameFor(strings.TrimSpace(strings.TrimSpace(base) + " " + form)), MemMiB: mem * 1024}
+	if b.BrokenGPU {
+		st = st.With(fakegpu.NoDriver)
 	}
-	return script
+	if b.GPUFault != "" {
+		st = st.With(b.GPUFault)
+	}
+	return fakegpu.Script(st)
 }
 
 // actions is the availability of instance operations in a status, with

@@ -40,6 +40,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/crabbox/crabbox-runner/internal/fakegpu"
 )
 
 // Options configure a Server.
@@ -83,6 +85,9 @@ type Behavior struct {
 	Unhealthy    bool          // becomes unhealthy instead of active
 	Preempted    bool          // becomes preempted instead of active
 	BrokenGPU    bool          // nvidia-smi fails as with a missing driver
+	// GPUFault boots a host whose GPUs are not what the type says, or are
+	// broken (internal/fakegpu).
+	GPUFault fakegpu.Fault
 }
 
 // DefaultAPIKey is the key a Server accepts when Options.APIKey is empty.

@@ -151,7 +151,7 @@ func TestFakeHostFollowsUserData(t *testing.T) {
 	addr := net.JoinHostPort(host, strconv.Itoa(port))
 	for name, key := range map[string][]byte{"user_data key": clientPEM, "registered key": registeredPEM} {
 		out := sshRun(t, addr, key, hostPub, "nvidia-smi --query-gpu=name,memory.total --format=csv,noheader; echo $CRABBOX_HOST_ROOT")
-		if !strings.Contains(out, "NVIDIA A100, 40960 MiB") || !strings.Contains(out, s.HostRoot(id)) {
+		if !strings.Contains(out, "NVIDIA A100 SXM4, 40960 MiB") || !strings.Contains(out, s.HostRoot(id)) {
 			t.Errorf("%s: host said %q", name, out)
 		}
 	}

@@ -3,7 +3,6 @@ package vasttest
 import (
 	"context"
 	"errors"
-	"fmt"
 	"io"
 	"net"
 	"os"
@@ -14,6 +13,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/crabbox/crabbox-runner/internal/fakegpu"
 	"github.com/crabbox/crabbox-runner/internal/sshd"
 )
 
@@ -115,7 +115,7 @@ func (s *Server) startHost(in *instance) (*host, error) {
 			return nil, err
 		}
 	}
-	if err := os.WriteFile(filepath.Join(dir, "bin", "nvidia-smi"), []byte(nvidiaSMI(in.offer, in.behavior.BrokenGPU)), 0o755); err != nil {
+	if err := os.WriteFile(filepath.Join(dir, "bin", "nvidia-smi"), []byte(nvidiaSMI(in.offer, in.behavior)), 0o755); err != nil {
 		return nil, err
 	}
 	s.mu.Lock()
@@ -173,19 +173,20 @@ func (s *Server) runOnStart(script, dir string, env map[string]string, sshPort i
 	return string(out), err
 }
 
-// nvidiaSMI is the host's nvidia-smi: the offer's GPUs, or the message of a
-// missing driver.
-func nvidiaSMI(o Offer, broken bool) string {
-	script := "#!/bin/sh\n# Fake nvidia-smi of a vasttest host.\n"
-	if broken {
-		return script + "echo \"NVIDIA-SMI has failed because it couldn't communicate with the NVIDIA driver. " +
-			"Make sure that the latest NVIDIA driver is installed and running.\"\nexit 9\n"
+// nvidiaSMI is the host's nvidia-smi (internal/fakegpu): the offer's
+// GPUs, driver and CUDA (its cuda_max_good), or the behaviour's fault.
+func nvidiaSMI(o Offer, b Behavior) string {
+	st := fakegpu.State{Count: max(o.NumGPUs, 1), Name: fakegpu.NameFor(o.GPUName), MemMiB: int(o.GPURAM), Driver: o.DriverVersion}
+	if o.CUDAMaxGood > 0 {
+		st.CUDA = strconv.FormatFloat(o.CUDAMaxGood, 'f', -1, 64)
 	}
-	name := strings.ReplaceAll("NVIDIA "+o.GPUName, "'", "")
-	for range max(o.NumGPUs, 1) {
-		script += fmt.Sprintf("echo '%s, %d MiB'\n", name, int(o.GPURAM))
+	if b.BrokenGPU {
+		st = st.With(fakegpu.NoDriver)
 	}
-	return script
+	if b.GPUFault != "" {
+		st = st.With(b.GPUFault)
+	}
+	return fakegpu.Script(st)
 }
 
 // forwarder is the fake SSH proxy (Vast's sshN.vast.ai): a TCP relay on its

@@ -8,6 +8,8 @@ import (
 	"net/http"
 	"sort"
 	"strings"
+
+	"github.com/crabbox/crabbox-runner/internal/fakegpu"
 )
 
 // Offer is one machine on the fake market. Its JSON form (row) follows
@@ -36,8 +38,12 @@ type Offer struct {
 	DirectPortCount int
 	DiskSpace       float64 // GB available
 	CUDAMaxGood     float64
-	InetUpCost      float64
-	InetDownCost    float64
+	// DriverVersion is the machine's driver, "550.54.15": answered as
+	// driver_version (a result field, vast-api.md §3.1) and what the
+	// host's nvidia-smi says (fakegpu.DefaultDriver when empty).
+	DriverVersion string
+	InetUpCost    float64
+	InetDownCost  float64
 	// CPUArch is the offer's cpu_arch: "amd64" when empty, "arm64" for a
 	// GH200 host.
 	CPUArch string
@@ -120,7 +126,8 @@ func (o Offer) row(disk float64, rented, bid bool) map[string]any {
 		"rentable": true, "rented": rented, "external": o.External, "datacenter": o.Datacenter, "static_ip": false,
 		"geolocation": o.Geolocation, "public_ipaddr": "127.0.0.1",
 		"direct_port_count": o.DirectPortCount, "cuda_max_good": o.CUDAMaxGood,
-		"compute_cap": 800, "driver_version": "550.54.15", "inet_up": 900.5, "inet_down": 1800.2,
+		"driver_version": cmp.Or(o.DriverVersion, fakegpu.DefaultDriver),
+		"compute_cap":    800, "inet_up": 900.5, "inet_down": 1800.2,
 		"score": 100.0 / math.Max(total, 0.01), "dlperf": 30.5, "total_flops": 19.5,
 		"duration": 2592000.0, "end_date": 1893456000,
 		"search": map[string]any{"gpuCostPerHour": base, "diskHour": round6(o.StorageCost * disk / hoursPerMonth), "totalHour": total},

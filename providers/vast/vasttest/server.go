@@ -27,6 +27,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/crabbox/crabbox-runner/internal/fakegpu"
 )
 
 // DefaultAPIKey is the key the server accepts when Options.APIKey is empty.
@@ -82,6 +84,9 @@ type Behavior struct {
 	FailStatus string
 	OCIError   bool // stays "created" with an OCI runtime error in status_msg
 	BrokenGPU  bool // boots, but nvidia-smi fails as with a missing driver
+	// GPUFault boots a host whose GPUs are not what the offer says, or
+	// are broken (internal/fakegpu).
+	GPUFault fakegpu.Fault
 	// SSHAt ("host:port"), when set, is the SSH endpoint the running
 	// instance reports, as ssh_host/ssh_port and as public_ipaddr with its
 	// 22/tcp port, instead of the fake's proxy and sshd: a machine whose
