@@ -108,8 +108,11 @@ func Script(st State) string {
 		b.WriteString("cat <<'CRABBOX_GPU_OUTPUT_EOF'\n" + strings.TrimRight(s.Extra, "\n") + "\nCRABBOX_GPU_OUTPUT_EOF\n")
 	}
 	if s.Count < 0 {
-		// A host whose only GPU is gone (nvidia-smi(1): return code 6, "A
-		// query to find an object was unsuccessful").
+		// A host whose only GPU is gone: "No devices were found", the
+		// words public notes quote from GPU-less shells and Slurm jobs
+		// without a GPU; the status is nvidia-smi(1)'s 6, "A query to find
+		// an object was unsuccessful" (not quoted with the message: any
+		// non-zero status is read the same).
 		b.WriteString("echo 'No devices were found'\nexit 6\n")
 		return b.String()
 	}
