@@ -137,7 +137,7 @@ type leaseJSON struct {
 	// Interruptible: the host is a bid instance (classes[].interruptible).
 	Interruptible bool `json:"interruptible,omitempty"`
 	// LostReason: the host was lost while the runner was idle or busy.
-	LostReason string    `json:"lost_reason,omitempty"`
+	LostReason string `json:"lost_reason,omitempty"`
 	// GPUCount is the offer's GPU count; GPUCheck the GPU gate's verdict
 	// ("passed: …" or "<rule>: found …, wanted …").
 	GPUCount   int       `json:"gpu_count,omitempty"`

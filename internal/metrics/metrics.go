@@ -37,7 +37,7 @@ type Metrics struct {
 	foreign       *foreignEvents
 	lost          *hostsLost
 
-	avoided       *offersAvoided
+	avoided *offersAvoided
 
 	shed prometheus.Counter
 

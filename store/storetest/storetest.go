@@ -35,7 +35,7 @@ func Run(t *testing.T, newStore func(t *testing.T) provisioner.Store) {
 		"PruneHistory":         testPruneHistory, // retention.go
 		"LostReason":           testLostReason,   // lost.go
 
-		"BadMachines":          testBadMachines,  // badmachines.go
+		"BadMachines": testBadMachines, // badmachines.go
 		// concurrency.go: what replicas sharing one database rely on.
 		"LockedLeaseWaits":     testLockedLeaseWaits,
 		"ConcurrentSameMove":   testConcurrentSameMove,
