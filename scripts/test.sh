@@ -55,7 +55,7 @@ echo "== go test -race"
 if [ $# -gt 0 ]; then
   go test -race -count=1 "$@"
 else
-  go test -race -count=1 -timeout 30m ./...
+  go test -race -count=1 -timeout 60m ./...
 fi
 if [ $# -eq 0 ]; then
   # A short fuzzing pass on the two parsers that take untrusted or

@@ -3,15 +3,11 @@ package main
 import (
 	"encoding/json"
 	"fmt"
-	"os"
-	"os/user"
-	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/crabbox/crabbox-runner/github/githubtest"
 	"github.com/crabbox/crabbox-runner/internal/fakegpu"
 	"github.com/crabbox/crabbox-runner/providers/lambda/lambdatest"
 	"github.com/crabbox/crabbox-runner/providers/vast/vasttest"
@@ -46,65 +42,13 @@ const gateClass = `classes:
     max_lifetime: 30m
 `
 
-// startServeGate is startServeVast with gateMarket and gateClass.
+// startServeGate is startServeVast with gateMarket and gateClass; a
+// destroyed host's machine comes back to the market at once, so only our
+// bad-machine mark keeps it out.
 func startServeGate(t *testing.T, behave func(seq int, o vasttest.Offer) vasttest.Behavior) *vastE2E {
 	t.Helper()
-	if _, err := os.Stat("/usr/sbin/sshd"); err != nil {
-		if os.Getenv("CI") != "" {
-			t.Fatal("/usr/sbin/sshd missing in CI: install openssh-server")
-		}
-		t.Skip("/usr/sbin/sshd missing: install openssh-server")
-	}
-	dir := t.TempDir()
-	u, err := user.Current()
-	if err != nil {
-		t.Fatal(err)
-	}
-	e := newServeE2E(t)
-	fake := vasttest.New(vasttest.Options{APIKey: testVastKey, Dir: filepath.Join(dir, "vast"), Offers: gateMarket,
-		Behavior: behave, RelistAfter: 50 * time.Millisecond, Logf: t.Logf})
-	t.Cleanup(fake.Close)
-	_, sum, err := githubtest.RunnerTarball("2.330.0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	e.dbPath = filepath.Join(dir, "serve.db")
-	cfgPath := filepath.Join(dir, "crabbox-runner.yaml")
-	cfg := fmt.Sprintf(`deployment: e2e
-database_url: sqlite:%s
-log: {level: debug, format: json}
-runner:
-  version: "2.330.0"
-  url: %s
-  sha256: %q
-providers:
-  vast: {ssh_user: %s, min_request_interval: 2ms, allow_private_endpoints: true}
-`, e.dbPath, e.gh.TarballURLTemplate(), sum, u.Username) + gateClass
-	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	e.cfgPath = cfgPath
-	e.env = map[string]string{
-		"CRABBOX_CONFIG":         cfgPath,
-		"CRABBOX_WEBHOOK_SECRET": testSecret,
-		"CRABBOX_GITHUB_TOKEN":   testToken,
-		"CRABBOX_GITHUB_API_URL": e.gh.URL(),
-		"VAST_API_KEY":           testVastKey,
-		"CRABBOX_VAST_API_URL":   fake.URL(),
-	}
-	addr := freeAddr(t)
-	e.url = "http://" + addr
-	serveHook = func(o *appOptions) {
-		o.Tune = func(c *provisioner.Config) {
-			c.PollInterval = 100 * time.Millisecond
-			c.QueuePollInterval = 50 * time.Millisecond
-			c.GitHub = spyGitHub{c.GitHub, e.spy}
-			c.Bootstrapper = spyBootstrapper{c.Bootstrapper, e.spy}
-		}
-	}
-	t.Cleanup(func() { serveHook = nil })
-	e.runServe(addr, e.env)
-	return &vastE2E{e2e: e, vast: fake}
+	return startServeVastOpts(t, vastE2EOptions{behave: behave, allowPrivate: true, relistAfter: 50 * time.Millisecond,
+		market: gateMarket, classes: gateClass})
 }
 
 // gateCases: each way a host fails the gate, as the fakes show it, and

@@ -63,6 +63,10 @@ type vastE2EOptions struct {
 	relistAfter time.Duration
 	// extraConfig is appended to the config file (top-level keys).
 	extraConfig string
+	// market, when set, is the fake's offers instead of vastE2EMarket;
+	// classes the config's classes block instead of the one A100 class.
+	market  []vasttest.Offer
+	classes string
 }
 
 // startServeVastOpts is startServeVast with every setting given.
@@ -84,7 +88,11 @@ func startServeVastOpts(t *testing.T, o vastE2EOptions) *vastE2E {
 	// A destroyed host's machine stays off the market for a while
 	// (startServeVastWith: for the test), as a real one does, so the job
 	// is re-leased on another offer.
-	fake := vasttest.New(vasttest.Options{APIKey: testVastKey, Dir: filepath.Join(dir, "vast"), Offers: vastE2EMarket,
+	market := vastE2EMarket
+	if o.market != nil {
+		market = o.market
+	}
+	fake := vasttest.New(vasttest.Options{APIKey: testVastKey, Dir: filepath.Join(dir, "vast"), Offers: market,
 		Behavior: behave, RelistAfter: o.relistAfter, Logf: t.Logf})
 	t.Cleanup(fake.Close)
 	_, sum, err := githubtest.RunnerTarball("2.330.0")
@@ -105,7 +113,11 @@ providers:
     ssh_user: %s
     min_request_interval: 2ms
     allow_private_endpoints: %t
-classes:
+`, e.dbPath, e.gh.TarballURLTemplate(), sum, u.Username, allowPrivate)
+	if o.classes != "" {
+		cfg += o.classes
+	} else {
+		cfg += fmt.Sprintf(`classes:
   - name: a100
     labels: [self-hosted, linux, x64, crabbox, a100]
     gpu: {name: A100, count: 1, min_memory_gb: 40}
@@ -116,7 +128,9 @@ classes:
     boot_timeout: %s
     idle_timeout: 5m
     max_lifetime: 30m
-`, e.dbPath, e.gh.TarballURLTemplate(), sum, u.Username, allowPrivate, bootTimeout) + o.extraConfig
+`, bootTimeout)
+	}
+	cfg += o.extraConfig
 	if e2eConfigTweak != nil {
 		cfg = e2eConfigTweak(cfg)
 	}
