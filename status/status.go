@@ -222,7 +222,9 @@ type leaseRow struct {
 	Provider, GPU          string
 	// GPUCheck is the GPU gate's verdict on the host ("passed: …" or
 	// "<rule>: found …, wanted …"); empty until checked.
-	GPUCheck          string
+	GPUCheck string
+	// Interruptible: a bid host, which the market may take back.
+	Interruptible     bool
 	Price             float64
 	Job               jobCell
 	Created, Released time.Time
@@ -454,7 +456,7 @@ func (h *Handler) forgetJobs(used map[int64]bool) {
 func (h *Handler) row(ctx context.Context, l *provisioner.Lease, cost float64, now time.Time) (leaseRow, error) {
 	r := leaseRow{ID: l.ID, Class: l.Class, State: string(l.State), Provider: l.Provider, GPU: l.GPU,
 		Price: l.PricePerHour, Created: l.CreatedAt, Released: l.ReleasedAt, Cost: cost, Billed: billedNow(l),
-		GPUCheck: cut(l.GPUCheck, 200)}
+		GPUCheck: cut(l.GPUCheck, 200), Interruptible: l.Interruptible}
 	end := now
 	if l.State == provisioner.StateReleased && !l.ReleasedAt.IsZero() {
 		end = l.ReleasedAt

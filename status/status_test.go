@@ -152,6 +152,7 @@ func seedStore(t *testing.T) *seeded {
 		step{at(14, 40), provisioner.StateFailed, func(l *provisioner.Lease) { l.Error = "GPU check failed: nvidia-smi saw no GPU" }})
 
 	rel := vast("l-rel", 1)
+	rel.Interruptible = true // a bid host (classes[].interruptible)
 	s.lease(t, rel, at(8, 50),
 		step{at(8, 55), provisioner.StateProvisioning, nil},
 		step{at(9, 0), provisioner.StateBooting, host("rel")},
@@ -165,6 +166,7 @@ func seedStore(t *testing.T) *seeded {
 		step{yesterday(10, 0), provisioner.StateBooting, host("old")},
 		step{yesterday(11, 0), provisioner.StateReleasing, nil},
 		step{yesterday(12, 0), provisioner.StateReleased, released(yesterday(12, 0), "job completed")})
+
 	return s
 }
 
@@ -251,6 +253,12 @@ func TestPageShowsLeasesCostsSpendAndErrors(t *testing.T) {
 	}
 	if strings.Contains(pend, "href=") {
 		t.Errorf("a job the store does not know got a link:\n%s", pend)
+	}
+	if rel := row(t, body, "lease-l-rel"); !strings.Contains(rel, `vast<span class="dim">/bid</span>`) {
+		t.Errorf("the bid lease's row does not say so:\n%s", rel)
+	}
+	if strings.Contains(busy, "/bid") {
+		t.Errorf("an on-demand lease shown as a bid:\n%s", busy)
 	}
 	failed := row(t, body, "lease-l-failed")
 	for _, want := range []string{">failed<", "GPU check failed", "$0.50"} {
