@@ -235,9 +235,13 @@ func sshRun(t *testing.T, addr string, keyPEM []byte, hostPub, cmd string) strin
 		t.Fatal(err)
 	}
 	defer sess.Close()
-	out, err := sess.CombinedOutput(cmd)
+	// Stdout only: the login shell's start files may write to stderr
+	// (a root .bashrc running pyenv complains of its rehash lock).
+	var stderr strings.Builder
+	sess.Stderr = &stderr
+	out, err := sess.Output(cmd)
 	if err != nil {
-		t.Fatalf("ssh %s %q: %v\n%s", addr, cmd, err, out)
+		t.Fatalf("ssh %s %q: %v\n%s%s", addr, cmd, err, out, stderr.String())
 	}
 	return string(out)
 }

@@ -204,7 +204,9 @@ func TestInstanceLifecycle(t *testing.T) {
 		t.Fatalf("ssh after attach: %v", err)
 	}
 	sess, _ := c.NewSession()
-	out, err := sess.CombinedOutput("nohup sleep 300 >/dev/null 2>&1 & echo $! $CRABBOX_HOST_ROOT")
+	// Stdout only: the login shell's start files may write to stderr
+	// (a root .bashrc running pyenv complains of its rehash lock).
+	out, err := sess.Output("nohup sleep 300 >/dev/null 2>&1 & echo $! $CRABBOX_HOST_ROOT")
 	c.Close()
 	fields := strings.Fields(string(out))
 	if err != nil || len(fields) != 2 || !strings.HasSuffix(fields[1], "/root") {
