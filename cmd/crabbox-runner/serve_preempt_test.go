@@ -71,16 +71,7 @@ func TestServeVastInterruptibleOutbidMidJob(t *testing.T) {
 	withClass(t, "    interruptible: {bid: 1.2}\n")
 	e := startServeVast(t, "60s", nil)
 	id := longJob(e.e2e)
-	var l *provisioner.Lease
-	e.waitFor("the job's lease busy", 90*time.Second, func() bool {
-		for _, x := range e.leases() {
-			if x.BoundJobID == id && x.State == provisioner.StateBusy {
-				l = x
-				return true
-			}
-		}
-		return false
-	})
+	l := busyLease(e.e2e, id, "")
 	// 8000001 is the cheapest fitting machine: bid 1.2 × min_bid (0.6 ×
 	// 0.55) = 0.396, plus 40 GB at $0.2/GB/month: $0.4071/h against
 	// $0.5611/h on demand.
@@ -181,16 +172,7 @@ func TestServeLambdaPreemptedMidJob(t *testing.T) {
 	fake := lambdatest.New(t, lambdatest.Options{APIKey: testLambdaKey, BootDelay: 200 * time.Millisecond})
 	e := startServeLambda(t, fake)
 	id := longJob(e.e2e)
-	var l *provisioner.Lease
-	e.waitFor("the job's lease busy", 90*time.Second, func() bool {
-		for _, x := range e.leases() {
-			if x.BoundJobID == id && x.State == provisioner.StateBusy {
-				l = x
-				return true
-			}
-		}
-		return false
-	})
+	l := busyLease(e.e2e, id, "")
 	preemptedAt := time.Now()
 	// lambda-openapi.json InstanceStatus: "preempted"; the fake stops the
 	// host's sshd and with it the runner.
@@ -250,16 +232,7 @@ func TestServeVastHostDiesMidJob(t *testing.T) {
 	withClass(t, "")
 	e := startServeVast(t, "60s", nil)
 	id := longJob(e.e2e)
-	var l *provisioner.Lease
-	e.waitFor("the job's lease busy", 90*time.Second, func() bool {
-		for _, x := range e.leases() {
-			if x.BoundJobID == id && x.State == provisioner.StateBusy {
-				l = x
-				return true
-			}
-		}
-		return false
-	})
+	l := busyLease(e.e2e, id, "")
 	n, _ := strconv.ParseInt(l.InstanceID, 10, 64)
 	e.vast.SetStatus(n, "exited", "container exited with code 137")
 	got, _ := waitLost(e.e2e, l.ID, time.Now())
