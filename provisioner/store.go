@@ -20,6 +20,11 @@ type Store interface {
 	Lease(ctx context.Context, id string) (*Lease, error)
 	Leases(ctx context.Context, f LeaseFilter) ([]*Lease, error)
 	LeaseEvents(ctx context.Context, leaseID string) ([]Event, error)
+	// LeaseEventsOf returns the histories of many leases at once, each
+	// oldest first, by lease id (a lease without history is absent): a
+	// status page's view in one read rather than one per lease. Any
+	// number of ids; the store reads them in bounded batches.
+	LeaseEventsOf(ctx context.Context, ids []string) (map[string][]Event, error)
 	Job(ctx context.Context, id, runAttempt int64) (*Job, error)
 	// LatestJob returns the latest attempt of a job, or ErrNotFound.
 	LatestJob(ctx context.Context, id int64) (*Job, error)

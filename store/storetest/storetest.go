@@ -36,6 +36,8 @@ func Run(t *testing.T, newStore func(t *testing.T) provisioner.Store) {
 		"LostReason":           testLostReason,   // lost.go
 
 		"BadMachines": testBadMachines, // badmachines.go
+
+		"LeaseEventsOf": testLeaseEventsOf, // events.go
 		// concurrency.go: what replicas sharing one database rely on.
 		"LockedLeaseWaits":     testLockedLeaseWaits,
 		"ConcurrentSameMove":   testConcurrentSameMove,

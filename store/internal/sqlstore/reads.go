@@ -58,24 +58,56 @@ func (r Reader) LatestJob(ctx context.Context, id int64) (*provisioner.Job, erro
 
 // LeaseEvents returns a lease's history, oldest first.
 func (r Reader) LeaseEvents(ctx context.Context, leaseID string) ([]provisioner.Event, error) {
-	rows, err := r.q.Query(ctx, `SELECT lease_id, at, from_state, to_state, reason
-		FROM crabbox_lease_event WHERE lease_id = $1 ORDER BY at, `+r.d.EventOrder, leaseID)
+	var out []provisioner.Event
+	err := r.scanEvents(ctx, `SELECT lease_id, at, from_state, to_state, reason
+		FROM crabbox_lease_event WHERE lease_id = $1 ORDER BY at, `+r.d.EventOrder, []any{leaseID},
+		func(e provisioner.Event) { out = append(out, e) })
+	return out, err
+}
+
+// eventsBatch is how many leases one query of LeaseEventsOf names: well
+// under SQLite's and PostgreSQL's limits on bound parameters, and a
+// bounded answer.
+const eventsBatch = 500
+
+// LeaseEventsOf returns the histories of many leases, each oldest first,
+// by lease id, reading eventsBatch leases per query.
+func (r Reader) LeaseEventsOf(ctx context.Context, ids []string) (map[string][]provisioner.Event, error) {
+	out := make(map[string][]provisioner.Event, len(ids))
+	for len(ids) > 0 {
+		batch := ids[:min(len(ids), eventsBatch)]
+		ids = ids[len(batch):]
+		args := make([]any, len(batch))
+		for i, id := range batch {
+			args[i] = id
+		}
+		err := r.scanEvents(ctx, `SELECT lease_id, at, from_state, to_state, reason
+			FROM crabbox_lease_event WHERE lease_id IN (`+marks(1, len(batch))+`) ORDER BY lease_id, at, `+r.d.EventOrder, args,
+			func(e provisioner.Event) { out[e.LeaseID] = append(out[e.LeaseID], e) })
+		if err != nil {
+			return nil, err
+		}
+	}
+	return out, nil
+}
+
+func (r Reader) scanEvents(ctx context.Context, query string, args []any, add func(provisioner.Event)) error {
+	rows, err := r.q.Query(ctx, query, args...)
 	if err != nil {
-		return nil, r.d.errorf("lease events: %w", err)
+		return r.d.errorf("lease events: %w", err)
 	}
 	defer rows.Close()
-	var out []provisioner.Event
 	for rows.Next() {
 		var e provisioner.Event
 		var at int64
 		var from, to string
 		if err := rows.Scan(&e.LeaseID, &at, &from, &to, &e.Reason); err != nil {
-			return nil, r.d.errorf("lease events: %w", err)
+			return r.d.errorf("lease events: %w", err)
 		}
 		e.At, e.From, e.To = FromMicros(at), provisioner.State(from), provisioner.State(to)
-		out = append(out, e)
+		add(e)
 	}
-	return out, rows.Err()
+	return rows.Err()
 }
 
 // QueuedJobs lists the queued jobs last updated before the given time,
