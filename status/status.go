@@ -3,10 +3,12 @@
 // far, today's spend by class and provider, and the last errors (lease
 // errors and the warnings and errors logged lately).
 //
-// The page is server-rendered HTML with inline CSS: no JavaScript, nothing
-// loaded from the network. It reads the store outside any transaction, one
-// lease query per view plus a lease's history and job the first time they
-// are needed (both are then kept: neither changes once known). It shows no
+// The page is server-rendered HTML with inline CSS and inline SVG (the
+// timeline of each recent lease's phases and per-class p50/p95 bars,
+// timeline.go): no JavaScript, nothing loaded from the network. It reads
+// the store outside any transaction: per view one lease query and one
+// query for the histories not yet kept (a released lease's history and a
+// job are kept once read: neither changes any more). It shows no
 // secret: no JIT config, key, token or host key is on it, and log records
 // are reduced to their message and a few attributes. A Gate (gate.go)
 // guards it, and serve's /metrics with the same check: the token when one
@@ -39,7 +41,7 @@ import (
 // Reader is what the page reads; provisioner.Store has it.
 type Reader interface {
 	Leases(ctx context.Context, f provisioner.LeaseFilter) ([]*provisioner.Lease, error)
-	LeaseEvents(ctx context.Context, leaseID string) ([]provisioner.Event, error)
+	LeaseEventsOf(ctx context.Context, ids []string) (map[string][]provisioner.Event, error)
 	LatestJob(ctx context.Context, id int64) (*provisioner.Job, error)
 }
 
@@ -90,9 +92,9 @@ type Handler struct {
 	// mu makes views take turns, so that a burst of reloads costs the
 	// store no more than one view at a time, and guards the caches.
 	mu sync.Mutex
-	// booting holds, per lease, the history the cost needs (its move to
-	// booting) once it can no longer change.
-	booting map[string][]provisioner.Event
+	// history holds the histories of released leases, which can no
+	// longer change.
+	history map[string][]provisioner.Event
 	// jobs holds the jobs already read, by id (repo, run and name do not
 	// change).
 	jobs map[int64]*provisioner.Job
@@ -104,13 +106,17 @@ var pageHTML string
 //go:embed style.css
 var styleCSS string
 
+//go:embed timeline.html
+var timelineHTML string
+
 var page = template.Must(template.New("page").Funcs(template.FuncMap{
 	"money": money,
 	"price": price,
 	"age":   age,
 	"clock": clock,
 	"stamp": stamp,
-}).Parse(pageHTML))
+	"span":  span,
+}).Parse(pageHTML + timelineHTML))
 
 // New returns the page's handler.
 func New(cfg Config) (*Handler, error) {
@@ -130,7 +136,7 @@ func New(cfg Config) (*Handler, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	h := &Handler{cfg: cfg, web: web.String(), booting: map[string][]provisioner.Event{}, jobs: map[int64]*provisioner.Job{}}
+	h := &Handler{cfg: cfg, web: web.String(), history: map[string][]provisioner.Event{}, jobs: map[int64]*provisioner.Job{}}
 	h.gate = cfg.Gate
 	if h.gate == nil {
 		h.gate = NewGate(cfg.Token, true)
@@ -205,6 +211,16 @@ type view struct {
 	NotServedMore  bool
 	// UnusedToday is what hosts whose runner never got its job cost today.
 	UnusedToday float64
+
+	// Where the time goes (timeline.go).
+	Timeline             []timelineRow
+	TimelineMore         int
+	TimelineW, TimelineH int
+	BarsX, BarsFigX      int
+	BarsCutX             int
+	BarsW, StatsCap      int
+	Bars                 []classBars
+	Legend               []phaseLegend
 
 	// Machines avoided after a failure (badmachines.go).
 	BadShown bool
@@ -286,15 +302,18 @@ func (h *Handler) build(ctx context.Context) (*view, error) {
 	}
 	var live, released []costed
 	var errs []*provisioner.Lease
+	leases = slices.DeleteFunc(leases, func(l *provisioner.Lease) bool {
+		return l.State == provisioner.StateReleased && l.ReleasedAt.Before(midnight) // a store that ignores ReleasedSince
+	})
+	histories, err := h.histories(ctx, leases)
+	if err != nil {
+		return nil, err
+	}
+	timed := make([]timedLease, 0, len(leases))
 	for _, l := range leases {
-		if l.State == provisioner.StateReleased && l.ReleasedAt.Before(midnight) {
-			continue // a store that ignores ReleasedSince
-		}
 		seen[l.ID] = true
-		events, err := h.events(ctx, l)
-		if err != nil {
-			return nil, err
-		}
+		events := histories[l.ID]
+		timed = append(timed, timedLease{l: l, life: phases(l, events, now)})
 		c := costed{l: l, cost: provisioner.Cost(l, events, now)}
 		if l.Provider != "" {
 			k := [2]string{l.Class, l.Provider}
@@ -324,6 +343,7 @@ func (h *Handler) build(ctx context.Context) (*view, error) {
 		}
 	}
 	h.forgetLeases(seen)
+	v.timeline(timed)
 
 	// Newest first.
 	slices.SortStableFunc(live, func(a, b costed) int { return b.l.CreatedAt.Compare(a.l.CreatedAt) })
@@ -393,29 +413,37 @@ func billedNow(l *provisioner.Lease) bool {
 	return l.InstanceID != "" && l.State != provisioner.StateReleased
 }
 
-// events returns the part of a lease's history its cost depends on: the
-// move to booting (provisioner.Billed). A lease without a host needs none.
-// Once a lease is past provisioning that part cannot change, so it is read
-// once and kept.
-func (h *Handler) events(ctx context.Context, l *provisioner.Lease) ([]provisioner.Event, error) {
-	if l.InstanceID == "" {
-		return nil, nil
+// histories returns the histories of the page's leases: those kept, and
+// the rest in one read (LeaseEventsOf). A released lease's history is
+// kept: nothing is added to it any more.
+func (h *Handler) histories(ctx context.Context, leases []*provisioner.Lease) (map[string][]provisioner.Event, error) {
+	out := make(map[string][]provisioner.Event, len(leases))
+	var ids []string
+	for _, l := range leases {
+		if ev, ok := h.history[l.ID]; ok {
+			out[l.ID] = ev
+		} else {
+			ids = append(ids, l.ID)
+		}
 	}
-	if ev, ok := h.booting[l.ID]; ok {
-		return ev, nil
+	if len(ids) == 0 {
+		return out, nil
 	}
-	all, err := h.cfg.Store.LeaseEvents(ctx, l.ID)
+	read, err := h.cfg.Store.LeaseEventsOf(ctx, ids)
 	if err != nil {
 		return nil, err
 	}
-	var ev []provisioner.Event
-	if i := slices.IndexFunc(all, func(e provisioner.Event) bool { return e.To == provisioner.StateBooting }); i >= 0 {
-		ev = all[i : i+1 : i+1]
+	for _, l := range leases {
+		ev, ok := read[l.ID]
+		if !ok {
+			continue
+		}
+		out[l.ID] = ev
+		if l.State == provisioner.StateReleased {
+			h.history[l.ID] = ev
+		}
 	}
-	if ev != nil || (l.State != provisioner.StatePending && l.State != provisioner.StateProvisioning) {
-		h.booting[l.ID] = ev
-	}
-	return ev, nil
+	return out, nil
 }
 
 // job returns a workflow job, read once; nil when the store does not know it.
@@ -437,9 +465,9 @@ func (h *Handler) job(ctx context.Context, id int64) (*provisioner.Job, error) {
 // forgetLeases drops the history kept for leases no longer on the page,
 // so the cache stays as small as the page.
 func (h *Handler) forgetLeases(seen map[string]bool) {
-	for id := range h.booting {
+	for id := range h.history {
 		if !seen[id] {
-			delete(h.booting, id)
+			delete(h.history, id)
 		}
 	}
 }
