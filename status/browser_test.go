@@ -145,3 +145,75 @@ func TestPageInChromium(t *testing.T) {
 	}
 	t.Logf("screenshot of the status page: %s (%d colours, %.1f%% dark pixels)", shot, len(colours), 100*float64(dark)/float64(n))
 }
+
+// The timeline in a real browser: the SVG is in the rendered DOM with the
+// fixture's segments, and the screenshot shows each phase's colour where
+// the timeline and bars are drawn.
+func TestTimelineInChromium(t *testing.T) {
+	bin := chromium(t)
+	s := seedTimeline(t)
+	srv := httptest.NewServer(newHandler(t, s.st, "", nil))
+	defer srv.Close()
+	url := srv.URL + "/"
+
+	dom := string(runChromium(t, bin, "--dump-dom", url))
+	for _, want := range []string{`id="tl-t-full"`, `id="tl-t-fail"`, `id="tl-t-busy"`, `<svg class="tl-bar"`,
+		`id="bars-a100"`, `id="bars-h100"`, "boot: 2m 20s (host created → SSH reachable)"} {
+		if !strings.Contains(dom, want) {
+			t.Errorf("the rendered DOM lacks %s", want)
+		}
+	}
+	if n := strings.Count(dom, `<g class="seg ph-`); n != 7+4+5 {
+		t.Errorf("the rendered DOM has %d timeline segments, want 16", n)
+	}
+
+	shot := filepath.Join(artifactDir(t), "status-timeline.png")
+	os.Remove(shot)
+	runChromium(t, bin, "--screenshot="+shot, "--window-size=1280,1400", url)
+	f, err := os.Open(shot)
+	if err != nil {
+		t.Fatalf("no screenshot: %v", err)
+	}
+	defer f.Close()
+	img, err := png.Decode(f)
+	if err != nil {
+		t.Fatalf("screenshot %s: %v", shot, err)
+	}
+	// style.css's phase colours (light scheme, which headless chromium
+	// uses). The legend's swatch of each is 14×14 (under 196 pixels, fewer
+	// where hatched): more than that is the timeline's and the bars'.
+	phase := map[string][3]uint32{
+		"queued": {0x99, 0x99, 0x99}, "create": {0xe6, 0x9f, 0x00}, "boot": {0x56, 0xb4, 0xe9},
+		"bootstrap": {0x00, 0x9e, 0x73}, "idle": {0xf0, 0xe4, 0x42}, "job": {0x00, 0x72, 0xb2}, "release": {0xcc, 0x79, 0xa7},
+	}
+	count := map[string]int{}
+	b := img.Bounds()
+	for y := b.Min.Y; y < b.Max.Y; y++ {
+		for x := b.Min.X; x < b.Max.X; x++ {
+			r, g, bl, _ := img.At(x, y).RGBA()
+			px := [3]uint32{r >> 8, g >> 8, bl >> 8}
+			for name, c := range phase {
+				if near(px, c) {
+					count[name]++
+				}
+			}
+		}
+	}
+	for name := range phase {
+		if count[name] <= 196 {
+			t.Errorf("the screenshot shows %d pixels of %s's colour: the timeline is not drawn", count[name], name)
+		}
+	}
+	t.Logf("screenshot of the timeline: %s (phase pixels %v)", shot, count)
+}
+
+// near: the same colour, give or take colour management's rounding.
+func near(a, b [3]uint32) bool {
+	for i := range a {
+		d := int(a[i]) - int(b[i])
+		if d < -3 || d > 3 {
+			return false
+		}
+	}
+	return true
+}

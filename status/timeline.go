@@ -107,7 +107,7 @@ type timedLease struct {
 func (v *view) timeline(leases []timedLease) {
 	v.Legend = legend()
 	v.TimelineW, v.TimelineH = tlWidth, tlHeight
-	v.BarsX, v.BarsFigX, v.BarsW = barLabelW, barLabelW+barWidth+10, barLabelW+barWidth+10+barFigW
+	v.BarsX, v.BarsFigX, v.BarsW = barLabelW, barLabelW+barWidth+18, barLabelW+barWidth+18+barFigW
 	v.BarsCutX = barLabelW + barWidth + 2
 	v.StatsCap = maxStatsLeases
 	slices.SortStableFunc(leases, func(a, b timedLease) int {
