@@ -21,6 +21,7 @@ import (
 	"github.com/crabbox/crabbox-runner/internal/config"
 	"github.com/crabbox/crabbox-runner/providers/local"
 	"github.com/crabbox/crabbox-runner/provisioner"
+	"github.com/crabbox/crabbox-runner/status"
 )
 
 type demoOptions struct {
@@ -28,6 +29,10 @@ type demoOptions struct {
 	keep    bool
 	verbose bool
 	timeout time.Duration
+	// serve keeps the server (status page, /metrics) up after the jobs,
+	// until Ctrl-C or SIGTERM; listen is its address, loopback only.
+	serve  bool
+	listen string
 }
 
 func newDemoCmd(g *globalFlags, getenv config.Getenv) *cobra.Command {
@@ -38,7 +43,9 @@ func newDemoCmd(g *globalFlags, getenv config.Getenv) *cobra.Command {
 		Long: `demo runs the real serve code (store, webhook, provisioner, SSH bootstrap) against an
 in-process fake GitHub and the "local" provider, whose hosts are real OpenSSH servers on
 127.0.0.1. It queues jobs, follows each from queued to a released host, prints the
-timeline, and exits 0 when every job ran and every host is gone.
+timeline, and exits 0 when every job ran and every host is gone. With --serve it
+then keeps the server up, prints the URL of its status page (the leases' phases drawn
+as a timeline) and /metrics, and waits for Ctrl-C or SIGTERM before cleaning up.
 
 It needs OpenSSH's sshd (Debian: apt-get install -y openssh-server) and curl.
 Nothing leaves this machine: every address it uses is on loopback.`,
@@ -50,7 +57,9 @@ Nothing leaves this machine: every address it uses is on loopback.`,
 	cmd.Flags().IntVar(&o.jobs, "jobs", 2, "number of GPU jobs to queue")
 	cmd.Flags().BoolVar(&o.keep, "keep", false, "keep the demo's directory (database, host dirs, logs)")
 	cmd.Flags().BoolVarP(&o.verbose, "verbose", "v", false, "also print the server's logs")
-	cmd.Flags().DurationVar(&o.timeout, "timeout", 3*time.Minute, "give up after this long")
+	cmd.Flags().DurationVar(&o.timeout, "timeout", 3*time.Minute, "give up on the jobs after this long")
+	cmd.Flags().BoolVar(&o.serve, "serve", false, "after the jobs, keep the server, its status page and /metrics up until Ctrl-C")
+	cmd.Flags().StringVar(&o.listen, "listen", "127.0.0.1:0", "the server's address, loopback only (port 0: any free port)")
 	return cmd
 }
 
@@ -79,6 +88,12 @@ func runDemo(ctx context.Context, stdout, stderr io.Writer, o demoOptions) error
 	if err := demoPrereqs(); err != nil {
 		return err
 	}
+	if o.listen == "" {
+		o.listen = "127.0.0.1:0"
+	}
+	// The server runs until the demo ends (base: the command's context,
+	// which Ctrl-C and SIGTERM cancel); the jobs get --timeout.
+	base := ctx
 	ctx, cancel := context.WithTimeout(ctx, o.timeout)
 	defer cancel()
 
@@ -136,7 +151,7 @@ func runDemo(ctx context.Context, stdout, stderr io.Writer, o demoOptions) error
 	checkGPU := true
 	cfg := &config.Config{
 		Deployment:  "demo",
-		Listen:      "127.0.0.1:0",
+		Listen:      o.listen,
 		DatabaseURL: "sqlite:" + filepath.Join(dir, "demo.db"),
 		Log:         config.LogConfig{Level: "debug", Format: "text"},
 		GitHub:      config.GitHubConfig{APIURL: gh.URL(), RunnerGroupID: 1},
@@ -155,6 +170,9 @@ func runDemo(ctx context.Context, stdout, stderr io.Writer, o demoOptions) error
 		return err
 	}
 	log := newLogger(logw, cfg.Log.Level, cfg.Log.Format, string(secret), token)
+	// The status page, as serve has it, during the demo and with --serve.
+	recent := status.NewRecent(status.DefaultRecentSize)
+	log = withRecent(log, recent)
 	a, err := newApp(ctx, cfg, log, appOptions{
 		Providers: map[string]provisioner.Provider{"local": hosts},
 		Tune: func(c *provisioner.Config) {
@@ -166,17 +184,27 @@ func runDemo(ctx context.Context, stdout, stderr io.Writer, o demoOptions) error
 		return err
 	}
 	defer a.close()
+	if !loopbackOnly(a.listener.Addr()) {
+		// The demo sets no status token: its page is open only because
+		// nothing but this host reaches it (access.go).
+		return fmt.Errorf("demo --listen %s: not a loopback address; use 127.0.0.1:PORT, [::1]:PORT or localhost:PORT", o.listen)
+	}
+	if err := a.addStatusPage(recent); err != nil {
+		return err
+	}
 	gh.SetWebhook(a.URL()+"/webhook", secret)
 
-	runCtx, stopServe := context.WithCancel(ctx)
-	served := make(chan error, 1)
-	go func() { served <- a.run(runCtx) }()
+	runCtx, stopServe := context.WithCancel(base)
+	// stopped closes when the server has stopped; serveErr is then why.
+	var serveErr error
+	stopped := make(chan struct{})
+	go func() { serveErr = a.run(runCtx); close(stopped) }()
 	defer func() {
 		stopServe()
-		<-served
+		<-stopped
 	}()
 
-	fmt.Fprintf(stdout, "crabbox-runner demo: serve on %s, fake GitHub on %s, hosts are sshd on 127.0.0.1\n\n", a.URL(), gh.URL())
+	fmt.Fprintf(stdout, "crabbox-runner demo: serve on %s (status page at /), fake GitHub on %s, hosts are sshd on 127.0.0.1\n\n", a.URL(), gh.URL())
 	watchCtx, stopWatch := context.WithCancel(ctx)
 	watched := make(chan struct{})
 	go func() { defer close(watched); tl.watchLeases(watchCtx, a.store) }()
@@ -203,7 +231,25 @@ func runDemo(ctx context.Context, stdout, stderr io.Writer, o demoOptions) error
 	if err != nil {
 		return fmt.Errorf("%w (server log: %s)", err, logFile.Name())
 	}
-	return printSummary(stdout, a.store, gh, ids, hosts)
+	if err := printSummary(stdout, a.store, gh, ids, hosts); err != nil || !o.serve {
+		return err
+	}
+	return serveDemo(base, stdout, a.URL(), stopped, func() error { return serveErr })
+}
+
+// serveDemo keeps the demo's server up until ctx ends (Ctrl-C, SIGTERM)
+// or the server stops by itself; runDemo's deferred calls then clean up
+// as after any demo.
+func serveDemo(ctx context.Context, w io.Writer, url string, stopped <-chan struct{}, why func() error) error {
+	fmt.Fprintf(w, "\nThe demo's server stays up: status page %s/ (each lease's phases under \"Where the time goes\"), metrics %s/metrics.\n", url, url)
+	fmt.Fprintln(w, "Loopback only, no token. Press Ctrl-C to stop; hosts and the demo's files are removed then.")
+	select {
+	case <-ctx.Done():
+		fmt.Fprintln(w, "stopping the demo's server")
+		return nil
+	case <-stopped:
+		return fmt.Errorf("the demo's server stopped: %v", why())
+	}
 }
 
 // waitReleased waits until every lease is released and no host runs.
