@@ -181,7 +181,7 @@ func newHandler(t *testing.T, r status.Reader, token string, recent *status.Rece
 	return h
 }
 
-func get(t *testing.T, h http.Handler, req func(*http.Request)) (*http.Response, string) {
+func get(t testing.TB, h http.Handler, req func(*http.Request)) (*http.Response, string) {
 	t.Helper()
 	r := httptest.NewRequest(http.MethodGet, "/", nil)
 	if req != nil {
