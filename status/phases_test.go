@@ -152,3 +152,15 @@ func TestPercentile(t *testing.T) {
 		t.Fatalf("one sample: %s", p)
 	}
 }
+
+// A hedge's row sits right below its original's, whatever their order.
+func TestPairHedges(t *testing.T) {
+	rows := []timelineRow{{ID: "h1", HedgeOf: "a"}, {ID: "b"}, {ID: "a"}, {ID: "h2", HedgeOf: "gone"}}
+	var got []string
+	for _, r := range pairHedges(rows) {
+		got = append(got, r.ID)
+	}
+	if strings.Join(got, " ") != "b a h1 h2" {
+		t.Fatalf("rows %v, want b a h1 h2", got)
+	}
+}

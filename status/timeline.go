@@ -35,13 +35,20 @@ const (
 	barFigW     = 260
 )
 
+// hedgeOf names the lease a lease hedges ("" for an ordinary lease). The
+// hedge part adds Lease.HedgeOf; until both are merged it is unknown here,
+// and the merge sets this to return it.
+var hedgeOf = func(*provisioner.Lease) string { return "" }
+
 // timelineRow is one lease's row in the timeline.
 type timelineRow struct {
 	ID, Class, State string
-	Start            time.Time
-	Total            time.Duration
-	Open, Failed     bool
-	Segments         []svgSegment
+	// HedgeOf: this lease hedges that one; its row is drawn right below it.
+	HedgeOf      string
+	Start        time.Time
+	Total        time.Duration
+	Open, Failed bool
+	Segments     []svgSegment
 	// Summary is the row's phases in words (the SVG's accessible name).
 	Summary string
 }
@@ -116,6 +123,7 @@ func (v *view) timeline(leases []timedLease) {
 	for _, t := range leases[:min(len(leases), maxTimelineRows)] {
 		v.Timeline = append(v.Timeline, drawRow(t))
 	}
+	v.Timeline = pairHedges(v.Timeline)
 	v.TimelineMore = len(leases) - len(v.Timeline)
 
 	byClass := map[string][]timedLease{}
@@ -130,9 +138,34 @@ func (v *view) timeline(leases []timedLease) {
 	slices.SortFunc(v.Bars, func(a, b classBars) int { return cmp.Compare(a.Class, b.Class) })
 }
 
+// pairHedges moves each hedge's row right below the row of the lease it
+// hedges, when both are drawn, so a pair reads as one.
+func pairHedges(rows []timelineRow) []timelineRow {
+	var out []timelineRow
+	placed := map[string]bool{}
+	drawn := map[string]bool{}
+	for _, r := range rows {
+		drawn[r.ID] = true
+	}
+	for _, r := range rows {
+		if placed[r.ID] || (r.HedgeOf != "" && drawn[r.HedgeOf]) {
+			continue // placed, or to be placed under its original
+		}
+		out = append(out, r)
+		placed[r.ID] = true
+		for _, h := range rows {
+			if h.HedgeOf == r.ID && !placed[h.ID] {
+				out = append(out, h)
+				placed[h.ID] = true
+			}
+		}
+	}
+	return out
+}
+
 func drawRow(t timedLease) timelineRow {
 	life := t.life
-	r := timelineRow{ID: t.l.ID, Class: t.l.Class, State: string(t.l.State), Start: life.Start,
+	r := timelineRow{ID: t.l.ID, Class: t.l.Class, State: string(t.l.State), HedgeOf: hedgeOf(t.l), Start: life.Start,
 		Total: life.End.Sub(life.Start), Open: life.Open, Failed: life.Failed}
 	var words []string
 	for _, s := range life.Segments {
