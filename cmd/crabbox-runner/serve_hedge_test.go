@@ -179,19 +179,30 @@ func TestServeHedgeBench(t *testing.T) {
 			job := e.waitJob(hedgeJob(e))
 			took := time.Since(started)
 			e.waitFor("every instance destroyed", 60*time.Second, func() bool { return len(e.vast.Live()) == 0 })
-			var hosts float64
-			for _, l := range e.leases() {
-				if l.State != provisioner.StateReleased {
-					t.Errorf("lease %s %s", l.ID, l.State)
+			e.waitFor("every lease released", 30*time.Second, func() bool {
+				for _, l := range e.leases() {
+					if l.State != provisioner.StateReleased {
+						return false
+					}
 				}
+				return true
+			})
+			ls := e.leases()
+			var why []string
+			for _, l := range ls {
+				why = append(why, fmt.Sprintf("%s: %s", l.ID, firstNonEmpty(l.Error, l.ReleaseReason)))
 			}
-			for _, in := range e.vast.Instances() {
-				if in.Destroyed {
-					hosts++
-				}
-			}
-			t.Logf("BENCH hedge_after=%q boot_timeout=20s first host never boots: queued→completed %s, conclusion %s, instances %v, most live at once %d",
-				hedgeAfter, took.Round(10*time.Millisecond), job.Conclusion, hosts, most())
+			t.Logf("BENCH hedge_after=%q boot_timeout=20s first host never boots: queued→completed %s, conclusion %s, instances %d, most live at once %d; leases %s",
+				hedgeAfter, took.Round(10*time.Millisecond), job.Conclusion, len(e.vast.Instances()), most(), strings.Join(why, "; "))
 		})
 	}
+}
+
+func firstNonEmpty(s ...string) string {
+	for _, v := range s {
+		if v != "" {
+			return v
+		}
+	}
+	return ""
 }
