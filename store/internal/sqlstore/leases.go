@@ -94,7 +94,9 @@ func listLeases(ctx context.Context, q Querier, d *Dialect, f provisioner.LeaseF
 	}
 	if f.HedgeOf != "" {
 		args = append(args, f.HedgeOf)
-		where = append(where, fmt.Sprintf("hedge_of = $%d", len(args)))
+		// The second condition lets PostgreSQL use the partial index with
+		// a parameter it cannot see when planning.
+		where = append(where, fmt.Sprintf("hedge_of = $%d", len(args)), "hedge_of <> ''")
 	}
 	if f.Hedges {
 		where = append(where, "hedge_of <> ''")
