@@ -73,6 +73,15 @@ func (p *Provisioner) balanceN(ctx context.Context, tx Tx, class string, scope S
 	if err != nil {
 		return nil, err
 	}
+	if c := p.classes[class]; c != nil && c.HedgeAfter > 0 {
+		// A racing hedge serves a job that has its lease already
+		// (hedge.go); Demand counts it all the same.
+		hedges, err := p.startingHedges(ctx, tx, class, scope)
+		if err != nil {
+			return nil, err
+		}
+		available -= hedges
+	}
 	if missing := queued - available; missing > 0 {
 		room, err := p.leaseRoom(ctx, tx, class)
 		if err != nil {
@@ -123,7 +132,7 @@ func (p *Provisioner) balanceN(ctx context.Context, tx Tx, class string, scope S
 			if surplus == 0 {
 				break
 			}
-			if l.ReleaseReason != "" {
+			if l.ReleaseReason != "" || l.HedgeOf != "" {
 				continue
 			}
 			if err := p.requestRelease(ctx, tx, l.ID, "no queued job for it", ""); err != nil {

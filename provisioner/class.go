@@ -56,6 +56,10 @@ type Class struct {
 	BootTimeout time.Duration // create call to runner online
 	IdleTimeout time.Duration // runner online without a job
 	MaxLifetime time.Duration // hard cap on the host's life
+	// HedgeAfter, when positive, starts a second host for a lease whose
+	// runner is not online this long after its host's create call
+	// (hedge.go); shorter than BootTimeout.
+	HedgeAfter time.Duration
 
 	// RerunLostJobs: a job that failed because its host was lost under it
 	// (Lease.LostReason) is re-run once through GitHub's API (rerun.go).

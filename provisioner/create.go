@@ -106,6 +106,7 @@ func (p *Provisioner) createHost(ctx context.Context, log *slog.Logger, l *Lease
 	if err != nil {
 		return err
 	}
+	offers = p.hedgeOffers(ctx, l, offers)
 	var errs []string
 	skipped := 0
 	for _, offer := range offers {

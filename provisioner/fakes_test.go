@@ -34,6 +34,9 @@ type memBehavior struct {
 	// sshHost, when set, is the host the instance reports instead of
 	// 127.0.0.1 (endpoint_test.go).
 	sshHost string
+	// hold, when set, keeps the instance booting until it is closed
+	// (hedge_test.go).
+	hold <-chan struct{}
 }
 
 type memInstance struct {
@@ -87,7 +90,15 @@ func (m *memProvider) Get(ctx context.Context, id string) (*provisioner.Instance
 		return nil, provisioner.ErrNotFound
 	}
 	mi.polls++
-	if mi.polls >= 2 && !mi.behavior.neverBoot {
+	held := false
+	if mi.behavior.hold != nil {
+		select {
+		case <-mi.behavior.hold:
+		default:
+			held = true
+		}
+	}
+	if mi.polls >= 2 && !mi.behavior.neverBoot && !held {
 		mi.inst.Status = provisioner.InstanceRunning
 		mi.inst.SSH = provisioner.Endpoint{Host: "127.0.0.1", Port: 22, User: "root"}
 		if mi.behavior.sshHost != "" {

@@ -124,6 +124,14 @@ type Lease struct {
 	// provider", "host failed", "host unreachable", "host gone"); it is set
 	// in the transaction that asks for the release (hostwatch.go).
 	LostReason string
+	// HedgeOf is the id of the lease this lease hedges (hedge.go): a second
+	// host for the same job, started because the first was slow to get
+	// its runner online. "" for an ordinary lease, and for a hedge once it
+	// won (it is then the job's lease).
+	HedgeOf string
+	// HedgedAt is when a hedge was started for this lease; set once, so a
+	// lease is hedged at most once, ever.
+	HedgedAt time.Time
 	// Attempts counts create attempts (offers tried).
 	Attempts int
 

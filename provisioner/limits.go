@@ -68,13 +68,10 @@ func (p *Provisioner) reserve(ctx context.Context, log *slog.Logger, id string, 
 			if err != nil {
 				return err
 			}
-			spend, ahead := 0.0, false
+			spend, ahead := heldSpend(held, me.ID), false
 			for _, l := range held {
 				if l.ID == me.ID {
 					continue
-				}
-				if l.InstanceID != "" || (l.State == StateProvisioning && l.Attempts > 0 && !strings.HasPrefix(l.Error, waitingForSpend)) {
-					spend += l.PricePerHour
 				}
 				if strings.HasPrefix(l.Error, waitingForSpend) && l.State == StateProvisioning &&
 					(l.CreatedAt.Before(me.CreatedAt) || (l.CreatedAt.Equal(me.CreatedAt) && l.ID < me.ID)) {
@@ -126,4 +123,19 @@ func (p *Provisioner) reserve(ctx context.Context, log *slog.Logger, id string, 
 		log.Info("room under the spend cap; going on", "waited_on", waitedFor)
 	}
 	return reserved, nil
+}
+
+// heldSpend is the hourly price of the hosts rented and being rented among
+// the held leases, leaving out the lease except.
+func heldSpend(held []*Lease, except string) float64 {
+	spend := 0.0
+	for _, l := range held {
+		if l.ID == except {
+			continue
+		}
+		if l.InstanceID != "" || (l.State == StateProvisioning && l.Attempts > 0 && !strings.HasPrefix(l.Error, waitingForSpend)) {
+			spend += l.PricePerHour
+		}
+	}
+	return spend
 }

@@ -99,6 +99,8 @@ func (p *Provisioner) provision(ctx context.Context, id string, st stage) error 
 			return river.JobSnooze(p.offerWait())
 		case errors.As(err, &bw):
 			return river.JobSnooze(bw.d)
+		case errors.Is(err, errLookAgain):
+			continue
 		case IsTransitionError(err):
 			// Someone else moved the lease (a job took the runner, a deadline
 			// took over); look again.
@@ -228,6 +230,9 @@ func (p *Provisioner) waitBoot(ctx context.Context, log *slog.Logger, l *Lease, 
 				l.HostKey = key
 			})
 		}
+		if err := p.hedgeTick(ctx, log, l, class); err != nil {
+			return err
+		}
 		if p.now().After(until) {
 			if err != nil {
 				log.Info("host not ready yet", "error", err)
@@ -249,6 +254,10 @@ func (p *Provisioner) bootstrap(ctx context.Context, log *slog.Logger, l *Lease,
 		return p.failLease(ctx, l, err.Error())
 	}
 	if l.BootstrappedAt.IsZero() {
+		// The install below may take long: hedge first if due.
+		if err := p.hedgeTick(ctx, log, l, class); err != nil {
+			return err
+		}
 		ep, err := p.dialEndpoint(ctx, l.Provider, l.SSH)
 		if errors.Is(err, ErrEndpointRefused) {
 			// Recorded by an earlier version, or allowed by a config since changed.
@@ -335,6 +344,9 @@ func (p *Provisioner) bootstrap(ctx context.Context, log *slog.Logger, l *Lease,
 		case r.Online() || r.Busy:
 			return p.becameIdle(ctx, log, l.ID, class)
 		}
+		if err := p.hedgeTick(ctx, log, l, class); err != nil {
+			return err
+		}
 		if p.now().After(until) {
 			return errWaitLater
 		}
@@ -362,6 +374,9 @@ func (p *Provisioner) becameIdle(ctx context.Context, log *slog.Logger, id strin
 		}
 		if from == StateBootstrapping {
 			p.cfg.Observer.Phase(l.Class, l.Provider, PhaseSSHToOnline, now.Sub(changed))
+		}
+		if err := p.hedgeOnline(ctx, tx, l); err != nil {
+			return err
 		}
 		log.Info("runner online", "runner_name", l.RunnerName, "boot_time", now.Sub(l.CreatedAt).Round(time.Millisecond))
 		// The job this lease was made for may have been taken by another

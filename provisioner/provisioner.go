@@ -128,6 +128,8 @@ type Provisioner struct {
 	// before that (tests, one-shot use) deliveries balance in their own.
 	bal       *balancer
 	balancing atomic.Bool
+	// hedges: what this process remembers of hedges between polls (hedge.go).
+	hedges hedgeState
 	// bootRuns counts the boot worker runs under way in this process.
 	bootRuns atomic.Int64
 	// policy is PolicyHash(cfg.Classes), kept with every unservable mark.
@@ -523,11 +525,15 @@ func (p *Provisioner) markBusy(ctx context.Context, tx Tx, l *Lease, job *Job) e
 		// Already busy, or on its way out; nothing to bind.
 		return nil
 	}
-	_, err := tx.Transition(ctx, l.ID, StateBusy, fmt.Sprintf("took job %d", job.ID), func(l *Lease) {
+	busy, err := tx.Transition(ctx, l.ID, StateBusy, fmt.Sprintf("took job %d", job.ID), func(l *Lease) {
 		l.BoundJobID = job.ID
 		l.BusySince = p.now()
 	})
-	return err
+	if err != nil {
+		return err
+	}
+	// A runner that took a job while starting came online (hedge.go).
+	return p.hedgeOnline(ctx, tx, busy)
 }
 
 // scopeFor decides where the runner for a job registers: the org when the
@@ -561,6 +567,9 @@ func (p *Provisioner) requestRelease(ctx context.Context, tx Tx, id, reason, fai
 		if l.ReleaseReason != "" {
 			return nil
 		}
+		if err := p.hedgeReleased(ctx, tx, l, reason, failure); err != nil {
+			return err
+		}
 		_, err := tx.UpdateLease(ctx, id, func(l *Lease) {
 			l.ReleaseReason = reason
 			if failure != "" {
@@ -575,6 +584,9 @@ func (p *Provisioner) requestRelease(ctx context.Context, tx Tx, id, reason, fai
 // release moves a lease (not owned by a running provision worker) to
 // releasing, through failed when it failed, and enqueues the release work.
 func (p *Provisioner) release(ctx context.Context, tx Tx, l *Lease, reason, failure string) error {
+	if err := p.hedgeReleased(ctx, tx, l, reason, failure); err != nil {
+		return err
+	}
 	if failure != "" && l.State != StateFailed {
 		if _, err := tx.Transition(ctx, l.ID, StateFailed, failure, func(l *Lease) { l.Error = failure }); err != nil {
 			return err

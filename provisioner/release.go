@@ -63,6 +63,7 @@ func (p *Provisioner) releaseLease(ctx context.Context, id string) error {
 	}
 
 	p.creds.Delete(l.ID)
+	p.hedges.forget(l.ID)
 	err = p.transition(ctx, l.ID, StateReleased, "host destroyed, runner removed", func(l *Lease) {
 		l.ReleasedAt = p.now()
 	})
@@ -80,7 +81,9 @@ func (p *Provisioner) releaseLease(ctx context.Context, id string) error {
 	if l.InstanceID != "" && l.PricePerHour > 0 {
 		events, _ := p.cfg.Store.LeaseEvents(ctx, l.ID)
 		l.State, l.ReleasedAt = StateReleased, p.now()
-		p.cfg.Observer.Spent(l.Class, l.Provider, Cost(l, events, p.now()))
+		cost := Cost(l, events, p.now())
+		p.cfg.Observer.Spent(l.Class, l.Provider, cost)
+		p.observeHedgeCost(l, cost)
 	}
 	return nil
 }

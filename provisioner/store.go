@@ -139,7 +139,11 @@ type LeaseFilter struct {
 	// leases in any other state still match. With it, one query reads what
 	// is live and what ended since (the status page's "today").
 	ReleasedSince time.Time
-	Limit         int
+	// HedgeOf, when set, selects the hedges of that lease; Hedges selects
+	// every lease that is a hedge (HedgeOf set).
+	HedgeOf string
+	Hedges  bool
+	Limit   int
 }
 
 // WorkConfig configures the durable work queue.

@@ -240,7 +240,9 @@ type leaseRow struct {
 	// "<rule>: found …, wanted …"); empty until checked.
 	GPUCheck string
 	// Interruptible: a bid host, which the market may take back.
-	Interruptible     bool
+	Interruptible bool
+	// HedgeOf is the lease this one hedges (issue 18), while it races.
+	HedgeOf           string
 	Price             float64
 	Job               jobCell
 	Created, Released time.Time
@@ -484,7 +486,7 @@ func (h *Handler) forgetJobs(used map[int64]bool) {
 func (h *Handler) row(ctx context.Context, l *provisioner.Lease, cost float64, now time.Time) (leaseRow, error) {
 	r := leaseRow{ID: l.ID, Class: l.Class, State: string(l.State), Provider: l.Provider, GPU: l.GPU,
 		Price: l.PricePerHour, Created: l.CreatedAt, Released: l.ReleasedAt, Cost: cost, Billed: billedNow(l),
-		GPUCheck: cut(l.GPUCheck, 200), Interruptible: l.Interruptible}
+		GPUCheck: cut(l.GPUCheck, 200), Interruptible: l.Interruptible, HedgeOf: l.HedgeOf}
 	end := now
 	if l.State == provisioner.StateReleased && !l.ReleasedAt.IsZero() {
 		end = l.ReleasedAt

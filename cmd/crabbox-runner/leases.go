@@ -140,7 +140,11 @@ type leaseJSON struct {
 	LostReason string `json:"lost_reason,omitempty"`
 	// GPUCount is the offer's GPU count; GPUCheck the GPU gate's verdict
 	// ("passed: …" or "<rule>: found …, wanted …").
-	GPUCount   int       `json:"gpu_count,omitempty"`
+	GPUCount int `json:"gpu_count,omitempty"`
+	// HedgeOf is the lease this one hedges while it races (hedge_after);
+	// HedgedAt when a hedge was started for this lease.
+	HedgeOf    string    `json:"hedge_of,omitempty"`
+	HedgedAt   time.Time `json:"hedged_at,omitzero"`
 	GPUCheck   string    `json:"gpu_check,omitempty"`
 	CreatedAt  time.Time `json:"created_at"`
 	ExpiresAt  time.Time `json:"expires_at,omitzero"`
@@ -224,7 +228,7 @@ func printLeases(w io.Writer, format string, rows []leaseRow, now time.Time) err
 				JobID: l.JobID, BoundJobID: l.BoundJobID, ReleaseReason: l.ReleaseReason, Error: l.Error,
 				GPUCount: l.GPUCount, GPUCheck: l.GPUCheck,
 				CreatedAt: l.CreatedAt, ExpiresAt: l.ExpiresAt, ReleasedAt: l.ReleasedAt,
-				Interruptible: l.Interruptible, LostReason: l.LostReason,
+				Interruptible: l.Interruptible, LostReason: l.LostReason, HedgeOf: l.HedgeOf, HedgedAt: l.HedgedAt,
 				AgeSeconds: r.age(now).Seconds(), CostSoFar: r.cost, JobURL: r.url}
 			if r.job != nil {
 				j.JobRepo, j.JobRunID = r.job.Repo, r.job.RunID
@@ -258,6 +262,9 @@ func printLeases(w io.Writer, format string, rows []leaseRow, now time.Time) err
 		}
 		if len(note) > 60 {
 			note = note[:57] + "..."
+		}
+		if l.HedgeOf != "" {
+			note = "hedge of " + l.HedgeOf + "; " + note
 		}
 		if r.job != nil && !r.job.RerunAt.IsZero() {
 			note += " (job re-run)"

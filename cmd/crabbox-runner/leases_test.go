@@ -312,3 +312,40 @@ func TestReleaseCommand(t *testing.T) {
 		t.Errorf("release without a database: %d %s", code, errs)
 	}
 }
+
+// A hedge (hedge_after) says whose hedge it is, in the table and the JSON;
+// the lease it hedges says when the hedge started.
+func TestLeasesShowHedge(t *testing.T) {
+	ls := newLeaseStore(t)
+	t0 := time.Now().Add(-5 * time.Minute)
+	ls.lease("lfirst", t0, 1.5, 100001, provisioner.StateProvisioning, provisioner.StateBooting)
+	ls.lease("lsecond", t0.Add(3*time.Minute), 0, 100001)
+	ls.at(t0.Add(3*time.Minute), func(tx provisioner.Tx) error {
+		if _, err := tx.UpdateLease(context.Background(), "lsecond", func(l *provisioner.Lease) { l.HedgeOf = "lfirst" }); err != nil {
+			return err
+		}
+		_, err := tx.UpdateLease(context.Background(), "lfirst", func(l *provisioner.Lease) { l.HedgedAt = ls.clock })
+		return err
+	})
+	ls.close()
+	code, out, errs := runCLI(t, ls.env, "leases")
+	if code != 0 {
+		t.Fatalf("leases: %d %s", code, errs)
+	}
+	for _, line := range strings.Split(out, "\n") {
+		if strings.HasPrefix(line, "lsecond") != strings.Contains(line, "hedge of lfirst") {
+			t.Errorf("line %q", line)
+		}
+	}
+	code, out, errs = runCLI(t, ls.env, "leases", "--output", "json")
+	if code != 0 {
+		t.Fatalf("leases: %d %s", code, errs)
+	}
+	var got []leaseJSON
+	if err := json.Unmarshal([]byte(out), &got); err != nil || len(got) != 2 {
+		t.Fatalf("json: %v\n%s", err, out)
+	}
+	if got[0].ID != "lfirst" || got[0].HedgedAt.IsZero() || got[0].HedgeOf != "" || got[1].HedgeOf != "lfirst" {
+		t.Errorf("json: %+v", got)
+	}
+}

@@ -67,6 +67,9 @@ type vastE2EOptions struct {
 	// classes the config's classes block instead of the one A100 class.
 	market  []vasttest.Offer
 	classes string
+	// runningAfter is the fake's vasttest.Options.RunningAfter (0: its
+	// default): how long a new instance stays "loading".
+	runningAfter time.Duration
 }
 
 // startServeVastOpts is startServeVast with every setting given.
@@ -93,7 +96,7 @@ func startServeVastOpts(t *testing.T, o vastE2EOptions) *vastE2E {
 		market = o.market
 	}
 	fake := vasttest.New(vasttest.Options{APIKey: testVastKey, Dir: filepath.Join(dir, "vast"), Offers: market,
-		Behavior: behave, RelistAfter: o.relistAfter, Logf: t.Logf})
+		Behavior: behave, RelistAfter: o.relistAfter, RunningAfter: o.runningAfter, Logf: t.Logf})
 	t.Cleanup(fake.Close)
 	_, sum, err := githubtest.RunnerTarball("2.330.0")
 	if err != nil {

@@ -273,6 +273,9 @@ type ClassConfig struct {
 	IdleTimeout time.Duration `yaml:"idle_timeout"`
 	MaxLifetime time.Duration `yaml:"max_lifetime"`
 	MaxLeases   int           `yaml:"max_leases"`
+	// HedgeAfter starts a second host for a lease whose runner is not
+	// online this long after its create call (0: never).
+	HedgeAfter time.Duration `yaml:"hedge_after"`
 	// Lambda only: firewall ruleset ids and file system names to attach.
 	FirewallRulesets []string `yaml:"firewall_rulesets"`
 	FileSystems      []string `yaml:"file_systems"`
@@ -539,6 +542,7 @@ func (c *Config) ProvisionerClasses() []provisioner.Class {
 			BootTimeout:      durOr(cc.BootTimeout, c.Defaults.BootTimeout),
 			IdleTimeout:      durOr(cc.IdleTimeout, c.Defaults.IdleTimeout),
 			MaxLifetime:      durOr(cc.MaxLifetime, c.Defaults.MaxLifetime),
+			HedgeAfter:       cc.HedgeAfter,
 
 			MaxLeases:        cc.MaxLeases,
 			FirewallRulesets: cc.FirewallRulesets,

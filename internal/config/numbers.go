@@ -102,6 +102,7 @@ func (cc *ClassConfig) validateNumbers(key string) error {
 		checkDuration(key+".boot_timeout", cc.BootTimeout, false),
 		checkDuration(key+".idle_timeout", cc.IdleTimeout, false),
 		checkDuration(key+".max_lifetime", cc.MaxLifetime, false),
+		checkDuration(key+".hedge_after", cc.HedgeAfter, false),
 	}
 	for _, err := range checks {
 		if err != nil {

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/crabbox/crabbox-runner/internal/config"
 )
@@ -38,6 +39,9 @@ func TestNumbersRefused(t *testing.T) {
 		{cls("max_leases: -1"), "classes[0] (a100).max_leases"},
 		{cls("idle_timeout: -1m"), "classes[0] (a100).idle_timeout"},
 		{cls("max_lifetime: 100000h"), "classes[0] (a100).max_lifetime"},
+		{cls("hedge_after: -1m"), "classes[0] (a100).hedge_after"},
+		{cls("hedge_after: 10m"), "classes[0] (a100).hedge_after"}, // not shorter than the default boot_timeout
+		{cls("hedge_after: 5m\n    boot_timeout: 4m"), "classes[0] (a100).hedge_after"},
 		{"limits: {max_spend_per_hour: .nan}\n", "limits.max_spend_per_hour"},
 		{"limits: {max_spend_per_hour: .inf}\n", "limits.max_spend_per_hour"},
 		{"limits: {max_spend_per_hour: -3}\n", "limits.max_spend_per_hour"},
@@ -86,6 +90,7 @@ classes:
     max_price_per_hour: 40
     gpu: {count: 8, min_memory_gb: 80}
     min_reliability: 0.99
+    hedge_after: 3m
 `
 	var c config.Config
 	if err := config.Parse([]byte(y), &c); err != nil {
@@ -94,6 +99,9 @@ classes:
 	c.ApplyDefaults()
 	if err := c.Validate(config.Needs{}); err != nil {
 		t.Fatal(err)
+	}
+	if got := c.ProvisionerClasses()[0].HedgeAfter; got != 3*time.Minute {
+		t.Fatalf("hedge_after reached the class as %s", got)
 	}
 	var d config.Config
 	d.ApplyDefaults()

@@ -282,6 +282,9 @@ func (c *Config) validateClass(i int, seen map[string]bool) error {
 	if pc.BootTimeout >= pc.MaxLifetime {
 		return errf(key+".boot_timeout", "%s is not shorter than max_lifetime %s", pc.BootTimeout, pc.MaxLifetime)
 	}
+	if pc.HedgeAfter > 0 && pc.HedgeAfter >= pc.BootTimeout {
+		return errf(key+".hedge_after", "%s is not shorter than boot_timeout %s: the lease would fail before its hedge started", pc.HedgeAfter, pc.BootTimeout)
+	}
 	return nil
 }
 

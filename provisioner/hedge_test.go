@@ -1,0 +1,453 @@
+package provisioner_test
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/crabbox/crabbox-runner/provisioner"
+)
+
+// hedgeObs records what the provisioner tells a HedgeObserver.
+type hedgeObs struct {
+	nopObs
+	mu      sync.Mutex
+	started int
+	skipped map[string]int
+	won     map[string]int
+	extra   float64
+}
+
+func newHedgeObs() *hedgeObs {
+	return &hedgeObs{skipped: map[string]int{}, won: map[string]int{}}
+}
+
+func (o *hedgeObs) HedgeStarted(class string) { o.mu.Lock(); o.started++; o.mu.Unlock() }
+func (o *hedgeObs) HedgeSkipped(class, reason string) {
+	o.mu.Lock()
+	o.skipped[reason]++
+	o.mu.Unlock()
+}
+func (o *hedgeObs) HedgeWon(class, winner string) { o.mu.Lock(); o.won[winner]++; o.mu.Unlock() }
+func (o *hedgeObs) HedgeExtraCost(class string, d float64) {
+	o.mu.Lock()
+	o.extra += d
+	o.mu.Unlock()
+}
+
+func (o *hedgeObs) get() (started int, skipped, won map[string]int, extra float64) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	s, w := map[string]int{}, map[string]int{}
+	for k, v := range o.skipped {
+		s[k] = v
+	}
+	for k, v := range o.won {
+		w[k] = v
+	}
+	return o.started, s, w, o.extra
+}
+
+const (
+	testHedgeAfter = 300 * time.Millisecond
+	// testHedgeBootTimeout is longer than any wait of the tests: a boot
+	// timeout never settles a race in their place.
+	testHedgeBootTimeout = time.Minute
+)
+
+// newHedgeHarness is the provisioner harness with a class that hedges
+// after testHedgeAfter, create n's host held booting until holds[n] is
+// closed (never, for a missing one), and a hedge observer.
+func newHedgeHarness(t *testing.T, holds map[int]chan struct{}, tweak func(*provisioner.Config)) (*harness, *hedgeObs) {
+	t.Helper()
+	obs := newHedgeObs()
+	h := newHarness(t, func(c *provisioner.Config) {
+		c.Classes[0].HedgeAfter = testHedgeAfter
+		c.Classes[0].BootTimeout = testHedgeBootTimeout
+		c.Observer = obs
+		if tweak != nil {
+			tweak(c)
+		}
+	})
+	never := make(chan struct{})
+	h.prov.behave = func(n int) memBehavior {
+		if c, ok := holds[n]; ok {
+			return memBehavior{hold: c}
+		}
+		return memBehavior{hold: never}
+	}
+	return h, obs
+}
+
+// hedgeOf returns the lease that hedges (or hedged) first, nil if none.
+func hedgeOf(h *harness, first string) *provisioner.Lease {
+	for _, l := range h.leases() {
+		if l.ID != first && (l.HedgeOf == first || hedgedBy(h, l.ID, first)) {
+			return l
+		}
+	}
+	return nil
+}
+
+// hedgedBy: lease id's events say it was started as first's hedge (its
+// HedgeOf is cleared when it wins).
+func hedgedBy(h *harness, id, first string) bool {
+	evs, err := h.store.LeaseEvents(context.Background(), first)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	for _, e := range evs {
+		if strings.HasPrefix(e.Reason, "hedge "+id+" started") {
+			return true
+		}
+	}
+	return false
+}
+
+// firstLease waits for the one lease made for the job and returns it once
+// its host is booting.
+func firstLease(h *harness) *provisioner.Lease {
+	h.t.Helper()
+	var first *provisioner.Lease
+	h.waitFor("the first lease booting", func() bool {
+		ls := h.leases(provisioner.StateBooting)
+		if len(ls) == 1 {
+			first = ls[0]
+		}
+		return first != nil
+	})
+	return first
+}
+
+// checkTwoLeases is the invariant: the job never has more than two leases
+// holding or about to hold a host (released ones and those on their way
+// out aside), and no more than one of them a hedge.
+func checkTwoLeases(t testing.TB, ls []*provisioner.Lease) error {
+	live, hedges := map[int64]int{}, map[int64]int{}
+	for _, l := range ls {
+		if l.State == provisioner.StateReleasing || l.State == provisioner.StateReleased || l.State == provisioner.StateFailed {
+			continue
+		}
+		live[l.JobID]++
+		if l.HedgeOf != "" {
+			hedges[l.JobID]++
+		}
+	}
+	for job, n := range live {
+		if n > 2 || hedges[job] > 1 {
+			return fmt.Errorf("job %d: %d live leases, %d hedges", job, n, hedges[job])
+		}
+	}
+	return nil
+}
+
+// A hedge is made once HedgeAfter has passed since the first host's create
+// call, not before; the second host wins: it becomes the job's lease, the
+// first is released at once, and the balance makes nothing more.
+func TestHedgeSecondWins(t *testing.T) {
+	hold2 := make(chan struct{})
+	h, obs := newHedgeHarness(t, map[int]chan struct{}{2: hold2}, nil)
+	h.event("queued", 1, "g1")
+	first := firstLease(h)
+	var hedge *provisioner.Lease
+	h.waitFor("a hedge", func() bool { hedge = hedgeOf(h, first.ID); return hedge != nil })
+	if hedge.JobID != 1 || hedge.HedgeOf != first.ID {
+		t.Fatalf("hedge %+v: want job 1, hedge of %s", hedge, first.ID)
+	}
+	createdAt := first.BootDeadline.Add(-testHedgeBootTimeout)
+	if hedge.CreatedAt.Before(createdAt.Add(testHedgeAfter)) {
+		t.Fatalf("hedge made at %s, before hedge_after (%s) from the create call at %s", hedge.CreatedAt, testHedgeAfter, createdAt)
+	}
+	close(hold2)
+	h.waitFor("the hedge online and the first released", func() bool {
+		f, _ := h.store.Lease(context.Background(), first.ID)
+		s, _ := h.store.Lease(context.Background(), hedge.ID)
+		return s.State == provisioner.StateIdle && (f.State == provisioner.StateReleased)
+	})
+	f, _ := h.store.Lease(context.Background(), first.ID)
+	if f.ReleaseReason != "hedge "+hedge.ID+" got its runner online first" {
+		t.Fatalf("first released for %q", f.ReleaseReason)
+	}
+	s, _ := h.store.Lease(context.Background(), hedge.ID)
+	if s.HedgeOf != "" {
+		t.Fatalf("the winning hedge still says hedge of %q", s.HedgeOf)
+	}
+	h.event("queued", 1, "g1-again") // a balance: nothing to add
+	if ls := h.leases(); len(ls) != 2 {
+		t.Fatalf("%d leases, want 2:%s", len(ls), h.describe())
+	}
+	h.waitFor("the extra cost counted", func() bool { _, _, _, x := obs.get(); return x > 0 })
+	started, _, won, _ := obs.get()
+	if started != 1 || won["second"] != 1 || won["first"] != 0 {
+		t.Fatalf("started %d, won %v", started, won)
+	}
+}
+
+// The first host comes up while its hedge still boots: the hedge is
+// released, the first serves.
+func TestHedgeFirstWins(t *testing.T) {
+	hold1 := make(chan struct{})
+	h, obs := newHedgeHarness(t, map[int]chan struct{}{1: hold1}, nil)
+	h.event("queued", 1, "g1")
+	first := firstLease(h)
+	var hedge *provisioner.Lease
+	h.waitFor("a hedge booting", func() bool {
+		hedge = hedgeOf(h, first.ID)
+		return hedge != nil && hedge.State == provisioner.StateBooting
+	})
+	close(hold1)
+	h.waitFor("the first online and the hedge released", func() bool {
+		f, _ := h.store.Lease(context.Background(), first.ID)
+		s, _ := h.store.Lease(context.Background(), hedge.ID)
+		return f.State == provisioner.StateIdle && s.State == provisioner.StateReleased
+	})
+	s, _ := h.store.Lease(context.Background(), hedge.ID)
+	if want := "hedge not needed: " + first.ID + " got its runner online first"; s.ReleaseReason != want {
+		t.Fatalf("hedge released for %q, want %q", s.ReleaseReason, want)
+	}
+	h.waitFor("the extra cost counted", func() bool { _, _, _, x := obs.get(); return x > 0 })
+	started, _, won, _ := obs.get()
+	if started != 1 || won["first"] != 1 || won["second"] != 0 {
+		t.Fatalf("started %d, won %v", started, won)
+	}
+	if live, _, _ := h.prov.counts(); live != 1 {
+		t.Fatalf("%d instances live, want 1", live)
+	}
+}
+
+// The first lease fails while its hedge boots: the hedge is promoted in the
+// failure's transaction and the balance rents no third host.
+func TestHedgeFirstFailsHedgePromoted(t *testing.T) {
+	hold2 := make(chan struct{})
+	h, obs := newHedgeHarness(t, map[int]chan struct{}{2: hold2}, nil)
+	h.event("queued", 1, "g1")
+	first := firstLease(h)
+	var hedge *provisioner.Lease
+	h.waitFor("a hedge booting", func() bool {
+		hedge = hedgeOf(h, first.ID)
+		return hedge != nil && hedge.State == provisioner.StateBooting
+	})
+	// Its host is gone: the gc's failure path (host vanished) releases it
+	// with a failure; the same as a boot timeout for the hedge.
+	h.prov.lose(first.InstanceID, provisioner.InstanceGone)
+	h.waitFor("the first released", func() bool {
+		f, _ := h.store.Lease(context.Background(), first.ID)
+		return f.State == provisioner.StateReleased
+	})
+	s, _ := h.store.Lease(context.Background(), hedge.ID)
+	if s.HedgeOf != "" || s.HedgedAt.IsZero() {
+		t.Fatalf("hedge not promoted: hedge_of %q hedged_at %s", s.HedgeOf, s.HedgedAt)
+	}
+	if ls := h.leases(); len(ls) != 2 {
+		t.Fatalf("%d leases, want 2 (no third host):%s", len(ls), h.describe())
+	}
+	close(hold2)
+	h.waitFor("the promoted hedge online", func() bool {
+		s, _ := h.store.Lease(context.Background(), hedge.ID)
+		return s.State == provisioner.StateIdle
+	})
+	if ls := h.leases(); len(ls) != 2 {
+		t.Fatalf("%d leases, want 2:%s", len(ls), h.describe())
+	}
+	_, _, won, _ := obs.get()
+	if won["second"] != 1 {
+		t.Fatalf("won %v", won)
+	}
+}
+
+// A hedge that fails is released; the first lease carries on and is not
+// hedged again.
+func TestHedgeFailsFirstCarriesOn(t *testing.T) {
+	hold1, hold2 := make(chan struct{}), make(chan struct{})
+	h, obs := newHedgeHarness(t, map[int]chan struct{}{1: hold1, 2: hold2}, nil)
+	h.event("queued", 1, "g1")
+	first := firstLease(h)
+	var hedge *provisioner.Lease
+	h.waitFor("a hedge booting", func() bool {
+		hedge = hedgeOf(h, first.ID)
+		return hedge != nil && hedge.State == provisioner.StateBooting
+	})
+	h.prov.lose(hedge.InstanceID, provisioner.InstanceGone)
+	h.waitFor("the hedge released", func() bool {
+		s, _ := h.store.Lease(context.Background(), hedge.ID)
+		return s.State == provisioner.StateReleased
+	})
+	time.Sleep(3 * testHedgeAfter) // time for a second hedge, were one made
+	if ls := h.leases(); len(ls) != 2 {
+		t.Fatalf("%d leases, want 2 (no second hedge):%s", len(ls), h.describe())
+	}
+	close(hold1)
+	h.waitFor("the first online", func() bool {
+		f, _ := h.store.Lease(context.Background(), first.ID)
+		return f.State == provisioner.StateIdle
+	})
+	if started, _, _, _ := obs.get(); started != 1 {
+		t.Fatalf("%d hedges started, want 1", started)
+	}
+}
+
+// No hedge for a job no longer queued, over max_leases, or over the spend
+// cap; each is counted as skipped.
+func TestHedgeSkipped(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		tweak func(*provisioner.Config)
+		job   func(h *harness)
+		want  string
+	}{
+		{"job gone", nil, func(h *harness) {
+			h.event("in_progress", 1, "g2", func(e *provisioner.JobEvent) { e.RunnerName = "someone-else" })
+		}, provisioner.HedgeSkipJobGone},
+		{"max_leases", func(c *provisioner.Config) { c.Limits.MaxLeases = 1 }, nil, provisioner.HedgeSkipNoRoom},
+		{"class max_leases", func(c *provisioner.Config) { c.Classes[0].MaxLeases = 1 }, nil, provisioner.HedgeSkipNoRoom},
+		{"budget", func(c *provisioner.Config) { c.Limits.MaxSpendPerHour = 2 }, nil, provisioner.HedgeSkipBudget},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			h, obs := newHedgeHarness(t, nil, tc.tweak)
+			h.event("queued", 1, "g1")
+			first := firstLease(h)
+			if tc.job != nil {
+				tc.job(h)
+			}
+			h.waitFor("the skip counted", func() bool { _, s, _, _ := obs.get(); return s[tc.want] > 0 })
+			if hedge := hedgeOf(h, first.ID); hedge != nil {
+				t.Fatalf("hedge made: %+v", hedge)
+			}
+			started, skipped, _, _ := obs.get()
+			if started != 0 || skipped[tc.want] != 1 {
+				t.Fatalf("started %d, skipped %v", started, skipped)
+			}
+		})
+	}
+}
+
+// The two-leases invariant under every order of the events that settle a
+// race: the first host up, the hedge's host up, the first released by hand,
+// the job taken by another runner.
+func TestHedgeEventOrders(t *testing.T) {
+	if testing.Short() {
+		t.Skip("24 runs")
+	}
+	names := []string{"first up", "hedge up", "release first", "job taken"}
+	for _, order := range permutations([]int{0, 1, 2, 3}) {
+		var label []string
+		for _, i := range order {
+			label = append(label, names[i])
+		}
+		t.Run(strings.Join(label, ", "), func(t *testing.T) {
+			hold1, hold2 := make(chan struct{}), make(chan struct{})
+			h, _ := newHedgeHarness(t, map[int]chan struct{}{1: hold1, 2: hold2}, nil)
+			// A lease made after a release by hand (the job still
+			// waiting, no hedge left) boots at once.
+			h.prov.behave = func(n int) memBehavior {
+				switch n {
+				case 1:
+					return memBehavior{hold: hold1}
+				case 2:
+					return memBehavior{hold: hold2}
+				}
+				return memBehavior{}
+			}
+			h.event("queued", 1, "g1")
+			first := firstLease(h)
+			h.waitFor("a hedge booting", func() bool {
+				hd := hedgeOf(h, first.ID)
+				return hd != nil && hd.State == provisioner.StateBooting
+			})
+			// Sample the invariant throughout.
+			stop, failed := make(chan struct{}), make(chan error, 1)
+			var wg sync.WaitGroup
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for {
+					select {
+					case <-stop:
+						return
+					case <-time.After(2 * time.Millisecond):
+					}
+					ls, err := h.store.Leases(context.Background(), provisioner.LeaseFilter{})
+					if err != nil {
+						continue
+					}
+					if err := checkTwoLeases(t, ls); err != nil {
+						select {
+						case failed <- err:
+						default:
+						}
+						return
+					}
+				}
+			}()
+			for _, i := range order {
+				switch i {
+				case 0:
+					close(hold1)
+				case 1:
+					close(hold2)
+				case 2:
+					if err := h.p.Release(context.Background(), first.ID, "released by hand"); err != nil {
+						t.Fatal(err)
+					}
+				case 3:
+					h.event("in_progress", 1, "g2", func(e *provisioner.JobEvent) { e.RunnerName = "someone-else" })
+				}
+				time.Sleep(50 * time.Millisecond)
+			}
+			// Settled: nothing queued, so at most leases on their way out.
+			h.waitFor("settled", func() bool {
+				for _, l := range h.leases() {
+					if l.State.Starting() {
+						return false
+					}
+				}
+				return true
+			})
+			close(stop)
+			wg.Wait()
+			select {
+			case err := <-failed:
+				t.Fatalf("%v:%s", err, h.describe())
+			default:
+			}
+			if err := checkTwoLeases(t, h.leases()); err != nil {
+				t.Fatalf("%v:%s", err, h.describe())
+			}
+		})
+	}
+}
+
+func permutations(xs []int) [][]int {
+	if len(xs) <= 1 {
+		return [][]int{append([]int(nil), xs...)}
+	}
+	var out [][]int
+	for i := range xs {
+		rest := append(append([]int(nil), xs[:i]...), xs[i+1:]...)
+		for _, p := range permutations(rest) {
+			out = append(out, append([]int{xs[i]}, p...))
+		}
+	}
+	return out
+}
+
+// A racing hedge is not a lease another job can count on: a second job
+// queued while the first job's hedge boots gets a lease of its own.
+func TestHedgeNotCountedForAnotherJob(t *testing.T) {
+	h, _ := newHedgeHarness(t, nil, nil)
+	h.event("queued", 1, "g1")
+	first := firstLease(h)
+	h.waitFor("a hedge", func() bool { return hedgeOf(h, first.ID) != nil })
+	h.event("queued", 2, "g2")
+	h.waitFor("a lease for job 2", func() bool {
+		for _, l := range h.leases() {
+			if l.JobID == 2 && l.HedgeOf == "" {
+				return true
+			}
+		}
+		return false
+	})
+}
