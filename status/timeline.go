@@ -35,10 +35,9 @@ const (
 	barFigW     = 260
 )
 
-// hedgeOf names the lease a lease hedges ("" for an ordinary lease). The
-// hedge part adds Lease.HedgeOf; until both are merged it is unknown here,
-// and the merge sets this to return it.
-var hedgeOf = func(*provisioner.Lease) string { return "" }
+// hedgeOf names the lease a lease hedges while the two race ("" for an
+// ordinary lease, and for a hedge once it won: it is then the lease).
+func hedgeOf(l *provisioner.Lease) string { return l.HedgeOf }
 
 // timelineRow is one lease's row in the timeline.
 type timelineRow struct {
