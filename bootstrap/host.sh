@@ -226,7 +226,8 @@ phase_install() {
 		t0=$(now_ms)
 		local tmp
 		tmp=$(mktemp -d "$ROOT/cache/.download.XXXXXX")
-		trap 'rm -rf "$tmp"; rmdir "$ROOT/cache/.lock.d" 2>/dev/null || true' EXIT
+		TMP=$tmp
+		trap 'rm -rf "$TMP"; rmdir "$ROOT/cache/.lock.d" 2>/dev/null || true' EXIT
 		echo "downloading runner $version ($arch)"
 		download "$url" "$tmp/runner.tar.gz" || die 2 "download of $url failed"
 		local have
