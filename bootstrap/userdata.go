@@ -12,7 +12,10 @@ import (
 // prepareHost creates the crabbox directory in every home on the host,
 // owned by its user, because user-data runs as root before anyone knows
 // which user SSH will log in as (root on Vast, ubuntu on Lambda).
-const prepareHost = `for h in /root /home/*; do [ -d "$h" ] || continue; ` +
+//
+// CRABBOX_HOST_ROOT, when set (the fake providers' hosts, which share one
+// machine's /root and /home), is the only home.
+const prepareHost = `for h in ${CRABBOX_HOST_ROOT:-/root /home/*}; do [ -d "$h" ] || continue; ` +
 	`mkdir -p "$h/crabbox/.crabbox" && chown -R "$(stat -c %u:%g "$h")" "$h/crabbox" && chmod 700 "$h/crabbox"; done`
 
 // cloudConfig is the part of cloud-init's #cloud-config that crabbox-runner
