@@ -251,9 +251,11 @@ phase_install() {
 	# Hard links, not a copy of ~200 MB: the runner only adds files to its
 	# directory (.runner, .credentials, .env, .path, _diag, _work, and
 	# run-helper.sh, which run.sh copies from run-helper.sh.template and is
-	# not in the tarball: actions/runner src/Misc/layoutroot/run.sh), and
-	# its self-update renames bin/ and externals/ rather than writing into
-	# them. A JIT runner (our only kind) is never reconfigured. So no
+	# not in the tarball: actions/runner src/Misc/layoutroot/run.sh, whose
+	# layoutroot has only the .template), and its self-update moves bin/
+	# and externals/ aside and links new ones rather than writing into them
+	# (src/Misc/layoutbin/update.sh.template; it rewrites runsvc.sh in
+	# place, a file only svc.sh install makes). A JIT runner (our only kind) is never reconfigured. So no
 	# shipped file is written through a link into the cache, which only a
 	# retried install on this same host reads again. A file system that
 	# cannot link (the cache on another mount) gets a copy.
