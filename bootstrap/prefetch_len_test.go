@@ -1,10 +1,12 @@
 package bootstrap_test
 
 import (
+	"context"
 	"strings"
 	"testing"
 
 	"github.com/crabbox/crabbox-runner/bootstrap"
+	"github.com/crabbox/crabbox-runner/provisioner"
 )
 
 // longestURL is the longest runner URL template plausible in a config: a
@@ -28,4 +30,30 @@ func TestOnStartFitsVast(t *testing.T) {
 		t.Errorf("onstart is %d characters, Vast takes %d", len(s), bootstrap.MaxOnStart)
 	}
 	t.Logf("onstart: %d characters", len(s))
+}
+
+// TestPrefetchOnlyWithAChecksum: the user-data (checked by cloud-init
+// schema in TestUserDataPassesCloudInitSchema) carries the prefetch when a
+// checksum is configured; a runner resolved from GitHub at bootstrap time
+// is not prefetched, so nothing unverified is fetched at boot.
+func TestPrefetchOnlyWithAChecksum(t *testing.T) {
+	b := newBootstrapper(t)
+	c, err := b.NewCredentials(nil, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ud, err := b.UserData(c)
+	if err != nil || !strings.Contains(ud, "prefetch.sh") {
+		t.Fatalf("user-data without the prefetch: %v\n%s", err, ud)
+	}
+	resolved, err := bootstrap.New(bootstrap.Config{Resolve: func(context.Context, provisioner.Scope, string) (bootstrap.Release, error) {
+		return bootstrap.Release{}, nil
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ud, err = resolved.UserData(c)
+	if err != nil || strings.Contains(ud, "prefetch") || strings.Contains(resolved.OnStart(c), "prefetch") {
+		t.Errorf("a resolved runner is prefetched: %v\n%s", err, ud)
+	}
 }
