@@ -181,6 +181,7 @@ func (b *Bootstrapper) Bootstrap(ctx context.Context, req provisioner.BootstrapR
 	}
 
 	res := &provisioner.BootstrapResult{HostKey: c.hostKey}
+	c.res = res
 	if _, err := c.run(ctx, "upload", uploadCommand, strings.NewReader(string(hostScript))); err != nil {
 		return nil, err
 	}
@@ -225,9 +226,11 @@ func (b *Bootstrapper) Bootstrap(ctx context.Context, req provisioner.BootstrapR
 	if err != nil {
 		return nil, err
 	}
-	if _, err := c.run(ctx, "install", script("install", rel.URL, rel.Version, rel.SHA256, arch, name), nil); err != nil {
+	out, err := c.run(ctx, "install", script("install", rel.URL, rel.Version, rel.SHA256, arch, name, lockWait(b.cfg.CommandTimeout)), nil)
+	if err != nil {
 		return nil, err
 	}
+	parseInstall(out, res)
 	res.Arch, res.RunnerVersion, res.RunnerSHA256 = arch, rel.Version, rel.SHA256
 	if req.InstallOnly {
 		b.log.Info("bootstrap: runner installed, not started", "endpoint", req.Endpoint.Addr(), "duration", time.Since(start).Round(time.Millisecond))
@@ -236,7 +239,8 @@ func (b *Bootstrapper) Bootstrap(ctx context.Context, req provisioner.BootstrapR
 	if _, err := c.run(ctx, "start", script("start", name), strings.NewReader(req.JIT.Encoded+"\n")); err != nil {
 		return nil, err
 	}
-	b.log.Info("bootstrap: runner started", "endpoint", req.Endpoint.Addr(), "duration", time.Since(start).Round(time.Millisecond))
+	b.log.Info("bootstrap: runner started", "endpoint", req.Endpoint.Addr(), "runner", res.RunnerGot, "deps", res.Deps,
+		"duration", time.Since(start).Round(time.Millisecond))
 	return res, nil
 }
 

@@ -4,7 +4,9 @@
 #
 #   host.sh arch                                    print x64 or arm64
 #   host.sh gpu-check                               report what nvidia-smi tells of the GPUs
-#   host.sh install URL VERSION SHA256 ARCH NAME    fetch, verify, unpack the runner
+#   host.sh install URL VERSION SHA256 ARCH NAME [WAIT]
+#                                                   fetch (or take the boot-time
+#                                                   prefetch's), verify, unpack the runner
 #   host.sh start NAME                              start it; JIT config on stdin
 #
 # Everything lives under ROOT. The JIT config is a secret: it is read from
@@ -135,26 +137,103 @@ stop_runner() {
 	fi
 }
 
+# Facts the Go side reads from the end of the install phase's output (bootstrap.go
+# parseInstall): how the runner was got and what was done about its
+# dependencies, and how long the phase's steps took.
+#
+#   crabbox-runner prefetched|waited|downloaded
+#   crabbox-deps skipped|installed|prefetched|failed|none
+#   crabbox-time <step> <milliseconds>
+
+# now_ms is the wall clock in milliseconds (GNU date).
+now_ms() { date +%s%3N; }
+
+# deps_present reports whether the libraries the runner loads are known to
+# the dynamic linker already, asked the way the loader finds them
+# (ldconfig -p lists the linker cache). The runner's .NET needs libicu,
+# libssl, Kerberos' GSSAPI and zlib (actions/runner
+# src/Misc/layoutbin/installdependencies.sh installs those: liblttng-ust,
+# libkrb5, zlib, libssl, libicu; its docs/start/envlinux.md lists the same).
+# lttng is only CoreCLR's tracing provider, not needed to run: Arch Linux's
+# dotnet-runtime package has lttng-ust as "(optional) - CoreCLR tracing"
+# (archlinux.org/packages/extra/x86_64/dotnet-runtime), so it is not asked
+# for.
+deps_present() {
+	local l
+	l=$(ldconfig -p 2>/dev/null) || return 1
+	local x
+	for x in libicuuc.so libssl.so libgssapi_krb5.so libz.so; do
+		[[ $l == *"$x"* ]] || return 1
+	done
+}
+
+# take_lock waits for the cache lock prefetch.sh holds while it downloads,
+# unpacks and installs dependencies, at most $1 seconds, on fd 9. It sets
+# LOCK_WAITED=1 when it had to wait. flock(1) is util-linux's, Essential
+# in Debian and Ubuntu (all the CUDA and Lambda images); an image without
+# it gets no prefetch (prefetch.sh exits), so nothing to wait for, and a
+# mkdir lock (below) keeps two installs apart.
+take_lock() {
+	local wait=$1
+	if command -v flock >/dev/null 2>&1; then
+		exec 9>>"$ROOT/cache/.lock"
+		flock -n 9 && return 0
+		echo "waiting for the runner prefetch under way" >&2
+		LOCK_WAITED=1
+		if ! flock -w "$wait" 9; then
+			echo "warning: the prefetch still holds the cache lock after ${wait}s; downloading anyway" >&2
+		fi
+		return 0
+	fi
+	local i=0
+	until mkdir "$ROOT/cache/.lock.d" 2>/dev/null; do
+		i=$((i + 1))
+		[ "$i" -lt "$wait" ] || {
+			echo "warning: cache lock not free after ${wait}s; going on" >&2
+			return 0
+		}
+		LOCK_WAITED=1
+		sleep 1
+	done
+	trap 'rmdir "$ROOT/cache/.lock.d" 2>/dev/null || true' EXIT
+}
+
 phase_install() {
-	[ $# -eq 5 ] || die 2 "usage: install URL VERSION SHA256 ARCH NAME"
-	local url=$1 version=$2 sum=$3 arch=$4 name=$5
+	[ $# -eq 5 ] || [ $# -eq 6 ] || die 2 "usage: install URL VERSION SHA256 ARCH NAME [LOCK_WAIT_SECONDS]"
+	local url=$1 version=$2 sum=$3 arch=$4 name=$5 wait=${6:-600}
 	valid_name "$version"
 	valid_name "$arch"
 	valid_name "$name"
 	[[ $sum =~ ^[0-9a-f]{64}$ ]] || die 2 "invalid sha256: $sum"
+	[[ $wait =~ ^[0-9]+$ ]] || die 2 "invalid lock wait: $wait"
 
 	local cache="$ROOT/cache/runner-$version-$arch-${sum:0:16}"
 	mkdir -p "$ROOT/cache" "$ROOT/runners" "$ROOT/.crabbox"
+	local t0 got=prefetched
+	FACTS=""
+	t0=$(now_ms)
+	[ -f "$cache/.complete" ] || got=waited
+	LOCK_WAITED=0
+	take_lock "$wait"
+	FACTS+="crabbox-time lock $(($(now_ms) - t0))"$'\n'
+	if [ "$got" = waited ] && [ "$LOCK_WAITED" = 0 ]; then
+		# Nothing under way: a prefetch that failed, none at all, or one
+		# that finished between the two looks.
+		[ -f "$cache/.complete" ] && got=prefetched || got=downloaded
+	fi
 	if [ ! -f "$cache/.complete" ]; then
+		got=downloaded
+		t0=$(now_ms)
 		local tmp
 		tmp=$(mktemp -d "$ROOT/cache/.download.XXXXXX")
-		trap 'rm -rf "$tmp"' EXIT
+		TMP=$tmp
+		trap 'rm -rf "$TMP"; rmdir "$ROOT/cache/.lock.d" 2>/dev/null || true' EXIT
 		echo "downloading runner $version ($arch)"
 		download "$url" "$tmp/runner.tar.gz" || die 2 "download of $url failed"
-		local got
-		got=$(sha256sum "$tmp/runner.tar.gz" | cut -d' ' -f1)
-		if [ "$got" != "$sum" ]; then
-			die "$EXIT_CHECKSUM" "runner tarball checksum mismatch: expected sha256 $sum, got $got (from $url)"
+		local have
+		have=$(sha256sum "$tmp/runner.tar.gz" | cut -d' ' -f1)
+		if [ "$have" != "$sum" ]; then
+			die "$EXIT_CHECKSUM" "runner tarball checksum mismatch: expected sha256 $sum, got $have (from $url)"
 		fi
 		mkdir "$tmp/x"
 		tar -xzf "$tmp/runner.tar.gz" -C "$tmp/x" || die 2 "cannot extract the runner tarball"
@@ -162,24 +241,50 @@ phase_install() {
 		rm -rf "$cache"
 		mv "$tmp/x" "$cache"
 		rm -rf "$tmp"
-		trap - EXIT
+		FACTS+="crabbox-time download $(($(now_ms) - t0))"$'\n'
 	fi
+	FACTS+="crabbox-runner $got"$'\n'
 
 	local dir="$ROOT/runners/$name"
 	stop_runner "$dir"
 	rm -rf "$dir"
-	mkdir -p "$dir"
-	cp -a "$cache/." "$dir/"
+	# Hard links, not a copy of ~200 MB: the runner only adds files to its
+	# directory (.runner, .credentials, .env, .path, _diag, _work, and
+	# run-helper.sh, which run.sh copies from run-helper.sh.template and is
+	# not in the tarball: actions/runner src/Misc/layoutroot/run.sh, whose
+	# layoutroot has only the .template), and its self-update moves bin/
+	# and externals/ aside and links new ones rather than writing into them
+	# (src/Misc/layoutbin/update.sh.template; it rewrites runsvc.sh in
+	# place, a file only svc.sh install makes). A JIT runner (our only kind) is never reconfigured. So no
+	# shipped file is written through a link into the cache, which only a
+	# retried install on this same host reads again. A file system that
+	# cannot link (the cache on another mount) gets a copy.
+	t0=$(now_ms)
+	cp -al "$cache" "$dir" 2>/dev/null || {
+		rm -rf "$dir"
+		mkdir -p "$dir"
+		cp -a "$cache/." "$dir/"
+	}
 	rm -f "$dir/.complete"
+	FACTS+="crabbox-time copy $(($(now_ms) - t0))"$'\n'
 
-	# Dependencies are per host, and need root.
-	local done_marker="$ROOT/.crabbox/dependencies-installed"
+	# Dependencies are per host, and need root. The marker says who dealt
+	# with them: prefetch.sh at boot, or an earlier install.
+	t0=$(now_ms)
+	local done_marker="$ROOT/.crabbox/dependencies-installed" deps
 	if [ -f "$done_marker" ]; then
-		:
+		deps=$(cat "$done_marker")
+		[[ $deps =~ ^(skipped|installed|prefetched)$ ]] || deps=installed
+	elif deps_present; then
+		echo "the runner's libraries are present (ldconfig -p): skipping installdependencies.sh"
+		deps=skipped
+		echo skipped >"$done_marker"
 	elif [ ! -x "$dir/bin/installdependencies.sh" ]; then
 		echo "no bin/installdependencies.sh in the runner; skipping dependencies"
+		deps=none
 	else
 		local rc=0
+		echo "installing the runner's dependencies (bin/installdependencies.sh)"
 		if [ "$(id -u)" -eq 0 ]; then
 			"$dir/bin/installdependencies.sh" || rc=$?
 		elif command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; then
@@ -188,15 +293,22 @@ phase_install() {
 			echo "not root and no passwordless sudo: skipping runner dependencies" >&2
 			rc=-1
 		fi
+		deps=failed
 		if [ "$rc" -eq 0 ]; then
-			touch "$done_marker"
+			deps=installed
+			echo installed >"$done_marker"
 		elif [ "$rc" -gt 0 ]; then
 			# Images often have the libraries already; if not, the runner
 			# crashes at start and that phase reports it.
 			echo "warning: installdependencies.sh exited with status $rc" >&2
 		fi
 	fi
+	FACTS+="crabbox-time deps $(($(now_ms) - t0))"$'\n'
+	FACTS+="crabbox-deps $deps"$'\n'
 	echo "runner $version installed in $dir"
+	# Last, so that no installer's output pushes them out of what the Go
+	# side keeps (the tail of stdout).
+	printf '%s' "$FACTS"
 }
 
 phase_start() {

@@ -47,6 +47,8 @@ type conn struct {
 	hostKey string   // as presented, authorized_keys format
 	secrets []string // redacted from anything the host prints
 	stop    func() bool
+	// res, when set, collects each phase's duration.
+	res *provisioner.BootstrapResult
 }
 
 func (c *conn) Close() {
@@ -208,6 +210,9 @@ func (c *conn) run(ctx context.Context, phase, cmd string, stdin io.Reader) (str
 		err = fmt.Errorf("timed out after %s: %w", c.b.cfg.CommandTimeout, context.DeadlineExceeded)
 	}
 	if err == nil {
+		if c.res != nil {
+			c.res.Phases = append(c.res.Phases, provisioner.PhaseTime{Name: phase, Duration: time.Since(start)})
+		}
 		c.b.log.Debug("bootstrap: phase done", "endpoint", c.addr, "phase", phase, "duration", time.Since(start).Round(time.Millisecond))
 		return stdout.String(), nil
 	}

@@ -81,4 +81,11 @@ type BootstrapResult struct {
 	// Arch is the host's architecture ("x64", "arm64"); RunnerVersion
 	// and RunnerSHA256 the runner tarball installed for it.
 	Arch, RunnerVersion, RunnerSHA256 string
+	// RunnerGot is how the runner was got (RunnerPrefetched, RunnerWaited,
+	// RunnerDownloaded) and Deps what was done about its dependencies
+	// (DepsSkipped, DepsInstalled, DepsPrefetched, or the host's word for
+	// a failure); "" when the bootstrapper does not say (prefetch.go).
+	RunnerGot, Deps string
+	// Phases are the bootstrap's steps and their durations, in order.
+	Phases []PhaseTime
 }

@@ -318,7 +318,9 @@ func (p *Provisioner) bootstrap(ctx context.Context, log *slog.Logger, l *Lease,
 			return fmt.Errorf("bootstrapping %s: %w", l.SSH.Addr(), err)
 		}
 		log.Info("runner started on host", "runner_name", l.RunnerName, "gpu", res.GPUInfo, "arch", res.Arch,
-			"runner_version", res.RunnerVersion, "runner_sha256", res.RunnerSHA256, "took", p.now().Sub(started).Round(time.Millisecond))
+			"runner_version", res.RunnerVersion, "runner_sha256", res.RunnerSHA256, "runner", res.RunnerGot, "deps", res.Deps,
+			"phases", phaseSummary(res), "took", p.now().Sub(started).Round(time.Millisecond))
+		p.observeBootstrap(l.Provider, res)
 		if l, err = p.updateLease(ctx, l.ID, func(l *Lease) { l.BootstrappedAt = p.now() }); err != nil {
 			return err
 		}

@@ -145,6 +145,10 @@ type Server struct {
 	mu      sync.Mutex
 	changed chan struct{} // closed and replaced on every state change
 
+	// tarballGets counts the runner tarball downloads served, by
+	// architecture (tarball.go).
+	tarballGets map[string]int
+
 	nextRunnerID, nextJobID, nextRunID, nextLabelID, nextRepoID int64
 
 	runners map[int64]*runner // registered and not removed

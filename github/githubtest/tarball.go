@@ -116,9 +116,27 @@ func (s *Server) handleTarball(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, "Not Found")
 		return
 	}
+	s.mu.Lock()
+	if s.tarballGets == nil {
+		s.tarballGets = map[string]int{}
+	}
+	s.tarballGets[arch]++
+	s.mu.Unlock()
 	w.Header().Set("Content-Type", "application/octet-stream")
 	w.Header().Set("Content-Disposition", "attachment; filename="+file)
 	w.Header().Set("Content-Length", fmt.Sprint(len(tgz)))
 	w.WriteHeader(http.StatusOK)
 	w.Write(tgz)
+}
+
+// TarballDownloads is how many runner tarballs the fake has served, of
+// every architecture.
+func (s *Server) TarballDownloads() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	n := 0
+	for _, c := range s.tarballGets {
+		n += c
+	}
+	return n
 }

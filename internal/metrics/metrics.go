@@ -34,6 +34,8 @@ type Metrics struct {
 	provider      *providerRequests
 	extra         *extraHosts
 	hedges        *hedges
+
+	prefetch      *prefetch
 	gate          *gpuGate
 	foreign       *foreignEvents
 	lost          *hostsLost
@@ -91,6 +93,8 @@ func New() *Metrics {
 	m.provider = newProviderRequests(m.reg)
 	m.extra = newExtraHosts(m.reg)
 	m.hedges = newHedges(m.reg)
+
+	m.prefetch = newPrefetch(m.reg)
 	m.gate = newGPUGate(m.reg)
 	m.foreign = newForeignEvents(m.reg)
 	m.lost = newHostsLost(m.reg)

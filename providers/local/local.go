@@ -25,6 +25,7 @@ import (
 	"github.com/crabbox/crabbox-runner/provisioner"
 
 	"github.com/crabbox/crabbox-runner/internal/fakegpu"
+	"github.com/crabbox/crabbox-runner/internal/fakehost"
 )
 
 // Name is the provider's name in configuration.
@@ -74,6 +75,10 @@ type Behavior struct {
 	// GPUFault gives the host GPUs that are not what the offer says, or
 	// broken ones (internal/fakegpu).
 	GPUFault fakegpu.Fault
+	// RunnerDeps: the host's image has the runner's libraries (its fake
+	// ldconfig lists them, internal/fakehost), so bootstrap skips
+	// installdependencies.sh. Without, it runs.
+	RunnerDeps bool
 }
 
 // Provider implements provisioner.Provider on loopback.
@@ -99,6 +104,7 @@ type host struct {
 	stop chan struct{} // closed by Destroy, ends the boot goroutine
 	done chan struct{} // closed when the boot goroutine has finished
 	srv  *sshd.Server
+	boot *fakehost.Boot // the create's OnStart, running
 }
 
 // New returns a Provider keeping its instances under opts.Dir.
@@ -240,7 +246,7 @@ func (p *Provider) Create(ctx context.Context, req provisioner.CreateRequest) (*
 		if req.HostKey != nil && !b.IgnoreHostKey {
 			hostKey = req.HostKey.PrivatePEM
 		}
-		go p.boot(h, b.BootDelay, hostKey, req.SSHPublicKey)
+		go p.boot(h, b.BootDelay, hostKey, req.SSHPublicKey, req.OnStart)
 	}
 	p.log.Info("local: instance created", "instance", id, "offer", offer.ID)
 	return &inst, nil
@@ -279,10 +285,13 @@ func (p *Provider) prepareDir(dir string, offer provisioner.Offer, b Behavior) e
 			return fmt.Errorf("local: %w", err)
 		}
 	}
+	if err := os.WriteFile(filepath.Join(dir, "bin", "ldconfig"), []byte(fakehost.Ldconfig(b.RunnerDeps)), 0o755); err != nil {
+		return fmt.Errorf("local: %w", err)
+	}
 	return nil
 }
 
-func (p *Provider) boot(h *host, delay time.Duration, hostKey []byte, authorized string) {
+func (p *Provider) boot(h *host, delay time.Duration, hostKey []byte, authorized, onStart string) {
 	defer close(h.done)
 	if delay > 0 {
 		t := time.NewTimer(delay)
@@ -304,23 +313,37 @@ func (p *Provider) boot(h *host, delay time.Duration, hostKey []byte, authorized
 		return
 	}
 	defer logFile.Close()
+	env := map[string]string{
+		"PATH":              filepath.Join(h.dir, "bin") + ":/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+		"CRABBOX_HOST_ROOT": filepath.Join(h.dir, "root"),
+	}
 	srv, err := sshd.Start(sshd.Options{
 		Dir:            filepath.Join(h.dir, "sshd"),
 		HostKeyPEM:     hostKey,
 		AuthorizedKeys: []string{authorized},
-		Env: map[string]string{
-			"PATH":              filepath.Join(h.dir, "bin") + ":/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-			"CRABBOX_HOST_ROOT": filepath.Join(h.dir, "root"),
-		},
-		LogWriter: logFile,
+		Env:            env,
+		LogWriter:      logFile,
 	})
 	if err != nil {
 		p.setFailed(h, err)
 		return
 	}
+	// The start script runs as on Vast (providers/vast/vasttest): in the
+	// background, SSH already up, HOME the host's root; the sshd's marker
+	// lets Destroy end what it leaves behind.
+	var boot *fakehost.Boot
+	if strings.TrimSpace(onStart) != "" {
+		benv := []string{"HOME=" + env["CRABBOX_HOST_ROOT"], srv.Marker()}
+		for k, v := range env {
+			benv = append(benv, k+"="+v)
+		}
+		if boot, err = fakehost.StartBoot(onStart, env["CRABBOX_HOST_ROOT"], benv); err != nil {
+			p.log.Warn("local: start script did not start", "instance", h.inst.ID, "error", err.Error())
+		}
+	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	h.srv = srv
+	h.srv, h.boot = srv, boot
 	h.inst.Status = provisioner.InstanceRunning
 	h.inst.SSH = provisioner.Endpoint{Host: "127.0.0.1", Port: srv.Port(), User: p.user}
 	p.log.Info("local: instance running", "instance", h.inst.ID, "endpoint", srv.Addr())
@@ -385,6 +408,9 @@ func (p *Provider) Destroy(ctx context.Context, inst *provisioner.Instance) erro
 	close(h.stop)
 	<-h.done
 	var errs []error
+	if h.boot != nil {
+		h.boot.Stop()
+	}
 	if h.srv != nil {
 		errs = append(errs, h.srv.Stop())
 	}

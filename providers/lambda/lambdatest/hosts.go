@@ -22,6 +22,7 @@ import (
 	"github.com/crabbox/crabbox-runner/internal/sshd"
 
 	"github.com/crabbox/crabbox-runner/internal/fakegpu"
+	"github.com/crabbox/crabbox-runner/internal/fakehost"
 )
 
 // instance is one launched instance and the sshd behind it.
@@ -31,6 +32,8 @@ type instance struct {
 	behavior     Behavior
 	hostKey      []byte   // from user_data's ssh_keys; nil: sshd makes one
 	authorized   []string // ssh_authorized_keys plus the launch's key
+	runcmd       string   // user_data's runcmd as cloud-init's script; "" for none
+	boot         *fakehost.Boot
 	srv          *sshd.Server
 	stop         chan struct{} // closed to end the boot goroutine
 	done         chan struct{} // closed when the boot goroutine ends
@@ -119,7 +122,7 @@ func (s *Server) launch(body []byte) answer {
 	if s.opts.Behavior != nil {
 		in.behavior = s.opts.Behavior(s.seq, req)
 	}
-	in.hostKey, in.authorized = s.cloudInit(req.UserData)
+	in.hostKey, in.authorized, in.runcmd = s.cloudInit(req.UserData)
 	in.authorized = append(in.authorized, keyPub)
 	seq := s.seq
 	s.instances[in.api.ID] = in
@@ -129,27 +132,69 @@ func (s *Server) launch(body []byte) answer {
 }
 
 // cloudConfig is what Lambda's cloud-init does for the keys of a
-// #cloud-config user_data.
+// #cloud-config user_data, and its runcmd.
 type cloudConfig struct {
 	SSHKeys           map[string]string `yaml:"ssh_keys"`
 	SSHAuthorizedKeys []string          `yaml:"ssh_authorized_keys"`
+	RunCmd            []any             `yaml:"runcmd"`
+}
+
+// runcmdScript is the script cloud-init's runcmd module writes for its
+// items, for the final stage's scripts_user to run (canonical/cloud-init,
+// cc_runcmd: "If the item is a string, it will be interpreted by sh. If
+// the item is a list, the items will be executed as if passed to
+// execve(3)"; "The runcmd module only writes the script to be run later.
+// The module that actually runs the script is scripts_user in the Final
+// boot stage"): a list item's words shell-quoted, a string as it is.
+func runcmdScript(items []any) (string, bool) {
+	if len(items) == 0 {
+		return "", true
+	}
+	var b strings.Builder
+	b.WriteString("#!/bin/sh\n")
+	for _, it := range items {
+		switch v := it.(type) {
+		case string:
+			b.WriteString(v + "\n")
+		case []any:
+			for i, w := range v {
+				ws, ok := w.(string)
+				if !ok {
+					return "", false
+				}
+				if i > 0 {
+					b.WriteByte(' ')
+				}
+				b.WriteString("'" + strings.ReplaceAll(ws, "'", `'\''`) + "'")
+			}
+			b.WriteByte('\n')
+		default:
+			return "", false
+		}
+	}
+	return b.String(), true
 }
 
 // cloudInit applies the user_data's ssh_keys and ssh_authorized_keys as
-// cloud-init would. A user_data that cloud-init would reject is a
-// violation, and the host then keeps a key of its own, as a real one would.
-func (s *Server) cloudInit(userData string) (hostKey []byte, authorized []string) {
+// cloud-init would, and returns its runcmd script. A user_data that
+// cloud-init would reject is a violation, and the host then keeps a key of
+// its own, as a real one would.
+func (s *Server) cloudInit(userData string) (hostKey []byte, authorized []string, runcmd string) {
 	if userData == "" {
-		return nil, nil
+		return nil, nil, ""
 	}
 	if !strings.HasPrefix(userData, "#cloud-config\n") {
 		s.violationLocked("launch: user_data is not a #cloud-config document; the fake applies only those")
-		return nil, nil
+		return nil, nil, ""
 	}
 	var cc cloudConfig
 	if err := yaml.Unmarshal([]byte(userData), &cc); err != nil {
 		s.violationLocked("launch: user_data is not valid YAML: %v", err)
-		return nil, nil
+		return nil, nil, ""
+	}
+	runcmd, ok := runcmdScript(cc.RunCmd)
+	if !ok {
+		s.violationLocked("launch: user_data runcmd items must be strings or lists of strings")
 	}
 	for _, k := range cc.SSHAuthorizedKeys {
 		if _, _, _, _, err := ssh.ParseAuthorizedKey([]byte(k)); err != nil {
@@ -160,17 +205,17 @@ func (s *Server) cloudInit(userData string) (hostKey []byte, authorized []string
 	}
 	priv, pub := cc.SSHKeys["ed25519_private"], cc.SSHKeys["ed25519_public"]
 	if priv == "" {
-		return nil, authorized
+		return nil, authorized, runcmd
 	}
 	signer, err := ssh.ParsePrivateKey([]byte(priv))
 	if err != nil {
 		s.violationLocked("launch: user_data ssh_keys.ed25519_private is not an OpenSSH private key")
-		return nil, authorized
+		return nil, authorized, runcmd
 	}
 	if pk, _, _, _, err := ssh.ParseAuthorizedKey([]byte(pub)); err != nil || !bytes.Equal(pk.Marshal(), signer.PublicKey().Marshal()) {
 		s.violationLocked("launch: user_data ssh_keys.ed25519_public does not match ed25519_private")
 	}
-	return []byte(priv), authorized
+	return []byte(priv), authorized, runcmd
 }
 
 // violationLocked is violation for callers holding s.mu.
@@ -234,6 +279,48 @@ func (s *Server) boot(in *instance, seq int) {
 	in.api.PrivateIP = fmt.Sprintf("10.77.%d.%d", seq/250, seq%250+1)
 	in.api.Actions = actions("active", true)
 	in.jupyter()
+	if in.runcmd != "" {
+		s.runCmd(in, srv)
+	}
+}
+
+// runCmd starts the user_data's runcmd as cloud-init's final stage does:
+// after sshd is up (the final stage runs "as late in boot as possible",
+// cloud-init's boot stages docs), as root with root's HOME (the fake's
+// host root), in the background relative to SSH, which is already served.
+// The sshd's marker lets stopHost end what it leaves behind. Called with
+// s.mu held.
+func (s *Server) runCmd(in *instance, srv *sshd.Server) {
+	root := s.HostRoot(in.api.ID)
+	env := []string{"HOME=" + root, "CRABBOX_HOST_ROOT=" + root, srv.Marker(),
+		"PATH=" + filepath.Join(s.Dir(in.api.ID), "bin") + ":/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"}
+	b, err := fakehost.StartBoot(in.runcmd, root, env)
+	if err != nil {
+		s.t.Logf("lambdatest: instance %s: runcmd did not start: %v", in.api.ID, err)
+		return
+	}
+	in.boot = b
+}
+
+// RunCmdOutput is what the instance's runcmd printed so far, and whether
+// it has ended.
+func (s *Server) RunCmdOutput(id string) (string, bool) {
+	s.mu.Lock()
+	in, ok := s.instances[id]
+	var b *fakehost.Boot
+	if ok {
+		b = in.boot
+	}
+	s.mu.Unlock()
+	if b == nil {
+		return "", false
+	}
+	select {
+	case <-b.Done():
+		return b.Output(), true
+	default:
+		return b.Output(), false
+	}
 }
 
 func (s *Server) startHost(in *instance) (*sshd.Server, error) {
@@ -244,6 +331,13 @@ func (s *Server) startHost(in *instance) (*sshd.Server, error) {
 		}
 	}
 	if err := os.WriteFile(filepath.Join(dir, "bin", "nvidia-smi"), []byte(nvidiaSMI(in.typ, in.behavior)), 0o755); err != nil {
+		return nil, err
+	}
+	// Lambda's GPU Base image is a full Ubuntu server install (with Lambda
+	// Stack): Ubuntu's server images carry libicu (libxml2 depends on it),
+	// libgssapi-krb5-2 (openssh-client depends on it), libssl3 and zlib1g,
+	// so the runner's libraries are there unless Behavior.NoRunnerDeps.
+	if err := os.WriteFile(filepath.Join(dir, "bin", "ldconfig"), []byte(fakehost.Ldconfig(!in.behavior.NoRunnerDeps)), 0o755); err != nil {
 		return nil, err
 	}
 	if in.typ.Machine != "" {
@@ -367,9 +461,12 @@ func (s *Server) stopHost(in *instance) {
 		close(in.stop)
 		<-in.done
 		s.mu.Lock()
-		srv, id := in.srv, in.api.ID
+		srv, id, boot := in.srv, in.api.ID, in.boot
 		in.srv = nil
 		s.mu.Unlock()
+		if boot != nil {
+			boot.Stop()
+		}
 		if srv != nil {
 			if err := srv.Stop(); err != nil {
 				s.t.Logf("lambdatest: instance %s: stopping sshd: %v", id, err)

@@ -88,6 +88,10 @@ type Behavior struct {
 	// GPUFault boots a host whose GPUs are not what the type says, or are
 	// broken (internal/fakegpu).
 	GPUFault fakegpu.Fault
+	// NoRunnerDeps: the image lacks the runner's libraries (its fake
+	// ldconfig does not list them, internal/fakehost); Lambda's own image
+	// has them.
+	NoRunnerDeps bool
 }
 
 // DefaultAPIKey is the key a Server accepts when Options.APIKey is empty.

@@ -6,7 +6,6 @@ import (
 	"io"
 	"net"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -14,20 +13,26 @@ import (
 	"time"
 
 	"github.com/crabbox/crabbox-runner/internal/fakegpu"
+	"github.com/crabbox/crabbox-runner/internal/fakehost"
 	"github.com/crabbox/crabbox-runner/internal/sshd"
 )
 
-// host is a booted instance: sshd, the proxy in front of it, its directory.
+// host is a booted instance: sshd, the proxy in front of it, its directory,
+// its onstart running.
 type host struct {
 	dir   string
 	srv   *sshd.Server
 	proxy *forwarder
+	boot  *fakehost.Boot
 }
 
 func (h *host) root() string { return filepath.Join(h.dir, "root") }
 
 func (h *host) close() error {
 	var errs []error
+	if h.boot != nil {
+		h.boot.Stop()
+	}
 	if h.proxy != nil {
 		h.proxy.close()
 	}
@@ -105,8 +110,14 @@ func (s *Server) boot(in *instance) {
 	s.logf("instance %d running: ssh %s, proxy port %d", in.id, h.srv.Addr(), h.proxy.port())
 }
 
-// startHost lays out the host, starts its sshd and proxy, and runs the
-// onstart script the way Vast's entrypoint does, before SSH is reported.
+// startHost lays out the host, starts its sshd and proxy, and starts the
+// onstart script the way Vast's entrypoint does: after the entrypoint has
+// started SSH (vast-api.md §5: "shell script run after Vast's entrypoint
+// (SSH/Jupyter runtypes only)"). Nothing says whether Vast reports the
+// instance running before, during or after onstart; the stricter plausible
+// order is kept: the script runs in the background while the instance is
+// reported running, so SSH may well be reachable before onstart has
+// finished, or done anything.
 func (s *Server) startHost(in *instance) (*host, error) {
 	dir := filepath.Join(s.opts.Dir, "instance-"+strconv.FormatInt(in.id, 10))
 	h := &host{dir: dir}
@@ -116,6 +127,13 @@ func (s *Server) startHost(in *instance) (*host, error) {
 		}
 	}
 	if err := os.WriteFile(filepath.Join(dir, "bin", "nvidia-smi"), []byte(nvidiaSMI(in.offer, in.behavior)), 0o755); err != nil {
+		return nil, err
+	}
+	// Vast's images are Docker images; the usual CUDA ones (nvidia/cuda
+	// *-ubuntu22.04) are built on the minimal ubuntu image, which has
+	// zlib but not libicu nor Kerberos: the runner's dependencies are
+	// missing unless Behavior.RunnerDeps says the image has them.
+	if err := os.WriteFile(filepath.Join(dir, "bin", "ldconfig"), []byte(fakehost.Ldconfig(in.behavior.RunnerDeps)), 0o755); err != nil {
 		return nil, err
 	}
 	s.mu.Lock()
@@ -142,35 +160,39 @@ func (s *Server) startHost(in *instance) (*host, error) {
 		return nil, err
 	}
 	if in.params.OnStart != nil && strings.TrimSpace(*in.params.OnStart) != "" {
-		out, err := s.runOnStart(*in.params.OnStart, dir, env, h.srv.Port())
-		s.mu.Lock()
-		in.onstartOut = out
-		if err != nil {
-			in.onstartErr = err.Error()
+		if h.boot, err = s.runOnStart(*in.params.OnStart, dir, env, h.srv); err != nil {
+			h.close()
+			return nil, err
 		}
-		s.mu.Unlock()
+		go s.keepOnStartOutput(in, h.boot)
 	}
 	return h, nil
 }
 
-// runOnStart runs the script with the host's root as HOME, as root's home
-// would be in the container. A failing script does not stop the instance,
-// as on Vast.
-func (s *Server) runOnStart(script, dir string, env map[string]string, sshPort int) (string, error) {
+// runOnStart starts the script with the host's root as HOME, as root's home
+// would be in the container, and returns at once. The sshd's marker in its
+// environment lets the host's end kill what it leaves in the background.
+func (s *Server) runOnStart(script, dir string, env map[string]string, srv *sshd.Server) (*fakehost.Boot, error) {
+	benv := []string{"HOME=" + filepath.Join(dir, "root"), "VAST_TCP_PORT_22=" + strconv.Itoa(srv.Port()), srv.Marker()}
+	for k, v := range env {
+		benv = append(benv, k+"="+v)
+	}
+	return fakehost.StartBoot(script, filepath.Join(dir, "root"), benv)
+}
+
+// keepOnStartOutput records the script's output and error once it ends
+// (within a minute). A failing script does not stop the instance, as on
+// Vast.
+func (s *Server) keepOnStartOutput(in *instance, b *fakehost.Boot) {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, "bash", "-c", script)
-	cmd.Dir = filepath.Join(dir, "root")
-	cmd.Env = []string{"HOME=" + filepath.Join(dir, "root"), "VAST_TCP_PORT_22=" + strconv.Itoa(sshPort)}
-	for k, v := range env {
-		cmd.Env = append(cmd.Env, k+"="+v)
+	out, err := b.Wait(ctx)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	in.onstartOut = out
+	if err != nil {
+		in.onstartErr = err.Error()
 	}
-	cmd.WaitDelay = 2 * time.Second
-	out, err := cmd.CombinedOutput()
-	if len(out) > 8<<10 {
-		out = out[len(out)-8<<10:]
-	}
-	return string(out), err
 }
 
 // nvidiaSMI is the host's nvidia-smi (internal/fakegpu): the offer's

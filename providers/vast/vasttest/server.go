@@ -95,6 +95,10 @@ type Behavior struct {
 	// /work/shared/reference/vast-api.md, "How to connect"): the machine's
 	// own network decides that address, and no document says Vast checks it.
 	SSHAt string
+	// RunnerDeps: the instance's image has the runner's libraries (its
+	// fake ldconfig lists them, internal/fakehost); without, the usual
+	// CUDA image's case, bootstrap installs them.
+	RunnerDeps bool
 }
 
 // OCIMessage is the status_msg of an instance whose container cannot start.
