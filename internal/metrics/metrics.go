@@ -35,10 +35,10 @@ type Metrics struct {
 	extra         *extraHosts
 	hedges        *hedges
 
-	prefetch      *prefetch
-	gate          *gpuGate
-	foreign       *foreignEvents
-	lost          *hostsLost
+	prefetch *prefetch
+	gate     *gpuGate
+	foreign  *foreignEvents
+	lost     *hostsLost
 
 	avoided *offersAvoided
 
