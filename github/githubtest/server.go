@@ -113,6 +113,11 @@ type Options struct {
 	// offers, served from the fake's own tarball; DefaultRunnerVersion when
 	// empty.
 	RunnerVersion string
+	// Tarball makes the runner release realistic (tarball_real.go): its
+	// size, the bandwidth it is served at, and how long its
+	// installdependencies.sh takes. The zero value is today's small,
+	// instant tarball.
+	Tarball TarballOptions
 
 	// RESTOmitsRunAttempt leaves run_attempt out of the REST job objects
 	// (GET …/actions/jobs/{id} and a run's job listing): the OAS job
@@ -141,6 +146,8 @@ type Server struct {
 	srv  *httptest.Server
 	url  string
 	hc   *http.Client // for webhook deliveries
+
+	tarballs tarballCache
 
 	mu      sync.Mutex
 	changed chan struct{} // closed and replaced on every state change
