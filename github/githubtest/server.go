@@ -147,8 +147,6 @@ type Server struct {
 	url  string
 	hc   *http.Client // for webhook deliveries
 
-	tarballs tarballCache
-
 	mu      sync.Mutex
 	changed chan struct{} // closed and replaced on every state change
 

@@ -124,7 +124,7 @@ func (s *Server) handleTarball(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, "Not Found")
 		return
 	}
-	tgz, _, err := s.tarballs.get(version, arch, s.opts.Tarball)
+	tgz, _, err := tarballs.get(version, arch, s.opts.Tarball)
 	if err != nil {
 		writeError(w, http.StatusNotFound, "Not Found")
 		return

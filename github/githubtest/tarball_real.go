@@ -75,8 +75,11 @@ func writePadding(tw *tar.Writer, target int64, soFar int, mtime time.Time) erro
 	return err
 }
 
-// tarballCache builds each (version, arch, options) tarball once: a padded
-// one takes seconds to build and every host downloads it.
+// tarballs builds each (version, arch, options) tarball once for every
+// server of the process: a padded one takes seconds to build, and a test
+// needs its checksum for the config before its server serves it.
+var tarballs tarballCache
+
 type tarballCache struct {
 	mu      sync.Mutex
 	entries map[tarballKey]*tarballEntry
@@ -114,7 +117,14 @@ func (c *tarballCache) get(version, arch string, o TarballOptions) ([]byte, stri
 // RunnerTarballSHA256 is the SHA-256 of the tarball this server serves for
 // version and arch, with its Options.Tarball: what a config pins.
 func (s *Server) RunnerTarballSHA256(version, arch string) (string, error) {
-	_, sum, err := s.tarballs.get(version, arch, s.opts.Tarball)
+	return RunnerTarballSHA256(version, arch, s.opts.Tarball)
+}
+
+// RunnerTarballSHA256 is the SHA-256 of the tarball a server with
+// Options.Tarball o serves for version and arch. The tarball is built once
+// and kept for the servers that serve it.
+func RunnerTarballSHA256(version, arch string, o TarballOptions) (string, error) {
+	_, sum, err := tarballs.get(version, arch, o)
 	return sum, err
 }
 
