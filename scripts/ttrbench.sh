@@ -4,7 +4,7 @@
 # and Lambda fakes with drawn boot times, a real-size runner tarball at a
 # realistic bandwidth and a dependency install that takes its time.
 #
-#   scripts/ttrbench.sh                      # every scenario, 50 jobs, scale 20
+#   scripts/ttrbench.sh                      # every scenario, 50 jobs, scale 10
 #   scripts/ttrbench.sh vast lambda          # some scenarios
 #   JOBS=60 SCALE=30 SEED=7 scripts/ttrbench.sh vast vast-hedge
 #

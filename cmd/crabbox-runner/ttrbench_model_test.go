@@ -85,7 +85,7 @@ type ttrParams struct {
 // ttrDefaults are the benchmark's realistic parameters.
 func ttrDefaults() ttrParams {
 	return ttrParams{
-		Jobs: 50, Scale: 20, Seed: 1,
+		Jobs: 50, Scale: 10, Seed: 1,
 		TarballBytes: 200 << 20, // githubtest.RealTarballSize: the reference's upper figure
 		// 25 MB/s (200 Mbit/s) for one HTTPS download from GitHub's
 		// release storage: Vast offers advertise their own inet_down
