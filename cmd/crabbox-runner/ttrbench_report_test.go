@@ -194,12 +194,13 @@ func markdownReport(reps []*ttrReport) string {
 			r.Hosts, r.NeverBooted, r.FailedFast, r.MoneyTotal, r.MoneyUnused, r.MaxHostsPerLease, fmtDur(r.LongestNeverBootWait))
 	}
 	if len(reps) > 1 {
-		b.WriteString("| scenario | jobs | p50 total | p95 total | max total | overhead p50 | overhead p95 | money | never ran a job | hosts/lease max |\n")
-		b.WriteString("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
+		b.WriteString("| scenario | jobs | p50 total | p95 total | max total | overhead p50 | overhead p95 | host money | on hosts that never ran a job | hosts/lease max | longest wait behind a never-booting host |\n")
+		b.WriteString("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
 		for _, r := range reps {
-			fmt.Fprintf(&b, "| %s | %d | %s | %s | %s | %s | %s | $%.2f | $%.2f | %d |\n", r.Scenario, r.Jobs,
+			fmt.Fprintf(&b, "| %s | %d | %s | %s | %s | %s | %s | $%.2f | $%.2f | %d | %s |\n", r.Scenario, r.Jobs,
 				fmtDur(pct(r.Total, 50)), fmtDur(pct(r.Total, 95)), fmtDur(pct(r.Total, 100)),
-				fmtDur(pct(r.Overhead, 50)), fmtDur(pct(r.Overhead, 95)), r.MoneyTotal, r.MoneyUnused, r.MaxHostsPerLease)
+				fmtDur(pct(r.Overhead, 50)), fmtDur(pct(r.Overhead, 95)), r.MoneyTotal, r.MoneyUnused, r.MaxHostsPerLease,
+				fmtDur(r.LongestNeverBootWait))
 		}
 	}
 	return b.String()
