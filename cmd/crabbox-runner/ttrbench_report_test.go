@@ -20,6 +20,9 @@ type ttrReport struct {
 	Jobs     int
 	// The phases of each job, and their sum.
 	QueuedCreate, CreateSSH, SSHOnline, OnlineAssigned, Total []time.Duration
+	// Ready are the totals of the jobs that found a runner already online
+	// when they were queued (a warm host, or a surplus one).
+	Ready []time.Duration
 	// Provider is the provider's part of create → SSH (S × create →
 	// reachable); Overhead = Total − Provider.
 	Provider, Overhead []time.Duration
@@ -109,6 +112,9 @@ func (r *ttrRun) report() *ttrReport {
 		rep.SSHOnline = append(rep.SSHOnline, t3.Sub(t2))
 		rep.OnlineAssigned = append(rep.OnlineAssigned, t4.Sub(t3))
 		rep.Total = append(rep.Total, total)
+		if !online.IsZero() && !online.After(j.CreatedAt) {
+			rep.Ready = append(rep.Ready, total)
+		}
 		rep.Provider = append(rep.Provider, provider)
 		rep.Overhead = append(rep.Overhead, total-provider)
 	}
@@ -192,6 +198,10 @@ func markdownReport(reps []*ttrReport) string {
 		fmt.Fprintf(&b, "\nHosts %d (never booted %d, failed fast %d); host money $%.2f, of which on hosts that never ran a job $%.2f; "+
 			"most hosts per lease %d; longest wait behind a never-booting host %s.\n\n",
 			r.Hosts, r.NeverBooted, r.FailedFast, r.MoneyTotal, r.MoneyUnused, r.MaxHostsPerLease, fmtDur(r.LongestNeverBootWait))
+		if len(r.Ready) > 0 {
+			fmt.Fprintf(&b, "%d jobs found a runner already online when queued: queued → job assigned p50 %s, p95 %s, max %s.\n\n",
+				len(r.Ready), fmtDur(pct(r.Ready, 50)), fmtDur(pct(r.Ready, 95)), fmtDur(pct(r.Ready, 100)))
+		}
 	}
 	if len(reps) > 1 {
 		b.WriteString("| scenario | jobs | p50 total | p95 total | max total | overhead p50 | overhead p95 | host money | on hosts that never ran a job | hosts/lease max | longest wait behind a never-booting host |\n")

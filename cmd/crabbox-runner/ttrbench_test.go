@@ -58,7 +58,9 @@ type ttrHost struct {
 
 // ttrLeaseGroup is the lease a lease's hosts count against for "no lease
 // ever has more than two hosts": itself, or the lease a hedge lease hedges.
-// The hedge part of #18 adds Lease.HedgeOf; the merge points this at it.
+// The hedge part of #18 adds Lease.HedgeOf; the merge makes this
+//
+//	if l.HedgeOf != "" { return l.HedgeOf }; return l.ID
 var ttrLeaseGroup = func(l *provisioner.Lease) string { return l.ID }
 
 var shaLine = regexp.MustCompile(`(?m)^  sha256: "[0-9a-f]{64}"$`)
