@@ -16,6 +16,10 @@ import (
 	"github.com/crabbox/crabbox-runner/provisioner"
 )
 
+// e2eLambdaTune, when set, changes the Lambda provider's options after
+// startServeLambda's (the benchmark's scaled launch spacing).
+var e2eLambdaTune func(*lambda.Options)
+
 const testLambdaKey = "secret_lambdaE2EKeyThatMustNeverBeLogged01"
 
 // lambdaE2E is a serve run whose class rents from the fake Lambda through
@@ -87,6 +91,9 @@ classes:
 		o.LaunchInterval = 50 * time.Millisecond
 		o.KeyRetryInterval = 100 * time.Millisecond // the key goes once Lambda no longer lists the instance
 		o.Retry = lambda.RetryPolicy{InitialInterval: 10 * time.Millisecond, MaxInterval: 100 * time.Millisecond}
+		if e2eLambdaTune != nil {
+			e2eLambdaTune(o)
+		}
 	}
 	serveHook = func(o *appOptions) {
 		o.Tune = func(c *provisioner.Config) {

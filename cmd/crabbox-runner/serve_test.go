@@ -607,9 +607,18 @@ var e2eLostRunnerTimeout time.Duration
 
 func newServeE2E(t *testing.T) *e2e {
 	e := &e2e{t: t, logs: &syncBuffer{}, spy: &secretSpy{}, token: testToken, secret: testSecret, exit: make(chan int, 1)}
-	e.gh = githubtest.New(githubtest.Options{Tokens: []string{testToken}, OnlineTimeout: 5 * time.Second,
+	opts := githubtest.Options{Tokens: []string{testToken}, OnlineTimeout: 5 * time.Second,
 		LostRunnerTimeout: e2eLostRunnerTimeout,
-		OnEvent:           func(ev githubtest.Event) { t.Logf("github: %s", ev) }})
+		OnEvent:           func(ev githubtest.Event) { t.Logf("github: %s", ev) }}
+	if e2eGitHubTune != nil {
+		e2eGitHubTune(&opts)
+	}
+	e.gh = githubtest.New(opts)
 	t.Cleanup(e.gh.Close)
 	return e
 }
+
+// e2eGitHubTune, when set, changes the fake GitHub's options in the
+// harnesses built on newServeE2E (the time-to-runner benchmark's realistic
+// tarball and its event record).
+var e2eGitHubTune func(*githubtest.Options)

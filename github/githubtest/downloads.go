@@ -32,7 +32,7 @@ func (s *Server) handleRunnerDownloads(w http.ResponseWriter, r *http.Request, _
 	tmpl := strings.NewReplacer("{version}", v)
 	out := []runnerDownload{}
 	for _, arch := range []string{"x64", "arm64", "arm"} {
-		_, sum, err := RunnerTarballFor(v, arch)
+		_, sum, err := tarballs.get(v, arch, s.opts.Tarball)
 		if err != nil {
 			writeError(w, http.StatusInternalServerError, "fake: "+err.Error())
 			return

@@ -113,6 +113,11 @@ type Options struct {
 	// offers, served from the fake's own tarball; DefaultRunnerVersion when
 	// empty.
 	RunnerVersion string
+	// Tarball makes the runner release realistic (tarball_real.go): its
+	// size, the bandwidth it is served at, and how long its
+	// installdependencies.sh takes. The zero value is today's small,
+	// instant tarball.
+	Tarball TarballOptions
 
 	// RESTOmitsRunAttempt leaves run_attempt out of the REST job objects
 	// (GET …/actions/jobs/{id} and a run's job listing): the OAS job

@@ -45,6 +45,15 @@ func RunnerTarball(version string) (tgz []byte, sha256hex string, err error) {
 // SHA-256 in hex. The same version and arch give the same bytes, so the
 // checksum can be pinned in a config; another arch gives other bytes.
 func RunnerTarballFor(version, arch string) (tgz []byte, sha256hex string, err error) {
+	return RunnerTarballWith(version, arch, TarballOptions{})
+}
+
+// RunnerTarballWith is RunnerTarballFor with the realistic options of
+// tarball_real.go: o.Size pads the .tar.gz to that many bytes,
+// o.InstallDepsTime makes bin/installdependencies.sh take that long. The
+// zero options give RunnerTarballFor's bytes; the same options give the
+// same bytes.
+func RunnerTarballWith(version, arch string, o TarballOptions) (tgz []byte, sha256hex string, err error) {
 	if !versionRE.MatchString(version) {
 		return nil, "", fmt.Errorf("githubtest: runner version %q is not like 2.330.0", version)
 	}
@@ -75,12 +84,16 @@ func RunnerTarballFor(version, arch string) (tgz []byte, sha256hex string, err e
 		data = bytes.ReplaceAll(data, []byte("@VERSION@"), []byte(version))
 		data = bytes.ReplaceAll(data, []byte("@ARCH@"), []byte(arch))
 		data = bytes.ReplaceAll(data, []byte("@MACHINES@"), []byte(machines))
+		data = bytes.ReplaceAll(data, []byte("@DEPS_SECONDS@"), []byte(depsSeconds(o.InstallDepsTime)))
 		if err := tw.WriteHeader(&tar.Header{Typeflag: tar.TypeReg, Name: name, Mode: 0o755, Size: int64(len(data)), ModTime: mtime, Format: tar.FormatPAX}); err != nil {
 			return err
 		}
 		_, err = tw.Write(data)
 		return err
 	})
+	if err == nil && o.Size > 0 {
+		err = writePadding(tw, o.Size, buf.Len(), mtime)
+	}
 	if err == nil {
 		err = tw.Close()
 	}
@@ -111,7 +124,7 @@ func (s *Server) handleTarball(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, "Not Found")
 		return
 	}
-	tgz, _, err := RunnerTarballFor(version, arch)
+	tgz, _, err := tarballs.get(version, arch, s.opts.Tarball)
 	if err != nil {
 		writeError(w, http.StatusNotFound, "Not Found")
 		return
@@ -126,7 +139,7 @@ func (s *Server) handleTarball(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Content-Disposition", "attachment; filename="+file)
 	w.Header().Set("Content-Length", fmt.Sprint(len(tgz)))
 	w.WriteHeader(http.StatusOK)
-	w.Write(tgz)
+	writeThrottled(r.Context(), w, tgz, s.opts.Tarball.Bandwidth)
 }
 
 // TarballDownloads is how many runner tarballs the fake has served, of

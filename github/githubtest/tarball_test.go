@@ -8,11 +8,13 @@ import (
 	"encoding/hex"
 	"errors"
 	"io"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 )
 
 func TestRunnerTarball(t *testing.T) {
@@ -175,5 +177,79 @@ func TestRunnerTarballPerArchitecture(t *testing.T) {
 		} else if !wrong || exit.ExitCode() != 126 {
 			t.Errorf("%s runner on %s ran: %d %s", tc.arch, tc.machine, exit.ExitCode(), out)
 		}
+	}
+}
+
+// TestRunnerTarballRealistic: the padded tarball is about the size asked
+// for, reproducible, still a runner (its scripts unpack), and
+// installdependencies.sh carries the asked-for sleep.
+func TestRunnerTarballRealistic(t *testing.T) {
+	o := TarballOptions{Size: 8 << 20, InstallDepsTime: 1500 * time.Millisecond}
+	tgz, sum, err := RunnerTarballWith("2.330.0", "x64", o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d := float64(len(tgz)-int(o.Size)) / float64(o.Size); d < -0.001 || d > 0.001 {
+		t.Errorf("size %d, want %d within 0.1%%", len(tgz), o.Size)
+	}
+	_, sum2, _ := RunnerTarballWith("2.330.0", "x64", o)
+	_, plain, _ := RunnerTarball("2.330.0")
+	if sum != sum2 || sum == plain {
+		t.Errorf("sums %s %s (plain %s): want reproducible and different from the plain tarball", sum, sum2, plain)
+	}
+	zr, err := gzip.NewReader(bytes.NewReader(tgz))
+	if err != nil {
+		t.Fatal(err)
+	}
+	tr := tar.NewReader(zr)
+	var deps string
+	var padding int64
+	for {
+		h, err := tr.Next()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		switch h.Name {
+		case "bin/installdependencies.sh":
+			b, _ := io.ReadAll(tr)
+			deps = string(b)
+		case "bin/.padding":
+			padding = h.Size
+		}
+	}
+	if !strings.Contains(deps, "sleep 1.500\n") || padding < 7<<20 {
+		t.Errorf("installdependencies.sh:\n%s\npadding %d bytes", deps, padding)
+	}
+}
+
+// TestTarballThrottled: the server sends the tarball at the configured
+// bandwidth, and its downloads endpoint names the padded tarball's sum.
+func TestTarballThrottled(t *testing.T) {
+	s := New(Options{Tokens: []string{"tok"}, Tarball: TarballOptions{Size: 1 << 20, Bandwidth: 4 << 20}})
+	defer s.Close()
+	sum, err := s.RunnerTarballSHA256("2.330.0", "x64")
+	if err != nil {
+		t.Fatal(err)
+	}
+	url := strings.NewReplacer("{version}", "2.330.0", "{arch}", "x64").Replace(s.TarballURLTemplate())
+	start := time.Now()
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	took := time.Since(start)
+	got := sha256.Sum256(body)
+	if hex.EncodeToString(got[:]) != sum {
+		t.Errorf("served tarball's sum is not RunnerTarballSHA256")
+	}
+	// 1 MiB at 4 MiB/s: a quarter of a second at least. A lower bound
+	// only: a slow machine may take longer, never less.
+	if took < 200*time.Millisecond {
+		t.Errorf("1 MiB at 4 MiB/s took %v: not throttled", took)
 	}
 }

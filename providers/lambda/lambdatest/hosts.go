@@ -43,6 +43,9 @@ type instance struct {
 	// though the host may still be booting; only then may it be
 	// terminated.
 	vmLaunched bool
+	// launchedAt, reachableAt (active with its sshd up) and terminateAt
+	// (the terminate asked for) are the instance's record (records.go).
+	launchedAt, reachableAt, terminateAt time.Time
 }
 
 const maxUserData = 1_000_000
@@ -102,9 +105,10 @@ func (s *Server) launch(body []byte) answer {
 
 	s.seq++
 	in := &instance{
-		typ:  typ,
-		stop: make(chan struct{}),
-		done: make(chan struct{}),
+		launchedAt: time.Now(),
+		typ:        typ,
+		stop:       make(chan struct{}),
+		done:       make(chan struct{}),
 		api: wInstance{
 			ID:              newID(),
 			Name:            req.Name,
@@ -275,6 +279,7 @@ func (s *Server) boot(in *instance, seq int) {
 		return // terminated, or failed by SetStatus, while sshd started
 	}
 	in.api.Status = "active"
+	in.reachableAt = time.Now()
 	in.api.IP = fmt.Sprintf("127.77.%d.%d", seq/250, seq%250+1)
 	in.api.PrivateIP = fmt.Sprintf("10.77.%d.%d", seq/250, seq%250+1)
 	in.api.Actions = actions("active", true)
@@ -540,6 +545,9 @@ func (s *Server) terminate(body []byte) answer {
 	out := []wInstance{}
 	for _, in := range ins {
 		if in.api.Status != "terminated" {
+			if in.terminateAt.IsZero() {
+				in.terminateAt = time.Now()
+			}
 			in.api.Status = "terminating"
 			in.api.Actions = actions("terminating", true)
 			go func() {

@@ -63,7 +63,12 @@ func (s *Server) boot(in *instance) {
 		s.mu.Unlock()
 	}
 	b := in.behavior
-	if !wait(s.opts.LoadingAfter) {
+	loadingAfter, runningAfter := s.opts.LoadingAfter, s.opts.RunningAfter
+	if b.BootAfter > 0 {
+		loadingAfter = b.BootAfter / 10
+		runningAfter = b.BootAfter - loadingAfter
+	}
+	if !wait(loadingAfter) {
 		return
 	}
 	if b.OCIError {
@@ -71,7 +76,7 @@ func (s *Server) boot(in *instance) {
 		return
 	}
 	set("loading", "Pulling image "+in.params.Image)
-	if b.NeverBoot || !wait(s.opts.RunningAfter) {
+	if b.NeverBoot || !wait(runningAfter) {
 		return
 	}
 	if b.FailStatus != "" {
@@ -106,6 +111,7 @@ func (s *Server) boot(in *instance) {
 	}
 	in.host = h
 	in.status = "running"
+	in.reachableAt = time.Now()
 	in.statusMsg = "success, running " + in.params.Image + "/ssh"
 	s.logf("instance %d running: ssh %s, proxy port %d", in.id, h.srv.Addr(), h.proxy.port())
 }

@@ -44,6 +44,10 @@ type instance struct {
 
 	onstartOut string
 	onstartErr string
+
+	// reachableAt is when the instance became running with SSH details,
+	// destroyedAt when its destroy was asked for (records.go).
+	reachableAt, destroyedAt time.Time
 }
 
 // Instance is a snapshot of one fake instance, for assertions.
@@ -489,6 +493,7 @@ func (s *Server) handleDestroy(w http.ResponseWriter, id int64, body []byte) int
 	in, ok := s.live(id)
 	if ok {
 		in.destroyed = true
+		in.destroyedAt = time.Now()
 	}
 	s.mu.Unlock()
 	if !ok {
@@ -502,6 +507,9 @@ func (s *Server) handleDestroy(w http.ResponseWriter, id int64, body []byte) int
 func (s *Server) destroy(in *instance) {
 	s.mu.Lock()
 	in.destroyed = true
+	if in.destroyedAt.IsZero() {
+		in.destroyedAt = time.Now()
+	}
 	select {
 	case <-in.stop:
 	default:

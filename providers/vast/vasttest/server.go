@@ -87,6 +87,14 @@ type Behavior struct {
 	// GPUFault boots a host whose GPUs are not what the offer says, or
 	// are broken (internal/fakegpu).
 	GPUFault fakegpu.Fault
+	// BootAfter, when set, is this instance's whole boot, create to
+	// "running" with SSH, replacing Options.LoadingAfter and RunningAfter
+	// (the time-to-runner benchmark draws it per instance, records.go).
+	// Vast gives no split between the two: the first tenth is null (the
+	// container being created), the rest "loading" (the image pull, which
+	// is most of a Vast boot: "null → loading → running in 1–5 min (image
+	// size dependent)", reference vast-api.md §6).
+	BootAfter time.Duration
 	// SSHAt ("host:port"), when set, is the SSH endpoint the running
 	// instance reports, as ssh_host/ssh_port and as public_ipaddr with its
 	// 22/tcp port, instead of the fake's proxy and sshd: a machine whose

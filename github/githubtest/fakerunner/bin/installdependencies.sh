@@ -14,5 +14,8 @@ for tool in bash curl base64 sed; do
         exit 1
     fi
 done
+# The real script's package installs take their time (githubtest
+# TarballOptions.InstallDepsTime; 0 by default).
+sleep @DEPS_SECONDS@
 echo "fake runner: nothing to install"
 exit 0

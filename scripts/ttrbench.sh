@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Runs the time-to-runner benchmark (issue #18; docs/benchmarks.md "Time to
+# runner") and prints its markdown report: the real serve against the Vast
+# and Lambda fakes with drawn boot times, a real-size runner tarball at a
+# realistic bandwidth and a dependency install that takes its time.
+#
+#   scripts/ttrbench.sh                      # every scenario, 50 jobs, scale 10
+#   scripts/ttrbench.sh vast lambda          # some scenarios
+#   JOBS=60 SCALE=30 SEED=7 scripts/ttrbench.sh vast vast-hedge
+#
+# Settings (environment): JOBS, SCALE, SEED, TARBALL_MB, BANDWIDTH_MBPS
+# (megabytes per second), DEPS (a Go duration, e.g. 30s), OUT (the report
+# file; a temporary one by default). Scenarios whose config key the build
+# does not have yet (hedge_after, min_idle) are listed as skipped.
+# Needs OpenSSH's sshd (/usr/sbin/sshd); several GB of free disk under
+# TMPDIR while it runs (each booted host unpacks the tarball).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+out=${OUT:-$(mktemp "${TMPDIR:-/tmp}/ttrbench.XXXXXX.md")}
+scenarios=$(IFS=,; echo "$*")
+export CRABBOX_TTR_BENCH=1 CRABBOX_TTR_SCENARIOS="$scenarios" CRABBOX_TTR_OUT="$out"
+[ -n "${JOBS:-}" ] && export CRABBOX_TTR_JOBS="$JOBS"
+[ -n "${SCALE:-}" ] && export CRABBOX_TTR_SCALE="$SCALE"
+[ -n "${SEED:-}" ] && export CRABBOX_TTR_SEED="$SEED"
+[ -n "${TARBALL_MB:-}" ] && export CRABBOX_TTR_TARBALL_MB="$TARBALL_MB"
+[ -n "${BANDWIDTH_MBPS:-}" ] && export CRABBOX_TTR_BANDWIDTH_MBPS="$BANDWIDTH_MBPS"
+[ -n "${DEPS:-}" ] && export CRABBOX_TTR_DEPS="$DEPS"
+log=$(mktemp "${TMPDIR:-/tmp}/ttrbench.XXXXXX.log")
+if ! go test -count=1 -timeout 3h -run '^TestTTRBench$' -v ./cmd/crabbox-runner/ >"$log" 2>&1; then
+  grep -E '^\s+(--- FAIL|ttrbench_test.go:[0-9]+: (invariant|job|scenario))' "$log" | head -40 >&2 || true
+  echo "ttrbench: the run failed; its log is $log" >&2
+  exit 1
+fi
+grep -E 'scenario .* skipped' "$log" | sed 's/^ *ttrbench_test.go:[0-9]*: /> /' || true
+cat "$out"
+echo "(log: $log; report: $out)" >&2
