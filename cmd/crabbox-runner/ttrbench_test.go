@@ -58,10 +58,15 @@ type ttrHost struct {
 
 // ttrLeaseGroup is the lease a lease's hosts count against for "no lease
 // ever has more than two hosts": itself, or the lease a hedge lease hedges.
-// The hedge part of #18 adds Lease.HedgeOf; the merge makes this
-//
-//	if l.HedgeOf != "" { return l.HedgeOf }; return l.ID
-var ttrLeaseGroup = func(l *provisioner.Lease) string { return l.ID }
+// A hedge that wins is promoted (its HedgeOf cleared) only once its runner
+// is online, long after its host was first sampled, and the sampler keeps
+// the group it first saw.
+func ttrLeaseGroup(l *provisioner.Lease) string {
+	if l.HedgeOf != "" {
+		return l.HedgeOf
+	}
+	return l.ID
+}
 
 var shaLine = regexp.MustCompile(`(?m)^  sha256: "[0-9a-f]{64}"$`)
 
