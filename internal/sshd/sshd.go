@@ -57,7 +57,8 @@ type Options struct {
 	// AuthorizedKeys are the client keys allowed to log in, in
 	// authorized_keys format.
 	AuthorizedKeys []string
-	// Env is set in every session (sshd's SetEnv, OpenSSH 8.7 or later).
+	// Env is set in every session (sshd's SetEnv, OpenSSH 8.7 or later),
+	// over what sshd sets itself: HOME given here is the sessions' home.
 	Env map[string]string
 	// LogWriter receives sshd's log; discarded when nil.
 	LogWriter io.Writer

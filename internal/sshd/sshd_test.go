@@ -9,6 +9,7 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
@@ -259,5 +260,34 @@ func TestOptionsAreValidated(t *testing.T) {
 			_ = s.Stop()
 			t.Errorf("%s: Start succeeded", name)
 		}
+	}
+}
+
+// A fake host's sessions can have a home of their own (Env HOME): the login
+// shell then reads that home's start files, not those of the user the test
+// runs as (on the test machine, root's .bashrc runs pyenv, seconds a session
+// under load, which no rented host does).
+func TestSessionsCanHaveTheirOwnHome(t *testing.T) {
+	requireSSHD(t)
+	_, signer, authorized := newKey(t)
+	home := t.TempDir()
+	if err := os.WriteFile(filepath.Join(home, ".bashrc"), []byte("export CRABBOX_FROM_RC=host-home\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	s, err := Start(Options{Dir: t.TempDir(), AuthorizedKeys: []string{authorized}, Env: map[string]string{"HOME": home}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = s.Stop() })
+	c, _ := dial(t, s, signer)
+	defer c.Close()
+	got := strings.Split(strings.TrimSpace(run(t, c, `printf '%s|%s|%s' "$HOME" "${CRABBOX_FROM_RC:-}" "${BASH_VERSION:-}"`)), "|")
+	if len(got) != 3 || got[0] != home {
+		t.Fatalf("session HOME|rc|bash = %q, want HOME %s", got, home)
+	}
+	// Debian's bash reads ~/.bashrc in a command sshd starts; other shells
+	// read none.
+	if got[2] != "" && got[1] != "host-home" {
+		t.Errorf("bash did not read the session home's .bashrc: %q", got)
 	}
 }

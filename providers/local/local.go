@@ -316,6 +316,10 @@ func (p *Provider) boot(h *host, delay time.Duration, hostKey []byte, authorized
 	env := map[string]string{
 		"PATH":              filepath.Join(h.dir, "bin") + ":/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
 		"CRABBOX_HOST_ROOT": filepath.Join(h.dir, "root"),
+		// The host's own home: its login shell reads no start files of
+		// the user running the demo or the tests (a pyenv in root's
+		// .bashrc took seconds a session on the test machine).
+		"HOME": filepath.Join(h.dir, "root"),
 	}
 	srv, err := sshd.Start(sshd.Options{
 		Dir:            filepath.Join(h.dir, "sshd"),

@@ -364,6 +364,9 @@ func (s *Server) startHost(in *instance) (*sshd.Server, error) {
 		Env: map[string]string{
 			"PATH":              filepath.Join(dir, "bin") + ":/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
 			"CRABBOX_HOST_ROOT": filepath.Join(dir, "root"),
+			// The VM's own home: its login shell reads no start files
+			// of the user the tests run as.
+			"HOME": filepath.Join(dir, "root"),
 		},
 		LogWriter: logFile,
 	})

@@ -151,8 +151,11 @@ func (s *Server) startHost(in *instance) (*host, error) {
 	}
 	defer logFile.Close()
 	env := map[string]string{
-		"PATH":                filepath.Join(dir, "bin") + ":/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-		"CRABBOX_HOST_ROOT":   h.root(),
+		"PATH":              filepath.Join(dir, "bin") + ":/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+		"CRABBOX_HOST_ROOT": h.root(),
+		// The host's own home, as root's is in the container: its login
+		// shell reads no start files of the user the tests run as.
+		"HOME":                h.root(),
 		"VAST_CONTAINERLABEL": "C." + strconv.FormatInt(in.id, 10),
 	}
 	// No HostKeyPEM: Vast hosts make their own key; nobody can choose it.
