@@ -120,12 +120,36 @@ func (p *Provisioner) hedgeTick(ctx context.Context, log *slog.Logger, l *Lease,
 	if err != nil {
 		log.Warn("starting a hedge failed; trying again later", "error", err)
 	}
-	if hedged != nil {
+	if hedged != nil && !hedged.HedgedAt.IsZero() {
 		l.HedgedAt = hedged.HedgedAt
 		p.hedges.next.Delete(l.ID)
 		return nil
 	}
+	// Not hedged (no room, or the lease moved on): not again before long.
 	p.hedges.next.Store(l.ID, p.now().Add(hedgeRetry))
+	return nil
+}
+
+// hedgeBackstop hedges a lease found due by the deadline scan, which reads
+// every live lease anyway: for a lease whose boot worker is not running
+// (every worker busy, or the worker's process gone), so that its hedge
+// does not wait for it.
+func (p *Provisioner) hedgeBackstop(ctx context.Context, l *Lease) error {
+	class := p.classes[l.Class]
+	if class == nil || !p.hedgeDue(l, class) {
+		return nil
+	}
+	if next, ok := p.hedges.next.Load(l.ID); ok && p.now().Before(next.(time.Time)) {
+		return nil
+	}
+	log := p.log.With("lease_id", l.ID, "class", l.Class, "state", string(l.State), "job_id", l.JobID)
+	hedged, err := p.startHedge(ctx, log, l, class)
+	if err != nil {
+		return fmt.Errorf("hedging lease %s: %w", l.ID, err)
+	}
+	if hedged == nil || hedged.HedgedAt.IsZero() {
+		p.hedges.next.Store(l.ID, p.now().Add(hedgeRetry))
+	}
 	return nil
 }
 

@@ -451,3 +451,18 @@ func TestHedgeNotCountedForAnotherJob(t *testing.T) {
 		return false
 	})
 }
+
+// A lease due a hedge whose boot worker is not running (every worker busy,
+// or its process gone) is hedged by the deadline scan.
+func TestHedgeBackstop(t *testing.T) {
+	h, obs := newHedgeHarness(t, nil, nil)
+	l := h.bootingLease("lorphan") // booting, no work queued for it
+	h.waitFor("a hedge from the deadline scan", func() bool { return hedgeOf(h, l.ID) != nil })
+	if hd := hedgeOf(h, l.ID); hd.HedgeOf != l.ID || hd.JobID != l.JobID {
+		t.Fatalf("hedge %+v", hd)
+	}
+	time.Sleep(3 * testHedgeAfter) // time for a second hedge, were one made
+	if started, _, _, _ := obs.get(); started != 1 {
+		t.Fatalf("%d hedges started, want 1", started)
+	}
+}

@@ -126,6 +126,9 @@ func (p *Provisioner) CheckDeadlines(ctx context.Context) (int, error) {
 		errs = append(errs, err)
 	}
 	for _, l := range live {
+		if err := p.hedgeBackstop(ctx, l); err != nil {
+			errs = append(errs, err)
+		}
 		for _, kind := range p.dueDeadlines(l, p.now()) {
 			n++
 			if err := p.checkDeadline(ctx, l.ID, kind); err != nil && !isSnooze(err) {
