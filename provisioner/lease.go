@@ -124,6 +124,9 @@ type Lease struct {
 	// provider", "host failed", "host unreachable", "host gone"); it is set
 	// in the transaction that asks for the release (hostwatch.go).
 	LostReason string
+	// Warm: the lease was made to keep the class's min_idle, not for a
+	// job (warm.go). It stays true once its runner takes a job.
+	Warm bool
 	// Attempts counts create attempts (offers tried).
 	Attempts int
 

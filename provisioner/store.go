@@ -23,6 +23,10 @@ type Store interface {
 	Job(ctx context.Context, id, runAttempt int64) (*Job, error)
 	// LatestJob returns the latest attempt of a job, or ErrNotFound.
 	LatestJob(ctx context.Context, id int64) (*Job, error)
+	// NewestJob returns the job of the class that arrived last (any
+	// status, any scope), or ErrNotFound: its scope is where the class's
+	// warm hosts register.
+	NewestJob(ctx context.Context, class string) (*Job, error)
 	// QueuedJobs lists the jobs still queued that were last updated before
 	// the given time, oldest first (reconciliation asks GitHub about them).
 	QueuedJobs(ctx context.Context, updatedBefore time.Time) ([]*Job, error)

@@ -34,6 +34,7 @@ func Run(t *testing.T, newStore func(t *testing.T) provisioner.Store) {
 		"PruneEvents":          testPruneEvents,  // retention.go
 		"PruneHistory":         testPruneHistory, // retention.go
 		"LostReason":           testLostReason,   // lost.go
+		"Warm":                 testWarm,         // warm.go
 
 		"BadMachines": testBadMachines, // badmachines.go
 		// concurrency.go: what replicas sharing one database rely on.

@@ -56,6 +56,20 @@ func (r Reader) LatestJob(ctx context.Context, id int64) (*provisioner.Job, erro
 	return j, nil
 }
 
+// NewestJob reads the job of the class that arrived last, of any status
+// and scope: where the class's warm hosts register (provisioner/warm.go).
+func (r Reader) NewestJob(ctx context.Context, class string) (*provisioner.Job, error) {
+	j, err := scanJob(r.q.QueryRow(ctx, `SELECT `+jobColumns+` FROM crabbox_job WHERE class = $1
+		ORDER BY created_at DESC, id DESC LIMIT 1`, class))
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, fmt.Errorf("newest job of class %s: %w", class, provisioner.ErrNotFound)
+	}
+	if err != nil {
+		return nil, r.d.errorf("newest job of class %s: %w", class, err)
+	}
+	return j, nil
+}
+
 // LeaseEvents returns a lease's history, oldest first.
 func (r Reader) LeaseEvents(ctx context.Context, leaseID string) ([]provisioner.Event, error) {
 	rows, err := r.q.Query(ctx, `SELECT lease_id, at, from_state, to_state, reason
