@@ -138,6 +138,7 @@ type Provisioner struct {
 	// unreachable: since when each lease's host has been unreachable
 	// (hostwatch.go).
 	unreachable unreachableSince
+	warm        warmState // warm.go
 }
 
 // New checks the configuration and returns a provisioner. Call Start to run
@@ -527,6 +528,9 @@ func (p *Provisioner) markBusy(ctx context.Context, tx Tx, l *Lease, job *Job) e
 		l.BoundJobID = job.ID
 		l.BusySince = p.now()
 	})
+	if err == nil {
+		p.noteWarmJob(l)
+	}
 	return err
 }
 

@@ -71,6 +71,8 @@ type Tx interface {
 	Job(ctx context.Context, id, runAttempt int64) (*Job, error)
 	// PutJob inserts or replaces a workflow job.
 	PutJob(ctx context.Context, j *Job) error
+	// NewestJob is Store.NewestJob in the transaction.
+	NewestJob(ctx context.Context, class string) (*Job, error)
 	// RerunBefore returns an attempt of the job that crabbox-runner
 	// already re-run (RerunAt set): any attempt of the same job id, or a
 	// job of the same workflow run and name in the repository (a re-run's

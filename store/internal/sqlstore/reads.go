@@ -59,13 +59,22 @@ func (r Reader) LatestJob(ctx context.Context, id int64) (*provisioner.Job, erro
 // NewestJob reads the job of the class that arrived last, of any status
 // and scope: where the class's warm hosts register (provisioner/warm.go).
 func (r Reader) NewestJob(ctx context.Context, class string) (*provisioner.Job, error) {
-	j, err := scanJob(r.q.QueryRow(ctx, `SELECT `+jobColumns+` FROM crabbox_job WHERE class = $1
+	return newestJob(ctx, r.q, r.d, class)
+}
+
+// NewestJob is Reader.NewestJob in the transaction.
+func (t *Tx) NewestJob(ctx context.Context, class string) (*provisioner.Job, error) {
+	return newestJob(ctx, t.q, t.d, class)
+}
+
+func newestJob(ctx context.Context, q Querier, d *Dialect, class string) (*provisioner.Job, error) {
+	j, err := scanJob(q.QueryRow(ctx, `SELECT `+jobColumns+` FROM crabbox_job WHERE class = $1
 		ORDER BY created_at DESC, id DESC LIMIT 1`, class))
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, fmt.Errorf("newest job of class %s: %w", class, provisioner.ErrNotFound)
 	}
 	if err != nil {
-		return nil, r.d.errorf("newest job of class %s: %w", class, err)
+		return nil, d.errorf("newest job of class %s: %w", class, err)
 	}
 	return j, nil
 }
