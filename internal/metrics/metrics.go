@@ -33,6 +33,7 @@ type Metrics struct {
 	rerun         *prometheus.CounterVec
 	provider      *providerRequests
 	extra         *extraHosts
+	warm          *warmMetrics
 	gate          *gpuGate
 	foreign       *foreignEvents
 	lost          *hostsLost
@@ -89,6 +90,7 @@ func New() *Metrics {
 	m.rerun = newRerunMetrics(m.reg)
 	m.provider = newProviderRequests(m.reg)
 	m.extra = newExtraHosts(m.reg)
+	m.warm = newWarmMetrics(m.reg)
 	m.gate = newGPUGate(m.reg)
 	m.foreign = newForeignEvents(m.reg)
 	m.lost = newHostsLost(m.reg)
