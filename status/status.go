@@ -75,6 +75,9 @@ type Config struct {
 	Deployment string
 	// Recent holds the warnings and errors logged lately; nil shows none.
 	Recent *Recent
+	// MinIdle is each class's min_idle, for the warm hosts section
+	// (warm.go); no class with one: no section.
+	MinIdle map[string]int
 	// Now is the clock; time.Now by default.
 	Now    func() time.Time
 	Logger *slog.Logger
@@ -110,7 +113,7 @@ var page = template.Must(template.New("page").Funcs(template.FuncMap{
 	"age":   age,
 	"clock": clock,
 	"stamp": stamp,
-}).Parse(pageHTML))
+}).Parse(pageHTML + warmHTML))
 
 // New returns the page's handler.
 func New(cfg Config) (*Handler, error) {
@@ -210,6 +213,10 @@ type view struct {
 	BadShown bool
 	Bad      []provisioner.BadMachine
 	BadMore  bool
+
+	// Warm hosts per class with min_idle (warm.go).
+	WarmShown bool
+	Warm      []warmRow
 }
 
 type stateCount struct {
@@ -382,6 +389,7 @@ func (h *Handler) build(ctx context.Context) (*view, error) {
 	if err := h.badMachines(ctx, v); err != nil {
 		return nil, err
 	}
+	h.warmHosts(v, leases)
 	for _, rec := range h.cfg.Recent.Records() {
 		v.Logs = append(v.Logs, logRow{At: rec.Time, Level: rec.Level.String(), Message: rec.Message, Attrs: rec.Attrs})
 	}
