@@ -529,7 +529,7 @@ func (p *Provisioner) markBusy(ctx context.Context, tx Tx, l *Lease, job *Job) e
 		l.BusySince = p.now()
 	})
 	if err == nil {
-		p.noteWarmJob(l)
+		err = p.warmTookJob(ctx, tx, l, job)
 	}
 	return err
 }

@@ -230,12 +230,30 @@ func (p *Provisioner) rebalance(ctx context.Context, class string, scope Scope) 
 	}
 }
 
-// noteWarmJob tells the observer that a job took the idle runner of a
-// warm lease (l as it was before it went busy).
-func (p *Provisioner) noteWarmJob(l *Lease) {
-	if wo := p.warmObserver(); wo != nil && l.Warm && l.State == StateIdle {
+// warmTookJob follows a job that took a runner (l as it was before it
+// went busy). A warm runner that took a job leaves the lease made for that
+// job without it: that lease, once its runner is online, is the class's
+// warm host now, and says so (Warm), for the metrics, the status page and
+// `leases`. The observer counts the jobs that took an idle warm runner.
+func (p *Provisioner) warmTookJob(ctx context.Context, tx Tx, l *Lease, job *Job) error {
+	if !l.Warm || l.JobID == job.ID {
+		return nil
+	}
+	if wo := p.warmObserver(); wo != nil && l.State == StateIdle {
 		wo.WarmJob(l.Class)
 	}
+	others, err := tx.Leases(ctx, LeaseFilter{Class: l.Class, ScopeKey: l.Scope.Key(),
+		States: []State{StatePending, StateProvisioning, StateBooting, StateBootstrapping, StateIdle}})
+	if err != nil {
+		return err
+	}
+	for _, o := range others {
+		if o.JobID == job.ID && o.RunAttempt == job.RunAttempt && !o.Warm && o.ReleaseReason == "" {
+			_, err := tx.UpdateLease(ctx, o.ID, func(o *Lease) { o.Warm = true })
+			return err
+		}
+	}
+	return nil
 }
 
 // noteWarmExpired tells the observer that a warm lease that never took a

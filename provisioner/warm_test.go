@@ -294,3 +294,36 @@ func TestWarmRespectsSpendCap(t *testing.T) {
 		t.Fatalf("warm lease made again at once; %s", h.describe())
 	}
 }
+
+// A warm runner that takes the job another lease was made for leaves that
+// lease as the class's warm host: it is marked Warm, and nothing more is
+// made.
+func TestWarmRunnerTakesAnotherLeasesJob(t *testing.T) {
+	h, obs := warmHarness(t, 1, nil)
+	h.event("queued", 1, "q-1")
+	h.waitFor("both idle", func() bool { return len(h.leases(provisioner.StateIdle)) == 2 })
+	var warm, mine *provisioner.Lease
+	for _, l := range h.leases(provisioner.StateIdle) {
+		if l.Warm {
+			warm = l
+		} else {
+			mine = l
+		}
+	}
+	h.runJob(1, warm.RunnerName)
+	h.waitFor("the warm lease released after its job", func() bool {
+		l, _ := h.store.Lease(context.Background(), warm.ID)
+		return l.State == provisioner.StateReleased
+	})
+	h.reconcile()
+	l, _ := h.store.Lease(context.Background(), mine.ID)
+	if !l.Warm || l.State != provisioner.StateIdle {
+		t.Fatalf("the lease made for job 1 is not the warm host now: %+v", l)
+	}
+	if all, _ := h.held(); len(all) != 1 {
+		t.Fatalf("want one lease held; %s", h.describe())
+	}
+	if created, jobs, _, _ := obs.get(); created != 1 || jobs != 1 {
+		t.Fatalf("observer: created %d jobs %d", created, jobs)
+	}
+}
