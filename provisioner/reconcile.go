@@ -539,6 +539,9 @@ func (p *Provisioner) balanceAll(ctx context.Context) error {
 		return err
 	}
 	var errs []error
+	// Every pair with queued jobs is balanced here and says again whether
+	// its jobs wait for room; a pair whose jobs went away says nothing.
+	p.warm.roomWaits.Clear()
 	jobsOnly := withoutWarm(ctx)
 	for _, cs := range pairs {
 		if _, ok := p.classes[cs.Class]; !ok {
