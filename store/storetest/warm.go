@@ -60,4 +60,11 @@ func testWarm(t *testing.T, s provisioner.Store) {
 	if err != nil || j.ID != 2 || j.Scope.Repo != "bob/x" || j.Scope.InstallationID != 11 {
 		t.Fatalf("newest a100 job: %+v %v", j, err)
 	}
+	inTx(t, s, func(tx provisioner.Tx) error {
+		j, err := tx.NewestJob(ctx, "h100")
+		if err != nil || j.ID != 3 {
+			t.Errorf("newest h100 job in a transaction: %+v %v", j, err)
+		}
+		return nil
+	})
 }
