@@ -32,7 +32,7 @@ func TestServeWarmBenchmark(t *testing.T) {
 	const idleTimeout = 20 * time.Second
 	asg := watchAssignments(t)
 	e := startServeVastOpts(t, vastE2EOptions{bootTimeout: "60s", allowPrivate: true, relistAfter: 200 * time.Millisecond,
-		classes: warmClass(idleTimeout.String()), extraConfig: "reconcile: {interval: 5s}\n"})
+		market: warmMarket(200), classes: warmClass(idleTimeout.String()), extraConfig: "reconcile: {interval: 5s}\n"})
 
 	first := e.queue("first")
 	e.waitJob(first)

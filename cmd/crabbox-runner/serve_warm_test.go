@@ -32,6 +32,20 @@ func warmClass(idleTimeout string) string {
 `, idleTimeout)
 }
 
+// warmMarket is n A100 offers, each its own machine: the process skips an
+// offer it rented for five minutes (provisioner/offerbook.go), and a warm
+// class rents a host per job and per expiry, more than the few machines of
+// vastE2EMarket.
+func warmMarket(n int) []vasttest.Offer {
+	out := make([]vasttest.Offer, n)
+	for i := range out {
+		o := vastE2EMarket[2] // A100 SXM4, $0.90/h + storage
+		o.ID, o.MachineID = int64(8100000+i), int64(8100+i)
+		out[i] = o
+	}
+	return out
+}
+
 // assignments records when the fake GitHub handed each job to a runner,
 // and to which.
 type assignments struct {
@@ -116,7 +130,7 @@ func idleLease(ls []*provisioner.Lease) *provisioner.Lease {
 func TestServeWarmHosts(t *testing.T) {
 	asg := watchAssignments(t)
 	e := startServeVastOpts(t, vastE2EOptions{bootTimeout: "60s", allowPrivate: true, relistAfter: 200 * time.Millisecond,
-		classes: warmClass("12s"), extraConfig: "limits: {max_leases: 2}\nreconcile: {interval: 2s}\n"})
+		market: warmMarket(20), classes: warmClass("12s"), extraConfig: "limits: {max_leases: 2}\nreconcile: {interval: 2s}\n"})
 	stop := make(chan struct{})
 	most := maxHeld(e, stop)
 
