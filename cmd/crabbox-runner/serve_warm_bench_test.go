@@ -90,6 +90,32 @@ func TestServeWarmBenchmark(t *testing.T) {
 	hours := t1.Sub(t0).Hours()
 	t.Logf("idle window %s: warm hosts expired %v, idle cost $%.5f = $%.3f/h (host price $%.6f/h, idle_timeout %s)",
 		t1.Sub(t0).Round(time.Second), x1-x0, c1-c0, (c1-c0)/hours, price, idleTimeout)
+	// The metric grows by a whole host at each expiry, so a window's rate
+	// depends on where the expiries fall. The warm hosts that expired in
+	// the window follow one another: their host-time over the span from
+	// the first one's create to the last one's release is the idle cost's
+	// rate in hosts (1 + the overlap while one is destroyed).
+	var hostTime, boot time.Duration
+	var from, to time.Time
+	n := 0
+	for _, l := range e.leases() {
+		if !l.Warm || l.BoundJobID != 0 || l.ReleaseReason != "idle timeout" || l.CreatedAt.Before(t0) {
+			continue
+		}
+		n++
+		hostTime += l.ReleasedAt.Sub(l.CreatedAt)
+		boot += l.IdleSince.Sub(l.CreatedAt)
+		if from.IsZero() || l.CreatedAt.Before(from) {
+			from = l.CreatedAt
+		}
+		to = max(to, l.ReleasedAt)
+	}
+	if n > 0 {
+		span := to.Sub(from)
+		t.Logf("%d warm hosts made and expired in the window: lifetime %s each, boot (created → idle) %s each; %.3f hosts billed on average over %s = $%.3f/h at $%.6f/h",
+			n, (hostTime / time.Duration(n)).Round(100*time.Millisecond), (boot / time.Duration(n)).Round(100*time.Millisecond),
+			hostTime.Seconds()/span.Seconds(), span.Round(time.Second), price*hostTime.Seconds()/span.Seconds(), price)
+	}
 	held := 0
 	for _, l := range e.leases() {
 		if l.State != provisioner.StateReleased {
