@@ -108,7 +108,9 @@ func TestServeWarmBenchmark(t *testing.T) {
 		if from.IsZero() || l.CreatedAt.Before(from) {
 			from = l.CreatedAt
 		}
-		to = max(to, l.ReleasedAt)
+		if l.ReleasedAt.After(to) {
+			to = l.ReleasedAt
+		}
 	}
 	if n > 0 {
 		span := to.Sub(from)
