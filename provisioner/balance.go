@@ -82,19 +82,36 @@ func (p *Provisioner) balanceN(ctx context.Context, tx Tx, class string, scope S
 		}
 		available -= hedges
 	}
-	if missing := queued - available; missing > 0 {
+	// Warm hosts (warm.go): in the class's warm scope, min_idle more.
+	warm, err := p.warmTarget(ctx, tx, class, scope)
+	if err != nil {
+		return nil, err
+	}
+	if missing := queued + warm - available; missing > 0 {
 		room, err := p.leaseRoom(ctx, tx, class)
 		if err != nil {
 			return nil, err
 		}
-		if missing > room {
-			p.log.Info("lease limit reached; jobs wait", "class", class, "scope", scope.Key(), "waiting", missing-room)
-			missing = room
+		// The queued jobs get the room first; warm leases what is left.
+		forJobs := min(max(queued-available, 0), missing)
+		if forJobs > room {
+			p.log.Info("lease limit reached; jobs wait", "class", class, "scope", scope.Key(), "waiting", forJobs-room)
+			forJobs = room
 		}
-		if limit > 0 && missing > limit {
-			missing = limit
+		p.noteRoomWait(class, scope, max(queued-available, 0) > room)
+		forWarm := 0
+		if ctx.Value(noWarmKey{}) == nil {
+			// (A pass over every class makes them after every class's jobs.)
+			if forWarm, err = p.warmRoom(ctx, tx, class, missing-forJobs, room-forJobs); err != nil {
+				return nil, err
+			}
 		}
-		jobs, err := tx.NewestQueuedJobs(ctx, class, scope.Key(), missing)
+		if limit > 0 {
+			forJobs = min(forJobs, limit)
+			forWarm = min(forWarm, limit-forJobs)
+		}
+		missing = forJobs + forWarm
+		jobs, err := tx.NewestQueuedJobs(ctx, class, scope.Key(), forJobs)
 		if err != nil {
 			return nil, err
 		}
@@ -106,6 +123,7 @@ func (p *Provisioner) balanceN(ctx context.Context, tx Tx, class string, scope S
 				job = jobs[i]
 			}
 			l := p.newLease(class, scope, job)
+			l.Warm = i >= forJobs
 			leases = append(leases, l)
 			id := l.ID
 			work = append(work, river.InsertManyParams{Args: ProvisionArgs{LeaseID: id}})
@@ -113,8 +131,12 @@ func (p *Provisioner) balanceN(ctx context.Context, tx Tx, class string, scope S
 		if err := tx.InsertLeases(ctx, leases); err != nil {
 			return nil, err
 		}
+		wo := p.warmObserver()
 		for _, l := range leases {
-			p.log.Info("lease created", "lease_id", l.ID, "class", class, "scope", scope.Key(), "job_id", l.JobID)
+			p.log.Info("lease created", "lease_id", l.ID, "class", class, "scope", scope.Key(), "job_id", l.JobID, "warm", l.Warm)
+			if l.Warm && wo != nil {
+				wo.WarmCreated(class)
+			}
 		}
 		if err := tx.EnqueueMany(ctx, work); err != nil {
 			return nil, err
@@ -122,8 +144,11 @@ func (p *Provisioner) balanceN(ctx context.Context, tx Tx, class string, scope S
 		for _, l := range leases {
 			created = append(created, l.ID)
 		}
+	} else {
+		p.noteRoomWait(class, scope, false)
 	}
-	if surplus := available - queued; surplus > 0 {
+	// Surplus never takes the class below its warm hosts.
+	if surplus := available - queued - warm; surplus > 0 {
 		candidates, err := tx.Leases(ctx, LeaseFilter{Class: class, ScopeKey: scope.Key(), States: []State{StatePending, StateIdle}})
 		if err != nil {
 			return nil, err

@@ -64,6 +64,10 @@ type Class struct {
 	// RerunLostJobs: a job that failed because its host was lost under it
 	// (Lease.LostReason) is re-run once through GitHub's API (rerun.go).
 	RerunLostJobs bool
+
+	// MinIdle is how many hosts of the class are kept booted with an idle
+	// runner ahead of demand (warm.go); 0: none.
+	MinIdle int
 }
 
 // GPURequirement is what a class needs in GPUs.

@@ -92,9 +92,11 @@ func hedgeClock(l *Lease, class *Class) time.Time {
 	return l.BootDeadline.Add(-class.BootTimeout)
 }
 
-// hedgeDue reports whether the lease, as last read, is due a hedge now.
+// hedgeDue reports whether the lease, as last read, is due a hedge now. A
+// warm lease (warm.go) is never hedged: no job waits on it, and a job that
+// arrives while it boots gets a lease of its own from the balance.
 func (p *Provisioner) hedgeDue(l *Lease, class *Class) bool {
-	if class.HedgeAfter <= 0 || l.HedgeOf != "" || !l.HedgedAt.IsZero() || l.ReleaseReason != "" || l.BootDeadline.IsZero() {
+	if class.HedgeAfter <= 0 || l.Warm || l.HedgeOf != "" || !l.HedgedAt.IsZero() || l.ReleaseReason != "" || l.BootDeadline.IsZero() {
 		return false
 	}
 	if l.State != StateBooting && l.State != StateBootstrapping {

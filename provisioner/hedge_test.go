@@ -466,3 +466,33 @@ func TestHedgeBackstop(t *testing.T) {
 		t.Fatalf("%d hedges started, want 1", started)
 	}
 }
+
+// A warm lease (min_idle) is never hedged, even while a job is queued: no
+// job waits on it. The job's own slow lease is.
+func TestHedgeNotForWarmLeases(t *testing.T) {
+	h, obs := newHedgeHarness(t, nil, func(c *provisioner.Config) { c.Classes[0].MinIdle = 1 })
+	h.event("queued", 1, "w1")
+	var jobLease, warm *provisioner.Lease
+	h.waitFor("the job's lease and a warm lease booting", func() bool {
+		jobLease, warm = nil, nil
+		for _, l := range h.leases(provisioner.StateBooting) {
+			if l.Warm {
+				warm = l
+			} else if l.HedgeOf == "" {
+				jobLease = l
+			}
+		}
+		return jobLease != nil && warm != nil
+	})
+	h.waitFor("the job's lease hedged", func() bool { s, _, _, _ := obs.get(); return s == 1 })
+	time.Sleep(3 * testHedgeAfter) // the warm lease is as overdue as the job's
+	var hedges []*provisioner.Lease
+	for _, l := range h.leases() {
+		if l.HedgeOf != "" {
+			hedges = append(hedges, l)
+		}
+	}
+	if started, _, _, _ := obs.get(); started != 1 || len(hedges) != 1 || hedges[0].HedgeOf != jobLease.ID {
+		t.Fatalf("want one hedge, of the job's lease %s (warm lease %s); started %d: %s", jobLease.ID, warm.ID, started, h.describe())
+	}
+}

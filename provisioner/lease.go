@@ -132,6 +132,9 @@ type Lease struct {
 	// HedgedAt is when a hedge was started for this lease; set once, so a
 	// lease is hedged at most once, ever.
 	HedgedAt time.Time
+	// Warm: the lease was made to keep the class's min_idle, not for a
+	// job (warm.go). It stays true once its runner takes a job.
+	Warm bool
 	// Attempts counts create attempts (offers tried).
 	Attempts int
 

@@ -19,6 +19,7 @@ func (p *Provisioner) reserve(ctx context.Context, log *slog.Logger, id string, 
 	var reserved *Lease
 	limit := p.cfg.Limits.MaxSpendPerHour
 	waited, wait := false, false
+	var warmReleased *Lease
 	var waitedFor string
 	// attempt records the create call about to be made.
 	attempt := func(l *Lease) {
@@ -69,14 +70,29 @@ func (p *Provisioner) reserve(ctx context.Context, log *slog.Logger, id string, 
 				return err
 			}
 			spend, ahead := heldSpend(held, me.ID), false
+			jobsAhead := 0 // for a warm lease: job leases yet to rent, which go first
 			for _, l := range held {
 				if l.ID == me.ID {
 					continue
+				}
+				if me.Warm && !l.Warm && l.InstanceID == "" && l.ReleaseReason == "" && (l.State == StatePending ||
+					(l.State == StateProvisioning && (l.Attempts == 0 || strings.HasPrefix(l.Error, waitingForSpend)))) {
+					jobsAhead++
 				}
 				if strings.HasPrefix(l.Error, waitingForSpend) && l.State == StateProvisioning &&
 					(l.CreatedAt.Before(me.CreatedAt) || (l.CreatedAt.Equal(me.CreatedAt) && l.ID < me.ID)) {
 					ahead = true
 				}
+			}
+			if me.Warm && (spend+offer.PricePerHour*float64(1+jobsAhead) > limit || ahead) {
+				// A warm lease does not wait in line: it would hold room a
+				// job needs (warm.go). Its class is balanced again after
+				// the commit (taking the max_leases lock here, under the
+				// spend lock, could deadlock with a balance), so a job
+				// counted on it gets a lease of its own.
+				warmReleased = me
+				p.warm.noSpendUntil.Store(me.Class, p.now().Add(warmSpendBackoff))
+				return p.release(ctx, tx, me, "warm host: no room under max_spend_per_hour", "")
 			}
 			if spend+offer.PricePerHour > limit || ahead {
 				why := fmt.Sprintf("%s: $%.2f/h running, this host $%.2f/h, cap $%.2f/h", waitingForSpend, spend, offer.PricePerHour, limit)
@@ -118,6 +134,10 @@ func (p *Provisioner) reserve(ctx context.Context, log *slog.Logger, id string, 
 	}
 	if wait {
 		return nil, errWaitLater
+	}
+	if warmReleased != nil {
+		p.rebalance(ctx, warmReleased.Class, warmReleased.Scope)
+		return nil, &TransitionError{LeaseID: id, From: StateProvisioning, To: StateProvisioning}
 	}
 	if waited {
 		log.Info("room under the spend cap; going on", "waited_on", waitedFor)

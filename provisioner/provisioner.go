@@ -140,6 +140,7 @@ type Provisioner struct {
 	// unreachable: since when each lease's host has been unreachable
 	// (hostwatch.go).
 	unreachable unreachableSince
+	warm        warmState // warm.go
 }
 
 // New checks the configuration and returns a provisioner. Call Start to run
@@ -530,6 +531,9 @@ func (p *Provisioner) markBusy(ctx context.Context, tx Tx, l *Lease, job *Job) e
 		l.BusySince = p.now()
 	})
 	if err != nil {
+		return err
+	}
+	if err := p.warmTookJob(ctx, tx, l, job); err != nil {
 		return err
 	}
 	// A runner that took a job while starting came online (hedge.go).

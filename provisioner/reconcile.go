@@ -534,21 +534,29 @@ func (p *Provisioner) refreshQueuedJobs(ctx context.Context, src JobSource, age 
 }
 
 // balanceAll balances every class in every scope that has leases or
-// queued jobs.
+// queued jobs, then tops up the warm hosts (warm.go): queued jobs of every
+// class get the room first.
 func (p *Provisioner) balanceAll(ctx context.Context) error {
 	pairs, err := p.cfg.Store.ClassScopes(ctx)
 	if err != nil {
 		return err
 	}
 	var errs []error
+	// Every pair with queued jobs is balanced here and says again whether
+	// its jobs wait for room; a pair whose jobs went away says nothing.
+	p.warm.roomWaits.Clear()
+	jobsOnly := withoutWarm(ctx)
 	for _, cs := range pairs {
 		if _, ok := p.classes[cs.Class]; !ok {
 			continue
 		}
-		err := p.cfg.Store.InTx(ctx, func(tx Tx) error { return p.balance(ctx, tx, cs.Class, cs.Scope) })
+		err := p.cfg.Store.InTx(ctx, func(tx Tx) error { return p.balance(jobsOnly, tx, cs.Class, cs.Scope) })
 		if err != nil {
 			errs = append(errs, err)
 		}
+	}
+	if err := p.balanceWarm(ctx); err != nil {
+		errs = append(errs, err)
 	}
 	return errors.Join(errs...)
 }

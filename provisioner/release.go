@@ -72,7 +72,8 @@ func (p *Provisioner) releaseLease(ctx context.Context, id string) error {
 	}
 	log.Info("lease released", "reason", l.ReleaseReason, "took", p.now().Sub(started).Round(time.Millisecond))
 	if p.limited() {
-		// Room for a job that waits for a lease cap, in any class.
+		// Room for a job that waits for a lease cap, in any class, and
+		// then for warm hosts.
 		if err := p.balanceAll(ctx); err != nil {
 			log.Warn("balancing after release", "error", err)
 		}
@@ -84,6 +85,7 @@ func (p *Provisioner) releaseLease(ctx context.Context, id string) error {
 		cost := Cost(l, events, p.now())
 		p.cfg.Observer.Spent(l.Class, l.Provider, cost)
 		p.observeHedgeCost(l, cost)
+		p.noteWarmIdleSpent(l, events)
 	}
 	return nil
 }

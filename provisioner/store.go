@@ -28,6 +28,10 @@ type Store interface {
 	Job(ctx context.Context, id, runAttempt int64) (*Job, error)
 	// LatestJob returns the latest attempt of a job, or ErrNotFound.
 	LatestJob(ctx context.Context, id int64) (*Job, error)
+	// NewestJob returns the job of the class that arrived last (any
+	// status, any scope), or ErrNotFound: its scope is where the class's
+	// warm hosts register.
+	NewestJob(ctx context.Context, class string) (*Job, error)
 	// QueuedJobs lists the jobs still queued that were last updated before
 	// the given time, oldest first (reconciliation asks GitHub about them).
 	QueuedJobs(ctx context.Context, updatedBefore time.Time) ([]*Job, error)
@@ -72,6 +76,8 @@ type Tx interface {
 	Job(ctx context.Context, id, runAttempt int64) (*Job, error)
 	// PutJob inserts or replaces a workflow job.
 	PutJob(ctx context.Context, j *Job) error
+	// NewestJob is Store.NewestJob in the transaction.
+	NewestJob(ctx context.Context, class string) (*Job, error)
 	// RerunBefore returns an attempt of the job that crabbox-runner
 	// already re-run (RerunAt set): any attempt of the same job id, or a
 	// job of the same workflow run and name in the repository (a re-run's

@@ -230,6 +230,8 @@ func (p *Provisioner) checkDeadline(ctx context.Context, leaseID, kind string) e
 			if err := p.requestRelease(ctx, tx, l.ID, reason, ""); err != nil {
 				return err
 			}
+			p.noteWarmExpired(l)
+			// A warm lease's replacement is made here (warm.go).
 			return p.balance(ctx, tx, l.Class, l.Scope)
 		case DeadlineBoot, DeadlineLifetime:
 			due := l.BootDeadline

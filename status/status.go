@@ -77,6 +77,9 @@ type Config struct {
 	Deployment string
 	// Recent holds the warnings and errors logged lately; nil shows none.
 	Recent *Recent
+	// MinIdle is each class's min_idle, for the warm hosts section
+	// (warm.go); no class with one: no section.
+	MinIdle map[string]int
 	// Now is the clock; time.Now by default.
 	Now    func() time.Time
 	Logger *slog.Logger
@@ -116,7 +119,7 @@ var page = template.Must(template.New("page").Funcs(template.FuncMap{
 	"clock": clock,
 	"stamp": stamp,
 	"span":  span,
-}).Parse(pageHTML + timelineHTML))
+}).Parse(pageHTML + timelineHTML + warmHTML))
 
 // New returns the page's handler.
 func New(cfg Config) (*Handler, error) {
@@ -226,6 +229,10 @@ type view struct {
 	BadShown bool
 	Bad      []provisioner.BadMachine
 	BadMore  bool
+
+	// Warm hosts per class with min_idle (warm.go).
+	WarmShown bool
+	Warm      []warmRow
 }
 
 type stateCount struct {
@@ -404,6 +411,7 @@ func (h *Handler) build(ctx context.Context) (*view, error) {
 	if err := h.badMachines(ctx, v); err != nil {
 		return nil, err
 	}
+	h.warmHosts(v, leases)
 	for _, rec := range h.cfg.Recent.Records() {
 		v.Logs = append(v.Logs, logRow{At: rec.Time, Level: rec.Level.String(), Message: rec.Message, Attrs: rec.Attrs})
 	}

@@ -138,6 +138,8 @@ type leaseJSON struct {
 	Interruptible bool `json:"interruptible,omitempty"`
 	// LostReason: the host was lost while the runner was idle or busy.
 	LostReason string `json:"lost_reason,omitempty"`
+	// Warm: made to keep the class's min_idle, not for a job.
+	Warm bool `json:"warm,omitempty"`
 	// GPUCount is the offer's GPU count; GPUCheck the GPU gate's verdict
 	// ("passed: …" or "<rule>: found …, wanted …").
 	GPUCount int `json:"gpu_count,omitempty"`
@@ -228,7 +230,7 @@ func printLeases(w io.Writer, format string, rows []leaseRow, now time.Time) err
 				JobID: l.JobID, BoundJobID: l.BoundJobID, ReleaseReason: l.ReleaseReason, Error: l.Error,
 				GPUCount: l.GPUCount, GPUCheck: l.GPUCheck,
 				CreatedAt: l.CreatedAt, ExpiresAt: l.ExpiresAt, ReleasedAt: l.ReleasedAt,
-				Interruptible: l.Interruptible, LostReason: l.LostReason, HedgeOf: l.HedgeOf, HedgedAt: l.HedgedAt,
+				Interruptible: l.Interruptible, LostReason: l.LostReason, HedgeOf: l.HedgeOf, HedgedAt: l.HedgedAt, Warm: l.Warm,
 				AgeSeconds: r.age(now).Seconds(), CostSoFar: r.cost, JobURL: r.url}
 			if r.job != nil {
 				j.JobRepo, j.JobRunID = r.job.Repo, r.job.RunID
@@ -255,6 +257,11 @@ func printLeases(w io.Writer, format string, rows []leaseRow, now time.Time) err
 			job = fmt.Sprint(l.BoundJobID)
 		case l.JobID != 0:
 			job = fmt.Sprintf("(%d)", l.JobID)
+		case l.Warm:
+			job = "warm" // kept for min_idle, no job yet
+		}
+		if l.Warm && l.BoundJobID != 0 {
+			job += " (warm)"
 		}
 		note := l.Error
 		if note == "" {

@@ -9,6 +9,7 @@ import (
 
 	"github.com/crabbox/crabbox-runner/github"
 	"github.com/crabbox/crabbox-runner/internal/config"
+	"github.com/crabbox/crabbox-runner/provisioner"
 	"github.com/crabbox/crabbox-runner/status"
 )
 
@@ -97,6 +98,7 @@ func (a *app) addStatusPage(recent *status.Recent) error {
 	page, err := status.New(status.Config{
 		Store: a.store, Gate: a.gate, WebURL: github.WebURL(a.cfg.GitHub.APIURL),
 		Deployment: a.cfg.Deployment, Recent: recent, Logger: a.log.With("component", "status"),
+		MinIdle: minIdle(a.cfg.ProvisionerClasses()),
 	})
 	if err != nil {
 		return err
@@ -104,4 +106,15 @@ func (a *app) addStatusPage(recent *status.Recent) error {
 	// Who reads it is a.gate's to say, logged when serve starts (access.go).
 	routes.Handle("GET /{$}", page)
 	return nil
+}
+
+// minIdle is each class's min_idle, for the status page's warm hosts.
+func minIdle(classes []provisioner.Class) map[string]int {
+	m := map[string]int{}
+	for _, c := range classes {
+		if c.MinIdle > 0 {
+			m[c.Name] = c.MinIdle
+		}
+	}
+	return m
 }

@@ -394,6 +394,18 @@ func (e *e2e) leases() []*provisioner.Lease {
 	return ls
 }
 
+// leasesQuiet is leases for a goroutine other than the test's: an error
+// reads as none.
+func (e *e2e) leasesQuiet() []*provisioner.Lease {
+	st, err := sqlite.Open(context.Background(), e.dbPath)
+	if err != nil {
+		return nil
+	}
+	defer st.Close()
+	ls, _ := st.Leases(context.Background(), provisioner.LeaseFilter{})
+	return ls
+}
+
 func (e *e2e) queue(name string) int64 {
 	return e.gh.QueueJob(githubtest.JobSpec{Repo: "acme/vision", Org: "acme", Labels: []string{"self-hosted", "crabbox", "A100"},
 		Name: name, Script: `nvidia-smi --query-gpu=name --format=csv,noheader; echo trained`})
@@ -609,7 +621,12 @@ func newServeE2E(t *testing.T) *e2e {
 	e := &e2e{t: t, logs: &syncBuffer{}, spy: &secretSpy{}, token: testToken, secret: testSecret, exit: make(chan int, 1)}
 	opts := githubtest.Options{Tokens: []string{testToken}, OnlineTimeout: 5 * time.Second,
 		LostRunnerTimeout: e2eLostRunnerTimeout,
-		OnEvent:           func(ev githubtest.Event) { t.Logf("github: %s", ev) }}
+		OnEvent: func(ev githubtest.Event) {
+			t.Logf("github: %s", ev)
+			if e2eOnEvent != nil {
+				e2eOnEvent(ev)
+			}
+		}}
 	if e2eGitHubTune != nil {
 		e2eGitHubTune(&opts)
 	}
@@ -622,3 +639,7 @@ func newServeE2E(t *testing.T) *e2e {
 // harnesses built on newServeE2E (the time-to-runner benchmark's realistic
 // tarball and its event record).
 var e2eGitHubTune func(*githubtest.Options)
+
+// e2eOnEvent, when set, also gets the fake GitHub's events in the
+// harnesses built on newServeE2E (serve_warm_test.go times assignments).
+var e2eOnEvent func(githubtest.Event)

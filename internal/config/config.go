@@ -289,6 +289,9 @@ type ClassConfig struct {
 	// RerunLostJobs re-runs, once, a job that failed because its host was
 	// lost under it (webhook mode; needs the Actions write permission).
 	RerunLostJobs bool `yaml:"rerun_lost_jobs"`
+	// MinIdle keeps that many hosts of the class booted with an idle
+	// runner ahead of demand (webhook mode; the Action ignores it).
+	MinIdle int `yaml:"min_idle"`
 }
 
 // InterruptibleConfig is a class's bid rule for interruptible hosts.
@@ -551,6 +554,7 @@ func (c *Config) ProvisionerClasses() []provisioner.Class {
 			Repositories:       cc.Repositories,
 			PublicRepositories: cc.PublicRepositories,
 			RerunLostJobs:      cc.RerunLostJobs,
+			MinIdle:            cc.MinIdle,
 		})
 	}
 	return out

@@ -17,6 +17,7 @@ const (
 	MaxGPUCountCeiling     = 64       // classes[].gpu.count
 	MaxGPUMemoryGBCeiling  = 10000.0  // classes[].gpu.min_memory_gb, per GPU
 	MaxDiskGBCeiling       = 1000000  // classes[].disk_gb (1 PB)
+	MaxMinIdleCeiling      = 1000     // classes[].min_idle, warm hosts per class
 	MaxDurationCeiling     = 365 * 24 * time.Hour
 )
 
@@ -98,6 +99,7 @@ func (cc *ClassConfig) validateNumbers(key string) error {
 		checkFloat(key+".interruptible.bid", cc.interruptibleBid(), MaxBidMultiple),
 		checkFloat(key+".min_reliability", cc.MinReliability, 0),
 		checkInt(key+".max_leases", int64(cc.MaxLeases), 0),
+		checkInt(key+".min_idle", int64(cc.MinIdle), MaxMinIdleCeiling),
 		checkInt(key+".disk_gb", int64(cc.DiskGB), MaxDiskGBCeiling),
 		checkDuration(key+".boot_timeout", cc.BootTimeout, false),
 		checkDuration(key+".idle_timeout", cc.IdleTimeout, false),

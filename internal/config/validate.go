@@ -236,6 +236,13 @@ func (c *Config) validateClass(i int, seen map[string]bool) error {
 	if cc.MaxLeases < 0 {
 		return errf(key+".max_leases", "must not be negative")
 	}
+	if cc.MinIdle < 0 {
+		return errf(key+".min_idle", "must not be negative: the number of warm hosts to keep (0: none)")
+	}
+	if cc.MaxLeases > 0 && cc.MinIdle > cc.MaxLeases {
+		// The warm hosts alone would fill the cap: no job could get a host of its own.
+		return errf(key+".min_idle", "%d is above the class's max_leases (%d)", cc.MinIdle, cc.MaxLeases)
+	}
 	if cc.Interruptible != nil {
 		// A bid under the minimum is refused by Vast (400 invalid_price);
 		// Lambda has no bid market, so a class on Lambda alone cannot use

@@ -34,11 +34,11 @@ type Metrics struct {
 	provider      *providerRequests
 	extra         *extraHosts
 	hedges        *hedges
-
-	prefetch *prefetch
-	gate     *gpuGate
-	foreign  *foreignEvents
-	lost     *hostsLost
+	prefetch      *prefetch
+	warm          *warmMetrics
+	gate          *gpuGate
+	foreign       *foreignEvents
+	lost          *hostsLost
 
 	avoided *offersAvoided
 
@@ -93,8 +93,8 @@ func New() *Metrics {
 	m.provider = newProviderRequests(m.reg)
 	m.extra = newExtraHosts(m.reg)
 	m.hedges = newHedges(m.reg)
-
 	m.prefetch = newPrefetch(m.reg)
+	m.warm = newWarmMetrics(m.reg)
 	m.gate = newGPUGate(m.reg)
 	m.foreign = newForeignEvents(m.reg)
 	m.lost = newHostsLost(m.reg)

@@ -42,6 +42,7 @@ func (c *storeCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- c.waiting
 	ch <- c.up
 	ch <- c.bad
+	ch <- warmHostsDesc
 }
 
 var liveStates = []provisioner.State{provisioner.StatePending, provisioner.StateProvisioning, provisioner.StateBooting,
@@ -78,6 +79,7 @@ func (c *storeCollector) Collect(ch chan<- prometheus.Metric) {
 	for class, n := range waiting {
 		ch <- prometheus.MustNewConstMetric(c.waiting, prometheus.GaugeValue, float64(n), class)
 	}
+	collectWarm(ch, leases)
 	// The marks every replica shares (provisioner/badmachines.go). A
 	// failed read leaves the gauge out rather than claim zero.
 	if bad, err := c.store.BadMachines(ctx, time.Now()); err == nil {

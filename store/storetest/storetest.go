@@ -35,6 +35,7 @@ func Run(t *testing.T, newStore func(t *testing.T) provisioner.Store) {
 		"PruneHistory":         testPruneHistory, // retention.go
 		"LostReason":           testLostReason,   // lost.go
 		"Hedge":                testHedge,        // hedge.go
+		"Warm":                 testWarm,         // warm.go
 
 		"BadMachines": testBadMachines, // badmachines.go
 

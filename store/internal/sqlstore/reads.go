@@ -56,6 +56,29 @@ func (r Reader) LatestJob(ctx context.Context, id int64) (*provisioner.Job, erro
 	return j, nil
 }
 
+// NewestJob reads the job of the class that arrived last, of any status
+// and scope: where the class's warm hosts register (provisioner/warm.go).
+func (r Reader) NewestJob(ctx context.Context, class string) (*provisioner.Job, error) {
+	return newestJob(ctx, r.q, r.d, class)
+}
+
+// NewestJob is Reader.NewestJob in the transaction.
+func (t *Tx) NewestJob(ctx context.Context, class string) (*provisioner.Job, error) {
+	return newestJob(ctx, t.q, t.d, class)
+}
+
+func newestJob(ctx context.Context, q Querier, d *Dialect, class string) (*provisioner.Job, error) {
+	j, err := scanJob(q.QueryRow(ctx, `SELECT `+jobColumns+` FROM crabbox_job WHERE class = $1
+		ORDER BY created_at DESC, id DESC LIMIT 1`, class))
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, fmt.Errorf("newest job of class %s: %w", class, provisioner.ErrNotFound)
+	}
+	if err != nil {
+		return nil, d.errorf("newest job of class %s: %w", class, err)
+	}
+	return j, nil
+}
+
 // LeaseEvents returns a lease's history, oldest first.
 func (r Reader) LeaseEvents(ctx context.Context, leaseID string) ([]provisioner.Event, error) {
 	var out []provisioner.Event
