@@ -120,18 +120,7 @@ providers:
 	if o.classes != "" {
 		cfg += o.classes
 	} else {
-		cfg += fmt.Sprintf(`classes:
-  - name: a100
-    labels: [self-hosted, linux, x64, crabbox, a100]
-    gpu: {name: A100, count: 1, min_memory_gb: 40}
-    providers: [vast]
-    max_price_per_hour: 2.50
-    min_reliability: 0.95
-    disk_gb: 40
-    boot_timeout: %s
-    idle_timeout: 5m
-    max_lifetime: 30m
-`, bootTimeout)
+		cfg += vastA100Class(bootTimeout, "5m", "30m")
 	}
 	cfg += o.extraConfig
 	if e2eConfigTweak != nil {
@@ -292,4 +281,25 @@ func grepLines(s, sub string) string {
 		}
 	}
 	return strings.Join(out, "\n")
+}
+
+// vastA100Class is the Vast harness's one class, an A100 on Vast, with its
+// timers and any extra class lines (each without its indentation).
+func vastA100Class(bootTimeout, idleTimeout, maxLifetime string, extra ...string) string {
+	c := fmt.Sprintf(`classes:
+  - name: a100
+    labels: [self-hosted, linux, x64, crabbox, a100]
+    gpu: {name: A100, count: 1, min_memory_gb: 40}
+    providers: [vast]
+    max_price_per_hour: 2.50
+    min_reliability: 0.95
+    disk_gb: 40
+    boot_timeout: %s
+    idle_timeout: %s
+    max_lifetime: %s
+`, bootTimeout, idleTimeout, maxLifetime)
+	for _, l := range extra {
+		c += "    " + l + "\n"
+	}
+	return c
 }

@@ -2,7 +2,6 @@ package main
 
 import (
 	"encoding/json"
-	"fmt"
 	"sync"
 	"testing"
 	"time"
@@ -17,19 +16,7 @@ import (
 // warmClass is the Vast harness's A100 class with min_idle 1 and the
 // given idle_timeout.
 func warmClass(idleTimeout string) string {
-	return fmt.Sprintf(`classes:
-  - name: a100
-    labels: [self-hosted, linux, x64, crabbox, a100]
-    gpu: {name: A100, count: 1, min_memory_gb: 40}
-    providers: [vast]
-    max_price_per_hour: 2.50
-    min_reliability: 0.95
-    disk_gb: 40
-    boot_timeout: 60s
-    idle_timeout: %s
-    max_lifetime: 30m
-    min_idle: 1
-`, idleTimeout)
+	return vastA100Class("60s", idleTimeout, "30m", "min_idle: 1")
 }
 
 // warmMarket is n A100 offers, each its own machine: the process skips an

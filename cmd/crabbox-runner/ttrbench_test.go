@@ -120,18 +120,7 @@ func runTTR(t *testing.T, sc ttrScenario, p ttrParams) *ttrRun {
 	var hosts func() []ttrHost
 	switch sc.Provider {
 	case "vast":
-		classes := fmt.Sprintf(`classes:
-  - name: a100
-    labels: [self-hosted, linux, x64, crabbox, a100]
-    gpu: {name: A100, count: 1, min_memory_gb: 40}
-    providers: [vast]
-    max_price_per_hour: 2.50
-    min_reliability: 0.95
-    disk_gb: 40
-    boot_timeout: %s
-    idle_timeout: %s
-    max_lifetime: %s
-`, run.bootTimeoutWall, p.wall(p.IdleTimeout), p.timer(p.MaxLifetime))
+		classes := vastA100Class(run.bootTimeoutWall.String(), p.wall(p.IdleTimeout).String(), p.timer(p.MaxLifetime).String())
 		for _, l := range extra {
 			classes += l + "\n"
 		}
