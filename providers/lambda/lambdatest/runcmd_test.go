@@ -9,7 +9,6 @@ import (
 	"strconv"
 	"strings"
 	"testing"
-	"time"
 )
 
 // TestRunCmdRunsAfterSSHInTheBackground: user_data's runcmd runs as
@@ -35,29 +34,11 @@ func TestRunCmdRunsAfterSSHInTheBackground(t *testing.T) {
 	launch, _ := json.Marshal(map[string]any{
 		"region_name": "us-east-1", "instance_type_name": "gpu_1x_a100_sxm4", "ssh_key_names": []string{"reg"}, "user_data": ud,
 	})
-	status, env := c.do(http.MethodPost, "/api/v1/instance-operations/launch", string(launch))
-	if status != 200 {
-		t.Fatalf("launch: %d %s", status, env["error"])
-	}
-	var ids struct {
-		InstanceIDs []string `json:"instance_ids"`
-	}
-	json.Unmarshal(env["data"], &ids)
-	id := ids.InstanceIDs[0]
-	var inst struct{ IP, Status string }
-	deadline := time.Now().Add(30 * time.Second)
-	for inst.Status != "active" {
-		if time.Now().After(deadline) {
-			t.Fatalf("instance %s still %s", id, inst.Status)
-		}
-		time.Sleep(20 * time.Millisecond)
-		_, env := c.do(http.MethodGet, "/api/v1/instances/"+id, "")
-		json.Unmarshal(env["data"], &inst)
-	}
+	id, ip := launchActive(t, c, launch)
 	if out, done := s.RunCmdOutput(id); done || out != "" {
 		t.Fatalf("runcmd ended before any SSH session: done %v, %q", done, out)
 	}
-	host, port := s.SSHAddress(inst.IP)
+	host, port := s.SSHAddress(ip)
 	sshRun(t, net.JoinHostPort(host, strconv.Itoa(port)), clientPEM, hostPub, `touch "$CRABBOX_HOST_ROOT/from-ssh"`)
 	var out string
 	waitUntil(t, "runcmd done", func() bool {

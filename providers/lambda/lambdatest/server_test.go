@@ -127,27 +127,8 @@ func TestFakeHostFollowsUserData(t *testing.T) {
 		"region_name": "us-east-1", "instance_type_name": "gpu_1x_a100_sxm4", "ssh_key_names": []string{"reg"},
 		"name": "fake-test", "user_data": ud,
 	})
-	status, env := c.do(http.MethodPost, "/api/v1/instance-operations/launch", string(launch))
-	if status != 200 {
-		t.Fatalf("launch: %d %s", status, env["error"])
-	}
-	var ids struct {
-		InstanceIDs []string `json:"instance_ids"`
-	}
-	json.Unmarshal(env["data"], &ids)
-	id := ids.InstanceIDs[0]
-
-	var inst struct{ IP, Status string }
-	deadline := time.Now().Add(30 * time.Second)
-	for inst.Status != "active" {
-		if time.Now().After(deadline) {
-			t.Fatalf("instance %s still %s", id, inst.Status)
-		}
-		time.Sleep(20 * time.Millisecond)
-		_, env := c.do(http.MethodGet, "/api/v1/instances/"+id, "")
-		json.Unmarshal(env["data"], &inst)
-	}
-	host, port := s.SSHAddress(inst.IP)
+	id, ip := launchActive(t, c, launch)
+	host, port := s.SSHAddress(ip)
 	addr := net.JoinHostPort(host, strconv.Itoa(port))
 	for name, key := range map[string][]byte{"user_data key": clientPEM, "registered key": registeredPEM} {
 		out := sshRun(t, addr, key, hostPub, "nvidia-smi --query-gpu=name,memory.total --format=csv,noheader; echo $CRABBOX_HOST_ROOT")
@@ -255,4 +236,30 @@ func waitUntil(t *testing.T, what string, cond func() bool) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
+}
+
+// launchActive launches one instance with the body and waits until it is
+// active; it returns the instance's id and IP.
+func launchActive(t *testing.T, c client, launch []byte) (id, ip string) {
+	t.Helper()
+	status, env := c.do(http.MethodPost, "/api/v1/instance-operations/launch", string(launch))
+	if status != 200 {
+		t.Fatalf("launch: %d %s", status, env["error"])
+	}
+	var ids struct {
+		InstanceIDs []string `json:"instance_ids"`
+	}
+	json.Unmarshal(env["data"], &ids)
+	id = ids.InstanceIDs[0]
+	var inst struct{ IP, Status string }
+	deadline := time.Now().Add(30 * time.Second)
+	for inst.Status != "active" {
+		if time.Now().After(deadline) {
+			t.Fatalf("instance %s still %s", id, inst.Status)
+		}
+		time.Sleep(20 * time.Millisecond)
+		_, env := c.do(http.MethodGet, "/api/v1/instances/"+id, "")
+		json.Unmarshal(env["data"], &inst)
+	}
+	return id, inst.IP
 }
