@@ -176,6 +176,12 @@ func (e *env) bootstrapper(t *testing.T, url, sum string) *bootstrap.Bootstrappe
 // host creates a local instance for the credentials and waits until it runs.
 func (e *env) host(t *testing.T, creds *provisioner.Credentials) *provisioner.Instance {
 	t.Helper()
+	return e.hostWith(t, creds, "")
+}
+
+// hostWith is host with the create's onstart script (none when empty).
+func (e *env) hostWith(t *testing.T, creds *provisioner.Credentials, onStart string) *provisioner.Instance {
+	t.Helper()
 	ctx := context.Background()
 	offers, err := e.p.Offers(ctx, provisioner.Class{GPU: provisioner.GPURequirement{Name: "A100"}})
 	if err != nil || len(offers) == 0 {
@@ -186,6 +192,7 @@ func (e *env) host(t *testing.T, creds *provisioner.Credentials) *provisioner.In
 		Marker:       provisioner.Marker{Deployment: "test", LeaseID: "l1", Expires: time.Now().Add(time.Hour)},
 		SSHPublicKey: creds.ClientPublicKey,
 		HostKey:      creds.HostKey,
+		OnStart:      onStart,
 	})
 	if err != nil {
 		t.Fatal(err)

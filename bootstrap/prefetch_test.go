@@ -55,35 +55,7 @@ func (g *gatedTarball) urlTemplate() string {
 // prefetch) once its SSH is up, as Vast does, and waits until it runs.
 func (e *env) bootHost(t *testing.T, b *bootstrap.Bootstrapper, creds *provisioner.Credentials) *provisioner.Instance {
 	t.Helper()
-	ctx := context.Background()
-	offers, err := e.p.Offers(ctx, provisioner.Class{GPU: provisioner.GPURequirement{Name: "A100"}})
-	if err != nil || len(offers) == 0 {
-		t.Fatalf("offers: %v", err)
-	}
-	inst, err := e.p.Create(ctx, provisioner.CreateRequest{
-		Offer:        offers[0],
-		Marker:       provisioner.Marker{Deployment: "test", LeaseID: "l1", Expires: time.Now().Add(time.Hour)},
-		SSHPublicKey: creds.ClientPublicKey,
-		HostKey:      creds.HostKey,
-		OnStart:      b.OnStart(creds),
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		got, err := e.p.Get(ctx, inst.ID)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if got.Status == provisioner.InstanceRunning {
-			return got
-		}
-		if got.Status == provisioner.InstanceFailed || time.Now().After(deadline) {
-			t.Fatalf("host %s: %s %s", got.ID, got.Status, got.StatusMessage)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	return e.hostWith(t, creds, b.OnStart(creds))
 }
 
 func prefetchLog(e *env, inst *provisioner.Instance) string {
