@@ -107,6 +107,17 @@ func hedgedBy(h *harness, id, first string) bool {
 	return false
 }
 
+// bootingHedge waits until first's hedge is booting and returns it.
+func bootingHedge(h *harness, first string) *provisioner.Lease {
+	h.t.Helper()
+	var hedge *provisioner.Lease
+	h.waitFor("a hedge booting", func() bool {
+		hedge = hedgeOf(h, first)
+		return hedge != nil && hedge.State == provisioner.StateBooting
+	})
+	return hedge
+}
+
 // firstLease waits for the one lease made for the job and returns it once
 // its host is booting.
 func firstLease(h *harness) *provisioner.Lease {
@@ -193,11 +204,7 @@ func TestHedgeFirstWins(t *testing.T) {
 	h, obs := newHedgeHarness(t, map[int]chan struct{}{1: hold1}, nil)
 	h.event("queued", 1, "g1")
 	first := firstLease(h)
-	var hedge *provisioner.Lease
-	h.waitFor("a hedge booting", func() bool {
-		hedge = hedgeOf(h, first.ID)
-		return hedge != nil && hedge.State == provisioner.StateBooting
-	})
+	hedge := bootingHedge(h, first.ID)
 	close(hold1)
 	h.waitFor("the first online and the hedge released", func() bool {
 		f, _ := h.store.Lease(context.Background(), first.ID)
@@ -225,11 +232,7 @@ func TestHedgeFirstFailsHedgePromoted(t *testing.T) {
 	h, obs := newHedgeHarness(t, map[int]chan struct{}{2: hold2}, nil)
 	h.event("queued", 1, "g1")
 	first := firstLease(h)
-	var hedge *provisioner.Lease
-	h.waitFor("a hedge booting", func() bool {
-		hedge = hedgeOf(h, first.ID)
-		return hedge != nil && hedge.State == provisioner.StateBooting
-	})
+	hedge := bootingHedge(h, first.ID)
 	// Its host is gone: the gc's failure path (host vanished) releases it
 	// with a failure; the same as a boot timeout for the hedge.
 	h.prov.lose(first.InstanceID, provisioner.InstanceGone)
@@ -265,11 +268,7 @@ func TestHedgeFailsFirstCarriesOn(t *testing.T) {
 	h, obs := newHedgeHarness(t, map[int]chan struct{}{1: hold1, 2: hold2}, nil)
 	h.event("queued", 1, "g1")
 	first := firstLease(h)
-	var hedge *provisioner.Lease
-	h.waitFor("a hedge booting", func() bool {
-		hedge = hedgeOf(h, first.ID)
-		return hedge != nil && hedge.State == provisioner.StateBooting
-	})
+	hedge := bootingHedge(h, first.ID)
 	h.prov.lose(hedge.InstanceID, provisioner.InstanceGone)
 	h.waitFor("the hedge released", func() bool {
 		s, _ := h.store.Lease(context.Background(), hedge.ID)
