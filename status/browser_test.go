@@ -5,6 +5,7 @@ package status_test
 import (
 	"bytes"
 	"context"
+	"image"
 	"image/png"
 	"net/http/httptest"
 	"os"
@@ -107,18 +108,7 @@ func TestPageInChromium(t *testing.T) {
 		t.Error("a hostile string became an element")
 	}
 
-	shot := filepath.Join(artifactDir(t), "status-page.png")
-	os.Remove(shot)
-	runChromium(t, bin, "--screenshot="+shot, "--window-size=1280,900", url)
-	f, err := os.Open(shot)
-	if err != nil {
-		t.Fatalf("no screenshot: %v", err)
-	}
-	defer f.Close()
-	img, err := png.Decode(f)
-	if err != nil {
-		t.Fatalf("screenshot %s: %v", shot, err)
-	}
+	img, shot := screenshot(t, bin, url, "status-page.png", "1280,900")
 	b := img.Bounds()
 	if b.Dx() != 1280 || b.Dy() != 900 {
 		t.Fatalf("screenshot is %dx%d, want 1280x900", b.Dx(), b.Dy())
@@ -167,18 +157,7 @@ func TestTimelineInChromium(t *testing.T) {
 		t.Errorf("the rendered DOM has %d timeline segments, want 16", n)
 	}
 
-	shot := filepath.Join(artifactDir(t), "status-timeline.png")
-	os.Remove(shot)
-	runChromium(t, bin, "--screenshot="+shot, "--window-size=1280,1400", url)
-	f, err := os.Open(shot)
-	if err != nil {
-		t.Fatalf("no screenshot: %v", err)
-	}
-	defer f.Close()
-	img, err := png.Decode(f)
-	if err != nil {
-		t.Fatalf("screenshot %s: %v", shot, err)
-	}
+	img, shot := screenshot(t, bin, url, "status-timeline.png", "1280,1400")
 	// style.css's phase colours (light scheme, which headless chromium
 	// uses). The legend's swatch of each is 14×14 (under 196 pixels, fewer
 	// where hatched): more than that is the timeline's and the bars'.
@@ -216,4 +195,23 @@ func near(a, b [3]uint32) bool {
 		}
 	}
 	return true
+}
+
+// screenshot renders url in headless chromium at the window size ("W,H")
+// into the artifact directory as name, and decodes it.
+func screenshot(t *testing.T, bin, url, name, size string) (image.Image, string) {
+	t.Helper()
+	shot := filepath.Join(artifactDir(t), name)
+	os.Remove(shot)
+	runChromium(t, bin, "--screenshot="+shot, "--window-size="+size, url)
+	f, err := os.Open(shot)
+	if err != nil {
+		t.Fatalf("no screenshot: %v", err)
+	}
+	defer f.Close()
+	img, err := png.Decode(f)
+	if err != nil {
+		t.Fatalf("screenshot %s: %v", shot, err)
+	}
+	return img, shot
 }
