@@ -40,8 +40,9 @@ var ttrScenarios = []ttrScenario{
 	{Name: "lambda", Provider: "lambda"},
 	{Name: "vast-hedge", Provider: "vast", Needs: "hedge_after", ClassYAML: func(p ttrParams) []string {
 		// hedge_after: 3m in real terms (the issue's example). It bounds
-		// boot plus bootstrap, like boot_timeout: scaled as a timer.
-		return []string{"    hedge_after: " + p.timer(3*time.Minute).String()}
+		// boot plus bootstrap: scaled as a timer, with the bootstrap's
+		// actual time as its unscaled part (hedgeTimer).
+		return []string{"    hedge_after: " + p.hedgeTimer(3*time.Minute).String()}
 	}},
 	{Name: "vast-warm", Provider: "vast", Needs: "min_idle", ClassYAML: func(p ttrParams) []string {
 		return []string{"    min_idle: 1"}
@@ -70,6 +71,10 @@ type ttrParams struct {
 	TarballBytes int64
 	Bandwidth    int64 // bytes per second
 	DepsTime     time.Duration
+	// ImageDeps: the Vast image already has the runner's libraries, so
+	// the dependency install is skipped (Vast's default image is taken to
+	// lack them: vasttest.Behavior.RunnerDeps).
+	ImageDeps bool
 
 	JobRun      time.Duration // a GPU CI job's run time
 	ArrivalGap  time.Duration // mean gap between jobs (Poisson arrivals)
@@ -128,6 +133,7 @@ func ttrParamsFromEnv() (ttrParams, error) {
 			return err
 		}},
 		{"CRABBOX_TTR_DEPS", func(v string) (err error) { p.DepsTime, err = time.ParseDuration(v); return }},
+		{"CRABBOX_TTR_IMAGE_DEPS", func(v string) (err error) { p.ImageDeps, err = strconv.ParseBool(v); return }},
 	} {
 		if v := os.Getenv(f.key); v != "" {
 			if err := f.set(v); err != nil {
@@ -166,6 +172,35 @@ func (p ttrParams) allowance() time.Duration {
 // login shell, and on the shared test machine (root's .bashrc runs
 // `pyenv init`) that alone took 3 s a session under load.
 const ttrBootstrapSlack = 30 * time.Second
+
+// ttrHedgeSlack is hedgeTimer's part for SSH sessions, the GPU gate,
+// registration and the runner's start: what they took on the quiet machine
+// (the vast run's SSH → runner online, p50 39.6 s, less the 8 s download
+// and the 30 s install).
+const ttrHedgeSlack = 2 * time.Second
+
+// hedgeTimer is hedge_after as the harness sets it. A hedge is due when
+// the first runner is not online hedge_after after the create call, that
+// is when boot + bootstrap > hedge_after; in wall time boot is scaled and
+// the bootstrap is not, so the unscaled part must be what the bootstrap
+// actually takes: with timer's generous allowance the hedge would be due
+// only when the boot passed hedge_after by S × (allowance − bootstrap),
+// minutes late in real terms. (boot_timeout keeps the generous allowance:
+// there a late fire costs nothing but a never-booting host's few seconds,
+// an early one kills a host that was fine.)
+func (p ttrParams) hedgeTimer(real time.Duration) time.Duration {
+	a := ttrHedgeSlack
+	if !p.ImageDeps {
+		a += p.DepsTime
+	}
+	if p.Bandwidth > 0 {
+		a += time.Duration(float64(p.TarballBytes) / float64(p.Bandwidth) * float64(time.Second))
+	}
+	if real <= a {
+		return p.wall(real)
+	}
+	return (p.wall(real-a) + a).Round(time.Millisecond)
+}
 
 // timer is a product timer as the harness sets it: its provider part
 // scaled, the allowance not: (T − A)/S + A.
@@ -237,7 +272,7 @@ func (p ttrParams) vastDraw(seq int) (boot time.Duration, fate string) {
 // vastBehavior is the fake's Behavior for instance seq, scaled.
 func (p ttrParams) vastBehavior(seq int, _ vasttest.Offer) vasttest.Behavior {
 	boot, fate := p.vastDraw(seq)
-	b := vasttest.Behavior{BootAfter: max(p.wall(boot), time.Millisecond)}
+	b := vasttest.Behavior{BootAfter: max(p.wall(boot), time.Millisecond), RunnerDeps: p.ImageDeps}
 	switch fate {
 	case "never":
 		b.NeverBoot = true
