@@ -5,8 +5,9 @@
 #   host.sh arch                                    print x64 or arm64
 #   host.sh gpu-check                               report what nvidia-smi tells of the GPUs
 #   host.sh install URL VERSION SHA256 ARCH NAME [WAIT]
-#                                                   fetch (or take the boot-time
-#                                                   prefetch's), verify, unpack the runner
+#                                                   take the image's runner of VERSION,
+#                                                   or fetch (or take the boot-time
+#                                                   prefetch's), verify, unpack it
 #   host.sh start NAME                              start it; JIT config on stdin
 #
 # Everything lives under ROOT. The JIT config is a secret: it is read from
@@ -141,7 +142,7 @@ stop_runner() {
 # parseInstall): how the runner was got and what was done about its
 # dependencies, and how long the phase's steps took.
 #
-#   crabbox-runner prefetched|waited|downloaded
+#   crabbox-runner prefetched|waited|downloaded|image
 #   crabbox-deps skipped|installed|prefetched|failed|none
 #   crabbox-time <step> <milliseconds>
 
@@ -198,6 +199,79 @@ take_lock() {
 	trap 'rmdir "$ROOT/cache/.lock.d" 2>/dev/null || true' EXIT
 }
 
+# Where an image may carry the runner already unpacked, in the order
+# looked at. The file system the image's paths are in is
+# CRABBOX_IMAGE_FS, empty (/) on real hosts: the fakes' hosts share the
+# test machine's file system and point it at their image's directory.
+#   CRABBOX_IMAGE_RUNNER  a path the host's environment names. An image's
+#                         ENV reaches its container's processes (Vast's
+#                         onstart) but not an SSH login, whose environment
+#                         OpenSSH's sshd builds afresh (sshd(8), LOGIN
+#                         PROCESS): set it in /etc/environment, or rely on
+#                         the paths below.
+#   /opt/actions-runner   examples/images/cuda-runner/Dockerfile
+#   /home/runner          GitHub's own image, ghcr.io/actions/actions-runner
+#                         (actions/runner images/Dockerfile: the release is
+#                         unpacked in a build stage and copied into WORKDIR
+#                         /home/runner)
+#   /actions-runner       where that Dockerfile's build stage unpacks it
+image_runner_dirs() {
+	local fs=${CRABBOX_IMAGE_FS:-}
+	[ -z "${CRABBOX_IMAGE_RUNNER:-}" ] || printf '%s\n' "$CRABBOX_IMAGE_RUNNER"
+	printf '%s\n' "$fs/opt/actions-runner" "$fs/home/runner" "$fs/actions-runner"
+}
+
+# image_runner VERSION DEST copies the first runner of VERSION an image
+# carries into DEST (absent), for the cache: so the image's own tree is
+# never run or written (the listener writes its _diag logs next to its
+# bin/, even for --version: actions/runner src/Runner.Listener/Program.cs
+# makes its HostContext, whose trace listener writes _diag, before it reads
+# the arguments). A tree counts when it has what phase_start runs (run.sh,
+# which starts bin/Runner.Listener) and its listener names the version
+# wanted: `Runner.Listener --version` prints BuildConstants.RunnerPackage.
+# Version alone and exits 0 (src/Runner.Listener/Runner.cs,
+# ExecuteCommand). It runs with DOTNET_SYSTEM_GLOBALIZATION_INVARIANT so
+# that an image without libicu still answers (the dependencies are dealt
+# with after, as for a downloaded runner), and without
+# ACTIONS_RUNNER_PRINT_LOG_TO_STDOUT (GitHub's image sets it) so that no
+# trace lines mix with the answer. A listener of another architecture
+# cannot run at all, so fails here too.
+#
+# No checksum exists for an unpacked tree: what the release's SHA-256
+# guards (the bytes between GitHub and this host) is here the image's
+# own content, which the user chose and pulled like every other program
+# in it that their jobs run. The version check keeps a stale image from
+# giving a runner GitHub would refuse or update.
+image_runner() {
+	local want=$1 dest=$2 d have
+	while IFS= read -r d; do
+		{ [ -x "$d/bin/Runner.Listener" ] && [ -x "$d/run.sh" ]; } || continue
+		# A tree holding ROOT itself (the login user's home is the
+		# image's runner home) would be copied into itself.
+		[[ "$ROOT/" != "$d/"* ]] || continue
+		rm -rf "$dest"
+		# Hard links where the file system allows: overlayfs copies a
+		# lower layer's file up before linking it, a plain file system
+		# links; a user who may not link another's files
+		# (fs.protected_hardlinks) or another mount gets a copy.
+		cp -al "$d" "$dest" 2>/dev/null || {
+			rm -rf "$dest"
+			cp -a "$d" "$dest" || continue
+		}
+		have=$(cd "$dest" && timeout 60 env -u ACTIONS_RUNNER_PRINT_LOG_TO_STDOUT DOTNET_SYSTEM_GLOBALIZATION_INVARIANT=1 \
+			./bin/Runner.Listener --version 2>/dev/null) || have=
+		rm -rf "$dest/_diag"
+		if grep -qxF "$want" <<<"$have"; then
+			echo "the image has runner $want in $d: not downloading it"
+			touch "$dest/.image"
+			return 0
+		fi
+		echo "the image's runner in $d is not version $want (it says: $(head -c 64 <<<"$have" | tr -cd '[:alnum:]._-')); not using it" >&2
+		rm -rf "$dest"
+	done < <(image_runner_dirs)
+	return 1
+}
+
 phase_install() {
 	[ $# -eq 5 ] || [ $# -eq 6 ] || die 2 "usage: install URL VERSION SHA256 ARCH NAME [LOCK_WAIT_SECONDS]"
 	local url=$1 version=$2 sum=$3 arch=$4 name=$5 wait=${6:-600}
@@ -222,6 +296,20 @@ phase_install() {
 		[ -f "$cache/.complete" ] && got=prefetched || got=downloaded
 	fi
 	if [ ! -f "$cache/.complete" ]; then
+		local img
+		img=$(mktemp -d "$ROOT/cache/.image.XXXXXX")
+		TMP=$img
+		trap 'rm -rf "$TMP"; rmdir "$ROOT/cache/.lock.d" 2>/dev/null || true' EXIT
+		t0=$(now_ms)
+		if image_runner "$version" "$img/x"; then
+			touch "$img/x/.complete"
+			rm -rf "$cache"
+			mv "$img/x" "$cache"
+			FACTS+="crabbox-time image $(($(now_ms) - t0))"$'\n'
+		fi
+		rm -rf "$img"
+	fi
+	if [ ! -f "$cache/.complete" ]; then
 		got=downloaded
 		t0=$(now_ms)
 		local tmp
@@ -243,6 +331,9 @@ phase_install() {
 		rm -rf "$tmp"
 		FACTS+="crabbox-time download $(($(now_ms) - t0))"$'\n'
 	fi
+	# The runner came from the image whoever put it in the cache (the
+	# prefetch, or this install just now): nothing was downloaded.
+	[ ! -f "$cache/.image" ] || got=image
 	FACTS+="crabbox-runner $got"$'\n'
 
 	local dir="$ROOT/runners/$name"
@@ -265,7 +356,7 @@ phase_install() {
 		mkdir -p "$dir"
 		cp -a "$cache/." "$dir/"
 	}
-	rm -f "$dir/.complete"
+	rm -f "$dir/.complete" "$dir/.image"
 	FACTS+="crabbox-time copy $(($(now_ms) - t0))"$'\n'
 
 	# Dependencies are per host, and need root. The marker says who dealt

@@ -86,7 +86,7 @@ func parseInstall(out string, res *provisioner.BootstrapResult) {
 		switch {
 		case len(f) == 2 && f[0] == "crabbox-runner":
 			switch f[1] {
-			case provisioner.RunnerPrefetched, provisioner.RunnerWaited, provisioner.RunnerDownloaded:
+			case provisioner.RunnerPrefetched, provisioner.RunnerWaited, provisioner.RunnerDownloaded, provisioner.RunnerImage:
 				res.RunnerGot = f[1]
 			}
 		case len(f) == 2 && f[0] == "crabbox-deps" && depsRE.MatchString(f[1]):

@@ -31,9 +31,19 @@ exec 9>>"$R/cache/.lock"
 flock 9
 if [ ! -f "$C/.complete" ]; then
 	T=$(mktemp -d "$R/cache/.prefetch.XXXXXX")
-	if curl -fsSL --retry 3 --connect-timeout 30 -o "$T/r.tgz" "$U" &&
+	# A runner of version V in the image (host.sh image_runner: where,
+	# and why its copy is what gets checked) is cached, not downloaded.
+	# A copy, not links: the chown below would reach the image's files.
+	for d in "${CRABBOX_IMAGE_RUNNER:-}" "${CRABBOX_IMAGE_FS:-}"/{opt/actions-runner,home/runner,actions-runner}; do
+		{ [ -x "$d/bin/Runner.Listener" ] && [ -x "$d/run.sh" ] && [[ $R/ != "$d/"* ]]; } || continue
+		cp -a "$d" "$T/x" &&
+			(cd "$T/x" && timeout 60 env -u ACTIONS_RUNNER_PRINT_LOG_TO_STDOUT DOTNET_SYSTEM_GLOBALIZATION_INVARIANT=1 ./bin/Runner.Listener --version) 2>/dev/null | grep -qxF "$V" &&
+			rm -rf "$T/x/_diag" && touch "$T/x/.image" && echo "crabbox prefetch: runner $V in the image at $d" && break
+		rm -rf "$T/x"
+	done
+	if [ -d "$T/x" ] || { curl -fsSL --retry 3 --connect-timeout 30 -o "$T/r.tgz" "$U" &&
 		[ "$(sha256sum <"$T/r.tgz" | cut -d' ' -f1)" = "$S" ] &&
-		mkdir "$T/x" && tar -xzf "$T/r.tgz" -C "$T/x"; then
+		mkdir "$T/x" && tar -xzf "$T/r.tgz" -C "$T/x"; }; then
 		touch "$T/x/.complete"
 		chown -R "$O" "$T/x"
 		rm -rf "$C"

@@ -9,11 +9,14 @@ import (
 // (BootstrapResult.RunnerGot): the tarball a boot-time prefetch fetched,
 // verified and unpacked while the host booted was ready when the install
 // began (RunnerPrefetched), or was under way and waited for
-// (RunnerWaited), or the install downloaded it itself (RunnerDownloaded).
+// (RunnerWaited), or the install downloaded it itself (RunnerDownloaded),
+// or the host's image carried the runner of the wanted version, so that
+// nothing was downloaded at all (RunnerImage).
 const (
 	RunnerPrefetched = "prefetched"
 	RunnerWaited     = "waited"
 	RunnerDownloaded = "downloaded"
+	RunnerImage      = "image"
 )
 
 // What was done about the runner's dependencies (BootstrapResult.Deps):

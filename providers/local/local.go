@@ -79,6 +79,12 @@ type Behavior struct {
 	// ldconfig lists them, internal/fakehost), so bootstrap skips
 	// installdependencies.sh. Without, it runs.
 	RunnerDeps bool
+	// ImageRunner: the host's image carries this runner release (a
+	// .tar.gz) unpacked at ImageRunnerPath (default /opt/actions-runner)
+	// of its image directory, which sessions and the start script see as
+	// CRABBOX_IMAGE_FS (internal/fakehost).
+	ImageRunner     []byte
+	ImageRunnerPath string
 }
 
 // Provider implements provisioner.Provider on loopback.
@@ -257,8 +263,13 @@ func (p *Provider) Create(ctx context.Context, req provisioner.CreateRequest) (*
 // for the server's files.
 func (p *Provider) prepareDir(dir string, offer provisioner.Offer, b Behavior) error {
 	brokenGPU := b.BrokenGPU
-	for _, d := range []string{"bin", "root", "sshd"} {
+	for _, d := range []string{"bin", "root", "sshd", "image"} {
 		if err := os.MkdirAll(filepath.Join(dir, d), 0o700); err != nil {
+			return fmt.Errorf("local: %w", err)
+		}
+	}
+	if len(b.ImageRunner) > 0 {
+		if err := fakehost.UnpackImageRunner(b.ImageRunner, filepath.Join(dir, "image"), cmp.Or(b.ImageRunnerPath, fakehost.DefaultImageRunnerPath)); err != nil {
 			return fmt.Errorf("local: %w", err)
 		}
 	}
@@ -319,7 +330,8 @@ func (p *Provider) boot(h *host, delay time.Duration, hostKey []byte, authorized
 		// The host's own home: its login shell reads no start files of
 		// the user running the demo or the tests (a pyenv in root's
 		// .bashrc took seconds a session on the test machine).
-		"HOME": filepath.Join(h.dir, "root"),
+		"HOME":              filepath.Join(h.dir, "root"),
+		fakehost.ImageFSEnv: filepath.Join(h.dir, "image"),
 	}
 	srv, err := sshd.Start(sshd.Options{
 		Dir:            filepath.Join(h.dir, "sshd"),
@@ -464,6 +476,12 @@ func (p *Provider) Destroyed() int {
 // CRABBOX_HOST_ROOT, so tests can look at what a bootstrap left there.
 func (p *Provider) HostRoot(id string) string {
 	return filepath.Join(p.opts.Dir, id, "root")
+}
+
+// HostImage is the directory the instance's sessions see as the image's
+// file system (CRABBOX_IMAGE_FS).
+func (p *Provider) HostImage(id string) string {
+	return filepath.Join(p.opts.Dir, id, "image")
 }
 
 // Close destroys every instance left.

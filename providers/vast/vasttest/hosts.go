@@ -1,6 +1,7 @@
 package vasttest
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"io"
@@ -27,6 +28,10 @@ type host struct {
 }
 
 func (h *host) root() string { return filepath.Join(h.dir, "root") }
+
+// image is the directory that stands for the image's file system
+// (fakehost.ImageFSEnv).
+func (h *host) image() string { return filepath.Join(h.dir, "image") }
 
 func (h *host) close() error {
 	var errs []error
@@ -127,7 +132,7 @@ func (s *Server) boot(in *instance) {
 func (s *Server) startHost(in *instance) (*host, error) {
 	dir := filepath.Join(s.opts.Dir, "instance-"+strconv.FormatInt(in.id, 10))
 	h := &host{dir: dir}
-	for _, d := range []string{"bin", "root", "sshd"} {
+	for _, d := range []string{"bin", "root", "sshd", "image"} {
 		if err := os.MkdirAll(filepath.Join(dir, d), 0o700); err != nil {
 			return nil, err
 		}
@@ -141,6 +146,13 @@ func (s *Server) startHost(in *instance) (*host, error) {
 	// missing unless Behavior.RunnerDeps says the image has them.
 	if err := os.WriteFile(filepath.Join(dir, "bin", "ldconfig"), []byte(fakehost.Ldconfig(in.behavior.RunnerDeps)), 0o755); err != nil {
 		return nil, err
+	}
+	// The image's own files, there before the container starts: the
+	// pull that brings them is the boot (BootAfter).
+	if len(in.behavior.ImageRunner) > 0 {
+		if err := fakehost.UnpackImageRunner(in.behavior.ImageRunner, h.image(), cmp.Or(in.behavior.ImageRunnerPath, fakehost.DefaultImageRunnerPath)); err != nil {
+			return nil, err
+		}
 	}
 	s.mu.Lock()
 	keys := append([]string(nil), in.keys...)
@@ -157,6 +169,7 @@ func (s *Server) startHost(in *instance) (*host, error) {
 		// shell reads no start files of the user the tests run as.
 		"HOME":                h.root(),
 		"VAST_CONTAINERLABEL": "C." + strconv.FormatInt(in.id, 10),
+		fakehost.ImageFSEnv:   h.image(),
 	}
 	// No HostKeyPEM: Vast hosts make their own key; nobody can choose it.
 	h.srv, err = sshd.Start(sshd.Options{Dir: filepath.Join(dir, "sshd"), AuthorizedKeys: keys, Env: env, LogWriter: logFile})

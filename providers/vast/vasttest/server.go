@@ -107,6 +107,15 @@ type Behavior struct {
 	// fake ldconfig lists them, internal/fakehost); without, the usual
 	// CUDA image's case, bootstrap installs them.
 	RunnerDeps bool
+	// ImageRunner: the instance's image carries this runner release
+	// (a .tar.gz, e.g. githubtest.RunnerTarball's) unpacked at
+	// ImageRunnerPath (default /opt/actions-runner, as
+	// examples/images/cuda-runner/Dockerfile does; GitHub's own runner
+	// image has it in /home/runner, actions/runner images/Dockerfile).
+	// The image's file system is a directory of the fake host's, named
+	// to its sessions and onstart by CRABBOX_IMAGE_FS (internal/fakehost).
+	ImageRunner     []byte
+	ImageRunnerPath string
 }
 
 // OCIMessage is the status_msg of an instance whose container cannot start.
