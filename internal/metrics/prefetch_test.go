@@ -7,6 +7,7 @@ func TestRunnerGot(t *testing.T) {
 	m.RunnerGot("vast", "prefetched")
 	m.RunnerGot("vast", "prefetched")
 	m.RunnerGot("lambda", "waited")
+	m.RunnerGot("vast", "image")
 	m.RunnerGot("lambda", "bogus") // a word the host made up is no label value
 	families, err := m.Registry().Gather()
 	if err != nil {
@@ -25,7 +26,7 @@ func TestRunnerGot(t *testing.T) {
 			got[l["provider"]+"/"+l["result"]] = s.GetCounter().GetValue()
 		}
 	}
-	if len(got) != 2 || got["vast/prefetched"] != 2 || got["lambda/waited"] != 1 {
+	if len(got) != 3 || got["vast/prefetched"] != 2 || got["lambda/waited"] != 1 || got["vast/image"] != 1 {
 		t.Errorf("series %v", got)
 	}
 }
