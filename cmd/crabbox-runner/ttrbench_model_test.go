@@ -14,6 +14,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/crabbox/crabbox-runner/github/githubtest"
 	"github.com/crabbox/crabbox-runner/providers/lambda/lambdatest"
 	"github.com/crabbox/crabbox-runner/providers/vast/vasttest"
 )
@@ -75,6 +76,15 @@ type ttrParams struct {
 	// the dependency install is skipped (Vast's default image is taken to
 	// lack them: vasttest.Behavior.RunnerDeps).
 	ImageDeps bool
+	// ImageRunner: the Vast image carries the runner, unpacked where
+	// host.sh looks, and its libraries (IMAGE_RUNNER implies IMAGE_DEPS):
+	// no download and no dependency install on the host. The image is
+	// bigger by the runner, so each host's boot gets the pull of
+	// TarballBytes at Bandwidth on top of its draw (imagePull; the image's
+	// layer is about the tarball's compressed size, pulled at the same
+	// assumed rate), and the report counts that pull as our overhead, not
+	// the provider's boot: it is our image that made the boot longer.
+	ImageRunner bool
 
 	JobRun      time.Duration // a GPU CI job's run time
 	ArrivalGap  time.Duration // mean gap between jobs (Poisson arrivals)
@@ -134,6 +144,7 @@ func ttrParamsFromEnv() (ttrParams, error) {
 		}},
 		{"CRABBOX_TTR_DEPS", func(v string) (err error) { p.DepsTime, err = time.ParseDuration(v); return }},
 		{"CRABBOX_TTR_IMAGE_DEPS", func(v string) (err error) { p.ImageDeps, err = strconv.ParseBool(v); return }},
+		{"CRABBOX_TTR_IMAGE_RUNNER", func(v string) (err error) { p.ImageRunner, err = strconv.ParseBool(v); return }},
 	} {
 		if v := os.Getenv(f.key); v != "" {
 			if err := f.set(v); err != nil {
@@ -141,6 +152,7 @@ func ttrParamsFromEnv() (ttrParams, error) {
 			}
 		}
 	}
+	p.ImageDeps = p.ImageDeps || p.ImageRunner
 	if p.Jobs < 1 || p.Scale < 1 || p.Bandwidth < 0 || p.TarballBytes < 0 {
 		return p, fmt.Errorf("CRABBOX_TTR_*: jobs ≥ 1, scale ≥ 1, bandwidth and tarball size ≥ 0 (got %+v)", p)
 	}
@@ -193,7 +205,7 @@ func (p ttrParams) hedgeTimer(real time.Duration) time.Duration {
 	if !p.ImageDeps {
 		a += p.DepsTime
 	}
-	if p.Bandwidth > 0 {
+	if p.Bandwidth > 0 && !p.ImageRunner {
 		a += time.Duration(float64(p.TarballBytes) / float64(p.Bandwidth) * float64(time.Second))
 	}
 	if real <= a {
@@ -283,6 +295,7 @@ func (p ttrParams) vastBehavior(seq int, _ vasttest.Offer) vasttest.Behavior {
 			b.FailStatus = "exited"
 		}
 	}
+	b = p.withImageRunner(b)
 	return b
 }
 
@@ -327,4 +340,30 @@ func ttrMarket() []vasttest.Offer {
 			Reliability: 0.99, Geolocation: "Texas, US", DirectPortCount: 20, DiskSpace: 500, CUDAMaxGood: 12.6})
 	}
 	return out
+}
+
+// imagePull is how much longer a host's boot is with the runner in its
+// image (ImageRunner), in real terms: the runner's layer at the download
+// bandwidth.
+func (p ttrParams) imagePull() time.Duration {
+	if !p.ImageRunner || p.Bandwidth <= 0 {
+		return 0
+	}
+	return time.Duration(float64(p.TarballBytes) / float64(p.Bandwidth) * float64(time.Second))
+}
+
+// withImageRunner gives a Vast host the image that carries the runner
+// (ImageRunner): the same padded release githubtest serves, unpacked in
+// its image, the libraries present, and the pull added to its boot.
+func (p ttrParams) withImageRunner(b vasttest.Behavior) vasttest.Behavior {
+	if !p.ImageRunner {
+		return b
+	}
+	tgz, _, err := githubtest.RunnerTarballShared("2.330.0", "x64", githubtest.TarballOptions{Size: p.TarballBytes, InstallDepsTime: p.DepsTime})
+	if err != nil {
+		panic(err) // the same options built the config's checksum already
+	}
+	b.ImageRunner, b.RunnerDeps = tgz, true
+	b.BootAfter += p.wall(p.imagePull())
+	return b
 }

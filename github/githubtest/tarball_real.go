@@ -128,6 +128,14 @@ func RunnerTarballSHA256(version, arch string, o TarballOptions) (string, error)
 	return sum, err
 }
 
+// RunnerTarballShared is RunnerTarballWith from the same cache the servers
+// serve from, so that a test that bakes the release into many fake hosts'
+// images (vasttest.Behavior.ImageRunner) builds it once. The bytes are
+// shared: never modify them.
+func RunnerTarballShared(version, arch string, o TarballOptions) ([]byte, string, error) {
+	return tarballs.get(version, arch, o)
+}
+
 // writeThrottled writes data at about bps bytes per second (all at once
 // when bps is 0), in small chunks paced against the time since the first
 // byte, so that a slow start does not make the rest burst.
