@@ -73,6 +73,11 @@ func (s *Server) boot(in *instance) {
 		loadingAfter = b.BootAfter / 10
 		runningAfter = b.BootAfter - loadingAfter
 	}
+	// The image's own files come with its pull, which is the boot's
+	// wait (BootAfter): laid out while it runs, so that writing them does
+	// not lengthen the boot.
+	pulled := make(chan error, 1)
+	go func() { pulled <- s.pullImage(in) }()
 	if !wait(loadingAfter) {
 		return
 	}
@@ -88,7 +93,11 @@ func (s *Server) boot(in *instance) {
 		set(b.FailStatus, "container exited with code 1")
 		return
 	}
-	h, err := s.startHost(in)
+	err := <-pulled
+	var h *host
+	if err == nil {
+		h, err = s.startHost(in)
+	}
 	if err != nil {
 		s.logf("instance %d: host failed to start: %v", in.id, err)
 		set("exited", "container failed to start: "+err.Error())
@@ -121,6 +130,21 @@ func (s *Server) boot(in *instance) {
 	s.logf("instance %d running: ssh %s, proxy port %d", in.id, h.srv.Addr(), h.proxy.port())
 }
 
+// hostDir is where instance in's host lives.
+func (s *Server) hostDir(in *instance) string {
+	return filepath.Join(s.opts.Dir, "instance-"+strconv.FormatInt(in.id, 10))
+}
+
+// pullImage lays out the files of the instance's image that the fake
+// knows of: the runner of Behavior.ImageRunner.
+func (s *Server) pullImage(in *instance) error {
+	if len(in.behavior.ImageRunner) == 0 {
+		return nil
+	}
+	return fakehost.UnpackImageRunner(in.behavior.ImageRunner, (&host{dir: s.hostDir(in)}).image(),
+		cmp.Or(in.behavior.ImageRunnerPath, fakehost.DefaultImageRunnerPath))
+}
+
 // startHost lays out the host, starts its sshd and proxy, and starts the
 // onstart script the way Vast's entrypoint does: after the entrypoint has
 // started SSH (vast-api.md §5: "shell script run after Vast's entrypoint
@@ -130,7 +154,7 @@ func (s *Server) boot(in *instance) {
 // reported running, so SSH may well be reachable before onstart has
 // finished, or done anything.
 func (s *Server) startHost(in *instance) (*host, error) {
-	dir := filepath.Join(s.opts.Dir, "instance-"+strconv.FormatInt(in.id, 10))
+	dir := s.hostDir(in)
 	h := &host{dir: dir}
 	for _, d := range []string{"bin", "root", "sshd", "image"} {
 		if err := os.MkdirAll(filepath.Join(dir, d), 0o700); err != nil {
@@ -146,13 +170,6 @@ func (s *Server) startHost(in *instance) (*host, error) {
 	// missing unless Behavior.RunnerDeps says the image has them.
 	if err := os.WriteFile(filepath.Join(dir, "bin", "ldconfig"), []byte(fakehost.Ldconfig(in.behavior.RunnerDeps)), 0o755); err != nil {
 		return nil, err
-	}
-	// The image's own files, there before the container starts: the
-	// pull that brings them is the boot (BootAfter).
-	if len(in.behavior.ImageRunner) > 0 {
-		if err := fakehost.UnpackImageRunner(in.behavior.ImageRunner, h.image(), cmp.Or(in.behavior.ImageRunnerPath, fakehost.DefaultImageRunnerPath)); err != nil {
-			return nil, err
-		}
 	}
 	s.mu.Lock()
 	keys := append([]string(nil), in.keys...)
