@@ -1,8 +1,8 @@
 // Package fakehost holds what the fake providers (providers/local,
 // vasttest, lambdatest) put on their hosts besides the GPU (fakegpu): an
 // ldconfig that says whether the image has the runner's libraries, so that
-// bootstrap/host.sh's dependency check is deterministic, and the running
-// of a boot script (Vast's onstart, cloud-init's runcmd) in the
+// bootstrap/host.sh's dependency check is deterministic, an image's
+// unpacked runner (image.go), and the running of a boot script (Vast's onstart, cloud-init's runcmd) in the
 // background, as the real services run them while SSH is already up.
 package fakehost
 
