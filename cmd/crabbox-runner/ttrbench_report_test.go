@@ -105,13 +105,13 @@ func (r *ttrRun) report() *ttrReport {
 			prev = p.timerReal(win.Created.Sub(t1))
 		}
 		provider := prev + time.Duration(float64(t2r.Sub(latest(t1, win.Created)))*S)
-		// The runner's layer in the image lengthened the boot: ours, not
-		// the provider's (ttrParams.ImageRunner).
+		createSSH := provider + t2.Sub(t2r)
+		total := t1.Sub(t0) + createSSH + t3.Sub(t2) + t4.Sub(t3)
+		// The runner's layer in the image lengthened the boot: in the
+		// total, but ours, not the provider's (ttrParams.ImageRunner).
 		if r.sc.Provider == "vast" {
 			provider -= min(provider, p.imagePull())
 		}
-		createSSH := provider + t2.Sub(t2r)
-		total := t1.Sub(t0) + createSSH + t3.Sub(t2) + t4.Sub(t3)
 		rep.QueuedCreate = append(rep.QueuedCreate, t1.Sub(t0))
 		rep.CreateSSH = append(rep.CreateSSH, createSSH)
 		rep.SSHOnline = append(rep.SSHOnline, t3.Sub(t2))
