@@ -106,7 +106,7 @@ func TestUserDataPassesCloudInitSchema(t *testing.T) {
 		SSHDeleteKeys     bool              `yaml:"ssh_deletekeys"`
 		SSHKeys           map[string]string `yaml:"ssh_keys"`
 		SSHAuthorizedKeys []string          `yaml:"ssh_authorized_keys"`
-		Packages          []string          `yaml:"packages"`
+		BootCmd           [][]string        `yaml:"bootcmd"`
 		RunCmd            [][]string        `yaml:"runcmd"`
 	}
 	if err := yaml.Unmarshal([]byte(ud), &doc); err != nil {
@@ -119,8 +119,24 @@ func TestUserDataPassesCloudInitSchema(t *testing.T) {
 	if len(doc.SSHAuthorizedKeys) != 1 || doc.SSHAuthorizedKeys[0] != c.ClientPublicKey {
 		t.Errorf("ssh_authorized_keys = %q", doc.SSHAuthorizedKeys)
 	}
-	if len(doc.Packages) == 0 || doc.Packages[0] != "curl" || len(doc.RunCmd) == 0 || !strings.Contains(strings.Join(doc.RunCmd[0], " "), "crabbox") {
-		t.Errorf("packages %q, runcmd %q", doc.Packages, doc.RunCmd)
+	if len(doc.RunCmd) == 0 || !strings.Contains(strings.Join(doc.RunCmd[0], " "), "crabbox") {
+		t.Errorf("runcmd %q", doc.RunCmd)
+	}
+	// The prefetch starts in the network stage (bootcmd), and nothing
+	// makes the final stage run apt-get update before runcmd.
+	if len(doc.BootCmd) != 1 || !strings.Contains(strings.Join(doc.BootCmd[0], " "), "prefetch.sh") {
+		t.Errorf("bootcmd %q", doc.BootCmd)
+	} else if out, err := exec.Command("bash", "-n", "-c", doc.BootCmd[0][len(doc.BootCmd[0])-1]).CombinedOutput(); err != nil {
+		t.Errorf("bootcmd is not valid shell: %v\n%s", err, out)
+	}
+	var keys map[string]any
+	if err := yaml.Unmarshal([]byte(ud), &keys); err != nil {
+		t.Fatal(err)
+	}
+	for _, k := range []string{"package_update", "package_upgrade", "apt_update", "apt_upgrade", "packages"} {
+		if _, ok := keys[k]; ok {
+			t.Errorf("user-data has %s: cloud-init's final stage would run apt-get update before runcmd", k)
+		}
 	}
 	if strings.Contains(ud, string(c.ClientPrivatePEM)) {
 		t.Error("user-data carries the client private key")

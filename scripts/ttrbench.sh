@@ -12,7 +12,9 @@
 # (megabytes per second), DEPS (a Go duration, e.g. 30s), IMAGE_DEPS (true:
 # the Vast image has the runner's libraries, no install), IMAGE_RUNNER
 # (true: the Vast image carries the runner and its libraries, nothing
-# downloaded on the host, the runner's layer added to each boot), OUT (the report
+# downloaded on the host, the runner's layer added to each boot),
+# LAMBDA_INIT_LEAD (a Go duration: how long before SSH cloud-init's network
+# stage runs the Lambda prefetch's bootcmd; 0 by default), OUT (the report
 # file; a temporary one by default). Scenarios whose config key the build
 # does not have yet (hedge_after, min_idle) are listed as skipped.
 # Needs OpenSSH's sshd (/usr/sbin/sshd); several GB of free disk under
@@ -30,6 +32,7 @@ export CRABBOX_TTR_BENCH=1 CRABBOX_TTR_SCENARIOS="$scenarios" CRABBOX_TTR_OUT="$
 [ -n "${DEPS:-}" ] && export CRABBOX_TTR_DEPS="$DEPS"
 [ -n "${IMAGE_DEPS:-}" ] && export CRABBOX_TTR_IMAGE_DEPS="$IMAGE_DEPS"
 [ -n "${IMAGE_RUNNER:-}" ] && export CRABBOX_TTR_IMAGE_RUNNER="$IMAGE_RUNNER"
+[ -n "${LAMBDA_INIT_LEAD:-}" ] && export CRABBOX_TTR_LAMBDA_INIT_LEAD="$LAMBDA_INIT_LEAD"
 log=$(mktemp "${TMPDIR:-/tmp}/ttrbench.XXXXXX.log")
 if ! go test -count=1 -timeout 3h -run '^TestTTRBench$' -v ./cmd/crabbox-runner/ >"$log" 2>&1; then
   grep -E '^\s+(--- FAIL|ttrbench_test.go:[0-9]+: (invariant|job|scenario))' "$log" | head -40 >&2 || true

@@ -52,7 +52,7 @@ func TestServePrefetchVast(t *testing.T) {
 }
 
 // TestServePrefetchLambda: a Lambda host prefetches the runner from its
-// cloud-init runcmd; its image has the runner's libraries, so nothing is
+// cloud-init bootcmd; its image has the runner's libraries, so nothing is
 // installed.
 func TestServePrefetchLambda(t *testing.T) {
 	fake := lambdatest.New(t, lambdatest.Options{APIKey: testLambdaKey, BootDelay: 200 * time.Millisecond})
@@ -80,4 +80,32 @@ func TestServePrefetchLambda(t *testing.T) {
 func queueSlowJob(e *e2e) int64 {
 	return e.gh.QueueJob(githubtest.JobSpec{Repo: "acme/vision", Org: "acme", Labels: []string{"self-hosted", "crabbox", "A100"},
 		Name: "train", Script: `sleep 8; echo trained`})
+}
+
+// TestServePrefetchLambdaBeforeSSH: the Lambda user-data starts the
+// prefetch from bootcmd, in cloud-init's network stage, which runs before
+// sshd: with the stage a few seconds ahead of SSH (InitStageLead), the
+// runner is downloaded while the instance is still booting, and the
+// install takes it.
+func TestServePrefetchLambdaBeforeSSH(t *testing.T) {
+	const boot = 5 * time.Second
+	fake := lambdatest.New(t, lambdatest.Options{APIKey: testLambdaKey, BootDelay: boot,
+		Behavior: func(int, lambdatest.LaunchRequest) lambdatest.Behavior {
+			return lambdatest.Behavior{InitStageLead: boot}
+		}})
+	e := startServeLambda(t, fake)
+	id := queueSlowJob(e.e2e)
+	e.waitFor("the runner downloaded", 60*time.Second, func() bool { return e.gh.TarballDownloads() > 0 })
+	if live := fake.Live(); len(live) != 1 || fake.Status(live[0]) != "booting" {
+		t.Errorf("the prefetch did not download while the host booted: instances %q", live)
+	}
+	if job := e.waitJob(id); job.Conclusion != "success" {
+		t.Fatalf("job: %q\n%s", job.Conclusion, tail(e.logs.String(), 40))
+	}
+	e.waitFor("the Lambda instance terminated", 60*time.Second, func() bool { return len(fake.Live()) == 0 })
+	checkPrefetched(t, e.e2e, "lambda")
+	if v := fake.Violations(); len(v) != 0 {
+		t.Fatalf("violations: %q", v)
+	}
+	e.stop()
 }

@@ -86,6 +86,19 @@ type ttrParams struct {
 	// the provider's boot: it is our image that made the boot longer.
 	ImageRunner bool
 
+	// LambdaInitLead is how long before SSH is reachable cloud-init's
+	// network stage runs bootcmd (where the Lambda prefetch starts) on a
+	// Lambda host: lambdatest.Behavior.InitStageLead, in real time (the
+	// download it overlaps runs unscaled). The stage is ordered before
+	// sshd (canonical/cloud-init systemd/cloud-init-network.service.tmpl),
+	// and what follows bootcmd in it (write_files … users_groups, ssh:
+	// creating the user, writing keys) and sshd's start take a second or
+	// a few on a generic Ubuntu VM; nothing stored measures it on Lambda,
+	// so the default is 0, the strict case: the prefetch starts as SSH
+	// comes up, as runcmd's did, and only what the user-data no longer
+	// waits for (apt-get update) is gained.
+	LambdaInitLead time.Duration
+
 	JobRun      time.Duration // a GPU CI job's run time
 	ArrivalGap  time.Duration // mean gap between jobs (Poisson arrivals)
 	BootTimeout time.Duration // the class's boot_timeout
@@ -145,6 +158,8 @@ func ttrParamsFromEnv() (ttrParams, error) {
 		{"CRABBOX_TTR_DEPS", func(v string) (err error) { p.DepsTime, err = time.ParseDuration(v); return }},
 		{"CRABBOX_TTR_IMAGE_DEPS", func(v string) (err error) { p.ImageDeps, err = strconv.ParseBool(v); return }},
 		{"CRABBOX_TTR_IMAGE_RUNNER", func(v string) (err error) { p.ImageRunner, err = strconv.ParseBool(v); return }},
+
+		{"CRABBOX_TTR_LAMBDA_INIT_LEAD", func(v string) (err error) { p.LambdaInitLead, err = time.ParseDuration(v); return }},
 	} {
 		if v := os.Getenv(f.key); v != "" {
 			if err := f.set(v); err != nil {
@@ -310,7 +325,7 @@ func (p ttrParams) lambdaDraw(seq int) time.Duration {
 }
 
 func (p ttrParams) lambdaBehavior(seq int, _ lambdatest.LaunchRequest) lambdatest.Behavior {
-	b := lambdatest.Behavior{BootDelay: max(p.wall(p.lambdaDraw(seq)), time.Millisecond)}
+	b := lambdatest.Behavior{BootDelay: max(p.wall(p.lambdaDraw(seq)), time.Millisecond), InitStageLead: p.LambdaInitLead}
 	if p.Force[seq] == "never" {
 		b.StuckBooting = true
 	}

@@ -1,7 +1,6 @@
 package lambdatest
 
 import (
-	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -16,9 +15,6 @@ import (
 	"sync"
 	"time"
 
-	"golang.org/x/crypto/ssh"
-	"gopkg.in/yaml.v3"
-
 	"github.com/crabbox/crabbox-runner/internal/sshd"
 
 	"github.com/crabbox/crabbox-runner/internal/fakegpu"
@@ -32,8 +28,9 @@ type instance struct {
 	behavior     Behavior
 	hostKey      []byte   // from user_data's ssh_keys; nil: sshd makes one
 	authorized   []string // ssh_authorized_keys plus the launch's key
-	runcmd       string   // user_data's runcmd as cloud-init's script; "" for none
-	boot         *fakehost.Boot
+	ud           userData // what cloud-init takes from user_data (cloudinit.go)
+	bootcmd      *fakehost.Boot
+	boot         *fakehost.Boot // runcmd
 	srv          *sshd.Server
 	stop         chan struct{} // closed to end the boot goroutine
 	done         chan struct{} // closed when the boot goroutine ends
@@ -126,100 +123,13 @@ func (s *Server) launch(body []byte) answer {
 	if s.opts.Behavior != nil {
 		in.behavior = s.opts.Behavior(s.seq, req)
 	}
-	in.hostKey, in.authorized, in.runcmd = s.cloudInit(req.UserData)
-	in.authorized = append(in.authorized, keyPub)
+	in.ud = s.cloudInit(req.UserData)
+	in.hostKey, in.authorized = in.ud.hostKey, append(slices.Clone(in.ud.authorized), keyPub)
 	seq := s.seq
 	s.instances[in.api.ID] = in
 	s.order = append(s.order, in.api.ID)
 	go s.boot(in, seq)
 	return ok(map[string]any{"instance_ids": []string{in.api.ID}})
-}
-
-// cloudConfig is what Lambda's cloud-init does for the keys of a
-// #cloud-config user_data, and its runcmd.
-type cloudConfig struct {
-	SSHKeys           map[string]string `yaml:"ssh_keys"`
-	SSHAuthorizedKeys []string          `yaml:"ssh_authorized_keys"`
-	RunCmd            []any             `yaml:"runcmd"`
-}
-
-// runcmdScript is the script cloud-init's runcmd module writes for its
-// items, for the final stage's scripts_user to run (canonical/cloud-init,
-// cc_runcmd: "If the item is a string, it will be interpreted by sh. If
-// the item is a list, the items will be executed as if passed to
-// execve(3)"; "The runcmd module only writes the script to be run later.
-// The module that actually runs the script is scripts_user in the Final
-// boot stage"): a list item's words shell-quoted, a string as it is.
-func runcmdScript(items []any) (string, bool) {
-	if len(items) == 0 {
-		return "", true
-	}
-	var b strings.Builder
-	b.WriteString("#!/bin/sh\n")
-	for _, it := range items {
-		switch v := it.(type) {
-		case string:
-			b.WriteString(v + "\n")
-		case []any:
-			for i, w := range v {
-				ws, ok := w.(string)
-				if !ok {
-					return "", false
-				}
-				if i > 0 {
-					b.WriteByte(' ')
-				}
-				b.WriteString("'" + strings.ReplaceAll(ws, "'", `'\''`) + "'")
-			}
-			b.WriteByte('\n')
-		default:
-			return "", false
-		}
-	}
-	return b.String(), true
-}
-
-// cloudInit applies the user_data's ssh_keys and ssh_authorized_keys as
-// cloud-init would, and returns its runcmd script. A user_data that
-// cloud-init would reject is a violation, and the host then keeps a key of
-// its own, as a real one would.
-func (s *Server) cloudInit(userData string) (hostKey []byte, authorized []string, runcmd string) {
-	if userData == "" {
-		return nil, nil, ""
-	}
-	if !strings.HasPrefix(userData, "#cloud-config\n") {
-		s.violationLocked("launch: user_data is not a #cloud-config document; the fake applies only those")
-		return nil, nil, ""
-	}
-	var cc cloudConfig
-	if err := yaml.Unmarshal([]byte(userData), &cc); err != nil {
-		s.violationLocked("launch: user_data is not valid YAML: %v", err)
-		return nil, nil, ""
-	}
-	runcmd, ok := runcmdScript(cc.RunCmd)
-	if !ok {
-		s.violationLocked("launch: user_data runcmd items must be strings or lists of strings")
-	}
-	for _, k := range cc.SSHAuthorizedKeys {
-		if _, _, _, _, err := ssh.ParseAuthorizedKey([]byte(k)); err != nil {
-			s.violationLocked("launch: user_data ssh_authorized_keys has an invalid key")
-			continue
-		}
-		authorized = append(authorized, k)
-	}
-	priv, pub := cc.SSHKeys["ed25519_private"], cc.SSHKeys["ed25519_public"]
-	if priv == "" {
-		return nil, authorized, runcmd
-	}
-	signer, err := ssh.ParsePrivateKey([]byte(priv))
-	if err != nil {
-		s.violationLocked("launch: user_data ssh_keys.ed25519_private is not an OpenSSH private key")
-		return nil, authorized, runcmd
-	}
-	if pk, _, _, _, err := ssh.ParseAuthorizedKey([]byte(pub)); err != nil || !bytes.Equal(pk.Marshal(), signer.PublicKey().Marshal()) {
-		s.violationLocked("launch: user_data ssh_keys.ed25519_public does not match ed25519_private")
-	}
-	return []byte(priv), authorized, runcmd
 }
 
 // violationLocked is violation for callers holding s.mu.
@@ -232,7 +142,10 @@ func (s *Server) violationLocked(format string, args ...any) {
 }
 
 // boot plays the instance's life: booting for the boot delay, then active
-// with a running sshd, or the fault its Behavior asks for.
+// with a running sshd, or the fault its Behavior asks for. user_data's
+// bootcmd runs InitStageLead before the end of the boot delay (cloud-init's
+// network stage, before sshd), and SSH waits for it to end, as the stage's
+// unit does; runcmd runs once SSH is up (the final stage).
 func (s *Server) boot(in *instance, seq int) {
 	defer close(in.done)
 	b := in.behavior
@@ -240,14 +153,12 @@ func (s *Server) boot(in *instance, seq int) {
 	if delay == 0 {
 		delay = s.opts.BootDelay
 	}
-	if delay > 0 {
-		t := time.NewTimer(delay)
-		defer t.Stop()
-		select {
-		case <-in.stop:
-			return
-		case <-t.C:
-		}
+	var lead time.Duration
+	if in.ud.bootcmd != "" {
+		lead = min(max(b.InitStageLead, 0), delay)
+	}
+	if !s.sleep(in, delay-lead) {
+		return
 	}
 	s.vmLaunched(in)
 	if b.StuckBooting {
@@ -264,6 +175,9 @@ func (s *Server) boot(in *instance, seq int) {
 		s.setStatus(in, "preempted")
 		return
 	}
+	// sshd starts now but is reachable only once the instance is active
+	// with an IP; its marker tags what bootcmd leaves behind, so that
+	// stopHost ends it.
 	srv, err := s.startHost(in)
 	if err != nil {
 		s.t.Logf("lambdatest: instance %s: sshd did not start: %v", in.api.ID, err)
@@ -271,12 +185,32 @@ func (s *Server) boot(in *instance, seq int) {
 		return
 	}
 	s.mu.Lock()
-	defer s.mu.Unlock()
 	// stopHost stops the server once this goroutine is done, whatever
 	// happened meanwhile.
 	in.srv = srv
 	if in.api.Status != "booting" {
+		s.mu.Unlock()
 		return // terminated, or failed by SetStatus, while sshd started
+	}
+	if in.ud.bootcmd != "" {
+		in.bootcmd = s.startStage(in, srv, "bootcmd", in.ud.bootcmd)
+	}
+	bootcmd := in.bootcmd
+	s.mu.Unlock()
+	if !s.sleep(in, lead) {
+		return
+	}
+	if bootcmd != nil {
+		select {
+		case <-in.stop:
+			return
+		case <-bootcmd.Done():
+		}
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if in.api.Status != "booting" {
+		return
 	}
 	in.api.Status = "active"
 	in.reachableAt = time.Now()
@@ -284,27 +218,48 @@ func (s *Server) boot(in *instance, seq int) {
 	in.api.PrivateIP = fmt.Sprintf("10.77.%d.%d", seq/250, seq%250+1)
 	in.api.Actions = actions("active", true)
 	in.jupyter()
-	if in.runcmd != "" {
-		s.runCmd(in, srv)
+	if in.ud.runcmd != "" {
+		// The final stage: after sshd is up (it runs "as late in boot as
+		// possible", cloud-init's boot stages docs), in the background
+		// relative to SSH, which is already served; its package step
+		// first.
+		script := in.ud.runcmd
+		if d := b.packageUpdateTime(); in.ud.packages && d > 0 {
+			script = "sleep " + strconv.FormatFloat(d.Seconds(), 'f', 3, 64) + "\n" + script
+		}
+		in.boot = s.startStage(in, srv, "runcmd", script)
 	}
 }
 
-// runCmd starts the user_data's runcmd as cloud-init's final stage does:
-// after sshd is up (the final stage runs "as late in boot as possible",
-// cloud-init's boot stages docs), as root with root's HOME (the fake's
-// host root), in the background relative to SSH, which is already served.
-// The sshd's marker lets stopHost end what it leaves behind. Called with
-// s.mu held.
-func (s *Server) runCmd(in *instance, srv *sshd.Server) {
+// sleep waits d, or until the instance is stopped (false).
+func (s *Server) sleep(in *instance, d time.Duration) bool {
+	if d <= 0 {
+		return true
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-in.stop:
+		return false
+	case <-t.C:
+		return true
+	}
+}
+
+// startStage starts a cloud-init script as cloud-init runs it: as root
+// with root's HOME (the fake's host root). The sshd's marker lets stopHost
+// end what it leaves behind. Called with s.mu held; nil if it did not
+// start.
+func (s *Server) startStage(in *instance, srv *sshd.Server, name, script string) *fakehost.Boot {
 	root := s.HostRoot(in.api.ID)
 	env := []string{"HOME=" + root, "CRABBOX_HOST_ROOT=" + root, srv.Marker(),
 		"PATH=" + filepath.Join(s.Dir(in.api.ID), "bin") + ":/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"}
-	b, err := fakehost.StartBoot(in.runcmd, root, env)
+	b, err := fakehost.StartBoot(script, root, env)
 	if err != nil {
-		s.t.Logf("lambdatest: instance %s: runcmd did not start: %v", in.api.ID, err)
-		return
+		s.t.Logf("lambdatest: instance %s: %s did not start: %v", in.api.ID, name, err)
+		return nil
 	}
-	in.boot = b
+	return b
 }
 
 // RunCmdOutput is what the instance's runcmd printed so far, and whether
@@ -469,11 +424,14 @@ func (s *Server) stopHost(in *instance) {
 		close(in.stop)
 		<-in.done
 		s.mu.Lock()
-		srv, id, boot := in.srv, in.api.ID, in.boot
+		srv, id := in.srv, in.api.ID
 		in.srv = nil
+		boots := []*fakehost.Boot{in.bootcmd, in.boot}
 		s.mu.Unlock()
-		if boot != nil {
-			boot.Stop()
+		for _, b := range boots {
+			if b != nil {
+				b.Stop()
+			}
 		}
 		if srv != nil {
 			if err := srv.Stop(); err != nil {

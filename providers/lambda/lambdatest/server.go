@@ -92,6 +92,18 @@ type Behavior struct {
 	// ldconfig does not list them, internal/fakehost); Lambda's own image
 	// has them.
 	NoRunnerDeps bool
+	// InitStageLead is how long before SSH is reachable (status active)
+	// cloud-init's network stage runs user_data's bootcmd. The stage is
+	// ordered before sshd (canonical/cloud-init,
+	// systemd/cloud-init-network.service.tmpl: Before=sshd.service), but
+	// nothing stored says by how much on Lambda: 0, the strict default,
+	// runs it as SSH comes up. At most the boot delay.
+	InitStageLead time.Duration
+	// PackageUpdateTime is how long the final stage's package step
+	// (package_update, package_upgrade, packages) holds up runcmd;
+	// DefaultPackageUpdateTime when zero, none when negative
+	// (cloudinit.go).
+	PackageUpdateTime time.Duration
 }
 
 // DefaultAPIKey is the key a Server accepts when Options.APIKey is empty.
