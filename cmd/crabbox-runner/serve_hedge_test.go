@@ -20,7 +20,7 @@ import (
 // hedgeE2E serves the A100 class with hedge_after (none when empty) and
 // the given boot timeout, the fake Vast hosts behaving as behave says and
 // staying "loading" runningAfter (0: the fake's default).
-func hedgeE2E(t *testing.T, hedgeAfter, bootTimeout string, runningAfter time.Duration, behave func(seq int, o vasttest.Offer) vasttest.Behavior) *vastE2E {
+func hedgeE2E(t *testing.T, hedgeAfter, bootTimeout string, runningAfter time.Duration, behave func(seq int, o vasttest.Offer, label string) vasttest.Behavior) *vastE2E {
 	t.Helper()
 	if hedgeAfter != "" {
 		e2eConfigTweak = func(cfg string) string {
@@ -70,7 +70,7 @@ func hedgeJob(e *vastE2E) int64 {
 // host is destroyed as soon as the hedge's runner is online (long before
 // the boot timeout), and the job never had more than two hosts.
 func TestServeHedgeSecondWins(t *testing.T) {
-	e := hedgeE2E(t, "2s", "120s", 0, func(seq int, o vasttest.Offer) vasttest.Behavior {
+	e := hedgeE2E(t, "2s", "120s", 0, func(seq int, o vasttest.Offer, _ string) vasttest.Behavior {
 		return vasttest.Behavior{NeverBoot: seq == 1}
 	})
 	most := watchInstances(t, e)
@@ -115,7 +115,7 @@ func TestServeHedgeSecondWins(t *testing.T) {
 // hedge's host (which never boots): the first serves, the hedge's host is
 // destroyed as soon as the first runner is online.
 func TestServeHedgeFirstWins(t *testing.T) {
-	e := hedgeE2E(t, "1s", "120s", 3*time.Second, func(seq int, o vasttest.Offer) vasttest.Behavior {
+	e := hedgeE2E(t, "1s", "120s", 3*time.Second, func(seq int, o vasttest.Offer, _ string) vasttest.Behavior {
 		return vasttest.Behavior{NeverBoot: seq == 2}
 	})
 	most := watchInstances(t, e)
@@ -171,7 +171,7 @@ func TestServeHedgeBench(t *testing.T) {
 	}
 	for _, hedgeAfter := range []string{"", "3s"} {
 		t.Run("hedge_after="+hedgeAfter, func(t *testing.T) {
-			e := hedgeE2E(t, hedgeAfter, "20s", 0, func(seq int, o vasttest.Offer) vasttest.Behavior {
+			e := hedgeE2E(t, hedgeAfter, "20s", 0, func(seq int, o vasttest.Offer, _ string) vasttest.Behavior {
 				return vasttest.Behavior{NeverBoot: seq == 1}
 			})
 			most := watchInstances(t, e)
