@@ -14,6 +14,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -426,6 +427,17 @@ func TestTTRBench(t *testing.T) {
 	t.Log("\n" + out)
 	if path := os.Getenv("CRABBOX_TTR_OUT"); path != "" {
 		if err := os.WriteFile(filepath.Clean(path), []byte(out), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		var raw []ttrJSON
+		for _, r := range reps {
+			raw = append(raw, r.json())
+		}
+		b, err := json.MarshalIndent(raw, "", " ")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Clean(path)+".json", b, 0o644); err != nil {
 			t.Fatal(err)
 		}
 	}
