@@ -111,6 +111,46 @@ func TestServeHedgeSecondWins(t *testing.T) {
 	t.Logf("queued to completed with a hedge after 2s, first host never booting: %s", took.Round(10*time.Millisecond))
 }
 
+// The first host never boots and its hedge fails fast (an OCI runtime
+// error): once the failed hedge's host is destroyed, a new hedge is rented,
+// and its runner runs the job long before the first's boot timeout; the job
+// never had more than two hosts at once.
+func TestServeHedgeFailedHedgeReplaced(t *testing.T) {
+	e := hedgeE2E(t, "2s", "120s", 0, func(seq int, o vasttest.Offer, _ string) vasttest.Behavior {
+		return vasttest.Behavior{NeverBoot: seq == 1, OCIError: seq == 2}
+	})
+	most := watchInstances(t, e)
+	started := time.Now()
+	id := hedgeJob(e)
+	job := e.waitJob(id)
+	took := time.Since(started)
+	if job.Conclusion != "success" {
+		t.Fatalf("job: %+v", job)
+	}
+	e.waitFor("every instance destroyed", 60*time.Second, func() bool { return len(e.vast.Live()) == 0 })
+	if took > 100*time.Second {
+		t.Fatalf("the job took %s: it waited for the first host's boot timeout", took)
+	}
+	ls := e.leases()
+	if len(ls) != 3 {
+		t.Fatalf("%d leases, want 3 (first, failed hedge, new hedge): %+v", len(ls), ls)
+	}
+	first, failed, again := ls[0], ls[1], ls[2]
+	if failed.State != provisioner.StateReleased || !strings.Contains(failed.Error, "OCI") {
+		t.Errorf("failed hedge: state %s error %q", failed.State, failed.Error)
+	}
+	if job.RunnerName != again.RunnerName || first.ReleaseReason != "hedge "+again.ID+" got its runner online first" {
+		t.Errorf("the job ran on %s (new hedge %s); first released for %q", job.RunnerName, again.RunnerName, first.ReleaseReason)
+	}
+	if again.CreatedAt.Before(failed.ReleasedAt) {
+		t.Errorf("new hedge made at %s, before the failed hedge's host was destroyed at %s", again.CreatedAt, failed.ReleasedAt)
+	}
+	if n := most(); n > 2 {
+		t.Errorf("%d instances live at once, want at most 2", n)
+	}
+	t.Logf("queued to completed, first host never booting, first hedge failing fast: %s", took.Round(10*time.Millisecond))
+}
+
 // The first host boots late, after its hedge was started but before the
 // hedge's host (which never boots): the first serves, the hedge's host is
 // destroyed as soon as the first runner is online.
