@@ -40,6 +40,9 @@ type ttrReport struct {
 	// webhook mode any idle runner of the class takes the oldest queued
 	// job): a slow host's delay is then spread over later jobs.
 	OtherJobs int
+	// Hedges started, and the leases due one that got none, by reason.
+	Hedges     int
+	HedgeSkips map[string]int
 }
 
 // report computes the figures. Per job: queued is the fake GitHub's queue
@@ -53,7 +56,8 @@ type ttrReport struct {
 func (r *ttrRun) report() *ttrReport {
 	p := r.p
 	S := p.Scale
-	rep := &ttrReport{Scenario: r.sc.Name, p: p, Jobs: len(r.jobs), MaxHostsPerLease: r.maxHostsPerLease, Wall: r.ended.Sub(r.started)}
+	rep := &ttrReport{Scenario: r.sc.Name, p: p, Jobs: len(r.jobs), MaxHostsPerLease: r.maxHostsPerLease, Wall: r.ended.Sub(r.started),
+		Hedges: r.hedges, HedgeSkips: r.hedgeSkips}
 	byLease := map[string][]ttrHost{}
 	for _, h := range r.hosts {
 		byLease[h.LeaseID] = append(byLease[h.LeaseID], h)
@@ -210,6 +214,9 @@ func markdownReport(reps []*ttrReport) string {
 			"most hosts per lease %d; longest wait behind a never-booting host %s.\n\n",
 			r.Hosts, r.NeverBooted, r.FailedFast, r.MoneyTotal, r.MoneyUnused, r.MaxHostsPerLease, fmtDur(r.LongestNeverBootWait))
 		fmt.Fprintf(&b, "%d of %d jobs ran on a lease made for another job.\n\n", r.OtherJobs, r.Jobs)
+		if r.Hedges > 0 || len(r.HedgeSkips) > 0 {
+			fmt.Fprintf(&b, "Hedges started %d; leases due a hedge that got none, by reason (counted once per lease and reason): %v.\n\n", r.Hedges, r.HedgeSkips)
+		}
 		if len(r.Ready) > 0 {
 			fmt.Fprintf(&b, "%d jobs found a runner already online when queued: queued → job assigned p50 %s, p95 %s, max %s.\n\n",
 				len(r.Ready), fmtDur(pct(r.Ready, 50)), fmtDur(pct(r.Ready, 95)), fmtDur(pct(r.Ready, 100)))
@@ -259,17 +266,20 @@ func sideBySide(reps []*ttrReport) string {
 // ttrJSON is one scenario's raw figures (CRABBOX_TTR_OUT + ".json"), for
 // pooling the jobs of several seeds.
 type ttrJSON struct {
-	Scenario  string    `json:"scenario"`
-	Seed      uint64    `json:"seed"`
-	Scale     float64   `json:"scale"`
-	TotalSecs []float64 `json:"total_seconds"`
-	Money     float64   `json:"money"`
-	Hosts     int       `json:"hosts"`
-	OtherJobs int       `json:"other_jobs"`
+	Scenario   string         `json:"scenario"`
+	Seed       uint64         `json:"seed"`
+	Scale      float64        `json:"scale"`
+	TotalSecs  []float64      `json:"total_seconds"`
+	Money      float64        `json:"money"`
+	Hosts      int            `json:"hosts"`
+	OtherJobs  int            `json:"other_jobs"`
+	Hedges     int            `json:"hedges"`
+	HedgeSkips map[string]int `json:"hedge_skips"`
 }
 
 func (r *ttrReport) json() ttrJSON {
-	out := ttrJSON{Scenario: r.Scenario, Seed: r.p.Seed, Scale: r.p.Scale, Money: r.MoneyTotal, Hosts: r.Hosts, OtherJobs: r.OtherJobs}
+	out := ttrJSON{Scenario: r.Scenario, Seed: r.p.Seed, Scale: r.p.Scale, Money: r.MoneyTotal, Hosts: r.Hosts, OtherJobs: r.OtherJobs,
+		Hedges: r.Hedges, HedgeSkips: r.HedgeSkips}
 	for _, d := range r.Total {
 		out.TotalSecs = append(out.TotalSecs, d.Seconds())
 	}

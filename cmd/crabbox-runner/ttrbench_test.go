@@ -45,8 +45,12 @@ type ttrRun struct {
 	// maxHostsPerLease is the most live instances seen at once for one
 	// lease group (ttrLeaseGroup), sampled every 50 ms.
 	maxHostsPerLease int
-	bootTimeoutWall  time.Duration
-	started, ended   time.Time
+	// hedges and hedgeSkips count the serve log's "hedge started" and
+	// "lease due a hedge gets none" lines, the skips by reason.
+	hedges          int
+	hedgeSkips      map[string]int
+	bootTimeoutWall time.Duration
+	started, ended  time.Time
 }
 
 // ttrHost is one instance of either fake.
@@ -120,6 +124,8 @@ func (tp *ttrPairs) key(marker string) string {
 	tp.roles[k]++
 	return fmt.Sprintf("%s%d", k, n)
 }
+
+var hedgeSkipReason = regexp.MustCompile(`"reason":"([a-z_]+)"`)
 
 var shaLine = regexp.MustCompile(`(?m)^  sha256: "[0-9a-f]{64}"$`)
 
@@ -294,6 +300,17 @@ func runTTR(t *testing.T, sc ttrScenario, p ttrParams) *ttrRun {
 		run.jobs = append(run.jobs, j)
 	}
 	run.leases = e.leases()
+	run.hedges, run.hedgeSkips = 0, map[string]int{}
+	for _, line := range strings.Split(e.logs.String(), "\n") {
+		switch {
+		case strings.Contains(line, `"msg":"hedge started"`):
+			run.hedges++
+		case strings.Contains(line, `"msg":"lease due a hedge gets none"`):
+			if m := hedgeSkipReason.FindStringSubmatch(line); m != nil {
+				run.hedgeSkips[m[1]]++
+			}
+		}
+	}
 	st, err := sqlite.Open(context.Background(), e.dbPath)
 	if err != nil {
 		t.Fatal(err)
