@@ -329,11 +329,16 @@ func (p ttrParams) arrivals() []time.Duration {
 	return out
 }
 
-// ttrMarket is the Vast-like market: 120 single-A100 offers from $0.80 to
-// $1.59 an hour, enough that no job waits for an offer.
+// ttrMarket is the Vast-like market: 400 single-A100 offers from $0.80 to
+// $1.59 an hour, enough that no job waits for an offer. The product skips
+// an offer it rented for offerTakenFor (5 minutes, provisioner/offerbook.go),
+// a timer the harness does not scale: at S = 20 a hedged 100-job run rents
+// more than 120 machines within 5 minutes of wall time, and with 120
+// offers every lease then waited "every fitting offer is being created by
+// another lease or was taken" for minutes.
 func ttrMarket() []vasttest.Offer {
 	var out []vasttest.Offer
-	for i := range 120 {
+	for i := range 400 {
 		out = append(out, vasttest.Offer{ID: int64(9100000 + i), MachineID: int64(9100 + i), HostID: int64(910 + i/4),
 			GPUName: "A100 PCIE", NumGPUs: 1, GPURAM: 40960, DphBase: 0.80 + float64(i%80)/100, StorageCost: 0.2,
 			Reliability: 0.99, Geolocation: "Texas, US", DirectPortCount: 20, DiskSpace: 500, CUDAMaxGood: 12.6})
