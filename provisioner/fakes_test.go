@@ -26,6 +26,9 @@ type memProvider struct {
 	lists   int   // ListOwned calls
 	gets    int   // Get calls
 	listErr error // ListOwned fails with it when set
+	// destroyGate, when set, is called (unlocked) before each Destroy:
+	// a test holds a destroy there (hedge_test.go).
+	destroyGate func(id string)
 }
 
 type memBehavior struct {
@@ -127,6 +130,9 @@ func (m *memProvider) ListOwned(ctx context.Context, deployment string) ([]*prov
 }
 
 func (m *memProvider) Destroy(ctx context.Context, inst *provisioner.Instance) error {
+	if m.destroyGate != nil {
+		m.destroyGate(inst.ID)
+	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if _, ok := m.instances[inst.ID]; ok {

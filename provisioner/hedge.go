@@ -4,9 +4,14 @@ package provisioner
 // host for a lease whose runner is not online that long after its host's
 // create call. The second lease (the hedge, Lease.HedgeOf = the first's id)
 // is made for the same job; whichever gets its runner online first serves,
-// and the other is released at once. A lease is hedged at most once
-// (Lease.HedgedAt), and a hedge is never hedged, so a job never has more
-// than two leases holding or about to hold a host.
+// and the other is released at once. A lease has at most one live hedge
+// (Lease.HedgedAt is set while it has one), and a hedge is never hedged, so
+// a job never has more than two leases holding or about to hold a host.
+// A hedge that fails (fails fast, never boots) does not end the hedging:
+// once its host is destroyed (its lease released), the first lease, if it
+// still starts, may be hedged again at once (hedgeGone), under the same
+// checks as the first hedge (its job still waits, room, budget). A promoted
+// hedge is never hedged, nor is a warm lease.
 //
 // Every decision is made in the transaction that records the event it
 // follows (runner online, a release asked for), with the leases read there
@@ -332,8 +337,9 @@ func (p *Provisioner) hedgeOnline(ctx context.Context, tx Tx, l *Lease) error {
 //     balance counts it for the job and rents no third host;
 //   - l is not needed any more (its job went): neither is its hedge.
 //
-// A hedge being released leaves its first lease as it is; that lease is
-// never hedged again (its HedgedAt stays).
+// A hedge being released leaves its first lease as it is here; once the
+// hedge's host is destroyed, hedgeGone decides whether it may be hedged
+// again.
 func (p *Provisioner) hedgeReleased(ctx context.Context, tx Tx, l *Lease, reason, failure string) error {
 	if l.HedgeOf != "" || l.HedgedAt.IsZero() || l.State == StateIdle || l.State == StateBusy || l.State == StateReleasing || l.State == StateReleased {
 		return nil
@@ -381,6 +387,51 @@ func (p *Provisioner) hedgeReleased(ctx context.Context, tx Tx, l *Lease, reason
 		}
 		p.observeWin(l.Class, "second")
 	}
+	return nil
+}
+
+// hedgeGone is called in the transaction that marks lease l released (its
+// host destroyed). When l was a hedge that did not lose a race (it failed,
+// or was released by hand) and the lease it hedged still starts, waiting,
+// with no other hedge holding a host, that lease may be hedged again: its
+// HedgedAt is cleared, and its boot worker is woken to look (the deadline
+// scan's backstop does when the worker is elsewhere). Only now, with l's
+// host gone, so that the job never has three hosts at once. A hedge that
+// lost its race (hedgeLost) leaves its first online or released: nothing
+// to do.
+func (p *Provisioner) hedgeGone(ctx context.Context, tx Tx, l *Lease) error {
+	if l.HedgeOf == "" || hedgeLost(l.ReleaseReason) {
+		return nil
+	}
+	first, err := tx.Lease(ctx, l.HedgeOf)
+	if errors.Is(err, ErrNotFound) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	if first.HedgedAt.IsZero() || first.HedgeOf != "" || first.Warm || first.ReleaseReason != "" ||
+		(first.State != StateBooting && first.State != StateBootstrapping) {
+		return nil
+	}
+	hedges, err := tx.Leases(ctx, LeaseFilter{HedgeOf: first.ID})
+	if err != nil {
+		return err
+	}
+	for _, h := range hedges {
+		if h.ID != l.ID && h.State != StateReleased {
+			return nil // another hedge still holds (or is about to hold) a host
+		}
+	}
+	if _, err := tx.UpdateLease(ctx, first.ID, func(f *Lease) { f.HedgedAt = time.Time{} }); err != nil {
+		return err
+	}
+	why := firstNonEmpty(l.Error, l.ReleaseReason)
+	if err := tx.NoteLease(ctx, first.ID, fmt.Sprintf("hedge %s gone (%s) while this lease still starts: it may be hedged again", l.ID, why)); err != nil {
+		return err
+	}
+	p.hedges.next.Delete(first.ID)
+	p.hedges.wake.Store(first.ID, true)
 	return nil
 }
 

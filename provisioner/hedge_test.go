@@ -261,31 +261,132 @@ func TestHedgeFirstFailsHedgePromoted(t *testing.T) {
 	}
 }
 
-// A hedge that fails is released; the first lease carries on and is not
-// hedged again.
-func TestHedgeFailsFirstCarriesOn(t *testing.T) {
-	hold1, hold2 := make(chan struct{}), make(chan struct{})
-	h, obs := newHedgeHarness(t, map[int]chan struct{}{1: hold1, 2: hold2}, nil)
+// A hedge that fails while the first lease still boots and its job waits
+// is replaced by a new hedge, but only once the failed hedge's host is
+// destroyed: the job never has three hosts. The new hedge wins like any.
+func TestHedgeFailsHedgedAgain(t *testing.T) {
+	hold1, hold3 := make(chan struct{}), make(chan struct{})
+	h, obs := newHedgeHarness(t, map[int]chan struct{}{1: hold1, 3: hold3}, nil)
+	// A third machine: the first's is left out for a hedge, the failed
+	// hedge's is marked bad.
+	h.prov.offers = append(h.prov.offers, provisioner.Offer{Provider: "mem", ID: "o-third", GPU: "A100", GPUCount: 1,
+		GPUMemoryGB: 80, PricePerHour: 1.5, MachineID: "m-third"})
 	h.event("queued", 1, "g1")
 	first := firstLease(h)
 	hedge := bootingHedge(h, first.ID)
-	h.prov.lose(hedge.InstanceID, provisioner.InstanceGone)
-	h.waitFor("the hedge released", func() bool {
-		s, _ := h.store.Lease(context.Background(), hedge.ID)
-		return s.State == provisioner.StateReleased
-	})
-	time.Sleep(3 * testHedgeAfter) // time for a second hedge, were one made
+	// The failed hedge's destroy is held: no new hedge meanwhile.
+	destroying, letGo := make(chan struct{}), make(chan struct{})
+	var once sync.Once
+	h.prov.mu.Lock()
+	h.prov.destroyGate = func(id string) {
+		if id == hedge.InstanceID {
+			once.Do(func() { close(destroying) })
+			<-letGo
+		}
+	}
+	h.prov.mu.Unlock()
+	h.prov.lose(hedge.InstanceID, provisioner.InstanceFailed)
+	select {
+	case <-destroying:
+	case <-time.After(30 * time.Second):
+		t.Fatalf("the failed hedge's host never destroyed:%s", h.describe())
+	}
+	time.Sleep(3 * testHedgeAfter) // time for a new hedge, were one made too early
 	if ls := h.leases(); len(ls) != 2 {
-		t.Fatalf("%d leases, want 2 (no second hedge):%s", len(ls), h.describe())
+		close(letGo)
+		t.Fatalf("%d leases while the failed hedge's host is not destroyed yet, want 2:%s", len(ls), h.describe())
+	}
+	close(letGo)
+	var again *provisioner.Lease
+	h.waitFor("a new hedge", func() bool {
+		for _, l := range h.leases() {
+			if l.HedgeOf == first.ID && l.ID != hedge.ID {
+				again = l
+			}
+		}
+		return again != nil
+	})
+	old, _ := h.store.Lease(context.Background(), hedge.ID)
+	if old.State != provisioner.StateReleased || again.CreatedAt.Before(old.ReleasedAt) {
+		t.Fatalf("new hedge made at %s, the failed one %s released at %s", again.CreatedAt, old.State, old.ReleasedAt)
+	}
+	close(hold3)
+	h.waitFor("the new hedge online and the first released", func() bool {
+		f, _ := h.store.Lease(context.Background(), first.ID)
+		s, _ := h.store.Lease(context.Background(), again.ID)
+		return s.State == provisioner.StateIdle && f.State == provisioner.StateReleased
+	})
+	if ls := h.leases(); len(ls) != 3 {
+		t.Fatalf("%d leases, want 3 (first, failed hedge, new hedge):%s", len(ls), h.describe())
+	}
+	if started, _, won, _ := obs.get(); started != 2 || won["second"] != 1 {
+		t.Fatalf("started %d, won %v; want 2 hedges started, the second's win", started, won)
 	}
 	close(hold1)
-	h.waitFor("the first online", func() bool {
-		f, _ := h.store.Lease(context.Background(), first.ID)
-		return f.State == provisioner.StateIdle
+}
+
+// No new hedge after a hedge fails when the job no longer waits (counted
+// as skipped), nor when the first lease came online while the failed
+// hedge's host was being destroyed.
+func TestHedgeFailsNotHedgedAgain(t *testing.T) {
+	t.Run("job gone", func(t *testing.T) {
+		hold1 := make(chan struct{})
+		defer close(hold1)
+		h, obs := newHedgeHarness(t, map[int]chan struct{}{1: hold1}, nil)
+		h.event("queued", 1, "g1")
+		first := firstLease(h)
+		hedge := bootingHedge(h, first.ID)
+		h.event("in_progress", 1, "g2", func(e *provisioner.JobEvent) { e.RunnerName = "someone-else" })
+		h.prov.lose(hedge.InstanceID, provisioner.InstanceGone)
+		h.waitFor("the hedge released", func() bool {
+			s, _ := h.store.Lease(context.Background(), hedge.ID)
+			return s.State == provisioner.StateReleased
+		})
+		h.waitFor("the skip counted", func() bool { _, s, _, _ := obs.get(); return s[provisioner.HedgeSkipJobGone] > 0 })
+		time.Sleep(3 * testHedgeAfter)
+		if ls := h.leases(); len(ls) != 2 {
+			t.Fatalf("%d leases, want 2 (no new hedge for a job gone):%s", len(ls), h.describe())
+		}
+		if started, _, _, _ := obs.get(); started != 1 {
+			t.Fatalf("%d hedges started, want 1", started)
+		}
 	})
-	if started, _, _, _ := obs.get(); started != 1 {
-		t.Fatalf("%d hedges started, want 1", started)
-	}
+	t.Run("first online", func(t *testing.T) {
+		hold1 := make(chan struct{})
+		h, obs := newHedgeHarness(t, map[int]chan struct{}{1: hold1}, nil)
+		h.event("queued", 1, "g1")
+		first := firstLease(h)
+		hedge := bootingHedge(h, first.ID)
+		destroying, letGo := make(chan struct{}), make(chan struct{})
+		var once sync.Once
+		h.prov.mu.Lock()
+		h.prov.destroyGate = func(id string) {
+			if id == hedge.InstanceID {
+				once.Do(func() { close(destroying) })
+				<-letGo
+			}
+		}
+		h.prov.mu.Unlock()
+		h.prov.lose(hedge.InstanceID, provisioner.InstanceFailed)
+		<-destroying
+		close(hold1)
+		h.waitFor("the first online", func() bool {
+			f, _ := h.store.Lease(context.Background(), first.ID)
+			return f.State == provisioner.StateIdle
+		})
+		close(letGo)
+		h.waitFor("the failed hedge released", func() bool {
+			s, _ := h.store.Lease(context.Background(), hedge.ID)
+			return s.State == provisioner.StateReleased
+		})
+		time.Sleep(3 * testHedgeAfter)
+		if ls := h.leases(); len(ls) != 2 {
+			t.Fatalf("%d leases, want 2 (no new hedge for a lease online):%s", len(ls), h.describe())
+		}
+		if started, _, _, _ := obs.get(); started != 1 {
+			t.Fatalf("%d hedges started, want 1", started)
+		}
+	})
 }
 
 // No hedge for a job no longer queued, over max_leases, or over the spend

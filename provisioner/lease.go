@@ -129,8 +129,11 @@ type Lease struct {
 	// its runner online. "" for an ordinary lease, and for a hedge once it
 	// won (it is then the job's lease).
 	HedgeOf string
-	// HedgedAt is when a hedge was started for this lease; set once, so a
-	// lease is hedged at most once, ever.
+	// HedgedAt is when a hedge was started for this lease, zero when it has
+	// none racing: set with the hedge, so a lease has one hedge at a time,
+	// and cleared only when a hedge that failed has its host destroyed
+	// while this lease still starts (hedge.go hedgeGone). A promoted hedge
+	// has it set too, so it is never hedged.
 	HedgedAt time.Time
 	// Warm: the lease was made to keep the class's min_idle, not for a
 	// job (warm.go). It stays true once its runner takes a job.

@@ -64,8 +64,15 @@ func (p *Provisioner) releaseLease(ctx context.Context, id string) error {
 
 	p.creds.Delete(l.ID)
 	p.hedges.forget(l.ID)
-	err = p.transition(ctx, l.ID, StateReleased, "host destroyed, runner removed", func(l *Lease) {
-		l.ReleasedAt = p.now()
+	err = p.cfg.Store.InTx(ctx, func(tx Tx) error {
+		if _, err := tx.Transition(ctx, l.ID, StateReleased, "host destroyed, runner removed", func(l *Lease) {
+			l.ReleasedAt = p.now()
+		}); err != nil {
+			return err
+		}
+		// A hedge that failed, its host gone now: its lease may be hedged
+		// again (hedge.go).
+		return p.hedgeGone(ctx, tx, l)
 	})
 	if err != nil {
 		return err

@@ -7,6 +7,12 @@
 #   scripts/ttrbench.sh                      # every scenario, 50 jobs, scale 10
 #   scripts/ttrbench.sh vast lambda          # some scenarios
 #   JOBS=60 SCALE=30 SEED=7 scripts/ttrbench.sh vast vast-hedge
+#   JOBS=100 SCALE=20 SEED=2 scripts/ttrbench.sh vast vast-hedge vast-hedge-2m
+#
+# The draws are paired on the job and the host's role (first host, hedge,
+# replacement), so scenarios run with the same seed face the same boot
+# times; the report compares each with its provider's plain run when both
+# ran, and OUT.json holds the per-job totals for pooling seeds.
 #
 # Settings (environment): JOBS, SCALE, SEED, TARBALL_MB, BANDWIDTH_MBPS
 # (megabytes per second), DEPS (a Go duration, e.g. 30s), IMAGE_DEPS (true:

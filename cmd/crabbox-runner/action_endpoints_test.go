@@ -31,7 +31,9 @@ func TestActionRefusesPrivateSSHEndpoint(t *testing.T) {
 				{ID: 9200002, MachineID: 922, GPUName: "A100 PCIE", NumGPUs: 1, GPURAM: 40960, DphBase: 0.80, StorageCost: 0.2, Reliability: 0.99, Geolocation: "Texas, US", DirectPortCount: 20, DiskSpace: 500, CUDAMaxGood: 12.6},
 			}
 			fake := vasttest.New(vasttest.Options{APIKey: actionVastKey, Dir: filepath.Join(w.dir, "vast"), Offers: market, Logf: t.Logf,
-				Behavior: func(int, vasttest.Offer) vasttest.Behavior { return vasttest.Behavior{SSHAt: probe.l.Addr().String()} }})
+				Behavior: func(int, vasttest.Offer, string) vasttest.Behavior {
+					return vasttest.Behavior{SSHAt: probe.l.Addr().String()}
+				}})
 			t.Cleanup(fake.Close)
 			w.provider = "vast"
 			w.env = map[string]string{"CRABBOX_VAST_API_URL": fake.URL()}

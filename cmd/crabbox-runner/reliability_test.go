@@ -161,7 +161,7 @@ func TestReliabilityUnderFaults(t *testing.T) {
 	}
 	vfake := vasttest.New(vasttest.Options{Dir: filepath.Join(dir, "vast"), Offers: offers,
 		LoadingAfter: 50 * time.Millisecond, RunningAfter: 200 * time.Millisecond,
-		Behavior: func(seq int, o vasttest.Offer) vasttest.Behavior {
+		Behavior: func(seq int, o vasttest.Offer, _ string) vasttest.Behavior {
 			x := roll()
 			switch {
 			case x < faultRates.VastNeverBoot:

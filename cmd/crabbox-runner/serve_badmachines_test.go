@@ -61,7 +61,7 @@ func TestServeVastBadMachineAcrossRestarts(t *testing.T) {
 	started := time.Now()
 	e := startServeVastOpts(t, vastE2EOptions{bootTimeout: "30s", allowPrivate: true,
 		// The first host on machine 801 has a broken GPU; later ones are fine.
-		behave: func(seq int, o vasttest.Offer) vasttest.Behavior {
+		behave: func(seq int, o vasttest.Offer, _ string) vasttest.Behavior {
 			return vasttest.Behavior{BrokenGPU: seq == 1 && o.MachineID == 801}
 		},
 		extraConfig: "bad_machines: {avoid_for: " + avoidFor.String() + "}\n"})

@@ -49,7 +49,7 @@ func newCountingListener(t *testing.T) *countingListener {
 // are used up no host is rented again for the job.
 func TestServeRefusesPrivateSSHEndpoint(t *testing.T) {
 	probe := newCountingListener(t)
-	e := startServeVastWith(t, "60s", func(int, vasttest.Offer) vasttest.Behavior {
+	e := startServeVastWith(t, "60s", func(int, vasttest.Offer, string) vasttest.Behavior {
 		return vasttest.Behavior{SSHAt: probe.l.Addr().String()}
 	}, false)
 	e.gh.QueueJob(githubtest.JobSpec{Repo: "acme/vision", Org: "acme", Labels: []string{"self-hosted", "crabbox", "A100"},
@@ -115,7 +115,7 @@ func TestServeRefusesPrivateSSHEndpoint(t *testing.T) {
 // connects to the port (which speaks no SSH): the test above can tell.
 func TestServeAllowsPrivateSSHEndpointWhenConfigured(t *testing.T) {
 	probe := newCountingListener(t)
-	e := startServeVastWith(t, "60s", func(int, vasttest.Offer) vasttest.Behavior {
+	e := startServeVastWith(t, "60s", func(int, vasttest.Offer, string) vasttest.Behavior {
 		return vasttest.Behavior{SSHAt: probe.l.Addr().String()}
 	}, true)
 	e.gh.QueueJob(githubtest.JobSpec{Repo: "acme/vision", Org: "acme", Labels: []string{"self-hosted", "crabbox", "A100"},

@@ -45,7 +45,7 @@ const gateClass = `classes:
 // startServeGate is startServeVast with gateMarket and gateClass; a
 // destroyed host's machine comes back to the market at once, so only our
 // bad-machine mark keeps it out.
-func startServeGate(t *testing.T, behave func(seq int, o vasttest.Offer) vasttest.Behavior) *vastE2E {
+func startServeGate(t *testing.T, behave func(seq int, o vasttest.Offer, label string) vasttest.Behavior) *vastE2E {
 	t.Helper()
 	return startServeVastOpts(t, vastE2EOptions{behave: behave, allowPrivate: true, relistAfter: 50 * time.Millisecond,
 		market: gateMarket, classes: gateClass})
@@ -77,7 +77,7 @@ var gateCases = []struct {
 func TestServeGPUGate(t *testing.T) {
 	for _, tc := range gateCases {
 		t.Run(string(tc.fault), func(t *testing.T) {
-			e := startServeGate(t, func(seq int, o vasttest.Offer) vasttest.Behavior {
+			e := startServeGate(t, func(seq int, o vasttest.Offer, _ string) vasttest.Behavior {
 				if o.MachineID == 971 {
 					return vasttest.Behavior{GPUFault: tc.fault}
 				}

@@ -20,7 +20,7 @@ import (
 // hedgeE2E serves the A100 class with hedge_after (none when empty) and
 // the given boot timeout, the fake Vast hosts behaving as behave says and
 // staying "loading" runningAfter (0: the fake's default).
-func hedgeE2E(t *testing.T, hedgeAfter, bootTimeout string, runningAfter time.Duration, behave func(seq int, o vasttest.Offer) vasttest.Behavior) *vastE2E {
+func hedgeE2E(t *testing.T, hedgeAfter, bootTimeout string, runningAfter time.Duration, behave func(seq int, o vasttest.Offer, label string) vasttest.Behavior) *vastE2E {
 	t.Helper()
 	if hedgeAfter != "" {
 		e2eConfigTweak = func(cfg string) string {
@@ -70,7 +70,7 @@ func hedgeJob(e *vastE2E) int64 {
 // host is destroyed as soon as the hedge's runner is online (long before
 // the boot timeout), and the job never had more than two hosts.
 func TestServeHedgeSecondWins(t *testing.T) {
-	e := hedgeE2E(t, "2s", "120s", 0, func(seq int, o vasttest.Offer) vasttest.Behavior {
+	e := hedgeE2E(t, "2s", "120s", 0, func(seq int, o vasttest.Offer, _ string) vasttest.Behavior {
 		return vasttest.Behavior{NeverBoot: seq == 1}
 	})
 	most := watchInstances(t, e)
@@ -111,11 +111,51 @@ func TestServeHedgeSecondWins(t *testing.T) {
 	t.Logf("queued to completed with a hedge after 2s, first host never booting: %s", took.Round(10*time.Millisecond))
 }
 
+// The first host never boots and its hedge fails fast (an OCI runtime
+// error): once the failed hedge's host is destroyed, a new hedge is rented,
+// and its runner runs the job long before the first's boot timeout; the job
+// never had more than two hosts at once.
+func TestServeHedgeFailedHedgeReplaced(t *testing.T) {
+	e := hedgeE2E(t, "2s", "120s", 0, func(seq int, o vasttest.Offer, _ string) vasttest.Behavior {
+		return vasttest.Behavior{NeverBoot: seq == 1, OCIError: seq == 2}
+	})
+	most := watchInstances(t, e)
+	started := time.Now()
+	id := hedgeJob(e)
+	job := e.waitJob(id)
+	took := time.Since(started)
+	if job.Conclusion != "success" {
+		t.Fatalf("job: %+v", job)
+	}
+	e.waitFor("every instance destroyed", 60*time.Second, func() bool { return len(e.vast.Live()) == 0 })
+	if took > 100*time.Second {
+		t.Fatalf("the job took %s: it waited for the first host's boot timeout", took)
+	}
+	ls := e.leases()
+	if len(ls) != 3 {
+		t.Fatalf("%d leases, want 3 (first, failed hedge, new hedge): %+v", len(ls), ls)
+	}
+	first, failed, again := ls[0], ls[1], ls[2]
+	if failed.State != provisioner.StateReleased || !strings.Contains(failed.Error, "OCI") {
+		t.Errorf("failed hedge: state %s error %q", failed.State, failed.Error)
+	}
+	if job.RunnerName != again.RunnerName || first.ReleaseReason != "hedge "+again.ID+" got its runner online first" {
+		t.Errorf("the job ran on %s (new hedge %s); first released for %q", job.RunnerName, again.RunnerName, first.ReleaseReason)
+	}
+	if again.CreatedAt.Before(failed.ReleasedAt) {
+		t.Errorf("new hedge made at %s, before the failed hedge's host was destroyed at %s", again.CreatedAt, failed.ReleasedAt)
+	}
+	if n := most(); n > 2 {
+		t.Errorf("%d instances live at once, want at most 2", n)
+	}
+	t.Logf("queued to completed, first host never booting, first hedge failing fast: %s", took.Round(10*time.Millisecond))
+}
+
 // The first host boots late, after its hedge was started but before the
 // hedge's host (which never boots): the first serves, the hedge's host is
 // destroyed as soon as the first runner is online.
 func TestServeHedgeFirstWins(t *testing.T) {
-	e := hedgeE2E(t, "1s", "120s", 3*time.Second, func(seq int, o vasttest.Offer) vasttest.Behavior {
+	e := hedgeE2E(t, "1s", "120s", 3*time.Second, func(seq int, o vasttest.Offer, _ string) vasttest.Behavior {
 		return vasttest.Behavior{NeverBoot: seq == 2}
 	})
 	most := watchInstances(t, e)
@@ -171,7 +211,7 @@ func TestServeHedgeBench(t *testing.T) {
 	}
 	for _, hedgeAfter := range []string{"", "3s"} {
 		t.Run("hedge_after="+hedgeAfter, func(t *testing.T) {
-			e := hedgeE2E(t, hedgeAfter, "20s", 0, func(seq int, o vasttest.Offer) vasttest.Behavior {
+			e := hedgeE2E(t, hedgeAfter, "20s", 0, func(seq int, o vasttest.Offer, _ string) vasttest.Behavior {
 				return vasttest.Behavior{NeverBoot: seq == 1}
 			})
 			most := watchInstances(t, e)

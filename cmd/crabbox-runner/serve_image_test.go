@@ -19,7 +19,7 @@ func serveImageRunner(t *testing.T, version string) (e *vastE2E, line, metrics s
 	if err != nil {
 		t.Fatal(err)
 	}
-	e = startServeVast(t, "60s", func(int, vasttest.Offer) vasttest.Behavior {
+	e = startServeVast(t, "60s", func(int, vasttest.Offer, string) vasttest.Behavior {
 		return vasttest.Behavior{RunnerDeps: true, ImageRunner: tgz}
 	})
 	id := queueSlowJob(e.e2e)

@@ -41,7 +41,7 @@ var vastE2EMarket = []vasttest.Offer{
 // startServeVast runs the real `crabbox-runner serve` with a class whose
 // providers is [vast]: VAST_API_KEY and CRABBOX_VAST_API_URL point at the
 // fake, and the provider is built by its factory from the config.
-func startServeVast(t *testing.T, bootTimeout string, behave func(seq int, o vasttest.Offer) vasttest.Behavior) *vastE2E {
+func startServeVast(t *testing.T, bootTimeout string, behave func(seq int, o vasttest.Offer, label string) vasttest.Behavior) *vastE2E {
 	t.Helper()
 	return startServeVastWith(t, bootTimeout, behave, true)
 }
@@ -49,7 +49,7 @@ func startServeVast(t *testing.T, bootTimeout string, behave func(seq int, o vas
 // startServeVastWith is startServeVast with providers.vast.allow_private_endpoints
 // as given: the fake's hosts are on loopback, so without it none is dialled
 // (serve_endpoints_test.go).
-func startServeVastWith(t *testing.T, bootTimeout string, behave func(seq int, o vasttest.Offer) vasttest.Behavior, allowPrivate bool) *vastE2E {
+func startServeVastWith(t *testing.T, bootTimeout string, behave func(seq int, o vasttest.Offer, label string) vasttest.Behavior, allowPrivate bool) *vastE2E {
 	t.Helper()
 	return startServeVastOpts(t, vastE2EOptions{bootTimeout: bootTimeout, behave: behave, allowPrivate: allowPrivate, relistAfter: time.Minute})
 }
@@ -57,7 +57,7 @@ func startServeVastWith(t *testing.T, bootTimeout string, behave func(seq int, o
 // vastE2EOptions are startServeVastOpts's settings.
 type vastE2EOptions struct {
 	bootTimeout  string
-	behave       func(seq int, o vasttest.Offer) vasttest.Behavior
+	behave       func(seq int, o vasttest.Offer, label string) vasttest.Behavior
 	allowPrivate bool
 	// relistAfter is the fake's vasttest.Options.RelistAfter.
 	relistAfter time.Duration
@@ -162,7 +162,7 @@ providers:
 // destroyed when the job completes. Nothing is left running.
 func TestServeVast(t *testing.T) {
 	started := time.Now()
-	e := startServeVast(t, "15s", func(seq int, o vasttest.Offer) vasttest.Behavior {
+	e := startServeVast(t, "15s", func(seq int, o vasttest.Offer, _ string) vasttest.Behavior {
 		return vasttest.Behavior{NeverBoot: o.MachineID == 802}
 	})
 	e.vast.Vanish(8000001, http.StatusGone)

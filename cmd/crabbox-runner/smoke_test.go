@@ -46,7 +46,7 @@ type smokeRig struct {
 }
 
 type smokeRigOptions struct {
-	vastBehavior   func(seq int, o vasttest.Offer) vasttest.Behavior
+	vastBehavior   func(seq int, o vasttest.Offer, label string) vasttest.Behavior
 	lambdaBehavior func(seq int, req lambdatest.LaunchRequest) lambdatest.Behavior
 	github         bool   // give GitHub credentials and a scope
 	sha256         string // the runner checksum in the config; the tarball's when empty
@@ -288,8 +288,8 @@ func TestSmokePassed(t *testing.T) {
 // Each way a smoke can go wrong gives its classification and exit code,
 // and leaves nothing behind.
 func TestSmokeClassifications(t *testing.T) {
-	neverBoots := func(int, vasttest.Offer) vasttest.Behavior { return vasttest.Behavior{NeverBoot: true} }
-	brokenGPU := func(int, vasttest.Offer) vasttest.Behavior { return vasttest.Behavior{BrokenGPU: true} }
+	neverBoots := func(int, vasttest.Offer, string) vasttest.Behavior { return vasttest.Behavior{NeverBoot: true} }
+	brokenGPU := func(int, vasttest.Offer, string) vasttest.Behavior { return vasttest.Behavior{BrokenGPU: true} }
 	for _, tc := range []struct {
 		name     string
 		provider string // vast when empty
@@ -412,7 +412,7 @@ func (r *smokeRig) waitVastLive(n int, out *syncBuffer) []vasttest.Instance {
 func TestSmokeSignals(t *testing.T) {
 	// The first two hosts never boot: each smoke is signalled while it
 	// waits for SSH, after its create.
-	r := newSmokeRig(t, smokeRigOptions{vastBehavior: func(seq int, _ vasttest.Offer) vasttest.Behavior {
+	r := newSmokeRig(t, smokeRigOptions{vastBehavior: func(seq int, _ vasttest.Offer, _ string) vasttest.Behavior {
 		return vasttest.Behavior{NeverBoot: seq <= 2}
 	}})
 	// The class of the config file (gc below covers the providers the

@@ -45,6 +45,11 @@ var ttrScenarios = []ttrScenario{
 		// actual time as its unscaled part (hedgeTimer).
 		return []string{"    hedge_after: " + p.hedgeTimer(3*time.Minute).String()}
 	}},
+	{Name: "vast-hedge-2m", Provider: "vast", Needs: "hedge_after", ClassYAML: func(p ttrParams) []string {
+		// hedge_after: 2m: sooner than the distribution's p95 boot
+		// (4.5 min) by more, at the price of more hedges.
+		return []string{"    hedge_after: " + p.hedgeTimer(2*time.Minute).String()}
+	}},
 	{Name: "vast-warm", Provider: "vast", Needs: "min_idle", ClassYAML: func(p ttrParams) []string {
 		return []string{"    min_idle: 1"}
 	}},
@@ -106,7 +111,8 @@ type ttrParams struct {
 	MaxLifetime time.Duration
 
 	// Force, for the CI-sized run, fixes the fate of some instance
-	// sequence numbers (from 1) whatever the draw says.
+	// sequence numbers (from 1) whatever the draw says (the draws
+	// themselves are keyed on the job and the host's role: ttrPairs).
 	Force map[int]string // "never", "fail"
 }
 
@@ -249,15 +255,18 @@ func (p ttrParams) timerReal(wall time.Duration) time.Duration {
 	return time.Duration(float64(wall-a)*p.Scale) + a
 }
 
-// rng is the seeded stream of one purpose ("vast", "lambda", "arrivals"):
-// instance n's draws depend on the seed and n only, so two scenarios with
-// the same seed see the same boot times for the same instance sequence.
-func (p ttrParams) rng(purpose string, n int) *rand.Rand {
+// rng is the seeded stream of one purpose ("vast", "lambda", "arrivals")
+// and one key: a host's draws depend on the seed and its pairing key
+// (ttrPairs: the job it was rented for and its role for that job) only,
+// so two scenarios with the same seed see the same boot time for the same
+// job's first host, and a hedge or a replacement gets draws of its own
+// that shift no other host's.
+func (p ttrParams) rng(purpose, key string) *rand.Rand {
 	h := uint64(1469598103934665603)
-	for _, c := range purpose {
+	for _, c := range purpose + "/" + key {
 		h = (h ^ uint64(c)) * 1099511628211
 	}
-	return rand.New(rand.NewPCG(p.Seed, h+uint64(n)))
+	return rand.New(rand.NewPCG(p.Seed, h))
 }
 
 // The Vast-like distribution. Boot (create → running with SSH) is
@@ -280,31 +289,34 @@ const (
 	lambdaBootMin    = 90 * time.Second
 )
 
-// vastDraw is instance seq's fate on the Vast-like market, in real terms.
-func (p ttrParams) vastDraw(seq int) (boot time.Duration, fate string) {
-	r := p.rng("vast", seq)
+// vastDraw is the fate of the host with pairing key key on the
+// Vast-like market, in real terms; ociError picks which fast failure.
+func (p ttrParams) vastDraw(key string) (boot time.Duration, fate string, ociError bool) {
+	r := p.rng("vast", key)
 	u, z := r.Float64(), r.NormFloat64()
 	boot = time.Duration(float64(vastBootMedian) * math.Exp(vastBootSigma*z))
 	switch {
-	case p.Force[seq] != "":
-		fate = p.Force[seq]
 	case u < vastNeverBoot:
 		fate = "never"
 	case u < vastNeverBoot+vastFailFast:
 		fate = "fail"
 	}
-	return boot, fate
+	return boot, fate, r.IntN(2) == 0
 }
 
-// vastBehavior is the fake's Behavior for instance seq, scaled.
-func (p ttrParams) vastBehavior(seq int, _ vasttest.Offer) vasttest.Behavior {
-	boot, fate := p.vastDraw(seq)
+// vastBehavior is the fake's Behavior for the seq'th instance (Force is
+// keyed on it) whose pairing key is key, scaled.
+func (p ttrParams) vastBehavior(seq int, key string) vasttest.Behavior {
+	boot, fate, oci := p.vastDraw(key)
+	if f := p.Force[seq]; f != "" {
+		fate = f
+	}
 	b := vasttest.Behavior{BootAfter: max(p.wall(boot), time.Millisecond), RunnerDeps: p.ImageDeps}
 	switch fate {
 	case "never":
 		b.NeverBoot = true
 	case "fail":
-		if seq%2 == 0 {
+		if oci {
 			b.OCIError = true
 		} else {
 			b.FailStatus = "exited"
@@ -318,14 +330,14 @@ func (p ttrParams) vastBehavior(seq int, _ vasttest.Offer) vasttest.Behavior {
 // Lambda's VMs boot a full image (reference lambda-cloud-api.md §8:
 // "Images are full VMs") and nothing stored gives figures, so: normal,
 // mean 3.5 min, σ 30 s, at least 90 s; no host that never boots.
-func (p ttrParams) lambdaDraw(seq int) time.Duration {
-	r := p.rng("lambda", seq)
+func (p ttrParams) lambdaDraw(key string) time.Duration {
+	r := p.rng("lambda", key)
 	d := time.Duration(float64(lambdaBootMean) + r.NormFloat64()*float64(lambdaBootStdDev))
 	return max(d, lambdaBootMin)
 }
 
-func (p ttrParams) lambdaBehavior(seq int, _ lambdatest.LaunchRequest) lambdatest.Behavior {
-	b := lambdatest.Behavior{BootDelay: max(p.wall(p.lambdaDraw(seq)), time.Millisecond), InitStageLead: p.LambdaInitLead}
+func (p ttrParams) lambdaBehavior(seq int, key string) lambdatest.Behavior {
+	b := lambdatest.Behavior{BootDelay: max(p.wall(p.lambdaDraw(key)), time.Millisecond), InitStageLead: p.LambdaInitLead}
 	if p.Force[seq] == "never" {
 		b.StuckBooting = true
 	}
@@ -335,7 +347,7 @@ func (p ttrParams) lambdaBehavior(seq int, _ lambdatest.LaunchRequest) lambdates
 // arrivals are the jobs' queue times from the start, in real terms:
 // Poisson, exponential gaps of mean ArrivalGap.
 func (p ttrParams) arrivals() []time.Duration {
-	r := p.rng("arrivals", 0)
+	r := p.rng("arrivals", "")
 	out := make([]time.Duration, p.Jobs)
 	var at time.Duration
 	for i := range out {
@@ -345,11 +357,16 @@ func (p ttrParams) arrivals() []time.Duration {
 	return out
 }
 
-// ttrMarket is the Vast-like market: 120 single-A100 offers from $0.80 to
-// $1.59 an hour, enough that no job waits for an offer.
+// ttrMarket is the Vast-like market: 400 single-A100 offers from $0.80 to
+// $1.59 an hour, enough that no job waits for an offer. The product skips
+// an offer it rented for offerTakenFor (5 minutes, provisioner/offerbook.go),
+// a timer the harness does not scale: at S = 20 a hedged 100-job run rents
+// more than 120 machines within 5 minutes of wall time, and with 120
+// offers every lease then waited "every fitting offer is being created by
+// another lease or was taken" for minutes.
 func ttrMarket() []vasttest.Offer {
 	var out []vasttest.Offer
-	for i := range 120 {
+	for i := range 400 {
 		out = append(out, vasttest.Offer{ID: int64(9100000 + i), MachineID: int64(9100 + i), HostID: int64(910 + i/4),
 			GPUName: "A100 PCIE", NumGPUs: 1, GPURAM: 40960, DphBase: 0.80 + float64(i%80)/100, StorageCost: 0.2,
 			Reliability: 0.99, Geolocation: "Texas, US", DirectPortCount: 20, DiskSpace: 500, CUDAMaxGood: 12.6})

@@ -36,6 +36,13 @@ type ttrReport struct {
 	// booted (real terms).
 	LongestNeverBootWait time.Duration
 	Wall                 time.Duration
+	// OtherJobs counts the jobs run by a lease made for another job (in
+	// webhook mode any idle runner of the class takes the oldest queued
+	// job): a slow host's delay is then spread over later jobs.
+	OtherJobs int
+	// Hedges started, and the leases due one that got none, by reason.
+	Hedges     int
+	HedgeSkips map[string]int
 }
 
 // report computes the figures. Per job: queued is the fake GitHub's queue
@@ -49,7 +56,8 @@ type ttrReport struct {
 func (r *ttrRun) report() *ttrReport {
 	p := r.p
 	S := p.Scale
-	rep := &ttrReport{Scenario: r.sc.Name, p: p, Jobs: len(r.jobs), MaxHostsPerLease: r.maxHostsPerLease, Wall: r.ended.Sub(r.started)}
+	rep := &ttrReport{Scenario: r.sc.Name, p: p, Jobs: len(r.jobs), MaxHostsPerLease: r.maxHostsPerLease, Wall: r.ended.Sub(r.started),
+		Hedges: r.hedges, HedgeSkips: r.hedgeSkips}
 	byLease := map[string][]ttrHost{}
 	for _, h := range r.hosts {
 		byLease[h.LeaseID] = append(byLease[h.LeaseID], h)
@@ -67,6 +75,9 @@ func (r *ttrRun) report() *ttrReport {
 			continue
 		}
 		jobWall[l.ID] = j.CompletedAt.Sub(j.StartedAt)
+		if l.JobID != j.ID {
+			rep.OtherJobs++
+		}
 		// The winning host: the lease's reachable one.
 		var win ttrHost
 		for _, h := range byLease[l.ID] {
@@ -210,6 +221,10 @@ func markdownReport(reps []*ttrReport) string {
 		fmt.Fprintf(&b, "\nHosts %d (never booted %d, failed fast %d); host money $%.2f, of which on hosts that never ran a job $%.2f; "+
 			"most hosts per lease %d; longest wait behind a never-booting host %s.\n\n",
 			r.Hosts, r.NeverBooted, r.FailedFast, r.MoneyTotal, r.MoneyUnused, r.MaxHostsPerLease, fmtDur(r.LongestNeverBootWait))
+		fmt.Fprintf(&b, "%d of %d jobs ran on a lease made for another job.\n\n", r.OtherJobs, r.Jobs)
+		if r.Hedges > 0 || len(r.HedgeSkips) > 0 {
+			fmt.Fprintf(&b, "Hedges started %d; leases due a hedge that got none, by reason (counted once per lease and reason): %v.\n\n", r.Hedges, r.HedgeSkips)
+		}
 		if len(r.Ready) > 0 {
 			fmt.Fprintf(&b, "%d jobs found a runner already online when queued: queued → job assigned p50 %s, p95 %s, max %s.\n\n",
 				len(r.Ready), fmtDur(pct(r.Ready, 50)), fmtDur(pct(r.Ready, 95)), fmtDur(pct(r.Ready, 100)))
@@ -224,6 +239,57 @@ func markdownReport(reps []*ttrReport) string {
 				fmtDur(pct(r.Overhead, 50)), fmtDur(pct(r.Overhead, 95)), r.MoneyTotal, r.MoneyUnused, r.MaxHostsPerLease,
 				fmtDur(r.LongestNeverBootWait))
 		}
+		b.WriteString(sideBySide(reps))
 	}
 	return b.String()
+}
+
+// sideBySide compares each scenario with the run of its provider's plain
+// scenario ("vast", "lambda") in the same report, same seed: #18's hedging
+// goal is a p95 ratio and a money ratio, both measured side by side.
+func sideBySide(reps []*ttrReport) string {
+	base := map[string]*ttrReport{}
+	for _, r := range reps {
+		if r.Scenario == "vast" || r.Scenario == "lambda" {
+			base[r.Scenario] = r
+		}
+	}
+	var b strings.Builder
+	for _, r := range reps {
+		prov, _, _ := strings.Cut(r.Scenario, "-")
+		bs := base[prov]
+		if bs == nil || bs == r || pct(bs.Total, 95) == 0 || bs.MoneyTotal == 0 {
+			continue
+		}
+		if b.Len() == 0 {
+			b.WriteString("\n| scenario vs its provider's plain run | p50 ratio | p95 ratio | max ratio | money ratio | hosts |\n|---|---:|---:|---:|---:|---:|\n")
+		}
+		ratio := func(q float64) float64 { return float64(pct(r.Total, q)) / float64(pct(bs.Total, q)) }
+		fmt.Fprintf(&b, "| %s vs %s | %.2f | %.2f | %.2f | %.3f | %d vs %d |\n", r.Scenario, bs.Scenario,
+			ratio(50), ratio(95), ratio(100), r.MoneyTotal/bs.MoneyTotal, r.Hosts, bs.Hosts)
+	}
+	return b.String()
+}
+
+// ttrJSON is one scenario's raw figures (CRABBOX_TTR_OUT + ".json"), for
+// pooling the jobs of several seeds.
+type ttrJSON struct {
+	Scenario   string         `json:"scenario"`
+	Seed       uint64         `json:"seed"`
+	Scale      float64        `json:"scale"`
+	TotalSecs  []float64      `json:"total_seconds"`
+	Money      float64        `json:"money"`
+	Hosts      int            `json:"hosts"`
+	OtherJobs  int            `json:"other_jobs"`
+	Hedges     int            `json:"hedges"`
+	HedgeSkips map[string]int `json:"hedge_skips"`
+}
+
+func (r *ttrReport) json() ttrJSON {
+	out := ttrJSON{Scenario: r.Scenario, Seed: r.p.Seed, Scale: r.p.Scale, Money: r.MoneyTotal, Hosts: r.Hosts, OtherJobs: r.OtherJobs,
+		Hedges: r.Hedges, HedgeSkips: r.HedgeSkips}
+	for _, d := range r.Total {
+		out.TotalSecs = append(out.TotalSecs, d.Seconds())
+	}
+	return out
 }

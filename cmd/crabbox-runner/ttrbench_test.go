@@ -14,6 +14,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -26,6 +27,7 @@ import (
 	"github.com/crabbox/crabbox-runner/github/githubtest"
 	"github.com/crabbox/crabbox-runner/providers/lambda"
 	"github.com/crabbox/crabbox-runner/providers/lambda/lambdatest"
+	"github.com/crabbox/crabbox-runner/providers/vast/vasttest"
 	"github.com/crabbox/crabbox-runner/provisioner"
 	"github.com/crabbox/crabbox-runner/store/sqlite"
 )
@@ -43,8 +45,12 @@ type ttrRun struct {
 	// maxHostsPerLease is the most live instances seen at once for one
 	// lease group (ttrLeaseGroup), sampled every 50 ms.
 	maxHostsPerLease int
-	bootTimeoutWall  time.Duration
-	started, ended   time.Time
+	// hedges and hedgeSkips count the serve log's "hedge started" and
+	// "lease due a hedge gets none" lines, the skips by reason.
+	hedges          int
+	hedgeSkips      map[string]int
+	bootTimeoutWall time.Duration
+	started, ended  time.Time
 }
 
 // ttrHost is one instance of either fake.
@@ -67,6 +73,59 @@ func ttrLeaseGroup(l *provisioner.Lease) string {
 	}
 	return l.ID
 }
+
+// ttrPairs names each host the fakes create by its pairing key, the job it
+// was rented for and its role for that job, so that the draws
+// (ttrParams.rng) pair across scenarios: "j7/first0" is job 7's first
+// host in every scenario, "j7/first1" its first replacement (after a
+// failure), "j7/hedge0" its first hedge, "j7/hedge1" a hedge made after
+// that one failed. Keyed on the instance's sequence number instead, one
+// hedge would shift the draw of every later host, and the hedged run
+// would not face the boot times the unhedged one did.
+type ttrPairs struct {
+	mu    sync.Mutex
+	e     *e2e          // set once serve is up; the leases are read from its store
+	index map[int64]int // GitHub job id → its place in the run (from 1)
+	roles map[string]int
+}
+
+func newTTRPairs() *ttrPairs {
+	return &ttrPairs{index: map[int64]int{}, roles: map[string]int{}}
+}
+
+// queue queues a job and records its place; held under the lock so that a
+// create call for its lease (key) waits until the place is known.
+func (tp *ttrPairs) queue(q func() int64) int64 {
+	tp.mu.Lock()
+	defer tp.mu.Unlock()
+	id := q()
+	tp.index[id] = len(tp.index) + 1
+	return id
+}
+
+// key is the pairing key of a host created with the product's marker
+// (the Vast label, the Lambda instance name): the lease's job in the run
+// ("j0" for a lease made for no job) and the lease's role, numbered in
+// create order for that job.
+func (tp *ttrPairs) key(marker string) string {
+	tp.mu.Lock()
+	defer tp.mu.Unlock()
+	job, role := 0, "first"
+	if m, ok := provisioner.ParseMarker(marker); ok && tp.e != nil {
+		if l := tp.e.leaseByID(m.LeaseID); l != nil {
+			job = tp.index[l.JobID]
+			if l.HedgeOf != "" {
+				role = "hedge"
+			}
+		}
+	}
+	k := fmt.Sprintf("j%d/%s", job, role)
+	n := tp.roles[k]
+	tp.roles[k]++
+	return fmt.Sprintf("%s%d", k, n)
+}
+
+var hedgeSkipReason = regexp.MustCompile(`"reason":"([a-z_]+)"`)
 
 var shaLine = regexp.MustCompile(`(?m)^  sha256: "[0-9a-f]{64}"$`)
 
@@ -118,13 +177,17 @@ func runTTR(t *testing.T, sc ttrScenario, p ttrParams) *ttrRun {
 
 	var e *e2e
 	var hosts func() []ttrHost
+	pairs := newTTRPairs()
 	switch sc.Provider {
 	case "vast":
 		classes := vastA100Class(run.bootTimeoutWall.String(), p.wall(p.IdleTimeout).String(), p.timer(p.MaxLifetime).String())
 		for _, l := range extra {
 			classes += l + "\n"
 		}
-		v := startServeVastOpts(t, vastE2EOptions{behave: p.vastBehavior, allowPrivate: true,
+		behave := func(seq int, _ vasttest.Offer, label string) vasttest.Behavior {
+			return p.vastBehavior(seq, pairs.key(label))
+		}
+		v := startServeVastOpts(t, vastE2EOptions{behave: behave, allowPrivate: true,
 			relistAfter: p.wall(time.Minute), market: ttrMarket(), classes: classes})
 		e = v.e2e
 		hosts = func() []ttrHost {
@@ -136,7 +199,10 @@ func runTTR(t *testing.T, sc ttrScenario, p ttrParams) *ttrRun {
 			return out
 		}
 	case "lambda":
-		fake := lambdatest.New(t, lambdatest.Options{APIKey: testLambdaKey, Behavior: p.lambdaBehavior})
+		behave := func(seq int, req lambdatest.LaunchRequest) lambdatest.Behavior {
+			return p.lambdaBehavior(seq, pairs.key(req.Name))
+		}
+		fake := lambdatest.New(t, lambdatest.Options{APIKey: testLambdaKey, Behavior: behave})
 		l := startServeLambda(t, fake, extra...)
 		e = l.e2e
 		hosts = func() []ttrHost {
@@ -151,6 +217,10 @@ func runTTR(t *testing.T, sc ttrScenario, p ttrParams) *ttrRun {
 	default:
 		t.Fatalf("scenario %s: unknown provider %q", sc.Name, sc.Provider)
 	}
+
+	pairs.mu.Lock()
+	pairs.e = e
+	pairs.mu.Unlock()
 
 	// Sample the live hosts per lease group while the run lasts.
 	stop := make(chan struct{})
@@ -189,8 +259,10 @@ func runTTR(t *testing.T, sc ttrScenario, p ttrParams) *ttrRun {
 	var ids []int64
 	for _, at := range p.arrivals() {
 		time.Sleep(time.Until(run.started.Add(p.wall(at))))
-		ids = append(ids, e.gh.QueueJob(githubtest.JobSpec{Repo: "acme/vision", Org: "acme",
-			Labels: []string{"self-hosted", "crabbox", "A100"}, Name: "train", Script: script}))
+		ids = append(ids, pairs.queue(func() int64 {
+			return e.gh.QueueJob(githubtest.JobSpec{Repo: "acme/vision", Org: "acme",
+				Labels: []string{"self-hosted", "crabbox", "A100"}, Name: "train", Script: script})
+		}))
 	}
 	// Every job gets a host within boot timeout + a retry or two, then
 	// runs; the bound only keeps a broken run from hanging.
@@ -228,6 +300,17 @@ func runTTR(t *testing.T, sc ttrScenario, p ttrParams) *ttrRun {
 		run.jobs = append(run.jobs, j)
 	}
 	run.leases = e.leases()
+	run.hedges, run.hedgeSkips = 0, map[string]int{}
+	for _, line := range strings.Split(e.logs.String(), "\n") {
+		switch {
+		case strings.Contains(line, `"msg":"hedge started"`):
+			run.hedges++
+		case strings.Contains(line, `"msg":"lease due a hedge gets none"`):
+			if m := hedgeSkipReason.FindStringSubmatch(line); m != nil {
+				run.hedgeSkips[m[1]]++
+			}
+		}
+	}
 	st, err := sqlite.Open(context.Background(), e.dbPath)
 	if err != nil {
 		t.Fatal(err)
@@ -361,6 +444,17 @@ func TestTTRBench(t *testing.T) {
 	t.Log("\n" + out)
 	if path := os.Getenv("CRABBOX_TTR_OUT"); path != "" {
 		if err := os.WriteFile(filepath.Clean(path), []byte(out), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		var raw []ttrJSON
+		for _, r := range reps {
+			raw = append(raw, r.json())
+		}
+		b, err := json.MarshalIndent(raw, "", " ")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Clean(path)+".json", b, 0o644); err != nil {
 			t.Fatal(err)
 		}
 	}

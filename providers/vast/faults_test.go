@@ -65,7 +65,7 @@ func TestHostsThatFail(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			fake := newFake(t, vasttest.Options{Behavior: func(int, vasttest.Offer) vasttest.Behavior { return tc.behavior }})
+			fake := newFake(t, vasttest.Options{Behavior: func(int, vasttest.Offer, string) vasttest.Behavior { return tc.behavior }})
 			p := newProvider(t, fake)
 			inst := create(t, p, a100, marker("acme-gpu", "l"), newLeaseKey(t))
 			got := waitStatus(t, p, inst.ID, tc.status)
@@ -76,7 +76,7 @@ func TestHostsThatFail(t *testing.T) {
 	}
 
 	t.Run("never boots", func(t *testing.T) {
-		fake := newFake(t, vasttest.Options{Behavior: func(int, vasttest.Offer) vasttest.Behavior { return vasttest.Behavior{NeverBoot: true} }})
+		fake := newFake(t, vasttest.Options{Behavior: func(int, vasttest.Offer, string) vasttest.Behavior { return vasttest.Behavior{NeverBoot: true} }})
 		p := newProvider(t, fake)
 		inst := create(t, p, a100, marker("acme-gpu", "l"), newLeaseKey(t))
 		id, _ := strconv.ParseInt(inst.ID, 10, 64)
@@ -109,7 +109,7 @@ func TestHostsThatFail(t *testing.T) {
 	})
 
 	t.Run("broken GPU", func(t *testing.T) {
-		fake := newFake(t, vasttest.Options{Behavior: func(int, vasttest.Offer) vasttest.Behavior { return vasttest.Behavior{BrokenGPU: true} }})
+		fake := newFake(t, vasttest.Options{Behavior: func(int, vasttest.Offer, string) vasttest.Behavior { return vasttest.Behavior{BrokenGPU: true} }})
 		p := newProvider(t, fake)
 		key := newLeaseKey(t)
 		inst := create(t, p, a100, marker("acme-gpu", "l"), key)

@@ -306,7 +306,7 @@ func TestListOwned(t *testing.T) {
 			DphBase: 1 + float64(i)/100, StorageCost: 0.1, Reliability: 0.99, Geolocation: "Oregon, US", DirectPortCount: 10, DiskSpace: 500, CUDAMaxGood: 12.8})
 	}
 	// No host needs to boot for a list.
-	fake := newFake(t, vasttest.Options{Offers: market, Behavior: func(int, vasttest.Offer) vasttest.Behavior { return vasttest.Behavior{NeverBoot: true} }})
+	fake := newFake(t, vasttest.Options{Offers: market, Behavior: func(int, vasttest.Offer, string) vasttest.Behavior { return vasttest.Behavior{NeverBoot: true} }})
 	p := newProvider(t, fake)
 	ctx := context.Background()
 	key := newLeaseKey(t)
@@ -355,7 +355,7 @@ func TestListOwned(t *testing.T) {
 }
 
 func TestListOwnedOnePage(t *testing.T) {
-	fake := newFake(t, vasttest.Options{Behavior: func(int, vasttest.Offer) vasttest.Behavior { return vasttest.Behavior{NeverBoot: true} }})
+	fake := newFake(t, vasttest.Options{Behavior: func(int, vasttest.Offer, string) vasttest.Behavior { return vasttest.Behavior{NeverBoot: true} }})
 	p := newProvider(t, fake)
 	a := create(t, p, a100, marker("acme-gpu", "l1"), newLeaseKey(t))
 	create(t, p, a100, marker("other", "l2"), newLeaseKey(t))

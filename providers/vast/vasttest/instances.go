@@ -332,7 +332,7 @@ func (s *Server) handleCreate(w http.ResponseWriter, offerID int64, body []byte)
 		in.label = *b.Label
 	}
 	if s.opts.Behavior != nil {
-		in.behavior = s.opts.Behavior(in.seq, offer)
+		in.behavior = s.opts.Behavior(in.seq, offer, in.label)
 	}
 	s.instances[id] = in
 	s.rented[offerID] = time.Now().Add(100 * 365 * 24 * time.Hour)

@@ -11,7 +11,7 @@ import (
 // reachable and destroyed, with its prices; one that never boots has no
 // reachable time and costs storage only.
 func TestRecordsBootAfter(t *testing.T) {
-	s := newServer(t, Options{Behavior: func(seq int, _ Offer) Behavior {
+	s := newServer(t, Options{Behavior: func(seq int, _ Offer, _ string) Behavior {
 		if seq == 2 {
 			return Behavior{NeverBoot: true}
 		}

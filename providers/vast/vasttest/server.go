@@ -46,8 +46,12 @@ type Options struct {
 	// RunningAfter how long it then stays "loading". Defaults 20ms, 50ms.
 	LoadingAfter time.Duration
 	RunningAfter time.Duration
-	// Behavior decides the fate of the seq'th created instance (from 1).
-	Behavior func(seq int, offer Offer) Behavior
+	// Behavior decides the fate of the seq'th created instance (from 1),
+	// created from offer with the create request's label (what names the
+	// lease: "label" is an optional request field, vast-openapi.yaml
+	// createInstance), "" when the request had none. A test that pairs
+	// draws across runs keys them on the label, not on seq.
+	Behavior func(seq int, offer Offer, label string) Behavior
 	// GoneAs404 answers GET of a destroyed instance with 404 rather than
 	// {"instances": null}; Vast is said to do either.
 	GoneAs404 bool

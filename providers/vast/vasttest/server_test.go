@@ -237,7 +237,7 @@ func TestListPagesAndLabelCounts(t *testing.T) {
 	for i := range 30 {
 		market = append(market, Offer{ID: int64(100 + i), GPUName: "L4", NumGPUs: 1, GPURAM: 23034, DphBase: 0.3, DiskSpace: 100})
 	}
-	s := newServer(t, Options{Offers: market, Behavior: func(int, Offer) Behavior { return Behavior{NeverBoot: true} }})
+	s := newServer(t, Options{Offers: market, Behavior: func(int, Offer, string) Behavior { return Behavior{NeverBoot: true} }})
 	for i := range 30 {
 		label := "a"
 		if i%3 == 0 {
