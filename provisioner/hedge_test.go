@@ -596,3 +596,42 @@ func TestHedgeNotForWarmLeases(t *testing.T) {
 		t.Fatalf("want one hedge, of the job's lease %s (warm lease %s); started %d: %s", jobLease.ID, warm.ID, started, h.describe())
 	}
 }
+
+// In webhook mode any runner of the class takes the oldest queued job: a
+// slow lease whose own job went to another runner is hedged for the job
+// that now waits on it.
+func TestHedgeForAnotherWaitingJob(t *testing.T) {
+	h, obs := newHedgeHarness(t, nil, nil)
+	h.event("queued", 1, "g1")
+	first := firstLease(h)
+	h.event("in_progress", 1, "g2", func(e *provisioner.JobEvent) { e.RunnerName = "someone-else" })
+	h.event("queued", 2, "g3") // the booting first lease is counted for it: no new lease
+	h.waitFor("a hedge for the job that waits", func() bool { return hedgeOf(h, first.ID) != nil })
+	time.Sleep(3 * testHedgeAfter) // time for more, were any made
+	if started, skipped, _, _ := obs.get(); started != 1 || skipped[provisioner.HedgeSkipJobGone] != 0 {
+		t.Fatalf("started %d, skipped %v; want one hedge, no job_gone skip", started, skipped)
+	}
+	if n := len(h.leases()); n != 2 {
+		t.Fatalf("%d leases, want the first and its hedge", n)
+	}
+}
+
+// Slow leases whose own jobs are gone get no more hedges than there are
+// jobs waiting: two such leases, one job queued, one hedge.
+func TestHedgeNoMoreHedgesThanWaitingJobs(t *testing.T) {
+	h, obs := newHedgeHarness(t, nil, nil)
+	h.event("queued", 1, "g1")
+	h.event("queued", 2, "g2")
+	h.waitFor("two leases booting", func() bool { return len(h.leases(provisioner.StateBooting)) == 2 })
+	h.event("in_progress", 1, "g3", func(e *provisioner.JobEvent) { e.RunnerName = "someone-else" })
+	h.event("in_progress", 2, "g4", func(e *provisioner.JobEvent) { e.RunnerName = "someone-else-too" })
+	h.event("queued", 3, "g5")
+	h.waitFor("one hedge and one job_gone skip", func() bool {
+		started, skipped, _, _ := obs.get()
+		return started == 1 && skipped[provisioner.HedgeSkipJobGone] == 1
+	})
+	time.Sleep(3 * testHedgeAfter)
+	if started, _, _, _ := obs.get(); started != 1 {
+		t.Fatalf("%d hedges for one waiting job", started)
+	}
+}
