@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"syscall"
 	"testing"
@@ -392,11 +393,15 @@ func (r *smokeRig) smokeChild(args ...string) (*exec.Cmd, *syncBuffer) {
 	return cmd, out
 }
 
+// waitVastLive waits for n live instances and for the smoke to have its
+// create call's answer: the fake lists an instance before it answers the
+// call, and a signal in between interrupts the create, not the boot.
 func (r *smokeRig) waitVastLive(n int, out *syncBuffer) []vasttest.Instance {
 	r.t.Helper()
 	deadline := time.Now().Add(60 * time.Second)
+	created := regexp.MustCompile(`stage create +ok`)
 	for {
-		if live := r.vast.Live(); len(live) == n {
+		if live := r.vast.Live(); len(live) == n && created.MatchString(out.String()) {
 			return live
 		}
 		if time.Now().After(deadline) {
