@@ -145,7 +145,8 @@ func (r *ttrRun) report() *ttrReport {
 		}
 		var existed, running time.Duration
 		if h.Reachable.IsZero() {
-			// Held until its boot timeout, or failed fast: a timer's wait.
+			// Held until its boot timeout, or destroyed before it booted (failed
+			// fast, or lost a hedge race while booting): a timer's wait.
 			existed = p.timerReal(end.Sub(h.Created))
 			if end.Sub(h.Created) >= r.bootTimeoutWall/2 {
 				rep.NeverBooted++
@@ -218,7 +219,7 @@ func markdownReport(reps []*ttrReport) string {
 		} {
 			fmt.Fprintf(&b, "| %s | %s | %s | %s |\n", row.name, fmtDur(pct(row.ds, 50)), fmtDur(pct(row.ds, 95)), fmtDur(pct(row.ds, 100)))
 		}
-		fmt.Fprintf(&b, "\nHosts %d (never booted %d, failed fast %d); host money $%.2f, of which on hosts that never ran a job $%.2f; "+
+		fmt.Fprintf(&b, "\nHosts %d (never booted %d, destroyed before they booted (failed fast or lost a hedge race) %d); host money $%.2f, of which on hosts that never ran a job $%.2f; "+
 			"most hosts per lease %d; longest wait behind a never-booting host %s.\n\n",
 			r.Hosts, r.NeverBooted, r.FailedFast, r.MoneyTotal, r.MoneyUnused, r.MaxHostsPerLease, fmtDur(r.LongestNeverBootWait))
 		fmt.Fprintf(&b, "%d of %d jobs ran on a lease made for another job.\n\n", r.OtherJobs, r.Jobs)
