@@ -10,6 +10,9 @@ import (
 // class in a scope. What calls for it and when is in balancer.go; what it
 // does is here.
 
+// reasonNoQueuedJob releases a lease the balance found surplus.
+const reasonNoQueuedJob = "no queued job for it"
+
 // balanceSoon calls for the class in the scope to be balanced: at the end
 // of the transaction's group where the store commits in groups (GroupTx),
 // else by the balancer after the commit (later: the caller marks it then).
@@ -160,7 +163,7 @@ func (p *Provisioner) balanceN(ctx context.Context, tx Tx, class string, scope S
 			if l.ReleaseReason != "" || l.HedgeOf != "" {
 				continue
 			}
-			if err := p.requestRelease(ctx, tx, l.ID, "no queued job for it", ""); err != nil {
+			if err := p.requestRelease(ctx, tx, l.ID, reasonNoQueuedJob, ""); err != nil {
 				return nil, err
 			}
 			surplus--

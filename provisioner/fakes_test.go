@@ -184,6 +184,8 @@ type memGitHub struct {
 	rerunErr  error
 	// jits names every runner registered, in order.
 	jits []string
+	// refuseRemoval answers every removal with 422, busy or not.
+	refuseRemoval bool
 }
 
 func newMemGitHub() *memGitHub { return &memGitHub{runners: map[int64]*provisioner.Runner{}} }
@@ -238,11 +240,32 @@ func (g *memGitHub) ListRunners(ctx context.Context, s provisioner.Scope) ([]pro
 func (g *memGitHub) RemoveRunner(ctx context.Context, s provisioner.Scope, id int64) error {
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	if _, ok := g.runners[id]; ok {
+	if r, ok := g.runners[id]; ok {
+		if r.Busy || g.refuseRemoval {
+			// GitHub answers 422 to removing a runner that runs a job
+			// (reference github-runners.md §4; the client maps it).
+			return provisioner.ErrRunnerBusy
+		}
 		delete(g.runners, id)
 		g.removed++
 	}
 	return nil
+}
+
+// setBusy makes GitHub hand the runner a job (no webhook said so yet).
+func (g *memGitHub) setBusy(id int64) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if r, ok := g.runners[id]; ok {
+		r.Status, r.Busy = "online", true
+	}
+}
+
+// dropRunner is GitHub removing a JIT runner whose job is done.
+func (g *memGitHub) dropRunner(id int64) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	delete(g.runners, id)
 }
 
 func (g *memGitHub) RerunJob(ctx context.Context, s provisioner.Scope, repo string, jobID int64) error {

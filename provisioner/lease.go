@@ -43,8 +43,11 @@ var transitions = map[State][]State{
 	StateIdle:          {StateBusy, StateFailed, StateReleasing},
 	StateBusy:          {StateFailed, StateReleasing},
 	StateFailed:        {StateReleasing},
-	StateReleasing:     {StateReleased},
-	StateReleased:      nil,
+	// releasing → busy: GitHub handed the runner a job before its removal,
+	// and the release is taken back rather than kill the job (release.go
+	// keepBusyRunner).
+	StateReleasing: {StateReleased, StateBusy},
+	StateReleased:  nil,
 }
 
 // AllStates lists the states in lifecycle order.

@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
+	"strings"
 	"time"
 
 	"github.com/riverqueue/river"
@@ -32,7 +34,14 @@ func (p *Provisioner) releaseLease(ctx context.Context, id string) error {
 	// destroy anyway and come back for the runner.
 	var runnerErr error
 	if l.RunnerID != 0 && !runnerRemovedByGitHub(l) {
-		if runnerErr = p.cfg.GitHub.RemoveRunner(ctx, l.Scope, l.RunnerID); runnerErr != nil {
+		runnerErr = p.cfg.GitHub.RemoveRunner(ctx, l.Scope, l.RunnerID)
+		if errors.Is(runnerErr, ErrRunnerBusy) && releasedForNoJob(l) {
+			kept, err := p.keepBusyRunner(ctx, log, l)
+			if kept || err != nil {
+				return err
+			}
+		}
+		if runnerErr != nil {
 			log.Warn("removing runner failed; destroying the host first", "runner_id", l.RunnerID, "error", runnerErr)
 		}
 	}
@@ -130,3 +139,54 @@ func runnerRemovedByGitHub(l *Lease) bool {
 // reasonRunnerDone releases a starting lease whose runner GitHub no longer
 // has after a good bootstrap: it ran a short job before it was seen online.
 const reasonRunnerDone = "runner gone from GitHub after it started: its job is done"
+
+// releasedForNoJob reports whether the provisioner let the lease go because
+// its runner had no job as far as it knew: the boot ran out or failed, the
+// runner idled, another host won the hedge race, no queued job wanted it.
+// Between that decision and the runner's removal GitHub may still hand the
+// runner a job (webhook mode: any matching runner takes the oldest job), and
+// destroying the host then kills that job. A lease whose job was bound, that
+// reached its max lifetime, whose host is gone, that the spend cap or an
+// operator released, goes whatever it runs.
+func releasedForNoJob(l *Lease) bool {
+	if l.BoundJobID != 0 {
+		return false
+	}
+	switch r := l.ReleaseReason; {
+	case r == "failed", r == "boot timeout", r == "idle timeout", r == ReasonUnusedRunner,
+		r == reasonNoQueuedJob, hedgeLost(r), strings.HasPrefix(r, reasonHedgeNotNeeded):
+		return true
+	}
+	return false
+}
+
+// keepBusyRunner takes back the release of a lease whose runner GitHub
+// refused to remove (422) because it runs a job: the lease goes to busy and
+// its job's events bind and end it as any other's. GitHub documents 422 for
+// the removal without saying it means busy (reference github-runners.md §4,
+// UNSURE), so the runner's own busy flag decides; anything else, or no
+// answer, and the release goes on (a host left running is billed).
+func (p *Provisioner) keepBusyRunner(ctx context.Context, log *slog.Logger, l *Lease) (bool, error) {
+	r, err := p.cfg.GitHub.Runner(ctx, l.Scope, l.RunnerID)
+	if err != nil || !r.Busy {
+		log.Info("GitHub refused the runner's removal but does not say it is busy; releasing", "runner_id", l.RunnerID, "error", err)
+		return false, nil
+	}
+	kept := false
+	err = p.cfg.Store.InTx(ctx, func(tx Tx) error {
+		cur, err := tx.Lease(ctx, l.ID)
+		if err != nil || cur.State != StateReleasing {
+			return err
+		}
+		_, err = tx.Transition(ctx, l.ID, StateBusy, "its runner took a job as it was released ("+l.ReleaseReason+")", func(l *Lease) {
+			l.BusySince = p.now()
+			l.ReleaseReason, l.Error = "", ""
+		})
+		kept = err == nil
+		return err
+	})
+	if kept {
+		log.Warn("the runner took a job as its lease was released; the host stays for the job", "runner_name", l.RunnerName, "reason", l.ReleaseReason)
+	}
+	return kept, err
+}

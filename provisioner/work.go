@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/riverqueue/river"
+	"github.com/riverqueue/river/rivertype"
 )
 
 // Queues: releases have their own so that a burst of provisioning can never
@@ -57,9 +58,16 @@ type ReleaseArgs struct {
 // Kind names the River job.
 func (ReleaseArgs) Kind() string { return "release" }
 
-// InsertOpts makes releasing unique per lease; it is retried until it works.
+// InsertOpts makes releasing unique per lease while a release is pending
+// or running; it is retried until it works. A completed release does not
+// count (River's default would keep it unique for as long as the job is
+// kept): a release taken back because its runner took a job
+// (keepBusyRunner) is released again once that job is done, and running a
+// release for a lease already released is a no-op.
 func (ReleaseArgs) InsertOpts() river.InsertOpts {
-	return river.InsertOpts{Queue: QueueRelease, MaxAttempts: 10000, UniqueOpts: river.UniqueOpts{ByArgs: true}}
+	return river.InsertOpts{Queue: QueueRelease, MaxAttempts: 10000, UniqueOpts: river.UniqueOpts{ByArgs: true,
+		ByState: []rivertype.JobState{rivertype.JobStateAvailable, rivertype.JobStatePending, rivertype.JobStateRunning,
+			rivertype.JobStateRetryable, rivertype.JobStateScheduled}}}
 }
 
 // Deadline kinds.

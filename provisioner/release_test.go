@@ -1,0 +1,103 @@
+package provisioner_test
+
+import (
+	"context"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/crabbox/crabbox-runner/provisioner"
+)
+
+// idleRunner queues job 1 and returns its lease once its runner is online.
+func (h *harness) idleRunner() *provisioner.Lease {
+	h.t.Helper()
+	h.event("queued", 1, "q1")
+	var l *provisioner.Lease
+	h.waitFor("an idle lease", func() bool {
+		idle := h.leases(provisioner.StateIdle)
+		if len(idle) == 1 {
+			l = idle[0]
+		}
+		return l != nil
+	})
+	return l
+}
+
+func (h *harness) lease(id string) *provisioner.Lease {
+	h.t.Helper()
+	l, err := h.store.Lease(context.Background(), id)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	return l
+}
+
+// GitHub hands an idle runner its job just as the idle timeout releases
+// it (the in_progress webhook still on its way): the removal is refused as
+// busy, and the host stays for the job instead of being destroyed under it.
+func TestReleaseTakenBackWhenTheRunnerTookAJob(t *testing.T) {
+	h := newHarness(t, func(c *provisioner.Config) { c.Classes[0].IdleTimeout = 500 * time.Millisecond })
+	l := h.idleRunner()
+	h.gh.setBusy(l.RunnerID)
+	h.waitFor("the release taken back", func() bool {
+		return strings.Contains(h.eventReasons(l.ID), "its runner took a job as it was released")
+	})
+	cur := h.lease(l.ID)
+	if cur.State != provisioner.StateBusy || cur.ReleaseReason != "" {
+		t.Fatalf("lease after the refused removal: %s, release reason %q; events: %s", cur.State, cur.ReleaseReason, h.eventReasons(l.ID))
+	}
+	if live, _, destroyed := h.prov.counts(); destroyed != 0 || live < 1 {
+		t.Fatalf("the busy runner's host was destroyed (live %d, destroyed %d)", live, destroyed)
+	}
+	// The job's own events arrive and end the lease as any other. A job
+	// runs for seconds at least: by then River has marked the release work
+	// that was taken back completed, so the next release is new work (a
+	// release asked for while that work still counts as running is a
+	// duplicate, and reconcile enqueues it again a minute on).
+	time.Sleep(time.Second)
+	h.event("in_progress", 1, "p1", func(e *provisioner.JobEvent) { e.RunnerName = l.RunnerName })
+	h.gh.dropRunner(l.RunnerID) // a JIT runner is removed by GitHub after its job
+	h.event("completed", 1, "c1", func(e *provisioner.JobEvent) { e.RunnerName = l.RunnerName; e.Conclusion = "success" })
+	h.waitFor("the lease released after its job", func() bool { return h.lease(l.ID).State == provisioner.StateReleased })
+	if cur := h.lease(l.ID); cur.BoundJobID != 1 || cur.ReleaseReason != "job completed" {
+		t.Fatalf("lease after its job: bound %d, reason %q", cur.BoundJobID, cur.ReleaseReason)
+	}
+	h.waitFor("no lease left", func() bool {
+		return len(h.leases(provisioner.StateIdle, provisioner.StateBusy, provisioner.StateBooting)) == 0
+	})
+	if live, _, _ := h.prov.counts(); live != 0 {
+		t.Fatalf("%d hosts left: %s", live, h.describe())
+	}
+}
+
+// A lease at its max lifetime goes whatever its runner runs: that limit is
+// the bill's, and it is the user's.
+func TestReleaseAtMaxLifetimeDestroysABusyRunner(t *testing.T) {
+	h := newHarness(t, func(c *provisioner.Config) { c.Classes[0].MaxLifetime = 1500 * time.Millisecond })
+	l := h.idleRunner()
+	h.event("in_progress", 1, "p1", func(e *provisioner.JobEvent) { e.RunnerName = l.RunnerName })
+	h.gh.setBusy(l.RunnerID)
+	h.waitFor("released at max lifetime", func() bool { return h.lease(l.ID).State == provisioner.StateReleased })
+	if cur := h.lease(l.ID); cur.ReleaseReason != "max lifetime reached" {
+		t.Fatalf("release reason %q", cur.ReleaseReason)
+	}
+	if _, _, destroyed := h.prov.counts(); destroyed != 1 {
+		t.Fatalf("destroyed %d hosts, want 1", destroyed)
+	}
+}
+
+// GitHub documents 422 for a runner's removal without saying it means busy:
+// a 422 for a runner that is not busy does not keep its host.
+func TestReleaseGoesOnWhenA422IsNotBusy(t *testing.T) {
+	h := newHarness(t, func(c *provisioner.Config) { c.Classes[0].IdleTimeout = 500 * time.Millisecond })
+	h.gh.refuseRemoval = true
+	l := h.idleRunner()
+	h.waitFor("released", func() bool { return h.lease(l.ID).State == provisioner.StateReleased })
+	if strings.Contains(h.eventReasons(l.ID), "took a job") {
+		t.Fatalf("release taken back for a runner that is not busy: %s", h.eventReasons(l.ID))
+	}
+	if _, _, destroyed := h.prov.counts(); destroyed < 1 {
+		t.Fatalf("host not destroyed")
+	}
+}
