@@ -25,8 +25,28 @@
 # does not have yet (hedge_after, min_idle) are listed as skipped.
 # Needs OpenSSH's sshd (/usr/sbin/sshd); several GB of free disk under
 # TMPDIR while it runs (each booted host unpacks the tarball).
+#
+#   scripts/ttrbench.sh pool a.md.json b.md.json ...
+#
+# pools the per-job totals of earlier runs (each run's OUT.json) over their
+# seeds, per scenario and setting, and compares each scenario with its
+# provider's plain run over the seeds both ran.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+if [ "${1:-}" = pool ]; then
+  shift
+  [ $# -gt 0 ] || { echo "usage: scripts/ttrbench.sh pool OUT.json..." >&2; exit 2; }
+  files=()
+  for f in "$@"; do files+=("$(realpath "$f")"); done
+  out=$(mktemp "${TMPDIR:-/tmp}/ttrpool.XXXXXX.md")
+  if ! log=$(CRABBOX_TTR_POOL=$(IFS=,; echo "${files[*]}") CRABBOX_TTR_OUT="$out" \
+    go test -count=1 -run '^TestTTRPool$' ./cmd/crabbox-runner/ 2>&1); then
+    echo "$log" | grep -E 'ttrbench_pool_test.go:[0-9]+:' | sed 's/^ *ttrbench_pool_test.go:[0-9]*: /ttrbench pool: /' >&2
+    exit 1
+  fi
+  cat "$out"
+  exit 0
+fi
 out=${OUT:-$(mktemp "${TMPDIR:-/tmp}/ttrbench.XXXXXX.md")}
 scenarios=$(IFS=,; echo "$*")
 export CRABBOX_TTR_BENCH=1 CRABBOX_TTR_SCENARIOS="$scenarios" CRABBOX_TTR_OUT="$out"

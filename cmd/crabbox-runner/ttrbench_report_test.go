@@ -284,11 +284,18 @@ type ttrJSON struct {
 	OtherJobs  int            `json:"other_jobs"`
 	Hedges     int            `json:"hedges"`
 	HedgeSkips map[string]int `json:"hedge_skips"`
+	// Setting is what else the run assumed (IMAGE_RUNNER, the tarball,
+	// the bandwidth, the dependencies): runs are pooled only with runs of
+	// the same setting (ttrbench_pool_test.go).
+	Setting string `json:"setting"`
 }
 
 func (r *ttrReport) json() ttrJSON {
-	out := ttrJSON{Scenario: r.Scenario, Seed: r.p.Seed, Scale: r.p.Scale, Money: r.MoneyTotal, Hosts: r.Hosts, OtherJobs: r.OtherJobs,
-		Hedges: r.Hedges, HedgeSkips: r.HedgeSkips}
+	p := r.p
+	out := ttrJSON{Scenario: r.Scenario, Seed: p.Seed, Scale: p.Scale, Money: r.MoneyTotal, Hosts: r.Hosts, OtherJobs: r.OtherJobs,
+		Hedges: r.Hedges, HedgeSkips: r.HedgeSkips,
+		Setting: fmt.Sprintf("tarball %d MB at %.0f MB/s, deps %s, image deps %t, image runner %t, lambda init lead %s",
+			p.TarballBytes>>20, float64(p.Bandwidth)/(1<<20), p.DepsTime, p.ImageDeps, p.ImageRunner, p.LambdaInitLead)}
 	for _, d := range r.Total {
 		out.TotalSecs = append(out.TotalSecs, d.Seconds())
 	}
