@@ -271,6 +271,15 @@ func (p *Provisioner) bootstrap(ctx context.Context, log *slog.Logger, l *Lease,
 		// The runner is registered only once the host passed its GPU
 		// gate (ready), within the one SSH connection of the bootstrap.
 		ready := func(ctx context.Context, res *BootstrapResult) (*JITConfig, error) {
+			// The host came up, but its boot ran out or its release was asked
+			// for while it was checked: a runner registered now could take a
+			// job on a host about to be destroyed. The loop reads the lease
+			// again and lets it go.
+			if cur, err := p.cfg.Store.Lease(ctx, l.ID); err != nil {
+				return nil, err
+			} else if cur.ReleaseReason != "" || (!cur.BootDeadline.IsZero() && p.now().After(cur.BootDeadline)) {
+				return nil, errLookAgain
+			}
 			g, err := p.judgeHost(log, l, class, res)
 			if err != nil {
 				return nil, err

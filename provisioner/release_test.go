@@ -101,3 +101,26 @@ func TestReleaseGoesOnWhenA422IsNotBusy(t *testing.T) {
 		t.Fatalf("host not destroyed")
 	}
 }
+
+// A host that comes up after its lease's boot deadline gets no runner: the
+// lease is on its way out, and a runner registered now could take a job on
+// a host about to be destroyed.
+func TestNoRunnerRegisteredAfterTheBootDeadline(t *testing.T) {
+	h := newHarness(t, nil) // boot_timeout 2s
+	h.boot.hold = make(chan struct{})
+	h.event("queued", 1, "q1")
+	h.waitFor("a bootstrapping lease", func() bool { return len(h.leases(provisioner.StateBootstrapping)) == 1 })
+	l := h.leases(provisioner.StateBootstrapping)[0]
+	h.waitFor("its release asked for at the boot deadline", func() bool { return h.lease(l.ID).ReleaseReason != "" })
+	close(h.boot.hold)
+	h.waitFor("the lease released", func() bool { return h.lease(l.ID).State == provisioner.StateReleased })
+	h.gh.mu.Lock()
+	jits := strings.Join(h.gh.jits, " ")
+	h.gh.mu.Unlock()
+	if strings.Contains(jits, l.RunnerName) {
+		t.Fatalf("runner %s registered after the boot deadline (registered: %s)", l.RunnerName, jits)
+	}
+	if cur := h.lease(l.ID); !strings.Contains(cur.Error, "boot timeout") {
+		t.Fatalf("lease error %q, want the boot timeout", cur.Error)
+	}
+}
