@@ -17,6 +17,7 @@ import (
 type ttrReport struct {
 	Scenario string
 	p        ttrParams
+	trace    string // ttrRun.trace
 	Jobs     int
 	// The phases of each job, and their sum.
 	QueuedCreate, CreateSSH, SSHOnline, OnlineAssigned, Total []time.Duration
@@ -57,7 +58,7 @@ func (r *ttrRun) report() *ttrReport {
 	p := r.p
 	S := p.Scale
 	rep := &ttrReport{Scenario: r.sc.Name, p: p, Jobs: len(r.jobs), MaxHostsPerLease: r.maxHostsPerLease, Wall: r.ended.Sub(r.started),
-		Hedges: r.hedges, HedgeSkips: r.hedgeSkips}
+		Hedges: r.hedges, HedgeSkips: r.hedgeSkips, trace: r.trace}
 	byLease := map[string][]ttrHost{}
 	for _, h := range r.hosts {
 		byLease[h.LeaseID] = append(byLease[h.LeaseID], h)

@@ -51,6 +51,34 @@ type ttrRun struct {
 	hedgeSkips      map[string]int
 	bootTimeoutWall time.Duration
 	started, ended  time.Time
+	// trace is every lease's transitions, every job's times and every
+	// host's, in wall seconds from the start: written beside the report
+	// (CRABBOX_TTR_OUT) so that an outlier can be explained after the run.
+	trace string
+}
+
+func (run *ttrRun) traceLines(hosts []ttrHost) string {
+	at := func(t time.Time) string {
+		if t.IsZero() {
+			return "-"
+		}
+		return fmt.Sprintf("%.1fs", t.Sub(run.started).Seconds())
+	}
+	var b strings.Builder
+	for _, l := range run.leases {
+		var evs []string
+		for _, ev := range run.events[l.ID] {
+			evs = append(evs, fmt.Sprintf("%s@%s(%s)", ev.To, at(ev.At), ev.Reason))
+		}
+		fmt.Fprintf(&b, "lease %s job %d hedge_of %q runner %s state %s error %q: %s\n", l.ID, l.JobID, l.HedgeOf, l.RunnerName, l.State, l.Error, strings.Join(evs, " "))
+	}
+	for _, j := range run.jobs {
+		fmt.Fprintf(&b, "job %d queued@%s started@%s runner %s online@%s\n", j.ID, at(j.CreatedAt), at(j.StartedAt), j.RunnerName, at(run.online[j.RunnerName]))
+	}
+	for _, h := range hosts {
+		fmt.Fprintf(&b, "host lease %s created@%s reachable@%s destroyed@%s\n", h.LeaseID, at(h.Created), at(h.Reachable), at(h.Destroyed))
+	}
+	return b.String()
 }
 
 // ttrHost is one instance of either fake.
@@ -323,18 +351,9 @@ func runTTR(t *testing.T, sc ttrScenario, p ttrParams) *ttrRun {
 		}
 		run.events[l.ID] = evs
 	}
+	run.trace = run.traceLines(run.hosts)
 	if os.Getenv("CRABBOX_TTR_VERBOSE") != "" {
-		for _, l := range run.leases {
-			var evs []string
-			for _, ev := range run.events[l.ID] {
-				evs = append(evs, fmt.Sprintf("%s@%.1fs(%s)", ev.To, ev.At.Sub(run.started).Seconds(), ev.Reason))
-			}
-			t.Logf("lease %s job %d runner %s state %s error %q: %s", l.ID, l.JobID, l.RunnerName, l.State, l.Error, strings.Join(evs, " "))
-		}
-		for _, j := range run.jobs {
-			t.Logf("job %d queued@%.1fs started@%.1fs runner %s online@%.1fs", j.ID, j.CreatedAt.Sub(run.started).Seconds(),
-				j.StartedAt.Sub(run.started).Seconds(), j.RunnerName, run.online[j.RunnerName].Sub(run.started).Seconds())
-		}
+		t.Log("\n" + run.trace)
 		t.Logf("serve log:\n%s", tail(e.logs.String(), 400))
 	}
 	run.checkInvariants(t)
@@ -456,6 +475,11 @@ func TestTTRBench(t *testing.T) {
 		}
 		if err := os.WriteFile(filepath.Clean(path)+".json", b, 0o644); err != nil {
 			t.Fatal(err)
+		}
+		for _, r := range reps {
+			if err := os.WriteFile(filepath.Clean(path)+"."+r.Scenario+".trace", []byte(r.trace), 0o644); err != nil {
+				t.Fatal(err)
+			}
 		}
 	}
 }
