@@ -62,6 +62,13 @@ var ttrScenarios = []ttrScenario{
 		// its own GPU billing starts (reference vast-api.md §10).
 		return []string{"    hedge_after: " + p.hedgeTimer(time.Minute).String()}
 	}},
+	{Name: "vast-hedge-30s", Provider: "vast", Needs: "hedge_after", ClassYAML: func(p ttrParams) []string {
+		// hedge_after: 30s: nearly every lease races two hosts from the
+		// start (a Vast boot is seldom under 30 s: the distribution's
+		// p5 is 30 s). What that costs where the loser is destroyed
+		// before its GPU is billed.
+		return []string{"    hedge_after: " + p.hedgeTimer(30*time.Second).String()}
+	}},
 	{Name: "vast-warm", Provider: "vast", Needs: "min_idle", ClassYAML: func(p ttrParams) []string {
 		return []string{"    min_idle: 1"}
 	}},
