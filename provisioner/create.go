@@ -165,7 +165,7 @@ func (p *Provisioner) createOn(ctx context.Context, log *slog.Logger, l *Lease, 
 	taken := false
 	defer func() {
 		if offer.Exclusive {
-			p.book.end(offer, l.ID, taken, p.now())
+			p.book.end(offer, l.ID, taken, p.now(), p.cfg.OfferTakenFor)
 		}
 	}()
 	prov := p.cfg.Providers[offer.Provider]

@@ -20,10 +20,10 @@ import (
 // claim in the store would cost a write per create attempt on every
 // replica to save a rare refused call.
 
-// offerTakenFor is how long an offer stays skipped once rented (by us) or
-// refused as taken. A provider's offer listing may show a rented machine
-// for a while; five minutes outlasts that, and a machine given back to the
-// market is offered again after it.
+// offerTakenFor is the default of Config.OfferTakenFor: how long an offer
+// stays skipped once rented (by us) or refused as taken. A provider's offer
+// listing may show a rented machine for a while; five minutes outlasts
+// that, and a machine given back to the market is offered again after it.
 const offerTakenFor = 5 * time.Minute
 
 // maxSettled bounds the settled-attempt marks kept (see attemptsSettled).
@@ -78,7 +78,7 @@ func (b *offerBook) claim(o Offer, lease string, now time.Time) claimResult {
 // end ends the lease's claim. taken: the offer was rented (by this lease,
 // or maybe: an uncertain create) or refused as taken, so every lease skips
 // it for a while; otherwise it is free for the next lease.
-func (b *offerBook) end(o Offer, lease string, taken bool, now time.Time) {
+func (b *offerBook) end(o Offer, lease string, taken bool, now time.Time, takenFor time.Duration) {
 	k := offerKey(o)
 	b.mu.Lock()
 	defer b.mu.Unlock()
@@ -91,7 +91,7 @@ func (b *offerBook) end(o Offer, lease string, taken bool, now time.Time) {
 	if b.taken == nil {
 		b.taken = map[string]time.Time{}
 	}
-	b.taken[k] = now.Add(offerTakenFor)
+	b.taken[k] = now.Add(takenFor)
 	if len(b.taken) > 4096 {
 		// Expired marks are dropped when met; a market of thousands of
 		// asks that are never met again is dropped here.

@@ -23,12 +23,12 @@ func TestOfferBook(t *testing.T) {
 		t.Errorf("the same id on another provider: %v; want claimed", r)
 	}
 	// A failure that is not the offer's hands it on.
-	b.end(ask, "l1", false, now)
+	b.end(ask, "l1", false, now, offerTakenFor)
 	if r := b.claim(ask, "l2", now); r != claimed {
 		t.Errorf("after a plain failure: %v; want claimed", r)
 	}
 	// Refused or rented: taken for every lease, the claimer too, until it expires.
-	b.end(ask, "l2", true, now)
+	b.end(ask, "l2", true, now, offerTakenFor)
 	for _, l := range []string{"l1", "l2", "l3"} {
 		if r := b.claim(ask, l, now.Add(offerTakenFor-time.Second)); r != claimIsTaken {
 			t.Errorf("%s claiming a taken offer: %v; want taken", l, r)
@@ -38,7 +38,7 @@ func TestOfferBook(t *testing.T) {
 		t.Errorf("after the taken mark expired: %v; want claimed", r)
 	}
 	// Ending someone else's claim does not free it.
-	b.end(ask, "l9", false, now)
+	b.end(ask, "l9", false, now, offerTakenFor)
 	if r := b.claim(ask, "l4", now.Add(offerTakenFor+time.Second)); r != claimBusy {
 		t.Errorf("l3's claim after a stranger's end: %v; want busy", r)
 	}

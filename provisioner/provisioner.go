@@ -49,6 +49,10 @@ type Config struct {
 	// InlineWait is how long one worker run waits for a host or runner before
 	// it hands its slot back and comes back later (default 20s).
 	InlineWait time.Duration
+	// OfferTakenFor is how long an offer this process rented, or saw
+	// refused as taken, is skipped (offerbook.go; default 5m). The
+	// time-to-runner benchmark scales it with the provider's clock.
+	OfferTakenFor time.Duration
 	// ProvisionWorkers, BootWorkers and ReleaseWorkers bound concurrent
 	// work: create calls, the steps after them (waiting for SSH,
 	// bootstrapping the runner), and releases (defaults 100, 100, 50).
@@ -157,6 +161,9 @@ func New(cfg Config) (*Provisioner, error) {
 	}
 	if cfg.PollInterval <= 0 {
 		cfg.PollInterval = 2 * time.Second
+	}
+	if cfg.OfferTakenFor <= 0 {
+		cfg.OfferTakenFor = offerTakenFor
 	}
 	if cfg.InlineWait <= 0 {
 		cfg.InlineWait = 20 * time.Second

@@ -147,6 +147,9 @@ providers:
 			c.QueuePollInterval = 50 * time.Millisecond
 			c.GitHub = spyGitHub{c.GitHub, e.spy}
 			c.Bootstrapper = spyBootstrapper{c.Bootstrapper, e.spy}
+			if e2eTune != nil {
+				e2eTune(c)
+			}
 		}
 	}
 	t.Cleanup(func() { serveHook = nil })
