@@ -21,8 +21,10 @@ func TestLimitConns(t *testing.T) {
 	}
 	var shed atomic.Int64
 	release := make(chan struct{})
+	held := make(chan struct{}, 2)
 	srv := webhook.Server(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.URL.Path == "/hold" {
+			held <- struct{}{}
 			<-release
 		}
 		io.WriteString(w, "ok")
@@ -71,7 +73,14 @@ func TestLimitConns(t *testing.T) {
 	for range 2 {
 		go func() { _, err := get("/hold"); done <- err }()
 	}
-	time.Sleep(200 * time.Millisecond)
+	// Both requests inside the handler, however slow the machine.
+	for range 2 {
+		select {
+		case <-held:
+		case <-time.After(10 * time.Second):
+			t.Fatal("the held requests never reached the handler")
+		}
+	}
 	start := time.Now()
 	if body, err := get("/"); err == nil {
 		t.Fatalf("a third connection was served while both slots held requests: %q", body)

@@ -219,9 +219,24 @@ func TestServeWarmHosts(t *testing.T) {
 			t.Errorf("the expired warm host's instance %d is not destroyed", in.ID)
 		}
 	}
-	metrics := e.get("/metrics")
-	for _, want := range []string{`crabbox_warm_jobs_total{class="a100"} 1`, `crabbox_warm_expired_total{class="a100"}`,
-		`crabbox_warm_idle_cost_dollars_total{class="a100"}`, `crabbox_warm_created_total{class="a100"}`, `crabbox_warm_hosts{class="a100",state=`} {
+	// The release records the warm host's idle cost just after it marks
+	// the lease released: look until it has.
+	wants := []string{`crabbox_warm_jobs_total{class="a100"} 1`, `crabbox_warm_expired_total{class="a100"}`,
+		`crabbox_warm_idle_cost_dollars_total{class="a100"}`, `crabbox_warm_created_total{class="a100"}`, `crabbox_warm_hosts{class="a100",state=`}
+	var metrics string
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		metrics = e.get("/metrics")
+		missing := false
+		for _, want := range wants {
+			missing = missing || !strings.Contains(metrics, want)
+		}
+		if !missing || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	for _, want := range wants {
 		if !strings.Contains(metrics, want) {
 			t.Errorf("/metrics lacks %s\n%s", want, grepLines(metrics, "crabbox_warm"))
 		}
