@@ -29,6 +29,12 @@ type memProvider struct {
 	// destroyGate, when set, is called (unlocked) before each Destroy:
 	// a test holds a destroy there (hedge_test.go).
 	destroyGate func(id string)
+	// unlisted hides instances from ListOwned (not from Get): a listing
+	// that lags the creates it follows (gc_test.go).
+	unlisted map[string]bool
+	// afterList, when set, is called (unlocked) after ListOwned has taken
+	// its listing and before it returns it (gc_test.go).
+	afterList func()
 }
 
 type memBehavior struct {
@@ -114,17 +120,22 @@ func (m *memProvider) Get(ctx context.Context, id string) (*provisioner.Instance
 
 func (m *memProvider) ListOwned(ctx context.Context, deployment string) ([]*provisioner.Instance, error) {
 	m.mu.Lock()
-	defer m.mu.Unlock()
 	m.lists++
 	if m.listErr != nil {
+		m.mu.Unlock()
 		return nil, m.listErr
 	}
 	var out []*provisioner.Instance
-	for _, mi := range m.instances {
-		if mi.inst.Marker.Deployment == deployment {
+	for id, mi := range m.instances {
+		if mi.inst.Marker.Deployment == deployment && !m.unlisted[id] {
 			inst := mi.inst
 			out = append(out, &inst)
 		}
+	}
+	after := m.afterList
+	m.mu.Unlock()
+	if after != nil {
+		after()
 	}
 	return out, nil
 }

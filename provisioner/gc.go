@@ -20,6 +20,13 @@ const (
 // (a create racing the listing) from the "no lease" rule.
 const gcNoLeaseGrace = 10 * time.Minute
 
+// gcVanishedGrace covers a listing that lags the create it follows: a
+// lease that got its instance this shortly before gc listed the provider is
+// not judged by that listing. Neither reference says how soon a new
+// instance is listed (vast-api.md, lambda-cloud-api.md), so gc also asks
+// for the instance by id before it fails the lease.
+const gcVanishedGrace = time.Minute
+
 // gcReleasingGrace is how long a lease may sit in releasing before gc
 // destroys its host itself.
 const gcReleasingGrace = 10 * time.Minute
@@ -42,9 +49,11 @@ type GCAction struct {
 	RunnerName string    `json:"runner_name,omitempty"`
 	Expires    time.Time `json:"expires,omitzero"`
 	Reason     string    `json:"reason"`
-	// Done and Error are set by ApplyGC.
-	Done  bool   `json:"done"`
-	Error string `json:"error,omitempty"`
+	// Done, Error and Skipped are set by ApplyGC. Skipped says why an
+	// action was found unneeded when it was about to be carried out.
+	Done    bool   `json:"done"`
+	Error   string `json:"error,omitempty"`
+	Skipped string `json:"skipped,omitempty"`
 
 	inst  *Instance
 	scope Scope
@@ -85,8 +94,9 @@ func (p *Provisioner) PlanGC(ctx context.Context, opts GCOptions) (*GCPlan, erro
 	}
 	sort.Strings(names)
 
-	hostOf := map[string]bool{}    // lease id → an instance carries it
-	listed := map[string]bool{}    // provider → listing worked
+	hostOf := map[string]bool{} // lease id → an instance carries it
+	listed := map[string]bool{} // provider → listing worked
+	listedAt := map[string]time.Time{}
 	instances := map[string]bool{} // provider/instance id → exists
 	leaseCache := map[string]*Lease{}
 	lease := func(id string) (*Lease, error) {
@@ -106,6 +116,7 @@ func (p *Provisioner) PlanGC(ctx context.Context, opts GCOptions) (*GCPlan, erro
 	}
 
 	for _, name := range names {
+		listedAt[name] = p.now()
 		owned, err := p.cfg.Providers[name].ListOwned(ctx, p.cfg.Deployment)
 		if err != nil {
 			plan.Warnings = append(plan.Warnings, fmt.Sprintf("%s: cannot list instances: %v", name, err))
@@ -162,6 +173,11 @@ func (p *Provisioner) PlanGC(ctx context.Context, opts GCOptions) (*GCPlan, erro
 			scopes[l.Scope.Key()] = l.Scope
 			leaseCache[l.ID] = l
 			if l.InstanceID == "" || !listed[l.Provider] || instances[l.Provider+"/"+l.InstanceID] || l.ReleaseReason != "" {
+				continue
+			}
+			if l.State == StateBooting && !l.StateChangedAt.Before(listedAt[l.Provider].Add(-gcVanishedGrace)) {
+				// Its instance was created after (or just before) the
+				// listing was asked for: absent from it, not gone.
 				continue
 			}
 			plan.Actions = append(plan.Actions, GCAction{Kind: GCFailLease, LeaseID: l.ID, Provider: l.Provider,
@@ -223,10 +239,22 @@ func (p *Provisioner) ApplyGC(ctx context.Context, plan *GCPlan) int {
 		case GCRemoveRunner:
 			err = p.cfg.GitHub.RemoveRunner(ctx, a.scope, a.RunnerID)
 		case GCFailLease:
+			var gone bool
+			if gone, err = p.instanceGone(ctx, a.Provider, a.InstanceID); err == nil && !gone {
+				a.Skipped = "the instance is there when asked for by id: the listing lagged"
+				p.log.Info("gc action skipped", "action", a.Kind, "lease_id", a.LeaseID, "instance_id", a.InstanceID, "why", a.Skipped)
+				continue
+			}
+			if err != nil {
+				break
+			}
 			err = p.cfg.Store.InTx(ctx, func(tx Tx) error {
 				l, err := tx.Lease(ctx, a.LeaseID)
 				if err != nil {
 					return err
+				}
+				if l.InstanceID != a.InstanceID || l.Provider != a.Provider {
+					return nil // moved on since the plan
 				}
 				if err := p.requestRelease(ctx, tx, l.ID, "host vanished", "its host vanished from "+l.Provider); err != nil {
 					return err
@@ -246,4 +274,22 @@ func (p *Provisioner) ApplyGC(ctx context.Context, plan *GCPlan) int {
 		p.log.Info("gc", "action", a.Kind, "lease_id", a.LeaseID, "instance_id", a.InstanceID, "runner", a.RunnerName, "reason", a.Reason)
 	}
 	return failed
+}
+
+// instanceGone asks the provider for one instance by id: a lease is failed
+// for a vanished host only when the provider says so twice, in its listing
+// and by id, since failing it destroys a host that may be about to serve.
+func (p *Provisioner) instanceGone(ctx context.Context, provider, id string) (bool, error) {
+	prov, ok := p.cfg.Providers[provider]
+	if !ok {
+		return false, fmt.Errorf("unknown provider %q", provider)
+	}
+	inst, err := prov.Get(ctx, id)
+	if errors.Is(err, ErrNotFound) {
+		return true, nil
+	}
+	if err != nil {
+		return false, err
+	}
+	return inst.Status == InstanceGone, nil
 }

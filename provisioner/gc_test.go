@@ -2,6 +2,7 @@ package provisioner_test
 
 import (
 	"context"
+	"sync"
 	"testing"
 	"time"
 
@@ -152,4 +153,80 @@ func TestGCWithTheStore(t *testing.T) {
 		l, _ := h.store.Lease(ctx, live.ID)
 		return l.State == provisioner.StateReleased && len(h.leases(provisioner.StateIdle)) == 1
 	})
+}
+
+// A lease that gets its instance while gc's listing is on the wire is
+// missing from that listing without being gone: gc must not fail it (it
+// did, and destroyed a host about to serve: TestServeHedgeFirstWins saw a
+// hedge "vanish" this way under CI load).
+func TestGCLeavesALeaseCreatedDuringItsListing(t *testing.T) {
+	h := newHarness(t, nil)
+	ctx := context.Background()
+	hold := make(chan struct{})
+	defer close(hold)
+	h.prov.behave = func(int) memBehavior { return memBehavior{hold: hold} }
+	var once sync.Once
+	h.prov.mu.Lock()
+	h.prov.afterList = func() {
+		once.Do(func() {
+			h.event("queued", 1, "g1")
+			h.waitFor("the lease booting on its instance", func() bool {
+				ls := h.leases(provisioner.StateBooting)
+				return len(ls) == 1 && ls[0].InstanceID != ""
+			})
+		})
+	}
+	h.prov.mu.Unlock()
+	plan, err := h.p.PlanGC(ctx, provisioner.GCOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(h.leases(provisioner.StateBooting)) != 1 {
+		t.Fatalf("the lease was not booting during the plan: %s", h.describe())
+	}
+	for _, a := range plan.Actions {
+		t.Errorf("planned %s for %s: %s", a.Kind, a.LeaseID, a.Reason)
+	}
+}
+
+// A listing that lags (the instance there when asked for by id, absent
+// from the list) does not fail a lease either: gc asks by id first, and
+// says in the action why it did nothing.
+func TestGCAsksByIDBeforeFailingALease(t *testing.T) {
+	h := newHarness(t, nil)
+	ctx := context.Background()
+	h.event("queued", 1, "g1")
+	h.waitFor("idle", func() bool { return len(h.leases(provisioner.StateIdle)) == 1 })
+	live := h.leases()[0]
+	h.prov.mu.Lock()
+	h.prov.unlisted = map[string]bool{live.InstanceID: true}
+	gets := h.prov.gets
+	h.prov.mu.Unlock()
+
+	plan, err := h.p.PlanGC(ctx, provisioner.GCOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(plan.Actions) != 1 || plan.Actions[0].Kind != provisioner.GCFailLease {
+		t.Fatalf("plan %+v, want the lease's failure planned from the listing", plan.Actions)
+	}
+	if failed := h.p.ApplyGC(ctx, plan); failed != 0 {
+		t.Fatalf("%d failed: %+v", failed, plan.Actions)
+	}
+	a := plan.Actions[0]
+	if a.Done || a.Skipped == "" {
+		t.Errorf("action done %v, skipped %q: want skipped", a.Done, a.Skipped)
+	}
+	h.prov.mu.Lock()
+	asked := h.prov.gets - gets
+	h.prov.mu.Unlock()
+	if asked < 1 {
+		t.Error("gc did not ask for the instance by id")
+	}
+	if l, _ := h.store.Lease(ctx, live.ID); l.State != provisioner.StateIdle || l.ReleaseReason != "" {
+		t.Errorf("lease %s %s (%q): want idle", l.ID, l.State, l.ReleaseReason)
+	}
+	if !h.prov.has(live.InstanceID) {
+		t.Error("the instance was destroyed")
+	}
 }

@@ -165,6 +165,8 @@ func printGC(w io.Writer, format string, plan *provisioner.GCPlan, applied bool)
 			result = "FAILED: " + a.Error
 		case a.Done:
 			result = "done"
+		case a.Skipped != "":
+			result = "skipped: " + a.Skipped
 		}
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", a.Kind, target, a.LeaseID, a.Reason, result)
 	}
