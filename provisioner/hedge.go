@@ -10,8 +10,11 @@ package provisioner
 // A hedge that fails (fails fast, never boots) does not end the hedging:
 // once its host is destroyed (its lease released), the first lease, if it
 // still starts, may be hedged again at once (hedgeGone), under the same
-// checks as the first hedge (its job still waits, room, budget). A promoted
-// hedge is never hedged, nor is a warm lease.
+// checks as the first hedge (its job still waits, room, budget). The other
+// way round, a first lease that fails hands its job to its hedge
+// (promoted), and once the failed lease's host is destroyed the promoted
+// lease may be hedged in turn (promotedMayHedge). A warm lease is never
+// hedged.
 //
 // Every decision is made in the transaction that records the event it
 // follows (runner online, a release asked for), with the leases read there
@@ -393,11 +396,13 @@ func (p *Provisioner) hedgeReleased(ctx context.Context, tx Tx, l *Lease, reason
 			}
 			continue
 		}
-		// Promoted: the job's lease from now on, and hedged no more (its
-		// HedgedAt set), so the job never has a third host.
+		// Promoted: the job's lease from now on, and not hedged (its
+		// HedgedAt set) until l's host is destroyed (hedgeGone), so the
+		// job never has a third host.
 		if _, err := tx.UpdateLease(ctx, h.ID, func(h *Lease) {
 			h.HedgeOf = ""
 			h.HedgedAt = p.now()
+			h.PromotedFrom = l.ID
 		}); err != nil {
 			return err
 		}
@@ -423,7 +428,10 @@ func (p *Provisioner) hedgeReleased(ctx context.Context, tx Tx, l *Lease, reason
 // lost its race (hedgeLost) leaves its first online or released: nothing
 // to do.
 func (p *Provisioner) hedgeGone(ctx context.Context, tx Tx, l *Lease) error {
-	if l.HedgeOf == "" || hedgeLost(l.ReleaseReason) {
+	if l.HedgeOf == "" {
+		return p.promotedMayHedge(ctx, tx, l)
+	}
+	if hedgeLost(l.ReleaseReason) {
 		return nil
 	}
 	first, err := tx.Lease(ctx, l.HedgeOf)
@@ -455,6 +463,49 @@ func (p *Provisioner) hedgeGone(ctx context.Context, tx Tx, l *Lease) error {
 	}
 	p.hedges.next.Delete(first.ID)
 	p.hedges.wake.Store(first.ID, true)
+	return nil
+}
+
+// promotedMayHedge is hedgeGone's other half: l, released now (its host
+// destroyed), was a lease whose hedge was promoted to serve its job when l
+// failed. While l's host stood, the promoted lease was not hedged (two
+// hosts for the job already); now it may be, at once if it is past
+// hedge_after, under the usual checks. Without this, a job whose first
+// host and hedge both never boot waits for the hedge's own boot timeout,
+// hedge_after past the first's: the benchmark's 14-minute job
+// (docs/benchmarks.md, "The 14m00s job").
+func (p *Provisioner) promotedMayHedge(ctx context.Context, tx Tx, l *Lease) error {
+	if l.HedgedAt.IsZero() {
+		return nil // never hedged, so nothing was promoted from it
+	}
+	starting, err := tx.Leases(ctx, LeaseFilter{States: []State{StateBooting, StateBootstrapping}, Class: l.Class, ScopeKey: l.Scope.Key()})
+	if err != nil {
+		return err
+	}
+	for _, c := range starting {
+		if c.PromotedFrom != l.ID || c.HedgeOf != "" || c.HedgedAt.IsZero() || c.ReleaseReason != "" || c.Warm {
+			continue
+		}
+		hedges, err := tx.Leases(ctx, LeaseFilter{HedgeOf: c.ID})
+		if err != nil {
+			return err
+		}
+		live := false
+		for _, h := range hedges {
+			live = live || h.State != StateReleased
+		}
+		if live {
+			continue // hedged already; one hedge at a time
+		}
+		if _, err := tx.UpdateLease(ctx, c.ID, func(c *Lease) { c.HedgedAt = time.Time{} }); err != nil {
+			return err
+		}
+		if err := tx.NoteLease(ctx, c.ID, fmt.Sprintf("%s, whose hedge this lease was, is gone (host destroyed): this lease may be hedged in turn", l.ID)); err != nil {
+			return err
+		}
+		p.hedges.next.Delete(c.ID)
+		p.hedges.wake.Store(c.ID, true)
+	}
 	return nil
 }
 

@@ -225,39 +225,74 @@ func TestHedgeFirstWins(t *testing.T) {
 	}
 }
 
-// The first lease fails while its hedge boots: the hedge is promoted in the
-// failure's transaction and the balance rents no third host.
+// The first lease fails while its hedge boots: the hedge is promoted to
+// serve the job, with no third host while the failed first's host stands;
+// once that host is destroyed, the promoted lease is hedged in turn (it is
+// past hedge_after), so a job whose first host and hedge both never boot
+// does not wait out the hedge's own boot timeout. The promoted lease that
+// comes online first wins like any.
 func TestHedgeFirstFailsHedgePromoted(t *testing.T) {
-	hold2 := make(chan struct{})
-	h, obs := newHedgeHarness(t, map[int]chan struct{}{2: hold2}, nil)
+	hold2, hold3 := make(chan struct{}), make(chan struct{})
+	defer close(hold3)
+	h, obs := newHedgeHarness(t, map[int]chan struct{}{2: hold2, 3: hold3}, nil)
+	h.prov.offers = append(h.prov.offers, provisioner.Offer{Provider: "mem", ID: "o-third", GPU: "A100", GPUCount: 1,
+		GPUMemoryGB: 80, PricePerHour: 1.5, MachineID: "m-third"})
 	h.event("queued", 1, "g1")
 	first := firstLease(h)
 	hedge := bootingHedge(h, first.ID)
+	// The first's destroy is held: no new hedge meanwhile.
+	destroying, letGo := make(chan struct{}), make(chan struct{})
+	var once sync.Once
+	h.prov.mu.Lock()
+	h.prov.destroyGate = func(id string) {
+		if id == first.InstanceID {
+			once.Do(func() { close(destroying) })
+			<-letGo
+		}
+	}
+	h.prov.mu.Unlock()
 	// Its host is gone: the gc's failure path (host vanished) releases it
-	// with a failure; the same as a boot timeout for the hedge.
+	// with a failure; the same as a boot timeout for the first.
 	h.prov.lose(first.InstanceID, provisioner.InstanceGone)
+	select {
+	case <-destroying:
+	case <-time.After(30 * time.Second):
+		t.Fatalf("the first's host never destroyed:%s", h.describe())
+	}
+	s, _ := h.store.Lease(context.Background(), hedge.ID)
+	if s.HedgeOf != "" || s.HedgedAt.IsZero() || s.PromotedFrom != first.ID {
+		close(letGo)
+		t.Fatalf("hedge not promoted: hedge_of %q hedged_at %s promoted_from %q", s.HedgeOf, s.HedgedAt, s.PromotedFrom)
+	}
+	time.Sleep(3 * testHedgeAfter) // time for a new hedge, were one made too early
+	if ls := h.leases(); len(ls) != 2 {
+		close(letGo)
+		t.Fatalf("%d leases while the first's host is not destroyed yet, want 2 (no third host):%s", len(ls), h.describe())
+	}
+	close(letGo)
 	h.waitFor("the first released", func() bool {
 		f, _ := h.store.Lease(context.Background(), first.ID)
 		return f.State == provisioner.StateReleased
 	})
-	s, _ := h.store.Lease(context.Background(), hedge.ID)
-	if s.HedgeOf != "" || s.HedgedAt.IsZero() {
-		t.Fatalf("hedge not promoted: hedge_of %q hedged_at %s", s.HedgeOf, s.HedgedAt)
-	}
-	if ls := h.leases(); len(ls) != 2 {
-		t.Fatalf("%d leases, want 2 (no third host):%s", len(ls), h.describe())
+	again := bootingHedge(h, hedge.ID)
+	if err := checkTwoLeases(t, h.leases()); err != nil {
+		t.Fatalf("%v:%s", err, h.describe())
 	}
 	close(hold2)
-	h.waitFor("the promoted hedge online", func() bool {
+	h.waitFor("the promoted hedge online, its own hedge released", func() bool {
 		s, _ := h.store.Lease(context.Background(), hedge.ID)
-		return s.State == provisioner.StateIdle
+		a, _ := h.store.Lease(context.Background(), again.ID)
+		return s.State == provisioner.StateIdle && (a.State == provisioner.StateReleased || a.State == provisioner.StateReleasing)
 	})
-	if ls := h.leases(); len(ls) != 2 {
-		t.Fatalf("%d leases, want 2:%s", len(ls), h.describe())
+	if a, _ := h.store.Lease(context.Background(), again.ID); a.ReleaseReason != "hedge not needed: "+hedge.ID+" got its runner online first" {
+		t.Errorf("the promoted lease's hedge released for %q", a.ReleaseReason)
 	}
-	_, _, won, _ := obs.get()
-	if won["second"] != 1 {
-		t.Fatalf("won %v", won)
+	if ls := h.leases(); len(ls) != 3 {
+		t.Fatalf("%d leases, want 3:%s", len(ls), h.describe())
+	}
+	started, _, won, _ := obs.get()
+	if started != 2 || won["second"] != 1 || won["first"] != 1 {
+		t.Fatalf("started %d, won %v: want 2 hedges, the first won by the promotion and the second by the promoted lease", started, won)
 	}
 }
 

@@ -136,8 +136,13 @@ type Lease struct {
 	// none racing: set with the hedge, so a lease has one hedge at a time,
 	// and cleared only when a hedge that failed has its host destroyed
 	// while this lease still starts (hedge.go hedgeGone). A promoted hedge
-	// has it set too, so it is never hedged.
+	// has it set too, so it is not hedged while the lease it hedged still
+	// holds a host.
 	HedgedAt time.Time
+	// PromotedFrom is, on a hedge promoted because the lease it hedged
+	// failed, that lease's id: once its host is destroyed, the promoted
+	// lease may be hedged in turn (hedge.go hedgeGone).
+	PromotedFrom string
 	// Warm: the lease was made to keep the class's min_idle, not for a
 	// job (warm.go). It stays true once its runner takes a job.
 	Warm bool

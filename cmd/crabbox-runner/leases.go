@@ -145,12 +145,14 @@ type leaseJSON struct {
 	GPUCount int `json:"gpu_count,omitempty"`
 	// HedgeOf is the lease this one hedges while it races (hedge_after);
 	// HedgedAt when a hedge was started for this lease.
-	HedgeOf    string    `json:"hedge_of,omitempty"`
-	HedgedAt   time.Time `json:"hedged_at,omitzero"`
-	GPUCheck   string    `json:"gpu_check,omitempty"`
-	CreatedAt  time.Time `json:"created_at"`
-	ExpiresAt  time.Time `json:"expires_at,omitzero"`
-	ReleasedAt time.Time `json:"released_at,omitzero"`
+	HedgeOf  string    `json:"hedge_of,omitempty"`
+	HedgedAt time.Time `json:"hedged_at,omitzero"`
+	// PromotedFrom is the failed lease whose hedge this lease was.
+	PromotedFrom string    `json:"promoted_from,omitempty"`
+	GPUCheck     string    `json:"gpu_check,omitempty"`
+	CreatedAt    time.Time `json:"created_at"`
+	ExpiresAt    time.Time `json:"expires_at,omitzero"`
+	ReleasedAt   time.Time `json:"released_at,omitzero"`
 
 	// AgeSeconds is the time since the lease was created.
 	AgeSeconds float64 `json:"age_seconds"`
@@ -230,7 +232,7 @@ func printLeases(w io.Writer, format string, rows []leaseRow, now time.Time) err
 				JobID: l.JobID, BoundJobID: l.BoundJobID, ReleaseReason: l.ReleaseReason, Error: l.Error,
 				GPUCount: l.GPUCount, GPUCheck: l.GPUCheck,
 				CreatedAt: l.CreatedAt, ExpiresAt: l.ExpiresAt, ReleasedAt: l.ReleasedAt,
-				Interruptible: l.Interruptible, LostReason: l.LostReason, HedgeOf: l.HedgeOf, HedgedAt: l.HedgedAt, Warm: l.Warm,
+				Interruptible: l.Interruptible, LostReason: l.LostReason, HedgeOf: l.HedgeOf, HedgedAt: l.HedgedAt, PromotedFrom: l.PromotedFrom, Warm: l.Warm,
 				AgeSeconds: r.age(now).Seconds(), CostSoFar: r.cost, JobURL: r.url}
 			if r.job != nil {
 				j.JobRepo, j.JobRunID = r.job.Repo, r.job.RunID

@@ -8,7 +8,8 @@ import (
 	"github.com/crabbox/crabbox-runner/provisioner"
 )
 
-// testHedge: HedgeOf and HedgedAt (migration 010) read back as inserted and
+// testHedge: HedgeOf and HedgedAt (migration 010) and PromotedFrom
+// (migration 012) read back as inserted and
 // as updated, and the filters on them select the hedges of a lease and
 // every hedge.
 func testHedge(t *testing.T, s provisioner.Store) {
@@ -42,11 +43,17 @@ func testHedge(t *testing.T, s provisioner.Store) {
 	if ls, err := s.Leases(ctx, provisioner.LeaseFilter{HedgeOf: "l3"}); err != nil || len(ls) != 0 {
 		t.Fatalf("hedges of l3: %v %v", ls, err)
 	}
-	// A hedge that wins becomes an ordinary lease.
+	// A hedge that wins, or is promoted, becomes an ordinary lease.
 	inTx(t, s, func(tx provisioner.Tx) error {
-		_, err := tx.UpdateLease(ctx, "l2", func(l *provisioner.Lease) { l.HedgeOf = "" })
+		_, err := tx.UpdateLease(ctx, "l2", func(l *provisioner.Lease) { l.HedgeOf, l.PromotedFrom = "", "l1" })
 		return err
 	})
+	if got, err := s.Lease(ctx, "l2"); err != nil || got.PromotedFrom != "l1" || got.HedgeOf != "" {
+		t.Fatalf("promoted hedge: %+v %v", got, err)
+	}
+	if got, err := s.Lease(ctx, "l3"); err != nil || got.PromotedFrom != "" {
+		t.Fatalf("promoted_from of an ordinary lease: %+v %v", got, err)
+	}
 	if ls, err := s.Leases(ctx, provisioner.LeaseFilter{Hedges: true}); err != nil || len(ls) != 0 {
 		t.Fatalf("hedges after the win: %v %v", ls, err)
 	}

@@ -16,7 +16,7 @@ var leaseColumns = []string{"id", "class", "scope_key", "scope_org", "scope_repo
 	"provider", "offer_id", "gpu", "price_per_hour", "region", "instance_id", "machine_id", "ssh_host", "ssh_port",
 	"ssh_user", "host_key", "runner_name", "runner_id", "job_id", "run_attempt", "bound_job_id", "release_reason",
 	"error", "attempts", "created_at", "updated_at", "state_changed_at", "boot_deadline", "bootstrapped_at",
-	"expires_at", "idle_since", "busy_since", "released_at", "queued_at", "gpu_count", "gpu_memory_gb", "gpu_check", "lost_reason", "interruptible", "hedge_of", "hedged_at", "warm"}
+	"expires_at", "idle_since", "busy_since", "released_at", "queued_at", "gpu_count", "gpu_memory_gb", "gpu_check", "lost_reason", "interruptible", "hedge_of", "hedged_at", "warm", "promoted_from"}
 
 var (
 	selectLease     = `SELECT ` + strings.Join(leaseColumns, ", ") + ` FROM crabbox_lease`
@@ -29,7 +29,7 @@ func leaseArgs(l *provisioner.Lease) []any {
 		l.HostKey, l.RunnerName, l.RunnerID, l.JobID, l.RunAttempt, l.BoundJobID, l.ReleaseReason, l.Error,
 		l.Attempts, Micros(l.CreatedAt), Micros(l.UpdatedAt), Micros(l.StateChangedAt), Micros(l.BootDeadline),
 		Micros(l.BootstrappedAt), Micros(l.ExpiresAt), Micros(l.IdleSince), Micros(l.BusySince), Micros(l.ReleasedAt),
-		Micros(l.QueuedAt), l.GPUCount, l.GPUMemoryGB, l.GPUCheck, l.LostReason, boolInt(l.Interruptible), l.HedgeOf, Micros(l.HedgedAt), boolInt(l.Warm)}
+		Micros(l.QueuedAt), l.GPUCount, l.GPUMemoryGB, l.GPUCheck, l.LostReason, boolInt(l.Interruptible), l.HedgeOf, Micros(l.HedgedAt), boolInt(l.Warm), l.PromotedFrom}
 }
 
 // boolInt stores a flag as 0 or 1, read the same way by both databases.
@@ -48,7 +48,7 @@ func scanLease(row Row) (*provisioner.Lease, error) {
 		&l.Provider, &l.OfferID, &l.GPU, &l.PricePerHour, &l.Region, &l.InstanceID, &l.MachineID, &l.SSH.Host, &l.SSH.Port,
 		&l.SSH.User, &l.HostKey, &l.RunnerName, &l.RunnerID, &l.JobID, &l.RunAttempt, &l.BoundJobID,
 		&l.ReleaseReason, &l.Error, &l.Attempts, &created, &updated, &changed, &boot, &bootstrapped, &expires, &idle, &busy, &released, &queued,
-		&l.GPUCount, &l.GPUMemoryGB, &l.GPUCheck, &l.LostReason, &interruptible, &l.HedgeOf, &hedgedAt, &warm)
+		&l.GPUCount, &l.GPUMemoryGB, &l.GPUCheck, &l.LostReason, &interruptible, &l.HedgeOf, &hedgedAt, &warm, &l.PromotedFrom)
 	if err != nil {
 		return nil, err
 	}
