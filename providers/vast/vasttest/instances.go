@@ -640,8 +640,9 @@ func (s *Server) handleList(w http.ResponseWriter, r *http.Request) int {
 	s.mu.Lock()
 	var match []map[string]any
 	labels := map[string]int{}
+	now := time.Now()
 	for _, in := range s.sorted() {
-		if in.destroyed {
+		if in.destroyed || now.Sub(in.created) < s.opts.ListLag {
 			continue
 		}
 		v := in.view()
