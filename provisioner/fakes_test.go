@@ -517,3 +517,19 @@ func (h *harness) bootingLease(id string) *provisioner.Lease {
 	}
 	return l
 }
+
+// holdDestroy holds the destroy of instance id: destroying is closed when
+// it starts, and it goes on once letGo is closed.
+func (m *memProvider) holdDestroy(id string) (destroying <-chan struct{}, letGo chan struct{}) {
+	started, letGo := make(chan struct{}), make(chan struct{})
+	var once sync.Once
+	m.mu.Lock()
+	m.destroyGate = func(got string) {
+		if got == id {
+			once.Do(func() { close(started) })
+			<-letGo
+		}
+	}
+	m.mu.Unlock()
+	return started, letGo
+}

@@ -241,16 +241,7 @@ func TestHedgeFirstFailsHedgePromoted(t *testing.T) {
 	first := firstLease(h)
 	hedge := bootingHedge(h, first.ID)
 	// The first's destroy is held: no new hedge meanwhile.
-	destroying, letGo := make(chan struct{}), make(chan struct{})
-	var once sync.Once
-	h.prov.mu.Lock()
-	h.prov.destroyGate = func(id string) {
-		if id == first.InstanceID {
-			once.Do(func() { close(destroying) })
-			<-letGo
-		}
-	}
-	h.prov.mu.Unlock()
+	destroying, letGo := h.prov.holdDestroy(first.InstanceID)
 	// Its host is gone: the gc's failure path (host vanished) releases it
 	// with a failure; the same as a boot timeout for the first.
 	h.prov.lose(first.InstanceID, provisioner.InstanceGone)
@@ -310,16 +301,7 @@ func TestHedgeFailsHedgedAgain(t *testing.T) {
 	first := firstLease(h)
 	hedge := bootingHedge(h, first.ID)
 	// The failed hedge's destroy is held: no new hedge meanwhile.
-	destroying, letGo := make(chan struct{}), make(chan struct{})
-	var once sync.Once
-	h.prov.mu.Lock()
-	h.prov.destroyGate = func(id string) {
-		if id == hedge.InstanceID {
-			once.Do(func() { close(destroying) })
-			<-letGo
-		}
-	}
-	h.prov.mu.Unlock()
+	destroying, letGo := h.prov.holdDestroy(hedge.InstanceID)
 	h.prov.lose(hedge.InstanceID, provisioner.InstanceFailed)
 	select {
 	case <-destroying:
