@@ -190,3 +190,74 @@ func (p *Provisioner) keepBusyRunner(ctx context.Context, log *slog.Logger, l *L
 	}
 	return kept, err
 }
+
+// requestRelease asks for a lease to be released. A lease whose provision
+// worker is running (provisioning, booting, bootstrapping) is only flagged:
+// that worker owns it and stops at its next step, so nothing it creates
+// meanwhile escapes the release. Any other lease moves to releasing now.
+// failure, when set, is recorded as the lease's error and routes it through
+// failed.
+func (p *Provisioner) requestRelease(ctx context.Context, tx Tx, id, reason, failure string) error {
+	l, err := tx.Lease(ctx, id)
+	if err != nil {
+		return err
+	}
+	switch {
+	case l.State == StateReleasing || l.State == StateReleased:
+		return nil
+	case l.State.Starting() && l.State != StatePending:
+		if l.ReleaseReason != "" {
+			return nil
+		}
+		if err := p.hedgeReleased(ctx, tx, l, reason, failure); err != nil {
+			return err
+		}
+		_, err := tx.UpdateLease(ctx, id, func(l *Lease) {
+			l.ReleaseReason = reason
+			if failure != "" {
+				l.Error = failure
+			}
+		})
+		return err
+	}
+	return p.release(ctx, tx, l, reason, failure)
+}
+
+// release moves a lease (not owned by a running provision worker) to
+// releasing, through failed when it failed, and enqueues the release work.
+func (p *Provisioner) release(ctx context.Context, tx Tx, l *Lease, reason, failure string) error {
+	if err := p.hedgeReleased(ctx, tx, l, reason, failure); err != nil {
+		return err
+	}
+	if failure != "" && l.State != StateFailed {
+		if _, err := tx.Transition(ctx, l.ID, StateFailed, failure, func(l *Lease) { l.Error = failure }); err != nil {
+			return err
+		}
+	}
+	if _, err := tx.Transition(ctx, l.ID, StateReleasing, reason, func(l *Lease) {
+		if l.ReleaseReason == "" {
+			l.ReleaseReason = reason
+		}
+	}); err != nil {
+		return err
+	}
+	p.log.Info("lease releasing", "lease_id", l.ID, "reason", reason, "error", failure)
+	return tx.Enqueue(ctx, ReleaseArgs{LeaseID: l.ID}, nil)
+}
+
+// Release asks for one lease to be released, as `crabbox-runner release` does.
+func (p *Provisioner) Release(ctx context.Context, id, reason string) error {
+	return p.cfg.Store.InTx(ctx, func(tx Tx) error {
+		l, err := tx.Lease(ctx, id)
+		if err != nil {
+			return err
+		}
+		if err := p.requestRelease(ctx, tx, id, reason, ""); err != nil {
+			return err
+		}
+		// A lease released by hand is not replaced unless its job still waits.
+		return p.balance(ctx, tx, l.Class, l.Scope)
+	})
+}
+
+const leaseIDAlphabet = "abcdefghijkmnpqrstuvwxyz23456789"

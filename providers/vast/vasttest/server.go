@@ -72,9 +72,9 @@ type Options struct {
 	// LoseCreate, when it says so, makes the n'th create take effect and
 	// never answer: the connection hangs until the client gives up.
 	LoseCreate func(n int) bool
-	// ListLag leaves an instance out of GET /instances (the listing gc
-	// reads) until this long after its create, while GET /instances/{id}
-	// shows it at once. Neither the reference (vast-api.md) nor vast-cli
+	// ListLag leaves an instance out of GET /api/v1/instances/ (the
+	// listing gc reads) until this long after its create, while GET
+	// /api/v0/instances/{id}/ shows it at once. Neither the reference (vast-api.md) nor vast-cli
 	// says how soon a new instance is listed; a listing served from a
 	// replica or a cache would lag, and that is the stricter case for a
 	// client that judges hosts gone from it. Zero: listed at once.
