@@ -182,13 +182,48 @@ func (p *Provisioner) keepBusyRunner(ctx context.Context, log *slog.Logger, l *L
 			l.BusySince = p.now()
 			l.ReleaseReason, l.Error = "", ""
 		})
-		kept = err == nil
-		return err
+		if err != nil {
+			return err
+		}
+		kept = true
+		if cur.ReleaseReason == ReasonUnusedRunner {
+			return p.unusedRunnerTakenBack(ctx, tx, cur)
+		}
+		return nil
 	})
 	if kept {
 		log.Warn("the runner took a job as its lease was released; the host stays for the job", "runner_name", l.RunnerName, "reason", l.ReleaseReason)
 	}
 	return kept, err
+}
+
+// unusedRunnerTakenBack undoes what the release of lease l as an unused
+// runner did to the job l was made for (unusedRunner in unservable.go): its
+// runner did get a job after all, so GitHub does route the job's labels to
+// our runners, and the job, if it still waits (its runner took another),
+// gets its next lease now rather than after a back-off, and is not marked
+// unservable for a second unused lease that was not one (a mark only a new
+// delivery of the job or a policy change clears: the job would wait). (The host's cost
+// already counted as unused spend stays counted: a counter only grows.)
+func (p *Provisioner) unusedRunnerTakenBack(ctx context.Context, tx Tx, l *Lease) error {
+	if l.BoundJobID != 0 || l.JobID == 0 {
+		return nil
+	}
+	job, err := tx.Job(ctx, l.JobID, l.RunAttempt)
+	if errors.Is(err, ErrNotFound) {
+		return nil
+	}
+	if err != nil || job.Status != JobQueued || job.UnusedLeases == 0 {
+		return err
+	}
+	job.UnusedLeases--
+	if k := job.Unservable.Kind; k == UnservableBackoff || k == UnservableUnassigned {
+		job.Unservable = Unservable{}
+	}
+	if err := tx.PutJob(ctx, job); err != nil {
+		return err
+	}
+	return p.balance(ctx, tx, l.Class, l.Scope)
 }
 
 // requestRelease asks for a lease to be released. A lease whose provision

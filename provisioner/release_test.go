@@ -71,6 +71,39 @@ func TestReleaseTakenBackWhenTheRunnerTookAJob(t *testing.T) {
 	}
 }
 
+// The lease made for job 1 is released as an unused runner (job 1 still
+// queued at its idle timeout), and its runner takes another job just then:
+// the release is taken back, and so is what it did to job 1. GitHub does
+// route jobs to our runners, so job 1 is not left with a back-off (nor, at
+// its second, an "unassigned" mark that only a new delivery or a policy
+// change clears: a job stuck in the queue); it gets its next lease at once.
+func TestUnusedRunnerTakenBackClearsItsJobsMark(t *testing.T) {
+	h := newHarness(t, func(c *provisioner.Config) {
+		c.Classes[0].IdleTimeout = 500 * time.Millisecond
+		c.UnusedRetryBackoff = time.Hour
+	})
+	l := h.idleRunner()
+	h.gh.setBusy(l.RunnerID) // another job's: job 1 stays queued
+	h.waitFor("the release taken back", func() bool {
+		return strings.Contains(h.eventReasons(l.ID), "its runner took a job as it was released ("+provisioner.ReasonUnusedRunner)
+	})
+	job, err := h.store.Job(context.Background(), 1, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if job.Status != provisioner.JobQueued || job.UnusedLeases != 0 || job.Unservable.Kind != "" {
+		t.Fatalf("job 1: %s, %d unused leases, mark %q (%s)", job.Status, job.UnusedLeases, job.Unservable.Kind, job.Unservable.Reason)
+	}
+	h.waitFor("a new lease for job 1", func() bool {
+		for _, o := range h.leases() {
+			if o.ID != l.ID && o.JobID == 1 {
+				return true
+			}
+		}
+		return false
+	})
+}
+
 // A lease at its max lifetime goes whatever its runner runs: that limit is
 // the bill's, and it is the user's.
 func TestReleaseAtMaxLifetimeDestroysABusyRunner(t *testing.T) {
