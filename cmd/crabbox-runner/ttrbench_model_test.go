@@ -378,11 +378,12 @@ func (p ttrParams) arrivals() []time.Duration {
 
 // ttrMarket is the Vast-like market: 400 single-A100 offers from $0.80 to
 // $1.59 an hour, enough that no job waits for an offer. The product skips
-// an offer it rented for offerTakenFor (5 minutes, provisioner/offerbook.go),
-// a timer the harness does not scale: at S = 20 a hedged 100-job run rents
-// more than 120 machines within 5 minutes of wall time, and with 120
-// offers every lease then waited "every fitting offer is being created by
-// another lease or was taken" for minutes.
+// an offer it rented for provisioner.Config.OfferTakenFor (5 minutes by
+// default, provisioner/offerbook.go); the harness scales that timer with
+// the provider's clock (e2eTune), as it once did not: unscaled, at S = 20
+// a hedged 100-job run rented more than 120 machines within 5 minutes of
+// wall time, and with 120 offers every lease then waited "every fitting
+// offer is being created by another lease or was taken" for minutes.
 func ttrMarket() []vasttest.Offer {
 	var out []vasttest.Offer
 	for i := range 400 {
