@@ -44,6 +44,10 @@ type ttrReport struct {
 	// Hedges started, and the leases due one that got none, by reason.
 	Hedges     int
 	HedgeSkips map[string]int
+	// Requests are the run's provider and GitHub requests (serve's own
+	// counters): what a run costs against the providers' rate limits and
+	// GitHub's rate budget.
+	Requests ttrRequests
 }
 
 // report computes the figures. Per job: queued is the fake GitHub's queue
@@ -58,7 +62,7 @@ func (r *ttrRun) report() *ttrReport {
 	p := r.p
 	S := p.Scale
 	rep := &ttrReport{Scenario: r.sc.Name, p: p, Jobs: len(r.jobs), MaxHostsPerLease: r.maxHostsPerLease, Wall: r.ended.Sub(r.started),
-		Hedges: r.hedges, HedgeSkips: r.hedgeSkips, trace: r.trace}
+		Hedges: r.hedges, HedgeSkips: r.hedgeSkips, trace: r.trace, Requests: r.requests}
 	byLease := map[string][]ttrHost{}
 	for _, h := range r.hosts {
 		byLease[h.LeaseID] = append(byLease[h.LeaseID], h)
@@ -224,6 +228,10 @@ func markdownReport(reps []*ttrReport) string {
 			"most hosts per lease %d; longest wait behind a never-booting host %s.\n\n",
 			r.Hosts, r.NeverBooted, r.FailedFast, r.MoneyTotal, r.MoneyUnused, r.MaxHostsPerLease, fmtDur(r.LongestNeverBootWait))
 		fmt.Fprintf(&b, "%d of %d jobs ran on a lease made for another job.\n\n", r.OtherJobs, r.Jobs)
+		if np, ng := sumCounts(r.Requests.Provider), sumCounts(r.Requests.GitHub); np+ng > 0 && r.Jobs > 0 {
+			fmt.Fprintf(&b, "Requests: provider %d (%.1f a job: %s); GitHub %d against the rate limit (%.1f a job: %s), %d more answered 304 (free).\n\n",
+				np, float64(np)/float64(r.Jobs), fmtCounts(r.Requests.Provider), ng, float64(ng)/float64(r.Jobs), fmtCounts(r.Requests.GitHub), r.Requests.GitHubFree)
+		}
 		if r.Hedges > 0 || len(r.HedgeSkips) > 0 {
 			fmt.Fprintf(&b, "Hedges started %d; leases due a hedge that got none, by reason (counted once per lease and reason): %v.\n\n", r.Hedges, r.HedgeSkips)
 		}
@@ -285,6 +293,10 @@ type ttrJSON struct {
 	OtherJobs  int            `json:"other_jobs"`
 	Hedges     int            `json:"hedges"`
 	HedgeSkips map[string]int `json:"hedge_skips"`
+	// ProviderRequests and GitHubRequests (those counted against the rate
+	// limit), by endpoint.
+	ProviderRequests map[string]int `json:"provider_requests,omitempty"`
+	GitHubRequests   map[string]int `json:"github_requests,omitempty"`
 	// Setting is what else the run assumed (IMAGE_RUNNER, the tarball,
 	// the bandwidth, the dependencies): runs are pooled only with runs of
 	// the same setting (ttrbench_pool_test.go).
@@ -294,7 +306,7 @@ type ttrJSON struct {
 func (r *ttrReport) json() ttrJSON {
 	p := r.p
 	out := ttrJSON{Scenario: r.Scenario, Seed: p.Seed, Scale: p.Scale, Money: r.MoneyTotal, Hosts: r.Hosts, OtherJobs: r.OtherJobs,
-		Hedges: r.Hedges, HedgeSkips: r.HedgeSkips,
+		Hedges: r.Hedges, HedgeSkips: r.HedgeSkips, ProviderRequests: r.Requests.Provider, GitHubRequests: r.Requests.GitHub,
 		Setting: fmt.Sprintf("tarball %d MB at %.0f MB/s, deps %s, image deps %t, image runner %t, lambda init lead %s",
 			p.TarballBytes>>20, float64(p.Bandwidth)/(1<<20), p.DepsTime, p.ImageDeps, p.ImageRunner, p.LambdaInitLead)}
 	for _, d := range r.Total {

@@ -47,8 +47,12 @@ type ttrRun struct {
 	maxHostsPerLease int
 	// hedges and hedgeSkips count the serve log's "hedge started" and
 	// "lease due a hedge gets none" lines, the skips by reason.
-	hedges          int
-	hedgeSkips      map[string]int
+	hedges     int
+	hedgeSkips map[string]int
+	// requests is what serve's /metrics counted at the end of the run:
+	// provider requests by endpoint, GitHub requests by endpoint (those
+	// that count against the rate limit), and GitHub's free ones (304s).
+	requests        ttrRequests
 	bootTimeoutWall time.Duration
 	started, ended  time.Time
 	// trace is every lease's transitions, every job's times and every
@@ -334,6 +338,7 @@ func runTTR(t *testing.T, sc ttrScenario, p ttrParams) *ttrRun {
 		run.jobs = append(run.jobs, j)
 	}
 	run.leases = e.leases()
+	run.requests = parseTTRRequests(e.get("/metrics"))
 	run.hedges, run.hedgeSkips = 0, map[string]int{}
 	for _, line := range strings.Split(e.logs.String(), "\n") {
 		switch {
@@ -428,6 +433,13 @@ func TestTTRBenchInvariants(t *testing.T) {
 	}
 	if rep.MoneyTotal <= 0 || rep.MoneyUnused <= 0 {
 		t.Errorf("money: total %.4f, on hosts that never ran a job %.4f: the never-booted host costs storage", rep.MoneyTotal, rep.MoneyUnused)
+	}
+	// At least a create per host and a JIT config per runner started.
+	if creates := rep.Requests.Provider["PUT /api/v0/asks/{id}/"]; creates < rep.Hosts {
+		t.Errorf("requests: %d creates counted for %d hosts: %v", creates, rep.Hosts, rep.Requests.Provider)
+	}
+	if sumCounts(rep.Requests.GitHub) < rep.Jobs {
+		t.Errorf("requests: %d GitHub requests counted for %d jobs: %v", sumCounts(rep.Requests.GitHub), rep.Jobs, rep.Requests.GitHub)
 	}
 	t.Log("\n" + markdownReport([]*ttrReport{rep}))
 }
