@@ -313,9 +313,12 @@ func (g *memGitHub) live() int {
 
 // memBootstrapper "starts" the runner by marking it online.
 type memBootstrapper struct {
-	gh     *memGitHub
-	mu     sync.Mutex
-	gpuBad func(host provisioner.Endpoint, n int) bool
+	gh *memGitHub
+	mu sync.Mutex
+	// registered, when set, is told of each runner registered (after
+	// Ready), and its start waits until the returned channel is closed.
+	registered func(runnerID int64) <-chan struct{}
+	gpuBad     func(host provisioner.Endpoint, n int) bool
 	// gpu, when set, is the GPU report of the nth bootstrap.
 	gpu func(n int) *provisioner.GPUReport
 	n   int
@@ -374,6 +377,16 @@ func (b *memBootstrapper) Bootstrap(ctx context.Context, req provisioner.Bootstr
 		var err error
 		if jit, err = req.Ready(ctx, res); err != nil {
 			return nil, err
+		}
+	}
+	b.mu.Lock()
+	registered := b.registered
+	b.mu.Unlock()
+	if registered != nil {
+		select {
+		case <-registered(jit.RunnerID):
+		case <-ctx.Done():
+			return nil, ctx.Err()
 		}
 	}
 	b.gh.setOnline(jit.RunnerID)

@@ -79,8 +79,12 @@ const hedgeRetry = 15 * time.Second
 type hedgeState struct {
 	next    sync.Map // lease id → time.Time
 	skipped sync.Map // lease id → the last reason counted
-	wake    sync.Map // lease id → true
+	wake    sync.Map // lease id → when it was woken
 }
+
+// wakeHold is how long a wake waits for the change it announces to show
+// in the store; past it, the transaction that stored it did not commit.
+const wakeHold = 10 * time.Second
 
 // forget drops what the process remembers of a released lease.
 func (h *hedgeState) forget(id string) {
@@ -117,7 +121,17 @@ func (p *Provisioner) hedgeDue(l *Lease, class *Class) bool {
 // when due, and ends the step when the lease lost its race meanwhile. A
 // failure to hedge is logged; the boot goes on.
 func (p *Provisioner) hedgeTick(ctx context.Context, log *slog.Logger, l *Lease, class *Class) error {
-	if _, woken := p.hedges.wake.LoadAndDelete(l.ID); woken {
+	if at, woken := p.hedges.wake.Load(l.ID); woken {
+		// The wake is stored in the transaction whose change it
+		// announces, before that commits: until the change shows, keep
+		// it (a worker that looked too early went on waiting a whole
+		// InlineWait with its release unread: seen in the benchmark).
+		cur, err := p.cfg.Store.Lease(ctx, l.ID)
+		if err == nil && cur.State == l.State && cur.ReleaseReason == l.ReleaseReason &&
+			cur.HedgedAt.IsZero() == l.HedgedAt.IsZero() && p.now().Sub(at.(time.Time)) < wakeHold {
+			return nil
+		}
+		p.hedges.wake.Delete(l.ID)
 		return errLookAgain
 	}
 	if !p.hedgeDue(l, class) {
@@ -327,7 +341,7 @@ func (p *Provisioner) hedgeOnline(ctx context.Context, tx Tx, l *Lease) error {
 			return err
 		}
 		p.observeWin(l.Class, "second")
-		p.hedges.wake.Store(first.ID, true)
+		p.hedges.wake.Store(first.ID, p.now())
 		return p.requestRelease(ctx, tx, first.ID, fmt.Sprintf("hedge %s %s", l.ID, reasonHedgeFirst), "")
 	case !l.HedgedAt.IsZero():
 		hedges, err := tx.Leases(ctx, LeaseFilter{HedgeOf: l.ID})
@@ -346,7 +360,7 @@ func (p *Provisioner) hedgeOnline(ctx context.Context, tx Tx, l *Lease) error {
 				continue
 			}
 			p.observeWin(l.Class, "first")
-			p.hedges.wake.Store(h.ID, true)
+			p.hedges.wake.Store(h.ID, p.now())
 			if err := p.requestRelease(ctx, tx, h.ID, reasonHedgeNotNeeded+l.ID+" "+reasonHedgeFirst, ""); err != nil {
 				return err
 			}
@@ -390,7 +404,7 @@ func (p *Provisioner) hedgeReleased(ctx context.Context, tx Tx, l *Lease, reason
 			promote = !skip
 		}
 		if !promote {
-			p.hedges.wake.Store(h.ID, true)
+			p.hedges.wake.Store(h.ID, p.now())
 			if err := p.requestRelease(ctx, tx, h.ID, reasonHedgeNotNeeded+l.ID+" released: "+reason, ""); err != nil {
 				return err
 			}
@@ -462,7 +476,7 @@ func (p *Provisioner) hedgeGone(ctx context.Context, tx Tx, l *Lease) error {
 		return err
 	}
 	p.hedges.next.Delete(first.ID)
-	p.hedges.wake.Store(first.ID, true)
+	p.hedges.wake.Store(first.ID, p.now())
 	return nil
 }
 
@@ -504,7 +518,7 @@ func (p *Provisioner) promotedMayHedge(ctx context.Context, tx Tx, l *Lease) err
 			return err
 		}
 		p.hedges.next.Delete(c.ID)
-		p.hedges.wake.Store(c.ID, true)
+		p.hedges.wake.Store(c.ID, p.now())
 	}
 	return nil
 }

@@ -371,10 +371,22 @@ func (p *Provisioner) becameIdle(ctx context.Context, log *slog.Logger, id strin
 	var l *Lease
 	later := false
 	err := p.cfg.Store.InTx(ctx, func(tx Tx) error {
+		cur, err := tx.Lease(ctx, id)
+		if err != nil {
+			return err
+		}
+		if cur.ReleaseReason != "" && cur.State.Starting() {
+			// Asked to release while it started (a hedge race lost, a
+			// deadline, by hand) after its runner was registered: the
+			// runner came online all the same, and the lease goes now,
+			// as it would have at the worker's next look, rather than sit
+			// idle with the request unread until its idle timeout.
+			log.Info("runner online on a lease asked to release; releasing", "reason", cur.ReleaseReason)
+			return p.abandonTx(ctx, tx, cur)
+		}
 		now := p.now()
 		var from State
 		var changed time.Time
-		var err error
 		l, err = tx.Transition(ctx, id, StateIdle, "runner online", func(l *Lease) {
 			from, changed = l.State, l.StateChangedAt
 			l.IdleSince = now
@@ -452,22 +464,27 @@ func (p *Provisioner) abandon(ctx context.Context, l *Lease) error {
 		if !cur.State.Starting() {
 			return nil
 		}
-		// Released because it missed a deadline: that is a failure worth
-		// recording; released because it was not needed is not.
-		failure := ""
-		now := p.now()
-		if (!cur.BootDeadline.IsZero() && now.After(cur.BootDeadline)) || (!cur.ExpiresAt.IsZero() && now.After(cur.ExpiresAt)) {
-			failure = cmp.Or(cur.Error, cur.ReleaseReason)
-			if cur.State == StateBooting || cur.State == StateBootstrapping {
-				// Its host never came up in time: do not rent that machine again soon.
-				p.markBadMachine(cur, "boot timeout")
-			}
-		}
-		if err := p.release(ctx, tx, cur, cur.ReleaseReason, failure); err != nil {
-			return err
-		}
-		return p.balance(ctx, tx, cur.Class, cur.Scope)
+		return p.abandonTx(ctx, tx, cur)
 	})
+}
+
+// abandonTx is abandon in the caller's transaction, cur read there.
+func (p *Provisioner) abandonTx(ctx context.Context, tx Tx, cur *Lease) error {
+	// Released because it missed a deadline: that is a failure worth
+	// recording; released because it was not needed is not.
+	failure := ""
+	now := p.now()
+	if (!cur.BootDeadline.IsZero() && now.After(cur.BootDeadline)) || (!cur.ExpiresAt.IsZero() && now.After(cur.ExpiresAt)) {
+		failure = cmp.Or(cur.Error, cur.ReleaseReason)
+		if cur.State == StateBooting || cur.State == StateBootstrapping {
+			// Its host never came up in time: do not rent that machine again soon.
+			p.markBadMachine(cur, "boot timeout")
+		}
+	}
+	if err := p.release(ctx, tx, cur, cur.ReleaseReason, failure); err != nil {
+		return err
+	}
+	return p.balance(ctx, tx, cur.Class, cur.Scope)
 }
 
 // waitUntil is how long one run may wait inline: InlineWait, but never past

@@ -14,13 +14,14 @@ import (
 // says how soon Vast lists a new instance): the lease is never failed as
 // "host vanished" (gc asks for the instance by id before it fails a lease,
 // and leaves a lease alone that got its instance around the listing), so
-// the job runs on the one host rented for it.
+// the job runs on the one host rented for it. The job runs 10 s, so that
+// passes fall while the lease is busy, where only the ask by id saves it.
 func TestServeGCWithALaggingListing(t *testing.T) {
 	e := startServeVastOpts(t, vastE2EOptions{bootTimeout: "60s", allowPrivate: true, runningAfter: 2 * time.Second,
 		listLag: time.Hour, extraConfig: "reconcile: {gc_interval: 1s}\n",
 		behave: func(int, vasttest.Offer, string) vasttest.Behavior { return vasttest.Behavior{} }})
 	id := e.gh.QueueJob(githubtest.JobSpec{Repo: "acme/vision", Org: "acme", Labels: []string{"self-hosted", "crabbox", "A100"},
-		Name: "train", Script: `sleep 3; echo trained`})
+		Name: "train", Script: `sleep 10; echo trained`})
 	job := e.waitJob(id)
 	if job.Conclusion != "success" {
 		t.Fatalf("job: %+v", job)
