@@ -70,8 +70,6 @@ type vastE2EOptions struct {
 	// runningAfter is the fake's vasttest.Options.RunningAfter (0: its
 	// default): how long a new instance stays "loading".
 	runningAfter time.Duration
-	// listLag is the fake's vasttest.Options.ListLag.
-	listLag time.Duration
 }
 
 // startServeVastOpts is startServeVast with every setting given.
@@ -98,7 +96,7 @@ func startServeVastOpts(t *testing.T, o vastE2EOptions) *vastE2E {
 		market = o.market
 	}
 	fake := vasttest.New(vasttest.Options{APIKey: testVastKey, Dir: filepath.Join(dir, "vast"), Offers: market,
-		Behavior: behave, RelistAfter: o.relistAfter, RunningAfter: o.runningAfter, ListLag: o.listLag, Logf: t.Logf})
+		Behavior: behave, RelistAfter: o.relistAfter, RunningAfter: o.runningAfter, Logf: t.Logf})
 	t.Cleanup(fake.Close)
 	_, sum, err := githubtest.RunnerTarball("2.330.0")
 	if err != nil {
