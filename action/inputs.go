@@ -57,7 +57,10 @@ type Inputs struct {
 	Labels      []string
 	Timeout     time.Duration
 	MaxLifetime time.Duration
-	Deployment  string
+	// HedgeAfter, when positive, races a second host against a first
+	// whose runner is not online that long after its create call.
+	HedgeAfter time.Duration
+	Deployment string
 	// OrgScope registers the runner with the organization instead of the
 	// repository.
 	OrgScope      bool
@@ -202,6 +205,12 @@ func (in *Inputs) parseStart(get func(string) string) error {
 	}
 	if in.Timeout >= in.MaxLifetime {
 		return inputError("timeout", "%s is not shorter than max-lifetime %s", in.Timeout, in.MaxLifetime)
+	}
+	if in.HedgeAfter, err = parseDuration(get, "hedge-after", 0); err != nil {
+		return err
+	}
+	if in.HedgeAfter > 0 && in.HedgeAfter >= in.Timeout {
+		return inputError("hedge-after", "%s is not shorter than timeout %s: the hedge would never start", in.HedgeAfter, in.Timeout)
 	}
 	in.RunnerVersion = strings.TrimPrefix(get("runner-version"), "v")
 	in.RunnerSHA256 = strings.ToLower(get("runner-sha256"))

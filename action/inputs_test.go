@@ -87,6 +87,13 @@ func TestParseInputs(t *testing.T) {
 		{"bad label", base("mode", "start", "labels", "ok, not ok"), nil, `input labels: "not ok"`},
 		{"bad timeout", base("mode", "start", "timeout", "soon"), nil, "input timeout"},
 		{"timeout not shorter", base("mode", "start", "timeout", "6h"), nil, "is not shorter than max-lifetime"},
+		{"hedge", base("mode", "start", "hedge-after", "90s"), func(t *testing.T, in *Inputs) {
+			if in.HedgeAfter != 90*time.Second {
+				t.Errorf("hedge-after %s", in.HedgeAfter)
+			}
+		}, ""},
+		{"bad hedge", base("mode", "start", "hedge-after", "-1m"), nil, "input hedge-after"},
+		{"hedge not shorter", base("mode", "start", "hedge-after", "10m"), nil, "hedge-after: 10m0s is not shorter than timeout"},
 		{"sha without version", base("mode", "start", "runner-sha256", strings.Repeat("a", 64)), nil, "input runner-version: give"},
 		{"bad version", base("mode", "start", "runner-version", "latest", "runner-sha256", strings.Repeat("a", 64)), nil, "input runner-version"},
 		{"bad sha", base("mode", "start", "runner-version", "2.330.0", "runner-sha256", "abc"), nil, "input runner-sha256"},

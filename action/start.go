@@ -94,6 +94,7 @@ func (r *runner) start(ctx context.Context) error {
 		CheckGPU:        in.CheckGPU,
 		BootTimeout:     in.Timeout,
 		MaxLifetime:     in.MaxLifetime,
+		HedgeAfter:      in.HedgeAfter,
 	}
 	started := r.now()
 	expires := started.Add(in.MaxLifetime)

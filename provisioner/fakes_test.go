@@ -35,6 +35,8 @@ type memProvider struct {
 	// afterList, when set, is called (unlocked) after ListOwned has taken
 	// its listing and before it returns it (gc_test.go).
 	afterList func()
+	// peak is the most instances live at once.
+	peak int
 }
 
 type memBehavior struct {
@@ -86,6 +88,7 @@ func (m *memProvider) Create(ctx context.Context, req provisioner.CreateRequest)
 		Marker: req.Marker, PricePerHour: req.Offer.PricePerHour}}
 	m.instances[id] = mi
 	m.created++
+	m.peak = max(m.peak, len(m.instances))
 	inst := mi.inst
 	return &inst, nil
 }
@@ -204,9 +207,12 @@ func newMemGitHub() *memGitHub { return &memGitHub{runners: map[int64]*provision
 func (g *memGitHub) GenerateJITConfig(ctx context.Context, s provisioner.Scope, name string, labels []string) (*provisioner.JITConfig, error) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	for id, r := range g.runners {
+	// A runner name is unique in its scope: GitHub answers 409 "Already
+	// exists - A runner with the name … already exists." (reference
+	// github-runners.md §3, generate-jitconfig).
+	for _, r := range g.runners {
 		if r.Name == name {
-			delete(g.runners, id)
+			return nil, fmt.Errorf("github: 409 Already exists - A runner with the name %s already exists", name)
 		}
 	}
 	g.seq++
@@ -326,6 +332,9 @@ type memBootstrapper struct {
 	hold chan struct{}
 	// dialled lists the endpoint of every Probe and Bootstrap.
 	dialled []string
+	// failStart, when set, may fail a registered runner's start (after
+	// registered): the runner stays registered and never comes online.
+	failStart func(runnerID int64) error
 }
 
 func (b *memBootstrapper) NewCredentials(seed []byte, withHostKey bool) (*provisioner.Credentials, error) {
@@ -387,6 +396,11 @@ func (b *memBootstrapper) Bootstrap(ctx context.Context, req provisioner.Bootstr
 		case <-registered(jit.RunnerID):
 		case <-ctx.Done():
 			return nil, ctx.Err()
+		}
+	}
+	if b.failStart != nil {
+		if err := b.failStart(jit.RunnerID); err != nil {
+			return nil, err
 		}
 	}
 	b.gh.setOnline(jit.RunnerID)

@@ -54,6 +54,8 @@ const (
 // taken offer, a host that fails to boot or fails its GPU check is
 // destroyed and the next offer tried, until Timeout. On failure nothing it
 // created is left behind: every host is destroyed and the runner removed.
+// A class with HedgeAfter races a second host against a slow first
+// (oneshot_hedge.go).
 func (p *Provisioner) LeaseNow(ctx context.Context, req OneShotRequest) (*Lease, error) {
 	if req.LeaseID == "" || req.RunnerName == "" || len(req.Labels) == 0 {
 		return nil, errors.New("provisioner: LeaseNow needs a lease id, a runner name and labels")
@@ -61,9 +63,8 @@ func (p *Provisioner) LeaseNow(ctx context.Context, req OneShotRequest) (*Lease,
 	if p.cfg.Bootstrapper == nil || (p.cfg.GitHub == nil && !req.InstallOnly) {
 		return nil, errors.New("provisioner: LeaseNow needs GitHub and a bootstrapper")
 	}
-	progress := req.Progress
-	if progress == nil {
-		progress = func(string, ...any) {}
+	if req.Progress == nil {
+		req.Progress = func(string, ...any) {}
 	}
 	if req.Stage == nil {
 		req.Stage = func(string) {}
@@ -71,43 +72,86 @@ func (p *Provisioner) LeaseNow(ctx context.Context, req OneShotRequest) (*Lease,
 	ctx, cancel := context.WithTimeout(ctx, req.Timeout)
 	defer cancel()
 	started := p.now()
-	l := &Lease{
-		ID: req.LeaseID, Class: req.Class.Name, Scope: req.Scope, State: StatePending,
-		RunnerName: req.RunnerName, CreatedAt: started, ExpiresAt: req.Expires, BootDeadline: started.Add(req.Timeout),
-	}
 	creds, err := p.cfg.Bootstrapper.NewCredentials(nil, true)
 	if err != nil {
 		return nil, err
 	}
+	if req.Class.HedgeAfter > 0 && !req.InstallOnly {
+		return p.leaseNowHedged(ctx, req, creds, started)
+	}
+	return p.newLane(req, creds, started, nil, 0).run(ctx)
+}
+
+// oneShotLane is one line of hosts for a one-shot lease: an offer, and
+// when its host fails the next, one host at a time. Without hedging a
+// lease has one lane; with it a second lane races the first (race).
+type oneShotLane struct {
+	p       *Provisioner
+	req     OneShotRequest
+	l       *Lease
+	creds   *Credentials
+	started time.Time
+	race    *oneShotRace // nil without hedging
+	who     int          // the lane's index in race
+	// hostCreated is when the lane's current host was created, zero
+	// while it has none; released and held say which host release undid
+	// last and how long after its create.
+	hostCreated time.Time
+	released    string
+	held        time.Duration
+}
+
+func (p *Provisioner) newLane(req OneShotRequest, creds *Credentials, started time.Time, race *oneShotRace, who int) *oneShotLane {
+	l := &Lease{
+		ID: req.LeaseID, Class: req.Class.Name, Scope: req.Scope, State: StatePending,
+		RunnerName: req.RunnerName, CreatedAt: started, ExpiresAt: req.Expires, BootDeadline: started.Add(req.Timeout),
+	}
+	return &oneShotLane{p: p, req: req, l: l, creds: creds, started: started, race: race, who: who}
+}
+
+func (ln *oneShotLane) run(ctx context.Context) (*Lease, error) {
+	p, l, req, progress := ln.p, ln.l, ln.req, ln.req.Progress
 	class := req.Class
 	var failures []string
 	for attempt := 1; ; attempt++ {
 		offers, err := p.offers(ctx, &class)
+		if err == nil && ln.race != nil {
+			offers, err = ln.race.besideOther(ln.who, offers)
+		}
 		if err != nil {
 			return nil, p.oneShotFailed(l, failures, err)
 		}
 		offer := offers[0]
 		progress("offer %d: %s %dx %s at $%.3f/h (%s)", attempt, offer.Provider, offer.GPUCount, offer.GPU, offer.PricePerHour, offer.ID)
-		failure := p.oneShotHost(ctx, l, &class, offer, creds, req, progress)
+		failure := p.oneShotHost(ctx, ln, &class, offer)
 		if failure == nil {
 			l.State = StateIdle
 			l.IdleSince = p.now()
 			if req.InstallOnly {
-				progress("host checked and runner %s installed after %s", l.RunnerName, p.now().Sub(started).Round(time.Second))
+				progress("host checked and runner %s installed after %s", l.RunnerName, p.now().Sub(ln.started).Round(time.Second))
 			} else {
-				progress("runner %s online after %s", l.RunnerName, p.now().Sub(started).Round(time.Second))
+				progress("runner %s online after %s", l.RunnerName, p.now().Sub(ln.started).Round(time.Second))
 			}
 			return l, nil
 		}
-		failures = append(failures, fmt.Sprintf("%s %s: %v", offer.Provider, offer.ID, failure))
-		progress("offer %s failed: %v", offer.ID, failure)
+		lost := ln.race != nil && ln.race.lostBy(ln.who)
+		if !lost {
+			failures = append(failures, fmt.Sprintf("%s %s: %v", offer.Provider, offer.ID, failure))
+			progress("offer %s failed: %v", offer.ID, failure)
+		}
 		// Clean up this attempt before the next; the cleanup itself must
 		// not be cut short by the timeout that may have caused it.
 		cleanCtx, cleanCancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Minute)
-		cerr := p.ReleaseNow(cleanCtx, l)
+		cerr := ln.release(cleanCtx, failure)
 		cleanCancel()
+		if lost {
+			if cerr != nil {
+				return nil, fmt.Errorf("lost the race; %w: %w", errNotCleaned, cerr)
+			}
+			return nil, errLostRace
+		}
 		if cerr != nil {
-			return nil, fmt.Errorf("%w; cleaning up failed too: %v", p.oneShotFailed(l, failures, failure), cerr)
+			return nil, fmt.Errorf("%w; %w: %w", p.oneShotFailed(l, failures, failure), errNotCleaned, cerr)
 		}
 		if req.Attempts > 0 && attempt >= req.Attempts {
 			return nil, p.oneShotFailed(l, failures[:len(failures)-1], failure)
@@ -122,6 +166,19 @@ func (p *Provisioner) LeaseNow(ctx context.Context, req OneShotRequest) (*Lease,
 	}
 }
 
+// release undoes the lane's current host: all of the lease without a race;
+// with one, only this lane's runner and host (oneshot_hedge.go).
+func (ln *oneShotLane) release(ctx context.Context, failure error) error {
+	if !ln.hostCreated.IsZero() {
+		ln.released, ln.held = ln.l.InstanceID, ln.p.now().Sub(ln.hostCreated)
+		ln.hostCreated = time.Time{}
+	}
+	if ln.race == nil {
+		return ln.p.ReleaseNow(ctx, ln.l)
+	}
+	return ln.race.release(ctx, ln.p, ln.who, ln.l, failure)
+}
+
 func (p *Provisioner) oneShotFailed(l *Lease, failures []string, last error) error {
 	if errors.Is(last, context.DeadlineExceeded) {
 		last = fmt.Errorf("no runner online within the timeout")
@@ -134,7 +191,8 @@ func (p *Provisioner) oneShotFailed(l *Lease, failures []string, last error) err
 
 // oneShotHost creates one host from one offer and brings its runner online.
 // It fills the lease as it goes, so that ReleaseNow can undo every step.
-func (p *Provisioner) oneShotHost(ctx context.Context, l *Lease, class *Class, offer Offer, creds *Credentials, req OneShotRequest, progress func(string, ...any)) error {
+func (p *Provisioner) oneShotHost(ctx context.Context, ln *oneShotLane, class *Class, offer Offer) error {
+	l, creds, req, progress := ln.l, ln.creds, ln.req, ln.req.Progress
 	prov := p.cfg.Providers[offer.Provider]
 	req.Stage(StageCreate)
 	cr, err := p.createRequest(offer, class, Marker{Deployment: p.cfg.Deployment, LeaseID: l.ID, Expires: l.ExpiresAt, Smoke: req.Smoke}, creds)
@@ -145,11 +203,18 @@ func (p *Provisioner) oneShotHost(ctx context.Context, l *Lease, class *Class, o
 	l.Interruptible = offer.Interruptible
 	l.GPUCount, l.GPUMemoryGB = offer.GPUCount, offer.GPUMemoryGB
 	l.Attempts++
+	if ln.race != nil {
+		ln.race.creating(ln.who, offer)
+	}
 	inst, err := prov.Create(ctx, cr)
 	if err != nil {
 		return err
 	}
 	l.InstanceID, l.State = inst.ID, StateBooting
+	ln.hostCreated = p.now()
+	if ln.race != nil {
+		ln.race.created(ln.who, inst.ID)
+	}
 	if inst.PricePerHour > 0 {
 		l.PricePerHour = inst.PricePerHour
 	}
@@ -208,6 +273,12 @@ func (p *Provisioner) oneShotHost(ctx context.Context, l *Lease, class *Class, o
 		}
 		if req.InstallOnly {
 			return &JITConfig{RunnerName: l.RunnerName}, nil
+		}
+		if ln.race != nil {
+			// One runner name for the lease: the lanes register it in turn.
+			if err := ln.race.register(ctx, ln.who, progress); err != nil {
+				return nil, err
+			}
 		}
 		req.Stage(StageRegister)
 		jit, err := p.cfg.GitHub.GenerateJITConfig(ctx, l.Scope, l.RunnerName, req.Labels)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"os/user"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -73,6 +74,95 @@ func TestActionWithVast(t *testing.T) {
 	stop := w.step(map[string]string{"mode": "stop", "label": out["label"]})
 	if stop.code != 0 || stop.outputs["provider"] != "vast" || stop.outputs["cost"] == "" {
 		t.Fatalf("stop: exit %d, outputs %v", stop.code, stop.outputs)
+	}
+	if live := fake.Live(); len(live) != 0 {
+		t.Fatalf("vast instances left: %+v", live)
+	}
+	if rs := w.gh.Runners(); len(rs) != 0 {
+		t.Fatalf("runners left: %+v", rs)
+	}
+}
+
+// TestActionHedgeWithVast starts with hedge-after against a fake Vast whose
+// first host never boots: a second host from the other offer races it, its
+// runner serves the job, the first host is destroyed before start returns,
+// and never are more than two hosts live.
+func TestActionHedgeWithVast(t *testing.T) {
+	w := newActionWorld(t, false, nil, nil)
+	u, err := user.Current()
+	if err != nil {
+		t.Fatal(err)
+	}
+	market := []vasttest.Offer{
+		{ID: 9100001, MachineID: 911, GPUName: "A100 PCIE", NumGPUs: 1, GPURAM: 40960, DphBase: 0.70, StorageCost: 0.2, Reliability: 0.99, Geolocation: "Texas, US", DirectPortCount: 20, DiskSpace: 500, CUDAMaxGood: 12.6},
+		{ID: 9100002, MachineID: 912, GPUName: "A100 PCIE", NumGPUs: 1, GPURAM: 40960, DphBase: 0.90, StorageCost: 0.2, Reliability: 0.99, Geolocation: "Texas, US", DirectPortCount: 20, DiskSpace: 500, CUDAMaxGood: 12.6},
+	}
+	fake := vasttest.New(vasttest.Options{APIKey: actionVastKey, Dir: filepath.Join(w.dir, "vast"), Offers: market, Logf: t.Logf,
+		Behavior: func(seq int, _ vasttest.Offer, _ string) vasttest.Behavior {
+			return vasttest.Behavior{NeverBoot: seq == 1}
+		}})
+	t.Cleanup(fake.Close)
+	w.provider = "vast"
+	w.env = map[string]string{"CRABBOX_VAST_API_URL": fake.URL(), "CRABBOX_ALLOW_PRIVATE_ENDPOINTS": "true"}
+	actionConfigHook = func(c *config.Config) {
+		c.Providers.Vast.SSHUser = u.Username
+		c.Providers.Vast.MinRequestInterval = 2 * time.Millisecond
+	}
+	t.Cleanup(func() { actionConfigHook = nil })
+	actionHook = func(env *action.Env) {
+		env.Tune = func(c *provisioner.Config) {
+			c.PollInterval = 100 * time.Millisecond
+			c.GitHub = jitSpy{c.GitHub, w.spy}
+			c.Bootstrapper = keySpy{c.Bootstrapper, w.spy}
+		}
+	}
+
+	// The fake's live instances, sampled while start runs.
+	stopSampling := make(chan struct{})
+	peak := make(chan int)
+	go func() {
+		most := 0
+		for {
+			most = max(most, len(fake.Live()))
+			select {
+			case <-stopSampling:
+				peak <- most
+				return
+			case <-time.After(10 * time.Millisecond):
+			}
+		}
+	}()
+	start := w.step(map[string]string{"mode": "start", "gpu": "A100", "max-price": "2", "timeout": "2m", "hedge-after": "1s", "max-lifetime": "1h"})
+	close(stopSampling)
+	if most := <-peak; most > 2 {
+		t.Fatalf("%d instances live at once", most)
+	}
+	if start.code != 0 {
+		t.Fatalf("start: exit %d", start.code)
+	}
+	out := start.outputs
+	// The hedge, on the dearer offer, won.
+	if !strings.HasPrefix(out["price-per-hour"], "0.9") {
+		t.Fatalf("outputs %v", out)
+	}
+	live := fake.Live()
+	if len(live) != 1 || live[0].OfferID != 9100002 || strconv.FormatInt(live[0].ID, 10) != out["instance-id"] {
+		t.Fatalf("vast instances after start %+v (outputs %v)", live, out)
+	}
+	if !strings.Contains(start.stdout, "the hedge won") {
+		t.Fatalf("start's log does not say the hedge won:\n%s", start.stdout)
+	}
+
+	id := w.gh.QueueJob(githubtest.JobSpec{Repo: actionRepo, Labels: []string{out["label"]}, Script: "nvidia-smi"})
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	job, err := w.gh.WaitJob(ctx, id, githubtest.StatusCompleted)
+	cancel()
+	if err != nil || job.Conclusion != "success" || job.RunnerName != out["runner-name"] {
+		t.Fatalf("job %+v: %v", job, err)
+	}
+	stop := w.step(map[string]string{"mode": "stop", "label": out["label"]})
+	if stop.code != 0 {
+		t.Fatalf("stop: exit %d", stop.code)
 	}
 	if live := fake.Live(); len(live) != 0 {
 		t.Fatalf("vast instances left: %+v", live)

@@ -1,0 +1,183 @@
+package provisioner_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/crabbox/crabbox-runner/provisioner"
+)
+
+// hedgedReq is a one-shot request whose class hedges after hedgeAfter; its
+// progress lines are collected.
+func hedgedReq(timeout, hedgeAfter time.Duration) (provisioner.OneShotRequest, func() []string) {
+	req := oneShotReq(timeout)
+	req.Class.HedgeAfter = hedgeAfter
+	var mu sync.Mutex
+	var lines []string
+	req.Progress = func(f string, a ...any) {
+		mu.Lock()
+		lines = append(lines, fmt.Sprintf(f, a...))
+		mu.Unlock()
+	}
+	return req, func() []string {
+		mu.Lock()
+		defer mu.Unlock()
+		return append([]string(nil), lines...)
+	}
+}
+
+func said(lines []string, s string) bool {
+	for _, l := range lines {
+		if strings.Contains(l, s) {
+			return true
+		}
+	}
+	return false
+}
+
+// waitFor polls cond until it holds or a few seconds pass.
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
+}
+
+func TestLeaseNowHedgeWinsOverANeverBootingHost(t *testing.T) {
+	p, prov, gh, _ := oneShot(t)
+	prov.behave = func(n int) memBehavior { return memBehavior{neverBoot: n == 1} }
+	req, lines := hedgedReq(10*time.Second, 50*time.Millisecond)
+	l, err := p.LeaseNow(context.Background(), req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	live, created, destroyed := prov.counts()
+	if l.InstanceID != "i-2" || live != 1 || created != 2 || destroyed != 1 || prov.peak > 2 {
+		t.Fatalf("lease on %s; instances live %d created %d destroyed %d, at most %d at once", l.InstanceID, live, created, destroyed, prov.peak)
+	}
+	// The hedge is on the other machine, and the lease keeps its names.
+	if l.OfferID != "o-dear" || l.ID != "lone" || l.RunnerName != "crabbox-act-lone" || l.HedgedAt.IsZero() {
+		t.Fatalf("lease %+v", l)
+	}
+	if gh.live() != 1 || len(gh.jits) != 1 {
+		t.Fatalf("%d runners, registrations %v", gh.live(), gh.jits)
+	}
+	if !said(lines(), "starting a second host") || !said(lines(), "the hedge won") || !said(lines(), "hedge: runner crabbox-act-lone online") {
+		t.Fatalf("progress: %q", lines())
+	}
+	// Stop, knowing only the names, finds what is left by the marker.
+	if err := p.ReleaseNow(context.Background(), &provisioner.Lease{ID: "lone", Scope: l.Scope, RunnerName: l.RunnerName}); err != nil {
+		t.Fatal(err)
+	}
+	if live, _, _ := prov.counts(); live != 0 || gh.live() != 0 {
+		t.Fatalf("left: %d instances, %d runners", live, gh.live())
+	}
+}
+
+func TestLeaseNowFirstHostWinsAndItsHedgeIsDestroyed(t *testing.T) {
+	p, prov, gh, _ := oneShot(t)
+	hold := make(chan struct{})
+	prov.behave = func(n int) memBehavior {
+		if n == 1 {
+			return memBehavior{hold: hold}
+		}
+		return memBehavior{neverBoot: true}
+	}
+	req, lines := hedgedReq(10*time.Second, 20*time.Millisecond)
+	go func() {
+		waitFor(t, "the hedge's create", func() bool { _, created, _ := prov.counts(); return created == 2 })
+		close(hold)
+	}()
+	l, err := p.LeaseNow(context.Background(), req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Returned only once the hedge's host is destroyed.
+	live, created, destroyed := prov.counts()
+	if l.InstanceID != "i-1" || live != 1 || created != 2 || destroyed != 1 {
+		t.Fatalf("lease on %s; instances live %d created %d destroyed %d", l.InstanceID, live, created, destroyed)
+	}
+	if gh.live() != 1 || len(gh.jits) != 1 || l.HedgedAt.IsZero() {
+		t.Fatalf("%d runners, registrations %v, hedged at %v", gh.live(), gh.jits, l.HedgedAt)
+	}
+	if !said(lines(), "the first host won; the hedge is destroyed; its last host (mem i-2)") {
+		t.Fatalf("progress: %q", lines())
+	}
+	// A lane that lost says nothing of failure.
+	if said(lines(), "failed") {
+		t.Fatalf("progress: %q", lines())
+	}
+}
+
+func TestLeaseNowFastFirstHostStartsNoHedge(t *testing.T) {
+	p, prov, _, _ := oneShot(t)
+	req, lines := hedgedReq(10*time.Second, 5*time.Second)
+	l, err := p.LeaseNow(context.Background(), req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, created, _ := prov.counts(); created != 1 || !l.HedgedAt.IsZero() || said(lines(), "hedge") {
+		t.Fatalf("created %d, hedged at %v, progress %q", created, l.HedgedAt, lines())
+	}
+}
+
+// The runner name is the lease's, and GitHub takes it once: a hedge ready
+// while the first host holds it waits, and registers it once the first
+// failed and removed its runner.
+func TestLeaseNowHedgeRegistersOnceTheFirstLetsGo(t *testing.T) {
+	p, prov, gh, boot := oneShot(t)
+	req, lines := hedgedReq(10*time.Second, 20*time.Millisecond)
+	firstStarts, now := make(chan struct{}), make(chan struct{})
+	close(now)
+	boot.registered = func(id int64) <-chan struct{} {
+		if id == 1 {
+			return firstStarts
+		}
+		return now
+	}
+	boot.failStart = func(id int64) error {
+		if id == 1 {
+			return errors.New("Runner.Listener exited")
+		}
+		return nil
+	}
+	go func() {
+		waitFor(t, "the hedge waiting for the runner name", func() bool { return said(lines(), "hedge: host ready, but the other host registered") })
+		close(firstStarts)
+	}()
+	l, err := p.LeaseNow(context.Background(), req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if l.InstanceID != "i-2" || l.RunnerID != 2 || gh.live() != 1 {
+		t.Fatalf("lease on %s with runner %d; %d runners", l.InstanceID, l.RunnerID, gh.live())
+	}
+	if len(gh.jits) != 2 || gh.jits[0] != gh.jits[1] {
+		t.Fatalf("registrations %v", gh.jits)
+	}
+	if live, _, _ := prov.counts(); live != 1 || prov.peak > 2 {
+		t.Fatalf("%d instances live, at most %d at once", live, prov.peak)
+	}
+}
+
+func TestLeaseNowHedgedFailureLeavesNothing(t *testing.T) {
+	p, prov, gh, _ := oneShot(t)
+	prov.behave = func(n int) memBehavior { return memBehavior{neverBoot: true} }
+	req, _ := hedgedReq(300*time.Millisecond, 50*time.Millisecond)
+	_, err := p.LeaseNow(context.Background(), req)
+	if err == nil || !strings.Contains(err.Error(), "timeout") || !strings.Contains(err.Error(), "; hedge: ") {
+		t.Fatalf("err %v", err)
+	}
+	if live, created, _ := prov.counts(); live != 0 || created != 2 || gh.live() != 0 || prov.peak > 2 {
+		t.Fatalf("left: %d instances of %d (at most %d at once), %d runners", live, created, prov.peak, gh.live())
+	}
+}
