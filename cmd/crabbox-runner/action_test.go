@@ -123,6 +123,9 @@ func newActionWorld(t *testing.T, app bool, offers []provisioner.Offer, behave f
 		w.auth = map[string]string{"github-app-id": "77", "github-app-private-key": keyPEM, "scope": "org"}
 		w.given = []string{keyPEM, actionVastKey, actionLambdaKey}
 	}
+	if actionGitHubTune != nil {
+		actionGitHubTune(&opts)
+	}
 	w.gh = githubtest.New(opts)
 	t.Cleanup(w.gh.Close)
 	w.hosts, err = local.New(local.Options{Dir: filepath.Join(w.dir, "hosts"), Offers: offers, Behavior: behave})
@@ -148,6 +151,10 @@ func newActionWorld(t *testing.T, app bool, offers []provisioner.Offer, behave f
 	t.Cleanup(func() { actionHook = nil })
 	return w
 }
+
+// actionGitHubTune, when set, adjusts the fake GitHub of the next
+// actionWorld (the Action's time-to-runner benchmark hears its events).
+var actionGitHubTune func(*githubtest.Options)
 
 // stepResult is what one step of the Action left.
 type stepResult struct {

@@ -1,0 +1,369 @@
+package main
+
+import (
+	"bytes"
+	"cmp"
+	"context"
+	"fmt"
+	"os"
+	"os/user"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/crabbox/crabbox-runner/action"
+	"github.com/crabbox/crabbox-runner/action/actiontest"
+	"github.com/crabbox/crabbox-runner/github/githubtest"
+	"github.com/crabbox/crabbox-runner/internal/config"
+	"github.com/crabbox/crabbox-runner/providers/vast/vasttest"
+	"github.com/crabbox/crabbox-runner/provisioner"
+)
+
+// TestTTRActionBench is the time-to-runner benchmark for the Action mode
+// (docs/benchmarks.md "Hedging in the Action (#18)"): each job is a
+// workflow's start step, its GPU job and its stop step, one lease per job,
+// against the fake Vast with the Vast-like draws of ttrbench_model_test.go
+// and the runner in the image (IMAGE_RUNNER's model: its layer's pull added
+// to each boot). The same jobs run once per hedge-after setting, with the
+// same seed: each job's first host has the same draw in every run.
+//
+//	CRABBOX_TTR_ACTION_BENCH=1 CRABBOX_TTR_ACTION_HEDGES=0,90s,30s \
+//	  go test -count=1 -timeout 2h -run '^TestTTRActionBench$' ./cmd/crabbox-runner/
+//
+// JOBS, SCALE and SEED are the ttrbench settings (CRABBOX_TTR_*);
+// CRABBOX_TTR_ACTION_CONCURRENCY (default 5) is how many workflows run at
+// once; CRABBOX_TTR_OUT names the markdown report.
+func TestTTRActionBench(t *testing.T) {
+	if os.Getenv("CRABBOX_TTR_ACTION_BENCH") == "" {
+		t.Skip("set CRABBOX_TTR_ACTION_BENCH=1 (minutes of wall time)")
+	}
+	p, err := ttrParamsFromEnv()
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.ImageRunner, p.ImageDeps = true, true
+	var hedges []time.Duration
+	for _, s := range strings.Split(cmp.Or(os.Getenv("CRABBOX_TTR_ACTION_HEDGES"), "0,90s"), ",") {
+		d, err := time.ParseDuration(strings.TrimSpace(s))
+		if err != nil {
+			t.Fatalf("CRABBOX_TTR_ACTION_HEDGES: %v", err)
+		}
+		hedges = append(hedges, d)
+	}
+	conc, _ := strconv.Atoi(cmp.Or(os.Getenv("CRABBOX_TTR_ACTION_CONCURRENCY"), "5"))
+	var reps []*actionTTRReport
+	for _, h := range hedges {
+		rep := runActionTTR(t, p, h, max(conc, 1))
+		t.Log("\n" + rep.markdown())
+		reps = append(reps, rep)
+	}
+	out := actionTTRMarkdown(reps)
+	t.Log("\n" + out)
+	if path := os.Getenv("CRABBOX_TTR_OUT"); path != "" {
+		if err := os.WriteFile(path, []byte(out), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// actionTTRJob is one workflow of the run.
+type actionTTRJob struct {
+	started    time.Time // the start step began
+	code       int       // the start step's exit code
+	instanceID string    // the winner's, from the step's outputs
+	runnerName string
+	hedged     bool // a second host was started
+	hedgeWon   bool
+}
+
+type actionTTRReport struct {
+	p          ttrParams
+	hedgeAfter time.Duration // real terms; 0: off
+	conc       int
+	wall       time.Duration
+	// Per job that got a runner, real terms: start → runner online, and
+	// its part after the winning host was reachable (ours).
+	total, ours              []time.Duration
+	failed                   int // start steps that failed
+	hosts, hedges, hedgeWins int
+	maxHostsPerLease         int
+	money, moneyUnused       float64
+}
+
+func runActionTTR(t *testing.T, p ttrParams, hedgeAfter time.Duration, conc int) *actionTTRReport {
+	t.Helper()
+	S := p.Scale
+	online := map[string]time.Time{}
+	var mu sync.Mutex
+	actionGitHubTune = func(o *githubtest.Options) {
+		o.OnEvent = func(ev githubtest.Event) {
+			if ev.Kind == githubtest.EventRunnerOnline {
+				mu.Lock()
+				if _, seen := online[ev.RunnerName]; !seen {
+					online[ev.RunnerName] = ev.At
+				}
+				mu.Unlock()
+			}
+		}
+		o.OnlineTimeout = time.Minute
+	}
+	t.Cleanup(func() { actionGitHubTune = nil })
+	w := newActionWorld(t, false, nil, nil)
+	u, err := user.Current()
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Each workflow has a deployment of its own, so a host's marker names
+	// its job: the pairing key is the job and the host's rank for it.
+	rank := map[string]int{}
+	behave := func(seq int, _ vasttest.Offer, label string) vasttest.Behavior {
+		m, _ := provisioner.ParseMarker(label)
+		mu.Lock()
+		rank[m.Deployment]++
+		key := fmt.Sprintf("action/%s/%d", m.Deployment, rank[m.Deployment])
+		mu.Unlock()
+		return p.vastBehavior(seq, key)
+	}
+	fake := vasttest.New(vasttest.Options{APIKey: actionVastKey, Dir: filepath.Join(w.dir, "vast"), Offers: ttrMarket(),
+		Behavior: behave, RelistAfter: p.wall(time.Minute)})
+	t.Cleanup(fake.Close)
+	w.provider = "vast"
+	w.env = map[string]string{"CRABBOX_VAST_API_URL": fake.URL(), "CRABBOX_ALLOW_PRIVATE_ENDPOINTS": "true"}
+	actionConfigHook = func(c *config.Config) {
+		c.Providers.Vast.SSHUser = u.Username
+		c.Providers.Vast.MinRequestInterval = 2 * time.Millisecond
+	}
+	actionHook = func(env *action.Env) {
+		env.Tune = func(c *provisioner.Config) { c.PollInterval = 100 * time.Millisecond }
+	}
+	t.Cleanup(func() { actionConfigHook, actionHook = nil, nil })
+
+	timeout := p.timer(p.BootTimeout)
+	with := map[string]string{"mode": "start", "gpu": "A100", "max-price": "2", "timeout": timeout.String(), "max-lifetime": "2h"}
+	hedgeWall := time.Duration(0)
+	if hedgeAfter > 0 {
+		// Its provider part scaled, the bootstrap's not (hedgeTimer): a
+		// timer scaled whole would fire while a first host that is on
+		// time in real terms still bootstraps.
+		hedgeWall = p.hedgeTimer(hedgeAfter)
+		with["hedge-after"] = hedgeWall.String()
+	}
+
+	// The most hosts a lease (a deployment here) had at once.
+	rep := &actionTTRReport{p: p, hedgeAfter: hedgeAfter, conc: conc}
+	stop, sampled := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(sampled)
+		for {
+			select {
+			case <-stop:
+				return
+			case <-time.After(50 * time.Millisecond):
+			}
+			live := map[string]int{}
+			for _, in := range fake.Live() {
+				m, _ := provisioner.ParseMarker(in.Label)
+				live[m.Deployment]++
+			}
+			for _, n := range live {
+				rep.maxHostsPerLease = max(rep.maxHostsPerLease, n)
+			}
+		}
+	}()
+
+	began := time.Now()
+	jobs := make([]actionTTRJob, p.Jobs)
+	sem := make(chan struct{}, conc)
+	var wg sync.WaitGroup
+	for i := range jobs {
+		sem <- struct{}{}
+		wg.Add(1)
+		go func(i int) {
+			defer func() { <-sem; wg.Done() }()
+			dep := fmt.Sprintf("ttr-%d", i)
+			in := map[string]string{"deployment": dep}
+			for k, v := range with {
+				in[k] = v
+			}
+			j := &jobs[i]
+			j.started = time.Now()
+			out, code, stdout := w.quietStep(in, timeout+time.Minute)
+			j.code, j.instanceID = code, out["instance-id"]
+			j.hedged = strings.Contains(stdout, "starting a second host")
+			j.hedgeWon = strings.Contains(stdout, "the hedge won")
+			if code == 0 {
+				j.runnerName = out["runner-name"]
+				id := w.gh.QueueJob(githubtest.JobSpec{Repo: actionRepo, Labels: []string{out["label"]}, Script: "echo trained"})
+				ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+				if _, err := w.gh.WaitJob(ctx, id, githubtest.StatusCompleted); err != nil {
+					t.Errorf("job %d: %v", i, err)
+				}
+				cancel()
+			}
+			if _, code, stdout := w.quietStep(map[string]string{"mode": "stop", "deployment": dep, "lease-id": out["lease-id"]}, 5*time.Minute); code != 0 {
+				t.Errorf("job %d: stop exit %d:\n%s", i, code, stdout)
+			}
+		}(i)
+	}
+	wg.Wait()
+	close(stop)
+	<-sampled
+	rep.wall = time.Since(began)
+
+	records := map[string]vasttest.Record{}
+	for _, r := range fake.Records() {
+		records[strconv.FormatInt(r.ID, 10)] = r
+		if r.Destroyed.IsZero() {
+			t.Errorf("instance %d (%s) not destroyed", r.ID, r.Label)
+		}
+	}
+	byDeployment := map[string][]vasttest.Record{}
+	for _, r := range records {
+		m, _ := provisioner.ParseMarker(r.Label)
+		byDeployment[m.Deployment] = append(byDeployment[m.Deployment], r)
+	}
+	served := map[string]bool{}
+	for i, j := range jobs {
+		if j.hedged {
+			rep.hedges++
+		}
+		if j.hedgeWon {
+			rep.hedgeWins++
+		}
+		if j.code != 0 {
+			// The workflow waited the whole timeout and got no runner:
+			// counted at the timeout, in real terms, a lower bound.
+			rep.failed++
+			rep.total = append(rep.total, p.BootTimeout)
+			continue
+		}
+		win, ok := records[j.instanceID]
+		on := online[j.runnerName]
+		if !ok || win.Reachable.IsZero() || on.IsZero() {
+			t.Errorf("job %d: winner %q %+v online %v", i, j.instanceID, win, on)
+			continue
+		}
+		served[j.instanceID] = true
+		// Before the winner was reachable: the offers and the first create
+		// call, then, when the winner is not the first host, what came
+		// between their creates (hosts that failed fast while booting,
+		// or the hedge timer), then the winner's boot. All × S but the
+		// hedge timer's bootstrap allowance (hedgeTimer), which is real.
+		// The create calls' own latency is scaled too, which overstates
+		// the total a little, in every run alike.
+		first := win.Created
+		for _, r := range byDeployment[fmt.Sprintf("ttr-%d", i)] {
+			if r.Created.Before(first) {
+				first = r.Created
+			}
+		}
+		gap := win.Created.Sub(first)
+		gapReal := time.Duration(float64(gap) * S)
+		if j.hedged && hedgeWall > 0 && gap >= hedgeWall {
+			gapReal = hedgeAfter + time.Duration(float64(gap-hedgeWall)*S)
+		}
+		total := time.Duration(float64(first.Sub(j.started))*S) + gapReal +
+			time.Duration(float64(win.Reachable.Sub(win.Created))*S) + on.Sub(win.Reachable)
+		rep.total = append(rep.total, total)
+		rep.ours = append(rep.ours, on.Sub(win.Reachable)+p.imagePull())
+	}
+	// Money, real terms: a host's boot × S; after it, what it lived,
+	// plus the job's run (JobRun) on a host that served one; a host that
+	// never became reachable: its wait converted as a timer's when it
+	// was held to the timeout, × S otherwise.
+	for id, r := range records {
+		rep.hosts++
+		var existed, running time.Duration
+		if r.Reachable.IsZero() {
+			w := r.Destroyed.Sub(r.Created)
+			existed = time.Duration(float64(w) * S)
+			if w >= timeout/2 {
+				existed = p.timerReal(w)
+			}
+		} else {
+			running = r.Destroyed.Sub(r.Reachable)
+			if served[id] {
+				running += p.JobRun
+			}
+			existed = time.Duration(float64(r.Reachable.Sub(r.Created))*S) + running
+		}
+		c := r.Cost(existed, running)
+		rep.money += c
+		if !served[id] {
+			rep.moneyUnused += c
+		}
+	}
+	return rep
+}
+
+// quietStep runs one Action step like actionWorld.step, without its
+// logging and checks (the benchmark runs many at once).
+func (w *actionWorld) quietStep(with map[string]string, timeout time.Duration) (map[string]string, int, string) {
+	all := map[string]string{"provider": w.provider, "vast-api-key": actionVastKey}
+	for k, v := range w.auth {
+		all[k] = v
+	}
+	for k, v := range with {
+		all[k] = v
+	}
+	env, err := w.meta.StepEnv("run", all)
+	if err != nil {
+		return nil, -1, err.Error()
+	}
+	re, err := actiontest.NewStep(w.dir, actionRunID, w.attempts, actionRepo, w.gh.URL())
+	if err != nil {
+		return nil, -1, err.Error()
+	}
+	for k, v := range re.Vars() {
+		env[k] = v
+	}
+	for k, v := range w.env {
+		env[k] = v
+	}
+	var stdout, stderr bytes.Buffer
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	code := run(ctx, []string{"action"}, &stdout, &stderr, func(k string) string { return env[k] })
+	out, _ := re.Outputs()
+	return out, code, stdout.String() + stderr.String()
+}
+
+func (r *actionTTRReport) name() string {
+	if r.hedgeAfter == 0 {
+		return "no hedge"
+	}
+	return "hedge-after " + r.hedgeAfter.String()
+}
+
+func (r *actionTTRReport) markdown() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "### Action, %s: %d workflows (%d at once), scale %g, seed %d, runner in the image (its %s pull added to each boot, counted as ours); wall %s\n\n",
+		r.name(), r.p.Jobs, r.conc, r.p.Scale, r.p.Seed, fmtDur(r.p.imagePull()), r.wall.Round(time.Second))
+	b.WriteString("| real terms | p50 | p95 | max |\n|---|---:|---:|---:|\n")
+	fmt.Fprintf(&b, "| start → runner online | %s | %s | %s |\n", fmtDur(pct(r.total, 50)), fmtDur(pct(r.total, 95)), fmtDur(slices.Max(append([]time.Duration{0}, r.total...))))
+	fmt.Fprintf(&b, "| ours (winner reachable → online, + the pull) | %s | %s | %s |\n\n", fmtDur(pct(r.ours, 50)), fmtDur(pct(r.ours, 95)), fmtDur(slices.Max(append([]time.Duration{0}, r.ours...))))
+	fmt.Fprintf(&b, "Start steps that failed (no runner within the timeout; counted at the timeout, %s, above): %d. Hosts %d; hedges started %d, won by the hedge %d; most hosts per lease %d. Host money $%.2f, of which on hosts that served no job $%.2f.\n",
+		fmtDur(r.p.BootTimeout), r.failed, r.hosts, r.hedges, r.hedgeWins, r.maxHostsPerLease, r.money, r.moneyUnused)
+	return b.String()
+}
+
+func actionTTRMarkdown(reps []*actionTTRReport) string {
+	var b strings.Builder
+	for _, r := range reps {
+		b.WriteString(r.markdown() + "\n")
+	}
+	if len(reps) > 1 && reps[0].hedgeAfter == 0 {
+		base := reps[0]
+		b.WriteString("| run | p50 | p95 | max | failed starts | p95 vs no hedge | money vs no hedge |\n|---|---:|---:|---:|---:|---:|---:|\n")
+		for _, r := range reps {
+			fmt.Fprintf(&b, "| %s | %s | %s | %s | %d | %.2f× | %.3f× |\n", r.name(), fmtDur(pct(r.total, 50)), fmtDur(pct(r.total, 95)),
+				fmtDur(slices.Max(append([]time.Duration{0}, r.total...))), r.failed,
+				float64(pct(r.total, 95))/float64(max(pct(base.total, 95), 1)), r.money/max(base.money, 1e-9))
+		}
+	}
+	return b.String()
+}
