@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"cmp"
 	"context"
+	"encoding/json"
 	"fmt"
 	"os"
 	"os/user"
@@ -76,6 +77,24 @@ func TestTTRActionBench(t *testing.T) {
 	t.Log("\n" + out)
 	if path := os.Getenv("CRABBOX_TTR_OUT"); path != "" {
 		if err := os.WriteFile(path, []byte(out), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		// Per-job totals (seconds, real terms) and money per run, for
+		// pooling seeds.
+		var runs []map[string]any
+		for _, r := range reps {
+			secs := make([]float64, len(r.total))
+			for i, d := range r.total {
+				secs[i] = d.Seconds()
+			}
+			runs = append(runs, map[string]any{"hedge_after_s": r.hedgeAfter.Seconds(), "seed": r.p.Seed, "total_s": secs,
+				"failed": r.failed, "money": r.money, "money_unused": r.moneyUnused, "hosts": r.hosts, "hedges": r.hedges, "hedge_wins": r.hedgeWins})
+		}
+		data, err := json.MarshalIndent(runs, "", " ")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(path+".json", data, 0o644); err != nil {
 			t.Fatal(err)
 		}
 	}
