@@ -31,8 +31,45 @@
 # pools the per-job totals of earlier runs (each run's OUT.json) over their
 # seeds, per scenario and setting, and compares each scenario with its
 # provider's plain run over the seeds both ran.
+#
+#   HEDGES=0,90s,30s SEED=2 scripts/ttrbench.sh action
+#   scripts/ttrbench.sh action-pool a.md.json b.md.json ...
+#
+# The Action mode (docs/benchmarks.md "Hedging in the Action"): workflows
+# of start, GPU job and stop, one lease each, CONCURRENCY (5) at once, the
+# runner in the image, once per HEDGES setting (0: off) with the same
+# draws; action-pool pools their OUT.json files over seeds.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+if [ "${1:-}" = action ] || [ "${1:-}" = action-pool ]; then
+  mode=$1
+  shift
+  out=${OUT:-$(mktemp "${TMPDIR:-/tmp}/ttraction.XXXXXX.md")}
+  export CRABBOX_TTR_OUT="$out"
+  if [ "$mode" = action-pool ]; then
+    [ $# -gt 0 ] || { echo "usage: scripts/ttrbench.sh action-pool OUT.json..." >&2; exit 2; }
+    files=()
+    for f in "$@"; do files+=("$(realpath "$f")"); done
+    export CRABBOX_TTR_ACTION_POOL=$(IFS=,; echo "${files[*]}")
+    test=TestTTRActionPool
+  else
+    export CRABBOX_TTR_ACTION_BENCH=1 CRABBOX_TTR_ACTION_HEDGES="${HEDGES:-0,90s}"
+    [ -n "${CONCURRENCY:-}" ] && export CRABBOX_TTR_ACTION_CONCURRENCY="$CONCURRENCY"
+    test=TestTTRActionBench
+  fi
+  [ -n "${JOBS:-}" ] && export CRABBOX_TTR_JOBS="$JOBS"
+  [ -n "${SCALE:-}" ] && export CRABBOX_TTR_SCALE="$SCALE"
+  [ -n "${SEED:-}" ] && export CRABBOX_TTR_SEED="$SEED"
+  log=$(mktemp "${TMPDIR:-/tmp}/ttraction.XXXXXX.log")
+  if ! go test -count=1 -timeout 3h -run "^$test\$" -v ./cmd/crabbox-runner/ >"$log" 2>&1; then
+    grep -E '^\s+(--- FAIL|ttrbench_action_test.go:[0-9]+:)' "$log" | head -40 >&2 || true
+    echo "ttrbench $mode: the run failed; its log is $log" >&2
+    exit 1
+  fi
+  cat "$out"
+  echo "(log: $log; report: $out)" >&2
+  exit 0
+fi
 if [ "${1:-}" = pool ]; then
   shift
   [ $# -gt 0 ] || { echo "usage: scripts/ttrbench.sh pool OUT.json..." >&2; exit 2; }

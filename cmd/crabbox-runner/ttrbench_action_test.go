@@ -412,3 +412,93 @@ func actionTTRMarkdown(reps []*actionTTRReport) string {
 	}
 	return b.String()
 }
+
+// TestTTRActionPool pools the per-job totals of TestTTRActionBench runs
+// (their OUT.json files, comma-separated in CRABBOX_TTR_ACTION_POOL) per
+// hedge-after setting, over the seeds every setting ran, and compares each
+// with the runs without hedging:
+//
+//	CRABBOX_TTR_ACTION_POOL=a.md.json,b.md.json go test -run '^TestTTRActionPool$' ./cmd/crabbox-runner/
+func TestTTRActionPool(t *testing.T) {
+	files := os.Getenv("CRABBOX_TTR_ACTION_POOL")
+	if files == "" {
+		t.Skip("set CRABBOX_TTR_ACTION_POOL to TestTTRActionBench OUT.json files")
+	}
+	type run struct {
+		HedgeAfter  float64   `json:"hedge_after_s"`
+		Seed        uint64    `json:"seed"`
+		Total       []float64 `json:"total_s"`
+		Failed      int       `json:"failed"`
+		Money       float64   `json:"money"`
+		MoneyUnused float64   `json:"money_unused"`
+		Hosts       int       `json:"hosts"`
+		Hedges      int       `json:"hedges"`
+		HedgeWins   int       `json:"hedge_wins"`
+	}
+	pooled := map[float64]*run{}
+	seeds := map[float64][]uint64{}
+	for _, f := range strings.Split(files, ",") {
+		data, err := os.ReadFile(strings.TrimSpace(f))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var runs []run
+		if err := json.Unmarshal(data, &runs); err != nil {
+			t.Fatalf("%s: %v", f, err)
+		}
+		for _, r := range runs {
+			p := pooled[r.HedgeAfter]
+			if p == nil {
+				p = &run{HedgeAfter: r.HedgeAfter}
+				pooled[r.HedgeAfter] = p
+			}
+			p.Total = append(p.Total, r.Total...)
+			p.Failed += r.Failed
+			p.Money += r.Money
+			p.MoneyUnused += r.MoneyUnused
+			p.Hosts += r.Hosts
+			p.Hedges += r.Hedges
+			p.HedgeWins += r.HedgeWins
+			seeds[r.HedgeAfter] = append(seeds[r.HedgeAfter], r.Seed)
+		}
+	}
+	base := pooled[0]
+	if base == nil {
+		t.Fatal("no run without hedging to compare with")
+	}
+	var keys []float64
+	for k := range pooled {
+		if !slices.Equal(seeds[k], seeds[0]) {
+			t.Fatalf("hedge-after %gs ran seeds %v, the runs without hedging %v: pool the same seeds", k, seeds[k], seeds[0])
+		}
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	durs := func(secs []float64) []time.Duration {
+		out := make([]time.Duration, len(secs))
+		for i, s := range secs {
+			out[i] = time.Duration(s * float64(time.Second))
+		}
+		return out
+	}
+	var b strings.Builder
+	fmt.Fprintf(&b, "Pooled over seeds %v (%d workflows a setting):\n\n", seeds[0], len(base.Total))
+	b.WriteString("| hedge-after | p50 | p95 | max | failed starts | hosts | hedges (won by the hedge) | host money | on hosts that served no job | p95 vs no hedge | money vs no hedge |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
+	p95 := func(r *run) time.Duration { return pct(durs(r.Total), 95) }
+	for _, k := range keys {
+		r := pooled[k]
+		name := "off"
+		if k > 0 {
+			name = (time.Duration(k) * time.Second).String()
+		}
+		fmt.Fprintf(&b, "| %s | %s | %s | %s | %d | %d | %d (%d) | $%.2f | $%.2f | %.2f× | %.3f× |\n", name,
+			fmtDur(pct(durs(r.Total), 50)), fmtDur(p95(r)), fmtDur(slices.Max(durs(r.Total))), r.Failed, r.Hosts, r.Hedges, r.HedgeWins,
+			r.Money, r.MoneyUnused, float64(p95(r))/float64(p95(base)), r.Money/base.Money)
+	}
+	t.Log("\n" + b.String())
+	if path := os.Getenv("CRABBOX_TTR_OUT"); path != "" {
+		if err := os.WriteFile(path, []byte(b.String()), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
