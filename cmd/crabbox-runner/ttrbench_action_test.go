@@ -403,11 +403,12 @@ func actionTTRMarkdown(reps []*actionTTRReport) string {
 	}
 	if len(reps) > 1 && reps[0].hedgeAfter == 0 {
 		base := reps[0]
-		b.WriteString("| run | p50 | p95 | max | failed starts | p95 vs no hedge | money vs no hedge |\n|---|---:|---:|---:|---:|---:|---:|\n")
+		b.WriteString("| run | p50 | p95 | max | failed starts | p95 vs no hedge | money vs no hedge | money per job served vs no hedge |\n|---|---:|---:|---:|---:|---:|---:|---:|\n")
+		perJob := func(r *actionTTRReport) float64 { return r.money / float64(max(len(r.total)-r.failed, 1)) }
 		for _, r := range reps {
-			fmt.Fprintf(&b, "| %s | %s | %s | %s | %d | %.2f× | %.3f× |\n", r.name(), fmtDur(pct(r.total, 50)), fmtDur(pct(r.total, 95)),
+			fmt.Fprintf(&b, "| %s | %s | %s | %s | %d | %.2f× | %.3f× | %.3f× |\n", r.name(), fmtDur(pct(r.total, 50)), fmtDur(pct(r.total, 95)),
 				fmtDur(slices.Max(append([]time.Duration{0}, r.total...))), r.failed,
-				float64(pct(r.total, 95))/float64(max(pct(base.total, 95), 1)), r.money/max(base.money, 1e-9))
+				float64(pct(r.total, 95))/float64(max(pct(base.total, 95), 1)), r.money/max(base.money, 1e-9), perJob(r)/max(perJob(base), 1e-9))
 		}
 	}
 	return b.String()
@@ -483,17 +484,20 @@ func TestTTRActionPool(t *testing.T) {
 	}
 	var b strings.Builder
 	fmt.Fprintf(&b, "Pooled over seeds %v (%d workflows a setting):\n\n", seeds[0], len(base.Total))
-	b.WriteString("| hedge-after | p50 | p95 | max | failed starts | hosts | hedges (won by the hedge) | host money | on hosts that served no job | p95 vs no hedge | money vs no hedge |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
+	b.WriteString("| hedge-after | p50 | p95 | max | failed starts | hosts | hedges (won by the hedge) | host money | on hosts that served no job | p95 vs no hedge | money vs no hedge | money per job served vs no hedge |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
 	p95 := func(r *run) time.Duration { return pct(durs(r.Total), 95) }
+	// A failed start ran no job, so it paid for no job's run: money per
+	// job served compares runs that served different numbers of jobs.
+	perJob := func(r *run) float64 { return r.Money / float64(max(len(r.Total)-r.Failed, 1)) }
 	for _, k := range keys {
 		r := pooled[k]
 		name := "off"
 		if k > 0 {
 			name = (time.Duration(k) * time.Second).String()
 		}
-		fmt.Fprintf(&b, "| %s | %s | %s | %s | %d | %d | %d (%d) | $%.2f | $%.2f | %.2f× | %.3f× |\n", name,
+		fmt.Fprintf(&b, "| %s | %s | %s | %s | %d | %d | %d (%d) | $%.2f | $%.2f | %.2f× | %.3f× | %.3f× |\n", name,
 			fmtDur(pct(durs(r.Total), 50)), fmtDur(p95(r)), fmtDur(slices.Max(durs(r.Total))), r.Failed, r.Hosts, r.Hedges, r.HedgeWins,
-			r.Money, r.MoneyUnused, float64(p95(r))/float64(p95(base)), r.Money/base.Money)
+			r.Money, r.MoneyUnused, float64(p95(r))/float64(p95(base)), r.Money/base.Money, perJob(r)/perJob(base))
 	}
 	t.Log("\n" + b.String())
 	if path := os.Getenv("CRABBOX_TTR_OUT"); path != "" {
