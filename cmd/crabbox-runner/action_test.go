@@ -169,26 +169,9 @@ type stepResult struct {
 // these `with:` inputs (plus the credentials and keys).
 func (w *actionWorld) step(with map[string]string) stepResult {
 	w.t.Helper()
-	all := map[string]string{"provider": cmp.Or(w.provider, "local"), "vast-api-key": actionVastKey, "lambda-api-key": actionLambdaKey}
-	for k, v := range w.auth {
-		all[k] = v
-	}
-	for k, v := range with {
-		all[k] = v
-	}
-	env, err := w.meta.StepEnv("run", all)
+	env, re, err := w.stepEnv(with)
 	if err != nil {
 		w.t.Fatal(err)
-	}
-	re, err := actiontest.NewStep(w.dir, actionRunID, w.attempts, actionRepo, w.gh.URL())
-	if err != nil {
-		w.t.Fatal(err)
-	}
-	for k, v := range re.Vars() {
-		env[k] = v
-	}
-	for k, v := range w.env {
-		env[k] = v
 	}
 	madeBefore := len(w.spy.all())
 	var stdout, stderr bytes.Buffer
@@ -212,6 +195,33 @@ func (w *actionWorld) step(with map[string]string) stepResult {
 	}
 	w.checkSecrets(res, madeBefore)
 	return res
+}
+
+// stepEnv is the environment of one step with these `with:` inputs (plus
+// the credentials and keys), and the step's files.
+func (w *actionWorld) stepEnv(with map[string]string) (map[string]string, *actiontest.RunnerEnv, error) {
+	all := map[string]string{"provider": cmp.Or(w.provider, "local"), "vast-api-key": actionVastKey, "lambda-api-key": actionLambdaKey}
+	for k, v := range w.auth {
+		all[k] = v
+	}
+	for k, v := range with {
+		all[k] = v
+	}
+	env, err := w.meta.StepEnv("run", all)
+	if err != nil {
+		return nil, nil, err
+	}
+	re, err := actiontest.NewStep(w.dir, actionRunID, w.attempts, actionRepo, w.gh.URL())
+	if err != nil {
+		return nil, nil, err
+	}
+	for k, v := range re.Vars() {
+		env[k] = v
+	}
+	for k, v := range w.env {
+		env[k] = v
+	}
+	return env, re, nil
 }
 
 // secretPieces are what would show if a secret were printed: the whole

@@ -22,33 +22,13 @@ import (
 // that lasts between steps is in the (fake) cloud, found by its marker.
 func TestActionWithVast(t *testing.T) {
 	w := newActionWorld(t, false, nil, nil)
-	u, err := user.Current()
-	if err != nil {
-		t.Fatal(err)
-	}
 	market := []vasttest.Offer{
 		{ID: 9100001, MachineID: 911, GPUName: "A100 PCIE", NumGPUs: 1, GPURAM: 40960, DphBase: 0.70, StorageCost: 0.2, Reliability: 0.99, Geolocation: "Texas, US", DirectPortCount: 20, DiskSpace: 500, CUDAMaxGood: 12.6},
 		{ID: 9100002, MachineID: 912, GPUName: "RTX 4090", NumGPUs: 1, GPURAM: 24564, DphBase: 0.30, StorageCost: 0.1, Reliability: 0.99, Geolocation: "Texas, US", DirectPortCount: 20, DiskSpace: 500, CUDAMaxGood: 12.8},
 	}
 	fake := vasttest.New(vasttest.Options{APIKey: actionVastKey, Dir: filepath.Join(w.dir, "vast"), Offers: market, Logf: t.Logf})
 	t.Cleanup(fake.Close)
-	w.provider = "vast"
-	// The fake's hosts are on loopback, which the Action refuses otherwise
-	// (action_endpoints_test.go).
-	w.env = map[string]string{"CRABBOX_VAST_API_URL": fake.URL(), "CRABBOX_ALLOW_PRIVATE_ENDPOINTS": "true"}
-	actionConfigHook = func(c *config.Config) {
-		c.Providers.Vast.SSHUser = u.Username // the fake's hosts are this user's sshd
-		c.Providers.Vast.MinRequestInterval = 2 * time.Millisecond
-	}
-	t.Cleanup(func() { actionConfigHook = nil })
-	actionHook = func(env *action.Env) {
-		// The real factory builds the provider; only polls and spies here.
-		env.Tune = func(c *provisioner.Config) {
-			c.PollInterval = 100 * time.Millisecond
-			c.GitHub = jitSpy{c.GitHub, w.spy}
-			c.Bootstrapper = keySpy{c.Bootstrapper, w.spy}
-		}
-	}
+	w.onVast(fake)
 
 	start := w.step(map[string]string{"mode": "start", "gpu": "A100", "min-gpu-memory": "40", "max-price": "2", "timeout": "2m", "max-lifetime": "1h"})
 	if start.code != 0 {
@@ -89,10 +69,6 @@ func TestActionWithVast(t *testing.T) {
 // and never are more than two hosts live.
 func TestActionHedgeWithVast(t *testing.T) {
 	w := newActionWorld(t, false, nil, nil)
-	u, err := user.Current()
-	if err != nil {
-		t.Fatal(err)
-	}
 	market := []vasttest.Offer{
 		{ID: 9100001, MachineID: 911, GPUName: "A100 PCIE", NumGPUs: 1, GPURAM: 40960, DphBase: 0.70, StorageCost: 0.2, Reliability: 0.99, Geolocation: "Texas, US", DirectPortCount: 20, DiskSpace: 500, CUDAMaxGood: 12.6},
 		{ID: 9100002, MachineID: 912, GPUName: "A100 PCIE", NumGPUs: 1, GPURAM: 40960, DphBase: 0.90, StorageCost: 0.2, Reliability: 0.99, Geolocation: "Texas, US", DirectPortCount: 20, DiskSpace: 500, CUDAMaxGood: 12.6},
@@ -102,20 +78,7 @@ func TestActionHedgeWithVast(t *testing.T) {
 			return vasttest.Behavior{NeverBoot: seq == 1}
 		}})
 	t.Cleanup(fake.Close)
-	w.provider = "vast"
-	w.env = map[string]string{"CRABBOX_VAST_API_URL": fake.URL(), "CRABBOX_ALLOW_PRIVATE_ENDPOINTS": "true"}
-	actionConfigHook = func(c *config.Config) {
-		c.Providers.Vast.SSHUser = u.Username
-		c.Providers.Vast.MinRequestInterval = 2 * time.Millisecond
-	}
-	t.Cleanup(func() { actionConfigHook = nil })
-	actionHook = func(env *action.Env) {
-		env.Tune = func(c *provisioner.Config) {
-			c.PollInterval = 100 * time.Millisecond
-			c.GitHub = jitSpy{c.GitHub, w.spy}
-			c.Bootstrapper = keySpy{c.Bootstrapper, w.spy}
-		}
-	}
+	w.onVast(fake)
 
 	// The fake's live instances, sampled while start runs.
 	stopSampling := make(chan struct{})
@@ -169,5 +132,31 @@ func TestActionHedgeWithVast(t *testing.T) {
 	}
 	if rs := w.gh.Runners(); len(rs) != 0 {
 		t.Fatalf("runners left: %+v", rs)
+	}
+}
+
+// onVast points the world's steps at the fake Vast through the real
+// provider factory: the fake's hosts are this user's sshd on loopback,
+// which the Action refuses otherwise (action_endpoints_test.go); only polls
+// and spies are tuned.
+func (w *actionWorld) onVast(fake *vasttest.Server) {
+	w.t.Helper()
+	u, err := user.Current()
+	if err != nil {
+		w.t.Fatal(err)
+	}
+	w.provider = "vast"
+	w.env = map[string]string{"CRABBOX_VAST_API_URL": fake.URL(), "CRABBOX_ALLOW_PRIVATE_ENDPOINTS": "true"}
+	actionConfigHook = func(c *config.Config) {
+		c.Providers.Vast.SSHUser = u.Username
+		c.Providers.Vast.MinRequestInterval = 2 * time.Millisecond
+	}
+	w.t.Cleanup(func() { actionConfigHook = nil })
+	actionHook = func(env *action.Env) {
+		env.Tune = func(c *provisioner.Config) {
+			c.PollInterval = 100 * time.Millisecond
+			c.GitHub = jitSpy{c.GitHub, w.spy}
+			c.Bootstrapper = keySpy{c.Bootstrapper, w.spy}
+		}
 	}
 }

@@ -7,7 +7,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
-	"os/user"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -16,10 +15,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/crabbox/crabbox-runner/action"
-	"github.com/crabbox/crabbox-runner/action/actiontest"
 	"github.com/crabbox/crabbox-runner/github/githubtest"
-	"github.com/crabbox/crabbox-runner/internal/config"
 	"github.com/crabbox/crabbox-runner/providers/vast/vasttest"
 	"github.com/crabbox/crabbox-runner/provisioner"
 )
@@ -144,10 +140,6 @@ func runActionTTR(t *testing.T, p ttrParams, hedgeAfter, slack time.Duration, co
 	}
 	t.Cleanup(func() { actionGitHubTune = nil })
 	w := newActionWorld(t, false, nil, nil)
-	u, err := user.Current()
-	if err != nil {
-		t.Fatal(err)
-	}
 	// Each workflow has a deployment of its own, so a host's marker names
 	// its job: the pairing key is the job and the host's rank for it.
 	rank := map[string]int{}
@@ -166,16 +158,7 @@ func runActionTTR(t *testing.T, p ttrParams, hedgeAfter, slack time.Duration, co
 	fake := vasttest.New(vasttest.Options{APIKey: actionVastKey, Dir: filepath.Join(w.dir, "vast"), Offers: ttrMarket(),
 		Behavior: behave, RelistAfter: p.wall(time.Minute)})
 	t.Cleanup(fake.Close)
-	w.provider = "vast"
-	w.env = map[string]string{"CRABBOX_VAST_API_URL": fake.URL(), "CRABBOX_ALLOW_PRIVATE_ENDPOINTS": "true"}
-	actionConfigHook = func(c *config.Config) {
-		c.Providers.Vast.SSHUser = u.Username
-		c.Providers.Vast.MinRequestInterval = 2 * time.Millisecond
-	}
-	actionHook = func(env *action.Env) {
-		env.Tune = func(c *provisioner.Config) { c.PollInterval = 100 * time.Millisecond }
-	}
-	t.Cleanup(func() { actionConfigHook, actionHook = nil, nil })
+	w.onVast(fake)
 
 	timeout := p.timer(p.BootTimeout)
 	with := map[string]string{"mode": "start", "gpu": "A100", "max-price": "2", "timeout": timeout.String(), "max-lifetime": "2h"}
@@ -344,26 +327,9 @@ func runActionTTR(t *testing.T, p ttrParams, hedgeAfter, slack time.Duration, co
 // quietStep runs one Action step like actionWorld.step, without its
 // logging and checks (the benchmark runs many at once).
 func (w *actionWorld) quietStep(with map[string]string, timeout time.Duration) (map[string]string, int, string) {
-	all := map[string]string{"provider": w.provider, "vast-api-key": actionVastKey}
-	for k, v := range w.auth {
-		all[k] = v
-	}
-	for k, v := range with {
-		all[k] = v
-	}
-	env, err := w.meta.StepEnv("run", all)
+	env, re, err := w.stepEnv(with)
 	if err != nil {
 		return nil, -1, err.Error()
-	}
-	re, err := actiontest.NewStep(w.dir, actionRunID, w.attempts, actionRepo, w.gh.URL())
-	if err != nil {
-		return nil, -1, err.Error()
-	}
-	for k, v := range re.Vars() {
-		env[k] = v
-	}
-	for k, v := range w.env {
-		env[k] = v
 	}
 	var stdout, stderr bytes.Buffer
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
