@@ -48,6 +48,9 @@ type memBehavior struct {
 	// hold, when set, keeps the instance booting until it is closed
 	// (hedge_test.go).
 	hold <-chan struct{}
+	// answerOnCancel: the create goes through, but its answer never comes;
+	// the call ends only when its context does (oneshot_hedge_test.go).
+	answerOnCancel bool
 }
 
 type memInstance struct {
@@ -73,6 +76,15 @@ func (m *memProvider) Offers(ctx context.Context, c provisioner.Class) ([]provis
 }
 
 func (m *memProvider) Create(ctx context.Context, req provisioner.CreateRequest) (*provisioner.Instance, error) {
+	inst, b, err := m.create(req)
+	if err == nil && b.answerOnCancel {
+		<-ctx.Done()
+		return nil, ctx.Err()
+	}
+	return inst, err
+}
+
+func (m *memProvider) create(req provisioner.CreateRequest) (*provisioner.Instance, memBehavior, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	m.seq++
@@ -81,7 +93,7 @@ func (m *memProvider) Create(ctx context.Context, req provisioner.CreateRequest)
 		b = m.behave(m.seq)
 	}
 	if b.createErr != nil {
-		return nil, b.createErr
+		return nil, b, b.createErr
 	}
 	id := fmt.Sprintf("i-%d", m.seq)
 	mi := &memInstance{behavior: b, inst: provisioner.Instance{Provider: "mem", ID: id, Status: provisioner.InstancePending,
@@ -90,7 +102,7 @@ func (m *memProvider) Create(ctx context.Context, req provisioner.CreateRequest)
 	m.created++
 	m.peak = max(m.peak, len(m.instances))
 	inst := mi.inst
-	return &inst, nil
+	return &inst, b, nil
 }
 
 func (m *memProvider) Get(ctx context.Context, id string) (*provisioner.Instance, error) {

@@ -208,6 +208,11 @@ func (p *Provisioner) oneShotHost(ctx context.Context, ln *oneShotLane, class *C
 	}
 	inst, err := prov.Create(ctx, cr)
 	if err != nil {
+		if ctx.Err() != nil && !errors.Is(err, ErrCreateUncertain) {
+			// Cut short (a timeout, a lost race): the call may have
+			// reached the provider, and its instance carries the marker.
+			err = fmt.Errorf("%w: the create call was cut short: %w", ErrCreateUncertain, err)
+		}
 		return err
 	}
 	l.InstanceID, l.State = inst.ID, StateBooting

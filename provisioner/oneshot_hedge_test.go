@@ -181,3 +181,29 @@ func TestLeaseNowHedgedFailureLeavesNothing(t *testing.T) {
 		t.Fatalf("left: %d instances of %d (at most %d at once), %d runners", live, created, prov.peak, gh.live())
 	}
 }
+
+// A hedge whose create call is cut short by the first host's win may have
+// rented a host all the same: it is found by the lease's marker and
+// destroyed before LeaseNow returns.
+func TestLeaseNowDestroysAHedgeWhoseCreateWasCutShort(t *testing.T) {
+	p, prov, gh, _ := oneShot(t)
+	hold := make(chan struct{})
+	prov.behave = func(n int) memBehavior {
+		if n == 1 {
+			return memBehavior{hold: hold}
+		}
+		return memBehavior{answerOnCancel: true}
+	}
+	req, _ := hedgedReq(10*time.Second, 20*time.Millisecond)
+	go func() {
+		waitFor(t, "the hedge's create", func() bool { _, created, _ := prov.counts(); return created == 2 })
+		close(hold)
+	}()
+	l, err := p.LeaseNow(context.Background(), req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if live, created, _ := prov.counts(); l.InstanceID != "i-1" || live != 1 || created != 2 || gh.live() != 1 {
+		t.Fatalf("lease on %s; %d instances live of %d, %d runners", l.InstanceID, live, created, gh.live())
+	}
+}
