@@ -85,18 +85,8 @@ func TestLeaseNowHedgeWinsOverANeverBootingHost(t *testing.T) {
 
 func TestLeaseNowFirstHostWinsAndItsHedgeIsDestroyed(t *testing.T) {
 	p, prov, gh, _ := oneShot(t)
-	hold := make(chan struct{})
-	prov.behave = func(n int) memBehavior {
-		if n == 1 {
-			return memBehavior{hold: hold}
-		}
-		return memBehavior{neverBoot: true}
-	}
+	holdFirstUntilHedge(t, prov, memBehavior{neverBoot: true})
 	req, lines := hedgedReq(10*time.Second, 20*time.Millisecond)
-	go func() {
-		waitFor(t, "the hedge's create", func() bool { _, created, _ := prov.counts(); return created == 2 })
-		close(hold)
-	}()
 	l, err := p.LeaseNow(context.Background(), req)
 	if err != nil {
 		t.Fatal(err)
@@ -187,18 +177,8 @@ func TestLeaseNowHedgedFailureLeavesNothing(t *testing.T) {
 // destroyed before LeaseNow returns.
 func TestLeaseNowDestroysAHedgeWhoseCreateWasCutShort(t *testing.T) {
 	p, prov, gh, _ := oneShot(t)
-	hold := make(chan struct{})
-	prov.behave = func(n int) memBehavior {
-		if n == 1 {
-			return memBehavior{hold: hold}
-		}
-		return memBehavior{answerOnCancel: true}
-	}
+	holdFirstUntilHedge(t, prov, memBehavior{answerOnCancel: true})
 	req, _ := hedgedReq(10*time.Second, 20*time.Millisecond)
-	go func() {
-		waitFor(t, "the hedge's create", func() bool { _, created, _ := prov.counts(); return created == 2 })
-		close(hold)
-	}()
 	l, err := p.LeaseNow(context.Background(), req)
 	if err != nil {
 		t.Fatal(err)
@@ -206,4 +186,20 @@ func TestLeaseNowDestroysAHedgeWhoseCreateWasCutShort(t *testing.T) {
 	if live, created, _ := prov.counts(); l.InstanceID != "i-1" || live != 1 || created != 2 || gh.live() != 1 {
 		t.Fatalf("lease on %s; %d instances live of %d, %d runners", l.InstanceID, live, created, gh.live())
 	}
+}
+
+// holdFirstUntilHedge keeps the first host booting until the hedge's create
+// has been called; the hedge's host behaves as given.
+func holdFirstUntilHedge(t *testing.T, prov *memProvider, hedge memBehavior) {
+	hold := make(chan struct{})
+	prov.behave = func(n int) memBehavior {
+		if n == 1 {
+			return memBehavior{hold: hold}
+		}
+		return hedge
+	}
+	go func() {
+		waitFor(t, "the hedge's create", func() bool { _, created, _ := prov.counts(); return created == 2 })
+		close(hold)
+	}()
 }

@@ -41,6 +41,10 @@
 # draws; action-pool pools their OUT.json files over seeds.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# Settings both benchmarks read.
+[ -n "${JOBS:-}" ] && export CRABBOX_TTR_JOBS="$JOBS"
+[ -n "${SCALE:-}" ] && export CRABBOX_TTR_SCALE="$SCALE"
+[ -n "${SEED:-}" ] && export CRABBOX_TTR_SEED="$SEED"
 if [ "${1:-}" = action ] || [ "${1:-}" = action-pool ]; then
   mode=$1
   shift
@@ -57,9 +61,6 @@ if [ "${1:-}" = action ] || [ "${1:-}" = action-pool ]; then
     [ -n "${CONCURRENCY:-}" ] && export CRABBOX_TTR_ACTION_CONCURRENCY="$CONCURRENCY"
     test=TestTTRActionBench
   fi
-  [ -n "${JOBS:-}" ] && export CRABBOX_TTR_JOBS="$JOBS"
-  [ -n "${SCALE:-}" ] && export CRABBOX_TTR_SCALE="$SCALE"
-  [ -n "${SEED:-}" ] && export CRABBOX_TTR_SEED="$SEED"
   log=$(mktemp "${TMPDIR:-/tmp}/ttraction.XXXXXX.log")
   if ! go test -count=1 -timeout 3h -run "^$test\$" -v ./cmd/crabbox-runner/ >"$log" 2>&1; then
     grep -E '^\s+(--- FAIL|ttrbench_action_test.go:[0-9]+:)' "$log" | head -40 >&2 || true
@@ -87,9 +88,6 @@ fi
 out=${OUT:-$(mktemp "${TMPDIR:-/tmp}/ttrbench.XXXXXX.md")}
 scenarios=$(IFS=,; echo "$*")
 export CRABBOX_TTR_BENCH=1 CRABBOX_TTR_SCENARIOS="$scenarios" CRABBOX_TTR_OUT="$out"
-[ -n "${JOBS:-}" ] && export CRABBOX_TTR_JOBS="$JOBS"
-[ -n "${SCALE:-}" ] && export CRABBOX_TTR_SCALE="$SCALE"
-[ -n "${SEED:-}" ] && export CRABBOX_TTR_SEED="$SEED"
 [ -n "${TARBALL_MB:-}" ] && export CRABBOX_TTR_TARBALL_MB="$TARBALL_MB"
 [ -n "${BANDWIDTH_MBPS:-}" ] && export CRABBOX_TTR_BANDWIDTH_MBPS="$BANDWIDTH_MBPS"
 [ -n "${DEPS:-}" ] && export CRABBOX_TTR_DEPS="$DEPS"
