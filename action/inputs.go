@@ -54,8 +54,12 @@ type Inputs struct {
 	LambdaAPIKey        string
 
 	// Labels are extra runner labels besides the unique one.
-	Labels      []string
-	Timeout     time.Duration
+	Labels  []string
+	Timeout time.Duration
+	// BootTimeout bounds one host's part of Timeout, from its create call
+	// to its runner online; a host past it is destroyed and the next offer
+	// tried. Half of Timeout unless given.
+	BootTimeout time.Duration
 	MaxLifetime time.Duration
 	// HedgeAfter, when positive, races a second host against a first
 	// whose runner is not online that long after its create call.
@@ -205,6 +209,12 @@ func (in *Inputs) parseStart(get func(string) string) error {
 	}
 	if in.Timeout >= in.MaxLifetime {
 		return inputError("timeout", "%s is not shorter than max-lifetime %s", in.Timeout, in.MaxLifetime)
+	}
+	if in.BootTimeout, err = parseDuration(get, "boot-timeout", in.Timeout/2); err != nil {
+		return err
+	}
+	if in.BootTimeout > in.Timeout {
+		return inputError("boot-timeout", "%s is longer than timeout %s: one host would have longer than the whole start", in.BootTimeout, in.Timeout)
 	}
 	if in.HedgeAfter, err = parseDuration(get, "hedge-after", 0); err != nil {
 		return err

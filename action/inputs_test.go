@@ -32,7 +32,7 @@ func TestParseInputs(t *testing.T) {
 		wantErr string
 	}{
 		{"start with defaults", base("mode", "start"), func(t *testing.T, in *Inputs) {
-			want := &Inputs{Mode: "start", GitHubToken: "tok-12345678", GPUCount: 1, CheckGPU: true, Timeout: DefaultTimeout,
+			want := &Inputs{Mode: "start", GitHubToken: "tok-12345678", GPUCount: 1, CheckGPU: true, Timeout: DefaultTimeout, BootTimeout: DefaultTimeout / 2,
 				MaxLifetime: DefaultMaxLifetime, Deployment: DefaultDeployment, RunnerGroupID: 1}
 			if !reflect.DeepEqual(in, want) {
 				t.Errorf("got %+v\nwant %+v", in, want)
@@ -87,6 +87,23 @@ func TestParseInputs(t *testing.T) {
 		{"bad label", base("mode", "start", "labels", "ok, not ok"), nil, `input labels: "not ok"`},
 		{"bad timeout", base("mode", "start", "timeout", "soon"), nil, "input timeout"},
 		{"timeout not shorter", base("mode", "start", "timeout", "6h"), nil, "is not shorter than max-lifetime"},
+		{"boot timeout by default", base("mode", "start", "timeout", "12m"), func(t *testing.T, in *Inputs) {
+			if in.BootTimeout != 6*time.Minute {
+				t.Errorf("boot-timeout %s", in.BootTimeout)
+			}
+		}, ""},
+		{"boot timeout", base("mode", "start", "boot-timeout", "4m"), func(t *testing.T, in *Inputs) {
+			if in.BootTimeout != 4*time.Minute {
+				t.Errorf("boot-timeout %s", in.BootTimeout)
+			}
+		}, ""},
+		{"boot timeout as long as timeout", base("mode", "start", "boot-timeout", "10m"), func(t *testing.T, in *Inputs) {
+			if in.BootTimeout != in.Timeout {
+				t.Errorf("boot-timeout %s", in.BootTimeout)
+			}
+		}, ""},
+		{"bad boot timeout", base("mode", "start", "boot-timeout", "0s"), nil, "input boot-timeout"},
+		{"boot timeout too long", base("mode", "start", "boot-timeout", "11m"), nil, "boot-timeout: 11m0s is longer than timeout 10m0s"},
 		{"hedge", base("mode", "start", "hedge-after", "90s"), func(t *testing.T, in *Inputs) {
 			if in.HedgeAfter != 90*time.Second {
 				t.Errorf("hedge-after %s", in.HedgeAfter)

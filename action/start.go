@@ -92,7 +92,7 @@ func (r *runner) start(ctx context.Context) error {
 		VerifiedOnly:    true,
 		DirectSSH:       true,
 		CheckGPU:        in.CheckGPU,
-		BootTimeout:     in.Timeout,
+		BootTimeout:     in.BootTimeout,
 		MaxLifetime:     in.MaxLifetime,
 		HedgeAfter:      in.HedgeAfter,
 	}

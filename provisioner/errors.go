@@ -21,6 +21,9 @@ var (
 	ErrNoOffer = errors.New("no fitting offer")
 	// ErrGPUCheck: the host's GPU check failed; the machine is bad.
 	ErrGPUCheck = errors.New("GPU check failed")
+	// ErrBootTimeout: a one-shot lease's host had no runner online within
+	// its class's BootTimeout; it is destroyed and the next offer tried.
+	ErrBootTimeout = errors.New("boot timeout")
 	// ErrHostKeyMismatch: the host presented a key other than the pinned one.
 	ErrHostKeyMismatch = errors.New("SSH host key mismatch")
 	// ErrRunnerBusy: GitHub refused to remove a runner that runs a job.

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 )
 
@@ -22,7 +23,8 @@ type OneShotRequest struct {
 	// to the workflow run, so no other job can take the runner.
 	Labels  []string
 	Expires time.Time
-	// Timeout bounds the whole start, across offers, until the runner is online.
+	// Timeout bounds the whole start, across offers, until the runner is
+	// online; the class's BootTimeout bounds each host's part of it.
 	Timeout time.Duration
 	// Progress, when set, gets one readable line per step.
 	Progress func(format string, args ...any)
@@ -51,8 +53,9 @@ const (
 
 // LeaseNow creates a host for the request, bootstraps its runner and waits
 // until GitHub shows the runner online. Offers are tried cheapest first; a
-// taken offer, a host that fails to boot or fails its GPU check is
-// destroyed and the next offer tried, until Timeout. On failure nothing it
+// taken offer, a host that fails to boot, has no runner online within the
+// class's BootTimeout or fails its GPU check is destroyed and the next
+// offer tried, until Timeout. On failure nothing it
 // created is left behind: every host is destroyed and the runner removed.
 // A class with HedgeAfter races a second host against a slow first
 // (oneshot_hedge.go).
@@ -189,9 +192,76 @@ func (p *Provisioner) oneShotFailed(l *Lease, failures []string, last error) err
 	return fmt.Errorf("lease %s: %w (tried: %s)", l.ID, last, strings.Join(failures, "; "))
 }
 
-// oneShotHost creates one host from one offer and brings its runner online.
-// It fills the lease as it goes, so that ReleaseNow can undo every step.
+// hostClock bounds one host's start, from its create call to its runner
+// online, by the class's BootTimeout: a host that never boots is destroyed
+// and the next offer tried, instead of holding the lease until Timeout.
+// It pauses while the host waits for the runner name the other lane of a
+// race holds: that wait is not the host's.
+type hostClock struct {
+	ctx    context.Context
+	cancel context.CancelCauseFunc
+	limit  time.Duration
+	cause  error // ErrBootTimeout, saying the limit
+
+	mu    sync.Mutex
+	timer *time.Timer
+	left  time.Duration
+	since time.Time
+}
+
+func startHostClock(ctx context.Context, limit time.Duration) *hostClock {
+	c := &hostClock{limit: limit, left: limit,
+		cause: fmt.Errorf("%w: no runner online %s after this host's create call", ErrBootTimeout, limit)}
+	c.ctx, c.cancel = context.WithCancelCause(ctx)
+	if limit > 0 {
+		c.resume()
+	}
+	return c
+}
+
+func (c *hostClock) pause() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.timer != nil && c.timer.Stop() {
+		c.left -= time.Since(c.since)
+	}
+	c.timer = nil
+}
+
+func (c *hostClock) resume() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.limit <= 0 || c.timer != nil {
+		return
+	}
+	c.since = time.Now()
+	c.timer = time.AfterFunc(max(c.left, 0), func() { c.cancel(c.cause) })
+}
+
+func (c *hostClock) stop() {
+	c.pause()
+	c.cancel(nil)
+}
+
+// explain says that a failure was the host's boot timeout, when it was
+// and the failure does not say so already.
+func (c *hostClock) explain(parent context.Context, err error) error {
+	if err == nil || parent.Err() != nil || errors.Is(err, ErrBootTimeout) || !errors.Is(context.Cause(c.ctx), ErrBootTimeout) {
+		return err
+	}
+	return fmt.Errorf("%w (%w)", c.cause, err)
+}
+
+// oneShotHost creates one host from one offer and brings its runner online
+// within the class's BootTimeout. It fills the lease as it goes, so that
+// ReleaseNow can undo every step.
 func (p *Provisioner) oneShotHost(ctx context.Context, ln *oneShotLane, class *Class, offer Offer) error {
+	clock := startHostClock(ctx, class.BootTimeout)
+	defer clock.stop()
+	return clock.explain(ctx, p.startOneShotHost(clock.ctx, clock, ln, class, offer))
+}
+
+func (p *Provisioner) startOneShotHost(ctx context.Context, clock *hostClock, ln *oneShotLane, class *Class, offer Offer) error {
 	l, creds, req, progress := ln.l, ln.creds, ln.req, ln.req.Progress
 	prov := p.cfg.Providers[offer.Provider]
 	req.Stage(StageCreate)
@@ -236,7 +306,7 @@ func (p *Provisioner) oneShotHost(ctx context.Context, ln *oneShotLane, class *C
 			break
 		}
 		if err := sleep(ctx, p.cfg.PollInterval); err != nil {
-			return fmt.Errorf("host not reachable over SSH (last: %v): %w", notYet, err)
+			return fmt.Errorf("host not reachable over SSH (last: %v): %w", notYet, context.Cause(ctx))
 		}
 	}
 	l.State = StateBootstrapping
@@ -281,7 +351,10 @@ func (p *Provisioner) oneShotHost(ctx context.Context, ln *oneShotLane, class *C
 		}
 		if ln.race != nil {
 			// One runner name for the lease: the lanes register it in turn.
-			if err := ln.race.register(ctx, ln.who, progress); err != nil {
+			clock.pause()
+			err := ln.race.register(ctx, ln.who, progress)
+			clock.resume()
+			if err != nil {
 				return nil, err
 			}
 		}
@@ -319,7 +392,7 @@ func (p *Provisioner) oneShotHost(ctx context.Context, ln *oneShotLane, class *C
 			return nil
 		}
 		if err := sleep(ctx, p.cfg.PollInterval); err != nil {
-			return fmt.Errorf("runner not online: %w", ctx.Err())
+			return fmt.Errorf("runner not online: %w", context.Cause(ctx))
 		}
 	}
 }

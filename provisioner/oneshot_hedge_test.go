@@ -203,3 +203,70 @@ func holdFirstUntilHedge(t *testing.T, prov *memProvider, hedge memBehavior) {
 		close(hold)
 	}()
 }
+
+// A host waiting for the runner name the other lane holds is not charged
+// that wait against its boot timeout: when the holder fails late, the
+// waiting host registers and serves instead of being destroyed for a
+// timeout that was not its own.
+func TestLeaseNowHedgeWaitingForTheNameKeepsItsBootTime(t *testing.T) {
+	p, prov, gh, boot := oneShot(t)
+	prov.offers = append(prov.offers, provisioner.Offer{Provider: "mem", ID: "o-mid", GPU: "A100", GPUCount: 1, GPUMemoryGB: 80, PricePerHour: 1.5, MachineID: "m-mid"})
+	const bootTimeout = time.Second
+	req, lines := hedgedReq(20*time.Second, 50*time.Millisecond)
+	req.Class.BootTimeout = bootTimeout
+	// i-1 (first lane, o-cheap) boots late and fails its GPU check; the
+	// first lane's next host, i-3 (o-dear), registers the name and holds it
+	// until the hedge, i-2 (o-mid), has waited for it past the hedge's
+	// boot timeout counted from its create; then i-3's runner fails.
+	hold1, hold2, firstStarts := make(chan struct{}), make(chan struct{}), make(chan struct{})
+	prov.behave = func(n int) memBehavior {
+		switch n {
+		case 1:
+			return memBehavior{hold: hold1}
+		case 2:
+			return memBehavior{hold: hold2}
+		}
+		return memBehavior{}
+	}
+	boot.gpuBad = func(_ provisioner.Endpoint, n int) bool { return n == 1 }
+	now := make(chan struct{})
+	close(now)
+	boot.registered = func(id int64) <-chan struct{} {
+		if id == 1 {
+			return firstStarts
+		}
+		return now
+	}
+	boot.failStart = func(id int64) error {
+		if id == 1 {
+			return errors.New("Runner.Listener exited")
+		}
+		return nil
+	}
+	var hedgeCreated time.Time
+	go func() {
+		waitFor(t, "the hedge's create", func() bool { _, created, _ := prov.counts(); return created == 2 })
+		hedgeCreated = time.Now()
+		time.Sleep(bootTimeout / 2)
+		close(hold1)
+		waitFor(t, "the first lane's second host registering", func() bool {
+			gh.mu.Lock()
+			defer gh.mu.Unlock()
+			return len(gh.jits) == 1
+		})
+		close(hold2)
+		waitFor(t, "the hedge waiting for the runner name", func() bool { return said(lines(), "hedge: host ready, but the other host registered") })
+		time.Sleep(time.Until(hedgeCreated.Add(bootTimeout + bootTimeout/5)))
+		close(firstStarts)
+	}()
+	l, err := p.LeaseNow(context.Background(), req)
+	if err != nil {
+		t.Fatalf("%v; progress: %q", err, lines())
+	}
+	if l.InstanceID != "i-2" || l.RunnerID != 2 || gh.live() != 1 {
+		t.Fatalf("lease on %s with runner %d; %d runners; progress: %q", l.InstanceID, l.RunnerID, gh.live(), lines())
+	}
+	if live, _, _ := prov.counts(); live != 1 || prov.peak > 2 {
+		t.Fatalf("%d instances live, at most %d at once", live, prov.peak)
+	}
+}

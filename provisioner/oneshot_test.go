@@ -3,7 +3,9 @@ package provisioner_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -94,6 +96,58 @@ func TestLeaseNowFailureLeavesNothing(t *testing.T) {
 		t.Fatalf("err %v", err)
 	}
 	if live, created, _ := prov.counts(); live != 0 || created == 0 || gh.live() != 0 {
+		t.Fatalf("left: %d instances of %d, %d runners", live, created, gh.live())
+	}
+}
+
+// A host without a runner online within the class's boot timeout is
+// destroyed and the next offer tried while the lease's timeout still runs:
+// a never-booting host does not hold the start until it fails.
+func TestLeaseNowReplacesAHostPastItsBootTimeout(t *testing.T) {
+	p, prov, gh, _ := oneShot(t)
+	prov.behave = func(n int) memBehavior { return memBehavior{neverBoot: n == 1} }
+	var mu sync.Mutex
+	var lines []string
+	req := oneShotReq(10 * time.Second)
+	req.Class.BootTimeout = 200 * time.Millisecond
+	req.Progress = func(f string, a ...any) {
+		mu.Lock()
+		lines = append(lines, fmt.Sprintf(f, a...))
+		mu.Unlock()
+	}
+	began := time.Now()
+	l, err := p.LeaseNow(context.Background(), req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if took := time.Since(began); took > 5*time.Second {
+		t.Fatalf("took %s: the first host was held to the lease's timeout", took)
+	}
+	if live, created, destroyed := prov.counts(); l.InstanceID != "i-2" || live != 1 || created != 2 || destroyed != 1 || gh.live() != 1 {
+		t.Fatalf("lease on %s; instances live %d created %d destroyed %d; %d runners", l.InstanceID, live, created, destroyed, gh.live())
+	}
+	if !said(lines, "offer o-cheap failed: host not reachable over SSH (last: instance i-1 is pending): boot timeout: no runner online 200ms after this host's create call") {
+		t.Fatalf("progress: %q", lines)
+	}
+	// The never-booting host's machine is avoided.
+	if l.OfferID != "o-dear" {
+		t.Fatalf("second host on %s", l.OfferID)
+	}
+}
+
+// The boot timeout runs out for every host: the lease fails at its own
+// timeout or its attempts, with nothing left behind.
+func TestLeaseNowEveryHostPastItsBootTimeout(t *testing.T) {
+	p, prov, gh, _ := oneShot(t)
+	prov.behave = func(n int) memBehavior { return memBehavior{neverBoot: true} }
+	req := oneShotReq(10 * time.Second)
+	req.Class.BootTimeout = 100 * time.Millisecond
+	req.Attempts = 2
+	_, err := p.LeaseNow(context.Background(), req)
+	if err == nil || !strings.Contains(err.Error(), "boot timeout: no runner online 100ms after this host's create call") || !strings.Contains(err.Error(), "tried: mem o-cheap: host not reachable over SSH (last: instance i-1 is pending): boot timeout") {
+		t.Fatalf("err %v", err)
+	}
+	if live, created, _ := prov.counts(); live != 0 || created != 2 || gh.live() != 0 {
 		t.Fatalf("left: %d instances of %d, %d runners", live, created, gh.live())
 	}
 }

@@ -135,6 +135,41 @@ func TestActionHedgeWithVast(t *testing.T) {
 	}
 }
 
+// A host that never boots is replaced at the boot timeout, not held until
+// start's timeout: start succeeds on the next offer without hedging.
+func TestActionBootTimeoutReplacesANeverBootingHost(t *testing.T) {
+	w := newActionWorld(t, false, nil, nil)
+	market := []vasttest.Offer{
+		{ID: 9200001, MachineID: 921, GPUName: "A100 PCIE", NumGPUs: 1, GPURAM: 40960, DphBase: 0.70, StorageCost: 0.2, Reliability: 0.99, Geolocation: "Texas, US", DirectPortCount: 20, DiskSpace: 500, CUDAMaxGood: 12.6},
+		{ID: 9200002, MachineID: 922, GPUName: "A100 PCIE", NumGPUs: 1, GPURAM: 40960, DphBase: 0.90, StorageCost: 0.2, Reliability: 0.99, Geolocation: "Texas, US", DirectPortCount: 20, DiskSpace: 500, CUDAMaxGood: 12.6},
+	}
+	fake := vasttest.New(vasttest.Options{APIKey: actionVastKey, Dir: filepath.Join(w.dir, "vast"), Offers: market, Logf: t.Logf,
+		Behavior: func(seq int, _ vasttest.Offer, _ string) vasttest.Behavior {
+			return vasttest.Behavior{NeverBoot: seq == 1}
+		}})
+	t.Cleanup(fake.Close)
+	w.onVast(fake)
+
+	start := w.step(map[string]string{"mode": "start", "gpu": "A100", "max-price": "2", "timeout": "5m", "boot-timeout": "20s", "max-lifetime": "1h"})
+	if start.code != 0 {
+		t.Fatalf("start: exit %d\n%s", start.code, start.stdout)
+	}
+	out := start.outputs
+	if !strings.HasPrefix(out["price-per-hour"], "0.9") {
+		t.Fatalf("outputs %v", out)
+	}
+	if live := fake.Live(); len(live) != 1 || live[0].OfferID != 9200002 {
+		t.Fatalf("vast instances after start %+v", live)
+	}
+	if !strings.Contains(start.stdout, "offer 9200001 failed: host not reachable over SSH (last: instance 20000001 is pending): boot timeout: no runner online 20s after this host's create call") {
+		t.Fatalf("start's log does not say why the first host went:\n%s", start.stdout)
+	}
+	stop := w.step(map[string]string{"mode": "stop", "label": out["label"]})
+	if stop.code != 0 || len(fake.Live()) != 0 || len(w.gh.Runners()) != 0 {
+		t.Fatalf("stop: exit %d; left %+v and %+v", stop.code, fake.Live(), w.gh.Runners())
+	}
+}
+
 // onVast points the world's steps at the fake Vast through the real
 // provider factory: the fake's hosts are this user's sshd on loopback,
 // which the Action refuses otherwise (action_endpoints_test.go); only polls

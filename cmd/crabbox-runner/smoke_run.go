@@ -207,6 +207,11 @@ func (s *smoke) classifyStart(ctx context.Context, stage string, err error, work
 		return failed(stage, "offer_gone")
 	case status == 401 || status == 403:
 		return blocked("key_rejected")
+	case errors.Is(err, provisioner.ErrBootTimeout) && stage == provisioner.StageOnline:
+		return failed(stage, "runner_not_online")
+	case errors.Is(err, provisioner.ErrBootTimeout):
+		// The class's boot_timeout, shorter than the smoke's time.
+		return failed(stage, "boot_timeout")
 	case !time.Now().Before(workDeadline) && stage == provisioner.StageBoot:
 		return failed(stage, "boot_timeout")
 	case !time.Now().Before(workDeadline) && stage == provisioner.StageOnline:

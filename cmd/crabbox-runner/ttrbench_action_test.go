@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -84,7 +85,8 @@ func TestTTRActionBench(t *testing.T) {
 				secs[i] = d.Seconds()
 			}
 			runs = append(runs, map[string]any{"hedge_after_s": r.hedgeAfter.Seconds(), "seed": r.p.Seed, "total_s": secs,
-				"failed": r.failed, "money": r.money, "money_unused": r.moneyUnused, "hosts": r.hosts, "hedges": r.hedges, "hedge_wins": r.hedgeWins})
+				"failed": r.failed, "money": r.money, "money_unused": r.moneyUnused, "hosts": r.hosts, "hedges": r.hedges, "hedge_wins": r.hedgeWins,
+				"boot_timeout_s": r.bootTimeout.Seconds(), "longest_unreached_s": r.longestUnreached.Seconds()})
 		}
 		data, err := json.MarshalIndent(runs, "", " ")
 		if err != nil {
@@ -104,14 +106,22 @@ type actionTTRJob struct {
 	runnerName string
 	hedged     bool // a second host was started
 	hedgeWon   bool
+	// lanes are the instances each lane created, in order (the step's
+	// "instance … created" and "hedge: instance … created" lines).
+	lanes [2][]string
 }
+
+var actionCreatedRE = regexp.MustCompile(`(hedge: )?instance (\d+) created`)
 
 type actionTTRReport struct {
 	p          ttrParams
 	hedgeAfter time.Duration // real terms; 0: off
 	hedgeWall  time.Duration // as the harness set it
-	conc       int
-	wall       time.Duration
+	// bootTimeout is each host's boot-timeout, real terms; bootWall as
+	// the harness set it.
+	bootTimeout, bootWall time.Duration
+	conc                  int
+	wall                  time.Duration
 	// Per job that got a runner, real terms: start → runner online, and
 	// its part after the winning host was reachable (ours).
 	total, ours              []time.Duration
@@ -119,6 +129,9 @@ type actionTTRReport struct {
 	hosts, hedges, hedgeWins int
 	maxHostsPerLease         int
 	money, moneyUnused       float64
+	// longestUnreached is the longest a host that never became reachable
+	// was held, real terms: a never-booting host's cost in waiting.
+	longestUnreached time.Duration
 }
 
 func runActionTTR(t *testing.T, p ttrParams, hedgeAfter, slack time.Duration, conc int) *actionTTRReport {
@@ -161,7 +174,15 @@ func runActionTTR(t *testing.T, p ttrParams, hedgeAfter, slack time.Duration, co
 	w.onVast(fake)
 
 	timeout := p.timer(p.BootTimeout)
-	with := map[string]string{"mode": "start", "gpu": "A100", "max-price": "2", "timeout": timeout.String(), "max-lifetime": "2h"}
+	// boot-timeout is the Action's default, half of timeout, set with
+	// hedgeTimer's close conversion (its unscaled part is what the
+	// bootstrap takes, ttrHedgeSlack, the same in every run so the runs
+	// stay paired): with timer's generous allowance a host booting in 8
+	// minutes, real terms, would be kept past its 5.
+	bootTimeout := p.BootTimeout / 2
+	bootWall := p.wall(bootTimeout-ttrHedgeSlack) + ttrHedgeSlack
+	with := map[string]string{"mode": "start", "gpu": "A100", "max-price": "2", "timeout": timeout.String(),
+		"boot-timeout": bootWall.Round(time.Millisecond).String(), "max-lifetime": "2h"}
 	hedgeWall := time.Duration(0)
 	if hedgeAfter > 0 {
 		// Its provider part scaled, the bootstrap's not (hedgeTimer): a
@@ -172,7 +193,7 @@ func runActionTTR(t *testing.T, p ttrParams, hedgeAfter, slack time.Duration, co
 	}
 
 	// The most hosts a lease (a deployment here) had at once.
-	rep := &actionTTRReport{p: p, hedgeAfter: hedgeAfter, conc: conc, hedgeWall: hedgeWall}
+	rep := &actionTTRReport{p: p, hedgeAfter: hedgeAfter, conc: conc, hedgeWall: hedgeWall, bootTimeout: bootTimeout, bootWall: bootWall}
 	stop, sampled := make(chan struct{}), make(chan struct{})
 	go func() {
 		defer close(sampled)
@@ -213,6 +234,13 @@ func runActionTTR(t *testing.T, p ttrParams, hedgeAfter, slack time.Duration, co
 			j.code, j.instanceID = code, out["instance-id"]
 			j.hedged = strings.Contains(stdout, "starting a second host")
 			j.hedgeWon = strings.Contains(stdout, "the hedge won")
+			for _, m := range actionCreatedRE.FindAllStringSubmatch(stdout, -1) {
+				lane := 0
+				if m[1] != "" {
+					lane = 1
+				}
+				j.lanes[lane] = append(j.lanes[lane], m[2])
+			}
 			if os.Getenv("CRABBOX_TTR_ACTION_DEBUG") != "" {
 				t.Logf("job %d start:\n%s", i, stdout)
 			}
@@ -247,6 +275,7 @@ func runActionTTR(t *testing.T, p ttrParams, hedgeAfter, slack time.Duration, co
 		m, _ := provisioner.ParseMarker(r.Label)
 		byDeployment[m.Deployment] = append(byDeployment[m.Deployment], r)
 	}
+	tl := actionTimeline{S: S, hedgeAfter: hedgeAfter, hedgeWall: hedgeWall, bootTimeout: bootTimeout, bootWall: bootWall, timeoutWall: timeout}
 	served := map[string]bool{}
 	for i, j := range jobs {
 		if j.hedged {
@@ -270,50 +299,43 @@ func runActionTTR(t *testing.T, p ttrParams, hedgeAfter, slack time.Duration, co
 		}
 		served[j.instanceID] = true
 		// Before the winner was reachable: the offers and the first create
-		// call (real time: the API's pace), then, when the winner is not
-		// the first host, what came between their creates (hosts that
-		// failed fast while booting, or the hedge timer: × S but the
-		// hedge timer's bootstrap allowance, hedgeTimer), then the
-		// winner's boot (× S).
+		// call (real time: the API's pace), then the winner's lane up to
+		// its create (actionTimeline.created), then its boot (× S).
 		first := win.Created
 		for _, r := range byDeployment[fmt.Sprintf("ttr-%d", i)] {
 			if r.Created.Before(first) {
 				first = r.Created
 			}
 		}
-		gap := win.Created.Sub(first)
-		gapReal := time.Duration(float64(gap) * S)
-		if j.hedged && hedgeWall > 0 && gap >= hedgeWall {
-			gapReal = hedgeAfter + time.Duration(float64(gap-hedgeWall)*S)
+		upTo, err := tl.created(records, j.lanes, first, j.instanceID)
+		if err != nil {
+			t.Errorf("job %d: %v", i, err)
+			continue
 		}
-		total := first.Sub(j.started) + gapReal +
+		total := first.Sub(j.started) + upTo +
 			time.Duration(float64(win.Reachable.Sub(win.Created))*S) + on.Sub(win.Reachable)
 		rep.total = append(rep.total, total)
 		if os.Getenv("CRABBOX_TTR_ACTION_DEBUG") != "" {
-			t.Logf("job %d: winner %s (first created %s after start, gap %s → %s, boot %s, bootstrap %s) total %s hedged %v won %v",
-				i, j.instanceID, first.Sub(j.started), gap, gapReal, win.Reachable.Sub(win.Created), on.Sub(win.Reachable), total, j.hedged, j.hedgeWon)
+			t.Logf("job %d: winner %s (first created %s after start, lanes %v, its create %s, boot %s, bootstrap %s) total %s hedged %v won %v",
+				i, j.instanceID, first.Sub(j.started), j.lanes, upTo, win.Reachable.Sub(win.Created), on.Sub(win.Reachable), total, j.hedged, j.hedgeWon)
 		}
 		rep.ours = append(rep.ours, on.Sub(win.Reachable)+p.imagePull())
 	}
-	// Money, real terms: a host's boot × S; after it, what it lived,
-	// plus the job's run (JobRun) on a host that served one; a host that
-	// never became reachable: its wait converted as a timer's when it
-	// was held to the timeout, × S otherwise.
+	// Money, real terms: a host's life (actionTimeline.life), plus the
+	// job's run (JobRun) on a host that served one.
 	for id, r := range records {
 		rep.hosts++
-		var existed, running time.Duration
+		existed := tl.life(r)
 		if r.Reachable.IsZero() {
-			w := r.Destroyed.Sub(r.Created)
-			existed = time.Duration(float64(w) * S)
-			if w >= timeout/2 {
-				existed = p.timerReal(w)
-			}
-		} else {
+			rep.longestUnreached = max(rep.longestUnreached, existed)
+		}
+		var running time.Duration
+		if !r.Reachable.IsZero() {
 			running = r.Destroyed.Sub(r.Reachable)
 			if served[id] {
 				running += p.JobRun
+				existed += p.JobRun
 			}
-			existed = time.Duration(float64(r.Reachable.Sub(r.Created))*S) + running
 		}
 		c := r.Cost(existed, running)
 		rep.money += c
@@ -322,6 +344,67 @@ func runActionTTR(t *testing.T, p ttrParams, hedgeAfter, slack time.Duration, co
 		}
 	}
 	return rep
+}
+
+// actionTimeline converts a workflow's wall-clock times back to real terms.
+// The harness scales provider waits (boots) by 1/S and runs API calls and
+// bootstraps in real time; the product's timers are set to match
+// (boot-timeout and hedge-after with hedgeTimer's conversion, timeout with
+// timer's), so each wait converts by what ended it.
+type actionTimeline struct {
+	S                     float64
+	hedgeAfter, hedgeWall time.Duration
+	bootTimeout, bootWall time.Duration
+	timeoutWall           time.Duration
+}
+
+func (tl actionTimeline) scale(w time.Duration) time.Duration {
+	return time.Duration(float64(w) * tl.S)
+}
+
+// life is how long a host existed, real terms: its boot × S and, once
+// reachable, the rest as it ran; a host never reachable was destroyed by
+// its boot-timeout (the timer in real terms, plus the destroy's lag), by
+// start's timeout, or earlier (failed fast, lost a race, × S).
+func (tl actionTimeline) life(r vasttest.Record) time.Duration {
+	w := r.Destroyed.Sub(r.Created)
+	switch {
+	case !r.Reachable.IsZero():
+		return tl.scale(r.Reachable.Sub(r.Created)) + r.Destroyed.Sub(r.Reachable)
+	case tl.bootWall > 0 && w >= tl.bootWall-100*time.Millisecond && w < tl.bootWall+30*time.Second:
+		return tl.bootTimeout + max(w-tl.bootWall, 0)
+	case w >= tl.timeoutWall/2:
+		return ttrParams{Scale: tl.S}.timerReal(w)
+	}
+	return tl.scale(w)
+}
+
+// created is when instance id was created, real terms, after the
+// workflow's first create: its lane's start (0 for the first lane; the
+// hedge's due time, hedge-after, for the second, and the API calls after
+// it as they ran) plus, for each earlier host of the lane, its life and
+// the calls between its destroy and the next create, as they ran.
+func (tl actionTimeline) created(records map[string]vasttest.Record, lanes [2][]string, first time.Time, id string) (time.Duration, error) {
+	for lane, ids := range lanes {
+		at := time.Duration(0)
+		for k, hid := range ids {
+			r, ok := records[hid]
+			if !ok {
+				return 0, fmt.Errorf("instance %s of lane %d not recorded", hid, lane)
+			}
+			switch {
+			case k == 0 && lane == 1:
+				at = tl.hedgeAfter + max(r.Created.Sub(first)-tl.hedgeWall, 0)
+			case k > 0:
+				prev := records[ids[k-1]]
+				at += tl.life(prev) + max(r.Created.Sub(prev.Destroyed), 0)
+			}
+			if hid == id {
+				return at, nil
+			}
+		}
+	}
+	return 0, fmt.Errorf("instance %s is in neither lane %v", id, lanes)
 }
 
 // quietStep runs one Action step like actionWorld.step, without its
@@ -350,6 +433,7 @@ func (r *actionTTRReport) markdown() string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "### Action, %s: %d workflows (%d at once), scale %g, seed %d, runner in the image (its %s pull added to each boot, counted as ours); wall %s",
 		r.name(), r.p.Jobs, r.conc, r.p.Scale, r.p.Seed, fmtDur(r.p.imagePull()), r.wall.Round(time.Second))
+	fmt.Fprintf(&b, "; boot-timeout %s (set to %s of wall time)", fmtDur(r.bootTimeout), r.bootWall.Round(time.Millisecond))
 	if r.hedgeWall > 0 {
 		fmt.Fprintf(&b, "; hedge-after set to %s of wall time", r.hedgeWall.Round(time.Millisecond))
 	}
@@ -357,8 +441,8 @@ func (r *actionTTRReport) markdown() string {
 	b.WriteString("| real terms | p50 | p95 | max |\n|---|---:|---:|---:|\n")
 	fmt.Fprintf(&b, "| start → runner online | %s | %s | %s |\n", fmtDur(pct(r.total, 50)), fmtDur(pct(r.total, 95)), fmtDur(slices.Max(append([]time.Duration{0}, r.total...))))
 	fmt.Fprintf(&b, "| ours (winner reachable → online, + the pull) | %s | %s | %s |\n\n", fmtDur(pct(r.ours, 50)), fmtDur(pct(r.ours, 95)), fmtDur(slices.Max(append([]time.Duration{0}, r.ours...))))
-	fmt.Fprintf(&b, "Start steps that failed (no runner within the timeout; counted at the timeout, %s, above): %d. Hosts %d; hedges started %d, won by the hedge %d; most hosts per lease %d. Host money $%.2f, of which on hosts that served no job $%.2f.\n",
-		fmtDur(r.p.BootTimeout), r.failed, r.hosts, r.hedges, r.hedgeWins, r.maxHostsPerLease, r.money, r.moneyUnused)
+	fmt.Fprintf(&b, "Start steps that failed (no runner within the timeout; counted at the timeout, %s, above): %d. Hosts %d; hedges started %d, won by the hedge %d; most hosts per lease %d. Host money $%.2f, of which on hosts that served no job $%.2f. Longest a host that never became reachable was held: %s.\n",
+		fmtDur(r.p.BootTimeout), r.failed, r.hosts, r.hedges, r.hedgeWins, r.maxHostsPerLease, r.money, r.moneyUnused, fmtDur(r.longestUnreached))
 	return b.String()
 }
 
@@ -401,6 +485,9 @@ func TestTTRActionPool(t *testing.T) {
 		Hosts       int       `json:"hosts"`
 		Hedges      int       `json:"hedges"`
 		HedgeWins   int       `json:"hedge_wins"`
+		// Longest is the longest a never-reachable host was held (runs
+		// before boot-timeout existed wrote none).
+		Longest float64 `json:"longest_unreached_s"`
 	}
 	pooled := map[float64]*run{}
 	seeds := map[float64][]uint64{}
@@ -426,6 +513,7 @@ func TestTTRActionPool(t *testing.T) {
 			p.Hosts += r.Hosts
 			p.Hedges += r.Hedges
 			p.HedgeWins += r.HedgeWins
+			p.Longest = max(p.Longest, r.Longest)
 			seeds[r.HedgeAfter] = append(seeds[r.HedgeAfter], r.Seed)
 		}
 	}
@@ -450,7 +538,7 @@ func TestTTRActionPool(t *testing.T) {
 	}
 	var b strings.Builder
 	fmt.Fprintf(&b, "Pooled over seeds %v (%d workflows a setting):\n\n", seeds[0], len(base.Total))
-	b.WriteString("| hedge-after | p50 | p95 | max | failed starts | hosts | hedges (won by the hedge) | host money | on hosts that served no job | p95 vs no hedge | money vs no hedge | money per job served vs no hedge |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
+	b.WriteString("| hedge-after | p50 | p95 | max | failed starts | hosts | hedges (won by the hedge) | host money | on hosts that served no job | longest held unreachable host | p95 vs no hedge | money vs no hedge | money per job served vs no hedge |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
 	p95 := func(r *run) time.Duration { return pct(durs(r.Total), 95) }
 	// A failed start ran no job, so it paid for no job's run: money per
 	// job served compares runs that served different numbers of jobs.
@@ -468,9 +556,9 @@ func TestTTRActionPool(t *testing.T) {
 		if k > 0 {
 			name = (time.Duration(k) * time.Second).String()
 		}
-		fmt.Fprintf(&b, "| %s | %s | %s | %s | %d | %d | %d (%d) | $%.2f | $%.2f | %.2f× | %.3f× | %.3f× |\n", name,
+		fmt.Fprintf(&b, "| %s | %s | %s | %s | %d | %d | %d (%d) | $%.2f | $%.2f | %s | %.2f× | %.3f× | %.3f× |\n", name,
 			fmtDur(pct(durs(r.Total), 50)), fmtDur(p95(r)), fmtDur(slices.Max(durs(r.Total))), r.Failed, r.Hosts, r.Hedges, r.HedgeWins,
-			r.Money, r.MoneyUnused, float64(p95(r))/float64(p95(base)), r.Money/base.Money, perJob(r)/perJob(base))
+			r.Money, r.MoneyUnused, fmtDur(time.Duration(r.Longest*float64(time.Second))), float64(p95(r))/float64(p95(base)), r.Money/base.Money, perJob(r)/perJob(base))
 	}
 	b.WriteString("\nThe workflows that got a runner only (the run without hedging lost its failed starts):\n\n")
 	b.WriteString("| hedge-after | workflows | p50 | p90 | p95 | max | p95 vs no hedge |\n|---|---:|---:|---:|---:|---:|---:|\n")
