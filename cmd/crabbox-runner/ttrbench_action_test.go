@@ -173,14 +173,16 @@ func runActionTTR(t *testing.T, p ttrParams, hedgeAfter, slack time.Duration, co
 	t.Cleanup(fake.Close)
 	w.onVast(fake)
 
-	timeout := p.timer(p.BootTimeout)
-	// boot-timeout is the Action's default, half of timeout, set with
-	// hedgeTimer's close conversion (its unscaled part is what the
-	// bootstrap takes, ttrHedgeSlack, the same in every run so the runs
-	// stay paired): with timer's generous allowance a host booting in 8
-	// minutes, real terms, would be kept past its 5.
+	// timeout and boot-timeout (the Action's default, half of timeout) are
+	// set with hedgeTimer's close conversion: their unscaled part is what
+	// a bootstrap takes (ttrHedgeSlack, the same in every run so the runs
+	// stay paired). With timer's generous allowance (68 s unscaled) a host
+	// booting in 8 minutes, real terms, would be kept past its 5, and a
+	// start whose hosts boot in 5 + 5 minutes would pass its 10.
+	closeTimer := func(real time.Duration) time.Duration { return p.wall(real-ttrHedgeSlack) + ttrHedgeSlack }
+	timeout := closeTimer(p.BootTimeout)
 	bootTimeout := p.BootTimeout / 2
-	bootWall := p.wall(bootTimeout-ttrHedgeSlack) + ttrHedgeSlack
+	bootWall := closeTimer(bootTimeout)
 	with := map[string]string{"mode": "start", "gpu": "A100", "max-price": "2", "timeout": timeout.String(),
 		"boot-timeout": bootWall.Round(time.Millisecond).String(), "max-lifetime": "2h"}
 	hedgeWall := time.Duration(0)
@@ -275,7 +277,7 @@ func runActionTTR(t *testing.T, p ttrParams, hedgeAfter, slack time.Duration, co
 		m, _ := provisioner.ParseMarker(r.Label)
 		byDeployment[m.Deployment] = append(byDeployment[m.Deployment], r)
 	}
-	tl := actionTimeline{S: S, hedgeAfter: hedgeAfter, hedgeWall: hedgeWall, bootTimeout: bootTimeout, bootWall: bootWall, timeoutWall: timeout}
+	tl := actionTimeline{S: S, hedgeAfter: hedgeAfter, hedgeWall: hedgeWall, bootTimeout: bootTimeout, bootWall: bootWall}
 	served := map[string]bool{}
 	for i, j := range jobs {
 		if j.hedged {
@@ -355,7 +357,6 @@ type actionTimeline struct {
 	S                     float64
 	hedgeAfter, hedgeWall time.Duration
 	bootTimeout, bootWall time.Duration
-	timeoutWall           time.Duration
 }
 
 func (tl actionTimeline) scale(w time.Duration) time.Duration {
@@ -364,8 +365,8 @@ func (tl actionTimeline) scale(w time.Duration) time.Duration {
 
 // life is how long a host existed, real terms: its boot × S and, once
 // reachable, the rest as it ran; a host never reachable was destroyed by
-// its boot-timeout (the timer in real terms, plus the destroy's lag), by
-// start's timeout, or earlier (failed fast, lost a race, × S).
+// its boot-timeout (the timer in real terms, plus the destroy's lag), or
+// earlier (failed fast, lost a race, start's timeout: × S).
 func (tl actionTimeline) life(r vasttest.Record) time.Duration {
 	w := r.Destroyed.Sub(r.Created)
 	switch {
@@ -373,8 +374,6 @@ func (tl actionTimeline) life(r vasttest.Record) time.Duration {
 		return tl.scale(r.Reachable.Sub(r.Created)) + r.Destroyed.Sub(r.Reachable)
 	case tl.bootWall > 0 && w >= tl.bootWall-100*time.Millisecond && w < tl.bootWall+30*time.Second:
 		return tl.bootTimeout + max(w-tl.bootWall, 0)
-	case w >= tl.timeoutWall/2:
-		return ttrParams{Scale: tl.S}.timerReal(w)
 	}
 	return tl.scale(w)
 }
