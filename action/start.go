@@ -147,10 +147,12 @@ func (r *runner) startFailed(ctx context.Context, p *provisioner.Provisioner, gh
 // counts as left.
 func (r *runner) leftovers(ctx context.Context, p *provisioner.Provisioner, gh provisioner.GitHub, scope provisioner.Scope, n Names) []string {
 	var left []string
-	_, inst, err := p.FindLease(ctx, n.LeaseID)
+	insts, err := p.LeaseInstances(ctx, n.LeaseID)
 	switch {
 	case err == nil:
-		left = append(left, "instance "+inst.ID)
+		for _, inst := range insts {
+			left = append(left, "instance "+inst.ID)
+		}
 	case !errors.Is(err, provisioner.ErrNotFound):
 		left = append(left, "possibly an instance (listing failed)")
 	}

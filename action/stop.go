@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/crabbox/crabbox-runner/github"
@@ -39,7 +40,9 @@ func (r *runner) stop(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Minute)
 	defer cancel()
 
-	found, inst, err := p.FindLease(ctx, n.LeaseID)
+	// A start cut short in a hedged race may have left two hosts: every
+	// one is destroyed and paid for.
+	insts, err := p.LeaseInstances(ctx, n.LeaseID)
 	hostGone := errors.Is(err, provisioner.ErrNotFound)
 	if err != nil && !hostGone {
 		return fmt.Errorf("looking for lease %s: %w", n.LeaseID, err)
@@ -59,12 +62,12 @@ func (r *runner) stop(ctx context.Context) error {
 	if !runnerGone {
 		r.ga.Infof("removing runner %s (%s, busy: %t)", runner.Name, runner.Status, runner.Busy)
 	}
-	if !hostGone {
-		r.ga.Infof("destroying %s instance %s (%s)", found.Provider, inst.ID, found.GPU)
+	for _, inst := range insts {
+		r.ga.Infof("destroying %s instance %s (%s)", inst.Provider, inst.ID, inst.GPU)
 	}
 	lease := &provisioner.Lease{ID: n.LeaseID, Scope: scope, RunnerName: n.RunnerName}
-	if found != nil {
-		lease.Provider, lease.InstanceID = found.Provider, found.InstanceID
+	if len(insts) == 1 {
+		lease.Provider, lease.InstanceID = insts[0].Provider, insts[0].ID
 	}
 	relErr := p.ReleaseNow(ctx, lease)
 	stopped := r.now()
@@ -96,20 +99,40 @@ func (r *runner) stop(ctx context.Context) error {
 		r.summary(fmt.Sprintf("### GPU runner stopped\n\nRunner `%s` %s; its host was already gone, so no cost is known here.\n", n.RunnerName, what))
 		return nil
 	}
-	ran := stopped.Sub(inst.CreatedAt)
-	if inst.CreatedAt.IsZero() || ran < 0 {
-		ran = 0
+	// The outputs name the host that lived longest (the one that served,
+	// when start won its race); the cost is every host's.
+	life := func(inst *provisioner.Instance) time.Duration {
+		if inst.CreatedAt.IsZero() {
+			return 0
+		}
+		return max(stopped.Sub(inst.CreatedAt), 0)
 	}
-	cost := found.PricePerHour * ran.Hours()
-	r.setOutputs("provider", found.Provider, "price-per-hour", price(found.PricePerHour), "gpu", found.GPU,
-		"instance-id", inst.ID, "run-time", fmt.Sprint(int64(ran.Seconds())), "cost", fmt.Sprintf("%.2f", cost))
-	r.ga.Noticef("Lease %s released: %s %s ran %s at %s/h, about %s.",
-		n.LeaseID, found.Provider, found.GPU, ran.Round(time.Second), money(found.PricePerHour), money(cost))
+	main, cost := insts[0], 0.0
+	for _, inst := range insts {
+		if life(inst) > life(main) {
+			main = inst
+		}
+		cost += inst.PricePerHour * life(inst).Hours()
+	}
+	ran := life(main)
+	others := ""
+	if len(insts) > 1 {
+		others = fmt.Sprintf(" (with %d other host(s) a cut-short start left, all destroyed)", len(insts)-1)
+	}
+	r.setOutputs("provider", main.Provider, "price-per-hour", price(main.PricePerHour), "gpu", main.GPU,
+		"instance-id", main.ID, "run-time", fmt.Sprint(int64(ran.Seconds())), "cost", fmt.Sprintf("%.2f", cost))
+	r.ga.Noticef("Lease %s released: %s %s ran %s at %s/h, about %s%s.",
+		n.LeaseID, main.Provider, main.GPU, ran.Round(time.Second), money(main.PricePerHour), money(cost), others)
+	var rows strings.Builder
+	for _, inst := range insts {
+		fmt.Fprintf(&rows, "| %s | %s | %s | %s | %s |\n", mdCell(inst.Provider), mdCell(inst.GPU), money(inst.PricePerHour),
+			life(inst).Round(time.Second), money(inst.PricePerHour*life(inst).Hours()))
+	}
 	r.summary(fmt.Sprintf("### GPU runner stopped\n\n"+
 		"| provider | GPU | price per hour | run time | cost |\n"+
 		"|---|---|---|---|---|\n"+
-		"| %s | %s | %s | %s | %s |\n\n"+
+		"%s\n"+
 		"Run time is from the instance's creation to its destruction; the provider's bill is authoritative.\n",
-		mdCell(found.Provider), mdCell(found.GPU), money(found.PricePerHour), ran.Round(time.Second), money(cost)))
+		rows.String()))
 	return nil
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
 	"strings"
 	"sync"
@@ -445,19 +446,39 @@ func (p *Provisioner) ReleaseNow(ctx context.Context, l *Lease) error {
 
 // FindLease rebuilds what is known of a one-shot lease from the providers'
 // markers alone: its instance, provider, price and start. ErrNotFound when no
-// instance carries the lease id.
+// instance carries the lease id. A lease whose start was cut short in a
+// hedged race may have two instances: LeaseInstances lists every one.
 func (p *Provisioner) FindLease(ctx context.Context, leaseID string) (*Lease, *Instance, error) {
-	for name, prov := range p.cfg.Providers {
-		owned, err := prov.ListOwned(ctx, p.cfg.Deployment)
+	insts, err := p.LeaseInstances(ctx, leaseID)
+	if err != nil {
+		return nil, nil, err
+	}
+	inst := insts[0]
+	return &Lease{ID: leaseID, Provider: inst.Provider, InstanceID: inst.ID, PricePerHour: inst.PricePerHour,
+		GPU: inst.GPU, ExpiresAt: inst.Marker.Expires, CreatedAt: inst.CreatedAt}, inst, nil
+}
+
+// LeaseInstances lists every instance carrying the lease's marker, on every
+// configured provider, oldest first. ErrNotFound when there is none.
+func (p *Provisioner) LeaseInstances(ctx context.Context, leaseID string) ([]*Instance, error) {
+	var out []*Instance
+	for _, name := range slices.Sorted(maps.Keys(p.cfg.Providers)) {
+		owned, err := p.cfg.Providers[name].ListOwned(ctx, p.cfg.Deployment)
 		if err != nil {
-			return nil, nil, fmt.Errorf("listing %s instances: %w", name, err)
+			return nil, fmt.Errorf("listing %s instances: %w", name, err)
 		}
 		for _, inst := range owned {
 			if inst.Marker.LeaseID == leaseID {
-				return &Lease{ID: leaseID, Provider: name, InstanceID: inst.ID, PricePerHour: inst.PricePerHour,
-					GPU: inst.GPU, ExpiresAt: inst.Marker.Expires, CreatedAt: inst.CreatedAt}, inst, nil
+				if inst.Provider == "" {
+					inst.Provider = name
+				}
+				out = append(out, inst)
 			}
 		}
 	}
-	return nil, nil, fmt.Errorf("lease %s: no instance carries it: %w", leaseID, ErrNotFound)
+	if len(out) == 0 {
+		return nil, fmt.Errorf("lease %s: no instance carries it: %w", leaseID, ErrNotFound)
+	}
+	slices.SortStableFunc(out, func(a, b *Instance) int { return a.CreatedAt.Compare(b.CreatedAt) })
+	return out, nil
 }

@@ -126,20 +126,7 @@ func TestLeaseNowFastFirstHostStartsNoHedge(t *testing.T) {
 func TestLeaseNowHedgeRegistersOnceTheFirstLetsGo(t *testing.T) {
 	p, prov, gh, boot := oneShot(t)
 	req, lines := hedgedReq(10*time.Second, 20*time.Millisecond)
-	firstStarts, now := make(chan struct{}), make(chan struct{})
-	close(now)
-	boot.registered = func(id int64) <-chan struct{} {
-		if id == 1 {
-			return firstStarts
-		}
-		return now
-	}
-	boot.failStart = func(id int64) error {
-		if id == 1 {
-			return errors.New("Runner.Listener exited")
-		}
-		return nil
-	}
+	firstStarts := firstRunnerFailsWhenClosed(boot)
 	go func() {
 		waitFor(t, "the hedge waiting for the runner name", func() bool { return said(lines(), "hedge: host ready, but the other host registered") })
 		close(firstStarts)
@@ -218,7 +205,7 @@ func TestLeaseNowHedgeWaitingForTheNameKeepsItsBootTime(t *testing.T) {
 	// first lane's next host, i-3 (o-dear), registers the name and holds it
 	// until the hedge, i-2 (o-mid), has waited for it past the hedge's
 	// boot timeout counted from its create; then i-3's runner fails.
-	hold1, hold2, firstStarts := make(chan struct{}), make(chan struct{}), make(chan struct{})
+	hold1, hold2 := make(chan struct{}), make(chan struct{})
 	prov.behave = func(n int) memBehavior {
 		switch n {
 		case 1:
@@ -229,20 +216,7 @@ func TestLeaseNowHedgeWaitingForTheNameKeepsItsBootTime(t *testing.T) {
 		return memBehavior{}
 	}
 	boot.gpuBad = func(_ provisioner.Endpoint, n int) bool { return n == 1 }
-	now := make(chan struct{})
-	close(now)
-	boot.registered = func(id int64) <-chan struct{} {
-		if id == 1 {
-			return firstStarts
-		}
-		return now
-	}
-	boot.failStart = func(id int64) error {
-		if id == 1 {
-			return errors.New("Runner.Listener exited")
-		}
-		return nil
-	}
+	firstStarts := firstRunnerFailsWhenClosed(boot)
 	var hedgeCreated time.Time
 	go func() {
 		waitFor(t, "the hedge's create", func() bool { _, created, _ := prov.counts(); return created == 2 })
@@ -269,4 +243,25 @@ func TestLeaseNowHedgeWaitingForTheNameKeepsItsBootTime(t *testing.T) {
 	if live, _, _ := prov.counts(); live != 1 || prov.peak > 2 {
 		t.Fatalf("%d instances live, at most %d at once", live, prov.peak)
 	}
+}
+
+// firstRunnerFailsWhenClosed holds the start of the first runner registered
+// until the returned channel is closed, and then fails it; every other
+// runner starts at once.
+func firstRunnerFailsWhenClosed(boot *memBootstrapper) chan struct{} {
+	firstStarts, now := make(chan struct{}), make(chan struct{})
+	close(now)
+	boot.registered = func(id int64) <-chan struct{} {
+		if id == 1 {
+			return firstStarts
+		}
+		return now
+	}
+	boot.failStart = func(id int64) error {
+		if id == 1 {
+			return errors.New("Runner.Listener exited")
+		}
+		return nil
+	}
+	return firstStarts
 }

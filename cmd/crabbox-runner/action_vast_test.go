@@ -1,7 +1,9 @@
 package main
 
 import (
+	"bytes"
 	"context"
+	"net/http"
 	"os/user"
 	"path/filepath"
 	"strconv"
@@ -68,17 +70,7 @@ func TestActionWithVast(t *testing.T) {
 // runner serves the job, the first host is destroyed before start returns,
 // and never are more than two hosts live.
 func TestActionHedgeWithVast(t *testing.T) {
-	w := newActionWorld(t, false, nil, nil)
-	market := []vasttest.Offer{
-		{ID: 9100001, MachineID: 911, GPUName: "A100 PCIE", NumGPUs: 1, GPURAM: 40960, DphBase: 0.70, StorageCost: 0.2, Reliability: 0.99, Geolocation: "Texas, US", DirectPortCount: 20, DiskSpace: 500, CUDAMaxGood: 12.6},
-		{ID: 9100002, MachineID: 912, GPUName: "A100 PCIE", NumGPUs: 1, GPURAM: 40960, DphBase: 0.90, StorageCost: 0.2, Reliability: 0.99, Geolocation: "Texas, US", DirectPortCount: 20, DiskSpace: 500, CUDAMaxGood: 12.6},
-	}
-	fake := vasttest.New(vasttest.Options{APIKey: actionVastKey, Dir: filepath.Join(w.dir, "vast"), Offers: market, Logf: t.Logf,
-		Behavior: func(seq int, _ vasttest.Offer, _ string) vasttest.Behavior {
-			return vasttest.Behavior{NeverBoot: seq == 1}
-		}})
-	t.Cleanup(fake.Close)
-	w.onVast(fake)
+	w, fake := twoOffersOnVast(t, 9100001, true)
 
 	// The fake's live instances, sampled while start runs.
 	stopSampling := make(chan struct{})
@@ -138,17 +130,7 @@ func TestActionHedgeWithVast(t *testing.T) {
 // A host that never boots is replaced at the boot timeout, not held until
 // start's timeout: start succeeds on the next offer without hedging.
 func TestActionBootTimeoutReplacesANeverBootingHost(t *testing.T) {
-	w := newActionWorld(t, false, nil, nil)
-	market := []vasttest.Offer{
-		{ID: 9200001, MachineID: 921, GPUName: "A100 PCIE", NumGPUs: 1, GPURAM: 40960, DphBase: 0.70, StorageCost: 0.2, Reliability: 0.99, Geolocation: "Texas, US", DirectPortCount: 20, DiskSpace: 500, CUDAMaxGood: 12.6},
-		{ID: 9200002, MachineID: 922, GPUName: "A100 PCIE", NumGPUs: 1, GPURAM: 40960, DphBase: 0.90, StorageCost: 0.2, Reliability: 0.99, Geolocation: "Texas, US", DirectPortCount: 20, DiskSpace: 500, CUDAMaxGood: 12.6},
-	}
-	fake := vasttest.New(vasttest.Options{APIKey: actionVastKey, Dir: filepath.Join(w.dir, "vast"), Offers: market, Logf: t.Logf,
-		Behavior: func(seq int, _ vasttest.Offer, _ string) vasttest.Behavior {
-			return vasttest.Behavior{NeverBoot: seq == 1}
-		}})
-	t.Cleanup(fake.Close)
-	w.onVast(fake)
+	w, fake := twoOffersOnVast(t, 9200001, true)
 
 	start := w.step(map[string]string{"mode": "start", "gpu": "A100", "max-price": "2", "timeout": "5m", "boot-timeout": "20s", "max-lifetime": "1h"})
 	if start.code != 0 {
@@ -168,6 +150,71 @@ func TestActionBootTimeoutReplacesANeverBootingHost(t *testing.T) {
 	if stop.code != 0 || len(fake.Live()) != 0 || len(w.gh.Runners()) != 0 {
 		t.Fatalf("stop: exit %d; left %+v and %+v", stop.code, fake.Live(), w.gh.Runners())
 	}
+}
+
+// A start killed mid-race (the runner's kill, not its interrupt) leaves two
+// hosts with the lease's marker: stop destroys both and reports what both
+// cost, not one.
+func TestActionStopDestroysEveryHostOfTheLease(t *testing.T) {
+	w, fake := twoOffersOnVast(t, 9300001, false)
+	start := w.step(map[string]string{"mode": "start", "gpu": "A100", "max-price": "2", "timeout": "2m", "max-lifetime": "1h"})
+	if start.code != 0 {
+		t.Fatalf("start: exit %d", start.code)
+	}
+	// The second host, as the killed start's other lane rented it: the
+	// same create call, with the lease's marker, on the other offer.
+	creates := fake.RequestsFor(vasttest.OpCreate)
+	if len(creates) != 1 {
+		t.Fatalf("%d creates", len(creates))
+	}
+	req, err := http.NewRequest(http.MethodPut, fake.URL()+"/api/v0/asks/9300002/", bytes.NewReader(creates[0].Body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Authorization", "Bearer "+actionVastKey)
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if live := fake.Live(); resp.StatusCode != http.StatusOK || len(live) != 2 || live[0].Label != live[1].Label {
+		t.Fatalf("second create: %s; live %+v", resp.Status, live)
+	}
+	time.Sleep(1100 * time.Millisecond) // a second of run time for both
+
+	stop := w.step(map[string]string{"mode": "stop", "label": start.outputs["label"]})
+	if stop.code != 0 {
+		t.Fatalf("stop: exit %d\n%s", stop.code, stop.stdout)
+	}
+	if live := fake.Live(); len(live) != 0 {
+		t.Fatalf("vast instances left: %+v", live)
+	}
+	out := stop.outputs
+	if out["instance-id"] != start.outputs["instance-id"] || !strings.Contains(stop.stdout, "with 1 other host(s) a cut-short start left, all destroyed") {
+		t.Fatalf("stop outputs %v\n%s", out, stop.stdout)
+	}
+	if strings.Count(stop.summary, "| vast | A100 PCIE |") != 2 || !strings.Contains(stop.summary, "| $0.91 |") {
+		t.Fatalf("stop summary:\n%s", stop.summary)
+	}
+}
+
+// twoOffersOnVast is an Action world on a fake Vast of two A100 offers, ids
+// first and first+1 ($0.70 and $0.90 an hour), whose first host never
+// boots when neverBootFirst.
+func twoOffersOnVast(t *testing.T, first int64, neverBootFirst bool) (*actionWorld, *vasttest.Server) {
+	w := newActionWorld(t, false, nil, nil)
+	offer := func(id int64, price float64) vasttest.Offer {
+		return vasttest.Offer{ID: id, MachineID: 900 + id%100, GPUName: "A100 PCIE", NumGPUs: 1, GPURAM: 40960, DphBase: price, StorageCost: 0.2,
+			Reliability: 0.99, Geolocation: "Texas, US", DirectPortCount: 20, DiskSpace: 500, CUDAMaxGood: 12.6}
+	}
+	fake := vasttest.New(vasttest.Options{APIKey: actionVastKey, Dir: filepath.Join(w.dir, "vast"), Offers: []vasttest.Offer{offer(first, 0.70), offer(first+1, 0.90)}, Logf: t.Logf,
+		Behavior: func(seq int, _ vasttest.Offer, _ string) vasttest.Behavior {
+			return vasttest.Behavior{NeverBoot: neverBootFirst && seq == 1}
+		}})
+	t.Cleanup(fake.Close)
+	w.onVast(fake)
+	return w, fake
 }
 
 // onVast points the world's steps at the fake Vast through the real
