@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"encoding/json"
 	"fmt"
 	"math/rand/v2"
@@ -305,6 +306,19 @@ classes:
 	}
 	t.Cleanup(func() { serveHook = nil })
 	e.runServe(addr, env)
+	// A failure (a timing one seldom replays from its seed) leaves serve's
+	// whole log and the leases where CI keeps its artifacts.
+	t.Cleanup(func() {
+		if !t.Failed() {
+			return
+		}
+		dir := cmp.Or(os.Getenv("CRABBOX_TEST_ARTIFACTS"), filepath.Join(os.TempDir(), "crabbox-runner-test-artifacts"))
+		leases, _ := json.MarshalIndent(e.leasesQuiet(), "", " ")
+		path := filepath.Join(dir, fmt.Sprintf("reliability-%d.log", seed))
+		if os.MkdirAll(dir, 0o755) == nil && os.WriteFile(path, []byte(e.logs.String()+"\nleases:\n"+string(leases)+"\n"), 0o644) == nil {
+			t.Logf("serve's log and the leases: %s", path)
+		}
+	})
 
 	start := time.Now()
 	const jobs = 12
