@@ -37,8 +37,9 @@
 #
 # The Action mode (docs/benchmarks.md "Hedging in the Action"): workflows
 # of start, GPU job and stop, one lease each, CONCURRENCY (5) at once, the
-# runner in the image, once per HEDGES setting (0: off) with the same
-# draws; action-pool pools their OUT.json files over seeds.
+# runner in the image, each host within the Action's default boot-timeout
+# (half of the 10 min timeout), once per HEDGES setting (0: off) with the
+# same draws; action-pool pools their OUT.json files over seeds.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # Settings both benchmarks read.
