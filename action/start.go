@@ -102,12 +102,14 @@ func (r *runner) start(ctx context.Context) error {
 	r.ga.Infof("Leasing %s on %s for %s (label %s, runner %s, expires %s)",
 		describeGPU(in), strings.Join(provNames, ", "), scope, names.Label, names.RunnerName, expires.UTC().Format(time.RFC3339))
 	r.ga.Group("Leasing a GPU host and starting its runner")
+	var race *provisioner.RaceReport
 	l, err := p.LeaseNow(ctx, provisioner.OneShotRequest{
 		LeaseID: names.LeaseID, Class: class, Scope: scope, RunnerName: names.RunnerName,
 		Labels: class.Labels, Expires: expires, Timeout: in.Timeout,
 		// Progress carries host output (nvidia-smi's answer, a failed
 		// offer's error with the host's stderr): fenced.
 		Progress: r.hostText,
+		Raced:    func(rep provisioner.RaceReport) { race = &rep },
 	})
 	r.ga.EndGroup()
 	if err != nil {
@@ -122,8 +124,28 @@ func (r *runner) start(ctx context.Context) error {
 		"|---|---|---|---|---|---|\n"+
 		"| %s | %s | %s | %s | `%s` | %s |\n",
 		mdCell(l.Provider), mdCell(l.GPU), money(l.PricePerHour), online.Round(time.Second), names.Label,
-		expires.UTC().Format("2006-01-02 15:04 MST")))
+		expires.UTC().Format("2006-01-02 15:04 MST"))+raceSummary(race, started))
 	return nil
+}
+
+// raceSummary says, under the start summary's table, how a hedged start's
+// race went and what the losing host cost: the Action's counterpart of
+// serve's hedge metrics.
+func raceSummary(rep *provisioner.RaceReport, started time.Time) string {
+	if rep == nil {
+		return ""
+	}
+	won := "the first host won; the hedge was destroyed"
+	if rep.HedgeWon {
+		won = "the hedge won; the first host was destroyed"
+	}
+	s := fmt.Sprintf("\nHedged start: a second host was started %s after the start (`hedge-after`); %s", rep.HedgedAt.Sub(started).Round(time.Second), won)
+	if rep.LoserInstance != "" {
+		s += fmt.Sprintf(" after %s at %s/h, at most %s.", rep.LoserHeld.Round(time.Second), money(rep.LoserPricePerHour), money(rep.LoserCost()))
+	} else {
+		s += " before it got a host."
+	}
+	return s + "\n"
 }
 
 // startFailed checks, rather than trusts, that a failed start left nothing

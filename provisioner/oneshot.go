@@ -32,6 +32,9 @@ type OneShotRequest struct {
 	// Stage, when set, is told when each stage of a host's start begins
 	// (the Stage* names), so a caller can time them and say which failed.
 	Stage func(stage string)
+	// Raced, when set, is told how a hedged start's race ended, once, if
+	// a hedge was started and a runner came online.
+	Raced func(RaceReport)
 	// Attempts bounds the offers tried; 0 tries offers until Timeout.
 	Attempts int
 	// Smoke puts the smoke mark on the instance's marker (Marker.Smoke).

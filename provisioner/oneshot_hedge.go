@@ -255,7 +255,7 @@ func (p *Provisioner) leaseNowHedged(ctx context.Context, req OneShotRequest, cr
 				}
 			}
 			r.l.HedgedAt = hedgedAt
-			p.reportRace(req.Progress, r.who, hedgedAt, lanes)
+			p.reportRace(req, r.who, hedgedAt, lanes)
 			return r.l, nil
 		}
 	}
@@ -265,20 +265,40 @@ func (p *Provisioner) leaseNowHedged(ctx context.Context, req OneShotRequest, cr
 	return nil, fmt.Errorf("%w; hedge: %w", errs[0], errs[1])
 }
 
+// RaceReport is how a hedged one-shot start ended (OneShotRequest.Raced):
+// when the hedge started, who won, and what the loser's last host was held
+// for (zero when the loser never got a host).
+type RaceReport struct {
+	HedgedAt          time.Time
+	HedgeWon          bool
+	LoserProvider     string
+	LoserInstance     string
+	LoserHeld         time.Duration
+	LoserPricePerHour float64
+}
+
+// LoserCost is the most the loser's last host can have cost: its price for
+// the time it was held.
+func (r RaceReport) LoserCost() float64 { return r.LoserPricePerHour * r.LoserHeld.Hours() }
+
 // reportRace says who won and what the loser's host was held for.
-func (p *Provisioner) reportRace(progress func(string, ...any), winner int, hedgedAt time.Time, lanes [2]*oneShotLane) {
+func (p *Provisioner) reportRace(req OneShotRequest, winner int, hedgedAt time.Time, lanes [2]*oneShotLane) {
 	if hedgedAt.IsZero() {
 		return
 	}
-	loser := lanes[1-winner]
+	rep := RaceReport{HedgedAt: hedgedAt, HedgeWon: winner == 1}
 	held := ""
-	if loser != nil && loser.released != "" {
-		held = fmt.Sprintf("; its last host (%s %s) was held %s at $%.3f/h: at most $%.4f", loser.l.Provider, loser.released,
-			loser.held.Round(time.Second), loser.l.PricePerHour, loser.l.PricePerHour*loser.held.Hours())
+	if loser := lanes[1-winner]; loser != nil && loser.released != "" {
+		rep.LoserProvider, rep.LoserInstance, rep.LoserHeld, rep.LoserPricePerHour = loser.l.Provider, loser.released, loser.held, loser.l.PricePerHour
+		held = fmt.Sprintf("; its last host (%s %s) was held %s at $%.3f/h: at most $%.4f", rep.LoserProvider, rep.LoserInstance,
+			rep.LoserHeld.Round(time.Second), rep.LoserPricePerHour, rep.LoserCost())
 	}
-	if winner == 1 {
-		progress("the hedge won: its runner came online first; the first host is destroyed%s", held)
+	if req.Raced != nil {
+		req.Raced(rep)
+	}
+	if rep.HedgeWon {
+		req.Progress("the hedge won: its runner came online first; the first host is destroyed%s", held)
 		return
 	}
-	progress("the first host won; the hedge is destroyed%s", held)
+	req.Progress("the first host won; the hedge is destroyed%s", held)
 }

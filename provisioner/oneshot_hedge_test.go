@@ -56,9 +56,14 @@ func TestLeaseNowHedgeWinsOverANeverBootingHost(t *testing.T) {
 	p, prov, gh, _ := oneShot(t)
 	prov.behave = func(n int) memBehavior { return memBehavior{neverBoot: n == 1} }
 	req, lines := hedgedReq(10*time.Second, 50*time.Millisecond)
+	var races []provisioner.RaceReport
+	req.Raced = func(r provisioner.RaceReport) { races = append(races, r) }
 	l, err := p.LeaseNow(context.Background(), req)
 	if err != nil {
 		t.Fatal(err)
+	}
+	if len(races) != 1 || !races[0].HedgeWon || races[0].LoserInstance != "i-1" {
+		t.Fatalf("race reports %+v", races)
 	}
 	live, created, destroyed := prov.counts()
 	if l.InstanceID != "i-2" || live != 1 || created != 2 || destroyed != 1 || prov.peak > 2 {
@@ -87,9 +92,15 @@ func TestLeaseNowFirstHostWinsAndItsHedgeIsDestroyed(t *testing.T) {
 	p, prov, gh, _ := oneShot(t)
 	holdFirstUntilHedge(t, prov, memBehavior{neverBoot: true})
 	req, lines := hedgedReq(10*time.Second, 20*time.Millisecond)
+	var races []provisioner.RaceReport
+	req.Raced = func(r provisioner.RaceReport) { races = append(races, r) }
 	l, err := p.LeaseNow(context.Background(), req)
 	if err != nil {
 		t.Fatal(err)
+	}
+	if len(races) != 1 || races[0].HedgeWon || races[0].LoserInstance != "i-2" || races[0].LoserPricePerHour != 1.9 ||
+		races[0].LoserHeld <= 0 || !races[0].HedgedAt.Equal(l.HedgedAt) {
+		t.Fatalf("race reports %+v", races)
 	}
 	// Returned only once the hedge's host is destroyed.
 	live, created, destroyed := prov.counts()

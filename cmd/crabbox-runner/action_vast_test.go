@@ -107,6 +107,9 @@ func TestActionHedgeWithVast(t *testing.T) {
 	if !strings.Contains(start.stdout, "the hedge won") {
 		t.Fatalf("start's log does not say the hedge won:\n%s", start.stdout)
 	}
+	if !strings.Contains(start.summary, "Hedged start: a second host was started") || !strings.Contains(start.summary, "the hedge won; the first host was destroyed after") {
+		t.Fatalf("start's summary:\n%s", start.summary)
+	}
 
 	id := w.gh.QueueJob(githubtest.JobSpec{Repo: actionRepo, Labels: []string{out["label"]}, Script: "nvidia-smi"})
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
