@@ -59,8 +59,8 @@ const (
 // until GitHub shows the runner online. Offers are tried cheapest first; a
 // taken offer, a host that fails to boot, has no runner online within the
 // class's BootTimeout or fails its GPU check is destroyed and the next
-// offer tried, until Timeout. On failure nothing it
-// created is left behind: every host is destroyed and the runner removed.
+// offer tried, until Timeout. On failure nothing it created is left
+// behind: every host is destroyed and the runner removed.
 // A class with HedgeAfter races a second host against a slow first
 // (oneshot_hedge.go).
 func (p *Provisioner) LeaseNow(ctx context.Context, req OneShotRequest) (*Lease, error) {
