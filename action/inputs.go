@@ -56,7 +56,7 @@ type Inputs struct {
 	// Labels are extra runner labels besides the unique one.
 	Labels  []string
 	Timeout time.Duration
-	// BootTimeout bounds one host's part of Timeout, from its create call
+	// BootTimeout bounds one host's part of Timeout, from its creation
 	// to its runner online; a host past it is destroyed and the next offer
 	// tried. Half of Timeout unless given.
 	BootTimeout time.Duration

@@ -124,7 +124,7 @@ func (r *runner) start(ctx context.Context) error {
 		"|---|---|---|---|---|---|\n"+
 		"| %s | %s | %s | %s | `%s` | %s |\n",
 		mdCell(l.Provider), mdCell(l.GPU), money(l.PricePerHour), online.Round(time.Second), names.Label,
-		expires.UTC().Format("2006-01-02 15:04 MST"))+raceSummary(race, started))
+		expires.UTC().Format("2006-01-02 15:04 MST")) + raceSummary(race, started))
 	return nil
 }
 

@@ -53,7 +53,7 @@ type Class struct {
 	// here.
 	PublicRepositories bool
 
-	BootTimeout time.Duration // create call to runner online
+	BootTimeout time.Duration // the host's creation (the create answer) to runner online
 	IdleTimeout time.Duration // runner online without a job
 	MaxLifetime time.Duration // hard cap on the host's life
 	// HedgeAfter, when positive, starts a second host for a lease whose

@@ -51,6 +51,9 @@ type memBehavior struct {
 	// answerOnCancel: the create goes through, but its answer never comes;
 	// the call ends only when its context does (oneshot_hedge_test.go).
 	answerOnCancel bool
+	// createTook delays the create's answer, as a provider's create pace
+	// does (oneshot_test.go).
+	createTook time.Duration
 }
 
 type memInstance struct {
@@ -77,6 +80,11 @@ func (m *memProvider) Offers(ctx context.Context, c provisioner.Class) ([]provis
 
 func (m *memProvider) Create(ctx context.Context, req provisioner.CreateRequest) (*provisioner.Instance, error) {
 	inst, b, err := m.create(req)
+	if b.createTook > 0 {
+		if err := sleepCtx(ctx, b.createTook); err != nil {
+			return nil, err
+		}
+	}
 	if err == nil && b.answerOnCancel {
 		<-ctx.Done()
 		return nil, ctx.Err()
@@ -571,4 +579,15 @@ func (m *memProvider) holdDestroy(id string) (destroying <-chan struct{}, letGo 
 	}
 	m.mu.Unlock()
 	return started, letGo
+}
+
+func sleepCtx(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+		return nil
+	}
 }

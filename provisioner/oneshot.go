@@ -196,11 +196,13 @@ func (p *Provisioner) oneShotFailed(l *Lease, failures []string, last error) err
 	return fmt.Errorf("lease %s: %w (tried: %s)", l.ID, last, strings.Join(failures, "; "))
 }
 
-// hostClock bounds one host's start, from its create call to its runner
-// online, by the class's BootTimeout: a host that never boots is destroyed
-// and the next offer tried, instead of holding the lease until Timeout.
-// It pauses while the host waits for the runner name the other lane of a
-// race holds: that wait is not the host's.
+// hostClock bounds one host's start, from its creation (the create call's
+// answer) to its runner online, by the class's BootTimeout: a host that
+// never boots is destroyed and the next offer tried, instead of holding the
+// lease until Timeout. As serve's boot deadline, it starts at the creation:
+// waiting for the provider's create pace is not boot time. It pauses while
+// the host waits for the runner name the other lane of a race holds: that
+// wait is not the host's either.
 type hostClock struct {
 	ctx    context.Context
 	cancel context.CancelCauseFunc
@@ -215,11 +217,8 @@ type hostClock struct {
 
 func startHostClock(ctx context.Context, limit time.Duration) *hostClock {
 	c := &hostClock{limit: limit, left: limit,
-		cause: fmt.Errorf("%w: no runner online %s after this host's create call", ErrBootTimeout, limit)}
+		cause: fmt.Errorf("%w: no runner online %s after this host's creation", ErrBootTimeout, limit)}
 	c.ctx, c.cancel = context.WithCancelCause(ctx)
-	if limit > 0 {
-		c.resume()
-	}
 	return c
 }
 
@@ -257,7 +256,7 @@ func (c *hostClock) explain(parent context.Context, err error) error {
 }
 
 // oneShotHost creates one host from one offer and brings its runner online
-// within the class's BootTimeout. It fills the lease as it goes, so that
+// within the class's BootTimeout of its creation. It fills the lease as it goes, so that
 // ReleaseNow can undo every step.
 func (p *Provisioner) oneShotHost(ctx context.Context, ln *oneShotLane, class *Class, offer Offer) error {
 	clock := startHostClock(ctx, class.BootTimeout)
@@ -289,6 +288,7 @@ func (p *Provisioner) startOneShotHost(ctx context.Context, clock *hostClock, ln
 		}
 		return err
 	}
+	clock.resume()
 	l.InstanceID, l.State = inst.ID, StateBooting
 	ln.hostCreated = p.now()
 	if ln.race != nil {

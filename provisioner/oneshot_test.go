@@ -126,7 +126,7 @@ func TestLeaseNowReplacesAHostPastItsBootTimeout(t *testing.T) {
 	if live, created, destroyed := prov.counts(); l.InstanceID != "i-2" || live != 1 || created != 2 || destroyed != 1 || gh.live() != 1 {
 		t.Fatalf("lease on %s; instances live %d created %d destroyed %d; %d runners", l.InstanceID, live, created, destroyed, gh.live())
 	}
-	if !said(lines, "offer o-cheap failed: host not reachable over SSH (last: instance i-1 is pending): boot timeout: no runner online 200ms after this host's create call") {
+	if !said(lines, "offer o-cheap failed: host not reachable over SSH (last: instance i-1 is pending): boot timeout: no runner online 200ms after this host's creation") {
 		t.Fatalf("progress: %q", lines)
 	}
 	// The never-booting host's machine is avoided.
@@ -144,10 +144,26 @@ func TestLeaseNowEveryHostPastItsBootTimeout(t *testing.T) {
 	req.Class.BootTimeout = 100 * time.Millisecond
 	req.Attempts = 2
 	_, err := p.LeaseNow(context.Background(), req)
-	if err == nil || !strings.Contains(err.Error(), "boot timeout: no runner online 100ms after this host's create call") || !strings.Contains(err.Error(), "tried: mem o-cheap: host not reachable over SSH (last: instance i-1 is pending): boot timeout") {
+	if err == nil || !strings.Contains(err.Error(), "boot timeout: no runner online 100ms after this host's creation") || !strings.Contains(err.Error(), "tried: mem o-cheap: host not reachable over SSH (last: instance i-1 is pending): boot timeout") {
 		t.Fatalf("err %v", err)
 	}
 	if live, created, _ := prov.counts(); live != 0 || created != 2 || gh.live() != 0 {
 		t.Fatalf("left: %d instances of %d, %d runners", live, created, gh.live())
+	}
+}
+
+// The boot timeout runs from the host's creation, as serve's boot deadline
+// does: a create call held by the provider's pace is not boot time.
+func TestLeaseNowBootTimeoutStartsAtTheCreation(t *testing.T) {
+	p, prov, _, _ := oneShot(t)
+	prov.behave = func(n int) memBehavior { return memBehavior{createTook: 300 * time.Millisecond} }
+	req := oneShotReq(10 * time.Second)
+	req.Class.BootTimeout = 200 * time.Millisecond
+	l, err := p.LeaseNow(context.Background(), req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if live, created, _ := prov.counts(); l.InstanceID != "i-1" || live != 1 || created != 1 {
+		t.Fatalf("lease on %s; %d live of %d created", l.InstanceID, live, created)
 	}
 }

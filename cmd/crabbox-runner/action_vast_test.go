@@ -146,7 +146,7 @@ func TestActionBootTimeoutReplacesANeverBootingHost(t *testing.T) {
 	if live := fake.Live(); len(live) != 1 || live[0].OfferID != 9200002 {
 		t.Fatalf("vast instances after start %+v", live)
 	}
-	if !strings.Contains(start.stdout, "offer 9200001 failed: host not reachable over SSH (last: instance 20000001 is pending): boot timeout: no runner online 20s after this host's create call") {
+	if !strings.Contains(start.stdout, "offer 9200001 failed: host not reachable over SSH (last: instance 20000001 is pending): boot timeout: no runner online 20s after this host's creation") {
 		t.Fatalf("start's log does not say why the first host went:\n%s", start.stdout)
 	}
 	stop := w.step(map[string]string{"mode": "stop", "label": out["label"]})
