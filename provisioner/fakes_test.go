@@ -81,8 +81,10 @@ func (m *memProvider) Offers(ctx context.Context, c provisioner.Class) ([]provis
 func (m *memProvider) Create(ctx context.Context, req provisioner.CreateRequest) (*provisioner.Instance, error) {
 	inst, b, err := m.create(req)
 	if b.createTook > 0 {
-		if err := sleepCtx(ctx, b.createTook); err != nil {
-			return nil, err
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(b.createTook):
 		}
 	}
 	if err == nil && b.answerOnCancel {
@@ -579,15 +581,4 @@ func (m *memProvider) holdDestroy(id string) (destroying <-chan struct{}, letGo 
 	}
 	m.mu.Unlock()
 	return started, letGo
-}
-
-func sleepCtx(ctx context.Context, d time.Duration) error {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-t.C:
-		return nil
-	}
 }
