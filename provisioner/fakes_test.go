@@ -582,3 +582,14 @@ func (m *memProvider) holdDestroy(id string) (destroying <-chan struct{}, letGo 
 	m.mu.Unlock()
 	return started, letGo
 }
+
+// holdCreates keeps the nth create's host booting until holds[n] is
+// closed; the other creates boot as usual.
+func holdCreates(holds map[int]chan struct{}) func(n int) memBehavior {
+	return func(n int) memBehavior {
+		if c, ok := holds[n]; ok {
+			return memBehavior{hold: c}
+		}
+		return memBehavior{}
+	}
+}

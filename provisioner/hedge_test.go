@@ -459,15 +459,7 @@ func TestHedgeEventOrders(t *testing.T) {
 			h, _ := newHedgeHarness(t, map[int]chan struct{}{1: hold1, 2: hold2}, nil)
 			// A lease made after a release by hand (the job still
 			// waiting, no hedge left) boots at once.
-			h.prov.behave = func(n int) memBehavior {
-				switch n {
-				case 1:
-					return memBehavior{hold: hold1}
-				case 2:
-					return memBehavior{hold: hold2}
-				}
-				return memBehavior{}
-			}
+			h.prov.behave = holdCreates(map[int]chan struct{}{1: hold1, 2: hold2})
 			h.event("queued", 1, "g1")
 			first := firstLease(h)
 			h.waitFor("a hedge booting", func() bool {

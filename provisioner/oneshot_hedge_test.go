@@ -217,15 +217,7 @@ func TestLeaseNowHedgeWaitingForTheNameKeepsItsBootTime(t *testing.T) {
 	// until the hedge, i-2 (o-mid), has waited for it past the hedge's
 	// boot timeout counted from its create; then i-3's runner fails.
 	hold1, hold2 := make(chan struct{}), make(chan struct{})
-	prov.behave = func(n int) memBehavior {
-		switch n {
-		case 1:
-			return memBehavior{hold: hold1}
-		case 2:
-			return memBehavior{hold: hold2}
-		}
-		return memBehavior{}
-	}
+	prov.behave = holdCreates(map[int]chan struct{}{1: hold1, 2: hold2})
 	boot.gpuBad = func(_ provisioner.Endpoint, n int) bool { return n == 1 }
 	firstStarts := firstRunnerFailsWhenClosed(boot)
 	var hedgeCreated time.Time
