@@ -230,7 +230,7 @@ func (b *Bootstrapper) Bootstrap(ctx context.Context, req provisioner.BootstrapR
 	if err != nil {
 		return nil, err
 	}
-	parseInstall(out, res)
+	parseInstall(out, time.Now(), res)
 	res.Arch, res.RunnerVersion, res.RunnerSHA256 = arch, rel.Version, rel.SHA256
 	if req.InstallOnly {
 		b.log.Info("bootstrap: runner installed, not started", "endpoint", req.Endpoint.Addr(), "duration", time.Since(start).Round(time.Millisecond))

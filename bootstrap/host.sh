@@ -145,9 +145,41 @@ stop_runner() {
 #   crabbox-runner prefetched|waited|downloaded|image
 #   crabbox-deps skipped|installed|prefetched|failed|none
 #   crabbox-time <step> <milliseconds>
+#   crabbox-fetch prefetch|install <age> <download> <total> <bytes>
+#
+# crabbox-fetch is the runner tarball's download, when this install got the
+# runner from one: by whom; how long ago it began, as the line is printed
+# (an age, not a time: the host's clock need not agree with the Go side's);
+# the transfer, and the transfer, checksum and unpack together
+# (milliseconds); the tarball's size in bytes.
 
 # now_ms is the wall clock in milliseconds (GNU date).
 now_ms() { date +%s%3N; }
+
+# uptime_ms is the time since the kernel booted, in milliseconds, or
+# nothing. The fetch is timed on it, not on the wall clock: the prefetch
+# starts early in the boot (on Lambda in cloud-init's network stage, which
+# systemd orders before chronyd), and a clock stepped once NTP answers
+# would put the download's start anywhere. A container (Vast) reads its
+# host's uptime: as steady.
+uptime_ms() {
+	local u= _
+	read -r u _ </proc/uptime 2>/dev/null || true
+	[[ $u =~ ^[0-9]+\.[0-9]{2}$ ]] && echo $((10#${u/./} * 10))
+	return 0
+}
+
+# fetch_fact prints the crabbox-fetch line from FETCHED ("by began
+# downloaded unpacked bytes", uptime_ms times as .fetched has them), if it
+# is well formed.
+fetch_fact() {
+	local by p e d n now
+	read -r by p e d n <<<"${FETCHED:-}" || true
+	[[ $p =~ ^[0-9]{1,15}$ && $e =~ ^[0-9]{1,15}$ && $d =~ ^[0-9]{1,15}$ && $n =~ ^[0-9]{1,15}$ ]] || return 0
+	now=$(uptime_ms)
+	[ -n "$now" ] && ((p <= e && e <= d && d <= now)) || return 0
+	echo "crabbox-fetch $by $((now - p)) $((e - p)) $((d - p)) $n"
+}
 
 # deps_present reports whether the libraries the runner loads are known to
 # the dynamic linker already, asked the way the loader finds them
@@ -317,7 +349,10 @@ phase_install() {
 		TMP=$tmp
 		trap 'rm -rf "$TMP"; rmdir "$ROOT/cache/.lock.d" 2>/dev/null || true' EXIT
 		echo "downloading runner $version ($arch)"
+		local u0 u1
+		u0=$(uptime_ms)
 		download "$url" "$tmp/runner.tar.gz" || die 2 "download of $url failed"
+		u1=$(uptime_ms)
 		local have
 		have=$(sha256sum "$tmp/runner.tar.gz" | cut -d' ' -f1)
 		if [ "$have" != "$sum" ]; then
@@ -325,6 +360,8 @@ phase_install() {
 		fi
 		mkdir "$tmp/x"
 		tar -xzf "$tmp/runner.tar.gz" -C "$tmp/x" || die 2 "cannot extract the runner tarball"
+		# As the prefetch writes it (prefetch.sh).
+		echo "$u0 $u1 $(uptime_ms) $(stat -c %s "$tmp/runner.tar.gz")" >"$tmp/x/.fetched"
 		touch "$tmp/x/.complete"
 		rm -rf "$cache"
 		mv "$tmp/x" "$cache"
@@ -335,6 +372,14 @@ phase_install() {
 	# prefetch, or this install just now): nothing was downloaded.
 	[ ! -f "$cache/.image" ] || got=image
 	FACTS+="crabbox-runner $got"$'\n'
+	# The download's times, told once: a later install on this host
+	# downloaded nothing.
+	FETCHED=
+	if [ "$got" != image ] && [ -f "$cache/.fetched" ]; then
+		FETCHED=$(head -c 200 "$cache/.fetched")
+		mv -f "$cache/.fetched" "$cache/.fetched.told"
+		[ "$got" = downloaded ] && FETCHED="install $FETCHED" || FETCHED="prefetch $FETCHED"
+	fi
 
 	local dir="$ROOT/runners/$name"
 	stop_runner "$dir"
@@ -400,6 +445,7 @@ phase_install() {
 	# Last, so that no installer's output pushes them out of what the Go
 	# side keeps (the tail of stdout).
 	printf '%s' "$FACTS"
+	fetch_fact
 }
 
 phase_start() {

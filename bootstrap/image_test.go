@@ -125,6 +125,9 @@ func TestImageRunnerIsNotDownloaded(t *testing.T) {
 			if res.RunnerGot != provisioner.RunnerImage || res.Deps != provisioner.DepsSkipped {
 				t.Errorf("runner %q, deps %q; want image, skipped", res.RunnerGot, res.Deps)
 			}
+			if res.Fetch != nil {
+				t.Errorf("a runner from the image told of a download: %+v", *res.Fetch)
+			}
 			dir := e.runnerDir(inst, "crabbox-i1")
 			waitFile(t, filepath.Join(dir, "jit.sha256"))
 			for _, f := range []string{"bin/Runner.Listener", "run.sh"} {

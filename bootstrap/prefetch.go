@@ -79,8 +79,10 @@ func lockWait(phase time.Duration) string {
 
 // parseInstall reads the facts host.sh install prints last (see its
 // "crabbox-" lines): how the runner was got, what was done about its
-// dependencies, and its steps' durations, as install.<step> phases.
-func parseInstall(out string, res *provisioner.BootstrapResult) {
+// dependencies, its steps' durations, as install.<step> phases, and the
+// tarball's download. returned is when the install's output arrived:
+// the download's age is counted back from it.
+func parseInstall(out string, returned time.Time, res *provisioner.BootstrapResult) {
 	for _, line := range strings.Split(out, "\n") {
 		f := strings.Fields(line)
 		switch {
@@ -91,6 +93,8 @@ func parseInstall(out string, res *provisioner.BootstrapResult) {
 			}
 		case len(f) == 2 && f[0] == "crabbox-deps" && depsRE.MatchString(f[1]):
 			res.Deps = f[1]
+		case len(f) == 6 && f[0] == "crabbox-fetch":
+			res.Fetch = parseFetch(f[1:], returned)
 		case len(f) == 3 && f[0] == "crabbox-time" && depsRE.MatchString(f[1]):
 			if ms, err := strconv.ParseInt(f[2], 10, 64); err == nil && ms >= 0 {
 				res.Phases = append(res.Phases, provisioner.PhaseTime{Name: "install." + f[1], Duration: time.Duration(ms) * time.Millisecond})
@@ -98,6 +102,29 @@ func parseInstall(out string, res *provisioner.BootstrapResult) {
 		}
 	}
 }
+
+// parseFetch reads "by age download total bytes" (milliseconds, and
+// bytes); nil unless every field is what host.sh prints.
+func parseFetch(f []string, returned time.Time) *provisioner.RunnerFetch {
+	if f[0] != provisioner.FetchByPrefetch && f[0] != provisioner.FetchByInstall {
+		return nil
+	}
+	var n [4]int64
+	for i, s := range f[1:] {
+		v, err := strconv.ParseInt(s, 10, 64)
+		if err != nil || v < 0 || v > 1e15 {
+			return nil
+		}
+		n[i] = v
+	}
+	age, download, total := msDuration(n[0]), msDuration(n[1]), msDuration(n[2])
+	if download > total || total > age {
+		return nil
+	}
+	return &provisioner.RunnerFetch{By: f[0], Began: returned.Add(-age), Download: download, Total: total, Bytes: n[3]}
+}
+
+func msDuration(ms int64) time.Duration { return time.Duration(ms) * time.Millisecond }
 
 // depsRE bounds the words taken from the host's output: a host's
 // operator controls every byte it prints.

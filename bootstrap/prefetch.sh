@@ -17,6 +17,13 @@ aarch64 | arm64) A=arm64 S=$5 ;;
 esac
 # No checksum for this architecture, or no flock: host.sh does it all.
 [ -n "$S" ] && command -v flock >/dev/null || exit 0
+# N: host.sh uptime_ms.
+N() {
+	local u=
+	read -r u _ </proc/uptime
+	[[ $u =~ ^[0-9]+\.[0-9]{2}$ ]] && echo $((10#${u/./} * 10))
+	:
+}
 U=${U//\{version\}/$V}
 U=${U//\{arch\}/$A}
 C=$R/cache/runner-$V-$A-${S:0:16}
@@ -41,9 +48,14 @@ if [ ! -f "$C/.complete" ]; then
 			rm -rf "$T/x/_diag" && touch "$T/x/.image" && echo "crabbox prefetch: runner $V in the image at $d" && break
 		rm -rf "$T/x"
 	done
-	if [ -d "$T/x" ] || { curl -fsSL --retry 3 --connect-timeout 30 -o "$T/r.tgz" "$U" &&
-		[ "$(sha256sum <"$T/r.tgz" | cut -d' ' -f1)" = "$S" ] &&
-		mkdir "$T/x" && tar -xzf "$T/r.tgz" -C "$T/x"; }; then
+	# .fetched: when the download began, when it ended, when the runner
+	# was unpacked (ms of uptime: host.sh uptime_ms says why) and the
+	# tarball's size, which host.sh install reports (how much of the
+	# download the boot hid).
+	if [ -d "$T/x" ] || { P=$(N) && curl -fsSL --retry 3 --connect-timeout 30 -o "$T/r.tgz" "$U" &&
+		E=$(N) && [ "$(sha256sum <"$T/r.tgz" | cut -d' ' -f1)" = "$S" ] &&
+		mkdir "$T/x" && tar -xzf "$T/r.tgz" -C "$T/x" &&
+		echo "$P $E $(N) $(stat -c %s "$T/r.tgz")" >"$T/x/.fetched"; }; then
 		touch "$T/x/.complete"
 		chown -R "$O" "$T/x"
 		rm -rf "$C"

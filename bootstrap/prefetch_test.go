@@ -98,6 +98,7 @@ func TestPrefetchedRunnerIsNotDownloadedAgain(t *testing.T) {
 	if !strings.Contains(log, "ready") {
 		t.Fatalf("prefetch log: %q", log)
 	}
+	started := time.Now()
 	res, err := b.Bootstrap(context.Background(), request(inst, creds, newJIT(t, "crabbox-p1"), false))
 	if err != nil {
 		t.Fatal(err)
@@ -107,6 +108,12 @@ func TestPrefetchedRunnerIsNotDownloadedAgain(t *testing.T) {
 	}
 	if res.RunnerGot != provisioner.RunnerPrefetched || res.Deps != provisioner.DepsPrefetched {
 		t.Errorf("runner %q, deps %q; want prefetched, prefetched", res.RunnerGot, res.Deps)
+	}
+	// The prefetch timed its download, all of it before SSH (here: the
+	// bootstrap's start) since it was done by then.
+	checkFetch(t, res.Fetch, provisioner.FetchByPrefetch, len(body))
+	if after := res.Fetch.AfterSSH(started); after != 0 {
+		t.Errorf("a prefetch done before the bootstrap left %s after SSH", after)
 	}
 	if n := depsRuns(e, inst); n != 1 {
 		t.Errorf("installdependencies.sh ran %d times, want once", n)
@@ -119,6 +126,28 @@ func TestPrefetchedRunnerIsNotDownloadedAgain(t *testing.T) {
 		t.Errorf("phases %q", got)
 	}
 	waitFile(t, filepath.Join(e.runnerDir(inst, "crabbox-p1"), "jit.sha256"))
+	// A second runner on the host downloaded nothing: no fetch to tell.
+	again, err := b.Bootstrap(context.Background(), request(inst, creds, newJIT(t, "crabbox-p2"), false))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if again.Fetch != nil {
+		t.Errorf("the second install told of a fetch: %+v", *again.Fetch)
+	}
+}
+
+// checkFetch: the host told of one download of the tarball, by whom,
+// of its size, timed consistently.
+func checkFetch(t *testing.T, f *provisioner.RunnerFetch, by string, size int) {
+	t.Helper()
+	switch {
+	case f == nil:
+		t.Fatalf("no fetch told; want one by the %s", by)
+	case f.By != by || f.Bytes != int64(size):
+		t.Errorf("fetch by %q of %d bytes; want by %q, %d bytes", f.By, f.Bytes, by, size)
+	case f.Download < 0 || f.Download > f.Total || f.Began.IsZero() || f.Began.After(time.Now()):
+		t.Errorf("fetch timed badly: %+v", *f)
+	}
 }
 
 // TestInstallWaitsForThePrefetchUnderWay: SSH comes up while the prefetch
@@ -141,6 +170,7 @@ func TestInstallWaitsForThePrefetchUnderWay(t *testing.T) {
 		err error
 	}
 	done := make(chan result, 1)
+	sshUp := time.Now()
 	go func() {
 		res, err := b.Bootstrap(context.Background(), request(inst, creds, newJIT(t, "crabbox-w1"), false))
 		done <- result{res, err}
@@ -159,10 +189,23 @@ func TestInstallWaitsForThePrefetchUnderWay(t *testing.T) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
+	held := time.Since(sshUp)
 	close(srv.gate)
 	r := <-done
 	if r.err != nil {
 		t.Fatal(r.err)
+	}
+	// The download began before SSH came up and ended after: what was
+	// left of it then is on the way to the runner online, and the metric
+	// of that part must see it.
+	checkFetch(t, r.res.Fetch, provisioner.FetchByPrefetch, len(body))
+	if f := r.res.Fetch; f != nil {
+		if !f.Began.Before(sshUp) {
+			t.Errorf("the download began %s after SSH came up; it was under way before", f.Began.Sub(sshUp))
+		}
+		if after := f.AfterSSH(sshUp); after < held-50*time.Millisecond || after > f.Total {
+			t.Errorf("%s of the fetch after SSH; the download was held %s past it (total %s)", after, held, f.Total)
+		}
 	}
 	if n := srv.requests.Load(); n != 1 {
 		t.Errorf("the server saw %d downloads, want one", n)
@@ -238,9 +281,16 @@ func TestDependenciesSkippedWhenPresent(t *testing.T) {
 		b := e.bootstrapper(t, srv.urlTemplate(), sum)
 		creds := newCreds(t, b)
 		inst := e.host(t, creds) // no onstart: no prefetch
+		started := time.Now()
 		res, err := b.Bootstrap(context.Background(), request(inst, creds, newJIT(t, "crabbox-d1"), false))
 		if err != nil {
 			t.Fatal(err)
+		}
+		checkFetch(t, res.Fetch, provisioner.FetchByInstall, len(body))
+		// All of the install's own download is after SSH (the
+		// bootstrap's start); host and test share a clock, to the ms.
+		if f := res.Fetch; f != nil && (f.Began.Before(started.Add(-50*time.Millisecond)) || f.AfterSSH(started) < f.Total-50*time.Millisecond) {
+			t.Errorf("the install's download began %s after the bootstrap, %s of %s after SSH", f.Began.Sub(started), f.AfterSSH(started), f.Total)
 		}
 		wantDeps, wantRuns := provisioner.DepsInstalled, 1
 		if has {

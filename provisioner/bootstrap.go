@@ -86,6 +86,11 @@ type BootstrapResult struct {
 	// (DepsSkipped, DepsInstalled, DepsPrefetched, or the host's word for
 	// a failure); "" when the bootstrapper does not say (prefetch.go).
 	RunnerGot, Deps string
+	// Fetch is the runner tarball's download this bootstrap's runner came
+	// from (the boot-time prefetch's or the install's own); nil when the
+	// host told of none (the runner came from the image, or the host's
+	// tools could not time it).
+	Fetch *RunnerFetch
 	// Phases are the bootstrap's steps and their durations, in order.
 	Phases []PhaseTime
 }

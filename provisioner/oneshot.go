@@ -314,6 +314,7 @@ func (p *Provisioner) startOneShotHost(ctx context.Context, clock *hostClock, ln
 		}
 	}
 	l.State = StateBootstrapping
+	sshUp := p.now()
 	if req.InstallOnly {
 		progress("SSH up at %s; checking the host and installing runner %s (not registered: no GitHub)", l.SSH.Addr(), l.RunnerName)
 	} else {
@@ -382,6 +383,10 @@ func (p *Provisioner) startOneShotHost(ctx context.Context, clock *hostClock, ln
 	if res.RunnerVersion != "" {
 		progress("host %s; runner %s installed, its tarball's sha256 verified (%s)", res.Arch, res.RunnerVersion, res.RunnerSHA256)
 	}
+	if f := fetchSummary(res, sshUp); f != "" {
+		progress("runner tarball fetched by the %s", f)
+	}
+	p.observeBootstrap(offer.Provider, res, sshUp)
 	if req.InstallOnly {
 		return nil
 	}

@@ -254,6 +254,8 @@ func (p *Provisioner) bootstrap(ctx context.Context, log *slog.Logger, l *Lease,
 		return p.failLease(ctx, l, err.Error())
 	}
 	if l.BootstrappedAt.IsZero() {
+		// The lease became bootstrapping when SSH answered.
+		sshUp := l.StateChangedAt
 		// The install below may take long: hedge first if due.
 		if err := p.hedgeTick(ctx, log, l, class); err != nil {
 			return err
@@ -328,8 +330,8 @@ func (p *Provisioner) bootstrap(ctx context.Context, log *slog.Logger, l *Lease,
 		}
 		log.Info("runner started on host", "runner_name", l.RunnerName, "gpu", res.GPUInfo, "arch", res.Arch,
 			"runner_version", res.RunnerVersion, "runner_sha256", res.RunnerSHA256, "runner", res.RunnerGot, "deps", res.Deps,
-			"phases", phaseSummary(res), "took", p.now().Sub(started).Round(time.Millisecond))
-		p.observeBootstrap(l.Provider, res)
+			"phases", phaseSummary(res), "took", p.now().Sub(started).Round(time.Millisecond), fetchAttrs(res, sshUp))
+		p.observeBootstrap(l.Provider, res, sshUp)
 		if l, err = p.updateLease(ctx, l.ID, func(l *Lease) { l.BootstrappedAt = p.now() }); err != nil {
 			return err
 		}

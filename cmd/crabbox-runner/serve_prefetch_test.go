@@ -1,6 +1,7 @@
 package main
 
 import (
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -29,6 +30,20 @@ func checkPrefetched(t *testing.T, e *e2e, provider string) {
 	}
 	if !strings.Contains(line, `"phases":"upload=`) {
 		t.Errorf("the lease's log lacks the bootstrap's phases:\n%s", line)
+	}
+	// The host timed its download, and serve counts it: the tarball's
+	// bytes, and one download's share left after SSH came up.
+	if !strings.Contains(line, `"fetch":{"by":"prefetch","bytes":`) || !strings.Contains(line, `"after_ssh_ms":`) {
+		t.Errorf("the lease's log does not tell the prefetch's download:\n%s", line)
+	}
+	bytes := regexp.MustCompile(`(?m)^crabbox_runner_download_bytes_total\{by="prefetch",provider="` + provider + `"\} ([0-9.e+]+)$`).FindStringSubmatch(metrics)
+	if bytes == nil || bytes[1] == "0" {
+		t.Errorf("/metrics lacks the prefetch's downloaded bytes\n%s", grepLines(metrics, "crabbox_runner_download"))
+	}
+	for _, m := range []string{"crabbox_runner_download_seconds", "crabbox_runner_fetch_after_ssh_seconds"} {
+		if want := m + `_count{by="prefetch",provider="` + provider + `"} 1`; !strings.Contains(metrics, want) {
+			t.Errorf("/metrics lacks %s\n%s", want, grepLines(metrics, m))
+		}
 	}
 }
 

@@ -227,7 +227,10 @@ func TestSmokePassed(t *testing.T) {
 				t.Fatalf("exit %d\n%s", code, errs)
 			}
 			want := []string{"stage key", "stage offer", "stage create", "stage boot", "stage bootstrap", "stage destroy", "stage verify",
-				"sha256 verified", "GPU: ", "cost so far: about $"}
+				"sha256 verified", "GPU: ", "cost so far: about $",
+				// The host's timing of the tarball's download (docs/live-smoke.md,
+				// "What a run tells about time to runner").
+				"runner tarball fetched by the ", " MB/s), ", "of it after"}
 			if tc.github {
 				want = append(want, "stage register", "stage online", "GitHub no longer lists the runner")
 			}

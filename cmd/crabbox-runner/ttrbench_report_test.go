@@ -44,6 +44,8 @@ type ttrReport struct {
 	// Hedges started, and the leases due one that got none, by reason.
 	Hedges     int
 	HedgeSkips map[string]int
+	// Fetches are the hosts' own timings of the runner tarball's download.
+	Fetches []ttrFetch
 	// Requests are the run's provider and GitHub requests (serve's own
 	// counters): what a run costs against the providers' rate limits and
 	// GitHub's rate budget.
@@ -62,7 +64,7 @@ func (r *ttrRun) report() *ttrReport {
 	p := r.p
 	S := p.Scale
 	rep := &ttrReport{Scenario: r.sc.Name, p: p, Jobs: len(r.jobs), MaxHostsPerLease: r.maxHostsPerLease, Wall: r.ended.Sub(r.started),
-		Hedges: r.hedges, HedgeSkips: r.hedgeSkips, trace: r.trace, Requests: r.requests}
+		Hedges: r.hedges, HedgeSkips: r.hedgeSkips, trace: r.trace, Requests: r.requests, Fetches: r.fetches}
 	byLease := map[string][]ttrHost{}
 	for _, h := range r.hosts {
 		byLease[h.LeaseID] = append(byLease[h.LeaseID], h)
@@ -228,6 +230,7 @@ func markdownReport(reps []*ttrReport) string {
 			"most hosts per lease %d; longest wait behind a never-booting host %s.\n\n",
 			r.Hosts, r.NeverBooted, r.FailedFast, r.MoneyTotal, r.MoneyUnused, r.MaxHostsPerLease, fmtDur(r.LongestNeverBootWait))
 		fmt.Fprintf(&b, "%d of %d jobs ran on a lease made for another job.\n\n", r.OtherJobs, r.Jobs)
+		b.WriteString(fetchLine(r.Fetches))
 		if np, ng := sumCounts(r.Requests.Provider), sumCounts(r.Requests.GitHub); np+ng > 0 && r.Jobs > 0 {
 			fmt.Fprintf(&b, "Requests: provider %d (%.1f a job: %s); GitHub %d against the rate limit (%.1f a job: %s), %d more answered 304 (free).\n\n",
 				np, float64(np)/float64(r.Jobs), fmtCounts(r.Requests.Provider), ng, float64(ng)/float64(r.Jobs), fmtCounts(r.Requests.GitHub), r.Requests.GitHubFree)

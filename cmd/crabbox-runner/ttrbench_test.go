@@ -53,6 +53,7 @@ type ttrRun struct {
 	// provider requests by endpoint, GitHub requests by endpoint (those
 	// that count against the rate limit), and GitHub's free ones (304s).
 	requests        ttrRequests
+	fetches         []ttrFetch // the hosts' timings of the tarball's download (serve's log)
 	bootTimeoutWall time.Duration
 	started, ended  time.Time
 	// trace is every lease's transitions, every job's times and every
@@ -339,6 +340,7 @@ func runTTR(t *testing.T, sc ttrScenario, p ttrParams) *ttrRun {
 	}
 	run.leases = e.leases()
 	run.requests = parseTTRRequests(e.get("/metrics"))
+	run.fetches = parseTTRFetches(e.logs.String())
 	run.hedges, run.hedgeSkips = 0, map[string]int{}
 	for _, line := range strings.Split(e.logs.String(), "\n") {
 		switch {
